@@ -1,0 +1,1352 @@
+//! Azure's `PacketCaptureFilter`: the wire object, its validation into a
+//! [`CaptureFilter`], and a plain evaluator of which packets a filter list keeps.
+//!
+//! This module is the definition of what a filter *means*; the capture engine's
+//! BPF compiler (`netwatch_capture::bpf`) must agree with [`filters_match`], and
+//! its tests check that it does. It does no I/O and parses no packets: callers
+//! describe a packet as a [`Flow`].
+//!
+//! # Syntax (Azure's, with the documented gaps filled in)
+//! - Every field is optional; a missing field, `null` and `""` all mean "not set".
+//! - `protocol`: `TCP`, `UDP` or `Any`, in any case; default `Any`. Azure's
+//!   filters have no ICMP, so `ICMP` is rejected.
+//! - `localIPAddress` / `remoteIPAddress`: one address (`10.0.0.3`), one inclusive
+//!   range (`1.1.1.1-255.255.255.255`), or a list of single addresses joined by
+//!   `;` (`,` is accepted too; empty entries, such as a trailing `;`, are
+//!   ignored). IPv4 and IPv6, parsed by `std`; no zone ids, no CIDR. A range is
+//!   one family and not reversed; a list may mix families.
+//! - `localPort` / `remotePort`: the same shapes, ports 0-65535.
+//! - Azure supports neither several ranges in one field nor a range inside a
+//!   list ("Multiple ranges not currently supported. Mixing ranges with multiple
+//!   entries not currently supported"); both are rejected, suggesting separate
+//!   filters.
+//!
+//! # Semantics
+//! - A capture keeps a packet when ANY filter matches (an empty list keeps
+//!   everything); a filter matches when EVERY field it sets matches.
+//! - *Local* is the host's side, *remote* the other; a filter matches both
+//!   directions of a conversation: (src ~ local and dst ~ remote) or
+//!   (dst ~ local and src ~ remote), where "src ~ local" means the source address
+//!   is in `localIPAddress` and the source port in `localPort` (each if set).
+//! - Ports exist only for TCP and UDP: a filter that sets a port field matches
+//!   only TCP/UDP packets (of its protocol), and never an IPv4 non-first fragment.
+//! - For IPv6 the transport protocol is the fixed header's Next Header field;
+//!   extension headers are not walked, so a TCP segment behind a Hop-by-Hop or
+//!   Fragment header is not TCP to these filters.
+//! - A filter that sets a protocol or an address matches only IP packets; the
+//!   empty filter (protocol `Any`, nothing else) matches every packet, ARP too.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// The wire name of the filter list, the root of every [`FilterError::target`].
+const FILTERS: &str = "filters";
+/// Wire names of the fields (also written as literals in the serde attributes
+/// of [`PacketCaptureFilter`]; `wire_names_match_serde` keeps them in step).
+const PROTOCOL: &str = "protocol";
+const LOCAL_IP_ADDRESS: &str = "localIPAddress";
+const REMOTE_IP_ADDRESS: &str = "remoteIPAddress";
+const LOCAL_PORT: &str = "localPort";
+const REMOTE_PORT: &str = "remotePort";
+/// The fields a filter object may have, in Azure's order.
+const FIELDS: [&str; 5] = [PROTOCOL, LOCAL_IP_ADDRESS, REMOTE_IP_ADDRESS, LOCAL_PORT, REMOTE_PORT];
+/// Spellings accepted besides [`FIELDS`] (some Azure SDKs and docs write `Ip`).
+const FIELD_ALIASES: [&str; 2] = ["localIpAddress", "remoteIpAddress"];
+
+/// IANA protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IANA protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// The wire object, as ARM sends and echoes it.
+///
+/// Values are kept as written; [`PacketCaptureFilter::validate`] turns them
+/// into a [`CaptureFilter`]. `None` and `Some("")` both mean "not set"; ARM
+/// echoes unset fields as `""` (see [`CaptureFilter::to_wire`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PacketCaptureFilter {
+    /// `TCP`, `UDP` or `Any` (any case); unset means `Any`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The host's address: one address, one range `a-b`, or a list `a;b;c`.
+    #[serde(
+        rename = "localIPAddress",
+        alias = "localIpAddress",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_ip_address: Option<String>,
+    /// The peer's address, same syntax as `localIPAddress`.
+    #[serde(
+        rename = "remoteIPAddress",
+        alias = "remoteIpAddress",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub remote_ip_address: Option<String>,
+    /// The host's port: one port, one range `a-b`, or a list `a;b;c`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_port: Option<String>,
+    /// The peer's port, same syntax as `localPort`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_port: Option<String>,
+}
+
+/// Which transport protocol a filter asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// IP protocol 6.
+    Tcp,
+    /// IP protocol 17.
+    Udp,
+    /// Any packet (any IP protocol, or not IP at all when nothing else is set).
+    #[default]
+    Any,
+}
+
+impl Protocol {
+    /// The IP protocol number this asks for, `None` for [`Protocol::Any`].
+    pub const fn ip_number(self) -> Option<u8> {
+        match self {
+            Self::Tcp => Some(IPPROTO_TCP),
+            Self::Udp => Some(IPPROTO_UDP),
+            Self::Any => None,
+        }
+    }
+
+    /// Azure's spelling: `TCP`, `UDP`, `Any`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+            Self::Any => "Any",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An inclusive range of addresses of one family (`lo == hi` for one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpRange {
+    /// IPv4 addresses `lo..=hi`.
+    V4 { lo: Ipv4Addr, hi: Ipv4Addr },
+    /// IPv6 addresses `lo..=hi`.
+    V6 { lo: Ipv6Addr, hi: Ipv6Addr },
+}
+
+impl IpRange {
+    /// The range holding just `addr`.
+    pub const fn single(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(a) => Self::V4 { lo: a, hi: a },
+            IpAddr::V6(a) => Self::V6 { lo: a, hi: a },
+        }
+    }
+
+    /// `lo..=hi`, or `None` when the ends are of different families or reversed.
+    pub fn new(lo: IpAddr, hi: IpAddr) -> Option<Self> {
+        match (lo, hi) {
+            (IpAddr::V4(lo), IpAddr::V4(hi)) if lo <= hi => Some(Self::V4 { lo, hi }),
+            (IpAddr::V6(lo), IpAddr::V6(hi)) if lo <= hi => Some(Self::V6 { lo, hi }),
+            _ => None,
+        }
+    }
+
+    /// Whether `addr` lies in the range (an address of the other family never does).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self, addr) {
+            (Self::V4 { lo, hi }, IpAddr::V4(a)) => (lo..=hi).contains(&&a),
+            (Self::V6 { lo, hi }, IpAddr::V6(a)) => (lo..=hi).contains(&&a),
+            _ => false,
+        }
+    }
+
+    /// Whether the range holds exactly one address.
+    pub fn is_single(&self) -> bool {
+        match self {
+            Self::V4 { lo, hi } => lo == hi,
+            Self::V6 { lo, hi } => lo == hi,
+        }
+    }
+
+    fn lo(&self) -> IpAddr {
+        match *self {
+            Self::V4 { lo, .. } => IpAddr::V4(lo),
+            Self::V6 { lo, .. } => IpAddr::V6(lo),
+        }
+    }
+
+    fn hi(&self) -> IpAddr {
+        match *self {
+            Self::V4 { hi, .. } => IpAddr::V4(hi),
+            Self::V6 { hi, .. } => IpAddr::V6(hi),
+        }
+    }
+}
+
+/// `10.0.0.3` for one address, `1.1.1.1-255.255.255.255` for a range.
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_single() {
+            write!(f, "{}", self.lo())
+        } else {
+            write!(f, "{}-{}", self.lo(), self.hi())
+        }
+    }
+}
+
+/// A non-empty set of addresses: what `localIPAddress` or `remoteIPAddress` allows.
+///
+/// Parsed from the wire it is one range or a list of single addresses, in the
+/// order written; [`IpSet::new`] accepts any list of ranges (the BPF compiler
+/// copes with overlaps), but only the wire shapes print back as valid syntax.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IpSet(Vec<IpRange>);
+
+impl IpSet {
+    /// The set of `ranges`, or `None` if there are none or one is reversed.
+    pub fn new(ranges: Vec<IpRange>) -> Option<Self> {
+        let ordered = ranges.iter().all(|r| r.lo() <= r.hi());
+        (ordered && !ranges.is_empty()).then_some(Self(ranges))
+    }
+
+    /// The ranges, as written.
+    pub fn ranges(&self) -> &[IpRange] {
+        &self.0
+    }
+
+    /// The IPv4 ranges as inclusive `(lo, hi)` pairs of host-order integers.
+    pub fn v4(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.0.iter().filter_map(|r| match *r {
+            IpRange::V4 { lo, hi } => Some((u32::from(lo), u32::from(hi))),
+            IpRange::V6 { .. } => None,
+        })
+    }
+
+    /// The IPv6 ranges as inclusive `(lo, hi)` pairs of host-order integers.
+    pub fn v6(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
+        self.0.iter().filter_map(|r| match *r {
+            IpRange::V6 { lo, hi } => Some((u128::from(lo), u128::from(hi))),
+            IpRange::V4 { .. } => None,
+        })
+    }
+
+    /// Whether any range holds `addr`.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.0.iter().any(|r| r.contains(addr))
+    }
+
+    /// Whether the set holds any IPv4 address.
+    pub fn has_v4(&self) -> bool {
+        self.v4().next().is_some()
+    }
+
+    /// Whether the set holds any IPv6 address.
+    pub fn has_v6(&self) -> bool {
+        self.v6().next().is_some()
+    }
+}
+
+/// The wire syntax: ranges joined by `;`.
+impl fmt::Display for IpSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_joined(f, &self.0)
+    }
+}
+
+/// An inclusive range of ports, `lo <= hi` (`lo == hi` for one port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// The range holding just `port`.
+    pub const fn single(port: u16) -> Self {
+        Self { lo: port, hi: port }
+    }
+
+    /// `lo..=hi`, or `None` when reversed.
+    pub const fn new(lo: u16, hi: u16) -> Option<Self> {
+        if lo <= hi { Some(Self { lo, hi }) } else { None }
+    }
+
+    /// Whether `port` lies in the range.
+    pub const fn contains(&self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+/// `80` for one port, `1000-2000` for a range.
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+/// A non-empty set of ports: what `localPort` or `remotePort` allows.
+///
+/// Same shape rules as [`IpSet`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PortSet(Vec<PortRange>);
+
+impl PortSet {
+    /// The set of `ranges`, or `None` if there are none or one is reversed.
+    pub fn new(ranges: Vec<PortRange>) -> Option<Self> {
+        let ordered = ranges.iter().all(|r| r.lo <= r.hi);
+        (ordered && !ranges.is_empty()).then_some(Self(ranges))
+    }
+
+    /// The ranges, as written.
+    pub fn ranges(&self) -> &[PortRange] {
+        &self.0
+    }
+
+    /// Whether any range holds `port`.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|r| r.contains(port))
+    }
+}
+
+/// The wire syntax: ranges joined by `;`.
+impl fmt::Display for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_joined(f, &self.0)
+    }
+}
+
+fn write_joined<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(";")?;
+        }
+        write!(f, "{item}")?;
+    }
+    Ok(())
+}
+
+/// A validated filter: past [`PacketCaptureFilter::validate`] no invalid value exists.
+///
+/// `None` means the field is not set (matches anything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CaptureFilter {
+    pub protocol: Protocol,
+    pub local_ip: Option<IpSet>,
+    pub remote_ip: Option<IpSet>,
+    pub local_port: Option<PortSet>,
+    pub remote_port: Option<PortSet>,
+}
+
+/// What the reference evaluator needs to know about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IPv4 protocol, or the IPv6 fixed header's Next Header.
+    pub protocol: u8,
+    /// `(source, destination)` ports: set for TCP and UDP when the packet holds
+    /// them (not for an IPv4 non-first fragment, nor a truncated header).
+    pub ports: Option<(u16, u16)>,
+}
+
+impl CaptureFilter {
+    /// Whether the filter keeps the packet `flow` describes (`None`: not an IP packet).
+    pub fn matches(&self, flow: Option<&Flow>) -> bool {
+        let Some(flow) = flow else {
+            return self.matches_everything();
+        };
+        if self.protocol.ip_number().is_some_and(|p| p != flow.protocol) {
+            return false;
+        }
+        let (sport, dport) = if self.has_ports() {
+            if !matches!(flow.protocol, IPPROTO_TCP | IPPROTO_UDP) {
+                return false;
+            }
+            match flow.ports {
+                Some((s, d)) => (Some(s), Some(d)),
+                None => return false,
+            }
+        } else {
+            (None, None)
+        };
+        let side = |ip: &Option<IpSet>, port: &Option<PortSet>, addr: IpAddr, p: Option<u16>| {
+            ip.as_ref().is_none_or(|set| set.contains(addr))
+                && port.as_ref().is_none_or(|set| p.is_some_and(|p| set.contains(p)))
+        };
+        let forward = side(&self.local_ip, &self.local_port, flow.src, sport)
+            && side(&self.remote_ip, &self.remote_port, flow.dst, dport);
+        let reverse = side(&self.local_ip, &self.local_port, flow.dst, dport)
+            && side(&self.remote_ip, &self.remote_port, flow.src, sport);
+        forward || reverse
+    }
+
+    /// Whether the filter sets nothing, and so keeps every packet, IP or not.
+    pub fn matches_everything(&self) -> bool {
+        self.protocol == Protocol::Any && self.local_ip.is_none() && self.remote_ip.is_none() && !self.has_ports()
+    }
+
+    /// Whether a port field is set (so only TCP/UDP packets with ports can match).
+    pub fn has_ports(&self) -> bool {
+        self.local_port.is_some() || self.remote_port.is_some()
+    }
+
+    /// The filter as ARM echoes it: every field present, canonical spelling,
+    /// `""` for unset fields. Validating the result gives `self` back.
+    pub fn to_wire(&self) -> PacketCaptureFilter {
+        fn text<T: ToString>(value: Option<&T>) -> Option<String> {
+            Some(value.map(T::to_string).unwrap_or_default())
+        }
+        PacketCaptureFilter {
+            protocol: Some(self.protocol.as_str().to_owned()),
+            local_ip_address: text(self.local_ip.as_ref()),
+            remote_ip_address: text(self.remote_ip.as_ref()),
+            local_port: text(self.local_port.as_ref()),
+            remote_port: text(self.remote_port.as_ref()),
+        }
+    }
+}
+
+/// A short summary for logs: `TCP local 10.0.0.3 remote 1.1.1.1-255.255.255.255 port 20`
+/// (each side lists its address, then `port` and its ports); `all packets` for
+/// the empty filter.
+impl fmt::Display for CaptureFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words: Vec<String> = Vec::new();
+        if self.protocol != Protocol::Any {
+            words.push(self.protocol.to_string());
+        }
+        for (side, ip, port) in [
+            ("local", &self.local_ip, &self.local_port),
+            ("remote", &self.remote_ip, &self.remote_port),
+        ] {
+            if ip.is_none() && port.is_none() {
+                continue;
+            }
+            words.push(side.to_owned());
+            if let Some(ip) = ip {
+                words.push(ip.to_string());
+            }
+            if let Some(port) = port {
+                words.push(format!("port {port}"));
+            }
+        }
+        if words.is_empty() {
+            f.write_str("all packets")
+        } else {
+            f.write_str(&words.join(" "))
+        }
+    }
+}
+
+/// Whether a capture with `filters` keeps the packet `flow` describes: ANY
+/// filter matches, and an empty list keeps everything.
+pub fn filters_match(filters: &[CaptureFilter], flow: Option<&Flow>) -> bool {
+    filters.is_empty() || filters.iter().any(|f| f.matches(flow))
+}
+
+/// A filter rejected: the client's fault, a 400 with `target` in the ARM error body.
+///
+/// `message` starts with `target`, so it reads alone; the controller may put
+/// its own prefix on both with [`FilterError::prefixed`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FilterError {
+    /// Where the bad value is, e.g. `filters[0].localPort`.
+    pub target: String,
+    /// What is wrong and how to write it instead.
+    pub message: String,
+}
+
+impl FilterError {
+    /// `target` and a message that starts with it: `{target} {detail}`.
+    fn new(target: String, detail: &str) -> Self {
+        let message = format!("{target} {detail}");
+        Self { target, message }
+    }
+
+    /// The same error under a parent path, e.g. `properties.` makes
+    /// `properties.filters[0].localPort`.
+    pub fn prefixed(self, prefix: &str) -> Self {
+        Self {
+            target: format!("{prefix}{}", self.target),
+            message: format!("{prefix}{}", self.message),
+        }
+    }
+}
+
+impl PacketCaptureFilter {
+    /// Validates the filter at position `index` of its list (`index` only names
+    /// the error's target, `filters[index].field`).
+    pub fn validate(&self, index: usize) -> Result<CaptureFilter, FilterError> {
+        let at = |field: &str| format!("{FILTERS}[{index}].{field}");
+        let protocol =
+            parse_protocol(self.protocol.as_deref()).map_err(|detail| FilterError::new(at(PROTOCOL), &detail))?;
+        let local_ip = parse_ip_set(self.local_ip_address.as_deref())
+            .map_err(|detail| FilterError::new(at(LOCAL_IP_ADDRESS), &detail))?;
+        let remote_ip = parse_ip_set(self.remote_ip_address.as_deref())
+            .map_err(|detail| FilterError::new(at(REMOTE_IP_ADDRESS), &detail))?;
+        let local_port =
+            parse_port_set(self.local_port.as_deref()).map_err(|detail| FilterError::new(at(LOCAL_PORT), &detail))?;
+        let remote_port =
+            parse_port_set(self.remote_port.as_deref()).map_err(|detail| FilterError::new(at(REMOTE_PORT), &detail))?;
+        if let (Some(local), Some(remote)) = (&local_ip, &remote_ip) {
+            let share_family = (local.has_v4() && remote.has_v4()) || (local.has_v6() && remote.has_v6());
+            if !share_family {
+                // Both sets are then single-family, and of different families.
+                let family = |set: &IpSet| if set.has_v4() { "IPv4" } else { "IPv6" };
+                let detail = format!(
+                    "can never match: {LOCAL_IP_ADDRESS} {:?} is {} only and {REMOTE_IP_ADDRESS} \
+                     {:?} is {} only, but a packet's two addresses are of one family; \
+                     use one filter per family",
+                    self.local_ip_address.as_deref().unwrap_or_default(),
+                    family(local),
+                    self.remote_ip_address.as_deref().unwrap_or_default(),
+                    family(remote),
+                );
+                return Err(FilterError::new(format!("{FILTERS}[{index}]"), &detail));
+            }
+        }
+        Ok(CaptureFilter {
+            protocol,
+            local_ip,
+            remote_ip,
+            local_port,
+            remote_port,
+        })
+    }
+}
+
+/// Validates a filter list; the first bad filter's error is returned.
+pub fn validate_filters(wire: &[PacketCaptureFilter]) -> Result<Vec<CaptureFilter>, FilterError> {
+    wire.iter()
+        .enumerate()
+        .map(|(index, filter)| filter.validate(index))
+        .collect()
+}
+
+/// For the CLI's `--filters JSON`: a JSON array of filter objects (also accept a single object).
+///
+/// Errors carry the JSON path as target: an unknown key `localip` in the second
+/// object is `filters[1]`, a number where a string belongs `filters[1].localPort`.
+pub fn parse_filters_json(json: &str) -> Result<Vec<CaptureFilter>, FilterError> {
+    validate_filters(&parse_wire_filters_json(json)?)
+}
+
+/// The wire objects of `--filters JSON`, not yet validated (see [`parse_filters_json`]).
+pub fn parse_wire_filters_json(json: &str) -> Result<Vec<PacketCaptureFilter>, FilterError> {
+    use serde_json::Value;
+
+    const EXAMPLE: &str = r#"[{"protocol":"TCP","localPort":"80"}]"#;
+    let value: Value = serde_json::from_str(json)
+        .map_err(|err| FilterError::new(FILTERS.to_owned(), &format!("is not valid JSON: {err}")))?;
+    let (items, single) = match value {
+        Value::Array(items) => (items, false),
+        object @ Value::Object(_) => (vec![object], true),
+        other => {
+            let detail = format!(
+                "must be a JSON array of filter objects, such as {EXAMPLE}, not {}",
+                json_kind(&other)
+            );
+            return Err(FilterError::new(FILTERS.to_owned(), &detail));
+        }
+    };
+    // Shapes and keys are checked by hand first, for messages that say how to
+    // fix them. serde then reads the text again (the `Value` has dropped
+    // repeated keys) and meets only type errors and repeated keys, which
+    // serde_path_to_error locates.
+    for (index, item) in items.iter().enumerate() {
+        let target = format!("{FILTERS}[{index}]");
+        let Some(object) = item.as_object() else {
+            let detail = format!(
+                "must be a JSON object, such as {}, not {}",
+                &EXAMPLE[1..EXAMPLE.len() - 1],
+                json_kind(item)
+            );
+            return Err(FilterError::new(target, &detail));
+        };
+        if let Some(key) = object
+            .keys()
+            .find(|key| !FIELDS.contains(&key.as_str()) && !FIELD_ALIASES.contains(&key.as_str()))
+        {
+            return Err(FilterError::new(target, &unknown_field_detail(key)));
+        }
+    }
+    let mut reader = serde_json::Deserializer::from_str(json);
+    let parsed = if single {
+        serde_path_to_error::deserialize(&mut reader).map(|one| vec![one])
+    } else {
+        serde_path_to_error::deserialize(&mut reader)
+    };
+    parsed.map_err(|err| {
+        // The path is `[1]` or `[1].localPort` in an array, `localPort` alone.
+        let target = match err.path().to_string().as_str() {
+            "." => format!("{FILTERS}[0]"),
+            path if path.starts_with('[') => format!("{FILTERS}{path}"),
+            path => format!("{FILTERS}[0].{path}"),
+        };
+        let message = format!("{target}: {}", err.into_inner());
+        FilterError { target, message }
+    })
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `has an unknown field "localip": valid fields are …`, with a guess when the
+/// key is a case slip or a prefix of exactly one field.
+fn unknown_field_detail(key: &str) -> String {
+    let lower = key.to_ascii_lowercase();
+    let guesses: Vec<&str> = FIELDS
+        .into_iter()
+        .filter(|field| {
+            let field = field.to_ascii_lowercase();
+            field == lower || (lower.len() >= 4 && field.starts_with(&lower))
+        })
+        .collect();
+    let guess = match guesses.as_slice() {
+        [one] => format!(" (did you mean {one:?}?)"),
+        _ => String::new(),
+    };
+    format!(
+        "has an unknown field {key:?}{guess}: valid fields are {}",
+        FIELDS.join(", ")
+    )
+}
+
+/// Returns a detail message for [`FilterError::new`] on error.
+fn parse_protocol(raw: Option<&str>) -> Result<Protocol, String> {
+    let text = raw.unwrap_or_default().trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("any") {
+        Ok(Protocol::Any)
+    } else if text.eq_ignore_ascii_case("tcp") {
+        Ok(Protocol::Tcp)
+    } else if text.eq_ignore_ascii_case("udp") {
+        Ok(Protocol::Udp)
+    } else {
+        let icmp = text.to_ascii_lowercase().contains("icmp");
+        let note = if icmp { " (Azure's filters have no ICMP)" } else { "" };
+        Err(format!("{text:?} is not supported: use TCP, UDP or Any{note}"))
+    }
+}
+
+/// A field's value split into entries: trimmed, separated by `;` or `,`,
+/// empty entries (a trailing `;`) dropped. `None` when the field is unset.
+fn entries(raw: Option<&str>) -> Option<(&str, Vec<&str>)> {
+    let text = raw?.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let entries = text
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    Some((text, entries))
+}
+
+/// What a list or range field holds, before its values are parsed.
+enum Shape<'a> {
+    Range(&'a str, &'a str),
+    List(Vec<&'a str>),
+}
+
+/// Sorts a field's entries into one range or a list of singles, rejecting the
+/// shapes Azure does not support. `kind` is `port` or `address`, `example` a
+/// range of that kind.
+fn shape<'a>(text: &str, entries: Vec<&'a str>, kind: &str, example: &str) -> Result<Shape<'a>, String> {
+    match entries.as_slice() {
+        [] => Err(format!(
+            "{text:?} has no {kind}: write one {kind}, a range a-b such as {example:?}, or a list a;b;c"
+        )),
+        [one] => match one.split_once('-') {
+            None => Ok(Shape::List(entries)),
+            Some((lo, hi)) => {
+                let (lo, hi) = (lo.trim(), hi.trim());
+                if hi.contains('-') {
+                    Err(format!(
+                        "{text:?} is not a valid {kind} range: write one range a-b, such as {example:?}"
+                    ))
+                } else if lo.is_empty() || hi.is_empty() {
+                    Err(format!(
+                        "{text:?} is not a valid {kind} range: both ends are needed, as in {example:?}"
+                    ))
+                } else {
+                    Ok(Shape::Range(lo, hi))
+                }
+            }
+        },
+        many => {
+            let ranges: Vec<&str> = many.iter().copied().filter(|e| e.contains('-')).collect();
+            match ranges.as_slice() {
+                [] => Ok(Shape::List(entries)),
+                [range] => Err(format!(
+                    "{text:?} mixes a range with a list, which Azure does not support: \
+                     a field holds one range a-b or a list of single values; \
+                     put {range:?} in a separate filter"
+                )),
+                _ => Err(format!(
+                    "{text:?} has more than one range, which Azure does not support: \
+                     use one filter per range"
+                )),
+            }
+        }
+    }
+}
+
+fn parse_port_set(raw: Option<&str>) -> Result<Option<PortSet>, String> {
+    let Some((text, entries)) = entries(raw) else {
+        return Ok(None);
+    };
+    let single = entries.len() == 1;
+    let ranges = match shape(text, entries, "port", "1000-2000")? {
+        Shape::Range(lo, hi) => {
+            let invalid = |detail: String| format!("{text:?} is not a valid port range: {detail}");
+            let lo = parse_port(lo).map_err(invalid)?;
+            let hi = parse_port(hi).map_err(invalid)?;
+            let range = PortRange::new(lo, hi).ok_or_else(|| {
+                invalid(format!(
+                    "{lo} is greater than {hi}; write the lower end first, as in \"{hi}-{lo}\""
+                ))
+            })?;
+            vec![range]
+        }
+        Shape::List(list) => list
+            .into_iter()
+            .map(|entry| {
+                parse_port(entry).map(PortRange::single).map_err(|detail| {
+                    if single {
+                        detail
+                    } else {
+                        format!("{text:?} is not a valid port list: {detail}")
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(PortSet::new(ranges))
+}
+
+fn parse_port(entry: &str) -> Result<u16, String> {
+    if entry.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{entry:?} is not a port: separate values with \";\", as in \"80;443\""
+        ));
+    }
+    if entry.is_empty() || !entry.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{entry:?} is not a port: ports are numbers 0-65535"));
+    }
+    // All digits: parsing fails only on overflow.
+    entry
+        .parse()
+        .map_err(|_| format!("{entry:?} is out of range: ports are 0-65535"))
+}
+
+fn parse_ip_set(raw: Option<&str>) -> Result<Option<IpSet>, String> {
+    let Some((text, entries)) = entries(raw) else {
+        return Ok(None);
+    };
+    let single = entries.len() == 1;
+    let ranges = match shape(text, entries, "address", "10.0.0.1-10.0.0.9")? {
+        Shape::Range(lo, hi) => {
+            let invalid = |detail: String| format!("{text:?} is not a valid address range: {detail}");
+            let lo = parse_addr(lo).map_err(invalid)?;
+            let hi = parse_addr(hi).map_err(invalid)?;
+            if lo.is_ipv4() != hi.is_ipv4() {
+                return Err(invalid(
+                    "it mixes IPv4 and IPv6; a range is of one family, so use one filter per family".to_owned(),
+                ));
+            }
+            let range = IpRange::new(lo, hi).ok_or_else(|| {
+                invalid(format!(
+                    "{lo} is greater than {hi}; write the lower end first, as in \"{hi}-{lo}\""
+                ))
+            })?;
+            vec![range]
+        }
+        Shape::List(list) => list
+            .into_iter()
+            .map(|entry| {
+                parse_addr(entry).map(IpRange::single).map_err(|detail| {
+                    if single {
+                        detail
+                    } else {
+                        format!("{text:?} is not a valid address list: {detail}")
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(IpSet::new(ranges))
+}
+
+fn parse_addr(entry: &str) -> Result<IpAddr, String> {
+    if let Some((addr, prefix)) = entry.split_once('/') {
+        let mut detail = format!("{entry:?} is a CIDR block: CIDR is not supported: use a range a-b");
+        if let Some((lo, hi)) = cidr_range(addr, prefix) {
+            detail.push_str(&format!(" (\"{lo}-{hi}\")"));
+        }
+        return Err(detail);
+    }
+    if let Some((_, zone)) = entry.split_once('%') {
+        return Err(format!(
+            "{entry:?} has a zone id ({zone:?}), which is not supported: write the address alone"
+        ));
+    }
+    if entry.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{entry:?} is not an IPv4 or IPv6 address: separate values with \";\", \
+             as in \"10.0.0.1;10.0.0.2\""
+        ));
+    }
+    entry
+        .parse()
+        .map_err(|_| format!("{entry:?} is not an IPv4 or IPv6 address"))
+}
+
+/// The range a CIDR block covers, to suggest in its place.
+fn cidr_range(addr: &str, prefix: &str) -> Option<(IpAddr, IpAddr)> {
+    let prefix: u32 = prefix.trim().parse().ok()?;
+    match addr.trim().parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) if prefix <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            let lo = u32::from(a) & mask;
+            Some((Ipv4Addr::from(lo).into(), Ipv4Addr::from(lo | !mask).into()))
+        }
+        IpAddr::V6(a) if prefix <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            let lo = u128::from(a) & mask;
+            Some((Ipv6Addr::from(lo).into(), Ipv6Addr::from(lo | !mask).into()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn wire(
+        protocol: &str,
+        local_ip: &str,
+        remote_ip: &str,
+        local_port: &str,
+        remote_port: &str,
+    ) -> PacketCaptureFilter {
+        let field = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        PacketCaptureFilter {
+            protocol: field(protocol),
+            local_ip_address: field(local_ip),
+            remote_ip_address: field(remote_ip),
+            local_port: field(local_port),
+            remote_port: field(remote_port),
+        }
+    }
+
+    fn filter(protocol: &str, local_ip: &str, remote_ip: &str, local_port: &str, remote_port: &str) -> CaptureFilter {
+        wire(protocol, local_ip, remote_ip, local_port, remote_port)
+            .validate(0)
+            .unwrap()
+    }
+
+    fn v4(s: &str) -> IpAddr {
+        IpAddr::V4(s.parse().unwrap())
+    }
+
+    fn v6(s: &str) -> IpAddr {
+        IpAddr::V6(s.parse().unwrap())
+    }
+
+    fn tcp(src: &str, sport: u16, dst: &str, dport: u16) -> Flow {
+        Flow {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol: IPPROTO_TCP,
+            ports: Some((sport, dport)),
+        }
+    }
+
+    #[test]
+    fn bad_inputs_name_target_and_fix() {
+        // (field, value, message); the target is always `filters[0].{field}`.
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, &str)] = &[
+            ("protocol", "ICMP", r#"filters[0].protocol "ICMP" is not supported: use TCP, UDP or Any (Azure's filters have no ICMP)"#),
+            ("protocol", "icmpv6", r#"filters[0].protocol "icmpv6" is not supported: use TCP, UDP or Any (Azure's filters have no ICMP)"#),
+            ("protocol", "SCTP", r#"filters[0].protocol "SCTP" is not supported: use TCP, UDP or Any"#),
+            ("protocol", "6", r#"filters[0].protocol "6" is not supported: use TCP, UDP or Any"#),
+            ("localPort", "70000", r#"filters[0].localPort "70000" is out of range: ports are 0-65535"#),
+            ("localPort", "99999999999999999999999", r#"filters[0].localPort "99999999999999999999999" is out of range: ports are 0-65535"#),
+            ("remotePort", "http", r#"filters[0].remotePort "http" is not a port: ports are numbers 0-65535"#),
+            ("localPort", "+80", r#"filters[0].localPort "+80" is not a port: ports are numbers 0-65535"#),
+            ("localPort", "0x50", r#"filters[0].localPort "0x50" is not a port: ports are numbers 0-65535"#),
+            ("localPort", "80 443", r#"filters[0].localPort "80 443" is not a port: separate values with ";", as in "80;443""#),
+            ("localPort", "2000-1000", r#"filters[0].localPort "2000-1000" is not a valid port range: 2000 is greater than 1000; write the lower end first, as in "1000-2000""#),
+            ("localPort", "1000-70000", r#"filters[0].localPort "1000-70000" is not a valid port range: "70000" is out of range: ports are 0-65535"#),
+            ("localPort", "80-", r#"filters[0].localPort "80-" is not a valid port range: both ends are needed, as in "1000-2000""#),
+            ("localPort", "-1", r#"filters[0].localPort "-1" is not a valid port range: both ends are needed, as in "1000-2000""#),
+            ("localPort", "1-2-3", r#"filters[0].localPort "1-2-3" is not a valid port range: write one range a-b, such as "1000-2000""#),
+            ("localPort", "20;80;1000-2000", r#"filters[0].localPort "20;80;1000-2000" mixes a range with a list, which Azure does not support: a field holds one range a-b or a list of single values; put "1000-2000" in a separate filter"#),
+            ("remotePort", "1-2;3-4", r#"filters[0].remotePort "1-2;3-4" has more than one range, which Azure does not support: use one filter per range"#),
+            ("localPort", "20;eighty", r#"filters[0].localPort "20;eighty" is not a valid port list: "eighty" is not a port: ports are numbers 0-65535"#),
+            ("localPort", ";", r#"filters[0].localPort ";" has no port: write one port, a range a-b such as "1000-2000", or a list a;b;c"#),
+            ("remoteIPAddress", "1.1.1.1-255.255.255", r#"filters[0].remoteIPAddress "1.1.1.1-255.255.255" is not a valid address range: "255.255.255" is not an IPv4 or IPv6 address"#),
+            ("localIPAddress", "10.0.0", r#"filters[0].localIPAddress "10.0.0" is not an IPv4 or IPv6 address"#),
+            ("localIPAddress", "256.1.1.1", r#"filters[0].localIPAddress "256.1.1.1" is not an IPv4 or IPv6 address"#),
+            ("localIPAddress", "010.0.0.1", r#"filters[0].localIPAddress "010.0.0.1" is not an IPv4 or IPv6 address"#),
+            ("localIPAddress", "[::1]", r#"filters[0].localIPAddress "[::1]" is not an IPv4 or IPv6 address"#),
+            ("localIPAddress", "10.0.0.0/24", r#"filters[0].localIPAddress "10.0.0.0/24" is a CIDR block: CIDR is not supported: use a range a-b ("10.0.0.0-10.0.0.255")"#),
+            ("remoteIPAddress", "2001:db8::/32", r#"filters[0].remoteIPAddress "2001:db8::/32" is a CIDR block: CIDR is not supported: use a range a-b ("2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")"#),
+            ("localIPAddress", "10.0.0.0/33", r#"filters[0].localIPAddress "10.0.0.0/33" is a CIDR block: CIDR is not supported: use a range a-b"#),
+            ("localIPAddress", "fe80::1%eth0", r#"filters[0].localIPAddress "fe80::1%eth0" has a zone id ("eth0"), which is not supported: write the address alone"#),
+            ("localIPAddress", "10.0.0.9-10.0.0.1", r#"filters[0].localIPAddress "10.0.0.9-10.0.0.1" is not a valid address range: 10.0.0.9 is greater than 10.0.0.1; write the lower end first, as in "10.0.0.1-10.0.0.9""#),
+            ("localIPAddress", "10.0.0.1-::1", r#"filters[0].localIPAddress "10.0.0.1-::1" is not a valid address range: it mixes IPv4 and IPv6; a range is of one family, so use one filter per family"#),
+            ("localIPAddress", "10.0.0.1-", r#"filters[0].localIPAddress "10.0.0.1-" is not a valid address range: both ends are needed, as in "10.0.0.1-10.0.0.9""#),
+            ("remoteIPAddress", "10.0.0.1;10.0.0.5-10.0.0.9", r#"filters[0].remoteIPAddress "10.0.0.1;10.0.0.5-10.0.0.9" mixes a range with a list, which Azure does not support: a field holds one range a-b or a list of single values; put "10.0.0.5-10.0.0.9" in a separate filter"#),
+            ("localIPAddress", "1.1.1.1-2.2.2.2;3.3.3.3-4.4.4.4", r#"filters[0].localIPAddress "1.1.1.1-2.2.2.2;3.3.3.3-4.4.4.4" has more than one range, which Azure does not support: use one filter per range"#),
+            ("localIPAddress", "10.0.0.1;10.0.0.0/8", r#"filters[0].localIPAddress "10.0.0.1;10.0.0.0/8" is not a valid address list: "10.0.0.0/8" is a CIDR block: CIDR is not supported: use a range a-b ("10.0.0.0-10.255.255.255")"#),
+            ("localIPAddress", "10.0.0.1 10.0.0.2", r#"filters[0].localIPAddress "10.0.0.1 10.0.0.2" is not an IPv4 or IPv6 address: separate values with ";", as in "10.0.0.1;10.0.0.2""#),
+            ("localIPAddress", ";;", r#"filters[0].localIPAddress ";;" has no address: write one address, a range a-b such as "10.0.0.1-10.0.0.9", or a list a;b;c"#),
+        ];
+        assert!(rows.len() >= 25);
+        for &(field, value, message) in rows {
+            let mut f = PacketCaptureFilter::default();
+            let slot = match field {
+                "protocol" => &mut f.protocol,
+                "localIPAddress" => &mut f.local_ip_address,
+                "remoteIPAddress" => &mut f.remote_ip_address,
+                "localPort" => &mut f.local_port,
+                "remotePort" => &mut f.remote_port,
+                _ => unreachable!("{field}"),
+            };
+            *slot = Some(value.to_owned());
+            let err = f.validate(0).expect_err(value);
+            assert_eq!(err.target, format!("filters[0].{field}"), "{value}");
+            assert_eq!(err.message, message, "{value}");
+            assert_eq!(err.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn families_that_cannot_meet_are_rejected() {
+        let rows = [
+            (
+                ("10.0.0.1", "::1"),
+                r#"filters[2] can never match: localIPAddress "10.0.0.1" is IPv4 only and remoteIPAddress "::1" is IPv6 only, but a packet's two addresses are of one family; use one filter per family"#,
+            ),
+            (
+                ("2001:db8::1-2001:db8::9", "10.0.0.1;10.0.0.2"),
+                r#"filters[2] can never match: localIPAddress "2001:db8::1-2001:db8::9" is IPv6 only and remoteIPAddress "10.0.0.1;10.0.0.2" is IPv4 only, but a packet's two addresses are of one family; use one filter per family"#,
+            ),
+        ];
+        for ((local, remote), message) in rows {
+            let err = wire("", local, remote, "", "").validate(2).unwrap_err();
+            assert_eq!(err.target, "filters[2]");
+            assert_eq!(err.message, message);
+        }
+        // A list that holds both families meets either.
+        wire("", "10.0.0.1;::1", "::2", "", "").validate(0).unwrap();
+        wire("", "10.0.0.1", "::2;10.0.0.2", "", "").validate(0).unwrap();
+    }
+
+    #[test]
+    fn error_targets_carry_the_index_and_a_prefix() {
+        let filters = [wire("TCP", "", "", "", ""), wire("", "", "", "", "65536")];
+        let err = validate_filters(&filters).unwrap_err();
+        assert_eq!(err.target, "filters[1].remotePort");
+        let err = err.prefixed("properties.");
+        assert_eq!(err.target, "properties.filters[1].remotePort");
+        assert_eq!(
+            err.message,
+            r#"properties.filters[1].remotePort "65536" is out of range: ports are 0-65535"#
+        );
+    }
+
+    #[test]
+    fn good_inputs_parse() {
+        let ports = |s: &str| filter("", "", "", s, "").local_port.unwrap().ranges().to_vec();
+        let r = PortRange::new;
+        assert_eq!(ports("80"), [r(80, 80).unwrap()]);
+        assert_eq!(ports("0"), [r(0, 0).unwrap()]);
+        assert_eq!(ports("65535"), [r(65535, 65535).unwrap()]);
+        assert_eq!(ports("1-65535"), [r(1, 65535).unwrap()]);
+        assert_eq!(ports("1000 - 2000"), [r(1000, 2000).unwrap()]);
+        assert_eq!(ports("1000-2000;"), [r(1000, 2000).unwrap()]);
+        assert_eq!(ports("080"), [r(80, 80).unwrap()]);
+        for list in ["20;80;443", "80;443;", "20; 80 ;443", "20,80,443", " 20;80;;443 "] {
+            let expected: Vec<u16> = if list.starts_with("80") {
+                vec![80, 443]
+            } else {
+                vec![20, 80, 443]
+            };
+            let got: Vec<u16> = ports(list).iter().map(|r| r.lo).collect();
+            assert_eq!(got, expected, "{list}");
+        }
+
+        let ips = |s: &str| filter("", s, "", "", "").local_ip.unwrap();
+        let set = ips("1.1.1.1-255.255.255.255");
+        assert_eq!(set.v4().collect::<Vec<_>>(), [(0x0101_0101, u32::MAX)]);
+        assert!(!set.has_v6());
+        let set = ips("2001:db8::-2001:db8::ffff");
+        assert_eq!(
+            set.v6().collect::<Vec<_>>(),
+            [(0x2001_0db8 << 96, (0x2001_0db8 << 96) | 0xffff)]
+        );
+        let set = ips("10.0.0.3;2001:db8::1;");
+        assert!(set.contains(v4("10.0.0.3")) && set.contains(v6("2001:db8::1")));
+        assert!(set.has_v4() && set.has_v6());
+        assert_eq!(
+            ips("::ffff:10.0.0.1").ranges(),
+            [IpRange::single(v6("::ffff:10.0.0.1"))]
+        );
+        assert_eq!(ips(" 10.0.0.3 ").to_string(), "10.0.0.3");
+
+        for (raw, protocol) in [
+            ("TCP", Protocol::Tcp),
+            ("tcp", Protocol::Tcp),
+            ("Udp", Protocol::Udp),
+            ("Any", Protocol::Any),
+            ("ANY", Protocol::Any),
+            ("", Protocol::Any),
+            (" ", Protocol::Any),
+        ] {
+            let f = wire(raw, "", "", "", "");
+            assert_eq!(f.validate(0).unwrap().protocol, protocol, "{raw:?}");
+        }
+        // Azure echoes unset fields as "": they validate as unset.
+        let echoed = PacketCaptureFilter {
+            protocol: Some("Any".into()),
+            local_ip_address: Some(String::new()),
+            remote_ip_address: Some(String::new()),
+            local_port: Some(String::new()),
+            remote_port: Some(String::new()),
+        };
+        assert_eq!(echoed.validate(0).unwrap(), CaptureFilter::default());
+    }
+
+    #[test]
+    fn wire_names_match_serde() {
+        let full = wire("TCP", "10.0.0.1", "10.0.0.2", "80", "443");
+        let json = serde_json::to_value(&full).unwrap();
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, FIELDS);
+        for alias in FIELD_ALIASES {
+            let json = format!(r#"{{"{alias}":"10.0.0.1"}}"#);
+            let parsed: PacketCaptureFilter = serde_json::from_str(&json).unwrap();
+            assert!(parsed.local_ip_address.is_some() || parsed.remote_ip_address.is_some());
+        }
+        // Unset fields are left out; `null` reads as unset.
+        assert_eq!(serde_json::to_string(&PacketCaptureFilter::default()).unwrap(), "{}");
+        let parsed: PacketCaptureFilter = serde_json::from_str(r#"{"localPort":null}"#).unwrap();
+        assert_eq!(parsed, PacketCaptureFilter::default());
+    }
+
+    #[test]
+    fn to_wire_is_azures_echo_and_round_trips() {
+        let f = filter("tcp", "10.0.0.3", "1.1.1.1-255.255.255.255", "", "20;80;443;");
+        let echoed = f.to_wire();
+        assert_eq!(
+            serde_json::to_string(&echoed).unwrap(),
+            r#"{"protocol":"TCP","localIPAddress":"10.0.0.3","remoteIPAddress":"1.1.1.1-255.255.255.255","localPort":"","remotePort":"20;80;443"}"#
+        );
+        assert_eq!(echoed.validate(0).unwrap(), f);
+    }
+
+    #[test]
+    fn display_is_a_short_summary() {
+        let rows = [
+            (
+                filter("TCP", "10.0.0.3", "1.1.1.1-255.255.255.255", "", "20"),
+                "TCP local 10.0.0.3 remote 1.1.1.1-255.255.255.255 port 20",
+            ),
+            (filter("", "", "", "80;443", ""), "local port 80;443"),
+            (
+                filter("udp", "::1", "", "53", "1000-2000"),
+                "UDP local ::1 port 53 remote port 1000-2000",
+            ),
+            (filter("", "", "", "", ""), "all packets"),
+        ];
+        for (f, text) in rows {
+            assert_eq!(f.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn json_errors_carry_the_path() {
+        #[rustfmt::skip]
+        let rows = [
+            (r#"[{}, {"localip": "10.0.0.1"}]"#, "filters[1]",
+             r#"filters[1] has an unknown field "localip" (did you mean "localIPAddress"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort"#),
+            (r#"{"LocalPort": "80"}"#, "filters[0]",
+             r#"filters[0] has an unknown field "LocalPort" (did you mean "localPort"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort"#),
+            (r#"[{"port": "80"}]"#, "filters[0]",
+             r#"filters[0] has an unknown field "port": valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort"#),
+            (r#"[{"protocol": "TCP", "localPort": 80}]"#, "filters[0].localPort",
+             "filters[0].localPort: invalid type: integer `80`, expected a string at line 1 column 36"),
+            (r#"{"remotePort": ["80"]}"#, "filters[0].remotePort",
+             "filters[0].remotePort: invalid type: sequence, expected a string at line 1 column 15"),
+            (r#"[{"localPort": "80", "localPort": "81"}]"#, "filters[0]",
+             "filters[0]: duplicate field `localPort` at line 1 column 32"),
+            (r#"[{"localIPAddress": "10.0.0.1", "localIpAddress": "10.0.0.2"}]"#, "filters[0]",
+             "filters[0]: duplicate field `localIPAddress` at line 1 column 48"),
+            (r#"[{}, {}, "TCP"]"#, "filters[2]",
+             r#"filters[2] must be a JSON object, such as {"protocol":"TCP","localPort":"80"}, not a string"#),
+            (r#""TCP""#, "filters",
+             r#"filters must be a JSON array of filter objects, such as [{"protocol":"TCP","localPort":"80"}], not a string"#),
+            (r#"[{"protocol": "TCP""#, "filters",
+             "filters is not valid JSON: EOF while parsing an object at line 1 column 19"),
+            (r#"[{}, {"localPort": "70000"}]"#, "filters[1].localPort",
+             r#"filters[1].localPort "70000" is out of range: ports are 0-65535"#),
+        ];
+        for (json, target, message) in rows {
+            let err = parse_filters_json(json).unwrap_err();
+            assert_eq!(err.target, target, "{json}");
+            assert_eq!(err.message, message, "{json}");
+        }
+    }
+
+    #[test]
+    fn json_good_inputs() {
+        assert_eq!(parse_filters_json("[]").unwrap(), []);
+        let one = parse_filters_json(r#"{"protocol":"UDP","remotePort":"53"}"#).unwrap();
+        assert_eq!(one, [filter("UDP", "", "", "", "53")]);
+        let two = parse_filters_json(
+            r#"[{"protocol":"TCP","localIpAddress":"10.0.0.3","localPort":"","remotePort":null},
+                {"remoteIPAddress":"2001:db8::1-2001:db8::ff"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            two,
+            [
+                filter("TCP", "10.0.0.3", "", "", ""),
+                filter("", "", "2001:db8::1-2001:db8::ff", "", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_filter_matches_both_directions() {
+        let f = filter("TCP", "10.0.0.3", "1.1.1.1-1.1.1.9", "", "443");
+        assert!(f.matches(Some(&tcp("10.0.0.3", 50000, "1.1.1.5", 443))));
+        assert!(f.matches(Some(&tcp("1.1.1.5", 443, "10.0.0.3", 50000))));
+        // Every set field must match, on the same side.
+        assert!(!f.matches(Some(&tcp("10.0.0.3", 443, "1.1.1.5", 50000))));
+        assert!(!f.matches(Some(&tcp("10.0.0.4", 50000, "1.1.1.5", 443))));
+        assert!(!f.matches(Some(&tcp("10.0.0.3", 50000, "1.1.1.10", 443))));
+        // Local and remote both "in the same set" still needs one on each side.
+        let f = filter("", "10.0.0.1", "", "", "");
+        assert!(f.matches(Some(&tcp("10.0.0.2", 1, "10.0.0.1", 2))));
+        assert!(!f.matches(Some(&tcp("10.0.0.2", 1, "10.0.0.3", 2))));
+    }
+
+    #[test]
+    fn any_filter_of_the_list_keeps_a_packet() {
+        let web = filter("TCP", "", "", "80", "");
+        let dns = filter("UDP", "", "", "", "53");
+        let flow = tcp("10.0.0.1", 80, "10.0.0.2", 5555);
+        let dns_flow = Flow {
+            protocol: IPPROTO_UDP,
+            ports: Some((5555, 53)),
+            ..flow
+        };
+        assert!(filters_match(&[web.clone(), dns.clone()], Some(&flow)));
+        assert!(filters_match(&[web.clone(), dns.clone()], Some(&dns_flow)));
+        assert!(!filters_match(&[dns], Some(&flow)));
+        assert!(!filters_match(std::slice::from_ref(&web), Some(&dns_flow)));
+        assert!(filters_match(&[], Some(&flow)));
+        assert!(filters_match(&[], None));
+    }
+
+    #[test]
+    fn ports_only_for_tcp_and_udp_with_ports() {
+        let any_port = filter("", "", "", "", "80");
+        let icmp = Flow {
+            protocol: 1,
+            ports: None,
+            ..tcp("10.0.0.1", 0, "10.0.0.2", 0)
+        };
+        let udp = Flow {
+            protocol: IPPROTO_UDP,
+            ports: Some((1, 80)),
+            ..icmp
+        };
+        let fragment = Flow {
+            protocol: IPPROTO_UDP,
+            ports: None,
+            ..icmp
+        };
+        // Even a flow that claims ports is not matched on them unless TCP/UDP.
+        let gre = Flow {
+            protocol: 47,
+            ports: Some((1, 80)),
+            ..icmp
+        };
+        assert!(any_port.matches(Some(&udp)));
+        assert!(!any_port.matches(Some(&icmp)));
+        assert!(!any_port.matches(Some(&fragment)));
+        assert!(!any_port.matches(Some(&gre)));
+        // Without port fields, fragments and other protocols match.
+        let by_addr = filter("", "10.0.0.1", "", "", "");
+        assert!(by_addr.matches(Some(&icmp)) && by_addr.matches(Some(&fragment)) && by_addr.matches(Some(&gre)));
+        assert!(filter("UDP", "", "", "", "").matches(Some(&fragment)));
+        assert!(!filter("TCP", "", "", "", "").matches(Some(&fragment)));
+        // The full port range still asks for ports.
+        assert!(!filter("", "", "", "0-65535", "").matches(Some(&icmp)));
+    }
+
+    #[test]
+    fn non_ip_packets_match_only_the_empty_filter() {
+        assert!(filter("", "", "", "", "").matches(None));
+        assert!(filter("any", "", "", "", "").matches(None));
+        for f in [
+            filter("TCP", "", "", "", ""),
+            filter("", "10.0.0.1", "", "", ""),
+            filter("", "", "", "", "80"),
+        ] {
+            assert!(!f.matches(None), "{f}");
+        }
+    }
+
+    #[test]
+    fn families_match_only_their_own() {
+        let f = filter("", "10.0.0.0-10.255.255.255", "", "", "");
+        let flow6 = Flow {
+            src: v6("::a00:1"),
+            dst: v6("::1"),
+            protocol: IPPROTO_TCP,
+            ports: Some((1, 2)),
+        };
+        assert!(!f.matches(Some(&flow6)));
+        let f = filter("", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "", "", "");
+        assert!(f.matches(Some(&flow6)));
+        assert!(!f.matches(Some(&tcp("10.0.0.1", 1, "10.0.0.2", 2))));
+    }
+
+    /// Addresses near a few bases, so that random sets and addresses meet.
+    fn near_v4() -> impl Strategy<Value = u32> {
+        (prop::sample::select(vec![0u32, 0x0a00_00fc, 0xffff_fff8]), 0u32..8).prop_map(|(b, o)| b.saturating_add(o))
+    }
+
+    fn near_v6() -> impl Strategy<Value = u128> {
+        let bases = vec![0u128, 0x2001_0db8_0000_0000_ffff_ffff_ffff_fffc, u128::MAX - 7];
+        (prop::sample::select(bases), 0u128..8).prop_map(|(b, o)| b.saturating_add(o))
+    }
+
+    fn near_addr() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            near_v4().prop_map(|a| IpAddr::V4(a.into())),
+            near_v6().prop_map(|a| IpAddr::V6(a.into())),
+        ]
+    }
+
+    /// A wire value for an address field: one address, a range or a list.
+    fn addr_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            near_addr().prop_map(|a| a.to_string()),
+            (near_v4(), near_v4()).prop_map(|(a, b)| format!(
+                "{}-{}",
+                Ipv4Addr::from(a.min(b)),
+                Ipv4Addr::from(a.max(b))
+            )),
+            (near_v6(), near_v6()).prop_map(|(a, b)| format!(
+                "{}-{}",
+                Ipv6Addr::from(a.min(b)),
+                Ipv6Addr::from(a.max(b))
+            )),
+            prop::collection::vec(near_addr(), 1..5).prop_map(|list| list
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(";")),
+        ]
+    }
+
+    fn port_text() -> impl Strategy<Value = String> {
+        let port = || prop::sample::select(vec![0u16, 1, 79, 80, 81, 443, 65534, 65535]);
+        prop_oneof![
+            port().prop_map(|p| p.to_string()),
+            (port(), port()).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+            prop::collection::vec(port(), 1..5).prop_map(|l| l
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(";")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn ip_set_contains_agrees_with_brute_force(text in addr_text(), addr in near_addr()) {
+            let set = filter("", &text, "", "", "").local_ip.unwrap();
+            let expected = text.split(';').any(|entry| match entry.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi): (IpAddr, IpAddr) = (lo.parse().unwrap(), hi.parse().unwrap());
+                    lo.is_ipv4() == addr.is_ipv4() && lo <= addr && addr <= hi
+                }
+                None => entry.parse::<IpAddr>().unwrap() == addr,
+            });
+            prop_assert_eq!(set.contains(addr), expected);
+        }
+
+        #[test]
+        fn formatting_then_parsing_gives_the_same_sets(ip in addr_text(), port in port_text(), tcp in any::<bool>()) {
+            let protocol = if tcp { "TCP" } else { "Any" };
+            let f = filter(protocol, &ip, "", "", &port);
+            let again = f.to_wire().validate(0).unwrap();
+            prop_assert_eq!(&again, &f);
+            let ports = f.remote_port.as_ref().unwrap();
+            for p in [0u16, 1, 79, 80, 81, 443, 444, 65534, 65535] {
+                let expected = port.split(';').any(|e| match e.split_once('-') {
+                    Some((lo, hi)) => lo.parse::<u16>().unwrap() <= p && p <= hi.parse::<u16>().unwrap(),
+                    None => e.parse::<u16>().unwrap() == p,
+                });
+                prop_assert_eq!(ports.contains(p), expected);
+            }
+        }
+
+        #[test]
+        fn a_filter_cannot_tell_the_two_directions_apart(
+            local in proptest::option::of(addr_text()),
+            remote in proptest::option::of(addr_text()),
+            lport in proptest::option::of(port_text()),
+            rport in proptest::option::of(port_text()),
+            src in near_addr(), dst in near_addr(), sport in 0u16..100, dport in 0u16..100,
+        ) {
+            let w = PacketCaptureFilter {
+                protocol: None,
+                local_ip_address: local,
+                remote_ip_address: remote,
+                local_port: lport,
+                remote_port: rport,
+            };
+            // Random pairs of single-family sets of different families are rejected.
+            if let Ok(f) = w.validate(0) {
+                let flow = Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)) };
+                let back = Flow { src: dst, dst: src, protocol: IPPROTO_UDP, ports: Some((dport, sport)) };
+                prop_assert_eq!(f.matches(Some(&flow)), f.matches(Some(&back)));
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Where captured records go: one pcap file, standard output, or Azure's
+//! continuous capture, a ring of at most `fileCount` files of about
+//! `fileSizeInBytes` each, the oldest deleted first (DESIGN §3, `captureSettings`).
+//!
+//! Every file starts with the same 24-byte header, so each is readable alone.
+//! Rotated files are named `{stem}_{seq:05}.{ext}` beside the path given, `seq`
+//! counting from 1 and never reused within a capture.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::path::{Path, PathBuf};
+
+use crate::pcap::FILE_HEADER_LEN;
+
+/// Where a capture writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    /// One file, created (or truncated) at start.
+    File(PathBuf),
+    /// A ring of files named after `path` (see the module doc).
+    Ring { path: PathBuf, rotation: Rotation },
+    /// Standard output, for `| wireshark -k -i -`.
+    Stdout,
+}
+
+/// Azure's continuous-capture settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Files kept at most; older ones are deleted (1..=10000).
+    pub file_count: u32,
+    /// Bytes per file at most, header included; a single record larger than that
+    /// still gets a file of its own.
+    pub file_size: u64,
+}
+
+/// A failure to create, write or remove a capture file.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("create {path}")]
+    Create {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("remove old ring file {path}")]
+    Remove {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug)]
+enum Sink {
+    File(File),
+    Stdout(io::Stdout),
+}
+
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_all(bytes),
+            Sink::Stdout(s) => {
+                let mut lock = s.lock();
+                lock.write_all(bytes)?;
+                lock.flush()
+            }
+        }
+    }
+
+    fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        match self {
+            Sink::File(f) => {
+                IoSlice::advance_slices(&mut slices, 0);
+                while !slices.is_empty() {
+                    match f.write_vectored(slices) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Sink::Stdout(s) => {
+                let mut lock = s.lock();
+                for slice in slices.iter() {
+                    lock.write_all(slice)?;
+                }
+                lock.flush()
+            }
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.sync_data(),
+            Sink::Stdout(_) => Ok(()),
+        }
+    }
+}
+
+/// The open output of a running capture.
+#[derive(Debug)]
+pub(crate) struct Output {
+    spec: OutputSpec,
+    header: [u8; FILE_HEADER_LEN],
+    sink: Sink,
+    current: Option<PathBuf>,
+    /// Bytes in the current file, header included.
+    current_bytes: u64,
+    /// Bytes written over the whole capture, headers included.
+    total_bytes: u64,
+    /// Files of the ring still on disk, oldest first (the current one last).
+    kept: VecDeque<PathBuf>,
+    /// Every file this capture created, in order (some may since be deleted).
+    created: Vec<PathBuf>,
+    seq: u32,
+}
+
+fn create_file(path: &Path) -> Result<File, OutputError> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|source| OutputError::Create {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+fn ring_name(path: &Path, seq: u32) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "capture".into());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}_{seq:05}.{}", ext.to_string_lossy()),
+        None => format!("{stem}_{seq:05}"),
+    };
+    path.with_file_name(name)
+}
+
+impl Output {
+    /// Creates the first file and writes its header.
+    pub(crate) fn create(spec: OutputSpec, header: [u8; FILE_HEADER_LEN]) -> Result<Self, OutputError> {
+        let (sink, current) = match &spec {
+            OutputSpec::File(path) => (Sink::File(create_file(path)?), Some(path.clone())),
+            OutputSpec::Ring { path, .. } => {
+                let first = ring_name(path, 1);
+                (Sink::File(create_file(&first)?), Some(first))
+            }
+            OutputSpec::Stdout => (Sink::Stdout(io::stdout()), None),
+        };
+        let mut out = Output {
+            spec,
+            header,
+            sink,
+            current: current.clone(),
+            current_bytes: 0,
+            total_bytes: 0,
+            kept: VecDeque::new(),
+            created: Vec::new(),
+            seq: 1,
+        };
+        if let Some(p) = current {
+            out.kept.push_back(p.clone());
+            out.created.push(p);
+        }
+        out.write_header()?;
+        Ok(out)
+    }
+
+    fn write_header(&mut self) -> Result<(), OutputError> {
+        let header = self.header;
+        self.write(&header)
+    }
+
+    fn path_name(&self) -> String {
+        self.current
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "standard output".into())
+    }
+
+    /// Writes encoded records (or the header) to the current file.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<(), OutputError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.sink.write_all(bytes).map_err(|source| OutputError::Write {
+            path: self.path_name(),
+            source,
+        })?;
+        self.current_bytes += bytes.len() as u64;
+        self.total_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes several pieces with `writev`, retrying after short writes.
+    pub(crate) fn write_vectored(&mut self, slices: &mut [IoSlice<'_>]) -> Result<(), OutputError> {
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        self.sink
+            .write_all_vectored(slices)
+            .map_err(|source| OutputError::Write {
+                path: self.path_name(),
+                source,
+            })?;
+        self.current_bytes += total as u64;
+        self.total_bytes += total as u64;
+        Ok(())
+    }
+
+    /// Whether a record of `len` bytes, after `pending` bytes not yet written, still
+    /// fits in the current file of a ring. Always true outside a ring, and for the
+    /// first record of a file (a file never stays empty).
+    pub(crate) fn fits(&self, pending: u64, len: u64) -> bool {
+        match &self.spec {
+            OutputSpec::Ring { rotation, .. } => {
+                let used = self.current_bytes + pending;
+                used == FILE_HEADER_LEN as u64 || used + len <= rotation.file_size
+            }
+            _ => true,
+        }
+    }
+
+    /// Bytes left in the current ring file (unbounded outside a ring).
+    pub(crate) fn file_room(&self) -> u64 {
+        match &self.spec {
+            OutputSpec::Ring { rotation, .. } => rotation.file_size.saturating_sub(self.current_bytes),
+            _ => u64::MAX,
+        }
+    }
+
+    /// Closes the current ring file and starts the next, deleting the oldest files
+    /// beyond `file_count`.
+    pub(crate) fn rotate(&mut self) -> Result<(), OutputError> {
+        let OutputSpec::Ring { path, rotation } = &self.spec else {
+            return Ok(());
+        };
+        let (path, file_count) = (path.clone(), rotation.file_count);
+        self.sync()?;
+        self.seq += 1;
+        let next = ring_name(&path, self.seq);
+        self.sink = Sink::File(create_file(&next)?);
+        self.current = Some(next.clone());
+        self.current_bytes = 0;
+        self.kept.push_back(next.clone());
+        self.created.push(next);
+        while self.kept.len() > file_count as usize {
+            if let Some(old) = self.kept.pop_front() {
+                std::fs::remove_file(&old).map_err(|source| OutputError::Remove {
+                    path: old.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        self.write_header()
+    }
+
+    /// Forces what was written to the disk (`fdatasync`).
+    pub(crate) fn sync(&mut self) -> Result<(), OutputError> {
+        self.sink.sync().map_err(|source| OutputError::Write {
+            path: self.path_name(),
+            source,
+        })
+    }
+
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Files still on disk, oldest first.
+    pub(crate) fn kept(&self) -> Vec<PathBuf> {
+        self.kept.iter().cloned().collect()
+    }
+
+    pub(crate) fn files_created(&self) -> usize {
+        self.created.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcap::{LinkType, file_header};
+
+    #[test]
+    fn ring_names_keep_the_extension() {
+        assert_eq!(
+            ring_name(Path::new("/x/cap.pcap"), 3),
+            PathBuf::from("/x/cap_00003.pcap")
+        );
+        assert_eq!(ring_name(Path::new("/x/cap"), 12), PathBuf::from("/x/cap_00012"));
+    }
+
+    #[test]
+    fn ring_keeps_at_most_file_count_files_each_with_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = OutputSpec::Ring {
+            path: dir.path().join("r.pcap"),
+            rotation: Rotation {
+                file_count: 2,
+                file_size: 100,
+            },
+        };
+        let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
+        let record = [7u8; 40];
+        for _ in 0..7 {
+            if !out.fits(0, record.len() as u64) {
+                out.rotate().unwrap();
+            }
+            out.write(&record).unwrap();
+        }
+        // 24 + 40 + 40 > 100: one record per file, 7 files made, 2 kept
+        assert_eq!(out.files_created(), 7);
+        let kept = out.kept();
+        assert_eq!(
+            kept,
+            vec![dir.path().join("r_00006.pcap"), dir.path().join("r_00007.pcap")]
+        );
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        assert_eq!(names, kept);
+        for p in kept {
+            let b = std::fs::read(p).unwrap();
+            assert_eq!(b.len(), 64);
+            crate::pcap::parse_file_header(&b).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_record_larger_than_a_file_still_gets_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = OutputSpec::Ring {
+            path: dir.path().join("r.pcap"),
+            rotation: Rotation {
+                file_count: 3,
+                file_size: 30,
+            },
+        };
+        let out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
+        assert!(out.fits(0, 500), "the first record of a file always fits");
+        assert!(!out.fits(10, 500));
+    }
+
+    #[test]
+    fn create_in_a_missing_directory_names_the_path() {
+        let err = Output::create(OutputSpec::File("/nonexistent-dir-nw/x.pcap".into()), [0; 24]).unwrap_err();
+        assert_eq!(err.to_string(), "create /nonexistent-dir-nw/x.pcap");
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `netwatch` binary (one test binary, STYLE 28). They run
+//! as root: real captures in network namespaces made for each test.
+
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
+
+mod capture;
+mod util;
