@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use netwatch_api::filter::{CaptureFilter, parse_filters_json};
 use netwatch_capture::pcap::LinkType;
-use netwatch_capture::session::{DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE};
+use netwatch_capture::session::{DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_RETIRE_MS};
 use netwatch_capture::{
     Capture, CaptureConfig, CaptureStats, Interface, Limits, OpenError, OutputSpec, RingConfig, Rotation, StopReason,
 };
@@ -92,7 +92,8 @@ pub struct Args {
     ring_block_size: u32,
 
     /// Milliseconds after which a partly filled ring block is written out.
-    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RETIRE_MS,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
     ring_retire_ms: u64,
 
     /// Print the compiled kernel filter program and exit without capturing.

@@ -329,7 +329,7 @@ fn time_limit_stops_on_time_with_time_exceeded() {
             "--filters",
             UDP_ONLY,
             "--time-limit",
-            "1",
+            "2",
         ],
     );
     let frames = udp_burst(&pair, 5, 50);
@@ -338,7 +338,14 @@ fn time_limit_stops_on_time_with_time_exceeded() {
     let took = start.elapsed();
     assert!(done.status.success(), "{}", done.stderr);
     assert_eq!(done.stop_reason(), "TimeExceeded");
-    assert!(took >= Duration::from_secs(1), "stopped after {took:?}");
+    assert!(took >= Duration::from_secs(2), "stopped after {took:?}");
+    // --stats-json: a line of counters each second before the final one
+    let progress = done
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{') && !l.contains("stopReason"))
+        .count();
+    assert!(progress >= 1, "no progress line:\n{}", done.stderr);
     let (_, packets) = read_pcap(&path);
     assert_eq!(packets.len(), 5, "packets sent before the limit are all kept");
 }

@@ -1,0 +1,27 @@
+#!/bin/bash
+# The whole test suite, as a newcomer and CI run it (as root, on Debian):
+# installs what the tests need, then format, lints and every test.
+# Tests capture real packets in network namespaces, so they need root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" = 0 ] || { echo "scripts/test.sh: run as root (the tests make network namespaces and capture packets)" >&2; exit 2; }
+
+# What the tests use besides cargo: ip (namespaces), tcpdump (the cross-check),
+# python3 (frame injection and socket traffic in namespaces), setpriv (the
+# missing-capability test), tshark/capinfos and trafgen (the benchmark).
+need=(iproute2 tcpdump tshark netsniff-ng python3 util-linux procps time)
+missing=()
+for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; fi
+# Each crate builds alone: the workspace cannot hide a missing dependency.
+for crate in netwatch-api netwatch-capture; do cargo check -q -p "$crate" --locked; done
+cargo test --workspace --locked
