@@ -36,15 +36,17 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the progress callback runs.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest the loop sleeps in `poll()` before it looks at its stop flag again.
-const POLL_SLICE: Duration = Duration::from_millis(50);
+const POLL_SLICE: Duration = Duration::from_millis(100);
 
-/// Default ring block: 1 MiB holds ~10,000 small packets or any single GSO packet
-/// (64 KiB), and makes a block's hand-over (one wake-up, one `write`) rare.
-pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
-/// Default number of blocks: 32 MiB in all absorbs ~100 ms of 300 MB/s while the
-/// capture thread is not scheduled (tcpdump's 2 MiB default loses packets here,
-/// see BENCHMARKS.md).
-pub const DEFAULT_BLOCK_COUNT: u32 = 32;
+/// Default ring block: 4 MiB holds ~20,000 small packets or any GSO packet
+/// (64 KiB); the kernel wakes the capture thread once per block, and at high rates
+/// fewer, fuller blocks measurably cost less CPU (BENCHMARKS.md).
+pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
+/// Default number of blocks: 32 MiB in all absorbs ~100 ms of a 300 MB/s flood
+/// while the capture thread is not scheduled (tcpdump's 2 MiB default loses a
+/// fifth of such a flood here, see BENCHMARKS.md). This is the capture's memory:
+/// it does not grow with traffic.
+pub const DEFAULT_BLOCK_COUNT: u32 = 8;
 /// Default block retire timeout: a partly filled block reaches the file at most
 /// this long after its first packet, which bounds what a crash can lose and the
 /// delay of a live view. Shorter costs CPU at high rates (more, emptier blocks:
@@ -332,25 +334,30 @@ impl Capture {
         progress: &mut dyn FnMut(&CaptureStats),
     ) -> Result<StopReason, CaptureError> {
         let start = Instant::now();
-        let start_wall = wall_ns();
         let deadline = self.limits.time_limit.map(|d| start + d);
+        // The same deadline on the packets' own clock: a packet stamped after it is
+        // not kept, however late the loop notices the deadline.
+        let time_cutoff = self
+            .limits
+            .time_limit
+            .map(|d| wall_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
         let mut next_progress = start + PROGRESS_INTERVAL;
         let mut next_sync = start + SYNC_INTERVAL;
         let (reason, cutoff) = loop {
-            if let Some(reason) = self.drain(None)? {
+            if let Some(reason) = self.drain(time_cutoff)? {
                 return Ok(reason);
+            }
+            if self.encoder.past_cutoff {
+                return Ok(StopReason::TimeExceeded);
             }
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) {
                 break (StopReason::ManualStop, wall_ns());
             }
-            if let (Some(deadline), Some(limit)) = (deadline, self.limits.time_limit)
+            if let (Some(deadline), Some(cutoff)) = (deadline, time_cutoff)
                 && now >= deadline
             {
-                break (
-                    StopReason::TimeExceeded,
-                    start_wall.saturating_add(u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)),
-                );
+                break (StopReason::TimeExceeded, cutoff);
             }
             if now >= next_progress {
                 next_progress = now + PROGRESS_INTERVAL;
@@ -363,6 +370,9 @@ impl Capture {
             let mut wait = POLL_SLICE.min(next_progress.saturating_duration_since(now));
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now));
+            }
+            if self.ring.ready() {
+                continue;
             }
             self.socket.wait_readable(wait).map_err(CaptureError::Poll)?;
         };
@@ -382,10 +392,13 @@ impl Capture {
         Ok(reason)
     }
 
-    /// Writes every block the kernel has handed over. Returns a stop reason when a
-    /// byte or packet limit was reached.
+    /// Writes the blocks the kernel has handed over, at most one ring's worth, so
+    /// that a flood cannot keep the loop from its stop flag and deadline. Returns a
+    /// stop reason when a byte or packet limit was reached; stops early at a packet
+    /// stamped after `cutoff`.
     fn drain(&mut self, cutoff: Option<u64>) -> Result<Option<StopReason>, CaptureError> {
-        while let Some(block) = self.ring.take_block() {
+        for _ in 0..self.ring.block_count() {
+            let Some(block) = self.ring.take_block() else { break };
             let stop = self
                 .encoder
                 .block(block.bytes(), &mut self.output, &self.limits, cutoff)?;

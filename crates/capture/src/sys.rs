@@ -389,16 +389,26 @@ impl RxRing {
         unsafe { AtomicU32::from_ptr(word) }
     }
 
+    /// Blocks in the ring.
+    pub fn block_count(&self) -> usize {
+        self.block_count
+    }
+
+    /// Whether the next block is ready for user space.
+    pub fn ready(&self) -> bool {
+        // Acquire pairs with the smp_wmb() in the kernel's prb_close_block, issued
+        // before prb_flush_block stores TP_STATUS_USER (net/packet/af_packet.c): once
+        // we see the status, the block's packets are visible too.
+        self.status_word(self.next).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+    }
+
     /// The next block, if the kernel has handed it to user space. The block goes back
     /// to the kernel when the returned guard drops.
     pub fn take_block(&mut self) -> Option<Block<'_>> {
-        let index = self.next;
-        // Acquire pairs with the kernel's smp_wmb() before it sets TP_STATUS_USER
-        // (prb_close_block → prb_flush_block): the packets are visible once we see it.
-        let status = self.status_word(index).load(Ordering::Acquire);
-        if status & libc::TP_STATUS_USER == 0 {
+        if !self.ready() {
             return None;
         }
+        let index = self.next;
         Some(Block { ring: self, index })
     }
 }
