@@ -15,7 +15,7 @@ use netwatch_api::filter::{CaptureFilter, parse_filters_json};
 use netwatch_capture::pcap::LinkType;
 use netwatch_capture::session::{DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_RETIRE_MS};
 use netwatch_capture::{
-    Capture, CaptureConfig, CaptureStats, Interface, Limits, OpenError, OutputSpec, RingConfig, Rotation, StopReason,
+    Capture, CaptureConfig, CaptureStats, Interface, Limits, OpenError, OutputSpec, RingConfig, Rotation,
 };
 
 use crate::UsageError;
@@ -262,8 +262,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!("{}", stats_line(&s, Some(&reason)));
     }
     match outcome.result {
-        Ok(StopReason::TimeExceeded | StopReason::MaxBytesExceeded | StopReason::PacketCountExceeded)
-        | Ok(StopReason::ManualStop) => Ok(ExitCode::SUCCESS),
+        // Every stop reason is a normal end: the limits are what the user asked for.
+        Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(anyhow::Error::new(e).context("capture stopped early; what was written is kept")),
     }
 }
