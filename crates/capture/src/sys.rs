@@ -296,6 +296,19 @@ pub fn interface_hardware_type(sock: &PacketSocket, name: &str) -> Result<u16, S
     Ok(family)
 }
 
+/// `setpriority(PRIO_PROCESS, 0, nice)`: the calling thread's nice value (on Linux
+/// a per-thread attribute, setpriority(2) "BUGS"). Lowering it below 0 needs root
+/// or CAP_SYS_NICE.
+pub fn set_thread_nice(nice: i32) -> Result<(), SysError> {
+    // SAFETY: plain syscall with integer arguments; checked on the next line.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc < 0 {
+        Err(SysError::last("setpriority(PRIO_PROCESS)"))
+    } else {
+        Ok(())
+    }
+}
+
 /// The size of a memory page, which ring blocks must be a multiple of.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no memory preconditions.

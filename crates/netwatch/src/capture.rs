@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use netwatch_api::filter::{CaptureFilter, parse_filters_json};
 use netwatch_capture::pcap::LinkType;
-use netwatch_capture::session::{DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_RETIRE_MS};
+use netwatch_capture::session::{DEFAULT_BLOCK_COUNT, DEFAULT_BLOCK_SIZE, DEFAULT_NICE, DEFAULT_RETIRE_MS};
 use netwatch_capture::{
     Capture, CaptureConfig, CaptureStats, Interface, Limits, OpenError, OutputSpec, RingConfig, Rotation,
 };
@@ -95,6 +95,12 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_RETIRE_MS,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     ring_retire_ms: u64,
+
+    /// Nice value of the capture thread (-20..19); the default runs it ahead of ordinary
+    /// work so that a busy CPU does not make it drop packets; 0 leaves the priority as is.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_NICE, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
 
     /// Print the compiled kernel filter program and exit without capturing.
     #[arg(short = 'd', long)]
@@ -222,6 +228,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             block_count: args.ring_blocks,
             retire: Duration::from_millis(args.ring_retire_ms),
         },
+        nice: (args.nice != 0).then_some(args.nice),
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -754,3 +754,30 @@ fn missing_cap_net_raw_is_explained() {
     );
     assert!(!out.exists());
 }
+
+/// The capture thread runs ahead of ordinary work by default (BENCHMARKS.md: what a
+/// busy CPU costs a capture at nice 0), and `--nice 0` leaves it alone.
+#[test]
+fn capture_thread_priority_is_raised_by_default() {
+    let pair = NetnsPair::new();
+    let dir = tmp();
+    let nice_of = |pid: u32| -> i64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // fields after the parenthesised command name; nice is field 19
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+    };
+    for (args, expected) in [(&[][..], -10), (&["--nice", "0"][..], 0), (&["--nice", "5"][..], 5)] {
+        let path = dir.path().join("p.pcap");
+        let mut all = vec!["-i", IF_B, "-w", path_str(&path)];
+        all.extend_from_slice(args);
+        let run = Running::start(&pair.b, &all);
+        let pid = run.pid();
+        assert!(
+            netwatch_testkit::eventually(100, Duration::from_millis(20), || nice_of(pid) == expected),
+            "{args:?}: nice {} instead of {expected}",
+            nice_of(pid)
+        );
+        assert!(run.stop().status.success());
+    }
+}
