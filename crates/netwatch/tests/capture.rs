@@ -294,15 +294,19 @@ fn udp_burst(pair: &NetnsPair, n: usize, payload: usize) -> Vec<Vec<u8>> {
 
 const UDP_ONLY: &str = r#"[{"protocol":"UDP","remotePort":"10000-10999"}]"#;
 
+/// Starts a capture on vB of b's side of `udp_burst` traffic, with `extra` flags.
+fn start_udp(pair: &NetnsPair, path: &Path, extra: &[&str]) -> Running {
+    let mut args = vec!["-i", IF_B, "-w", path_str(path), "--filters", UDP_ONLY];
+    args.extend_from_slice(extra);
+    Running::start(&pair.b, &args)
+}
+
 #[test]
 fn count_stops_with_packet_count_exceeded() {
     let pair = NetnsPair::new();
     let dir = tmp();
     let path = dir.path().join("count.pcap");
-    let run = Running::start(
-        &pair.b,
-        &["-i", IF_B, "-w", path_str(&path), "--filters", UDP_ONLY, "-c", "7"],
-    );
+    let run = start_udp(&pair, &path, &["-c", "7"]);
     let frames = udp_burst(&pair, 20, 50);
     NetnsPair::inject(&pair.a, IF_A, &frames);
     let done = run.wait(Duration::from_secs(10));
@@ -319,19 +323,7 @@ fn time_limit_stops_on_time_with_time_exceeded() {
     let dir = tmp();
     let path = dir.path().join("time.pcap");
     let start = Instant::now();
-    let run = Running::start(
-        &pair.b,
-        &[
-            "-i",
-            IF_B,
-            "-w",
-            path_str(&path),
-            "--filters",
-            UDP_ONLY,
-            "--time-limit",
-            "2",
-        ],
-    );
+    let run = start_udp(&pair, &path, &["--time-limit", "2"]);
     let frames = udp_burst(&pair, 5, 50);
     NetnsPair::inject(&pair.a, IF_A, &frames);
     let done = run.wait(Duration::from_secs(10));
@@ -356,19 +348,7 @@ fn capture_limit_stops_before_the_file_would_pass_it() {
     let dir = tmp();
     let path = dir.path().join("bytes.pcap");
     // records of 16 + 150 bytes: the header and 6 records fit in 1024 bytes, a 7th would not
-    let run = Running::start(
-        &pair.b,
-        &[
-            "-i",
-            IF_B,
-            "-w",
-            path_str(&path),
-            "--filters",
-            UDP_ONLY,
-            "--capture-limit",
-            "1024",
-        ],
-    );
+    let run = start_udp(&pair, &path, &["--capture-limit", "1024"]);
     let frames = udp_burst(&pair, 20, 150 - 42 - 6);
     assert_eq!(frames[0].len(), 150);
     NetnsPair::inject(&pair.a, IF_A, &frames);
@@ -390,7 +370,7 @@ fn sigterm_and_sigint_stop_with_manual_stop() {
     let dir = tmp();
     for signal in ["TERM", "INT"] {
         let path = dir.path().join(format!("{signal}.pcap"));
-        let run = Running::start(&pair.b, &["-i", IF_B, "-w", path_str(&path), "--filters", UDP_ONLY]);
+        let run = start_udp(&pair, &path, &[]);
         NetnsPair::inject(&pair.a, IF_A, &udp_burst(&pair, 3, 10));
         run.signal(signal);
         let done = run.wait(Duration::from_secs(10));
@@ -412,21 +392,10 @@ fn continuous_capture_rotates_and_keeps_the_newest_files() {
     let pair = NetnsPair::new();
     let dir = tmp();
     let path = dir.path().join("ring.pcap");
-    let run = Running::start(
-        &pair.b,
-        &[
-            "-i",
-            IF_B,
-            "-w",
-            path_str(&path),
-            "--filters",
-            UDP_ONLY,
-            "--continuous",
-            "--file-count",
-            "3",
-            "--file-size",
-            "1024",
-        ],
+    let run = start_udp(
+        &pair,
+        &path,
+        &["--continuous", "--file-count", "3", "--file-size", "1024"],
     );
     let frames = udp_burst(&pair, 40, 150 - 42 - 6);
     NetnsPair::inject(&pair.a, IF_A, &frames);
@@ -525,7 +494,7 @@ fn kill_9_leaves_a_readable_file_with_every_written_packet() {
     let pair = NetnsPair::new();
     let dir = tmp();
     let path = dir.path().join("killed.pcap");
-    let run = Running::start(&pair.b, &["-i", IF_B, "-w", path_str(&path), "--filters", UDP_ONLY]);
+    let run = start_udp(&pair, &path, &[]);
     let frames = udp_burst(&pair, 300, 200);
     NetnsPair::inject(&pair.a, IF_A, &frames);
     wait_for_records(&path, 300);
