@@ -1,6 +1,6 @@
-//! netwatch's wire contract, shared by every other crate: Azure's packet-capture
-//! filter syntax and its validation (and, as the controller grows, the ARM
-//! resource model, resource ids and names, and the ARM error body).
+//! netwatch's wire contract, shared by every other crate: the ARM resource
+//! model (names, resource ids, locations, the packet-capture JSON and its
+//! validation), Azure's packet-capture filter syntax, and the ARM error body.
 //!
 //! No I/O and no async runtime: the server (a 400 on PUT), the CLI (an error
 //! before anything is sent) and the capture engine validate with this same code.
@@ -8,5 +8,17 @@
 //! # Layout
 //! - [`filter`]: `PacketCaptureFilter` as it is on the wire, its validation into
 //!   [`filter::CaptureFilter`], and a plain evaluator of what a filter keeps.
+//! - [`resource`]: ARM names, resource groups, subscription ids, resource types,
+//!   resource ids (typed for the kinds DESIGN.md §2 lists) and canonical locations.
+//! - [`packet_capture`]: the packet-capture wire types (request, result, list,
+//!   query status with netwatch's extras), [`packet_capture::parse_packet_capture`]
+//!   and validation into [`packet_capture::ValidatedCapture`].
+//! - [`error`]: the ARM error body and [`error::ApiError`], which knows its HTTP
+//!   status, ARM code and target.
+//! - [`api_version`]: the `api-version` query parameter's check.
 
+pub mod api_version;
+pub mod error;
 pub mod filter;
+pub mod packet_capture;
+pub mod resource;
