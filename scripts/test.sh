@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 # What the tests use besides cargo: ip (namespaces), tcpdump (the cross-check),
 # python3 (frame injection and socket traffic in namespaces), setpriv (the
-# missing-capability test), tshark/capinfos and trafgen (the benchmark).
-need=(iproute2 tcpdump tshark netsniff-ng python3 util-linux procps time)
+# missing-capability test), PostgreSQL (the store runs its suite on it too),
+# tshark/capinfos and trafgen (the benchmark).
+need=(iproute2 tcpdump tshark netsniff-ng python3 util-linux procps time postgresql)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -23,9 +24,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; fi
 # Each crate builds alone: the workspace cannot hide a missing dependency.
-for crate in netwatch-api netwatch-capture; do cargo check -q -p "$crate" --locked; done
+for crate in netwatch-api netwatch-capture netwatch-controller; do cargo check -q -p "$crate" --locked; done
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+eval "$(scripts/test-postgres.sh start)"
+trap 'rm -f "$log"; scripts/test-postgres.sh stop "$PG_TEST_DIR"' EXIT
 set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -1,0 +1,507 @@
+//! The controller's state: hosts (VMs), network watchers, packet captures and
+//! long-running operations, in SQLite (the embedded default, a file in the data
+//! directory) or PostgreSQL (shared by controller replicas), DESIGN §7.
+//!
+//! One store, the same SQL on both: queries are plain runtime SQL through sqlx's
+//! Any driver with `$N` placeholders, columns are TEXT and BIGINT only, and the
+//! schema is one migration directory (`migrations/*.sql`, one file per change)
+//! embedded in the binary and applied at open.
+//!
+//! Invariants:
+//! - a resource id is stored as the client wrote it (`id`) and found by its
+//!   lower-case form (`key`), since ARM ids compare case-insensitively;
+//! - a capture row changes only through [`Store::update_capture`], which succeeds
+//!   only for the version the caller read (optimistic concurrency: two replicas, or
+//!   an agent report racing a stop, cannot overwrite each other unseen);
+//! - SQLite runs in WAL mode with `synchronous=FULL`: a write the API answered for
+//!   survives a crash of the process or the machine.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+
+/// The embedded migrations.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connections per pool: SQLite serialises writes anyway; PostgreSQL replicas
+/// share the server's connection budget.
+const MAX_CONNECTIONS: u32 = 8;
+/// How long a query waits for a connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SQLite waits on a lock held by another connection: 5 s.
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?} is neither sqlite:// nor postgres://")]
+    Url(String),
+    #[error("connect to the {backend:?} database")]
+    Connect {
+        backend: Backend,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("apply the database migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} was changed by someone else since it was read")]
+    Stale(String),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether retrying the same call cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Query(e) => !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)),
+            StoreError::Connect { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// A registered host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRecord {
+    pub id: String,
+    pub subscription: String,
+    pub location: String,
+    /// Live agent facts as JSON (version, interfaces, addresses).
+    pub agent_json: String,
+    pub last_seen_ms: Option<i64>,
+    pub created_ms: i64,
+}
+
+/// A network watcher (one per location).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatcherRecord {
+    pub id: String,
+    pub subscription: String,
+    pub location: String,
+    pub created_ms: i64,
+}
+
+/// A packet capture and what is known of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRecord {
+    pub id: String,
+    pub watcher_id: String,
+    pub target_id: String,
+    /// The validated request, as echoed to clients.
+    pub request_json: String,
+    /// `NotStarted`, `Running`, `Stopped` or `Error`.
+    pub status: String,
+    pub stop_reason: Option<String>,
+    /// `packetCaptureError`, a JSON list.
+    pub errors_json: String,
+    pub started_ms: Option<i64>,
+    /// The agent's last counters, JSON.
+    pub stats_json: String,
+    pub etag: String,
+    /// Read with the row; [`Store::update_capture`] needs it and bumps it.
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A long-running operation's status resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRecord {
+    pub id: String,
+    pub resource_id: String,
+    /// `create`, `stop`, `delete` or `queryStatus`.
+    pub kind: String,
+    /// `InProgress`, `Succeeded` or `Failed`.
+    pub status: String,
+    /// The ARM error body of a failed operation.
+    pub error_json: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// The columns of a [`CaptureRecord`], with a WHERE/ORDER tail (sqlx takes only
+/// static SQL, so the statement is put together at compile time).
+macro_rules! capture_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT c.id, w.id AS watcher_id, c.target_id, c.request_json, c.status, c.stop_reason,
+             c.errors_json, c.started_ms, c.stats_json, c.etag, c.version, c.created_ms, c.updated_ms
+             FROM packet_captures c JOIN network_watchers w ON w.key = c.watcher_key ",
+            $tail
+        )
+    };
+}
+
+fn key(id: &str) -> String {
+    id.to_lowercase()
+}
+
+/// The controller's state store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed) and applies migrations.
+    /// `url` is `sqlite:///path/to/state.db` or `postgres://user@host/db`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        let url = match backend {
+            // create the file on first use
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(|source| StoreError::Connect { backend, source })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers do not block the writer; FULL: a commit is on disk
+                        // before the API answers. Foreign keys are off by default in SQLite.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute(SQLITE_BUSY_TIMEOUT).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect { backend, source })?;
+        MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs one statement of administration SQL (tests create and drop their
+    /// PostgreSQL databases with it). Not for data: every data query is above.
+    #[doc(hidden)]
+    pub async fn raw_execute_for_tests(&self, sql: &str) -> Result<(), StoreError> {
+        self.pool
+            .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())))
+            .await?;
+        Ok(())
+    }
+
+    // ---- VMs ----
+
+    /// Registers a host, or updates its location and agent facts.
+    pub async fn upsert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO vms (key, id, subscription, location, agent_json, last_seen_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (key) DO UPDATE SET location = $4, agent_json = $5, last_seen_ms = $6",
+        )
+        .bind(key(&vm.id))
+        .bind(&vm.id)
+        .bind(&vm.subscription)
+        .bind(&vm.location)
+        .bind(&vm.agent_json)
+        .bind(vm.last_seen_ms)
+        .bind(vm.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a heartbeat. Returns false when no such VM exists.
+    pub async fn touch_vm(&self, id: &str, seen_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE vms SET last_seen_ms = $1 WHERE key = $2")
+            .bind(seen_ms)
+            .bind(key(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_vm(&self, id: &str) -> Result<Option<VmRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms FROM vms WHERE key = $1",
+        )
+        .bind(key(id))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| vm_from(&r)).transpose()
+    }
+
+    /// VMs of a subscription, by id.
+    pub async fn list_vms(&self, subscription: &str) -> Result<Vec<VmRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms FROM vms
+             WHERE lower(subscription) = $1 ORDER BY key",
+        )
+        .bind(key(subscription))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(vm_from).collect()
+    }
+
+    // ---- network watchers ----
+
+    /// Creates the watcher unless it exists; returns the stored one either way
+    /// (Azure creates `NetworkWatcher_{location}` on first use).
+    pub async fn ensure_watcher(&self, w: &WatcherRecord) -> Result<WatcherRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO network_watchers (key, id, subscription, location, created_ms)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key(&w.id))
+        .bind(&w.id)
+        .bind(&w.subscription)
+        .bind(&w.location)
+        .bind(w.created_ms)
+        .execute(&self.pool)
+        .await?;
+        self.get_watcher(&w.id)
+            .await?
+            .ok_or_else(|| StoreError::Stale(format!("network watcher {}", w.id)))
+    }
+
+    pub async fn get_watcher(&self, id: &str) -> Result<Option<WatcherRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, subscription, location, created_ms FROM network_watchers WHERE key = $1")
+            .bind(key(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| watcher_from(&r)).transpose()
+    }
+
+    pub async fn list_watchers(&self, subscription: &str) -> Result<Vec<WatcherRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, subscription, location, created_ms FROM network_watchers
+             WHERE lower(subscription) = $1 ORDER BY key",
+        )
+        .bind(key(subscription))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(watcher_from).collect()
+    }
+
+    // ---- packet captures ----
+
+    /// Adds a capture; [`StoreError::Conflict`] when one of that id exists.
+    pub async fn insert_capture(&self, c: &CaptureRecord) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO packet_captures (key, id, watcher_key, target_key, target_id, request_json, status,
+                 stop_reason, errors_json, started_ms, stats_json, etag, version, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(key(&c.id))
+        .bind(&c.id)
+        .bind(key(&c.watcher_id))
+        .bind(key(&c.target_id))
+        .bind(&c.target_id)
+        .bind(&c.request_json)
+        .bind(&c.status)
+        .bind(&c.stop_reason)
+        .bind(&c.errors_json)
+        .bind(c.started_ms)
+        .bind(&c.stats_json)
+        .bind(&c.etag)
+        .bind(c.version)
+        .bind(c.created_ms)
+        .bind(c.updated_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("packet capture {}", c.id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_capture(&self, id: &str) -> Result<Option<CaptureRecord>, StoreError> {
+        let row = sqlx::query(capture_select!("WHERE c.key = $1"))
+            .bind(key(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| capture_from(&r)).transpose()
+    }
+
+    /// Captures of a network watcher, by id.
+    pub async fn list_captures(&self, watcher_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+        let rows = sqlx::query(capture_select!("WHERE c.watcher_key = $1 ORDER BY c.key"))
+            .bind(key(watcher_id))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(capture_from).collect()
+    }
+
+    /// Captures targeting a VM (what its agent must run or report on), by id.
+    pub async fn captures_for_target(&self, target_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+        let rows = sqlx::query(capture_select!("WHERE c.target_key = $1 ORDER BY c.key"))
+            .bind(key(target_id))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(capture_from).collect()
+    }
+
+    /// Writes a capture's mutable fields if its stored version is still
+    /// `c.version`; returns the new version, or [`StoreError::Stale`].
+    pub async fn update_capture(&self, c: &CaptureRecord) -> Result<i64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE packet_captures SET status = $1, stop_reason = $2, errors_json = $3, started_ms = $4,
+                 stats_json = $5, etag = $6, updated_ms = $7, version = version + 1
+             WHERE key = $8 AND version = $9",
+        )
+        .bind(&c.status)
+        .bind(&c.stop_reason)
+        .bind(&c.errors_json)
+        .bind(c.started_ms)
+        .bind(&c.stats_json)
+        .bind(&c.etag)
+        .bind(c.updated_ms)
+        .bind(key(&c.id))
+        .bind(c.version)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(c.version + 1)
+        } else {
+            Err(StoreError::Stale(format!("packet capture {}", c.id)))
+        }
+    }
+
+    /// Removes a capture (never its files). Returns false when it did not exist.
+    pub async fn delete_capture(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM packet_captures WHERE key = $1")
+            .bind(key(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- long-running operations ----
+
+    pub async fn insert_operation(&self, op: &OperationRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO operations (id, resource_key, kind, status, error_json, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&op.id)
+        .bind(key(&op.resource_id))
+        .bind(&op.kind)
+        .bind(&op.status)
+        .bind(&op.error_json)
+        .bind(op.created_ms)
+        .bind(op.updated_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends an operation that is still in progress; false when it was not.
+    pub async fn finish_operation(
+        &self,
+        id: &str,
+        status: &str,
+        error_json: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET status = $1, error_json = $2, updated_ms = $3
+             WHERE id = $4 AND status = 'InProgress'",
+        )
+        .bind(status)
+        .bind(error_json)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, resource_key, kind, status, error_json, created_ms, updated_ms FROM operations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(OperationRecord {
+                id: r.try_get("id")?,
+                resource_id: r.try_get("resource_key")?,
+                kind: r.try_get("kind")?,
+                status: r.try_get("status")?,
+                error_json: r.try_get("error_json")?,
+                created_ms: r.try_get("created_ms")?,
+                updated_ms: r.try_get("updated_ms")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+fn vm_from(r: &sqlx::any::AnyRow) -> Result<VmRecord, StoreError> {
+    Ok(VmRecord {
+        id: r.try_get("id")?,
+        subscription: r.try_get("subscription")?,
+        location: r.try_get("location")?,
+        agent_json: r.try_get("agent_json")?,
+        last_seen_ms: r.try_get("last_seen_ms")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn watcher_from(r: &sqlx::any::AnyRow) -> Result<WatcherRecord, StoreError> {
+    Ok(WatcherRecord {
+        id: r.try_get("id")?,
+        subscription: r.try_get("subscription")?,
+        location: r.try_get("location")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
+
+fn capture_from(r: &sqlx::any::AnyRow) -> Result<CaptureRecord, StoreError> {
+    Ok(CaptureRecord {
+        id: r.try_get("id")?,
+        watcher_id: r.try_get("watcher_id")?,
+        target_id: r.try_get("target_id")?,
+        request_json: r.try_get("request_json")?,
+        status: r.try_get("status")?,
+        stop_reason: r.try_get("stop_reason")?,
+        errors_json: r.try_get("errors_json")?,
+        started_ms: r.try_get("started_ms")?,
+        stats_json: r.try_get("stats_json")?,
+        etag: r.try_get("etag")?,
+        version: r.try_get("version")?,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
+    })
+}

@@ -1,0 +1,4 @@
+//! The controller's integration tests (one test binary, STYLE 28).
+#![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
+
+mod store;

@@ -1,0 +1,247 @@
+//! The store's suite, run against both backends it supports: SQLite in a temp
+//! file and a real PostgreSQL server (started by scripts/test.sh; its URL comes in
+//! `NETWATCH_TEST_POSTGRES`). Each PostgreSQL test gets a database of its own.
+
+use netwatch_controller::store::{Backend, CaptureRecord, OperationRecord, Store, StoreError, VmRecord, WatcherRecord};
+
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+
+fn vm_id(name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{name}")
+}
+
+fn watcher(location: &str) -> WatcherRecord {
+    WatcherRecord {
+        id: format!(
+            "/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_{location}"
+        ),
+        subscription: SUB.into(),
+        location: location.into(),
+        created_ms: 1,
+    }
+}
+
+fn capture(w: &WatcherRecord, name: &str, target: &str) -> CaptureRecord {
+    CaptureRecord {
+        id: format!("{}/packetCaptures/{name}", w.id),
+        watcher_id: w.id.clone(),
+        target_id: target.into(),
+        request_json: r#"{"properties":{}}"#.into(),
+        status: "NotStarted".into(),
+        stop_reason: None,
+        errors_json: "[]".into(),
+        started_ms: None,
+        stats_json: "{}".into(),
+        etag: "W/\"1\"".into(),
+        version: 1,
+        created_ms: 10,
+        updated_ms: 10,
+    }
+}
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    (store, dir)
+}
+
+/// A fresh database on the test PostgreSQL server.
+async fn postgres(test: &str) -> Store {
+    let server = std::env::var("NETWATCH_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "NETWATCH_TEST_POSTGRES is not set: the store's tests need a PostgreSQL server; \
+             scripts/test.sh starts one and sets it (e.g. postgres://postgres@127.0.0.1:55432)"
+        )
+    });
+    let db = format!("nw_{}_{}", std::process::id(), test);
+    let admin = Store::open(&format!("{server}/postgres")).await.unwrap();
+    let _ = admin
+        .raw_execute_for_tests(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await;
+    admin
+        .raw_execute_for_tests(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    admin.close().await;
+    let store = Store::open(&format!("{server}/{db}")).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    store
+}
+
+/// Runs `$suite` on both backends.
+macro_rules! both {
+    ($name:ident, $suite:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let (store, _dir) = super::sqlite().await;
+                super::$suite(&store).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let store = super::postgres(stringify!($name)).await;
+                super::$suite(&store).await;
+            }
+        }
+    };
+}
+
+both!(vms, vms_suite);
+both!(captures, captures_suite);
+both!(operations, operations_suite);
+
+async fn vms_suite(store: &Store) {
+    let vm = VmRecord {
+        id: vm_id("Web1"),
+        subscription: SUB.into(),
+        location: "westus2".into(),
+        agent_json: r#"{"version":"0.1.0"}"#.into(),
+        last_seen_ms: None,
+        created_ms: 5,
+    };
+    store.upsert_vm(&vm).await.unwrap();
+    // ids are found whatever their case, and kept as first written
+    let got = store.get_vm(&vm_id("WEB1").to_lowercase()).await.unwrap().unwrap();
+    assert_eq!(got, vm);
+    // registering again updates the facts, not the identity
+    let again = VmRecord {
+        agent_json: r#"{"version":"0.2.0"}"#.into(),
+        id: vm_id("web1"),
+        ..vm.clone()
+    };
+    store.upsert_vm(&again).await.unwrap();
+    let got = store.get_vm(&vm.id).await.unwrap().unwrap();
+    assert_eq!(got.id, vm.id);
+    assert_eq!(got.agent_json, again.agent_json);
+    assert!(store.touch_vm(&vm.id, 99).await.unwrap());
+    assert_eq!(store.get_vm(&vm.id).await.unwrap().unwrap().last_seen_ms, Some(99));
+    assert!(!store.touch_vm(&vm_id("nope"), 1).await.unwrap());
+    assert_eq!(store.list_vms(&SUB.to_uppercase()).await.unwrap().len(), 1);
+    assert!(
+        store
+            .list_vms("11111111-0000-0000-0000-000000000000")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn captures_suite(store: &Store) {
+    let w = store.ensure_watcher(&watcher("westus2")).await.unwrap();
+    // a second ensure keeps the first
+    let again = store
+        .ensure_watcher(&WatcherRecord {
+            created_ms: 999,
+            ..watcher("westus2")
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.created_ms, 1);
+    store.ensure_watcher(&watcher("eastus")).await.unwrap();
+    assert_eq!(store.list_watchers(SUB).await.unwrap().len(), 2);
+
+    let c = capture(&w, "pc1", &vm_id("web1"));
+    store.insert_capture(&c).await.unwrap();
+    let dup = CaptureRecord {
+        id: c.id.to_uppercase(),
+        ..c.clone()
+    };
+    let err = store.insert_capture(&dup).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.get_capture(&c.id.to_uppercase()).await.unwrap().unwrap(), c);
+    store.insert_capture(&capture(&w, "pc2", &vm_id("web2"))).await.unwrap();
+    let names: Vec<_> = store
+        .list_captures(&w.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names[0].ends_with("pc1") && names[1].ends_with("pc2"));
+    assert_eq!(store.captures_for_target(&vm_id("WEB1")).await.unwrap().len(), 1);
+
+    // optimistic concurrency: the version read is the one that may write
+    let running = CaptureRecord {
+        status: "Running".into(),
+        started_ms: Some(20),
+        ..c.clone()
+    };
+    let v2 = store.update_capture(&running).await.unwrap();
+    assert_eq!(v2, 2);
+    let stale = CaptureRecord {
+        status: "Stopped".into(),
+        ..c.clone()
+    };
+    assert!(matches!(
+        store.update_capture(&stale).await.unwrap_err(),
+        StoreError::Stale(_)
+    ));
+    let stored = store.get_capture(&c.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status.as_str(), stored.version, stored.started_ms),
+        ("Running", 2, Some(20))
+    );
+    let stopped = CaptureRecord {
+        status: "Stopped".into(),
+        stop_reason: Some("ManualStop".into()),
+        ..stored
+    };
+    assert_eq!(store.update_capture(&stopped).await.unwrap(), 3);
+
+    assert!(store.delete_capture(&c.id).await.unwrap());
+    assert!(!store.delete_capture(&c.id).await.unwrap());
+    assert!(store.get_capture(&c.id).await.unwrap().is_none());
+}
+
+async fn operations_suite(store: &Store) {
+    let op = OperationRecord {
+        id: "0195f0f0-0000-7000-8000-000000000001".into(),
+        resource_id:
+            "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/networkWatchers/nw/packetCaptures/pc".into(),
+        kind: "create".into(),
+        status: "InProgress".into(),
+        error_json: None,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    store.insert_operation(&op).await.unwrap();
+    assert_eq!(store.get_operation(&op.id).await.unwrap().unwrap().status, "InProgress");
+    assert!(
+        store
+            .finish_operation(&op.id, "Failed", Some(r#"{"code":"CaptureFailed"}"#), 7)
+            .await
+            .unwrap()
+    );
+    // an operation ends once
+    assert!(!store.finish_operation(&op.id, "Succeeded", None, 8).await.unwrap());
+    let got = store.get_operation(&op.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status.as_str(), got.error_json.as_deref(), got.updated_ms),
+        ("Failed", Some(r#"{"code":"CaptureFailed"}"#), 7)
+    );
+    assert!(store.get_operation("nope").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_url_of_another_kind_is_refused() {
+    let err = Store::open("mysql://localhost/x").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "database URL \"mysql://localhost/x\" is neither sqlite:// nor postgres://"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_state_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let w = store.ensure_watcher(&watcher("westus2")).await.unwrap();
+    store.insert_capture(&capture(&w, "pc1", &vm_id("web1"))).await.unwrap();
+    store.close().await;
+    let reopened = Store::open(&url).await.unwrap();
+    assert_eq!(reopened.list_captures(&w.id).await.unwrap().len(), 1);
+}
