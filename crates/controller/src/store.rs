@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Executor};
 
 /// The embedded migrations.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -73,7 +73,7 @@ impl StoreError {
 }
 
 /// A registered host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct VmRecord {
     pub id: String,
     pub subscription: String,
@@ -85,7 +85,7 @@ pub struct VmRecord {
 }
 
 /// A network watcher (one per location).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct WatcherRecord {
     pub id: String,
     pub subscription: String,
@@ -94,7 +94,7 @@ pub struct WatcherRecord {
 }
 
 /// A packet capture and what is known of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CaptureRecord {
     pub id: String,
     pub watcher_id: String,
@@ -117,9 +117,10 @@ pub struct CaptureRecord {
 }
 
 /// A long-running operation's status resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OperationRecord {
     pub id: String,
+    /// The resource the operation acts on; read back in its lower-case key form.
     pub resource_id: String,
     /// `create`, `stop`, `delete` or `queryStatus`.
     pub kind: String,
@@ -249,25 +250,23 @@ impl Store {
     }
 
     pub async fn get_vm(&self, id: &str) -> Result<Option<VmRecord>, StoreError> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms FROM vms WHERE key = $1",
         )
         .bind(key(id))
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| vm_from(&r)).transpose()
+        .await?)
     }
 
     /// VMs of a subscription, by id.
     pub async fn list_vms(&self, subscription: &str) -> Result<Vec<VmRecord>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms FROM vms
              WHERE lower(subscription) = $1 ORDER BY key",
         )
         .bind(key(subscription))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(vm_from).collect()
+        .await?)
     }
 
     // ---- network watchers ----
@@ -292,22 +291,22 @@ impl Store {
     }
 
     pub async fn get_watcher(&self, id: &str) -> Result<Option<WatcherRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, subscription, location, created_ms FROM network_watchers WHERE key = $1")
-            .bind(key(id))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| watcher_from(&r)).transpose()
+        Ok(
+            sqlx::query_as("SELECT id, subscription, location, created_ms FROM network_watchers WHERE key = $1")
+                .bind(key(id))
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn list_watchers(&self, subscription: &str) -> Result<Vec<WatcherRecord>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, subscription, location, created_ms FROM network_watchers
              WHERE lower(subscription) = $1 ORDER BY key",
         )
         .bind(key(subscription))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(watcher_from).collect()
+        .await?)
     }
 
     // ---- packet captures ----
@@ -346,29 +345,29 @@ impl Store {
     }
 
     pub async fn get_capture(&self, id: &str) -> Result<Option<CaptureRecord>, StoreError> {
-        let row = sqlx::query(capture_select!("WHERE c.key = $1"))
+        let row = sqlx::query_as(capture_select!("WHERE c.key = $1"))
             .bind(key(id))
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| capture_from(&r)).transpose()
+        Ok(row)
     }
 
     /// Captures of a network watcher, by id.
     pub async fn list_captures(&self, watcher_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
-        let rows = sqlx::query(capture_select!("WHERE c.watcher_key = $1 ORDER BY c.key"))
+        let rows = sqlx::query_as(capture_select!("WHERE c.watcher_key = $1 ORDER BY c.key"))
             .bind(key(watcher_id))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(capture_from).collect()
+        Ok(rows)
     }
 
     /// Captures targeting a VM (what its agent must run or report on), by id.
     pub async fn captures_for_target(&self, target_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
-        let rows = sqlx::query(capture_select!("WHERE c.target_key = $1 ORDER BY c.key"))
+        let rows = sqlx::query_as(capture_select!("WHERE c.target_key = $1 ORDER BY c.key"))
             .bind(key(target_id))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(capture_from).collect()
+        Ok(rows)
     }
 
     /// Writes a capture's mutable fields if its stored version is still
@@ -447,61 +446,13 @@ impl Store {
     }
 
     pub async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, resource_key, kind, status, error_json, created_ms, updated_ms FROM operations WHERE id = $1",
+        let row = sqlx::query_as(
+            "SELECT id, resource_key AS resource_id, kind, status, error_json, created_ms, updated_ms
+             FROM operations WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(OperationRecord {
-                id: r.try_get("id")?,
-                resource_id: r.try_get("resource_key")?,
-                kind: r.try_get("kind")?,
-                status: r.try_get("status")?,
-                error_json: r.try_get("error_json")?,
-                created_ms: r.try_get("created_ms")?,
-                updated_ms: r.try_get("updated_ms")?,
-            })
-        })
-        .transpose()
+        Ok(row)
     }
-}
-
-fn vm_from(r: &sqlx::any::AnyRow) -> Result<VmRecord, StoreError> {
-    Ok(VmRecord {
-        id: r.try_get("id")?,
-        subscription: r.try_get("subscription")?,
-        location: r.try_get("location")?,
-        agent_json: r.try_get("agent_json")?,
-        last_seen_ms: r.try_get("last_seen_ms")?,
-        created_ms: r.try_get("created_ms")?,
-    })
-}
-
-fn watcher_from(r: &sqlx::any::AnyRow) -> Result<WatcherRecord, StoreError> {
-    Ok(WatcherRecord {
-        id: r.try_get("id")?,
-        subscription: r.try_get("subscription")?,
-        location: r.try_get("location")?,
-        created_ms: r.try_get("created_ms")?,
-    })
-}
-
-fn capture_from(r: &sqlx::any::AnyRow) -> Result<CaptureRecord, StoreError> {
-    Ok(CaptureRecord {
-        id: r.try_get("id")?,
-        watcher_id: r.try_get("watcher_id")?,
-        target_id: r.try_get("target_id")?,
-        request_json: r.try_get("request_json")?,
-        status: r.try_get("status")?,
-        stop_reason: r.try_get("stop_reason")?,
-        errors_json: r.try_get("errors_json")?,
-        started_ms: r.try_get("started_ms")?,
-        stats_json: r.try_get("stats_json")?,
-        etag: r.try_get("etag")?,
-        version: r.try_get("version")?,
-        created_ms: r.try_get("created_ms")?,
-        updated_ms: r.try_get("updated_ms")?,
-    })
 }
