@@ -1,4 +1,5 @@
 //! The controller's integration tests (one test binary, STYLE 28).
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
+mod api;
 mod store;

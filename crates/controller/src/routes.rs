@@ -1,0 +1,434 @@
+//! The controller's ARM-compatible HTTP API (DESIGN §4, api-contract.md §1,
+//! clients.md §5): [`router`] builds it over an [`AppState`], so `main` serves
+//! it on a listener and tests drive it with `oneshot`.
+//!
+//! What every request goes through, in order:
+//! - [`normalize_path`]: `//` collapsed, a trailing `/` dropped, and ARM's fixed
+//!   segments (`subscriptions`, `resourceGroups`, `providers`, the namespace,
+//!   resource types, actions) lower-cased before routing, since az sends both
+//!   `resourceGroups` and `resourcegroups`; names keep the caller's spelling.
+//! - [`ArmVersion`]: `api-version` is required on every ARM route (not on
+//!   `/metadata/endpoints`, which az fetches before it knows one) and any date
+//!   form is accepted (clients.md §5.2).
+//! - [`ArmBody`]: at most [`MAX_BODY_BYTES`], JSON.
+//! - Every failure is an [`HttpError`], the one type rendering ARM's error body;
+//!   unknown routes and methods answer 404/405 with that body too.
+//!
+//! Not here yet: TLS, bearer-token checks (clients.md §5.9), the token routes,
+//! the agent channel under `/netwatch/v1`.
+
+mod bootstrap;
+mod network_watchers;
+mod packet_captures;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use netwatch_api::api_version::{API_VERSION, ApiVersion};
+use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_api::resource::{DEFAULT_SUBSCRIPTION_ID, Location, SubscriptionId};
+use tower::Layer;
+
+use crate::store::{Store, StoreError};
+
+/// Largest request body accepted: 1 MiB, far above any capture definition
+/// (a PUT body with 1000 filters is ~150 KiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Seconds a client waits between polls; 1 as clients.md §5.6 recommends
+/// (without it azure-core waits 30 s).
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// `Azure-AsyncOperation`, the create's status monitor header.
+const AZURE_ASYNC_OPERATION: &str = "azure-asyncoperation";
+
+/// A location the deployment serves: its canonical name and display name.
+#[derive(Debug, Clone)]
+pub struct KnownLocation {
+    pub name: Location,
+    /// As `GET /subscriptions/{s}/locations` shows it (`West US`).
+    pub display_name: String,
+}
+
+/// The API's part of the deployment's configuration.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The one subscription served (DESIGN §2); default [`DEFAULT_SUBSCRIPTION_ID`].
+    pub subscription: SubscriptionId,
+    /// The tenant `GET /subscriptions` reports (az needs one); default the zero GUID.
+    pub tenant_id: String,
+    /// Locations hosts may be in and watchers exist for.
+    pub locations: Vec<KnownLocation>,
+    /// Scheme of the URLs the API hands out (monitor links, metadata):
+    /// `http` until the controller terminates TLS itself or sits behind a proxy.
+    pub scheme: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        let locations = [
+            ("westus", "West US"),
+            ("eastus", "East US"),
+            ("westeurope", "West Europe"),
+        ]
+        .into_iter()
+        .map(|(name, display_name)| KnownLocation {
+            name: Location::parse("locations", name).expect("a canonical location name"),
+            display_name: display_name.to_owned(),
+        })
+        .collect();
+        Self {
+            subscription: SubscriptionId::default_subscription(),
+            tenant_id: DEFAULT_SUBSCRIPTION_ID.to_owned(),
+            locations,
+            scheme: "http".to_owned(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The known location `location` is, in any spelling az accepts.
+    fn location(&self, location: &Location) -> Option<&KnownLocation> {
+        self.locations.iter().find(|known| known.name == *location)
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: ApiConfig,
+}
+
+/// The whole API. Paths are normalised before routing (module doc), so the
+/// route table spells fixed segments in lower case.
+pub fn router(state: AppState) -> Router {
+    let arm = Router::new()
+        .route("/metadata/endpoints", get(bootstrap::metadata_endpoints))
+        .route("/subscriptions", get(bootstrap::list_subscriptions))
+        .route(
+            "/subscriptions/{subscription}/locations",
+            get(bootstrap::list_locations),
+        )
+        .route(
+            "/subscriptions/{subscription}/providers/{namespace}",
+            get(bootstrap::get_provider),
+        )
+        .merge(network_watchers::routes())
+        .merge(packet_captures::routes())
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    // Routing happens inside `arm`, so the rewrite must wrap it from outside.
+    let normalized = axum::middleware::map_request(normalize_request).layer(arm);
+    Router::new().fallback_service(normalized)
+}
+
+/// The path as the client sent it, for messages (the router sees [`normalize_path`]'s).
+#[derive(Debug, Clone)]
+struct OriginalPath(String);
+
+async fn normalize_request(mut request: Request) -> Request {
+    let uri = request.uri();
+    let original = uri.path().to_owned();
+    let path = normalize_path(&original);
+    if path != original {
+        let rebuilt = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        // Scheme and authority (HTTP/2, absolute-form requests) are kept. The
+        // rebuilt path is made of the original's segments, so it parses;
+        // should it not, routing on the original is the safe fallback.
+        let mut parts = uri.clone().into_parts();
+        if let Ok(path_and_query) = rebuilt.parse() {
+            parts.path_and_query = Some(path_and_query);
+            if let Ok(new_uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = new_uri;
+            }
+        }
+    }
+    request.extensions_mut().insert(OriginalPath(original));
+    request
+}
+
+/// `//` collapsed, a trailing `/` dropped, fixed segments in lower case: every
+/// even segment of an ARM path (`subscriptions`, `resourceGroups`,
+/// `providers`, types, actions), the segment after `providers` (the
+/// namespace), and all of `/metadata/…`. Names (odd segments) keep their case.
+pub fn normalize_path(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
+    let metadata = segments
+        .first()
+        .is_some_and(|first| first.eq_ignore_ascii_case("metadata"));
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in segments.iter().enumerate() {
+        out.push('/');
+        let after_providers = i > 0 && segments[i - 1].eq_ignore_ascii_case("providers");
+        if metadata || i % 2 == 0 || after_providers {
+            out.push_str(&segment.to_ascii_lowercase());
+        } else {
+            out.push_str(segment);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+async fn route_not_found(method: Method, original: Option<axum::Extension<OriginalPath>>, uri: Uri) -> HttpError {
+    let path = original.map_or_else(|| uri.path().to_owned(), |path| path.0.0);
+    ApiError::route_not_found(method.as_str(), &path).into()
+}
+
+async fn method_not_allowed(method: Method, original: Option<axum::Extension<OriginalPath>>, uri: Uri) -> HttpError {
+    let path = original.map_or_else(|| uri.path().to_owned(), |path| path.0.0);
+    HttpError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        ApiError::new(
+            ErrorCode::InvalidRequestFormat,
+            format!("{method} is not allowed on {path}"),
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// An API failure on its way out: an [`ApiError`], rendered as ARM's error body
+/// with its status; the few HTTP-level failures [`ErrorCode`] has no code for
+/// (413, 405) carry their own status and code.
+#[derive(Debug)]
+pub struct HttpError {
+    error: ApiError,
+    status: StatusCode,
+    code: &'static str,
+}
+
+impl HttpError {
+    fn with_status(status: StatusCode, code: &'static str, error: ApiError) -> Self {
+        Self { error, status, code }
+    }
+
+    fn payload_too_large() -> Self {
+        let message = format!("the request body is larger than {MAX_BODY_BYTES} bytes");
+        Self::with_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            ApiError::new(ErrorCode::InvalidRequestFormat, message),
+        )
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(error: ApiError) -> Self {
+        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = error.code().as_str();
+        Self { error, status, code }
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(error: StoreError) -> Self {
+        ApiError::internal("the state store failed; try again", error).into()
+    }
+}
+
+impl From<netwatch_api::resource::ResourceError> for HttpError {
+    fn from(error: netwatch_api::resource::ResourceError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            // The whole chain, once, here where the error is handled (STYLE 10, 11).
+            let mut causes = Vec::new();
+            let mut source = std::error::Error::source(&self.error);
+            while let Some(cause) = source {
+                causes.push(cause.to_string());
+                source = cause.source();
+            }
+            tracing::error!(code = self.code, cause = %causes.join(": "), "{}", self.error);
+        } else {
+            tracing::debug!(code = self.code, status = self.status.as_u16(), "{}", self.error);
+        }
+        let mut body = self.error.to_response();
+        self.code.clone_into(&mut body.error.code);
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Extractors
+
+/// The request's `api-version`, required on ARM routes.
+#[derive(Debug, Clone)]
+pub struct ArmVersion(pub ApiVersion);
+
+impl<S: Send + Sync> FromRequestParts<S> for ArmVersion {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.uri.query().and_then(|query| {
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+                .find(|(name, _)| name.eq_ignore_ascii_case(API_VERSION))
+                .map(|(_, value)| value)
+        });
+        Ok(Self(ApiVersion::parse(value)?))
+    }
+}
+
+/// A request body of at most [`MAX_BODY_BYTES`], which must be JSON when it
+/// says what it is (az and the SDK send `application/json`).
+#[derive(Debug)]
+pub struct ArmBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ArmBody {
+    type Rejection = HttpError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+            let text = content_type.to_str().unwrap_or("");
+            let essence = text.split(';').next().unwrap_or("").trim();
+            if !essence.eq_ignore_ascii_case("application/json") {
+                return Err(ApiError::unsupported_media_type(text).into());
+            }
+        }
+        match axum::body::Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(HttpError::payload_too_large())
+            }
+            Err(rejection) => {
+                Err(ApiError::bad_body(format!("the request body could not be read: {}", rejection.body_text())).into())
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for handlers
+
+/// The request's subscription, which must be the one served.
+fn subscription(config: &ApiConfig, text: &str) -> Result<SubscriptionId, HttpError> {
+    let subscription = SubscriptionId::parse("subscriptionId", text)?;
+    if subscription != config.subscription {
+        let message = format!(
+            "subscription {text:?} was not found: this deployment serves {}",
+            config.subscription
+        );
+        return Err(ApiError::new(ErrorCode::NotFound, message)
+            .with_target("subscriptionId")
+            .into());
+    }
+    Ok(subscription)
+}
+
+/// `scheme://host` of this server as the client reached it, for absolute links
+/// (clients.md §5.5).
+fn base_url(config: &ApiConfig, headers: &HeaderMap, uri: &Uri) -> Result<String, HttpError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(ToString::to_string))
+        .filter(|host| !host.is_empty() && host.parse::<axum::http::uri::Authority>().is_ok())
+        .ok_or_else(|| ApiError::bad_request("Host", "the Host header is missing or not a host[:port]"))?;
+    Ok(format!("{}://{host}", config.scheme))
+}
+
+/// A header value from text the server built (a URL from a validated host).
+fn header_value(text: &str) -> Result<HeaderValue, HttpError> {
+    HeaderValue::from_str(text).map_err(|err| ApiError::internal("build a response header", err).into())
+}
+
+fn retry_after() -> (header::HeaderName, HeaderValue) {
+    (header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A fresh GUID (operation ids, etags). Not a secret.
+fn new_guid() -> String {
+    // v7: time-ordered, so operation rows and etags sort by creation.
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// `ms` since the epoch as RFC 3339 UTC with seconds (`2016-09-07T12:35:24Z`).
+fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days (http://howardhinnant.github.io/date_algorithms.html).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized() {
+        let rows = [
+            ("//metadata/endpoints", "/metadata/endpoints"),
+            ("/Metadata/Endpoints/", "/metadata/endpoints"),
+            ("/", "/"),
+            ("//", "/"),
+            (
+                "/SUBSCRIPTIONS/Sub//resourcegroups/RG/Providers/Microsoft.Network/NetworkWatchers/NW_westus/PacketCaptures/PC1/queryStatus",
+                "/subscriptions/Sub/resourcegroups/RG/providers/microsoft.network/networkwatchers/NW_westus/packetcaptures/PC1/querystatus",
+            ),
+            (
+                "/subscriptions/S/providers/Microsoft.Network/locations/westus/operations/AbC",
+                "/subscriptions/S/providers/microsoft.network/locations/westus/operations/AbC",
+            ),
+        ];
+        for (path, normalized) in rows {
+            assert_eq!(normalize_path(path), normalized, "{path}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_473_251_724_000), "2016-09-07T12:35:24Z");
+        assert_eq!(rfc3339(951_782_400_999), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn guids_are_fresh_and_shaped() {
+        let (a, b) = (new_guid(), new_guid());
+        assert_ne!(a, b);
+        assert!(SubscriptionId::parse("x", &a).is_ok(), "{a}");
+    }
+}

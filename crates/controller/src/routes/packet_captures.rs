@@ -1,0 +1,375 @@
+//! Packet captures under a network watcher (api-contract.md §1.2, §1.4) and the
+//! operation status resource their create points at.
+//!
+//! Each handler: path names and `api-version` parsed, the body parsed and
+//! validated in full (`netwatch_api`), the store read, and only then written,
+//! so a request that fails changes nothing. ARM JSON out.
+//!
+//! Status codes: PUT 201 + `Azure-AsyncOperation` + `Retry-After` (never 200:
+//! clients.md §5.4); GET and list 200; queryStatus 200 with the status; stop
+//! 200 `{}`; DELETE 204. queryStatus, stop and delete answer synchronously
+//! (api-contract.md §1.4, "the simplest path"), so there is no
+//! `operationResults` monitor yet.
+//!
+//! *Our choices* where the contract is silent:
+//! - the target must be a VM whose agent registered, in the watcher's
+//!   location (as Azure requires the same region);
+//! - `NetworkWatcher_{location}` in `NetworkWatcherRG` is created by the first
+//!   capture PUT under it when its location is served and has no watcher
+//!   (DESIGN §2, "created on first use"); any other missing watcher is a 404;
+//! - a PUT over a capture that is Stopped or Error replaces it; over one
+//!   NotStarted or Running it is a 409;
+//! - provisioning succeeds when the capture is stored (starting it is the
+//!   agent's, seen in `packetCaptureStatus`), so the create's operation is
+//!   recorded as Succeeded at once;
+//! - until the agent side exists, stop moves NotStarted/Running to Stopped
+//!   with `ManualStop` right away; stopping a Stopped/Error capture is a no-op;
+//! - DELETE of a missing capture under an existing watcher is 204 (ARM's
+//!   idempotent delete); it never touches capture files.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_api::packet_capture::{
+    NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, PacketCaptureQueryStatusResult, PacketCaptureResult,
+    PacketCaptureResultProperties, PcError, PcStatus, ProvisioningState, StopReason, parse_packet_capture,
+};
+use netwatch_api::resource::{Location, NETWORK_WATCHER_RESOURCE_GROUP, ResourceId, ResourceName};
+use serde_json::{Value, json};
+
+use super::network_watchers::{WATCHER_PATH, watcher_id};
+use super::{
+    AZURE_ASYNC_OPERATION, AppState, ArmBody, ArmVersion, HttpError, base_url, header_value, new_guid, now_ms,
+    retry_after, rfc3339, subscription,
+};
+use crate::store::{CaptureRecord, OperationRecord, StoreError, WatcherRecord};
+
+/// Stored capture statuses (`CaptureRecord::status`).
+const NOT_STARTED: &str = "NotStarted";
+const RUNNING: &str = "Running";
+const STOPPED: &str = "Stopped";
+/// Stored operation statuses (`OperationRecord::status`).
+const IN_PROGRESS: &str = "InProgress";
+const SUCCEEDED: &str = "Succeeded";
+/// How often stop re-reads a capture another writer changed under it.
+const STALE_RETRIES: usize = 3;
+
+pub(super) fn routes() -> Router<AppState> {
+    let captures = format!("{WATCHER_PATH}/packetcaptures");
+    let capture = format!("{captures}/{{capture}}");
+    Router::new()
+        .route(&captures, get(list))
+        .route(&capture, get(show).put(create).delete(delete))
+        .route(&format!("{capture}/querystatus"), post(query_status))
+        .route(&format!("{capture}/stop"), post(stop))
+        .route(
+            "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operations/{operation}",
+            get(operation_status),
+        )
+}
+
+type CapturePath = (String, String, String, String);
+
+/// The capture id the path names, and its watcher's stored record.
+async fn find_watcher(state: &AppState, (sub, group, watcher): (&str, &str, &str)) -> Result<WatcherRecord, HttpError> {
+    let (.., id) = watcher_id(state, (sub, group, watcher))?;
+    state
+        .store
+        .get_watcher(&id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&id).into())
+}
+
+fn capture_id(state: &AppState, path: &CapturePath) -> Result<ResourceId, HttpError> {
+    let (sub, group, watcher, ..) = watcher_id(state, (&path.0, &path.1, &path.2))?;
+    let capture = ResourceName::parse("packetCaptureName", &path.3)?;
+    Ok(ResourceId::packet_capture(&sub, &group, &watcher, &capture))
+}
+
+/// The capture the path names, under a watcher that exists.
+async fn find_capture(state: &AppState, path: &CapturePath) -> Result<CaptureRecord, HttpError> {
+    let id = capture_id(state, path)?;
+    find_watcher(state, (&path.0, &path.1, &path.2)).await?;
+    state
+        .store
+        .get_capture(&id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&id).into())
+}
+
+/// A stored capture as `PacketCaptureResult`.
+fn result_of(record: &CaptureRecord) -> Result<PacketCaptureResult, HttpError> {
+    let request: PacketCapture = serde_json::from_str(&record.request_json)
+        .map_err(|err| ApiError::internal(format!("stored capture {} is unreadable", record.id), err))?;
+    Ok(PacketCaptureResult {
+        name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
+        id: record.id.clone(),
+        etag: Some(record.etag.clone()),
+        properties: PacketCaptureResultProperties {
+            provisioning_state: ProvisioningState::Succeeded,
+            parameters: request.properties,
+        },
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Path((sub, group, watcher)): Path<(String, String, String)>,
+    _version: ArmVersion,
+) -> Result<Json<PacketCaptureListResult>, HttpError> {
+    let watcher = find_watcher(&state, (&sub, &group, &watcher)).await?;
+    let records = state.store.list_captures(&watcher.id).await?;
+    let value = records.iter().map(result_of).collect::<Result<_, _>>()?;
+    Ok(Json(PacketCaptureListResult { value, next_link: None }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(path): Path<CapturePath>,
+    _version: ArmVersion,
+) -> Result<Json<PacketCaptureResult>, HttpError> {
+    let record = find_capture(&state, &path).await?;
+    Ok(Json(result_of(&record)?))
+}
+
+/// The watcher a create goes under: the stored one, or `NetworkWatcher_{location}`
+/// to create on first use (module doc).
+async fn watcher_for_create(state: &AppState, path: &CapturePath) -> Result<(WatcherRecord, bool), HttpError> {
+    let (sub, group, name, id) = watcher_id(state, (&path.0, &path.1, &path.2))?;
+    if let Some(watcher) = state.store.get_watcher(&id.to_string()).await? {
+        return Ok((watcher, false));
+    }
+    let location = Location::from_network_watcher_name(&name)
+        .filter(|location| state.config.location(location).is_some())
+        .filter(|_| group.as_str().eq_ignore_ascii_case(NETWORK_WATCHER_RESOURCE_GROUP));
+    let Some(location) = location else {
+        return Err(ApiError::not_found(&id).into());
+    };
+    let watchers = state.store.list_watchers(sub.as_str()).await?;
+    if watchers.iter().any(|w| w.location == location.as_str()) {
+        return Err(ApiError::not_found(&id).into());
+    }
+    let id = ResourceId::network_watcher_for(&sub, &location);
+    let record = WatcherRecord {
+        id: id.to_string(),
+        subscription: sub.to_string(),
+        location: location.to_string(),
+        created_ms: now_ms(),
+    };
+    Ok((record, true))
+}
+
+/// `PUT …/packetCaptures/{name}`: 201 with the capture and its monitor link.
+async fn create(
+    State(state): State<AppState>,
+    Path(path): Path<CapturePath>,
+    ArmVersion(version): ArmVersion,
+    headers: HeaderMap,
+    uri: Uri,
+    ArmBody(body): ArmBody,
+) -> Result<Response, HttpError> {
+    let id = capture_id(&state, &path)?;
+    let base = base_url(&state.config, &headers, &uri)?;
+    let capture = parse_packet_capture(&body)?.validate()?;
+    let (watcher, new_watcher) = watcher_for_create(&state, &path).await?;
+
+    let target = capture.target();
+    let Some(vm) = state.store.get_vm(&target.to_string()).await? else {
+        let message = format!(
+            "{} {target} is not registered: no netwatch agent runs on it; install the agent on the host \
+             (`netwatch vm extension set` prints the command)",
+            target.kind().noun()
+        );
+        return Err(ApiError::new(ErrorCode::InvalidRequestFormat, message)
+            .with_target("properties.target")
+            .into());
+    };
+    if !vm.location.eq_ignore_ascii_case(&watcher.location) {
+        let message = format!(
+            "virtual machine {} is in {}, but network watcher {} serves {}: use the watcher of {}",
+            target.name(),
+            vm.location,
+            id.names()[0],
+            watcher.location,
+            vm.location
+        );
+        return Err(ApiError::bad_request("properties.target", message).into());
+    }
+    let existing = state.store.get_capture(&id.to_string()).await?;
+    if let Some(existing) = &existing
+        && !matches!(existing.status.as_str(), STOPPED | "Error")
+    {
+        let message = format!(
+            "packet capture {} is {}: stop it (POST …/stop) or delete it before creating it again",
+            id.name(),
+            existing.status
+        );
+        return Err(ApiError::conflict(message).into());
+    }
+
+    // Everything is checked; write.
+    let now = now_ms();
+    let request = PacketCapture {
+        properties: capture.to_parameters(),
+    };
+    let request_json =
+        serde_json::to_string(&request).map_err(|err| ApiError::internal("serialize the capture definition", err))?;
+    let etag = format!("W/\"{}\"", new_guid());
+    let record = CaptureRecord {
+        id: id.to_string(),
+        watcher_id: watcher.id.clone(),
+        target_id: vm.id.clone(),
+        request_json,
+        status: NOT_STARTED.to_owned(),
+        stop_reason: None,
+        errors_json: "[]".to_owned(),
+        started_ms: None,
+        stats_json: "{}".to_owned(),
+        etag: etag.clone(),
+        version: 1,
+        created_ms: now,
+        updated_ms: now,
+    };
+    let operation = OperationRecord {
+        id: new_guid(),
+        resource_id: id.to_string(),
+        kind: "create".to_owned(),
+        status: SUCCEEDED.to_owned(),
+        error_json: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    if new_watcher {
+        state.store.ensure_watcher(&watcher).await?;
+    }
+    // The operation first: should the capture insert fail, an unreferenced
+    // operation is all that is left behind.
+    state.store.insert_operation(&operation).await?;
+    if let Some(existing) = &existing {
+        state.store.delete_capture(&existing.id).await?;
+    }
+    match state.store.insert_capture(&record).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            let message = format!("packet capture {} was created by another request meanwhile", id.name());
+            return Err(ApiError::conflict(message).into());
+        }
+        Err(err) => return Err(err.into()),
+    }
+    tracing::info!(capture = %id, target = %vm.id, "packet capture created");
+
+    let monitor = format!(
+        "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operations/{}?api-version={version}",
+        id.subscription(),
+        watcher.location,
+        operation.id
+    );
+    let headers = [
+        (
+            header::HeaderName::from_static(AZURE_ASYNC_OPERATION),
+            header_value(&monitor)?,
+        ),
+        retry_after(),
+    ];
+    let body = capture.to_result(&id, Some(etag), ProvisioningState::Succeeded);
+    Ok((StatusCode::CREATED, headers, Json(body)).into_response())
+}
+
+/// `POST …/queryStatus`: 200 with what the store knows.
+async fn query_status(
+    State(state): State<AppState>,
+    Path(path): Path<CapturePath>,
+    _version: ArmVersion,
+) -> Result<Json<PacketCaptureQueryStatusResult>, HttpError> {
+    let record = find_capture(&state, &path).await?;
+    let status = serde_json::from_value(Value::String(record.status.clone())).unwrap_or(PcStatus::Unknown);
+    let errors: Vec<PcError> = serde_json::from_str(&record.errors_json)
+        .map_err(|err| ApiError::internal(format!("stored errors of capture {} are unreadable", record.id), err))?;
+    let netwatch = match record.stats_json.trim() {
+        "" | "{}" => None,
+        stats => serde_json::from_str::<NetwatchCaptureStatus>(stats).ok(),
+    };
+    Ok(Json(PacketCaptureQueryStatusResult {
+        name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
+        id: record.id.clone(),
+        capture_start_time: record.started_ms.map(rfc3339),
+        packet_capture_status: status,
+        stop_reason: record.stop_reason.clone().map(StopReason::from),
+        packet_capture_error: errors,
+        netwatch,
+    }))
+}
+
+/// `POST …/stop`: 200 `{}` once the capture is Stopped.
+async fn stop(
+    State(state): State<AppState>,
+    Path(path): Path<CapturePath>,
+    _version: ArmVersion,
+) -> Result<Json<Value>, HttpError> {
+    let mut record = find_capture(&state, &path).await?;
+    for _ in 0..STALE_RETRIES {
+        if !matches!(record.status.as_str(), NOT_STARTED | RUNNING) {
+            return Ok(Json(json!({})));
+        }
+        record.status = STOPPED.to_owned();
+        record.stop_reason = Some(StopReason::ManualStop.as_str().to_owned());
+        record.etag = format!("W/\"{}\"", new_guid());
+        record.updated_ms = now_ms();
+        match state.store.update_capture(&record).await {
+            Ok(_) => {
+                tracing::info!(capture = %record.id, "packet capture stopped");
+                return Ok(Json(json!({})));
+            }
+            Err(StoreError::Stale(_)) => record = find_capture(&state, &path).await?,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let message = "the packet capture keeps changing under this request; try again";
+    Err(ApiError::conflict(message).into())
+}
+
+/// `DELETE …/packetCaptures/{name}`: 204, whether it existed or not.
+async fn delete(
+    State(state): State<AppState>,
+    Path(path): Path<CapturePath>,
+    _version: ArmVersion,
+) -> Result<StatusCode, HttpError> {
+    let id = capture_id(&state, &path)?;
+    find_watcher(&state, (&path.0, &path.1, &path.2)).await?;
+    if state.store.delete_capture(&id.to_string()).await? {
+        tracing::info!(capture = %id, "packet capture deleted");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET …/locations/{location}/operations/{id}`: `AzureAsyncOperationResult`,
+/// always 200, with `Retry-After` while in progress.
+async fn operation_status(
+    State(state): State<AppState>,
+    Path((sub, location, operation)): Path<(String, String, String)>,
+    _version: ArmVersion,
+) -> Result<Response, HttpError> {
+    subscription(&state.config, &sub)?;
+    Location::parse("location", &location)?;
+    let Some(record) = state.store.get_operation(&operation).await? else {
+        let message = format!("operation {operation:?} was not found");
+        return Err(ApiError::new(ErrorCode::NotFound, message).into());
+    };
+    let mut body = json!({ "name": record.id, "status": record.status });
+    if let Some(error) = record
+        .error_json
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    {
+        // Stored as ARM's error body; the monitor shows its inner object.
+        body["error"] = error.get("error").cloned().unwrap_or(error);
+    }
+    if record.status == IN_PROGRESS {
+        Ok((StatusCode::OK, [retry_after()], Json(body)).into_response())
+    } else {
+        Ok((StatusCode::OK, Json(body)).into_response())
+    }
+}
