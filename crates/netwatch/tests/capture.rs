@@ -317,6 +317,27 @@ fn count_stops_with_packet_count_exceeded() {
     assert_eq!(got, frames[..7].to_vec());
 }
 
+/// `-w -` streams the pcap to standard output (for `| wireshark -k -i -`).
+#[test]
+fn write_to_stdout_streams_a_pcap() {
+    let pair = NetnsPair::new();
+    let dir = tmp();
+    let path = dir.path().join("stdout.pcap");
+    let out = std::fs::File::create(&path).unwrap();
+    let run = Running::start_with_stdout(
+        &pair.b,
+        &["-i", IF_B, "-w", "-", "--filters", UDP_ONLY, "-c", "4"],
+        out.into(),
+    );
+    let frames = udp_burst(&pair, 4, 30);
+    NetnsPair::inject(&pair.a, IF_A, &frames);
+    let done = run.wait(Duration::from_secs(10));
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(done.stderr.contains("written to standard output"), "{}", done.stderr);
+    let (_, packets) = read_pcap(&path);
+    assert_eq!(packets.into_iter().map(|p| p.data).collect::<Vec<_>>(), frames);
+}
+
 #[test]
 fn time_limit_stops_on_time_with_time_exceeded() {
     let pair = NetnsPair::new();

@@ -47,12 +47,17 @@ impl Running {
     /// Starts `netwatch capture ARGS` in `ns` and waits (10 s at most) until it
     /// says it is listening: from then on every packet is captured.
     pub fn start(ns: &str, args: &[&str]) -> Running {
+        Self::start_with_stdout(ns, args, Stdio::null())
+    }
+
+    /// As [`Running::start`], with the capture's standard output sent to `stdout`.
+    pub fn start_with_stdout(ns: &str, args: &[&str], stdout: Stdio) -> Running {
         let mut child = NetnsPair::exec(ns, netwatch())
             .arg("capture")
             .args(args)
             .arg("--stats-json")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn netwatch capture");
