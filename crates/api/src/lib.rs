@@ -15,8 +15,11 @@
 //!   and validation into [`packet_capture::ValidatedCapture`].
 //! - [`error`]: the ARM error body and [`error::ApiError`], which knows its HTTP
 //!   status, ARM code and target.
+//! - [`agent`]: the agent channel's messages and the netwatch-only paths
+//!   agents and downloads use.
 //! - [`api_version`]: the `api-version` query parameter's check.
 
+pub mod agent;
 pub mod api_version;
 pub mod error;
 pub mod filter;

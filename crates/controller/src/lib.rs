@@ -8,5 +8,6 @@
 //! - [`store`]: VMs, network watchers, packet captures and long-running operations
 //!   in SQLite or PostgreSQL, with the same SQL and migrations on both.
 
+pub mod hub;
 pub mod routes;
 pub mod store;

@@ -21,6 +21,7 @@ mod bootstrap;
 mod network_watchers;
 mod packet_captures;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -32,8 +33,10 @@ use axum::routing::get;
 use netwatch_api::api_version::{API_VERSION, ApiVersion};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::resource::{DEFAULT_SUBSCRIPTION_ID, Location, SubscriptionId};
+use netwatch_storage::Accounts;
 use tower::Layer;
 
+use crate::hub::Hub;
 use crate::store::{Store, StoreError};
 
 /// Largest request body accepted: 1 MiB, far above any capture definition
@@ -103,6 +106,22 @@ impl ApiConfig {
 pub struct AppState {
     pub store: Store,
     pub config: ApiConfig,
+    /// The configured storage accounts.
+    pub storage: Arc<Accounts>,
+    /// The connected agents.
+    pub hub: Hub,
+}
+
+impl AppState {
+    /// State over `store` with no agent connected yet.
+    pub fn new(store: Store, config: ApiConfig, storage: Accounts) -> Self {
+        Self {
+            store,
+            config,
+            storage: Arc::new(storage),
+            hub: Hub::default(),
+        }
+    }
 }
 
 /// The whole API. Paths are normalised before routing (module doc), so the

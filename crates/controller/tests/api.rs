@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use netwatch_controller::routes::{ApiConfig, AppState, MAX_BODY_BYTES, router};
 use netwatch_controller::store::{OperationRecord, Store, VmRecord};
+use netwatch_storage::Accounts;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -64,10 +65,7 @@ impl Api {
             };
             store.upsert_vm(&vm).await.unwrap();
         }
-        let router = router(AppState {
-            store: store.clone(),
-            config: ApiConfig::default(),
-        });
+        let router = router(AppState::new(store.clone(), ApiConfig::default(), Accounts::default()));
         Api {
             router,
             store,

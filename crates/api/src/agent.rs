@@ -1,0 +1,222 @@
+//! The agent channel (DESIGN §1, §6): the messages an agent and the controller
+//! exchange over one WebSocket the agent opens to the controller, plus the
+//! netwatch-only HTTP paths around it.
+//!
+//! Every frame is one JSON text message, `{"type": "...", ...}`. The agent
+//! speaks first ([`AgentMessage::Hello`]); the controller answers
+//! [`ControllerMessage::Welcome`] and from then on pushes work the moment it
+//! exists (no polling on the start path). Agents report every change of a
+//! capture they own as a [`CaptureReport`] holding the whole state, so a lost
+//! or repeated report is harmless: the last one wins.
+//!
+//! Flow of one capture:
+//! 1. `PUT …/packetCaptures/{name}` → controller sends [`StartCapture`] to the
+//!    target's agent.
+//! 2. The agent opens the capture and reports `Running` (or `Error`), then
+//!    counters every [`STATS_INTERVAL_MS`].
+//! 3. A limit, or [`ControllerMessage::Stop`], ends it; the agent reports
+//!    `Stopped` with the stop reason and, when the capture has an upload,
+//!    uploads the file with `PUT {upload.path}` on the controller and reports
+//!    the upload's state until it is `Succeeded` or `Failed`.
+//!
+//! An agent that reconnects lists in its hello every capture it still owns or
+//! has not finished reporting, so the controller can reconcile (a capture
+//! stopped or deleted meanwhile is stopped on the host).
+
+use serde::{Deserialize, Serialize};
+
+use crate::packet_capture::{PacketCaptureParameters, PcError, StopReason, UploadState};
+
+/// WebSocket endpoint agents connect to (`GET` with `Upgrade: websocket` and
+/// `Authorization: Bearer <enrollment or agent token>`).
+pub const CHANNEL_PATH: &str = "/netwatch/v1/agent/channel";
+
+/// Prefix of the controller paths agents upload capture files to
+/// (`PUT {UPLOAD_PREFIX}/{storage account}/{blob path}`); the exact path of
+/// each file comes in [`Upload::path`].
+pub const UPLOAD_PREFIX: &str = "/netwatch/v1/agent/files";
+
+/// Prefix of the download paths clients read stored files from
+/// (`GET {DOWNLOAD_PREFIX}/{storage account}/{blob path}`, HTTP Range supported).
+pub const DOWNLOAD_PREFIX: &str = "/netwatch/v1/storage";
+
+/// How often an agent sends counters of a running capture.
+pub const STATS_INTERVAL_MS: u64 = 1_000;
+
+/// How often an agent sends a heartbeat when it has nothing else to say.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 5_000;
+
+/// A message from an agent to the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum AgentMessage {
+    /// First message on every connection.
+    Hello(Hello),
+    /// The whole state of one capture the agent owns.
+    Report(CaptureReport),
+    /// "Still here", when nothing else was sent for a while.
+    Heartbeat,
+}
+
+/// A message from the controller to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ControllerMessage {
+    /// The hello was accepted: the host is this VM.
+    Welcome(Welcome),
+    /// Start a capture (or confirm one the agent already runs: starting twice
+    /// is a no-op on the agent).
+    Start(StartCapture),
+    /// Stop a capture now (`ManualStop`); a capture the agent does not know is ignored.
+    Stop { capture_id: String },
+    /// The controller refuses the connection; the agent logs it and retries later.
+    Refused { message: String },
+}
+
+/// Who the host is and what it has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    /// The VM's name (defaults to the host name on the agent).
+    pub vm_name: String,
+    pub resource_group: String,
+    /// Canonical location name (`westus`).
+    pub location: String,
+    /// The host's own name.
+    pub hostname: String,
+    /// The agent's version (`CARGO_PKG_VERSION`).
+    pub agent_version: String,
+    pub interfaces: Vec<InterfaceInfo>,
+    /// Captures the agent still owns or has not finished reporting.
+    #[serde(default)]
+    pub captures: Vec<CaptureReport>,
+}
+
+/// One network interface of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceInfo {
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`, when the interface has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Addresses with prefix length (`10.0.0.3/24`, `fe80::1/64`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// The controller's answer to a hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Welcome {
+    /// The VM resource id the host is registered as.
+    pub vm_id: String,
+}
+
+/// A capture for the agent to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartCapture {
+    /// The packet capture's resource id; names it in every report.
+    pub capture_id: String,
+    /// The capture as the API validated it (the agent validates it again).
+    pub parameters: PacketCaptureParameters,
+    /// When the capture was created (ms since the epoch): a time limit counts
+    /// from the start on the host, this is for logs and file names.
+    pub created_ms: i64,
+    /// Where the file goes when the capture ends; none without a storage account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<Upload>,
+}
+
+/// Where a capture's file is uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upload {
+    /// Path on the controller to `PUT` the file to (under [`UPLOAD_PREFIX`]),
+    /// with the same bearer token as the channel.
+    pub path: String,
+    /// Where the file will be, as `storageLocation.storagePath` shows it.
+    pub storage_path: String,
+}
+
+/// A capture's state on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentCaptureState {
+    /// Capturing.
+    Running,
+    /// Ended (a limit, a stop, or an error after packets were written).
+    Stopped,
+    /// Could not start, or failed; `errors` says how.
+    Error,
+}
+
+/// Everything the agent knows of one capture; each report replaces the last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureReport {
+    pub capture_id: String,
+    pub state: AgentCaptureState,
+    /// When capturing started on the host (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+    /// Set once the state is `Stopped` or `Error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    #[serde(default)]
+    pub errors: Vec<PcError>,
+    /// A human explanation of `errors` (`no interface named eth9`), for logs and status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub stats: ReportStats,
+    /// Where the upload is; none when the capture has no upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadState>,
+}
+
+/// A capture's counters on the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportStats {
+    pub packets_captured: u64,
+    pub bytes_captured: u64,
+    pub kernel_drops: u64,
+    pub file_size_in_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_json() {
+        let stop = ControllerMessage::Stop {
+            capture_id: "/subscriptions/x/pc".to_owned(),
+        };
+        let text = serde_json::to_string(&stop).unwrap();
+        assert_eq!(text, r#"{"type":"stop","captureId":"/subscriptions/x/pc"}"#);
+        assert_eq!(serde_json::from_str::<ControllerMessage>(&text).unwrap(), stop);
+
+        let report = AgentMessage::Report(CaptureReport {
+            capture_id: "pc".to_owned(),
+            state: AgentCaptureState::Stopped,
+            started_ms: Some(1),
+            stop_reason: Some(StopReason::TimeExceeded),
+            errors: vec![],
+            message: None,
+            stats: ReportStats::default(),
+            upload: Some(UploadState::Uploading),
+        });
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"report","captureId":"pc","state":"Stopped""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), report);
+        assert_eq!(
+            serde_json::from_str::<AgentMessage>(r#"{"type":"heartbeat"}"#).unwrap(),
+            AgentMessage::Heartbeat
+        );
+    }
+}
