@@ -29,10 +29,10 @@ fn capture_body(vm: &str) -> Value {
         "bytesToCapturePerPacket": 0, "totalBytesPerSession": 1073741824, "timeLimitInSeconds": 18000}})
 }
 
-struct Api {
-    router: Router,
-    store: Store,
-    _dir: tempfile::TempDir,
+pub(crate) struct Api {
+    pub(crate) router: Router,
+    pub(crate) store: Store,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 struct Answer {
@@ -49,7 +49,7 @@ impl Answer {
 
 impl Api {
     /// An API over a fresh store with VMs `vm1` (westus) and `vm2` (eastus).
-    async fn new() -> Api {
+    pub(crate) async fn new() -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}", dir.path().join("state.db").display()))
             .await

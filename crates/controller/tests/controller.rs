@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 mod api;
+mod bad_requests;
 mod store;

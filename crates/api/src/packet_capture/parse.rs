@@ -7,9 +7,9 @@
 //! (`properties.timeLimitInSeconds must be a whole number 0-18000 (seconds),
 //! not a string ("60")`, `… has an unknown field "filepath" (did you mean
 //! "filePath"?)`). Then serde reads the text again into the typed struct (the
-//! `Value` has dropped repeated keys); it meets only repeated keys, which
-//! serde_path_to_error locates. Ranges and cross-field rules are
-//! [`PacketCapture::validate`]'s.
+//! `Value` has dropped repeated keys); it meets only repeated keys, reported
+//! at the repeated key's path (serde_path_to_error locates the object that
+//! holds it). Ranges and cross-field rules are [`PacketCapture::validate`]'s.
 //!
 //! `null` is accepted for every field and means unset; a required field that
 //! is missing or `null` is reported here. A UTF-8 byte-order mark is skipped
@@ -175,13 +175,30 @@ pub fn parse_packet_capture(body: &[u8]) -> Result<PacketCapture, ApiError> {
     check_object(&value, &BODY, "")?;
     let mut reader = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut reader).map_err(|err| {
-        let path = err.path().to_string();
+        let path = match err.path().to_string().as_str() {
+            "." | "?" => String::new(),
+            path => path.to_owned(),
+        };
         let inner = err.into_inner();
-        match path.as_str() {
-            "." | "?" => ApiError::bad_body(format!("the request body: {inner}")),
-            path => ApiError::bad_request(path, format!("{path}: {inner}")),
+        // serde names the repeated key but locates the object holding it.
+        if let Some(key) = repeated_key(&inner.to_string()) {
+            let target = join(&path, key);
+            return ApiError::bad_request(
+                &*target,
+                format!("{target} is given more than once: give each field once"),
+            );
+        }
+        if path.is_empty() {
+            ApiError::bad_body(format!("the request body: {inner}"))
+        } else {
+            ApiError::bad_request(&*path, format!("{path}: {inner}"))
         }
     })
+}
+
+/// The key of serde's ``duplicate field `timeLimitInSeconds` at line 1 column 9``.
+fn repeated_key(message: &str) -> Option<&str> {
+    message.strip_prefix("duplicate field `")?.split('`').next()
 }
 
 /// `path.key`, or `key` at the top.
@@ -220,6 +237,11 @@ fn check_object(value: &Value, fields: &[Field], path: &str) -> Result<(), ApiEr
 fn check_value(value: &Value, shape: Shape, path: &str) -> Result<(), ApiError> {
     match (shape, value) {
         (_, Value::Null) | (Shape::Text, Value::String(_)) | (Shape::Boolean, Value::Bool(_)) => Ok(()),
+        // A port or an address written as a number: say how to write it.
+        (Shape::Text, Value::Number(number)) => Err(ApiError::bad_request(
+            path,
+            format!("{path} must be a string, not the number {number}: quote it, as in \"{number}\""),
+        )),
         (Shape::Text, _) => Err(type_error(path, "a string", value)),
         (Shape::Boolean, _) => Err(type_error(path, "true, false or null", value)),
         (Shape::Integer(limit), _) => check_integer(value, limit, path),
@@ -387,8 +409,52 @@ mod tests {
         let err = fails(r#"{"name":5,"properties":{"target":"t","storageLocation":{}}}"#);
         assert_eq!(
             (err.target(), err.message()),
-            (Some("name"), "name must be a string, not 5")
+            (
+                Some("name"),
+                r#"name must be a string, not the number 5: quote it, as in "5""#
+            )
         );
+    }
+
+    #[test]
+    fn repeated_keys_and_numbers_for_strings_are_located() {
+        let props = |rest: &str| format!(r#"{{"properties":{{"target":"t","storageLocation":{{}}{rest}}}}}"#);
+        let rows = [
+            (
+                props(r#","timeLimitInSeconds":1,"timeLimitInSeconds":2"#),
+                "properties.timeLimitInSeconds",
+                "properties.timeLimitInSeconds is given more than once: give each field once",
+            ),
+            (
+                r#"{"properties":{"target":"t","storageLocation":{}},"properties":{"target":"t","storageLocation":{}}}"#
+                    .to_owned(),
+                "properties",
+                "properties is given more than once: give each field once",
+            ),
+            (
+                props(r#","filters":[{},{"localIPAddress":"10.0.0.1","localIpAddress":"10.0.0.2"}]"#),
+                "properties.filters[1].localIPAddress",
+                "properties.filters[1].localIPAddress is given more than once: give each field once",
+            ),
+            (
+                props(r#","filters":[{"localPort":80}]"#),
+                "properties.filters[0].localPort",
+                r#"properties.filters[0].localPort must be a string, not the number 80: quote it, as in "80""#,
+            ),
+            (
+                r#"{"properties":{"target":"t","storageLocation":{"filePath":1.5}}}"#.to_owned(),
+                "properties.storageLocation.filePath",
+                r#"properties.storageLocation.filePath must be a string, not the number 1.5: quote it, as in "1.5""#,
+            ),
+        ];
+        for (body, target, message) in rows {
+            let err = fails(&body);
+            assert_eq!(
+                (err.code(), err.target(), err.message()),
+                (ErrorCode::InvalidRequestFormat, Some(target), message),
+                "{body}"
+            );
+        }
     }
 
     #[test]
