@@ -61,6 +61,10 @@ pub enum AgentMessage {
 /// A message from the controller to an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one message per push, moved once and never stored in bulk: boxing `Start` would buy nothing"
+)]
 pub enum ControllerMessage {
     /// The hello was accepted: the host is this VM.
     Welcome(Welcome),

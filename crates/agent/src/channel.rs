@@ -1,0 +1,274 @@
+//! The agent's side of the channel (`netwatch_api::agent`): connect the
+//! WebSocket with the bearer token, say hello, wait for the welcome, then run
+//! the message loop until the connection is lost; reconnect with backoff and
+//! jitter (100 ms doubling to 5 s), forever, until shutdown.
+//!
+//! One connection at a time. Every frame is a JSON text message; a frame the
+//! agent does not understand (a newer controller) is logged and skipped, never
+//! fatal. Sends are flushed at once and Nagle is off: the `Running` report is
+//! on the path the product is measured on (create → Running).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use netwatch_api::agent::{
+    AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, InterfaceInfo, Welcome,
+};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::remote::{Backoff, Remote};
+use crate::supervisor::Supervisor;
+use crate::{AgentConfig, error_chain, host};
+
+/// An open channel.
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// First wait before reconnecting; doubles up to [`RECONNECT_CAP`].
+pub(crate) const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+pub(crate) const RECONNECT_CAP: Duration = Duration::from_secs(5);
+/// Bounds of the steps of a connection: TCP + TLS + upgrade, the welcome, one send.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a shutdown waits for the close handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest message taken from the controller: a `Start` is a few KiB.
+const MAX_MESSAGE: usize = 1 << 20;
+/// Failed connection attempts in a row are logged as warnings once every this
+/// many (the first included), the others at debug: an outage of a day is not
+/// 17,000 warnings.
+const WARN_EVERY: u32 = 20;
+
+/// Who this agent says it is in its hello.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) vm_name: String,
+    pub(crate) resource_group: String,
+    pub(crate) location: String,
+}
+
+impl Identity {
+    pub(crate) fn from_config(config: &AgentConfig) -> Self {
+        Self {
+            vm_name: config.vm_name.clone(),
+            resource_group: config.resource_group.clone(),
+            location: config.location.clone(),
+        }
+    }
+
+    pub(crate) fn hello(&self, interfaces: Vec<InterfaceInfo>, captures: Vec<CaptureReport>) -> AgentMessage {
+        AgentMessage::Hello(Hello {
+            vm_name: self.vm_name.clone(),
+            resource_group: self.resource_group.clone(),
+            location: self.location.clone(),
+            hostname: host::hostname().unwrap_or_else(|| self.vm_name.clone()),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            interfaces,
+            captures,
+        })
+    }
+}
+
+/// Why a connection ended or could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChannelError {
+    #[error("connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tungstenite::Error,
+    },
+    #[error("connect to {url}: no answer within {} s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout { url: String },
+    #[error("the controller refused this agent: {0}")]
+    Refused(String),
+    #[error("the controller sent no welcome within {} s", WELCOME_TIMEOUT.as_secs())]
+    NoWelcome,
+    #[error("send to the controller")]
+    Send(#[source] tungstenite::Error),
+    #[error("send to the controller: not done within {} s", SEND_TIMEOUT.as_secs())]
+    SendTimeout,
+    #[error("receive from the controller")]
+    Receive(#[source] tungstenite::Error),
+    #[error("the controller closed the channel")]
+    Closed,
+}
+
+/// The WebSocket settings of a real agent: small frames only, both ways.
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 << 10)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// Opens the WebSocket (no message sent yet).
+pub(crate) async fn connect(remote: &Remote, config: WebSocketConfig) -> Result<Ws, ChannelError> {
+    let url = remote.channel_url();
+    let connect_error = |source| ChannelError::Connect {
+        url: url.clone(),
+        source,
+    };
+    let mut request = url.as_str().into_client_request().map_err(connect_error)?;
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, remote.authorization().clone());
+    let connector = if remote.is_secure() {
+        Connector::Rustls(Arc::clone(remote.tls()))
+    } else {
+        Connector::Plain
+    };
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector));
+    match timeout(CONNECT_TIMEOUT, connecting).await {
+        Err(_) => Err(ChannelError::ConnectTimeout { url }),
+        Ok(Err(source)) => Err(connect_error(source)),
+        Ok(Ok((ws, _response))) => Ok(ws),
+    }
+}
+
+/// Sends one message and flushes it.
+pub(crate) async fn send(ws: &mut Ws, message: &AgentMessage) -> Result<(), ChannelError> {
+    let text = serde_json::to_string(message).expect("agent messages are plain data with string keys");
+    match timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
+        Err(_) => Err(ChannelError::SendTimeout),
+        Ok(result) => result.map_err(ChannelError::Send),
+    }
+}
+
+/// The next controller message; `None` for a frame that carries none (ping,
+/// pong, binary, text that does not parse). Cancel-safe.
+pub(crate) async fn receive(ws: &mut Ws) -> Result<Option<ControllerMessage>, ChannelError> {
+    match ws.next().await {
+        None | Some(Ok(Message::Close(_))) => Err(ChannelError::Closed),
+        Some(Err(error)) => Err(ChannelError::Receive(error)),
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
+            Ok(message) => Ok(Some(message)),
+            Err(error) => {
+                tracing::warn!(error = %error, "message from the controller not understood: skipped");
+                Ok(None)
+            }
+        },
+        // Pings are answered by tungstenite itself.
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+/// Sends the hello and waits for the welcome.
+pub(crate) async fn handshake(ws: &mut Ws, hello: &AgentMessage) -> Result<Welcome, ChannelError> {
+    send(ws, hello).await?;
+    let welcome = async {
+        loop {
+            match receive(ws).await? {
+                Some(ControllerMessage::Welcome(welcome)) => return Ok(welcome),
+                Some(ControllerMessage::Refused { message }) => return Err(ChannelError::Refused(message)),
+                Some(other) => tracing::warn!(message = ?other, "message before the welcome: ignored"),
+                None => {}
+            }
+        }
+    };
+    timeout(WELCOME_TIMEOUT, welcome)
+        .await
+        .map_err(|_| ChannelError::NoWelcome)?
+}
+
+/// Counts failed attempts in a row and logs them without flooding.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    in_a_row: u32,
+}
+
+impl FailureLog {
+    pub(crate) fn failed(&mut self, what: &str, error: &ChannelError, retry_in: Duration) {
+        self.in_a_row += 1;
+        let chain = error_chain(error);
+        if (self.in_a_row - 1).is_multiple_of(WARN_EVERY) {
+            tracing::warn!(attempts = self.in_a_row, retry_ms = retry_in.as_millis(), error = %chain, "{what}");
+        } else {
+            tracing::debug!(attempts = self.in_a_row, retry_ms = retry_in.as_millis(), error = %chain, "{what}");
+        }
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
+/// Holds the channel until `cancel`: connect, hello, session, and again.
+pub(crate) async fn run(remote: &Remote, identity: &Identity, supervisor: &Supervisor, cancel: &CancellationToken) {
+    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_CAP);
+    let mut failures = FailureLog::default();
+    loop {
+        let opened = tokio::select! {
+            () = cancel.cancelled() => return,
+            opened = async {
+                let mut ws = connect(remote, ws_config()).await?;
+                let hello = identity.hello(host::interfaces(), supervisor.reports());
+                let welcome = handshake(&mut ws, &hello).await?;
+                Ok::<_, ChannelError>((ws, welcome))
+            } => opened,
+        };
+        let error = match opened {
+            Ok((ws, welcome)) => {
+                tracing::info!(vm_id = %welcome.vm_id, "connected to the controller");
+                backoff.reset();
+                failures.succeeded();
+                match session(ws, supervisor, cancel).await {
+                    Ok(()) => return,
+                    Err(error) => error,
+                }
+            }
+            Err(error) => error,
+        };
+        let delay = backoff.next_delay();
+        failures.failed("no channel to the controller", &error, delay);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One welcomed connection: every report once (they may not have reached the
+/// last connection), then work in and reports out until the connection is lost
+/// (an error) or `cancel` (closed politely, `Ok`).
+async fn session(mut ws: Ws, supervisor: &Supervisor, cancel: &CancellationToken) -> Result<(), ChannelError> {
+    let heartbeat = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+    supervisor.mark_all_dirty();
+    let mut last_sent = Instant::now();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => {
+                // Best effort: the controller learns the agent left on purpose.
+                let _ = timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+                return Ok(());
+            }
+            received = receive(&mut ws) => match received? {
+                Some(ControllerMessage::Start(start)) => supervisor.start(start),
+                Some(ControllerMessage::Stop { capture_id }) => supervisor.stop(&capture_id),
+                Some(ControllerMessage::Refused { message }) => return Err(ChannelError::Refused(message)),
+                Some(ControllerMessage::Welcome(_)) => tracing::debug!("repeated welcome: ignored"),
+                None => {}
+            },
+            () = supervisor.changed() => {
+                for (report, seq) in supervisor.take_dirty() {
+                    let id = report.capture_id.clone();
+                    send(&mut ws, &AgentMessage::Report(report)).await?;
+                    supervisor.sent(&id, seq);
+                    last_sent = Instant::now();
+                }
+            }
+            () = tokio::time::sleep_until(last_sent + heartbeat) => {
+                send(&mut ws, &AgentMessage::Heartbeat).await?;
+                last_sent = Instant::now();
+            }
+        }
+    }
+}

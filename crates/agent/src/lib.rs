@@ -1,0 +1,208 @@
+//! netwatch's host agent (DESIGN §6): holds one WebSocket to the controller,
+//! runs the captures it is sent on dedicated threads with the capture engine,
+//! reports every change of them, and uploads finished files to the controller.
+//!
+//! The agent connects out (it works behind NAT), so the controller never needs to
+//! reach the host. Captures belong to the host once started: their limits are
+//! enforced here and they keep running while the controller is unreachable; the
+//! latest report of each is kept and sent again on the next connection, until a
+//! connection has taken the final one.
+//!
+//! Not here yet: enrolment (the token is given), crash recovery and the upload
+//! spool (a file whose upload failed stays on disk and is not retried later).
+//!
+//! # Layout
+//! - [`run`] and [`AgentConfig`]: the agent as the `netwatch agent` subcommand runs it.
+//! - [`run_simulated`] (`simulate`): many fake hosts on one process, for scale benchmarks.
+//! - `remote`: the controller's URLs, TLS trust and the backoff between attempts.
+//! - `channel`: connect, hello/welcome, reconnect; the message loop of one connection.
+//! - `supervisor`: capture threads and the book of their latest reports.
+//! - `upload`: `PUT` of a finished capture file, with bounded retries.
+//! - `host`: host name and network interfaces for the hello.
+
+mod channel;
+mod host;
+mod remote;
+mod simulate;
+mod supervisor;
+mod upload;
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::remote::Remote;
+use crate::supervisor::Supervisor;
+
+pub use simulate::run_simulated;
+
+/// The interface captures run on unless the config names one: all of them.
+pub const DEFAULT_INTERFACE: &str = "any";
+
+/// Directory under [`AgentConfig::data_dir`] that capture files are written to.
+pub const CAPTURES_DIR: &str = "captures";
+
+/// How long a shutdown waits for captures to finalize their files and for
+/// uploads to notice the cancel, before it gives up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the agent needs to run; the `netwatch agent` subcommand builds it from
+/// flags, environment and the config file.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The controller, `https://host:port` (or `http://` on a test bench): the
+    /// channel is `wss://host:port/netwatch/v1/agent/channel` (`ws://` for http).
+    pub server: String,
+    /// Bearer token for the channel and the uploads.
+    pub token: String,
+    /// PEM file of the CA(s) to trust for the controller's certificate; when set,
+    /// nothing else is trusted. `None`: the operating system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The VM's name as the controller knows it.
+    pub vm_name: String,
+    pub resource_group: String,
+    /// Canonical location name (`westus`).
+    pub location: String,
+    /// The agent's own directory; capture files go to `{data_dir}/captures`.
+    pub data_dir: PathBuf,
+    /// Interface captures run on ([`DEFAULT_INTERFACE`], `any`, captures on all).
+    pub interface: String,
+}
+
+/// The token is a secret: `Debug` leaves it out.
+impl fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server", &self.server)
+            .field("token", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .field("vm_name", &self.vm_name)
+            .field("resource_group", &self.resource_group)
+            .field("location", &self.location)
+            .field("data_dir", &self.data_dir)
+            .field("interface", &self.interface)
+            .finish()
+    }
+}
+
+/// Why the agent could not start. Only setup fails: once running, lost
+/// connections are retried forever and failed captures are reported.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("server {server:?} is not a valid controller address: {reason} (use https://host:port)")]
+    Server { server: String, reason: &'static str },
+    #[error("the token has characters an HTTP header cannot carry (use the token as issued)")]
+    Token,
+    #[error("read CA file {path}")]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA file {path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")]
+    NoCa { path: PathBuf },
+    #[error("CA file {path} has a certificate that cannot be used")]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("set up TLS with the system's certificate roots")]
+    Tls(#[source] rustls::Error),
+    #[error("build the HTTP client for uploads")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("create capture directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `shutdown` completes: connects to the controller (again
+/// and again, with backoff, whenever the connection is lost), runs the captures it
+/// is sent and reports on them. On shutdown, running captures are stopped and
+/// their files finalized (waiting up to a few seconds).
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let remote = Remote::new(&config)?;
+    let captures_dir = config.data_dir.join(CAPTURES_DIR);
+    std::fs::create_dir_all(&captures_dir).map_err(|source| AgentError::DataDir {
+        path: captures_dir.clone(),
+        source,
+    })?;
+    let uploader = upload::Uploader::new(&remote)?;
+    let cancel = CancellationToken::new();
+    let supervisor = Supervisor::new(
+        supervisor::Settings {
+            captures_dir,
+            interface: netwatch_capture::Interface::parse(&config.interface),
+        },
+        uploader,
+        cancel.child_token(),
+    );
+    let identity = channel::Identity::from_config(&config);
+    tracing::info!(server = %config.server, vm = %config.vm_name, interface = %config.interface, "agent starting");
+    tokio::join!(
+        async {
+            shutdown.await;
+            cancel.cancel();
+        },
+        channel::run(&remote, &identity, &supervisor, &cancel),
+    );
+    tracing::info!("agent stopping");
+    supervisor.shutdown(SHUTDOWN_GRACE).await;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, as the channel's `*_ms` fields count.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// An error and its causes on one line, `a: b: c` (STYLE 8), for reports.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_joins_causes() {
+        let error = AgentError::ReadCa {
+            path: "/etc/ca.pem".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(error_chain(&error), "read CA file /etc/ca.pem: no such file");
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let config = AgentConfig {
+            server: "https://c:8443".into(),
+            token: "s3cret".into(),
+            ca_file: None,
+            vm_name: "vm1".into(),
+            resource_group: "rg".into(),
+            location: "westus".into(),
+            data_dir: "/var/lib/netwatch".into(),
+            interface: DEFAULT_INTERFACE.into(),
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("s3cret") && text.contains("redacted"), "{text}");
+    }
+}

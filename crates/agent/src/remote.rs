@@ -1,0 +1,302 @@
+//! What the channel and the uploads share about the controller: its URLs, the
+//! TLS trust and the bearer header, parsed once at start-up (STYLE 5), and the
+//! backoff between attempts.
+//!
+//! One rustls `ClientConfig` (aws-lc-rs, ecosystem.md §0) serves both the
+//! WebSocket and the uploads, so both trust exactly the same roots: the
+//! configured CA file alone, or the operating system's verifier.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netwatch_api::agent::CHANNEL_PATH;
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls_platform_verifier::BuilderVerifierExt;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::uri::Authority;
+
+use crate::{AgentConfig, AgentError};
+
+/// The controller as the agent reaches it.
+#[derive(Debug, Clone)]
+pub(crate) struct Remote {
+    /// `https` (channel on `wss`) rather than `http` (`ws`).
+    secure: bool,
+    /// `host:port` as configured.
+    authority: String,
+    tls: Arc<ClientConfig>,
+    /// `Bearer {token}`, marked sensitive so no debug output shows it.
+    authorization: HeaderValue,
+}
+
+impl Remote {
+    pub(crate) fn new(config: &AgentConfig) -> Result<Self, AgentError> {
+        let (secure, authority) = parse_server(&config.server).map_err(|reason| AgentError::Server {
+            server: config.server.clone(),
+            reason,
+        })?;
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", config.token)).map_err(|_| AgentError::Token)?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            secure,
+            authority,
+            tls: tls_config(config.ca_file.as_deref())?,
+            authorization,
+        })
+    }
+
+    /// `wss://host:port/netwatch/v1/agent/channel` (`ws://` for an http server).
+    pub(crate) fn channel_url(&self) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}{CHANNEL_PATH}", self.authority)
+    }
+
+    /// `https://host:port{path}`; `path` starts with `/`.
+    pub(crate) fn http_url(&self, path: &str) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.authority)
+    }
+
+    pub(crate) fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    pub(crate) fn tls(&self) -> &Arc<ClientConfig> {
+        &self.tls
+    }
+
+    pub(crate) fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+}
+
+/// `https://host:port[/]` → (secure, `host:port`).
+fn parse_server(server: &str) -> Result<(bool, String), &'static str> {
+    let lower = server.get(..8).unwrap_or(server).to_ascii_lowercase();
+    let (secure, rest) = if lower.starts_with("https://") {
+        (true, &server[8..])
+    } else if lower.starts_with("http://") {
+        (false, &server[7..])
+    } else {
+        return Err("the scheme must be https:// or http://");
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() {
+        return Err("it has no host");
+    }
+    if authority.contains(['/', '?', '#', '@']) {
+        return Err("give only the scheme, host and port, without path, query or user");
+    }
+    Authority::from_str(authority).map_err(|_| "the host or port is not valid")?;
+    // `Authority` takes any text after the colon; a port must be a number.
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        port.parse::<u16>().map_err(|_| "the port is not a number 0-65535")?;
+    }
+    Ok((secure, authority.to_owned()))
+}
+
+/// The TLS client config: the CA file's certificates as the only roots, or the
+/// platform verifier (the system's roots) without one.
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, AgentError> {
+    // An explicit provider: with another crate's features turning on `ring` too,
+    // rustls could not pick a process default and `builder()` would panic.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(AgentError::Tls)?;
+    let config = match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| AgentError::ReadCa {
+                path: path.to_owned(),
+                source,
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                // A PEM section that does not parse is as bad as a certificate rustls refuses.
+                let cert = cert.map_err(|error| AgentError::BadCa {
+                    path: path.to_owned(),
+                    source: rustls::Error::General(error.to_string()),
+                })?;
+                roots.add(cert).map_err(|source| AgentError::BadCa {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(AgentError::NoCa { path: path.to_owned() });
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .with_platform_verifier()
+            .map_err(AgentError::Tls)?
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Exponential backoff with jitter: each delay is drawn from the upper half of
+/// the current step (so attempts of many hosts spread out, yet never come
+/// sooner than half the step), and the step doubles up to a cap.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    first: Duration,
+    cap: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(first: Duration, cap: Duration) -> Self {
+        Self {
+            first,
+            cap,
+            step: first,
+        }
+    }
+
+    /// Back to the first step (after a success).
+    pub(crate) fn reset(&mut self) {
+        self.step = self.first;
+    }
+
+    /// The delay before the next attempt.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let step_ms = u64::try_from(self.step.as_millis()).unwrap_or(u64::MAX);
+        let half = step_ms / 2;
+        let delay = Duration::from_millis(half + random_u64() % (step_ms - half + 1));
+        self.step = (self.step * 2).min(self.cap);
+        delay
+    }
+}
+
+/// A random number good enough for jitter, without a dependency: every
+/// `RandomState` is seeded differently, so hashing nothing gives a fresh value.
+fn random_u64() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str) -> AgentConfig {
+        AgentConfig {
+            server: server.into(),
+            token: "t0ken".into(),
+            ca_file: None,
+            vm_name: "vm1".into(),
+            resource_group: "rg".into(),
+            location: "westus".into(),
+            data_dir: "/tmp".into(),
+            interface: "any".into(),
+        }
+    }
+
+    #[test]
+    fn servers_parse_into_urls() {
+        for (server, channel, upload) in [
+            (
+                "https://ctl.example:8443",
+                "wss://ctl.example:8443/netwatch/v1/agent/channel",
+                "https://ctl.example:8443/x",
+            ),
+            (
+                "HTTP://127.0.0.1:80/",
+                "ws://127.0.0.1:80/netwatch/v1/agent/channel",
+                "http://127.0.0.1:80/x",
+            ),
+            (
+                "https://[::1]:9",
+                "wss://[::1]:9/netwatch/v1/agent/channel",
+                "https://[::1]:9/x",
+            ),
+        ] {
+            let remote = Remote::new(&config(server)).unwrap();
+            assert_eq!(
+                (remote.channel_url().as_str(), remote.http_url("/x").as_str()),
+                (channel, upload)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_servers_say_why() {
+        for (server, reason) in [
+            ("ctl.example:8443", "the scheme must be https:// or http://"),
+            ("wss://ctl:1", "the scheme must be https:// or http://"),
+            ("https://", "it has no host"),
+            (
+                "https://ctl:1/api",
+                "give only the scheme, host and port, without path, query or user",
+            ),
+            (
+                "https://u@ctl:1",
+                "give only the scheme, host and port, without path, query or user",
+            ),
+            ("https://ctl:port", "the port is not a number 0-65535"),
+            ("https://ctl:70000", "the port is not a number 0-65535"),
+            ("https://ct l:1", "the host or port is not valid"),
+        ] {
+            let err = Remote::new(&config(server)).unwrap_err();
+            assert!(
+                matches!(&err, AgentError::Server { reason: r, .. } if *r == reason),
+                "{server}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bearer_header_is_sensitive() {
+        let remote = Remote::new(&config("https://c:1")).unwrap();
+        assert_eq!(remote.authorization().to_str().unwrap(), "Bearer t0ken");
+        assert!(!format!("{remote:?}").contains("t0ken"));
+        let mut bad = config("https://c:1");
+        bad.token = "a\nb".into();
+        assert!(matches!(Remote::new(&bad), Err(AgentError::Token)));
+    }
+
+    #[test]
+    fn ca_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut with_ca = config("https://c:1");
+        with_ca.ca_file = Some(dir.path().join("missing.pem"));
+        assert!(matches!(Remote::new(&with_ca), Err(AgentError::ReadCa { .. })));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        with_ca.ca_file = Some(empty);
+        assert!(matches!(Remote::new(&with_ca), Err(AgentError::NoCa { .. })));
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        with_ca.ca_file = Some(garbage);
+        let err = Remote::new(&with_ca).unwrap_err();
+        assert!(matches!(err, AgentError::BadCa { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut steps = vec![];
+        for _ in 0..10 {
+            steps.push(backoff.next_delay());
+        }
+        let bounds = [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000];
+        for (delay, step) in steps.iter().zip(bounds) {
+            let ms = u64::try_from(delay.as_millis()).unwrap();
+            assert!((step / 2..=step).contains(&ms), "{ms} ms for step {step}");
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+}
