@@ -7,6 +7,7 @@
 //!   segments (`subscriptions`, `resourceGroups`, `providers`, the namespace,
 //!   resource types, actions) lower-cased before routing, since az sends both
 //!   `resourceGroups` and `resourcegroups`; names keep the caller's spelling.
+//!   `/netwatch/…` paths (files, agents) are routed exactly as sent.
 //! - [`ArmVersion`]: `api-version` is required on every ARM route (not on
 //!   `/metadata/endpoints`, which az fetches before it knows one) and any date
 //!   form is accepted (clients.md §5.2).
@@ -18,8 +19,11 @@
 //! the agent channel under `/netwatch/v1`.
 
 mod bootstrap;
+mod compute;
+mod files;
 mod network_watchers;
 mod packet_captures;
+mod storage_accounts;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -140,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(network_watchers::routes())
         .merge(packet_captures::routes())
+        .merge(compute::routes())
+        .merge(storage_accounts::routes())
+        .merge(files::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -181,8 +188,17 @@ async fn normalize_request(mut request: Request) -> Request {
 /// even segment of an ARM path (`subscriptions`, `resourceGroups`,
 /// `providers`, types, actions), the segment after `providers` (the
 /// namespace), and all of `/metadata/…`. Names (odd segments) keep their case.
+/// `/netwatch/…` is returned as it is.
 pub fn normalize_path(path: &str) -> String {
     let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
+    // netwatch's own paths carry blob paths: case-sensitive, and an empty
+    // segment there is the client's error to hear about, not noise to drop.
+    if segments
+        .first()
+        .is_some_and(|first| first.eq_ignore_ascii_case("netwatch"))
+    {
+        return path.to_owned();
+    }
     let metadata = segments
         .first()
         .is_some_and(|first| first.eq_ignore_ascii_case("metadata"));
@@ -431,6 +447,12 @@ mod tests {
                 "/subscriptions/S/providers/Microsoft.Network/locations/westus/operations/AbC",
                 "/subscriptions/S/providers/microsoft.network/locations/westus/operations/AbC",
             ),
+            (
+                "/netwatch/v1/storage/acct//Network-Watcher-Logs/A.cap/",
+                "/netwatch/v1/storage/acct//Network-Watcher-Logs/A.cap/",
+            ),
+            ("/NetWatch/V1", "/NetWatch/V1"),
+            ("//netwatch/v1/agent/files/", "//netwatch/v1/agent/files/"),
         ];
         for (path, normalized) in rows {
             assert_eq!(normalize_path(path), normalized, "{path}");

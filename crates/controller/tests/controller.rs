@@ -3,4 +3,5 @@
 
 mod api;
 mod bad_requests;
+mod resources;
 mod store;

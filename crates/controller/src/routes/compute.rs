@@ -1,0 +1,243 @@
+//! `Microsoft.Compute` as netwatch has it (DESIGN §2): the hosts whose agent
+//! registered are virtual machines, and each one's agent is its VM extension
+//! `NetworkWatcherAgentLinux`. Read-only: a host becomes a VM by registering
+//! (that *is* the extension install), never by a PUT here.
+//!
+//! az reads `location` from the VM GET before a capture create (clients.md §3,
+//! api-contract.md §3.1) and prints the extension with `az vm extension show`;
+//! both get Azure's shape plus a `netwatch` block with the agent's live facts
+//! (version, last heartbeat, interfaces, addresses).
+//!
+//! *Our choices*: `vmId` is a UUID v5 of the VM's lower-case id, so it is
+//! stable across restarts and replicas without being stored; an extension
+//! other than the agent is a 404; times are RFC 3339 UTC.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_api::resource::{AGENT_EXTENSION_NAME, ResourceGroupName, ResourceId, ResourceName, SubscriptionId};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{AppState, ArmVersion, HttpError, rfc3339, subscription};
+use crate::store::VmRecord;
+
+/// Virtual machines of a resource group, below a subscription.
+const VMS_IN_GROUP: &str =
+    "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines";
+
+/// The namespace of `vmId`s: a fixed, random UUID, so that ids derived from
+/// the same VM id are the same everywhere.
+const VM_ID_NAMESPACE: Uuid = uuid::uuid!("6f1f0f43-2a7c-4c1e-9a4b-3f0d2b9c8e15");
+
+/// The agent's extension as Azure names it (api-contract.md §5).
+const AGENT_PUBLISHER: &str = "Microsoft.Azure.NetworkWatcher";
+/// The handler version Azure installs (`typeHandlerVersion`, api-contract.md §5).
+const AGENT_HANDLER_VERSION: &str = "1.4";
+
+pub(super) fn routes() -> Router<AppState> {
+    let vm = format!("{VMS_IN_GROUP}/{{vm}}");
+    Router::new()
+        .route(
+            "/subscriptions/{subscription}/providers/microsoft.compute/virtualmachines",
+            get(list_all),
+        )
+        .route(VMS_IN_GROUP, get(list_group))
+        .route(&vm, get(show))
+        .route(&format!("{vm}/extensions"), get(list_extensions))
+        .route(&format!("{vm}/extensions/{{extension}}"), get(show_extension))
+}
+
+/// `GET /subscriptions/{s}/providers/Microsoft.Compute/virtualMachines`.
+async fn list_all(
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+    _version: ArmVersion,
+) -> Result<Json<Value>, HttpError> {
+    let sub = subscription(&state.config, &sub)?;
+    let vms = registered_vms(&state, &sub).await?;
+    let value: Vec<Value> = vms.iter().map(|(id, record)| vm_json(id, record)).collect();
+    Ok(Json(json!({ "value": value })))
+}
+
+/// `GET …/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines`.
+async fn list_group(
+    State(state): State<AppState>,
+    Path((sub, group)): Path<(String, String)>,
+    _version: ArmVersion,
+) -> Result<Json<Value>, HttpError> {
+    let sub = subscription(&state.config, &sub)?;
+    let group = ResourceGroupName::parse("resourceGroupName", &group)?;
+    let vms = registered_vms(&state, &sub).await?;
+    let value: Vec<Value> = vms
+        .iter()
+        .filter(|(id, _)| *id.resource_group() == group)
+        .map(|(id, record)| vm_json(id, record))
+        .collect();
+    Ok(Json(json!({ "value": value })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path((sub, group, vm)): Path<(String, String, String)>,
+    _version: ArmVersion,
+) -> Result<Json<Value>, HttpError> {
+    let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
+    Ok(Json(vm_json(&id, &record)))
+}
+
+/// `GET …/virtualMachines/{vm}/extensions`: the agent, the one extension there is.
+async fn list_extensions(
+    State(state): State<AppState>,
+    Path((sub, group, vm)): Path<(String, String, String)>,
+    _version: ArmVersion,
+) -> Result<Json<Value>, HttpError> {
+    let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
+    Ok(Json(json!({ "value": [extension_json(&id, &record)] })))
+}
+
+/// `GET …/virtualMachines/{vm}/extensions/{name}`: the agent; any other name is a 404.
+async fn show_extension(
+    State(state): State<AppState>,
+    Path((sub, group, vm, extension)): Path<(String, String, String, String)>,
+    _version: ArmVersion,
+) -> Result<Json<Value>, HttpError> {
+    let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
+    let extension = ResourceName::parse("vmExtensionName", &extension)?;
+    if !extension.as_str().eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
+        let missing = ResourceId::vm_extension(id.subscription(), id.resource_group(), id.name(), &extension);
+        let message = format!(
+            "{}; the only extension netwatch VMs have is {AGENT_EXTENSION_NAME}, the agent",
+            ApiError::not_found(&missing)
+        );
+        return Err(ApiError::new(ErrorCode::ResourceNotFound, message).into());
+    }
+    Ok(Json(extension_json(&id, &record)))
+}
+
+/// The VM the path names and its record; 404 unless its agent registered.
+async fn find_vm(state: &AppState, (sub, group, vm): (&str, &str, &str)) -> Result<(ResourceId, VmRecord), HttpError> {
+    let sub = subscription(&state.config, sub)?;
+    let group = ResourceGroupName::parse("resourceGroupName", group)?;
+    let vm = ResourceName::parse("vmName", vm)?;
+    let id = ResourceId::virtual_machine(&sub, &group, &vm);
+    match state.store.get_vm(&id.to_string()).await? {
+        // The stored id, as the agent registered it, names the VM in answers.
+        Some(record) => Ok((ResourceId::parse("id", &record.id).unwrap_or(id), record)),
+        None => Err(ApiError::not_found(&id).into()),
+    }
+}
+
+/// The subscription's VMs with their parsed ids. A stored id always parses
+/// (the hub builds it from checked names); one that does not is skipped.
+async fn registered_vms(state: &AppState, sub: &SubscriptionId) -> Result<Vec<(ResourceId, VmRecord)>, HttpError> {
+    let records = state.store.list_vms(sub.as_str()).await?;
+    Ok(records
+        .into_iter()
+        .filter_map(|record| match ResourceId::parse("id", &record.id) {
+            Ok(id) => Some((id, record)),
+            Err(err) => {
+                tracing::warn!(vm = %record.id, error = %err, "stored VM id does not parse; left out");
+                None
+            }
+        })
+        .collect())
+}
+
+/// A VM's ARM JSON (`VirtualMachine`, a tracked resource).
+fn vm_json(id: &ResourceId, record: &VmRecord) -> Value {
+    let facts = agent_facts(record);
+    let computer_name = facts
+        .get("hostname")
+        .and_then(Value::as_str)
+        .unwrap_or(id.name().as_str())
+        .to_owned();
+    json!({
+        "id": record.id,
+        "name": id.name().as_str(),
+        "type": "Microsoft.Compute/virtualMachines",
+        "location": record.location,
+        "tags": {},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "vmId": Uuid::new_v5(&VM_ID_NAMESPACE, id.key().as_bytes()).to_string(),
+            "osProfile": {"computerName": computer_name},
+            "storageProfile": {"osDisk": {"osType": "Linux"}},
+            "netwatch": netwatch_block(record, facts),
+        },
+        "resources": [extension_json(id, record)],
+    })
+}
+
+/// The agent as VM extension: Azure's shape (api-contract.md §5) and the
+/// agent's live facts.
+fn extension_json(id: &ResourceId, record: &VmRecord) -> Value {
+    let extension = ResourceId::agent_extension(id.subscription(), id.resource_group(), id.name());
+    let facts = agent_facts(record);
+    let agent_version = facts
+        .get("agentVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let last_seen = record.last_seen_ms.map(rfc3339);
+    let message = match &last_seen {
+        Some(seen) => format!("netwatch agent {agent_version} registered; last heard from at {seen}"),
+        None => format!("netwatch agent {agent_version} registered"),
+    };
+    json!({
+        "id": extension.to_string(),
+        "name": AGENT_EXTENSION_NAME,
+        "type": "Microsoft.Compute/virtualMachines/extensions",
+        "location": record.location,
+        "properties": {
+            "publisher": AGENT_PUBLISHER,
+            "type": AGENT_EXTENSION_NAME,
+            "typeHandlerVersion": AGENT_HANDLER_VERSION,
+            "autoUpgradeMinorVersion": true,
+            "provisioningState": "Succeeded",
+            "instanceView": {
+                "name": AGENT_EXTENSION_NAME,
+                "type": format!("{AGENT_PUBLISHER}.{AGENT_EXTENSION_NAME}"),
+                "typeHandlerVersion": agent_version,
+                "statuses": [{
+                    "code": "ProvisioningState/succeeded",
+                    "level": "Info",
+                    "displayStatus": "Provisioning succeeded",
+                    "message": message,
+                    "time": last_seen,
+                }],
+            },
+            "netwatch": netwatch_block(record, facts),
+        },
+    })
+}
+
+/// The agent facts the hub stored (hostname, agentVersion, interfaces, …); an
+/// empty object when there are none or they do not parse.
+fn agent_facts(record: &VmRecord) -> Map<String, Value> {
+    match serde_json::from_str(&record.agent_json) {
+        Ok(Value::Object(facts)) => facts,
+        _ => Map::new(),
+    }
+}
+
+/// The `netwatch` block: every stored agent fact, plus `addresses` (those of
+/// all interfaces) and `lastSeen`.
+fn netwatch_block(record: &VmRecord, mut facts: Map<String, Value>) -> Value {
+    let addresses: Vec<Value> = facts
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|interface| interface.get("addresses").and_then(Value::as_array))
+        .flatten()
+        .cloned()
+        .collect();
+    facts.insert("addresses".to_owned(), Value::Array(addresses));
+    facts.insert(
+        "lastSeen".to_owned(),
+        record.last_seen_ms.map(rfc3339).map_or(Value::Null, Value::String),
+    );
+    Value::Object(facts)
+}

@@ -1,0 +1,278 @@
+//! Capture files in the storage accounts: the agents' uploads
+//! (`PUT {UPLOAD_PREFIX}/{account}/{blob path}`) and the clients' downloads
+//! (`GET`/`HEAD {DOWNLOAD_PREFIX}/{account}/{blob path}`, one HTTP range at a
+//! time, RFC 9110 §14).
+//!
+//! netwatch's own routes, not ARM's: no `api-version`, paths taken exactly as
+//! sent (blob paths are case-sensitive; [`super::normalize_path`] leaves
+//! `/netwatch/…` alone), and no [`super::MAX_BODY_BYTES`] limit on uploads,
+//! which are streamed to storage as they arrive. Errors still carry ARM's body.
+//!
+//! *Our choices*: an upload must say its `Content-Length` (411 otherwise), so
+//! a cut-off upload is told from a whole one and stores nothing; it replaces a
+//! blob of the same path (an agent retrying). A multi-range or malformed
+//! `Range` is ignored and the whole file sent, as RFC 9110 §14.2 allows.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use netwatch_api::agent::{DOWNLOAD_PREFIX, UPLOAD_PREFIX};
+use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_storage::{Backend, BlobPath, ByteRange, OpenError, PutError, Storage};
+use serde_json::{Value, json};
+
+use super::{AppState, HttpError};
+
+/// What capture files are (the libpcap format, api-contract.md §6).
+const PCAP_CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{UPLOAD_PREFIX}/{{account}}/{{*path}}"),
+            // Streamed to storage, so no size limit: captures reach 4 GiB.
+            put(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{DOWNLOAD_PREFIX}/{{account}}/{{*path}}"),
+            get(download).head(download_head),
+        )
+}
+
+/// `PUT {UPLOAD_PREFIX}/{account}/{path}`: stores the body; 201 `{"size": N}`.
+async fn upload(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), HttpError> {
+    let (account, blob) = blob_location(path)?;
+    let storage = account_storage(&state, &account)?;
+    let length = content_length(&headers)?;
+    let size = storage
+        .put(&blob, body.into_data_stream(), Some(length))
+        .await
+        .map_err(|err| put_error(&account, &blob, err))?;
+    tracing::info!(account, blob = %blob, size, "file stored");
+    Ok((StatusCode::CREATED, Json(json!({ "size": size }))))
+}
+
+/// `GET {DOWNLOAD_PREFIX}/{account}/{path}`: the file, or the range asked for.
+async fn download(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let (account, blob) = blob_location(path)?;
+    let storage = account_storage(&state, &account)?;
+    let range = requested_range(&headers);
+    let opened = match storage.open(&blob, range).await {
+        Ok(opened) => opened,
+        Err(OpenError::RangeNotSatisfiable { size }) => return Ok(range_not_satisfiable(size)),
+        Err(err) => return Err(open_error(&account, &blob, err)),
+    };
+    let mut response = Body::from_stream(opened.body).into_response();
+    *response.status_mut() = file_headers(response.headers_mut(), opened.size, range.map(|_| opened.range))?;
+    Ok(response)
+}
+
+/// `HEAD {DOWNLOAD_PREFIX}/{account}/{path}`: GET's headers, without reading the file.
+async fn download_head(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let (account, blob) = blob_location(path)?;
+    let storage = account_storage(&state, &account)?;
+    let size = match storage.size(&blob).await {
+        Ok(Some(size)) => size,
+        Ok(None) => {
+            return Err(open_error(
+                &account,
+                &blob,
+                OpenError::NotFound { path: blob.to_string() },
+            ));
+        }
+        Err(err) => return Err(open_error(&account, &blob, err)),
+    };
+    let selected = match requested_range(&headers) {
+        None => None,
+        Some(range) => match range.resolve(size) {
+            Some(selected) => Some(selected),
+            None => return Ok(range_not_satisfiable(size)),
+        },
+    };
+    let mut response = StatusCode::OK.into_response();
+    *response.status_mut() = file_headers(response.headers_mut(), size, selected)?;
+    Ok(response)
+}
+
+/// The account name and the checked blob path of a request.
+fn blob_location(path: Result<Path<(String, String)>, PathRejection>) -> Result<(String, BlobPath), HttpError> {
+    let Path((account, path)) = path.map_err(|rejection| ApiError::bad_request("path", rejection.body_text()))?;
+    let blob = BlobPath::parse(&path).map_err(|err| ApiError::bad_request("path", err.to_string()))?;
+    Ok((account, blob))
+}
+
+/// The backend of the configured account `account`; 404 naming the accounts there are.
+fn account_storage<'a>(state: &'a AppState, account: &str) -> Result<&'a Backend, HttpError> {
+    state.storage.storage(account).ok_or_else(|| {
+        let names: Vec<&str> = state.storage.list().iter().map(|a| a.name.as_str()).collect();
+        let known = if names.is_empty() {
+            "no storage account is configured".to_owned()
+        } else {
+            format!("the configured accounts are {}", names.join(", "))
+        };
+        let message = format!("storage account {account:?} was not found: {known}");
+        ApiError::new(ErrorCode::ResourceNotFound, message).into()
+    })
+}
+
+/// The upload's announced length; 411 without one.
+fn content_length(headers: &HeaderMap) -> Result<u64, HttpError> {
+    let Some(value) = headers.get(header::CONTENT_LENGTH) else {
+        return Err(HttpError::with_status(
+            StatusCode::LENGTH_REQUIRED,
+            "LengthRequired",
+            ApiError::bad_request(
+                "Content-Length",
+                "an upload must say its size in Content-Length (chunked uploads are not accepted)",
+            ),
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| ApiError::bad_request("Content-Length", "Content-Length is not a number of bytes").into())
+}
+
+/// The one byte range a `Range` header asks for; `None` for none, several or
+/// a malformed one (all answered with the whole file).
+fn requested_range(headers: &HeaderMap) -> Option<ByteRange> {
+    let mut values = headers.get_all(header::RANGE).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    parse_range(value.to_str().ok()?)
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` (RFC 9110 §14.1.2; the unit in any case).
+fn parse_range(text: &str) -> Option<ByteRange> {
+    let (unit, spec) = text.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.trim().split_once('-')?;
+    match (first.trim(), last.trim()) {
+        ("", "") => None,
+        ("", suffix) => Some(ByteRange::Suffix(digits(suffix)?)),
+        (first, "") => Some(ByteRange::From(digits(first)?)),
+        (first, last) => {
+            let (first, last) = (digits(first)?, digits(last)?);
+            (first <= last).then_some(ByteRange::Bounded { first, last })
+        }
+    }
+}
+
+/// A decimal number of digits only (`str::parse` would take a `+`).
+fn digits(text: &str) -> Option<u64> {
+    text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse().ok())?
+}
+
+/// Sets the headers of a file answer; its status: 206 for a `range` of the
+/// file's `size` bytes, 200 for all of it.
+fn file_headers(
+    headers: &mut HeaderMap,
+    size: u64,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<StatusCode, HttpError> {
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PCAP_CONTENT_TYPE));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let (status, length) = match range {
+        Some(range) => {
+            let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+            headers.insert(header::CONTENT_RANGE, super::header_value(&content_range)?);
+            (StatusCode::PARTIAL_CONTENT, range.end - range.start)
+        }
+        None => (StatusCode::OK, size),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok(status)
+}
+
+/// 416 with `Content-Range: bytes */{size}` (RFC 9110 §15.5.17).
+fn range_not_satisfiable(size: u64) -> Response {
+    let message = format!("the range asked for is outside the file's {size} bytes");
+    let error = HttpError::with_status(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "InvalidRange",
+        ApiError::bad_request("Range", message),
+    );
+    let mut response = error.into_response();
+    if let Ok(value) = HeaderValue::try_from(format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+fn put_error(account: &str, blob: &BlobPath, err: PutError) -> HttpError {
+    match err {
+        PutError::TooShort { .. } | PutError::TooLong { .. } => {
+            ApiError::bad_request("Content-Length", err.to_string()).into()
+        }
+        PutError::Body(ref source) => ApiError::bad_body(format!(
+            "the upload body could not be read ({source}): nothing was stored"
+        ))
+        .into(),
+        PutError::PathConflict { .. } => ApiError::conflict(format!("storage account {account:?}: {err}")).into(),
+        PutError::Io { .. } => ApiError::internal(format!("storing {blob} in {account:?} failed"), err).into(),
+    }
+}
+
+fn open_error(account: &str, blob: &BlobPath, err: OpenError) -> HttpError {
+    match err {
+        OpenError::NotFound { .. } => {
+            let message = format!("file {:?} was not found in storage account {account:?}", blob.as_str());
+            ApiError::new(ErrorCode::ResourceNotFound, message).into()
+        }
+        OpenError::RangeNotSatisfiable { size } => {
+            ApiError::bad_request("Range", format!("the range is outside the file's {size} bytes")).into()
+        }
+        OpenError::Io { .. } => ApiError::internal(format!("reading {blob} in {account:?} failed"), err).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_as_rfc_9110_writes_them() {
+        let rows = [
+            ("bytes=0-99", Some(ByteRange::Bounded { first: 0, last: 99 })),
+            ("bytes=5-5", Some(ByteRange::Bounded { first: 5, last: 5 })),
+            (" Bytes = 7- ", Some(ByteRange::From(7))),
+            ("bytes=-20", Some(ByteRange::Suffix(20))),
+            ("bytes=-0", Some(ByteRange::Suffix(0))),
+            ("bytes=9-3", None),
+            ("bytes=0-1,4-5", None),
+            ("bytes=-", None),
+            ("bytes=+1-2", None),
+            ("bytes=a-b", None),
+            ("items=0-1", None),
+            ("bytes 0-1", None),
+            ("bytes=99999999999999999999999-", None),
+        ];
+        for (text, range) in rows {
+            assert_eq!(parse_range(text), range, "{text:?}");
+        }
+    }
+}
