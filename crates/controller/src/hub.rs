@@ -1,14 +1,445 @@
-//! The agent hub: the agents connected right now, each with the sender of its
-//! channel, so the API can push work to a host the moment it exists.
+//! The agent hub (DESIGN §1, §6): the agents connected right now, each with the
+//! sender of its channel, so the API pushes work to a host the moment it
+//! exists; and the channel itself, which turns agents' reports into capture
+//! state.
+//!
+//! One connection per VM: a new connection of the same VM replaces the old
+//! one (its outbox closes, so its loop ends). Reports carry a capture's whole
+//! state, so applying one twice is harmless. Rules a report follows:
+//! - it never moves a capture out of `Stopped`/`Error` back to `Running`: the
+//!   capture was stopped (or deleted) while the agent could not hear it, so the
+//!   agent is told to stop it;
+//! - it settles the capture's long-running operations: the create succeeds
+//!   when the agent starts the capture (fails when it cannot), a stop when the
+//!   capture has stopped and its upload is over.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use netwatch_api::agent::ControllerMessage;
+use axum::extract::ws::{Message, WebSocket};
+use netwatch_api::agent::{
+    AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, StartCapture,
+    UPLOAD_PREFIX, Upload, Welcome,
+};
+use netwatch_api::packet_capture::{NetwatchCaptureStatus, PacketCapture, PcError, UploadState};
+use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
+use serde_json::json;
 use tokio::sync::mpsc;
+
+use crate::routes::{AppState, new_guid, now_ms};
+use crate::store::{CaptureRecord, StoreError, VmRecord};
+
+/// How long a new connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection silent this long is dead: three missed heartbeats.
+const IDLE_TIMEOUT: Duration = Duration::from_millis(3 * HEARTBEAT_INTERVAL_MS);
+/// How often a busy connection refreshes its VM's `last_seen`.
+const TOUCH_INTERVAL: Duration = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+/// How often a report re-reads a capture another writer changed under it.
+const STALE_RETRIES: usize = 5;
+
+/// Stored capture statuses.
+pub(crate) const NOT_STARTED: &str = "NotStarted";
+pub(crate) const RUNNING: &str = "Running";
+pub(crate) const STOPPED: &str = "Stopped";
+pub(crate) const ERROR: &str = "Error";
 
 /// The connected agents, by VM key (the lower-case VM resource id).
 #[derive(Debug, Clone, Default)]
 pub struct Hub {
-    agents: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ControllerMessage>>>>,
+    agents: Arc<Mutex<HashMap<String, Connection>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    id: u64,
+    outbox: mpsc::UnboundedSender<ControllerMessage>,
+}
+
+impl Hub {
+    /// Registers a connection of `vm_id`, replacing any other of the same VM.
+    fn register(&self, vm_id: &str) -> (u64, mpsc::UnboundedReceiver<ControllerMessage>) {
+        let (outbox, inbox) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let previous = self.lock().insert(vm_id.to_lowercase(), Connection { id, outbox });
+        if previous.is_some() {
+            tracing::info!(vm = vm_id, "agent reconnected; its previous connection is closed");
+        }
+        (id, inbox)
+    }
+
+    /// Forgets connection `id` of `vm_id`, unless a newer one replaced it.
+    fn unregister(&self, vm_id: &str, id: u64) {
+        let mut agents = self.lock();
+        if agents.get(&vm_id.to_lowercase()).is_some_and(|c| c.id == id) {
+            agents.remove(&vm_id.to_lowercase());
+        }
+    }
+
+    /// Pushes `message` to `vm_id`'s agent; false when it is not connected.
+    pub fn send(&self, vm_id: &str, message: ControllerMessage) -> bool {
+        self.lock()
+            .get(&vm_id.to_lowercase())
+            .is_some_and(|connection| connection.outbox.send(message).is_ok())
+    }
+
+    /// Whether `vm_id`'s agent is connected.
+    pub fn is_connected(&self, vm_id: &str) -> bool {
+        self.lock().contains_key(&vm_id.to_lowercase())
+    }
+
+    /// How many agents are connected.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
+        // A panic while holding the lock leaves the map consistent (each
+        // operation is one insert or remove), so a poisoned lock is still usable.
+        self.agents.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    #[error("the agent sent no hello within {0:?}")]
+    NoHello(Duration),
+    #[error("the agent's hello is not acceptable: {0}")]
+    BadHello(String),
+    #[error("the connection failed")]
+    Socket(#[from] axum::Error),
+    #[error("the state store failed")]
+    Store(#[from] StoreError),
+}
+
+/// Serves one agent connection until it closes, is replaced or goes silent.
+pub async fn serve_agent(state: AppState, mut socket: WebSocket) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut socket)).await {
+        Ok(Ok(Some(AgentMessage::Hello(hello)))) => Ok(hello),
+        Ok(Ok(Some(_))) => Err(ChannelError::BadHello("the first message must be a hello".to_owned())),
+        Ok(Ok(None)) => return,
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(ChannelError::NoHello(HELLO_TIMEOUT)),
+    };
+    let registered = match hello {
+        Ok(hello) => register_vm(&state, &hello).await.map(|vm| (vm, hello)),
+        Err(err) => Err(err),
+    };
+    let (vm, hello) = match registered {
+        Ok(registered) => registered,
+        Err(err) => {
+            tracing::warn!(error = %err, "agent connection refused");
+            let refused = ControllerMessage::Refused {
+                message: err.to_string(),
+            };
+            // Best effort: the agent logs it and retries later.
+            let _ = send(&mut socket, &refused).await;
+            return;
+        }
+    };
+    let (connection, inbox) = state.hub.register(&vm);
+    tracing::info!(vm = %vm, agent = %hello.agent_version, "agent connected");
+    match run_connection(&state, &mut socket, &vm, hello, inbox).await {
+        Ok(()) => tracing::info!(vm = %vm, "agent disconnected"),
+        Err(err) => tracing::warn!(vm = %vm, error = %err, "agent connection ended"),
+    }
+    state.hub.unregister(&vm, connection);
+}
+
+async fn run_connection(
+    state: &AppState,
+    socket: &mut WebSocket,
+    vm: &str,
+    hello: Hello,
+    mut inbox: mpsc::UnboundedReceiver<ControllerMessage>,
+) -> Result<(), ChannelError> {
+    send(socket, &ControllerMessage::Welcome(Welcome { vm_id: vm.to_owned() })).await?;
+    for report in &hello.captures {
+        apply_report(state, vm, report).await?;
+    }
+    reconcile(state, vm, &hello).await?;
+    let mut touched = Instant::now();
+    loop {
+        tokio::select! {
+            outgoing = inbox.recv() => match outgoing {
+                Some(message) => send(socket, &message).await?,
+                // Replaced by a newer connection of the same VM.
+                None => return Ok(()),
+            },
+            incoming = tokio::time::timeout(IDLE_TIMEOUT, next_message(socket)) => {
+                let message = match incoming {
+                    Err(_) => {
+                        tracing::warn!(vm, "agent silent for {IDLE_TIMEOUT:?}; closing its connection");
+                        return Ok(());
+                    }
+                    Ok(message) => message?,
+                };
+                match message {
+                    None => return Ok(()),
+                    Some(AgentMessage::Report(report)) => apply_report(state, vm, &report).await?,
+                    Some(AgentMessage::Heartbeat) => {}
+                    Some(AgentMessage::Hello(_)) => tracing::warn!(vm, "agent said hello twice; ignored"),
+                }
+                if touched.elapsed() >= TOUCH_INTERVAL {
+                    state.store.touch_vm(vm, now_ms()).await?;
+                    touched = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// The next message, skipping control frames; `None` once the socket closed.
+/// A frame that is not a message is logged and skipped: one bad frame must not
+/// cost a host its channel.
+async fn next_message(socket: &mut WebSocket) -> Result<Option<AgentMessage>, ChannelError> {
+    loop {
+        let Some(frame) = socket.recv().await else {
+            return Ok(None);
+        };
+        let text = match frame? {
+            Message::Text(text) => text,
+            Message::Close(_) => return Ok(None),
+            Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match serde_json::from_str(text.as_str()) {
+            Ok(message) => return Ok(Some(message)),
+            Err(err) => tracing::warn!(error = %err, "agent sent a message that is not one; skipped"),
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &ControllerMessage) -> Result<(), ChannelError> {
+    let text = serde_json::to_string(message).expect("controller messages always serialize");
+    socket.send(Message::Text(text.into())).await?;
+    Ok(())
+}
+
+/// Checks the hello and registers (or refreshes) the host as a VM; its id.
+async fn register_vm(state: &AppState, hello: &Hello) -> Result<String, ChannelError> {
+    let bad = |err: netwatch_api::resource::ResourceError| ChannelError::BadHello(err.to_string());
+    let name = ResourceName::parse("vmName", &hello.vm_name).map_err(bad)?;
+    let group = ResourceGroupName::parse("resourceGroup", &hello.resource_group).map_err(bad)?;
+    let location = Location::parse("location", &hello.location).map_err(bad)?;
+    if !state.config.locations.iter().any(|known| known.name == location) {
+        let known: Vec<&str> = state.config.locations.iter().map(|l| l.name.as_str()).collect();
+        return Err(ChannelError::BadHello(format!(
+            "location {:?} is not served by this controller: use one of {}",
+            hello.location,
+            known.join(", ")
+        )));
+    }
+    let id = ResourceId::virtual_machine(&state.config.subscription, &group, &name).to_string();
+    let now = now_ms();
+    let facts = json!({
+        "hostname": hello.hostname,
+        "agentVersion": hello.agent_version,
+        "interfaces": hello.interfaces,
+        "connectedMs": now,
+    });
+    let record = VmRecord {
+        id: id.clone(),
+        subscription: state.config.subscription.to_string(),
+        location: location.to_string(),
+        agent_json: facts.to_string(),
+        last_seen_ms: Some(now),
+        created_ms: now,
+    };
+    state.store.upsert_vm(&record).await?;
+    Ok(id)
+}
+
+/// After a hello: start what the host should run and does not, and mark what
+/// it lost (it restarted) as failed.
+async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), ChannelError> {
+    let owned: HashSet<String> = hello
+        .captures
+        .iter()
+        .filter(|report| report.state == AgentCaptureState::Running)
+        .map(|report| report.capture_id.to_lowercase())
+        .collect();
+    for record in state.store.captures_for_target(vm).await? {
+        match record.status.as_str() {
+            NOT_STARTED => match start_message(&record) {
+                Ok(start) => {
+                    state.hub.send(vm, ControllerMessage::Start(start));
+                }
+                Err(err) => tracing::error!(capture = %record.id, error = %err, "stored capture cannot be started"),
+            },
+            RUNNING if !owned.contains(&record.id.to_lowercase()) => {
+                let message = "the agent restarted and no longer runs this capture";
+                lost_by_agent(state, record, message).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Marks a capture its agent lost as `Error` with `AgentStopped`.
+async fn lost_by_agent(state: &AppState, mut record: CaptureRecord, message: &str) -> Result<(), StoreError> {
+    for _ in 0..STALE_RETRIES {
+        record.status = ERROR.to_owned();
+        record.errors_json = json!([PcError::AgentStopped]).to_string();
+        record.etag = format!("W/\"{}\"", new_guid());
+        record.updated_ms = now_ms();
+        match state.store.update_capture(&record).await {
+            Ok(_) => {
+                tracing::warn!(capture = %record.id, "{message}");
+                return Ok(());
+            }
+            Err(StoreError::Stale(_)) => match state.store.get_capture(&record.id).await? {
+                Some(fresh) if fresh.status == RUNNING => record = fresh,
+                _ => return Ok(()),
+            },
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// The `Start` message of a stored capture.
+pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serde_json::Error> {
+    let request: PacketCapture = serde_json::from_str(&record.request_json)?;
+    let upload = request
+        .properties
+        .storage_location
+        .storage_id
+        .as_deref()
+        .zip(request.properties.storage_location.storage_path.as_deref())
+        .and_then(|(storage_id, storage_path)| {
+            let account = storage_id.rsplit('/').next()?;
+            let blob = capture_blob_path(&record.target_id, record.created_ms)?;
+            Some(Upload {
+                path: format!("{UPLOAD_PREFIX}/{account}/{blob}"),
+                storage_path: storage_path.to_owned(),
+            })
+        });
+    Ok(StartCapture {
+        capture_id: record.id.clone(),
+        parameters: request.properties,
+        created_ms: record.created_ms,
+        upload,
+    })
+}
+
+/// Azure's blob path of a capture created at `created_ms` on `target` (DESIGN
+/// §3 "Files"), in lower case as Azure writes it; none for a target id that
+/// does not parse (stored ids always do).
+pub(crate) fn capture_blob_path(target: &str, created_ms: i64) -> Option<String> {
+    let id = ResourceId::parse("target", target).ok()?;
+    Some(netwatch_storage::capture_blob_path(
+        id.subscription().as_str(),
+        id.resource_group().as_str(),
+        id.name().as_str(),
+        created_ms,
+    ))
+}
+
+/// Applies one agent report to the capture it names.
+pub(crate) async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
+    for _ in 0..STALE_RETRIES {
+        let Some(mut record) = state.store.get_capture(&report.capture_id).await? else {
+            // Deleted while it ran: nobody wants it any more.
+            if report.state == AgentCaptureState::Running {
+                state.hub.send(
+                    vm,
+                    ControllerMessage::Stop {
+                        capture_id: report.capture_id.clone(),
+                    },
+                );
+            }
+            return Ok(());
+        };
+        if !record.target_id.eq_ignore_ascii_case(vm) {
+            tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
+            return Ok(());
+        }
+        let before = record.status.clone();
+        let terminal = matches!(before.as_str(), STOPPED | ERROR);
+        if terminal && report.state == AgentCaptureState::Running {
+            state.hub.send(
+                vm,
+                ControllerMessage::Stop {
+                    capture_id: record.id.clone(),
+                },
+            );
+            return Ok(());
+        }
+        let status = match report.state {
+            AgentCaptureState::Running => RUNNING,
+            AgentCaptureState::Stopped => STOPPED,
+            AgentCaptureState::Error => ERROR,
+        };
+        let stats = NetwatchCaptureStatus {
+            packets_captured: report.stats.packets_captured,
+            bytes_captured: report.stats.bytes_captured,
+            kernel_drops: report.stats.kernel_drops,
+            file_size_in_bytes: report.stats.file_size_in_bytes,
+            upload_state: report.upload,
+            agent_last_seen: None,
+        };
+        let before_upload = serde_json::from_str::<NetwatchCaptureStatus>(&record.stats_json)
+            .ok()
+            .and_then(|stats| stats.upload_state);
+        record.status = status.to_owned();
+        record.started_ms = report.started_ms.or(record.started_ms);
+        if let Some(reason) = &report.stop_reason {
+            record.stop_reason = Some(reason.as_str().to_owned());
+        }
+        record.errors_json = serde_json::to_string(&report.errors).expect("error lists always serialize");
+        record.stats_json = serde_json::to_string(&stats).expect("counters always serialize");
+        if before != status {
+            record.etag = format!("W/\"{}\"", new_guid());
+        }
+        record.updated_ms = now_ms();
+        match state.store.update_capture(&record).await {
+            Ok(_) => {}
+            Err(StoreError::Stale(_)) => continue,
+            Err(err) => return Err(err),
+        }
+        if before != status {
+            tracing::info!(capture = %record.id, from = %before, to = status, "packet capture changed state");
+            settle_create(state, &record, report).await?;
+        }
+        let upload_over = matches!(report.upload, None | Some(UploadState::Succeeded | UploadState::Failed));
+        if report.state != AgentCaptureState::Running
+            && upload_over
+            && (before != status || before_upload != report.upload)
+        {
+            state
+                .store
+                .finish_operations_of(&record.id, "stop", "Succeeded", None, now_ms())
+                .await?;
+        }
+        return Ok(());
+    }
+    tracing::warn!(capture = %report.capture_id, "capture kept changing under an agent report; report dropped");
+    Ok(())
+}
+
+/// Ends the capture's create operation: Succeeded once the agent ran it,
+/// Failed (with the agent's explanation) when it could not start it.
+async fn settle_create(state: &AppState, record: &CaptureRecord, report: &CaptureReport) -> Result<(), StoreError> {
+    let (status, error) = match report.state {
+        AgentCaptureState::Running | AgentCaptureState::Stopped => ("Succeeded", None),
+        AgentCaptureState::Error => {
+            let code = report.errors.first().copied().unwrap_or(PcError::CaptureFailed);
+            let message = report
+                .message
+                .clone()
+                .unwrap_or_else(|| "the agent could not start the capture".to_owned());
+            let body = json!({"error": {"code": code, "message": message}});
+            ("Failed", Some(body.to_string()))
+        }
+    };
+    state
+        .store
+        .finish_operations_of(&record.id, "create", status, error.as_deref(), now_ms())
+        .await?;
+    Ok(())
 }

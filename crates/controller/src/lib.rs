@@ -8,6 +8,9 @@
 //! - [`store`]: VMs, network watchers, packet captures and long-running operations
 //!   in SQLite or PostgreSQL, with the same SQL and migrations on both.
 
+pub mod auth;
 pub mod hub;
 pub mod routes;
+pub mod server;
 pub mod store;
+pub mod tls;

@@ -18,6 +18,7 @@
 //! Not here yet: TLS, bearer-token checks (clients.md §5.9), the token routes,
 //! the agent channel under `/netwatch/v1`.
 
+mod agents;
 mod bootstrap;
 mod compute;
 mod files;
@@ -40,6 +41,7 @@ use netwatch_api::resource::{DEFAULT_SUBSCRIPTION_ID, Location, SubscriptionId};
 use netwatch_storage::Accounts;
 use tower::Layer;
 
+use crate::auth::{self, Tokens};
 use crate::hub::Hub;
 use crate::store::{Store, StoreError};
 
@@ -71,6 +73,9 @@ pub struct ApiConfig {
     pub tenant_id: String,
     /// Locations hosts may be in and watchers exist for.
     pub locations: Vec<KnownLocation>,
+    /// Who may call; `None` lets everyone in (in-process tests only: `netwatch
+    /// server` always has tokens).
+    pub auth: Option<Tokens>,
     /// Scheme of the URLs the API hands out (monitor links, metadata):
     /// `http` until the controller terminates TLS itself or sits behind a proxy.
     pub scheme: String,
@@ -93,6 +98,7 @@ impl Default for ApiConfig {
             subscription: SubscriptionId::default_subscription(),
             tenant_id: DEFAULT_SUBSCRIPTION_ID.to_owned(),
             locations,
+            auth: None,
             scheme: "http".to_owned(),
         }
     }
@@ -142,6 +148,7 @@ pub fn router(state: AppState) -> Router {
             "/subscriptions/{subscription}/providers/{namespace}",
             get(bootstrap::get_provider),
         )
+        .merge(agents::routes())
         .merge(network_watchers::routes())
         .merge(packet_captures::routes())
         .merge(compute::routes())
@@ -150,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state);
     // Routing happens inside `arm`, so the rewrite must wrap it from outside.
     let normalized = axum::middleware::map_request(normalize_request).layer(arm);
@@ -249,7 +257,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    fn with_status(status: StatusCode, code: &'static str, error: ApiError) -> Self {
+    pub(crate) fn with_status(status: StatusCode, code: &'static str, error: ApiError) -> Self {
         Self { error, status, code }
     }
 
@@ -394,14 +402,14 @@ fn retry_after() -> (header::HeaderName, HeaderValue) {
 }
 
 /// Milliseconds since the epoch.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A fresh GUID (operation ids, etags). Not a secret.
-fn new_guid() -> String {
+pub(crate) fn new_guid() -> String {
     // v7: time-ordered, so operation rows and etags sort by creation.
     uuid::Uuid::now_v7().to_string()
 }
@@ -410,16 +418,7 @@ fn new_guid() -> String {
 fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days (http://howardhinnant.github.io/date_algorithms.html).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = netwatch_storage::blob_path::civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,

@@ -445,6 +445,30 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Ends every operation of `kind` on `resource_id` that is still in
+    /// progress (an agent's report settles them); how many it ended.
+    pub async fn finish_operations_of(
+        &self,
+        resource_id: &str,
+        kind: &str,
+        status: &str,
+        error_json: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET status = $1, error_json = $2, updated_ms = $3
+             WHERE resource_key = $4 AND kind = $5 AND status = 'InProgress'",
+        )
+        .bind(status)
+        .bind(error_json)
+        .bind(now_ms)
+        .bind(key(resource_id))
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
         let row = sqlx::query_as(
             "SELECT id, resource_key AS resource_id, kind, status, error_json, created_ms, updated_ms

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use netwatch_controller::routes::{ApiConfig, AppState, MAX_BODY_BYTES, router};
 use netwatch_controller::store::{OperationRecord, Store, VmRecord};
-use netwatch_storage::Accounts;
+use netwatch_storage::{AccountConfig, AccountKind, Accounts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -65,7 +65,18 @@ impl Api {
             };
             store.upsert_vm(&vm).await.unwrap();
         }
-        let router = router(AppState::new(store.clone(), ApiConfig::default(), Accounts::default()));
+        let account = AccountConfig::new(
+            "acct",
+            AccountKind::Local {
+                path: dir.path().join("storage"),
+            },
+        )
+        .unwrap();
+        let router = router(AppState::new(
+            store.clone(),
+            ApiConfig::default(),
+            Accounts::new(vec![account]),
+        ));
         Api {
             router,
             store,
@@ -155,11 +166,19 @@ async fn a_capture_lives_and_dies() {
     assert_eq!(watchers.body["value"][0]["id"], NW);
     assert_eq!(watchers.body["value"][0]["location"], "westus");
 
-    // the monitor answers Succeeded, with no Retry-After
+    // the file's place in the storage account, at Azure's path
+    let storage_path = body["properties"]["storageLocation"]["storagePath"].as_str().unwrap();
+    let prefix = format!(
+        "http://{HOST}/netwatch/v1/storage/acct/network-watcher-logs/subscriptions/{SUB}/resourcegroups/rg1/providers/microsoft.compute/virtualmachines/vm1/"
+    );
+    assert!(storage_path.starts_with(&prefix), "{storage_path}");
+    assert!(storage_path.ends_with(".cap"), "{storage_path}");
+
+    // no agent is connected: the monitor says InProgress, with Retry-After
     let path = monitor.strip_prefix(&format!("http://{HOST}")).unwrap();
     let op = api.get(path).await;
-    assert_eq!((op.status, &op.body["status"]), (StatusCode::OK, &json!("Succeeded")));
-    assert_eq!(op.header("retry-after"), None);
+    assert_eq!((op.status, &op.body["status"]), (StatusCode::OK, &json!("InProgress")));
+    assert_eq!(op.header("retry-after"), Some("1"));
 
     // show and list return the same resource
     let shown = api.get(&format!("{pc}?{V}")).await;
@@ -185,6 +204,10 @@ async fn a_capture_lives_and_dies() {
     let status = api.post(&format!("{pc}/queryStatus?{V}")).await;
     assert_eq!(status.body["packetCaptureStatus"], "Stopped");
     assert_eq!(status.body["stopReason"], "ManualStop");
+    // stopping before any agent ran it settles the create
+    let op = api.get(path).await;
+    assert_eq!((op.status, &op.body["status"]), (StatusCode::OK, &json!("Succeeded")));
+    assert_eq!(op.header("retry-after"), None);
 
     // a stopped capture may be created again, replacing it
     let again = api.put(&format!("{pc}?{V}"), &capture_body("vm1")).await;
@@ -310,6 +333,13 @@ async fn network_watchers() {
     assert_eq!(gone.status, StatusCode::NO_CONTENT);
 }
 
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
 #[tokio::test]
 async fn an_operation_in_progress_asks_to_retry() {
     let api = Api::new().await;
@@ -319,8 +349,8 @@ async fn an_operation_in_progress_asks_to_retry() {
         kind: "create".into(),
         status: "InProgress".into(),
         error_json: None,
-        created_ms: 1,
-        updated_ms: 1,
+        created_ms: now_ms(),
+        updated_ms: now_ms(),
     };
     api.store.insert_operation(&op).await.unwrap();
     let path = format!("/subscriptions/{SUB}/providers/Microsoft.Network/locations/westus/operations/op-1?{V}");
@@ -342,6 +372,26 @@ async fn an_operation_in_progress_asks_to_retry() {
     assert_eq!(answer.body["status"], "Failed");
     assert_eq!(answer.body["error"]["code"], "CaptureFailed");
     assert_eq!(answer.header("retry-after"), None);
+
+    // a create whose agent never started it reads Failed after a minute
+    let stale = OperationRecord {
+        id: "op-2".into(),
+        created_ms: now_ms() - 61_000,
+        ..op
+    };
+    api.store.insert_operation(&stale).await.unwrap();
+    let path = format!("/subscriptions/{SUB}/providers/Microsoft.Network/locations/westus/operations/op-2?{V}");
+    let answer = api.get(&path).await;
+    assert_eq!(answer.body["status"], "Failed", "{}", answer.body);
+    assert_eq!(answer.body["error"]["code"], "AgentStopped");
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is it connected"),
+        "{}",
+        answer.body
+    );
 }
 
 /// method, uri, body, expected status, ARM code and target.

@@ -1,5 +1,6 @@
 //! The one netwatch binary: picks a subcommand and calls its `run`. Every role
-//! lives here (DESIGN §1); today that is the local capture.
+//! lives here (DESIGN §1): the controller (`server`), the host agent (`agent`),
+//! both with local storage on one machine (`up`), and the local capture.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage or configuration error (STYLE 11).
 
@@ -7,7 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod capture;
+mod server;
+mod up;
 
 /// Remote packet capture for fleets of Linux hosts, compatible with Azure Network Watcher.
 #[derive(Debug, Parser)]
@@ -19,6 +23,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run netwatch on this machine: controller, agent and local storage, on 127.0.0.1 (the embedded default).
+    Up(up::Args),
+    /// Run the controller: the ARM-compatible REST API and the agents' hub.
+    Server(server::Args),
+    /// Run the agent on this host: registers it as a VM and runs the captures the controller pushes.
+    Agent(agent::Args),
     /// Capture packets on this host into a pcap file, like tcpdump, with Azure's filters and limits.
     Capture(capture::Args),
 }
@@ -30,15 +40,23 @@ pub struct UsageError(pub String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Services log what they do; the capture command keeps stderr for its summary.
+    let default_level = match cli.command {
+        Command::Capture(_) => "warn",
+        Command::Up(_) | Command::Server(_) | Command::Agent(_) => "info",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     let result = match cli.command {
         Command::Capture(args) => capture::run(args),
+        Command::Up(args) => up::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Agent(args) => agent::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -50,5 +68,28 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// The async runtime of the long-running roles.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        // Without a SIGTERM handler, Ctrl-C still stops the process cleanly.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }

@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 mod capture;
+mod sdk;
 mod util;

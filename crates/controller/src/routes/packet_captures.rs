@@ -7,9 +7,8 @@
 //!
 //! Status codes: PUT 201 + `Azure-AsyncOperation` + `Retry-After` (never 200:
 //! clients.md §5.4); GET and list 200; queryStatus 200 with the status; stop
-//! 200 `{}`; DELETE 204. queryStatus, stop and delete answer synchronously
-//! (api-contract.md §1.4, "the simplest path"), so there is no
-//! `operationResults` monitor yet.
+//! 202 + `Location` while the agent finalizes and uploads the file (200 `{}`
+//! when there is nothing to wait for); DELETE 204.
 //!
 //! *Our choices* where the contract is silent:
 //! - the target must be a VM whose agent registered, in the watcher's
@@ -19,19 +18,28 @@
 //!   (DESIGN §2, "created on first use"); any other missing watcher is a 404;
 //! - a PUT over a capture that is Stopped or Error replaces it; over one
 //!   NotStarted or Running it is a 409;
-//! - provisioning succeeds when the capture is stored (starting it is the
-//!   agent's, seen in `packetCaptureStatus`), so the create's operation is
-//!   recorded as Succeeded at once;
-//! - until the agent side exists, stop moves NotStarted/Running to Stopped
-//!   with `ManualStop` right away; stopping a Stopped/Error capture is a no-op;
+//! - `storageLocation.storageId` must name a configured storage account; the
+//!   server sets `storagePath` to where the file will be downloadable;
+//! - the capture is pushed to the target's agent at once; the create's
+//!   operation stays InProgress until the agent has started it (Succeeded) or
+//!   could not (Failed, with the agent's reason), so `begin_create().result()`
+//!   returns a capture that runs; an agent that is not connected gets it when
+//!   it connects, and after [`START_TIMEOUT_MS`] the operation reads Failed;
+//! - stop of a Running capture whose agent is connected is pushed to it and
+//!   answers 202 + `Location`; the monitor completes when the agent reports
+//!   the capture Stopped and its upload over. A NotStarted capture, or one
+//!   whose agent is away, is marked Stopped with `ManualStop` at once (the
+//!   agent is told when it is back); stopping a Stopped/Error capture is a no-op;
 //! - DELETE of a missing capture under an existing watcher is 204 (ARM's
-//!   idempotent delete); it never touches capture files.
+//!   idempotent delete); a running one is stopped first; it never touches
+//!   capture files.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use netwatch_api::agent::{ControllerMessage, DOWNLOAD_PREFIX};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::packet_capture::{
     NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, PacketCaptureQueryStatusResult, PacketCaptureResult,
@@ -45,15 +53,16 @@ use super::{
     AZURE_ASYNC_OPERATION, AppState, ArmBody, ArmVersion, HttpError, base_url, header_value, new_guid, now_ms,
     retry_after, rfc3339, subscription,
 };
+use crate::hub::{ERROR, NOT_STARTED, RUNNING, STOPPED, capture_blob_path, start_message};
 use crate::store::{CaptureRecord, OperationRecord, StoreError, WatcherRecord};
 
-/// Stored capture statuses (`CaptureRecord::status`).
-const NOT_STARTED: &str = "NotStarted";
-const RUNNING: &str = "Running";
-const STOPPED: &str = "Stopped";
 /// Stored operation statuses (`OperationRecord::status`).
 const IN_PROGRESS: &str = "InProgress";
 const SUCCEEDED: &str = "Succeeded";
+const FAILED: &str = "Failed";
+/// How long a create waits for the agent to start the capture before its
+/// operation reads Failed (the capture stays, and starts when the agent is back).
+pub(crate) const START_TIMEOUT_MS: i64 = 60_000;
 /// How often stop re-reads a capture another writer changed under it.
 const STALE_RETRIES: usize = 3;
 
@@ -68,6 +77,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route(
             "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operations/{operation}",
             get(operation_status),
+        )
+        .route(
+            "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operationresults/{operation}",
+            get(operation_result),
         )
 }
 
@@ -200,7 +213,7 @@ async fn create(
     }
     let existing = state.store.get_capture(&id.to_string()).await?;
     if let Some(existing) = &existing
-        && !matches!(existing.status.as_str(), STOPPED | "Error")
+        && !matches!(existing.status.as_str(), STOPPED | ERROR)
     {
         let message = format!(
             "packet capture {} is {}: stop it (POST …/stop) or delete it before creating it again",
@@ -210,11 +223,32 @@ async fn create(
         return Err(ApiError::conflict(message).into());
     }
 
+    let storage = match capture.output().storage_account() {
+        Some(account_id) => {
+            let name = account_id.name().as_str();
+            if state.storage.get(name).is_none() {
+                let known: Vec<&str> = state.storage.list().iter().map(|a| a.name.as_str()).collect();
+                let message = format!(
+                    "storage account {name:?} is not configured on this controller: use one of [{}] \
+                     (`netwatch storage account list` shows them)",
+                    known.join(", ")
+                );
+                return Err(ApiError::bad_request("properties.storageLocation.storageId", message).into());
+            }
+            Some(name.to_owned())
+        }
+        None => None,
+    };
+
     // Everything is checked; write.
     let now = now_ms();
-    let request = PacketCapture {
-        properties: capture.to_parameters(),
-    };
+    let mut parameters = capture.to_parameters();
+    if let Some(account) = &storage {
+        let blob = capture_blob_path(&vm.id, now)
+            .ok_or_else(|| ApiError::internal(format!("stored VM id {} is unreadable", vm.id), NoSource))?;
+        parameters.storage_location.storage_path = Some(format!("{base}{DOWNLOAD_PREFIX}/{account}/{blob}"));
+    }
+    let request = PacketCapture { properties: parameters };
     let request_json =
         serde_json::to_string(&request).map_err(|err| ApiError::internal("serialize the capture definition", err))?;
     let etag = format!("W/\"{}\"", new_guid());
@@ -237,7 +271,7 @@ async fn create(
         id: new_guid(),
         resource_id: id.to_string(),
         kind: "create".to_owned(),
-        status: SUCCEEDED.to_owned(),
+        status: IN_PROGRESS.to_owned(),
         error_json: None,
         created_ms: now,
         updated_ms: now,
@@ -245,9 +279,6 @@ async fn create(
     if new_watcher {
         state.store.ensure_watcher(&watcher).await?;
     }
-    // The operation first: should the capture insert fail, an unreferenced
-    // operation is all that is left behind.
-    state.store.insert_operation(&operation).await?;
     if let Some(existing) = &existing {
         state.store.delete_capture(&existing.id).await?;
     }
@@ -259,7 +290,12 @@ async fn create(
         }
         Err(err) => return Err(err.into()),
     }
-    tracing::info!(capture = %id, target = %vm.id, "packet capture created");
+    // After the capture: an operation whose capture failed to insert would
+    // otherwise stay InProgress until it times out.
+    state.store.insert_operation(&operation).await?;
+    let start = start_message(&record).map_err(|err| ApiError::internal("build the agent's start message", err))?;
+    let pushed = state.hub.send(&vm.id, ControllerMessage::Start(start));
+    tracing::info!(capture = %id, target = %vm.id, pushed, "packet capture created");
 
     let monitor = format!(
         "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operations/{}?api-version={version}",
@@ -274,9 +310,15 @@ async fn create(
         ),
         retry_after(),
     ];
-    let body = capture.to_result(&id, Some(etag), ProvisioningState::Succeeded);
+    let mut body = result_of(&record)?;
+    body.properties.provisioning_state = ProvisioningState::Succeeded;
     Ok((StatusCode::CREATED, headers, Json(body)).into_response())
 }
+
+/// A message-only cause for [`ApiError::internal`].
+#[derive(Debug, thiserror::Error)]
+#[error("no further cause")]
+struct NoSource;
 
 /// `POST …/queryStatus`: 200 with what the store knows.
 async fn query_status(
@@ -303,16 +345,51 @@ async fn query_status(
     }))
 }
 
-/// `POST …/stop`: 200 `{}` once the capture is Stopped.
+/// `POST …/stop`: 202 + `Location` while the agent stops the capture and
+/// uploads its file; 200 `{}` when there is nothing to wait for (module doc).
 async fn stop(
     State(state): State<AppState>,
     Path(path): Path<CapturePath>,
-    _version: ArmVersion,
-) -> Result<Json<Value>, HttpError> {
+    ArmVersion(version): ArmVersion,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, HttpError> {
+    let base = base_url(&state.config, &headers, &uri)?;
     let mut record = find_capture(&state, &path).await?;
+    if record.status == RUNNING && state.hub.is_connected(&record.target_id) {
+        let now = now_ms();
+        let operation = OperationRecord {
+            id: new_guid(),
+            resource_id: record.id.clone(),
+            kind: "stop".to_owned(),
+            status: IN_PROGRESS.to_owned(),
+            error_json: None,
+            created_ms: now,
+            updated_ms: now,
+        };
+        state.store.insert_operation(&operation).await?;
+        let stop = ControllerMessage::Stop {
+            capture_id: record.id.clone(),
+        };
+        if state.hub.send(&record.target_id, stop) {
+            tracing::info!(capture = %record.id, "packet capture stop sent to its agent");
+            let watcher = find_watcher(&state, (&path.0, &path.1, &path.2)).await?;
+            let monitor = format!(
+                "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operationResults/{}?api-version={version}",
+                path.0, watcher.location, operation.id
+            );
+            let headers = [(header::LOCATION, header_value(&monitor)?), retry_after()];
+            return Ok((StatusCode::ACCEPTED, headers, Json(json!({}))).into_response());
+        }
+        // The agent went away between the check and the send: stop it here.
+        state
+            .store
+            .finish_operation(&operation.id, SUCCEEDED, None, now_ms())
+            .await?;
+    }
     for _ in 0..STALE_RETRIES {
         if !matches!(record.status.as_str(), NOT_STARTED | RUNNING) {
-            return Ok(Json(json!({})));
+            return Ok(Json(json!({})).into_response());
         }
         record.status = STOPPED.to_owned();
         record.stop_reason = Some(StopReason::ManualStop.as_str().to_owned());
@@ -320,8 +397,17 @@ async fn stop(
         record.updated_ms = now_ms();
         match state.store.update_capture(&record).await {
             Ok(_) => {
+                // An agent that has it (or is starting it) stops when it hears this.
+                let stop = ControllerMessage::Stop {
+                    capture_id: record.id.clone(),
+                };
+                state.hub.send(&record.target_id, stop);
+                state
+                    .store
+                    .finish_operations_of(&record.id, "create", SUCCEEDED, None, now_ms())
+                    .await?;
                 tracing::info!(capture = %record.id, "packet capture stopped");
-                return Ok(Json(json!({})));
+                return Ok(Json(json!({})).into_response());
             }
             Err(StoreError::Stale(_)) => record = find_capture(&state, &path).await?,
             Err(err) => return Err(err.into()),
@@ -331,7 +417,8 @@ async fn stop(
     Err(ApiError::conflict(message).into())
 }
 
-/// `DELETE …/packetCaptures/{name}`: 204, whether it existed or not.
+/// `DELETE …/packetCaptures/{name}`: 204, whether it existed or not. A capture
+/// still running is stopped on its host first (its file is kept and uploaded).
 async fn delete(
     State(state): State<AppState>,
     Path(path): Path<CapturePath>,
@@ -339,10 +426,73 @@ async fn delete(
 ) -> Result<StatusCode, HttpError> {
     let id = capture_id(&state, &path)?;
     find_watcher(&state, (&path.0, &path.1, &path.2)).await?;
+    if let Some(record) = state.store.get_capture(&id.to_string()).await?
+        && matches!(record.status.as_str(), NOT_STARTED | RUNNING)
+    {
+        let stop = ControllerMessage::Stop {
+            capture_id: record.id.clone(),
+        };
+        state.hub.send(&record.target_id, stop);
+    }
     if state.store.delete_capture(&id.to_string()).await? {
         tracing::info!(capture = %id, "packet capture deleted");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An operation's record, its status read as of now: a create still waiting
+/// for its agent after [`START_TIMEOUT_MS`] reads Failed.
+async fn find_operation(
+    state: &AppState,
+    (sub, location, operation): (&str, &str, &str),
+) -> Result<OperationRecord, HttpError> {
+    subscription(&state.config, sub)?;
+    Location::parse("location", location)?;
+    let Some(mut record) = state.store.get_operation(operation).await? else {
+        let message = format!("operation {operation:?} was not found");
+        return Err(ApiError::new(ErrorCode::NotFound, message).into());
+    };
+    if record.status == IN_PROGRESS && record.kind == "create" && now_ms() - record.created_ms > START_TIMEOUT_MS {
+        record.status = FAILED.to_owned();
+        let message = format!(
+            "the target's agent did not start the capture within {} s: is it connected? \
+             (the capture starts when it connects; queryStatus shows it)",
+            START_TIMEOUT_MS / 1000
+        );
+        record.error_json = Some(json!({"error": {"code": "AgentStopped", "message": message}}).to_string());
+    }
+    Ok(record)
+}
+
+/// `GET …/locations/{location}/operationResults/{id}`: the `Location` monitor
+/// of a stop: 202 + `Location` + `Retry-After` while in progress, then 200 `{}`
+/// (or the operation's error).
+async fn operation_result(
+    State(state): State<AppState>,
+    Path((sub, location, operation)): Path<(String, String, String)>,
+    _version: ArmVersion,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, HttpError> {
+    let record = find_operation(&state, (&sub, &location, &operation)).await?;
+    match record.status.as_str() {
+        IN_PROGRESS => {
+            let base = base_url(&state.config, &headers, &uri)?;
+            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let again = format!("{base}{}{query}", uri.path());
+            let headers = [(header::LOCATION, header_value(&again)?), retry_after()];
+            Ok((StatusCode::ACCEPTED, headers).into_response())
+        }
+        SUCCEEDED => Ok(Json(json!({})).into_response()),
+        _ => {
+            let error = record
+                .error_json
+                .as_deref()
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                .unwrap_or_else(|| json!({"error": {"code": "InternalError", "message": "the operation failed"}}));
+            Ok((StatusCode::INTERNAL_SERVER_ERROR, Json(error)).into_response())
+        }
+    }
 }
 
 /// `GET …/locations/{location}/operations/{id}`: `AzureAsyncOperationResult`,
@@ -352,12 +502,7 @@ async fn operation_status(
     Path((sub, location, operation)): Path<(String, String, String)>,
     _version: ArmVersion,
 ) -> Result<Response, HttpError> {
-    subscription(&state.config, &sub)?;
-    Location::parse("location", &location)?;
-    let Some(record) = state.store.get_operation(&operation).await? else {
-        let message = format!("operation {operation:?} was not found");
-        return Err(ApiError::new(ErrorCode::NotFound, message).into());
-    };
+    let record = find_operation(&state, (&sub, &location, &operation)).await?;
     let mut body = json!({ "name": record.id, "status": record.status });
     if let Some(error) = record
         .error_json

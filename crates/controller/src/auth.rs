@@ -1,0 +1,166 @@
+//! Who may call the controller: bearer tokens (clients.md §5.9).
+//!
+//! Two roles today (issue 6 adds reader/operator and per-agent credentials):
+//! - **admin**: every client route (the ARM API, downloads);
+//! - **agent**: the agent channel and uploads under `/netwatch/v1/agent/`
+//!   (an enrollment token; admin tokens work there too).
+//!
+//! Tokens are never stored: the configuration holds their SHA-256 digests
+//! (`sha256:<hex>`), so a leaked config file lets no one in. A token is 32
+//! random bytes in hex, high-entropy, so a plain digest (no salt, no slow
+//! hash) is enough.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use netwatch_api::error::{ApiError, ErrorCode};
+use sha2::{Digest, Sha256};
+
+use crate::routes::{AppState, HttpError};
+
+/// Prefix of stored token digests.
+const DIGEST_PREFIX: &str = "sha256:";
+
+/// Paths anyone may read: az fetches the metadata before it has a token.
+const PUBLIC_PATHS: &[&str] = &["/metadata/endpoints", "/netwatch/v1/health"];
+
+/// Where agents' routes live.
+const AGENT_PREFIX: &str = "/netwatch/v1/agent/";
+
+/// A caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Agent,
+}
+
+/// The accepted tokens, as digests.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    admin: Vec<String>,
+    agent: Vec<String>,
+}
+
+/// A stored digest that is not `sha256:` and 64 hex digits.
+#[derive(Debug, thiserror::Error)]
+#[error("token digest {0:?} is not \"sha256:\" followed by 64 hex digits (`netwatch up` writes them)")]
+pub struct BadDigest(String);
+
+impl Tokens {
+    /// Tokens from their stored digests (`sha256:<hex>`).
+    pub fn from_digests(admin: &[String], agent: &[String]) -> Result<Self, BadDigest> {
+        let check = |digests: &[String]| -> Result<Vec<String>, BadDigest> {
+            digests
+                .iter()
+                .map(|digest| {
+                    let hex = digest.strip_prefix(DIGEST_PREFIX).unwrap_or("");
+                    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        Ok(digest.to_ascii_lowercase())
+                    } else {
+                        Err(BadDigest(digest.clone()))
+                    }
+                })
+                .collect()
+        };
+        Ok(Self {
+            admin: check(admin)?,
+            agent: check(agent)?,
+        })
+    }
+
+    /// The role `token` carries, if any.
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        let digest = digest(token);
+        if self.admin.contains(&digest) {
+            Some(Role::Admin)
+        } else if self.agent.contains(&digest) {
+            Some(Role::Agent)
+        } else {
+            None
+        }
+    }
+}
+
+/// The stored form of `token`.
+pub fn digest(token: &str) -> String {
+    let hash = Sha256::digest(token.as_bytes());
+    let mut text = String::with_capacity(DIGEST_PREFIX.len() + 64);
+    text.push_str(DIGEST_PREFIX);
+    for byte in hash {
+        write!(text, "{byte:02x}").expect("writing to a String cannot fail");
+    }
+    text
+}
+
+/// A new random token: 32 bytes from the OS, in hex.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let mut text = String::with_capacity(64);
+    for byte in bytes {
+        write!(text, "{byte:02x}").expect("writing to a String cannot fail");
+    }
+    Ok(text)
+}
+
+/// Middleware: lets a request through when its bearer token's role may use
+/// the path; 401 with `WWW-Authenticate` otherwise. A server without tokens
+/// configured ([`crate::routes::ApiConfig::auth`] `None`, tests only) lets
+/// everything through.
+pub(crate) async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(tokens) = &state.config.auth else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if PUBLIC_PATHS.contains(&path) {
+        return next.run(request).await;
+    }
+    let agent_path = path.starts_with(AGENT_PREFIX);
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let message = match token.map(|token| tokens.role_of(token)) {
+        Some(Some(Role::Admin)) => return next.run(request).await,
+        Some(Some(Role::Agent)) if agent_path => return next.run(request).await,
+        Some(Some(Role::Agent)) => "an agent token cannot call the client API: use a client token",
+        Some(None) => "the bearer token is not valid here: use the token `netwatch up` printed (NETWATCH_TOKEN)",
+        None => "the Authorization header is missing: send `Authorization: Bearer <token>`",
+    };
+    let error = HttpError::with_status(
+        StatusCode::UNAUTHORIZED,
+        "AuthenticationFailed",
+        ApiError::new(ErrorCode::AuthenticationFailed, message),
+    );
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_by_digest() {
+        let admin = new_token().unwrap();
+        let agent = new_token().unwrap();
+        assert_eq!(admin.len(), 64);
+        assert_ne!(admin, agent);
+        let tokens = Tokens::from_digests(&[digest(&admin)], &[digest(&agent)]).unwrap();
+        assert_eq!(tokens.role_of(&admin), Some(Role::Admin));
+        assert_eq!(tokens.role_of(&agent), Some(Role::Agent));
+        assert_eq!(tokens.role_of("nope"), None);
+        assert!(Tokens::from_digests(&["md5:00".to_owned()], &[]).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! The agent channel's HTTP side: `GET /netwatch/v1/agent/channel` upgraded
+//! to a WebSocket, served by [`crate::hub::serve_agent`].
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+use axum::routing::get;
+use netwatch_api::agent::CHANNEL_PATH;
+
+use super::AppState;
+use crate::hub;
+
+/// Largest message an agent may send: a hello lists interfaces and captures,
+/// far below this; a bigger frame is a broken or hostile agent.
+const MAX_AGENT_MESSAGE: usize = 1024 * 1024;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route(CHANNEL_PATH, get(channel))
+}
+
+async fn channel(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .max_message_size(MAX_AGENT_MESSAGE)
+        .on_upgrade(move |socket| hub::serve_agent(state, socket))
+}

@@ -1,0 +1,192 @@
+//! `netwatch server`: the controller's configuration file and [`run`], which
+//! serves the API (HTTPS unless configured otherwise) on a listener until shut
+//! down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum_server::accept::NoDelayAcceptor;
+use netwatch_api::resource::SubscriptionId;
+use netwatch_storage::{AccountConfig, AccountKind, Accounts};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{BadDigest, Tokens};
+use crate::routes::{ApiConfig, AppState, router};
+use crate::store::{Store, StoreError};
+
+/// How long open requests and agent channels get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The controller's configuration file (TOML). Relative paths are relative
+/// to the file's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; `127.0.0.1:0` picks a free port.
+    pub listen: SocketAddr,
+    /// `sqlite:///path/state.db` (the default: `state.db` beside the file) or `postgres://…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// The subscription served; default the zero GUID (DESIGN §2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
+    /// Certificate and key; without them the server speaks plain HTTP, which
+    /// az and the Azure SDK refuse to send tokens over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    pub tokens: TokenDigests,
+    /// Where capture files land.
+    #[serde(default)]
+    pub storage: Vec<AccountConfig>,
+}
+
+/// PEM files of the server's certificate chain and key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Digests (`sha256:<hex>`) of the accepted tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenDigests {
+    /// Client tokens (the ARM API, downloads).
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// Agent enrollment tokens.
+    #[serde(default)]
+    pub agent: Vec<String>,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("read the configuration file {path}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {message}")]
+    BadConfig { path: PathBuf, message: String },
+    #[error(transparent)]
+    Tokens(#[from] BadDigest),
+    #[error("open the state store")]
+    Store(#[from] StoreError),
+    #[error("load the TLS certificate {cert} and key {key}")]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serve on the listener")]
+    Serve(#[source] std::io::Error),
+}
+
+impl ServerConfig {
+    /// Reads and checks a configuration file; relative paths in it are made
+    /// relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: ServerConfig = toml::from_str(&text).map_err(|err| ServerError::BadConfig {
+            path: path.to_owned(),
+            message: err.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(tls) = &mut config.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+        }
+        for account in &mut config.storage {
+            match &mut account.kind {
+                AccountKind::Local { path } => *path = base.join(&*path),
+            }
+        }
+        if config.database.is_none() {
+            config.database = Some(format!("sqlite://{}", base.join("state.db").display()));
+        }
+        if config.tokens.admin.is_empty() {
+            return Err(ServerError::BadConfig {
+                path: path.to_owned(),
+                message: "[tokens] admin lists no token digest: nobody could use the API".to_owned(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets open
+/// requests finish for a few seconds.
+pub async fn run(
+    config: ServerConfig,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let database = config
+        .database
+        .clone()
+        .unwrap_or_else(|| "sqlite://state.db".to_owned());
+    let store = Store::open(&database).await?;
+    let mut api = ApiConfig::default();
+    if let Some(subscription) = &config.subscription {
+        api.subscription =
+            SubscriptionId::parse("subscription", subscription).map_err(|err| ServerError::BadConfig {
+                path: PathBuf::from("subscription"),
+                message: err.to_string(),
+            })?;
+    }
+    api.auth = Some(Tokens::from_digests(&config.tokens.admin, &config.tokens.agent)?);
+    api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
+    let state = AppState::new(store.clone(), api, Accounts::new(config.storage.clone()));
+    let app = router(state).into_make_service();
+    let address = listener.local_addr().map_err(ServerError::Serve)?;
+
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    match &config.tls {
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|source| ServerError::Tls {
+                    cert: tls.cert.clone(),
+                    key: tls.key.clone(),
+                    source,
+                })?;
+            tracing::info!(%address, "controller listening (https)");
+            // TCP_NODELAY: a Start pushed right after a small frame must not
+            // wait ~40 ms for the agent's delayed ACK (Nagle).
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(NoDelayAcceptor::new());
+            axum_server::from_tcp(listener)
+                .map_err(ServerError::Serve)?
+                .acceptor(acceptor)
+                .handle(handle)
+                .serve(app)
+                .await
+                .map_err(ServerError::Serve)?;
+        }
+        None => {
+            tracing::info!(%address, "controller listening (http)");
+            axum_server::from_tcp(listener)
+                .map_err(ServerError::Serve)?
+                .acceptor(NoDelayAcceptor::new())
+                .handle(handle)
+                .serve(app)
+                .await
+                .map_err(ServerError::Serve)?;
+        }
+    }
+    store.close().await;
+    tracing::info!("controller stopped");
+    Ok(())
+}

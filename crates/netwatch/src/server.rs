@@ -1,0 +1,57 @@
+//! `netwatch server --config FILE`: the controller alone (DESIGN §1), for
+//! deployments where agents run on other hosts. `netwatch up` writes such a
+//! file; the controller crate documents its keys.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use netwatch_controller::server::{self, ServerConfig, ServerError};
+
+use crate::UsageError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The controller's configuration file (TOML), e.g. the `config.toml` `netwatch up` wrote.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+
+    /// Listen here instead of the file's `listen` (e.g. 127.0.0.1:0 for any free port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut config = ServerConfig::load(&args.config).map_err(|err| match err {
+        ServerError::ReadConfig { .. } | ServerError::BadConfig { .. } => {
+            anyhow::Error::new(UsageError(format!("{:#}", anyhow::Error::new(err))))
+        }
+        other => anyhow::Error::new(other),
+    })?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let listener = bind(config.listen)?;
+    let url = format!(
+        "{}://{}",
+        if config.tls.is_some() { "https" } else { "http" },
+        listener.local_addr().context("read the listening address")?
+    );
+    eprintln!("netwatch controller listening on {url}");
+    crate::runtime()?.block_on(async move {
+        server::run(config, listener, crate::shutdown_signal())
+            .await
+            .context("run the controller")
+    })
+}
+
+/// A listener on `address`, with the fix in the message when it is taken.
+pub fn bind(address: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(address).map_err(|err| {
+        let fix = if err.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program uses this port: stop it, or pass --listen with another port, 0 for any free one)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(UsageError(format!("cannot listen on {address}: {err}{fix}")))
+    })
+}
