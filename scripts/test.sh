@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # python3 (frame injection and socket traffic in namespaces), setpriv (the
 # missing-capability test), PostgreSQL (the store runs its suite on it too),
 # tshark/capinfos and trafgen (the benchmark).
-need=(iproute2 tcpdump tshark netsniff-ng python3 util-linux procps time postgresql)
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,11 +20,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Python packages (Azure's SDK, ...) in a virtualenv of their own, made again
+# only when the requirements change; tests find its Python in NETWATCH_TEST_PYTHON.
+venv=target/test-venv
+if ! cmp -s scripts/test-requirements.txt "$venv/requirements.txt"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/test-requirements.txt
+  cp scripts/test-requirements.txt "$venv/requirements.txt"
+fi
+export NETWATCH_TEST_PYTHON=$PWD/$venv/bin/python
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; fi
 # Each crate builds alone: the workspace cannot hide a missing dependency.
-for crate in netwatch-api netwatch-capture netwatch-controller; do cargo check -q -p "$crate" --locked; done
+for crate in netwatch-api netwatch-capture netwatch-storage netwatch-controller netwatch-agent; do cargo check -q -p "$crate" --locked; done
 log=$(mktemp)
 eval "$(scripts/test-postgres.sh start)"
 trap 'rm -f "$log"; scripts/test-postgres.sh stop "$PG_TEST_DIR"' EXIT

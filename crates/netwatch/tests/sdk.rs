@@ -55,8 +55,45 @@ struct Deployment {
     url: String,
     token: String,
     ca: PathBuf,
-    _up: Guard,
+    up: Option<Guard>,
     _agent: Guard,
+}
+
+/// Starts `netwatch up --no-agent` in `ns` on `listen` over `data`; the process and its URL.
+fn start_up(ns: &str, dir: &Path, listen: &str) -> (Guard, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("up.log"))
+        .unwrap();
+    let mut up = NetnsPair::exec(ns, netwatch())
+        .args(["up", "--no-agent", "--listen", listen, "--data-dir"])
+        .arg(dir.join("up"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn netwatch up");
+    let stdout = up.stdout.take().unwrap();
+    let up = Guard(up);
+    let mut url = None;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(found) = line.trim().strip_prefix("URL:") {
+            url = Some(found.trim().to_owned());
+            break;
+        }
+    }
+    // Keep reading: the rest of the banner must find a reader.
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = url.unwrap_or_else(|| {
+        panic!(
+            "netwatch up printed no URL; its log:\n{}",
+            std::fs::read_to_string(dir.join("up.log")).unwrap_or_default()
+        )
+    });
+    (up, url)
 }
 
 impl Deployment {
@@ -69,34 +106,8 @@ impl Deployment {
         );
         let pair = NetnsPair::new();
         let dir = tempfile::tempdir().unwrap();
+        let (up, url) = start_up(&pair.b, dir.path(), LISTEN);
         let data = dir.path().join("up");
-        let mut up = NetnsPair::exec(&pair.b, netwatch())
-            .args(["up", "--no-agent", "--listen", LISTEN, "--data-dir"])
-            .arg(&data)
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("up.log")).unwrap()))
-            .spawn()
-            .expect("spawn netwatch up");
-        let stdout = up.stdout.take().unwrap();
-        let up = Guard(up);
-        let mut url = None;
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(found) = line.trim().strip_prefix("URL:") {
-                url = Some(found.trim().to_owned());
-                break;
-            }
-        }
-        // Keep reading: the rest of the banner must find a reader.
-        std::thread::spawn(move || lines.for_each(drop));
-        let url = url.unwrap_or_else(|| {
-            panic!(
-                "netwatch up printed no URL; its log:\n{}",
-                std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
-            )
-        });
         let credentials: toml::Table =
             toml::from_str(&std::fs::read_to_string(data.join("credentials.toml")).unwrap()).unwrap();
         let token = credentials["admin_token"].as_str().unwrap().to_owned();
@@ -120,20 +131,33 @@ impl Deployment {
             url,
             token,
             ca,
-            _up: up,
+            up: Some(up),
             _agent: Guard(agent),
         };
-        // The agent registers the host as VM host-a.
+        deployment.wait_for_agent();
+        deployment
+    }
+
+    /// Waits until the agent has registered the host as VM host-a.
+    fn wait_for_agent(&self) {
         let vm = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{VM}");
         let registered = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
-            deployment.sdk(&["rest", "GET", &format!("{vm}?api-version=2024-07-01")])["status"] == 200
+            self.sdk(&["rest", "GET", &format!("{vm}?api-version=2024-07-01")])["status"] == 200
         });
-        assert!(
-            registered,
-            "the agent did not register within 10 s\n{}",
-            deployment.logs()
-        );
-        deployment
+        assert!(registered, "the agent did not register within 10 s\n{}", self.logs());
+    }
+
+    /// `kill -9` of the controller.
+    fn kill_controller(&mut self) {
+        drop(self.up.take());
+    }
+
+    /// Starts the controller again on the same data and address.
+    fn restart_controller(&mut self) {
+        let listen = self.url.trim_start_matches("https://").to_owned();
+        let (up, url) = start_up(&self.pair.b, self.dir.path(), &listen);
+        assert_eq!(url, self.url);
+        self.up = Some(up);
     }
 
     /// Runs one SDK step; its JSON output.
@@ -178,9 +202,9 @@ impl Deployment {
         self.sdk(&["create", name, &body])
     }
 
-    /// `begin_get_status` until `done` holds for it (bounded: 20 s).
+    /// `begin_get_status` until `done` holds for it (bounded: 30 s).
     fn status_until(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = self.sdk(&["status", name]);
             if done(&status) {
@@ -188,7 +212,7 @@ impl Deployment {
             }
             assert!(
                 Instant::now() < deadline,
-                "capture {name} not {what} within 20 s: {status}\n{}",
+                "capture {name} not {what} within 30 s: {status}\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -339,4 +363,41 @@ fn azure_sdk_captures_end_by_time_and_by_bytes() {
     assert!(size <= 4000, "file of {size} bytes passed totalBytesPerSession 4000");
     // 24-byte header, then records of 16 + 242 bytes: 15 fit in 4000.
     assert_eq!(udp_packets(&file).len(), 15);
+}
+
+#[test]
+fn a_capture_ends_on_time_while_the_controller_is_down_and_is_stored_after() {
+    let mut nw = Deployment::start();
+    nw.create(
+        "sdk-restart",
+        json!({"filters": [{"protocol": "UDP", "localPort": "7201"}], "timeLimitInSeconds": 3}),
+    );
+    let started = Instant::now();
+    nw.kill_controller();
+
+    // The agent owns the capture: it keeps capturing and stops on time alone.
+    send_udp(&nw.pair, &[7201], 20, 100);
+    let local = nw.dir.path().join("agent/captures");
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()) + Duration::from_millis(500));
+    let files: Vec<PathBuf> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(udp_packets(&files[0]).len(), 20, "the agent's own file");
+    let agent_log = std::fs::read_to_string(nw.dir.path().join("agent.log")).unwrap();
+    assert!(
+        agent_log.contains("TimeExceeded"),
+        "the capture did not stop on time without the controller:\n{agent_log}"
+    );
+
+    // The controller is back: the agent reconnects, reports and uploads.
+    nw.restart_controller();
+    let stopped = nw.status_until("sdk-restart", "stopped and uploaded", |s| {
+        s["packetCaptureStatus"] == "Stopped" && s["netwatch"]["uploadState"] == "Succeeded"
+    });
+    assert_eq!(stopped["stopReason"], "TimeExceeded", "{stopped}");
+    assert_eq!(stopped["netwatch"]["packetsCaptured"], 20, "{stopped}");
+    let file = nw.download(&nw.sdk(&["get", "sdk-restart"]));
+    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&files[0]).unwrap());
 }
