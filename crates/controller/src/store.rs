@@ -405,6 +405,22 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Deletes a watcher and every capture under it, in one transaction;
+    /// false when there was no such watcher.
+    pub async fn delete_watcher(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM packet_captures WHERE watcher_key = $1")
+            .bind(key(id))
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM network_watchers WHERE key = $1")
+            .bind(key(id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     // ---- long-running operations ----
 
     pub async fn insert_operation(&self, op: &OperationRecord) -> Result<(), StoreError> {

@@ -331,6 +331,20 @@ async fn network_watchers() {
     // a missing watcher deletes as 204
     let gone = api.send(Method::DELETE, &format!("{NW}?{V}"), None).await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    // an existing one goes with its captures
+    let deleted = api.send(Method::DELETE, &format!("{nw}?{V}"), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get(&format!("{nw}?{V}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&format!("{nw}/packetCaptures/pc1?{V}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let all = api
+        .get(&format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Network/networkWatchers?{V}"
+        ))
+        .await;
+    assert_eq!(all.body, json!({"value": []}));
 }
 
 fn now_ms() -> i64 {
@@ -454,7 +468,6 @@ async fn bad_requests_change_nothing() {
         (Method::PUT, format!("{}?{V}", NW.replace("NetworkWatcherRG", "rg1").replace("NetworkWatcher_westus", "nw2")), Some(json!({"location": "mars"}).to_string().into_bytes()), 400, "InvalidRequestFormat", Some("location")),
         (Method::PUT, format!("{}?{V}", NW.replace("NetworkWatcher_westus", "other")), Some(json!({"location": "westus"}).to_string().into_bytes()), 409, "Conflict", None),
         (Method::PUT, format!("{NW}?{V}"), Some(json!({"location": "eastus"}).to_string().into_bytes()), 400, "InvalidRequestFormat", Some("location")),
-        (Method::DELETE, format!("{NW}?{V}"), None, 409, "Conflict", None),
         (Method::GET, format!("/subscriptions/{SUB}/providers/Microsoft.Nope?{V}"), None, 404, "NotFound", Some("resourceProviderNamespace")),
         (Method::GET, format!("/subscriptions/{SUB}/providers/Microsoft.Network/locations/westus/operations/nope?{V}"), None, 404, "NotFound", None),
     ];

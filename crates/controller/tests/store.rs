@@ -194,6 +194,14 @@ async fn captures_suite(store: &Store) {
     assert!(store.delete_capture(&c.id).await.unwrap());
     assert!(!store.delete_capture(&c.id).await.unwrap());
     assert!(store.get_capture(&c.id).await.unwrap().is_none());
+
+    // a watcher goes with its captures, in one transaction
+    let left = store.list_captures(&w.id).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(store.delete_watcher(&w.id.to_uppercase()).await.unwrap());
+    assert!(store.get_watcher(&w.id).await.unwrap().is_none());
+    assert!(store.get_capture(&left[0].id).await.unwrap().is_none());
+    assert!(!store.delete_watcher(&w.id).await.unwrap());
 }
 
 async fn operations_suite(store: &Store) {
@@ -223,6 +231,23 @@ async fn operations_suite(store: &Store) {
         ("Failed", Some(r#"{"code":"CaptureFailed"}"#), 7)
     );
     assert!(store.get_operation("nope").await.unwrap().is_none());
+
+    // agent reports settle every open operation of a kind on a resource
+    for (id, kind) in [("op-a", "stop"), ("op-b", "stop"), ("op-c", "create")] {
+        let open = OperationRecord {
+            id: id.into(),
+            kind: kind.into(),
+            ..op.clone()
+        };
+        store.insert_operation(&open).await.unwrap();
+    }
+    let settled = store
+        .finish_operations_of(&op.resource_id.to_uppercase(), "stop", "Succeeded", None, 9)
+        .await
+        .unwrap();
+    assert_eq!(settled, 2);
+    assert_eq!(store.get_operation("op-b").await.unwrap().unwrap().status, "Succeeded");
+    assert_eq!(store.get_operation("op-c").await.unwrap().unwrap().status, "InProgress");
 }
 
 #[tokio::test]

@@ -5,20 +5,21 @@
 //!
 //! *Our choices* where the contract is silent: a PUT of an existing watcher
 //! answers 200 and may not change its location; tags are accepted, not kept;
-//! DELETE of a missing watcher is 204 (ARM's idempotent delete) and of an
-//! existing one 409, because the store keeps watchers for good (a watcher
-//! without captures costs nothing and Azure recreates it on use anyway).
+//! DELETE answers 204 whether the watcher existed or not (ARM's idempotent
+//! delete) and takes its packet captures with it, as Azure does (their files stay).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use netwatch_api::agent::ControllerMessage;
 use netwatch_api::error::ApiError;
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName, SubscriptionId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{AppState, ArmBody, ArmVersion, HttpError, now_ms, subscription};
+use crate::hub::{NOT_STARTED, RUNNING};
 use crate::store::WatcherRecord;
 
 /// `networkWatchers`' route, below `/subscriptions/{subscription}/resourcegroups/{group}`.
@@ -161,13 +162,18 @@ async fn delete_watcher(
     _version: ArmVersion,
 ) -> Result<StatusCode, HttpError> {
     let (.., id) = watcher_id(&state, (&sub, &group, &watcher))?;
-    match state.store.get_watcher(&id.to_string()).await? {
-        None => Ok(StatusCode::NO_CONTENT),
-        Some(_) => Err(ApiError::conflict(format!(
-            "network watcher {} cannot be deleted: netwatch keeps one watcher per location for good; \
-             delete its packet captures instead",
-            id.name()
-        ))
-        .into()),
+    // Its captures go with it, as in Azure; those still running are stopped on
+    // their hosts first (their files are kept and uploaded).
+    for capture in state.store.list_captures(&id.to_string()).await? {
+        if matches!(capture.status.as_str(), NOT_STARTED | RUNNING) {
+            let stop = ControllerMessage::Stop {
+                capture_id: capture.id.clone(),
+            };
+            state.hub.send(&capture.target_id, stop);
+        }
     }
+    if state.store.delete_watcher(&id.to_string()).await? {
+        tracing::info!(watcher = %id, "network watcher deleted with its packet captures");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
