@@ -288,6 +288,8 @@ fn azure_sdk_drives_a_remote_capture_end_to_end() {
         status["packetCaptureStatus"] == "Running" && status["netwatch"]["packetsCaptured"] == 80
     });
     assert_eq!(counted["netwatch"]["kernelDrops"], 0, "{counted}");
+    assert!(counted["netwatch"]["agentLastSeen"].is_string(), "{counted}");
+    assert_eq!(counted["netwatch"]["uploadState"], "Pending", "{counted}");
 
     // begin_stop().result() returns once the file is final and uploaded.
     nw.sdk(&["stop", "sdk-walkthrough"]);

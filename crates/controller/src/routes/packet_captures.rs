@@ -330,10 +330,22 @@ async fn query_status(
     let status = serde_json::from_value(Value::String(record.status.clone())).unwrap_or(PcStatus::Unknown);
     let errors: Vec<PcError> = serde_json::from_str(&record.errors_json)
         .map_err(|err| ApiError::internal(format!("stored errors of capture {} are unreadable", record.id), err))?;
-    let netwatch = match record.stats_json.trim() {
+    let mut netwatch = match record.stats_json.trim() {
         "" | "{}" => None,
         stats => serde_json::from_str::<NetwatchCaptureStatus>(stats).ok(),
     };
+    // When the target's agent was last heard from: a Running capture whose
+    // agent went quiet long ago is one to worry about.
+    let last_seen = state
+        .store
+        .get_vm(&record.target_id)
+        .await?
+        .and_then(|vm| vm.last_seen_ms);
+    if let Some(seen) = last_seen {
+        netwatch
+            .get_or_insert_with(NetwatchCaptureStatus::default)
+            .agent_last_seen = Some(rfc3339(seen));
+    }
     Ok(Json(PacketCaptureQueryStatusResult {
         name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
         id: record.id.clone(),
