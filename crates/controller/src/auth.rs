@@ -25,7 +25,11 @@ use crate::routes::{AppState, HttpError};
 const DIGEST_PREFIX: &str = "sha256:";
 
 /// Paths anyone may read: az fetches the metadata before it has a token.
-const PUBLIC_PATHS: &[&str] = &["/metadata/endpoints", "/netwatch/v1/health"];
+const PUBLIC_PATHS: &[&str] = &[
+    "/metadata/endpoints",
+    "/netwatch/v1/health",
+    "/netwatch/v1/openapi.json",
+];
 
 /// Where agents' routes live.
 const AGENT_PREFIX: &str = "/netwatch/v1/agent/";

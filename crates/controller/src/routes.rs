@@ -23,6 +23,7 @@ mod bootstrap;
 mod compute;
 mod files;
 mod network_watchers;
+mod openapi;
 mod packet_captures;
 mod storage_accounts;
 
@@ -154,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compute::routes())
         .merge(storage_accounts::routes())
         .merge(files::routes())
+        .merge(openapi::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

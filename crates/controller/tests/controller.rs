@@ -3,5 +3,6 @@
 
 mod api;
 mod bad_requests;
+mod openapi;
 mod resources;
 mod store;

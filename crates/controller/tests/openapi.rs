@@ -1,0 +1,1245 @@
+//! The OpenAPI document (`crates/controller/openapi.json`, served at
+//! `GET /netwatch/v1/openapi.json`) held against the server it describes:
+//! - it is served, as JSON, without a token, when tokens are configured;
+//! - it is valid OpenAPI 3.0, by `openapi-spec-validator`;
+//! - every documented operation, sent with the document's examples, reaches
+//!   its route and answers one of its documented statuses;
+//! - every route the server serves is documented, with the same methods
+//!   ([`ROUTES`] lists them; a tripwire counts the `.route(` calls in the
+//!   sources, so a new route fails here until it is listed and documented);
+//! - the answers of a whole session (bootstrap, watchers, a capture's life and
+//!   its monitors, VMs, storage accounts, files, errors) have documented
+//!   statuses, headers and content types, and their JSON bodies match the
+//!   documented schemas, by `openapi-schema-validator`.
+//!
+//! The two validators run in the Python that `NETWATCH_TEST_PYTHON` names
+//! (scripts/test.sh makes it); without it these tests fail, they never skip.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use netwatch_controller::auth::{Tokens, digest};
+use netwatch_controller::routes::{ApiConfig, AppState, MAX_BODY_BYTES, router};
+use netwatch_controller::store::{OperationRecord, Store, VmRecord};
+use netwatch_storage::{AccountConfig, AccountKind, Accounts};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// The document as the server embeds it.
+const DOCUMENT: &str = include_str!("../openapi.json");
+const OPENAPI_PATH: &str = "/netwatch/v1/openapi.json";
+/// The paths anyone may call (auth.rs's `PUBLIC_PATHS` that have a route).
+const PUBLIC: [&str; 2] = ["/metadata/endpoints", OPENAPI_PATH];
+
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+const V: &str = "api-version=2024-05-01";
+const HOST: &str = "netwatch.test:8443";
+const ADMIN: &str = "admin-token-of-the-openapi-tests";
+const AGENT: &str = "agent-token-of-the-openapi-tests";
+const NW_WEST: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus";
+const NW_EAST: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_eastus";
+const OPERATIONS: &str =
+    "/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.Network/locations/westus";
+const VM1: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1";
+/// A capture file's path in its account, in Azure's shape.
+const BLOB: &str = "network-watcher-logs/subscriptions/x/2025/01/31/packetcapture_16_39_41_077.cap";
+
+/// Every route the router serves, spelled as routes.rs and routes/*.rs
+/// register them (fixed segments in lower case, axum's parameter names), with
+/// the methods each registers. A new route belongs here and in openapi.json.
+const ROUTES: [(&str, &[&str]); 24] = [
+    ("/metadata/endpoints", &["GET"]),
+    ("/subscriptions", &["GET"]),
+    ("/subscriptions/{subscription}/locations", &["GET"]),
+    ("/subscriptions/{subscription}/providers/{namespace}", &["GET"]),
+    ("/netwatch/v1/agent/channel", &["GET"]),
+    (
+        "/subscriptions/{subscription}/providers/microsoft.network/networkwatchers",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}",
+        &["GET", "PUT", "DELETE"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/packetcaptures",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/packetcaptures/{capture}",
+        &["GET", "PUT", "DELETE"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/packetcaptures/{capture}/querystatus",
+        &["POST"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/packetcaptures/{capture}/stop",
+        &["POST"],
+    ),
+    (
+        "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operations/{operation}",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operationresults/{operation}",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/providers/microsoft.compute/virtualmachines",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}/extensions",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}/extensions/{extension}",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/providers/microsoft.storage/storageaccounts",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.storage/storageaccounts",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.storage/storageaccounts/{account}",
+        &["GET"],
+    ),
+    ("/netwatch/v1/agent/files/{account}/{*path}", &["PUT"]),
+    ("/netwatch/v1/storage/{account}/{*path}", &["GET", "HEAD"]),
+    (OPENAPI_PATH, &["GET"]),
+];
+
+/// Values for [`ROUTES`]' parameters when probing them.
+const ROUTE_VALUES: [(&str, &str); 12] = [
+    ("{subscription}", SUB),
+    ("{group}", "rg1"),
+    ("{watcher}", "nw1"),
+    ("{capture}", "pc1"),
+    ("{location}", "westus"),
+    ("{operation}", "op-1"),
+    ("{namespace}", "Microsoft.Network"),
+    ("{vm}", "vm1"),
+    ("{extension}", "NetworkWatcherAgentLinux"),
+    ("{account}", "captures"),
+    ("{*path}", "a/b.cap"),
+    ("{path}", "a/b.cap"),
+];
+
+/// The HTTP methods an OpenAPI path item may have.
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+// ---------------------------------------------------------------------------
+// The server
+
+struct Api {
+    router: Router,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    /// The content type without parameters, in lower case.
+    fn content_type(&self) -> Option<String> {
+        let value = self.header("content-type")?;
+        Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    }
+
+    /// The router's own 404, for a path no route serves.
+    fn is_no_route(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND
+            && serde_json::from_slice::<Value>(&self.bytes).is_ok_and(|body| {
+                body["error"]["code"] == "NotFound"
+                    && body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|message| message.starts_with("no route for"))
+            })
+    }
+}
+
+/// A request to send: method, path and query, token, headers, body.
+struct Call<'a> {
+    method: Method,
+    uri: String,
+    token: Option<&'a str>,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    /// Whether to say the body's length, as any real client does.
+    content_length: bool,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, uri: impl Into<String>) -> Self {
+        Self {
+            method,
+            uri: uri.into(),
+            token: Some(ADMIN),
+            headers: Vec::new(),
+            body: None,
+            content_length: true,
+        }
+    }
+
+    fn token(mut self, token: Option<&'a str>) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn json(self, body: &Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(body.to_string().into_bytes())
+    }
+
+    fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+impl Api {
+    /// An API with tokens configured, VM `vm1` (rg1, westus, an agent heard
+    /// from) and storage account `captures` (resource group `netwatch`).
+    async fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("state.db").display()))
+            .await
+            .unwrap();
+        let facts = json!({
+            "hostname": "host-1", "agentVersion": "0.1.0", "connectedMs": 5,
+            "interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff", "addresses": ["10.0.0.4/24", "fe80::1/64"]}],
+        });
+        let vm = VmRecord {
+            id: VM1.to_owned(),
+            subscription: SUB.into(),
+            location: "westus".into(),
+            agent_json: facts.to_string(),
+            last_seen_ms: Some(1_738_341_581_077),
+            created_ms: 1,
+        };
+        store.upsert_vm(&vm).await.unwrap();
+        let account = AccountConfig::new(
+            "captures",
+            AccountKind::Local {
+                path: dir.path().join("captures"),
+            },
+        )
+        .unwrap();
+        let config = ApiConfig {
+            auth: Some(Tokens::from_digests(&[digest(ADMIN)], &[digest(AGENT)]).unwrap()),
+            ..ApiConfig::default()
+        };
+        let router = router(AppState::new(store.clone(), config, Accounts::new(vec![account])));
+        Api {
+            router,
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn send(&self, call: Call<'_>) -> Answer {
+        let mut request = Request::builder()
+            .method(call.method)
+            .uri(&call.uri)
+            .header(header::HOST, HOST);
+        if let Some(token) = call.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in &call.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if let Some(body) = &call.body
+            && call.content_length
+        {
+            request = request.header(header::CONTENT_LENGTH, body.len());
+        }
+        let request = request.body(call.body.map_or_else(Body::empty, Body::from)).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        Answer {
+            status,
+            headers,
+            bytes: bytes.to_vec(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The document
+
+fn document() -> Value {
+    serde_json::from_str(DOCUMENT).expect("openapi.json is JSON")
+}
+
+fn document_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json")
+}
+
+/// `value`, its `#/…` reference followed when it is one.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let pointer = reference
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("reference {reference} is not within the document"));
+            let target = doc
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("reference {reference} points at nothing"));
+            resolve(doc, target)
+        }
+        None => value,
+    }
+}
+
+/// One documented operation.
+struct Operation<'a> {
+    path: &'a str,
+    method: Method,
+    id: &'a str,
+    op: &'a Value,
+    /// The path item's and the operation's, references followed.
+    parameters: Vec<&'a Value>,
+}
+
+fn operations(doc: &Value) -> Vec<Operation<'_>> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths is an object") {
+        let shared: Vec<&Value> = item
+            .get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|parameter| resolve(doc, parameter))
+            .collect();
+        for (key, op) in item.as_object().unwrap() {
+            if !METHODS.contains(&key.as_str()) {
+                continue;
+            }
+            let mut parameters = shared.clone();
+            for parameter in op.get("parameters").and_then(Value::as_array).into_iter().flatten() {
+                let parameter = resolve(doc, parameter);
+                parameters.retain(|p| !(p["name"] == parameter["name"] && p["in"] == parameter["in"]));
+                parameters.push(parameter);
+            }
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key} {path} has no operationId"));
+            out.push(Operation {
+                path,
+                method: Method::from_bytes(key.to_ascii_uppercase().as_bytes()).unwrap(),
+                id,
+                op,
+                parameters,
+            });
+        }
+    }
+    out
+}
+
+impl Operation<'_> {
+    /// Whether a token is needed: the operation's `security`, or the document's.
+    fn secured(&self, doc: &Value) -> bool {
+        let security = self.op.get("security").unwrap_or(&doc["security"]);
+        !security.as_array().unwrap().is_empty()
+    }
+
+    /// The request the document's examples make.
+    fn example_call(&self, doc: &Value) -> Call<'static> {
+        let mut path = self.path.to_owned();
+        let mut query = Vec::new();
+        let mut headers = Vec::new();
+        for parameter in &self.parameters {
+            let name = parameter["name"].as_str().unwrap();
+            let Some(example) = parameter.get("example").and_then(Value::as_str) else {
+                assert_ne!(
+                    parameter["required"],
+                    json!(true),
+                    "{} {}: required parameter {name} has no example",
+                    self.method,
+                    self.path
+                );
+                continue;
+            };
+            match parameter["in"].as_str().unwrap() {
+                "path" => path = path.replace(&format!("{{{name}}}"), example),
+                "query" => query.push(format!("{name}={example}")),
+                "header" => headers.push((name.to_owned(), example.to_owned())),
+                other => panic!("{} {}: parameter {name} is in {other}", self.method, self.path),
+            }
+        }
+        assert!(
+            !path.contains('{'),
+            "{} {}: a path parameter is not declared",
+            self.method,
+            self.path
+        );
+        let uri = if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", query.join("&"))
+        };
+        let mut call = Call::new(self.method.clone(), uri).token(self.secured(doc).then_some(ADMIN));
+        call.headers = headers;
+        if let Some(body) = self.op.get("requestBody") {
+            let body = resolve(doc, body);
+            let (media, content) = body["content"].as_object().unwrap().iter().next().unwrap();
+            let example = content
+                .get("example")
+                .unwrap_or_else(|| panic!("{} {}: the request body has no example", self.method, self.path));
+            let bytes = match example {
+                Value::String(text) if media != "application/json" => text.as_bytes().to_vec(),
+                other => other.to_string().into_bytes(),
+            };
+            call = call.header("content-type", media).body(bytes);
+        }
+        call
+    }
+
+    /// The documented response for `status`, references followed.
+    fn response<'d>(&'d self, doc: &'d Value, status: StatusCode) -> Option<&'d Value> {
+        let response = self.op["responses"].get(status.as_str())?;
+        Some(resolve(doc, response))
+    }
+
+    /// Checks `answer` against the documented response of its status: it is
+    /// documented, its content type is, and so are its required headers.
+    fn check_answer(&self, doc: &Value, answer: &Answer, what: &str) {
+        let response = self
+            .response(doc, answer.status)
+            .unwrap_or_else(|| panic!("{what}: {} is not a documented status of {}", answer.status, self.id));
+        for (name, documented) in response.get("headers").and_then(Value::as_object).into_iter().flatten() {
+            let documented = resolve(doc, documented);
+            let value = answer.header(name);
+            if documented["required"] == json!(true) {
+                assert!(value.is_some(), "{what}: the documented header {name} is missing");
+            }
+            if let Some(value) = value
+                && documented["schema"]["type"] == "integer"
+            {
+                assert!(
+                    value.parse::<i64>().is_ok(),
+                    "{what}: header {name} {value:?} is not an integer"
+                );
+            }
+        }
+        let content = response.get("content").and_then(Value::as_object);
+        if self.method == Method::HEAD || answer.bytes.is_empty() {
+            return;
+        }
+        let content = content.unwrap_or_else(|| panic!("{what}: the answer has a body, but the document none"));
+        let content_type = answer
+            .content_type()
+            .unwrap_or_else(|| panic!("{what}: the answer has a body but no content type"));
+        assert!(
+            content.contains_key(&content_type),
+            "{what}: content type {content_type} is not documented ({:?})",
+            content.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A path with every parameter written `{}` and fixed segments in lower case,
+/// to compare the router's templates and the document's paths.
+fn shape(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "{}".to_owned()
+            } else {
+                segment.to_ascii_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether `uri`'s path is an instance of the documented `template`: fixed
+/// segments in any case, a parameter for one segment, a last `{path}` for the
+/// rest (blob paths).
+fn instance_of(template: &str, uri: &str) -> bool {
+    let path = uri.split('?').next().unwrap();
+    let (template, actual): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    for (index, segment) in template.iter().enumerate() {
+        let Some(value) = actual.get(index) else {
+            return false;
+        };
+        if *segment == "{path}" && index == template.len() - 1 {
+            return !value.is_empty();
+        }
+        let matches = if segment.starts_with('{') {
+            !value.is_empty()
+        } else {
+            segment.eq_ignore_ascii_case(value)
+        };
+        if !matches {
+            return false;
+        }
+    }
+    template.len() == actual.len()
+}
+
+// ---------------------------------------------------------------------------
+// Python
+
+/// The test Python, from the environment; a clear failure without it.
+fn python() -> PathBuf {
+    let Some(python) = std::env::var_os("NETWATCH_TEST_PYTHON") else {
+        panic!(
+            "NETWATCH_TEST_PYTHON is not set: it names a Python with openapi-spec-validator and \
+             openapi-schema-validator installed. scripts/test.sh makes one; by hand: python3 -m venv V && \
+             V/bin/pip install openapi-spec-validator openapi-schema-validator && \
+             NETWATCH_TEST_PYTHON=$PWD/V/bin/python cargo test"
+        );
+    };
+    let python = PathBuf::from(python);
+    assert!(
+        python.exists(),
+        "NETWATCH_TEST_PYTHON={} does not exist",
+        python.display()
+    );
+    python
+}
+
+/// Runs `script` with `args`; its standard output, or a failure with both outputs.
+fn run_python(script: &str, args: &[&Path]) -> String {
+    let python = python();
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("run {}: {err}", python.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} failed ({}):\n{stdout}\n{}",
+        python.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Validates the document (argv[1]) as OpenAPI 3.0.
+const VALIDATE_DOCUMENT: &str = r#"
+import json, sys
+try:
+    from openapi_spec_validator import OpenAPIV30SpecValidator, validate
+except ImportError as err:
+    sys.exit(f"openapi-spec-validator is not installed in {sys.executable}: {err}")
+with open(sys.argv[1], encoding="utf-8") as f:
+    spec = json.load(f)
+validate(spec, cls=OpenAPIV30SpecValidator)
+print(f"valid OpenAPI {spec['openapi']}")
+"#;
+
+/// Validates the JSON bodies of answers (argv[2], a list of
+/// `{operation, status, contentType, body}`) against the schemas the document
+/// (argv[1]) gives their operation, status and content type.
+const VALIDATE_ANSWERS: &str = r##"
+import json, sys, urllib.parse
+try:
+    from openapi_schema_validator import OAS30Validator, oas30_format_checker
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+except ImportError as err:
+    sys.exit(f"openapi-schema-validator is not installed in {sys.executable}: {err}")
+
+BASE = "urn:netwatch:openapi"
+with open(sys.argv[1], encoding="utf-8") as f:
+    doc = json.load(f)
+with open(sys.argv[2], encoding="utf-8") as f:
+    answers = json.load(f)
+registry = Registry().with_resource(BASE, Resource.from_contents(doc, default_specification=DRAFT4))
+where = {}
+for path, item in doc["paths"].items():
+    for method, op in item.items():
+        if isinstance(op, dict) and "operationId" in op:
+            where[op["operationId"]] = ["paths", path, method]
+
+def lookup(parts):
+    node = doc
+    for part in parts:
+        node = node[part]
+    return node
+
+def uri(parts):
+    escaped = (part.replace("~", "~0").replace("/", "~1") for part in parts)
+    return BASE + "#/" + "/".join(urllib.parse.quote(part, safe="") for part in escaped)
+
+failures, checked = [], 0
+for answer in answers:
+    parts = where[answer["operation"]] + ["responses", str(answer["status"])]
+    response = lookup(parts)
+    if "$ref" in response:
+        parts = response["$ref"][2:].split("/")
+        response = lookup(parts)
+    if answer["body"] is None:
+        continue
+    parts = parts + ["content", answer["contentType"], "schema"]
+    validator = OAS30Validator({"$ref": uri(parts)}, registry=registry, format_checker=oas30_format_checker)
+    checked += 1
+    for error in validator.iter_errors(answer["body"]):
+        at = "/".join(str(part) for part in error.absolute_path)
+        body = json.dumps(answer["body"])[:1500]
+        failures.append(f"{answer['operation']} {answer['status']}: {error.message} (at /{at})\n  body: {body}")
+if failures:
+    sys.exit("answers that do not match their documented schemas:\n" + "\n".join(failures))
+print(f"{checked} answers match their schemas")
+"##;
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn the_document_is_served_without_a_token() {
+    let api = Api::new().await;
+    let answer = api.send(Call::new(Method::GET, OPENAPI_PATH).token(None)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.content_type().as_deref(), Some("application/json"));
+    let doc = document();
+    assert_eq!(answer.json(), doc);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!((&bearer["type"], &bearer["scheme"]), (&json!("http"), &json!("bearer")));
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+
+    // The rest of the API still wants a token, and the document says which
+    // operations do.
+    let denied = api
+        .send(Call::new(Method::GET, format!("/subscriptions?{V}")).token(None))
+        .await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    for operation in operations(&doc) {
+        assert_eq!(
+            operation.secured(&doc),
+            !PUBLIC.contains(&operation.path),
+            "{} {}: documented security is wrong",
+            operation.method,
+            operation.path
+        );
+    }
+}
+
+#[test]
+fn the_document_is_valid_openapi_3_0() {
+    let out = run_python(VALIDATE_DOCUMENT, &[&document_path()]);
+    assert!(out.contains("valid OpenAPI 3.0.3"), "{out}");
+}
+
+#[tokio::test]
+async fn every_documented_operation_reaches_its_route() {
+    let api = Api::new().await;
+    let doc = document();
+    let operations = operations(&doc);
+    let served: usize = ROUTES.iter().map(|(_, methods)| methods.len()).sum();
+    assert_eq!(
+        operations.len(),
+        served,
+        "openapi.json documents {} operations, ROUTES has {served}",
+        operations.len()
+    );
+    let mut ids = BTreeSet::new();
+    for operation in &operations {
+        assert!(ids.insert(operation.id), "operationId {} is used twice", operation.id);
+        let call = operation.example_call(&doc);
+        let uri = call.uri.clone();
+        let answer = api.send(call).await;
+        let what = format!(
+            "{} {} ({uri}) answered {}: {}",
+            operation.method,
+            operation.path,
+            answer.status,
+            answer.text()
+        );
+        assert_ne!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{what}");
+        assert!(!answer.is_no_route(), "{what}");
+        operation.check_answer(&doc, &answer, &what);
+    }
+}
+
+#[tokio::test]
+async fn every_served_route_is_documented() {
+    let doc = document();
+    let mut documented: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    for operation in operations(&doc) {
+        documented
+            .entry(shape(operation.path))
+            .or_insert_with(|| (operation.path.to_owned(), BTreeSet::new()))
+            .1
+            .insert(operation.method.to_string());
+    }
+    let served: BTreeMap<String, (&str, BTreeSet<String>)> = ROUTES
+        .iter()
+        .map(|(template, methods)| {
+            let methods = methods.iter().map(|m| (*m).to_owned()).collect();
+            (shape(template), (*template, methods))
+        })
+        .collect();
+    assert_eq!(served.len(), ROUTES.len(), "ROUTES lists a route twice");
+    for (shape, (template, methods)) in &served {
+        let Some((path, documented_methods)) = documented.get(shape) else {
+            panic!("route {template} is served but openapi.json does not document it");
+        };
+        assert_eq!(
+            documented_methods, methods,
+            "{path}: openapi.json documents {documented_methods:?}, the router serves {methods:?}"
+        );
+    }
+    for (shape, (path, _)) in &documented {
+        assert!(
+            served.contains_key(shape),
+            "openapi.json documents {path}, which is not in ROUTES (is it served?)"
+        );
+    }
+
+    // The tripwire: every `.route(` call in the sources is one of ROUTES.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![src.join("routes.rs")];
+    for entry in std::fs::read_dir(src.join("routes")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    let mut registered = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        registered += text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .map(|line| line.matches(".route(").count())
+            .sum::<usize>();
+    }
+    assert_eq!(
+        registered,
+        ROUTES.len(),
+        "the sources register {registered} routes (`.route(` in src/routes.rs and src/routes/), ROUTES lists {}: \
+         add the new route to ROUTES and document it in openapi.json",
+        ROUTES.len()
+    );
+
+    // The router agrees with ROUTES' methods: those listed reach the route,
+    // the others are 405. (HEAD is left out: axum answers it wherever GET is.)
+    let api = Api::new().await;
+    for (template, methods) in ROUTES {
+        let mut uri = template.to_owned();
+        for (parameter, value) in ROUTE_VALUES {
+            uri = uri.replace(parameter, value);
+        }
+        if uri.starts_with("/subscriptions") {
+            uri = format!("{uri}?{V}");
+        }
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+            let answer = api
+                .send(Call::new(Method::from_bytes(method.as_bytes()).unwrap(), &uri))
+                .await;
+            let what = format!("{method} {uri} answered {}: {}", answer.status, answer.text());
+            if methods.contains(&method) {
+                assert_ne!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{what}");
+                assert!(!answer.is_no_route(), "{what}");
+            } else {
+                assert_eq!(
+                    answer.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{what}: a method ROUTES does not list is served"
+                );
+            }
+        }
+    }
+}
+
+/// The answers of a session, each checked against its documented response.
+struct Session<'a> {
+    api: &'a Api,
+    doc: &'a Value,
+    operations: BTreeMap<&'a str, Operation<'a>>,
+    /// `{operation, status, contentType, body}` of every answer, for the schema check.
+    answers: Vec<Value>,
+}
+
+impl<'a> Session<'a> {
+    fn new(api: &'a Api, doc: &'a Value) -> Self {
+        let operations = operations(doc).into_iter().map(|op| (op.id, op)).collect();
+        Self {
+            api,
+            doc,
+            operations,
+            answers: Vec::new(),
+        }
+    }
+
+    /// Sends `call` as operation `id`; its answer must have status `expected`
+    /// and match the document.
+    async fn call(&mut self, id: &str, call: Call<'_>, expected: u16) -> Answer {
+        let operation = &self.operations[id];
+        assert_eq!(call.method, operation.method, "{id}");
+        assert!(
+            instance_of(operation.path, &call.uri),
+            "{} is not an instance of {id}'s {}",
+            call.uri,
+            operation.path
+        );
+        let what = format!("{id}: {} {}", call.method, call.uri);
+        let head = call.method == Method::HEAD;
+        let answer = self.api.send(call).await;
+        let what = format!("{what} answered {}: {}", answer.status, answer.text());
+        assert_eq!(answer.status.as_u16(), expected, "{what}");
+        operation.check_answer(self.doc, &answer, &what);
+        let json = !head && answer.content_type().as_deref() == Some("application/json") && !answer.bytes.is_empty();
+        self.answers.push(json!({
+            "operation": id,
+            "status": answer.status.as_u16(),
+            "contentType": answer.content_type(),
+            "body": if json { answer.json() } else { Value::Null },
+        }));
+        answer
+    }
+}
+
+fn get(uri: impl Into<String>) -> Call<'static> {
+    Call::new(Method::GET, uri)
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// A path and query from an absolute URL this server handed out.
+fn local(url: &str) -> String {
+    url.strip_prefix(&format!("http://{HOST}"))
+        .unwrap_or_else(|| panic!("{url} is not on this server"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn answers_match_their_schemas() {
+    let api = Api::new().await;
+    let doc = document();
+    let mut s = Session::new(&api, &doc);
+    let other_sub = "11111111-1111-1111-1111-111111111111";
+
+    // Bootstrap, and the errors every ARM route shares.
+    s.call("Metadata_GetEndpoints", get("/metadata/endpoints").token(None), 200)
+        .await;
+    s.call("Subscriptions_List", get(format!("/subscriptions?{V}")), 200)
+        .await;
+    s.call(
+        "Subscriptions_List",
+        get(format!("/subscriptions?{V}")).token(None),
+        401,
+    )
+    .await;
+    s.call(
+        "Subscriptions_List",
+        get(format!("/subscriptions?{V}")).token(Some(AGENT)),
+        401,
+    )
+    .await;
+    s.call("Subscriptions_List", get("/subscriptions"), 400).await;
+    s.call("Subscriptions_List", get("/subscriptions?api-version=2023-02-29"), 400)
+        .await;
+    let locations = format!("/subscriptions/{SUB}/locations?{V}");
+    s.call("Subscriptions_ListLocations", get(&locations), 200).await;
+    s.call(
+        "Subscriptions_ListLocations",
+        get(format!("/subscriptions/{other_sub}/locations?{V}")),
+        404,
+    )
+    .await;
+    s.call(
+        "Subscriptions_ListLocations",
+        get(format!("/subscriptions/sub1/locations?{V}")),
+        400,
+    )
+    .await;
+    for namespace in ["Microsoft.Network", "microsoft.compute", "Microsoft.Storage"] {
+        s.call(
+            "Providers_Get",
+            get(format!("/subscriptions/{SUB}/providers/{namespace}?{V}")),
+            200,
+        )
+        .await;
+    }
+    s.call(
+        "Providers_Get",
+        get(format!("/subscriptions/{SUB}/providers/Contoso.Thing?{V}")),
+        404,
+    )
+    .await;
+
+    // Network watchers.
+    let east = format!("{NW_EAST}?{V}");
+    let put = |uri: &str, body: &Value| Call::new(Method::PUT, uri).json(body);
+    s.call(
+        "NetworkWatchers_CreateOrUpdate",
+        put(&east, &json!({"location": "eastus"})),
+        201,
+    )
+    .await;
+    s.call(
+        "NetworkWatchers_CreateOrUpdate",
+        put(&east, &json!({"location": "East US", "tags": {"a": "b"}})),
+        200,
+    )
+    .await;
+    s.call(
+        "NetworkWatchers_CreateOrUpdate",
+        put(&east, &json!({"location": "westus"})),
+        400,
+    )
+    .await;
+    s.call(
+        "NetworkWatchers_CreateOrUpdate",
+        put(&east, &json!({"location": "eastus", "color": 1})),
+        400,
+    )
+    .await;
+    let second = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw2?{V}");
+    s.call(
+        "NetworkWatchers_CreateOrUpdate",
+        put(&second, &json!({"location": "eastus"})),
+        409,
+    )
+    .await;
+    let text = Call::new(Method::PUT, &east)
+        .header("content-type", "text/plain")
+        .body(b"location=eastus".to_vec());
+    s.call("NetworkWatchers_CreateOrUpdate", text, 415).await;
+    let huge = json!({"location": "eastus", "tags": {"a": "x".repeat(MAX_BODY_BYTES)}});
+    s.call("NetworkWatchers_CreateOrUpdate", put(&east, &huge), 413).await;
+    let got = s.call("NetworkWatchers_Get", get(&east), 200).await;
+    s.call("NetworkWatchers_CreateOrUpdate", put(&east, &got.json()), 200)
+        .await;
+    s.call("NetworkWatchers_Get", get(format!("{NW_WEST}?{V}")), 404).await;
+    s.call(
+        "NetworkWatchers_Get",
+        get(format!(
+            "/subscriptions/{SUB}/resourceGroups/rg./providers/Microsoft.Network/networkWatchers/nw1?{V}"
+        )),
+        400,
+    )
+    .await;
+    let all = format!("/subscriptions/{SUB}/providers/Microsoft.Network/networkWatchers?{V}");
+    s.call("NetworkWatchers_ListAll", get(&all), 200).await;
+
+    // A capture's life: created (its watcher with it), shown, running,
+    // stopped, deleted; its monitors on the way.
+    let pc = format!("{NW_WEST}/packetCaptures/pc1");
+    let pc_uri = format!("{pc}?{V}");
+    let body = json!({"properties": {
+        "target": VM1, "targetType": "AzureVM",
+        "storageLocation": {"storageId": format!("/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/captures"), "filePath": "/var/captures/pc1.cap"},
+        "filters": [{"protocol": "TCP", "localPort": "80"}, {"remoteIPAddress": "10.0.0.1-10.0.0.9"}],
+        "timeLimitInSeconds": 60}});
+    let created = s.call("PacketCaptures_Create", put(&pc_uri, &body), 201).await;
+    let monitor = local(created.header("azure-asyncoperation").unwrap());
+    s.call("PacketCaptures_Create", put(&pc_uri, &body), 409).await;
+    let mut bad = body.clone();
+    bad["properties"]["timeLimitInSeconds"] = json!(99_999);
+    let pc2 = format!("{NW_WEST}/packetCaptures/pc2?{V}");
+    s.call("PacketCaptures_Create", put(&pc2, &bad), 400).await;
+    let continuous = json!({"properties": {
+        "target": VM1, "continuousCapture": true,
+        "storageLocation": {"localPath": "/var/captures/ring.cap"},
+        "captureSettings": {"fileCount": 3, "fileSizeInBytes": 1000000}}});
+    s.call("PacketCaptures_Create", put(&pc2, &continuous), 201).await;
+    let missing_watcher = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw9/packetCaptures/pc1?{V}"
+    );
+    s.call("PacketCaptures_Create", put(&missing_watcher, &body), 404).await;
+    s.call("PacketCaptures_Get", get(&pc_uri), 200).await;
+    s.call(
+        "PacketCaptures_Get",
+        get(format!("{NW_WEST}/packetCaptures/pc9?{V}")),
+        404,
+    )
+    .await;
+    s.call("PacketCaptures_List", get(format!("{NW_WEST}/packetCaptures?{V}")), 200)
+        .await;
+    let status = format!("{pc}/queryStatus?{V}");
+    s.call("PacketCaptures_GetStatus", Call::new(Method::POST, &status), 200)
+        .await;
+    s.call("AzureAsyncOperations_Get", get(&monitor), 200).await;
+
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let mut record = api.store.get_capture(&id).await.unwrap().unwrap();
+    record.status = "Running".into();
+    record.started_ms = Some(now_ms());
+    record.stats_json = json!({"packetsCaptured": 10, "bytesCaptured": 1000, "kernelDrops": 0,
+        "fileSizeInBytes": 1184, "uploadState": "Pending"})
+    .to_string();
+    api.store.update_capture(&record).await.unwrap();
+    let running = s
+        .call("PacketCaptures_GetStatus", Call::new(Method::POST, &status), 200)
+        .await;
+    assert_eq!(running.json()["packetCaptureStatus"], "Running");
+    // No agent is connected: the stop is done at once.
+    s.call(
+        "PacketCaptures_Stop",
+        Call::new(Method::POST, format!("{pc}/stop?{V}")),
+        200,
+    )
+    .await;
+    let stopped = s
+        .call("PacketCaptures_GetStatus", Call::new(Method::POST, &status), 200)
+        .await;
+    assert_eq!(stopped.json()["stopReason"], "ManualStop");
+    s.call("AzureAsyncOperations_Get", get(&monitor), 200).await;
+
+    // Monitors: in progress, done, failed, unknown.
+    let operation = OperationRecord {
+        id: "op-stop".into(),
+        resource_id: id.clone(),
+        kind: "stop".into(),
+        status: "InProgress".into(),
+        error_json: None,
+        created_ms: now_ms(),
+        updated_ms: now_ms(),
+    };
+    api.store.insert_operation(&operation).await.unwrap();
+    let result = format!("{OPERATIONS}/operationResults/op-stop?{V}");
+    let waiting = s.call("OperationResults_Get", get(&result), 202).await;
+    // The monitor links to itself (the router's lower-cased spelling of the path).
+    assert!(local(waiting.header("location").unwrap()).eq_ignore_ascii_case(&result));
+    s.call(
+        "AzureAsyncOperations_Get",
+        get(format!("{OPERATIONS}/operations/op-stop?{V}")),
+        200,
+    )
+    .await;
+    api.store
+        .finish_operation("op-stop", "Succeeded", None, now_ms())
+        .await
+        .unwrap();
+    s.call("OperationResults_Get", get(&result), 200).await;
+    let failed = OperationRecord {
+        id: "op-failed".into(),
+        kind: "create".into(),
+        ..operation
+    };
+    api.store.insert_operation(&failed).await.unwrap();
+    let error = r#"{"error":{"code":"CaptureFailed","message":"no such interface"}}"#;
+    api.store
+        .finish_operation("op-failed", "Failed", Some(error), now_ms())
+        .await
+        .unwrap();
+    s.call(
+        "AzureAsyncOperations_Get",
+        get(format!("{OPERATIONS}/operations/op-failed?{V}")),
+        200,
+    )
+    .await;
+    s.call(
+        "OperationResults_Get",
+        get(format!("{OPERATIONS}/operationResults/op-failed?{V}")),
+        500,
+    )
+    .await;
+    s.call(
+        "AzureAsyncOperations_Get",
+        get(format!("{OPERATIONS}/operations/op-none?{V}")),
+        404,
+    )
+    .await;
+    s.call(
+        "OperationResults_Get",
+        get(format!("{OPERATIONS}/operationResults/op-none?{V}")),
+        404,
+    )
+    .await;
+    let bad_location =
+        format!("/subscriptions/{SUB}/providers/Microsoft.Network/locations/west-us/operations/op-stop?{V}");
+    s.call("AzureAsyncOperations_Get", get(bad_location), 400).await;
+
+    s.call("PacketCaptures_Delete", Call::new(Method::DELETE, &pc_uri), 204)
+        .await;
+    s.call("PacketCaptures_Delete", Call::new(Method::DELETE, &pc_uri), 204)
+        .await;
+    s.call(
+        "PacketCaptures_Delete",
+        Call::new(Method::DELETE, &missing_watcher),
+        404,
+    )
+    .await;
+    s.call("PacketCaptures_Get", get(&pc_uri), 404).await;
+
+    // VMs and their agent extension.
+    let vms = format!("/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachines?{V}");
+    s.call("VirtualMachines_ListAll", get(&vms), 200).await;
+    let group_vms = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines");
+    s.call("VirtualMachines_List", get(format!("{group_vms}?{V}")), 200)
+        .await;
+    s.call("VirtualMachines_Get", get(format!("{group_vms}/vm1?{V}")), 200)
+        .await;
+    s.call("VirtualMachines_Get", get(format!("{group_vms}/vm9?{V}")), 404)
+        .await;
+    s.call("VirtualMachines_Get", get(format!("{group_vms}/vm%201?{V}")), 400)
+        .await;
+    s.call(
+        "VirtualMachineExtensions_List",
+        get(format!("{group_vms}/vm1/extensions?{V}")),
+        200,
+    )
+    .await;
+    let extension = format!("{group_vms}/vm1/extensions/NetworkWatcherAgentLinux?{V}");
+    s.call("VirtualMachineExtensions_Get", get(extension), 200).await;
+    s.call(
+        "VirtualMachineExtensions_Get",
+        get(format!("{group_vms}/vm1/extensions/Other?{V}")),
+        404,
+    )
+    .await;
+
+    // Storage accounts.
+    s.call(
+        "StorageAccounts_List",
+        get(format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts?{V}"
+        )),
+        200,
+    )
+    .await;
+    let accounts = format!("/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts");
+    s.call(
+        "StorageAccounts_ListByResourceGroup",
+        get(format!("{accounts}?{V}")),
+        200,
+    )
+    .await;
+    s.call(
+        "StorageAccounts_GetProperties",
+        get(format!("{accounts}/captures?{V}")),
+        200,
+    )
+    .await;
+    s.call(
+        "StorageAccounts_GetProperties",
+        get(format!("{accounts}/archive?{V}")),
+        404,
+    )
+    .await;
+
+    // Files: uploads (an agent's), downloads whole, in a range, past the end.
+    let data: Vec<u8> = (0..=255_u8).cycle().take(1000).collect();
+    let upload = |path: &str| Call::new(Method::PUT, format!("/netwatch/v1/agent/files/{path}")).token(Some(AGENT));
+    s.call(
+        "Files_Upload",
+        upload(&format!("captures/{BLOB}")).body(data.clone()),
+        201,
+    )
+    .await;
+    let mut no_length = upload("captures/a.cap").body(data.clone());
+    no_length.content_length = false;
+    s.call("Files_Upload", no_length, 411).await;
+    s.call("Files_Upload", upload("archive/a.cap").body(data.clone()), 404)
+        .await;
+    s.call("Files_Upload", upload("captures/a/../b.cap").body(data.clone()), 400)
+        .await;
+    s.call("Files_Upload", upload("captures/dir/x.cap").body(data.clone()), 201)
+        .await;
+    s.call("Files_Upload", upload("captures/dir").body(data.clone()), 409)
+        .await;
+    s.call(
+        "Files_Upload",
+        upload("captures/a.cap").body(data.clone()).token(None),
+        401,
+    )
+    .await;
+    let file = format!("/netwatch/v1/storage/captures/{BLOB}");
+    for method in [Method::GET, Method::HEAD] {
+        let (download, properties) = ("Files_Download", "Files_GetProperties");
+        let id = if method == Method::GET { download } else { properties };
+        let whole = s.call(id, Call::new(method.clone(), &file), 200).await;
+        assert_eq!(whole.header("content-length"), Some("1000"));
+        let part = Call::new(method.clone(), &file).header("range", "bytes=10-19");
+        let part = s.call(id, part, 206).await;
+        assert_eq!(part.header("content-range"), Some("bytes 10-19/1000"));
+        let past = Call::new(method.clone(), &file).header("range", "bytes=1000-");
+        s.call(id, past, 416).await;
+        let all = Call::new(method.clone(), &file).header("range", "bytes=0-1,5-6");
+        s.call(id, all, 200).await;
+        s.call(id, Call::new(method.clone(), format!("{file}x")), 404).await;
+        s.call(
+            id,
+            Call::new(method.clone(), "/netwatch/v1/storage/captures/a/../b.cap"),
+            400,
+        )
+        .await;
+        s.call(id, Call::new(method.clone(), &file).token(Some(AGENT)), 401)
+            .await;
+    }
+
+    // The agent channel (oneshot connections cannot be upgraded) and this document.
+    let channel = || {
+        get("/netwatch/v1/agent/channel")
+            .token(Some(AGENT))
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    s.call("Agents_Channel", channel(), 426).await;
+    s.call("Agents_Channel", channel().token(None), 401).await;
+    s.call("OpenApi_Get", get(OPENAPI_PATH).token(None), 200).await;
+
+    // A watcher goes with its captures.
+    let west = format!("{NW_WEST}?{V}");
+    s.call("NetworkWatchers_Delete", Call::new(Method::DELETE, &west), 204)
+        .await;
+    s.call("NetworkWatchers_Delete", Call::new(Method::DELETE, &west), 204)
+        .await;
+    s.call("PacketCaptures_List", get(format!("{NW_WEST}/packetCaptures?{V}")), 404)
+        .await;
+
+    // Every documented operation took part.
+    let called: BTreeSet<&str> = s.answers.iter().map(|a| a["operation"].as_str().unwrap()).collect();
+    let missing: Vec<&&str> = s.operations.keys().filter(|id| !called.contains(**id)).collect();
+    assert_eq!(missing, Vec::<&&str>::new(), "operations the session does not call");
+
+    let dir = tempfile::tempdir().unwrap();
+    let answers = dir.path().join("answers.json");
+    std::fs::write(&answers, serde_json::to_vec(&s.answers).unwrap()).unwrap();
+    let out = run_python(VALIDATE_ANSWERS, &[&document_path(), &answers]);
+    assert!(out.contains("answers match their schemas"), "{out}");
+}
