@@ -29,7 +29,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::routes::{AppState, new_guid, now_ms};
-use crate::store::{CaptureRecord, StoreError, VmRecord};
+use crate::store::{CaptureRecord, StoreError, VmRecord, WatcherRecord};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -220,6 +220,7 @@ async fn send(socket: &mut WebSocket, message: &ControllerMessage) -> Result<(),
 }
 
 /// Checks the hello and registers (or refreshes) the host as a VM; its id.
+/// The host's location gets its network watcher if it has none.
 async fn register_vm(state: &AppState, hello: &Hello) -> Result<String, ChannelError> {
     let bad = |err: netwatch_api::resource::ResourceError| ChannelError::BadHello(err.to_string());
     let name = ResourceName::parse("vmName", &hello.vm_name).map_err(bad)?;
@@ -250,6 +251,21 @@ async fn register_vm(state: &AppState, hello: &Hello) -> Result<String, ChannelE
         created_ms: now,
     };
     state.store.upsert_vm(&record).await?;
+    // Azure enables Network Watcher in a region as soon as something is there
+    // (az's capture commands look the watcher up before they create): so does
+    // the first host of a location, unless that location has a watcher already.
+    let subscription = &state.config.subscription;
+    let watchers = state.store.list_watchers(subscription.as_str()).await?;
+    if !watchers.iter().any(|watcher| watcher.location == location.as_str()) {
+        let watcher = WatcherRecord {
+            id: ResourceId::network_watcher_for(subscription, &location).to_string(),
+            subscription: subscription.to_string(),
+            location: location.to_string(),
+            created_ms: now,
+        };
+        state.store.ensure_watcher(&watcher).await?;
+        tracing::info!(watcher = %watcher.id, "network watcher enabled for the location of a new host");
+    }
     Ok(id)
 }
 

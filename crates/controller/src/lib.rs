@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod hub;
+pub mod identity;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -22,6 +22,7 @@ mod agents;
 mod bootstrap;
 mod compute;
 mod files;
+mod identity;
 mod network_watchers;
 mod openapi;
 mod packet_captures;
@@ -44,6 +45,7 @@ use tower::Layer;
 
 use crate::auth::{self, Tokens};
 use crate::hub::Hub;
+use crate::identity::Signer;
 use crate::store::{Store, StoreError};
 
 /// Largest request body accepted: 1 MiB, far above any capture definition
@@ -77,6 +79,9 @@ pub struct ApiConfig {
     /// Who may call; `None` lets everyone in (in-process tests only: `netwatch
     /// server` always has tokens).
     pub auth: Option<Tokens>,
+    /// Signs the access tokens the login routes hand out (az, the SDKs);
+    /// `None` serves no login.
+    pub signer: Option<Signer>,
     /// Scheme of the URLs the API hands out (monitor links, metadata):
     /// `http` until the controller terminates TLS itself or sits behind a proxy.
     pub scheme: String,
@@ -100,6 +105,7 @@ impl Default for ApiConfig {
             tenant_id: DEFAULT_SUBSCRIPTION_ID.to_owned(),
             locations,
             auth: None,
+            signer: None,
             scheme: "http".to_owned(),
         }
     }
@@ -156,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(storage_accounts::routes())
         .merge(files::routes())
         .merge(openapi::routes())
+        .merge(identity::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -12,6 +12,7 @@ use netwatch_storage::{AccountConfig, AccountKind, Accounts};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{BadDigest, Tokens};
+use crate::identity::Signer;
 use crate::routes::{ApiConfig, AppState, router};
 use crate::store::{Store, StoreError};
 
@@ -36,6 +37,11 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
     pub tokens: TokenDigests,
+    /// File holding the key (64 hex digits) that signs the access tokens az
+    /// and the SDKs log in for; without it a random key is used and their
+    /// logins end with each restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_signing_key: Option<PathBuf>,
     /// Where capture files land.
     #[serde(default)]
     pub storage: Vec<AccountConfig>,
@@ -100,6 +106,9 @@ impl ServerConfig {
             message: err.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(key) = &mut config.token_signing_key {
+            *key = base.join(&*key);
+        }
         if let Some(tls) = &mut config.tls {
             tls.cert = base.join(&tls.cert);
             tls.key = base.join(&tls.key);
@@ -143,6 +152,19 @@ pub async fn run(
             })?;
     }
     api.auth = Some(Tokens::from_digests(&config.tokens.admin, &config.tokens.agent)?);
+    api.signer = Some(match &config.token_signing_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {
+                path: path.clone(),
+                source,
+            })?;
+            Signer::from_hex(&text).map_err(|err| ServerError::BadConfig {
+                path: path.clone(),
+                message: err.to_string(),
+            })?
+        }
+        None => Signer::random().map_err(|err| ServerError::Serve(std::io::Error::other(err)))?,
+    });
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
     let state = AppState::new(store.clone(), api, Accounts::new(config.storage.clone()));
     let app = router(state).into_make_service();

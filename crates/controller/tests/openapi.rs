@@ -23,6 +23,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use netwatch_controller::auth::{Tokens, digest};
+use netwatch_controller::identity::Signer;
 use netwatch_controller::routes::{ApiConfig, AppState, MAX_BODY_BYTES, router};
 use netwatch_controller::store::{OperationRecord, Store, VmRecord};
 use netwatch_storage::{AccountConfig, AccountKind, Accounts};
@@ -33,7 +34,14 @@ use tower::ServiceExt;
 const DOCUMENT: &str = include_str!("../openapi.json");
 const OPENAPI_PATH: &str = "/netwatch/v1/openapi.json";
 /// The paths anyone may call (auth.rs's `PUBLIC_PATHS` that have a route).
-const PUBLIC: [&str; 2] = ["/metadata/endpoints", OPENAPI_PATH];
+const PUBLIC: [&str; 6] = [
+    "/metadata/endpoints",
+    OPENAPI_PATH,
+    "/{tenant}/v2.0/.well-known/openid-configuration",
+    "/{tenant}/oauth2/v2.0/token",
+    "/{tenant}/discovery/v2.0/keys",
+    "/msi/token",
+];
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 const V: &str = "api-version=2024-05-01";
@@ -51,7 +59,7 @@ const BLOB: &str = "network-watcher-logs/subscriptions/x/2025/01/31/packetcaptur
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 24] = [
+const ROUTES: [(&str, &[&str]); 28] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -124,10 +132,14 @@ const ROUTES: [(&str, &[&str]); 24] = [
     ("/netwatch/v1/agent/files/{account}/{*path}", &["PUT"]),
     ("/netwatch/v1/storage/{account}/{*path}", &["GET", "HEAD"]),
     (OPENAPI_PATH, &["GET"]),
+    ("/{tenant}/v2.0/.well-known/openid-configuration", &["GET"]),
+    ("/{tenant}/oauth2/v2.0/token", &["POST"]),
+    ("/{tenant}/discovery/v2.0/keys", &["GET"]),
+    ("/msi/token", &["GET"]),
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
-const ROUTE_VALUES: [(&str, &str); 12] = [
+const ROUTE_VALUES: [(&str, &str); 13] = [
     ("{subscription}", SUB),
     ("{group}", "rg1"),
     ("{watcher}", "nw1"),
@@ -140,6 +152,7 @@ const ROUTE_VALUES: [(&str, &str); 12] = [
     ("{account}", "captures"),
     ("{*path}", "a/b.cap"),
     ("{path}", "a/b.cap"),
+    ("{tenant}", "00000000-0000-0000-0000-000000000000"),
 ];
 
 /// The HTTP methods an OpenAPI path item may have.
@@ -265,6 +278,7 @@ impl Api {
         .unwrap();
         let config = ApiConfig {
             auth: Some(Tokens::from_digests(&[digest(ADMIN)], &[digest(AGENT)]).unwrap()),
+            signer: Some(Signer::random().unwrap()),
             ..ApiConfig::default()
         };
         let router = router(AppState::new(store.clone(), config, Accounts::new(vec![account])));
@@ -1222,6 +1236,53 @@ async fn answers_match_their_schemas() {
     s.call("Agents_Channel", channel(), 426).await;
     s.call("Agents_Channel", channel().token(None), 401).await;
     s.call("OpenApi_Get", get(OPENAPI_PATH).token(None), 200).await;
+
+    // Logins of Azure's own clients.
+    let tenant = SUB;
+    let oidc = format!("/{tenant}/v2.0/.well-known/openid-configuration");
+    s.call("Login_OpenIdConfiguration", get(&oidc).token(None), 200).await;
+    s.call(
+        "Login_OpenIdConfiguration",
+        get(format!("/{other_sub}/v2.0/.well-known/openid-configuration")).token(None),
+        400,
+    )
+    .await;
+    s.call(
+        "Login_Keys",
+        get(format!("/{tenant}/discovery/v2.0/keys")).token(None),
+        200,
+    )
+    .await;
+    let token = |form: String| {
+        Call::new(Method::POST, format!("/{tenant}/oauth2/v2.0/token"))
+            .token(None)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.into_bytes())
+    };
+    s.call(
+        "Login_Token",
+        token(format!("grant_type=client_credentials&client_secret={ADMIN}")),
+        200,
+    )
+    .await;
+    s.call(
+        "Login_Token",
+        token(format!("grant_type=client_credentials&client_secret={AGENT}")),
+        401,
+    )
+    .await;
+    s.call("Login_Token", token("grant_type=password".to_owned()), 400)
+        .await;
+    let msi = |secret: Option<&str>| {
+        let call = get("/msi/token?api-version=2019-08-01&resource=https://management.core.windows.net/").token(None);
+        match secret {
+            Some(secret) => call.header("x-identity-header", secret),
+            None => call,
+        }
+    };
+    s.call("Login_ManagedIdentityToken", msi(Some(ADMIN)), 200).await;
+    s.call("Login_ManagedIdentityToken", msi(Some("nope")), 401).await;
+    s.call("Login_ManagedIdentityToken", msi(None), 400).await;
 
     // A watcher goes with its captures.
     let west = format!("{NW_WEST}?{V}");

@@ -6,6 +6,7 @@
 //! DIR/config.toml        the controller's configuration (`netwatch server --config` reads it)
 //! DIR/ca.pem             the CA clients trust; server.pem + server.key its certificate
 //! DIR/credentials.toml   the admin and agent tokens in clear (0600)
+//! DIR/signing.key        the key that signs az's and the SDKs' access tokens (0600)
 //! DIR/env                `export NETWATCH_URL=… NETWATCH_TOKEN=… NETWATCH_CA=…` for `source`
 //! DIR/state.db           the state (SQLite)
 //! DIR/storage/           storage account `netwatchlocal`: the capture files
@@ -194,11 +195,13 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
             admin: vec![digest(&credentials.admin_token)],
             agent: vec![digest(&credentials.agent_token)],
         },
+        token_signing_key: Some("signing.key".into()),
         storage: vec![
             AccountConfig::new(LOCAL_ACCOUNT, AccountKind::Local { path: "storage".into() })
                 .context("the local storage account's name")?,
         ],
     };
+    write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;
     write_file(
         &dir.join("credentials.toml"),
         &toml::to_string(&credentials).context("write the credentials")?,
