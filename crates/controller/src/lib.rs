@@ -1,12 +1,19 @@
 //! netwatch's controller: the ARM-compatible REST API, the agent hub and the
-//! state behind them (DESIGN §1, §4, §7). Being built under issue 3; today it holds
-//! the REST API and the state store (no agent hub yet).
+//! state behind them (DESIGN §1, §4, §7).
 //!
 //! # Layout
-//! - [`routes`]: the ARM-compatible HTTP API ([`routes::router`]): bootstrap
-//!   routes, network watchers, packet captures, operation status.
+//! - [`routes`]: the ARM-compatible HTTP API ([`routes::router`]): bootstrap,
+//!   network watchers, packet captures and their operation monitors, VMs and the
+//!   agent extension, storage accounts, file upload/download, Azure AD-style
+//!   logins, the OpenAPI document, the agent channel's upgrade.
+//! - [`hub`]: the connected agents and their channel: hellos register hosts,
+//!   reports drive captures' state and settle their operations.
+//! - [`auth`]: bearer tokens by digest and the middleware checking them;
+//!   [`identity`]: the signed access tokens Azure's clients log in for.
 //! - [`store`]: VMs, network watchers, packet captures and long-running operations
 //!   in SQLite or PostgreSQL, with the same SQL and migrations on both.
+//! - [`server`]: the configuration file and [`server::run`] (HTTPS);
+//!   [`tls`]: the CA and certificate `netwatch up` makes.
 
 pub mod auth;
 pub mod hub;

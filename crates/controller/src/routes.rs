@@ -12,11 +12,12 @@
 //!   `/metadata/endpoints`, which az fetches before it knows one) and any date
 //!   form is accepted (clients.md §5.2).
 //! - [`ArmBody`]: at most [`MAX_BODY_BYTES`], JSON.
+//! - [`crate::auth::authenticate`]: a bearer token whose role may use the path
+//!   (the metadata, the OpenAPI document and the login routes are public).
 //! - Every failure is an [`HttpError`], the one type rendering ARM's error body;
 //!   unknown routes and methods answer 404/405 with that body too.
 //!
-//! Not here yet: TLS, bearer-token checks (clients.md §5.9), the token routes,
-//! the agent channel under `/netwatch/v1`.
+//! TLS is the server's ([`crate::server::run`]).
 
 mod agents;
 mod bootstrap;

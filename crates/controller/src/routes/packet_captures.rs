@@ -491,7 +491,10 @@ async fn operation_result(
         IN_PROGRESS => {
             let base = base_url(&state.config, &headers, &uri)?;
             let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-            let again = format!("{base}{}{query}", uri.path());
+            // The canonical spelling, not the lower-cased path routing saw.
+            let again = format!(
+                "{base}/subscriptions/{sub}/providers/Microsoft.Network/locations/{location}/operationResults/{operation}{query}"
+            );
             let headers = [(header::LOCATION, header_value(&again)?), retry_after()];
             Ok((StatusCode::ACCEPTED, headers).into_response())
         }
