@@ -1,0 +1,1 @@
+//! az's output formats and `--query`. Being written.
