@@ -8,6 +8,7 @@
 //! fatal. Sends are flushed at once and Nagle is off: the `Running` report is
 //! on the path the product is measured on (create → Running).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,9 +119,7 @@ pub(crate) async fn connect(remote: &Remote, config: WebSocketConfig) -> Result<
         source,
     };
     let mut request = url.as_str().into_client_request().map_err(connect_error)?;
-    request
-        .headers_mut()
-        .insert(AUTHORIZATION, remote.authorization().clone());
+    request.headers_mut().insert(AUTHORIZATION, remote.authorization());
     let connector = if remote.is_secure() {
         Connector::Rustls(Arc::clone(remote.tls()))
     } else {
@@ -202,7 +201,13 @@ impl FailureLog {
 }
 
 /// Holds the channel until `cancel`: connect, hello, session, and again.
-pub(crate) async fn run(remote: &Remote, identity: &Identity, supervisor: &Supervisor, cancel: &CancellationToken) {
+pub(crate) async fn run(
+    remote: &Remote,
+    identity: &Identity,
+    credential_file: &Path,
+    supervisor: &Supervisor,
+    cancel: &CancellationToken,
+) {
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_CAP);
     let mut failures = FailureLog::default();
     loop {
@@ -218,6 +223,20 @@ pub(crate) async fn run(remote: &Remote, identity: &Identity, supervisor: &Super
         let error = match opened {
             Ok((ws, welcome)) => {
                 tracing::info!(vm_id = %welcome.vm_id, "connected to the controller");
+                if let Some(credential) = &welcome.credential {
+                    // Kept before use: losing it would leave the host unable to
+                    // connect (the enrollment token worked only once).
+                    match crate::credential::save(credential_file, credential)
+                        .and_then(|()| remote.set_token(credential))
+                    {
+                        Ok(()) => {
+                            tracing::info!(file = %credential_file.display(), "enrolled: the agent's credential is saved")
+                        }
+                        Err(error) => {
+                            tracing::error!(error = %crate::error_chain(&error), "could not keep the agent's credential")
+                        }
+                    }
+                }
                 backoff.reset();
                 failures.succeeded();
                 match session(ws, supervisor, cancel).await {

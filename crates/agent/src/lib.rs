@@ -8,8 +8,12 @@
 //! latest report of each is kept and sent again on the next connection, until a
 //! connection has taken the final one.
 //!
-//! Not here yet: enrolment (the token is given), crash recovery and the upload
-//! spool (a file whose upload failed stays on disk and is not retried later).
+//! Enrollment: the token given may be a one-time enrollment token; the
+//! controller then hands out the agent's own credential in its welcome, which
+//! is kept in `DATA_DIR/credential` and used from then on.
+//!
+//! Not here yet: crash recovery and the upload spool (a file whose upload
+//! failed stays on disk and is not retried later).
 //!
 //! # Layout
 //! - [`run`] and [`AgentConfig`]: the agent as the `netwatch agent` subcommand runs it.
@@ -19,8 +23,10 @@
 //! - `supervisor`: capture threads and the book of their latest reports.
 //! - `upload`: `PUT` of a finished capture file, with bounded retries.
 //! - `host`: host name and network interfaces for the hello.
+//! - `credential`: the agent's credential file.
 
 mod channel;
+mod credential;
 mod host;
 mod remote;
 mod simulate;
@@ -114,6 +120,13 @@ pub enum AgentError {
     Tls(#[source] rustls::Error),
     #[error("build the HTTP client for uploads")]
     HttpClient(#[source] reqwest::Error),
+    #[error("{what} the agent's credential file {path} (delete it and enroll the host again if it is damaged)")]
+    Credential {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("create capture directory {path}")]
     DataDir {
         path: PathBuf,
@@ -127,7 +140,13 @@ pub enum AgentError {
 /// is sent and reports on them. On shutdown, running captures are stopped and
 /// their files finalized (waiting up to a few seconds).
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let credential_file = config.data_dir.join(credential::FILE);
     let remote = Remote::new(&config)?;
+    if let Some(credential) = credential::load(&credential_file)? {
+        // Enrolled before: the enrollment token has been spent.
+        remote.set_token(&credential)?;
+        tracing::info!(file = %credential_file.display(), "using the agent's saved credential");
+    }
     let captures_dir = config.data_dir.join(CAPTURES_DIR);
     std::fs::create_dir_all(&captures_dir).map_err(|source| AgentError::DataDir {
         path: captures_dir.clone(),
@@ -150,7 +169,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             shutdown.await;
             cancel.cancel();
         },
-        channel::run(&remote, &identity, &supervisor, &cancel),
+        channel::run(&remote, &identity, &credential_file, &supervisor, &cancel),
     );
     tracing::info!("agent stopping");
     supervisor.shutdown(SHUTDOWN_GRACE).await;

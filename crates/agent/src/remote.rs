@@ -10,7 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use netwatch_api::agent::CHANNEL_PATH;
@@ -31,8 +31,9 @@ pub(crate) struct Remote {
     /// `host:port` as configured.
     authority: String,
     tls: Arc<ClientConfig>,
-    /// `Bearer {token}`, marked sensitive so no debug output shows it.
-    authorization: HeaderValue,
+    /// `Bearer {token}`, marked sensitive so no debug output shows it; the
+    /// token changes once, when an enrollment hands out the agent's credential.
+    authorization: Arc<RwLock<HeaderValue>>,
 }
 
 impl Remote {
@@ -41,15 +42,19 @@ impl Remote {
             server: config.server.clone(),
             reason,
         })?;
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", config.token)).map_err(|_| AgentError::Token)?;
-        authorization.set_sensitive(true);
         Ok(Self {
             secure,
             authority,
             tls: tls_config(config.ca_file.as_deref())?,
-            authorization,
+            authorization: Arc::new(RwLock::new(bearer(&config.token)?)),
         })
+    }
+
+    /// Authenticates with `token` from now on (channel and uploads).
+    pub(crate) fn set_token(&self, token: &str) -> Result<(), AgentError> {
+        let value = bearer(token)?;
+        *self.authorization.write().unwrap_or_else(PoisonError::into_inner) = value;
+        Ok(())
     }
 
     /// `wss://host:port/netwatch/v1/agent/channel` (`ws://` for an http server).
@@ -72,9 +77,19 @@ impl Remote {
         &self.tls
     }
 
-    pub(crate) fn authorization(&self) -> &HeaderValue {
-        &self.authorization
+    pub(crate) fn authorization(&self) -> HeaderValue {
+        self.authorization
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
+}
+
+/// `Bearer {token}` as a sensitive header value.
+fn bearer(token: &str) -> Result<HeaderValue, AgentError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| AgentError::Token)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// `https://host:port[/]` → (secure, `host:port`).

@@ -158,7 +158,7 @@ impl Uploader {
         let response = self
             .client
             .put(url)
-            .header(AUTHORIZATION, self.remote.authorization().clone())
+            .header(AUTHORIZATION, self.remote.authorization())
             .header(CONTENT_TYPE, PCAP_CONTENT_TYPE)
             .header(CONTENT_LENGTH, len)
             .body(reqwest::Body::wrap_stream(ReaderStream::new(handle)))

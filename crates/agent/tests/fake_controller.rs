@@ -229,11 +229,17 @@ impl Conn {
             AgentMessage::Hello(hello) => hello,
             other => panic!("first message is {other:?}, not a hello"),
         };
+        self.welcome_with(None).await;
+        hello
+    }
+
+    /// Answers a welcome handing out `credential`.
+    pub async fn welcome_with(&mut self, credential: Option<&str>) {
         self.send(&ControllerMessage::Welcome(Welcome {
             vm_id: VM_ID.to_owned(),
+            credential: credential.map(str::to_owned),
         }))
         .await;
-        hello
     }
 
     /// Reports about `id` (others and heartbeats skipped) up to and including

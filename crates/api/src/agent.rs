@@ -115,6 +115,11 @@ pub struct InterfaceInfo {
 pub struct Welcome {
     /// The VM resource id the host is registered as.
     pub vm_id: String,
+    /// The agent's own credential, sent once when it connected with a
+    /// one-time enrollment token: the agent keeps it and authenticates with
+    /// it from then on (the enrollment token no longer works).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// A capture for the agent to run.

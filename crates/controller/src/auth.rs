@@ -16,10 +16,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use netwatch_api::agent::CHANNEL_PATH;
 use netwatch_api::error::{ApiError, ErrorCode};
 use sha2::{Digest, Sha256};
 
 use crate::routes::{AppState, HttpError};
+use crate::store::EnrollmentRecord;
 
 /// Prefix of stored token digests.
 const DIGEST_PREFIX: &str = "sha256:";
@@ -123,12 +125,27 @@ pub fn new_token() -> Result<String, getrandom::Error> {
     Ok(text)
 }
 
+/// Who calls on an agent path; the channel's handler reads it from the
+/// request's extensions.
+#[derive(Debug, Clone)]
+pub enum AgentIdentity {
+    /// A shared agent token of the configuration (or an admin token): the
+    /// agent's hello says which VM it is.
+    Shared,
+    /// A one-time enrollment token, on the channel only: the VM is the
+    /// enrollment's, and the agent is handed a credential of its own.
+    Enrollment(EnrollmentRecord),
+    /// An enrolled agent's own credential: it speaks for its VM only.
+    Credential { vm_id: String },
+}
+
 /// Middleware: lets a request through when its bearer token's role may use
 /// the path; 401 with `WWW-Authenticate` otherwise. A server without tokens
 /// configured ([`crate::routes::ApiConfig::auth`] `None`, tests only) lets
 /// everything through.
-pub(crate) async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(tokens) = &state.config.auth else {
+        request.extensions_mut().insert(AgentIdentity::Shared);
         return next.run(request).await;
     };
     let path = request.uri().path();
@@ -136,29 +153,78 @@ pub(crate) async fn authenticate(State(state): State<AppState>, request: Request
         return next.run(request).await;
     }
     let agent_path = path.starts_with(AGENT_PREFIX);
+    let channel = path == CHANNEL_PATH;
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
             let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
         });
-    let role_of = |token: &str| match &state.config.signer {
+    let Some(token) = token else {
+        return unauthorized("the Authorization header is missing: send `Authorization: Bearer <token>`");
+    };
+    let role = match &state.config.signer {
         // An access token netwatch signed, valid while its client token is.
         Some(signer) if token.contains('.') => signer
-            .verify(token)
+            .verify(&token)
             .filter(|claims| tokens.role_of_digest(&claims.sub) == Some(Role::Admin))
             .map(|_| Role::Admin),
-        _ => tokens.role_of(token),
+        _ => tokens.role_of(&token),
     };
-    let message = match token.map(role_of) {
-        Some(Some(Role::Admin)) => return next.run(request).await,
-        Some(Some(Role::Agent)) if agent_path => return next.run(request).await,
-        Some(Some(Role::Agent)) => "an agent token cannot call the client API: use a client token",
-        Some(None) => "the bearer token is not valid here: use the token `netwatch up` printed (NETWATCH_TOKEN)",
-        None => "the Authorization header is missing: send `Authorization: Bearer <token>`",
+    match role {
+        Some(Role::Admin) => {
+            request.extensions_mut().insert(AgentIdentity::Shared);
+            return next.run(request).await;
+        }
+        Some(Role::Agent) if agent_path => {
+            request.extensions_mut().insert(AgentIdentity::Shared);
+            return next.run(request).await;
+        }
+        Some(Role::Agent) => return unauthorized("an agent token cannot call the client API: use a client token"),
+        None => {}
+    }
+    let invalid = "the bearer token is not valid here: use the token `netwatch up` printed (NETWATCH_TOKEN)";
+    if !agent_path {
+        return unauthorized(invalid);
+    }
+    // An agent's own credential, or (on the channel) a one-time enrollment.
+    let token_digest = digest(&token);
+    let identity = match state.store.get_agent_credential(&token_digest).await {
+        Ok(Some(credential)) if credential.revoked_ms.is_none() => Some(AgentIdentity::Credential {
+            vm_id: credential.vm_id,
+        }),
+        Ok(Some(_)) => return unauthorized("this agent's credential was revoked: enroll the host again"),
+        Ok(None) if channel => match state.store.get_enrollment(&token_digest).await {
+            Ok(Some(enrollment)) if enrollment.used_ms.is_some() => {
+                return unauthorized(
+                    "this enrollment token was used already: run `netwatch vm extension set` again for a new one",
+                );
+            }
+            Ok(Some(enrollment)) if enrollment.expires_ms <= crate::routes::now_ms() => {
+                return unauthorized(
+                    "this enrollment token has expired: run `netwatch vm extension set` again for a new one",
+                );
+            }
+            Ok(Some(enrollment)) => Some(AgentIdentity::Enrollment(enrollment)),
+            Ok(None) => None,
+            Err(err) => return HttpError::from(err).into_response(),
+        },
+        Ok(None) => None,
+        Err(err) => return HttpError::from(err).into_response(),
     };
+    match identity {
+        Some(identity) => {
+            request.extensions_mut().insert(identity);
+            next.run(request).await
+        }
+        None => unauthorized(invalid),
+    }
+}
+
+/// 401 with ARM's body and `WWW-Authenticate`.
+fn unauthorized(message: &str) -> Response {
     let error = HttpError::with_status(
         StatusCode::UNAUTHORIZED,
         "AuthenticationFailed",

@@ -28,8 +28,9 @@ use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceNa
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::auth::AgentIdentity;
 use crate::routes::{AppState, new_guid, now_ms};
-use crate::store::{CaptureRecord, StoreError, VmRecord, WatcherRecord};
+use crate::store::{AgentCredentialRecord, CaptureRecord, EnrollmentRecord, StoreError, VmRecord, WatcherRecord};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +118,8 @@ enum ChannelError {
 }
 
 /// Serves one agent connection until it closes, is replaced or goes silent.
-pub async fn serve_agent(state: AppState, mut socket: WebSocket) {
+/// `identity` is who the bearer token says the agent is.
+pub async fn serve_agent(state: AppState, mut socket: WebSocket, identity: AgentIdentity) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut socket)).await {
         Ok(Ok(Some(AgentMessage::Hello(hello)))) => Ok(hello),
         Ok(Ok(Some(_))) => Err(ChannelError::BadHello("the first message must be a hello".to_owned())),
@@ -126,10 +128,10 @@ pub async fn serve_agent(state: AppState, mut socket: WebSocket) {
         Err(_) => Err(ChannelError::NoHello(HELLO_TIMEOUT)),
     };
     let registered = match hello {
-        Ok(hello) => register_vm(&state, &hello).await.map(|vm| (vm, hello)),
+        Ok(hello) => register_vm(&state, &hello, &identity).await.map(|vm| (vm, hello)),
         Err(err) => Err(err),
     };
-    let (vm, hello) = match registered {
+    let ((vm, credential), hello) = match registered {
         Ok(registered) => registered,
         Err(err) => {
             tracing::warn!(error = %err, "agent connection refused");
@@ -143,7 +145,7 @@ pub async fn serve_agent(state: AppState, mut socket: WebSocket) {
     };
     let (connection, inbox) = state.hub.register(&vm);
     tracing::info!(vm = %vm, agent = %hello.agent_version, "agent connected");
-    match run_connection(&state, &mut socket, &vm, hello, inbox).await {
+    match run_connection(&state, &mut socket, (&vm, credential), hello, inbox).await {
         Ok(()) => tracing::info!(vm = %vm, "agent disconnected"),
         Err(err) => tracing::warn!(vm = %vm, error = %err, "agent connection ended"),
     }
@@ -153,11 +155,15 @@ pub async fn serve_agent(state: AppState, mut socket: WebSocket) {
 async fn run_connection(
     state: &AppState,
     socket: &mut WebSocket,
-    vm: &str,
+    (vm, credential): (&str, Option<String>),
     hello: Hello,
     mut inbox: mpsc::UnboundedReceiver<ControllerMessage>,
 ) -> Result<(), ChannelError> {
-    send(socket, &ControllerMessage::Welcome(Welcome { vm_id: vm.to_owned() })).await?;
+    let welcome = Welcome {
+        vm_id: vm.to_owned(),
+        credential,
+    };
+    send(socket, &ControllerMessage::Welcome(welcome)).await?;
     for report in &hello.captures {
         apply_report(state, vm, report).await?;
     }
@@ -219,18 +225,45 @@ async fn send(socket: &mut WebSocket, message: &ControllerMessage) -> Result<(),
     Ok(())
 }
 
-/// Checks the hello and registers (or refreshes) the host as a VM; its id.
+/// Checks the hello and registers (or refreshes) the host as a VM; its id,
+/// and the agent's new credential when it enrolled with a one-time token.
 /// The host's location gets its network watcher if it has none.
-async fn register_vm(state: &AppState, hello: &Hello) -> Result<String, ChannelError> {
+///
+/// Which VM the host is: an enrollment's VM and location; the credential's
+/// VM (a hello naming another is refused); with a shared token, the hello's.
+async fn register_vm(
+    state: &AppState,
+    hello: &Hello,
+    identity: &AgentIdentity,
+) -> Result<(String, Option<String>), ChannelError> {
     let bad = |err: netwatch_api::resource::ResourceError| ChannelError::BadHello(err.to_string());
-    let name = ResourceName::parse("vmName", &hello.vm_name).map_err(bad)?;
-    let group = ResourceGroupName::parse("resourceGroup", &hello.resource_group).map_err(bad)?;
-    let location = Location::parse("location", &hello.location).map_err(bad)?;
+    let (group, name, location) = match identity {
+        AgentIdentity::Enrollment(enrollment) => {
+            let id = ResourceId::parse("vmId", &enrollment.vm_id).map_err(bad)?;
+            let location = Location::parse("location", &enrollment.location).map_err(bad)?;
+            if !id.name().as_str().eq_ignore_ascii_case(&hello.vm_name) {
+                tracing::info!(vm = %id, hello = %hello.vm_name, "enrolled host registers as its enrollment's VM");
+            }
+            (id.resource_group().clone(), id.name().clone(), location)
+        }
+        AgentIdentity::Credential { .. } | AgentIdentity::Shared => (
+            ResourceGroupName::parse("resourceGroup", &hello.resource_group).map_err(bad)?,
+            ResourceName::parse("vmName", &hello.vm_name).map_err(bad)?,
+            Location::parse("location", &hello.location).map_err(bad)?,
+        ),
+    };
+    if let AgentIdentity::Credential { vm_id } = identity {
+        let said = ResourceId::virtual_machine(&state.config.subscription, &group, &name).to_string();
+        if !said.eq_ignore_ascii_case(vm_id) {
+            return Err(ChannelError::BadHello(format!(
+                "this agent's credential is for {vm_id}, not {said}: an agent speaks for its own VM only"
+            )));
+        }
+    }
     if !state.config.locations.iter().any(|known| known.name == location) {
         let known: Vec<&str> = state.config.locations.iter().map(|l| l.name.as_str()).collect();
         return Err(ChannelError::BadHello(format!(
-            "location {:?} is not served by this controller: use one of {}",
-            hello.location,
+            "location {location:?} is not served by this controller: use one of {}",
             known.join(", ")
         )));
     }
@@ -266,7 +299,33 @@ async fn register_vm(state: &AppState, hello: &Hello) -> Result<String, ChannelE
         state.store.ensure_watcher(&watcher).await?;
         tracing::info!(watcher = %watcher.id, "network watcher enabled for the location of a new host");
     }
-    Ok(id)
+    let credential = match identity {
+        AgentIdentity::Enrollment(enrollment) => Some(redeem(state, enrollment, &id).await?),
+        AgentIdentity::Credential { .. } | AgentIdentity::Shared => None,
+    };
+    Ok((id, credential))
+}
+
+/// Spends `enrollment` for a new credential of `vm`'s agent.
+async fn redeem(state: &AppState, enrollment: &EnrollmentRecord, vm: &str) -> Result<String, ChannelError> {
+    let token = crate::auth::new_token().map_err(|err| ChannelError::BadHello(format!("make a credential: {err}")))?;
+    let record = AgentCredentialRecord {
+        digest: crate::auth::digest(&token),
+        vm_id: vm.to_owned(),
+        created_ms: now_ms(),
+        revoked_ms: None,
+    };
+    if !state
+        .store
+        .redeem_enrollment(&enrollment.digest, &record, now_ms())
+        .await?
+    {
+        return Err(ChannelError::BadHello(
+            "this enrollment token was used already or has expired: run `netwatch vm extension set` again".to_owned(),
+        ));
+    }
+    tracing::info!(vm, "host enrolled: its agent has a credential of its own");
+    Ok(token)
 }
 
 /// After a hello: start what the host should run and does not, and mark what

@@ -132,6 +132,28 @@ pub struct OperationRecord {
     pub updated_ms: i64,
 }
 
+/// A one-time enrollment of a VM's agent.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EnrollmentRecord {
+    /// The token's digest (`sha256:…`).
+    pub digest: String,
+    pub vm_id: String,
+    pub location: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub used_ms: Option<i64>,
+}
+
+/// An enrolled agent's own credential.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AgentCredentialRecord {
+    /// The credential's digest (`sha256:…`).
+    pub digest: String,
+    pub vm_id: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
 /// The columns of a [`CaptureRecord`], with a WHERE/ORDER tail (sqlx takes only
 /// static SQL, so the statement is put together at compile time).
 macro_rules! capture_select {
@@ -419,6 +441,81 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    // ---- enrollments and agent credentials ----
+
+    pub async fn insert_enrollment(&self, e: &EnrollmentRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO enrollments (digest, vm_key, vm_id, location, created_ms, expires_ms, used_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&e.digest)
+        .bind(key(&e.vm_id))
+        .bind(&e.vm_id)
+        .bind(&e.location)
+        .bind(e.created_ms)
+        .bind(e.expires_ms)
+        .bind(e.used_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The enrollment whose token has `digest`, used or not.
+    pub async fn get_enrollment(&self, digest: &str) -> Result<Option<EnrollmentRecord>, StoreError> {
+        let row = sqlx::query_as(
+            "SELECT digest, vm_id, location, created_ms, expires_ms, used_ms FROM enrollments WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// Spends an enrollment and records the credential it is traded for, in
+    /// one transaction; false (and nothing written) when it was used or
+    /// expired meanwhile: a token enrolls one agent, once.
+    pub async fn redeem_enrollment(
+        &self,
+        digest: &str,
+        credential: &AgentCredentialRecord,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let spent = sqlx::query(
+            "UPDATE enrollments SET used_ms = $1 WHERE digest = $2 AND used_ms IS NULL AND expires_ms > $1",
+        )
+        .bind(now_ms)
+        .bind(digest)
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO agent_credentials (digest, vm_key, vm_id, created_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&credential.digest)
+        .bind(key(&credential.vm_id))
+        .bind(&credential.vm_id)
+        .bind(credential.created_ms)
+        .bind(credential.revoked_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The agent credential with `digest`, revoked or not.
+    pub async fn get_agent_credential(&self, digest: &str) -> Result<Option<AgentCredentialRecord>, StoreError> {
+        let row =
+            sqlx::query_as("SELECT digest, vm_id, created_ms, revoked_ms FROM agent_credentials WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row)
     }
 
     // ---- long-running operations ----

@@ -115,7 +115,7 @@ const ROUTES: [(&str, &[&str]); 28] = [
     ),
     (
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}/extensions/{extension}",
-        &["GET"],
+        &["GET", "PUT"],
     ),
     (
         "/subscriptions/{subscription}/providers/microsoft.storage/storageaccounts",
@@ -1142,6 +1142,45 @@ async fn answers_match_their_schemas() {
         "VirtualMachineExtensions_Get",
         get(format!("{group_vms}/vm1/extensions/Other?{V}")),
         404,
+    )
+    .await;
+    // `vm extension set`: the registered VM's extension, or an enrollment.
+    let set = |vm: &str, name: &str, body: Value| {
+        Call::new(Method::PUT, format!("{group_vms}/{vm}/extensions/{name}?{V}")).json(&body)
+    };
+    let agent = json!({"location": "westus", "properties": {
+        "publisher": "Microsoft.Azure.NetworkWatcher", "type": "NetworkWatcherAgentLinux", "typeHandlerVersion": "1.4"}});
+    s.call(
+        "VirtualMachineExtensions_CreateOrUpdate",
+        set("vm1", "NetworkWatcherAgentLinux", agent.clone()),
+        200,
+    )
+    .await;
+    let enrolled = s
+        .call(
+            "VirtualMachineExtensions_CreateOrUpdate",
+            set("vm9", "NetworkWatcherAgentLinux", agent.clone()),
+            201,
+        )
+        .await;
+    let command = enrolled.json()["properties"]["netwatch"]["enrollment"]["command"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        command.starts_with("netwatch agent --server http://netwatch.test:8443 --enroll-token "),
+        "{command}"
+    );
+    s.call(
+        "VirtualMachineExtensions_CreateOrUpdate",
+        set("vm9", "NetworkWatcherAgentWindows", agent),
+        400,
+    )
+    .await;
+    s.call(
+        "VirtualMachineExtensions_CreateOrUpdate",
+        set("vm9", "NetworkWatcherAgentLinux", json!({})),
+        400,
     )
     .await;
 

@@ -2,7 +2,10 @@
 //! file and a real PostgreSQL server (started by scripts/test.sh; its URL comes in
 //! `NETWATCH_TEST_POSTGRES`). Each PostgreSQL test gets a database of its own.
 
-use netwatch_controller::store::{Backend, CaptureRecord, OperationRecord, Store, StoreError, VmRecord, WatcherRecord};
+use netwatch_controller::store::{
+    AgentCredentialRecord, Backend, CaptureRecord, EnrollmentRecord, OperationRecord, Store, StoreError, VmRecord,
+    WatcherRecord,
+};
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -91,6 +94,61 @@ macro_rules! both {
 both!(vms, vms_suite);
 both!(captures, captures_suite);
 both!(operations, operations_suite);
+both!(enrollments, enrollments_suite);
+
+async fn enrollments_suite(store: &Store) {
+    let enrollment = EnrollmentRecord {
+        digest: "sha256:e1".into(),
+        vm_id: vm_id("New1"),
+        location: "westus".into(),
+        created_ms: 10,
+        expires_ms: 1_000,
+        used_ms: None,
+    };
+    store.insert_enrollment(&enrollment).await.unwrap();
+    assert_eq!(
+        store.get_enrollment("sha256:e1").await.unwrap(),
+        Some(enrollment.clone())
+    );
+    assert_eq!(store.get_enrollment("sha256:nope").await.unwrap(), None);
+    let credential = |digest: &str| AgentCredentialRecord {
+        digest: digest.into(),
+        vm_id: vm_id("New1"),
+        created_ms: 20,
+        revoked_ms: None,
+    };
+    // An expired enrollment is not redeemed, and nothing is written.
+    assert!(
+        !store
+            .redeem_enrollment("sha256:e1", &credential("sha256:c0"), 1_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_agent_credential("sha256:c0").await.unwrap(), None);
+    // Redeemed once...
+    assert!(
+        store
+            .redeem_enrollment("sha256:e1", &credential("sha256:c1"), 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_enrollment("sha256:e1").await.unwrap().unwrap().used_ms,
+        Some(20)
+    );
+    assert_eq!(
+        store.get_agent_credential("sha256:c1").await.unwrap(),
+        Some(credential("sha256:c1"))
+    );
+    // ...and never again.
+    assert!(
+        !store
+            .redeem_enrollment("sha256:e1", &credential("sha256:c2"), 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_agent_credential("sha256:c2").await.unwrap(), None);
+}
 
 async fn vms_suite(store: &Store) {
     let vm = VmRecord {

@@ -56,7 +56,7 @@ struct Deployment {
     token: String,
     ca: PathBuf,
     up: Option<Guard>,
-    _agent: Guard,
+    agent: Option<Guard>,
 }
 
 /// Starts `netwatch up --no-agent` in `ns` on `listen` over `data`; the process and its URL.
@@ -97,7 +97,18 @@ fn start_up(ns: &str, dir: &Path, listen: &str) -> (Guard, String) {
 }
 
 impl Deployment {
+    /// The controller in b and an agent in a, registered.
     fn start() -> Deployment {
+        let mut deployment = Deployment::controller_only();
+        let token = deployment.credential("agent_token");
+        let agent_dir = deployment.dir.path().join("agent");
+        deployment.agent = Some(deployment.start_agent(&token, &agent_dir, "agent.log"));
+        deployment.wait_for_agent();
+        deployment
+    }
+
+    /// The controller in b, no agent yet.
+    fn controller_only() -> Deployment {
         let python = python();
         assert!(
             python.exists(),
@@ -107,35 +118,40 @@ impl Deployment {
         let pair = NetnsPair::new();
         let dir = tempfile::tempdir().unwrap();
         let (up, url) = start_up(&pair.b, dir.path(), LISTEN);
-        let data = dir.path().join("up");
-        let credentials: toml::Table =
-            toml::from_str(&std::fs::read_to_string(data.join("credentials.toml")).unwrap()).unwrap();
-        let token = credentials["admin_token"].as_str().unwrap().to_owned();
-        let agent_token = credentials["agent_token"].as_str().unwrap().to_owned();
-        let ca = data.join("ca.pem");
-        let agent = NetnsPair::exec(&pair.a, netwatch())
-            .args(["agent", "--server", &url, "--enroll-token", &agent_token, "--ca"])
-            .arg(&ca)
-            .args(["--vm-name", VM, "-g", "rg1", "-l", "westus", "-i", IF_A, "--data-dir"])
-            .arg(dir.path().join("agent"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("agent.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("spawn netwatch agent");
-        let deployment = Deployment {
+        let mut deployment = Deployment {
             pair,
             dir,
             url,
-            token,
-            ca,
+            token: String::new(),
+            ca: PathBuf::new(),
             up: Some(up),
-            _agent: Guard(agent),
+            agent: None,
         };
-        deployment.wait_for_agent();
+        deployment.token = deployment.credential("admin_token");
+        deployment.ca = deployment.dir.path().join("up/ca.pem");
         deployment
+    }
+
+    /// A token from `netwatch up`'s credentials.toml.
+    fn credential(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("up/credentials.toml")).unwrap();
+        let credentials: toml::Table = toml::from_str(&text).unwrap();
+        credentials[name].as_str().unwrap().to_owned()
+    }
+
+    /// `netwatch agent` in a as VM host-a with `token`, its data in `data`, its log in `log`.
+    fn start_agent(&self, token: &str, data: &Path, log: &str) -> Guard {
+        let agent = NetnsPair::exec(&self.pair.a, netwatch())
+            .args(["agent", "--server", &self.url, "--enroll-token", token, "--ca"])
+            .arg(&self.ca)
+            .args(["--vm-name", VM, "-g", "rg1", "-l", "westus", "-i", IF_A, "--data-dir"])
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(log)).unwrap()))
+            .spawn()
+            .expect("spawn netwatch agent");
+        Guard(agent)
     }
 
     /// Waits until the agent has registered the host as VM host-a.
@@ -402,4 +418,71 @@ fn a_capture_ends_on_time_while_the_controller_is_down_and_is_stored_after() {
     assert_eq!(stopped["netwatch"]["packetsCaptured"], 20, "{stopped}");
     let file = nw.download(&nw.sdk(&["get", "sdk-restart"]));
     assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&files[0]).unwrap());
+}
+
+#[test]
+fn a_host_enrolls_once_and_keeps_its_own_credential() {
+    let mut nw = Deployment::controller_only();
+    let vm = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{VM}");
+    let extension = format!("{vm}/extensions/NetworkWatcherAgentLinux?api-version=2024-11-01");
+    let body = json!({"location": "westus", "properties": {"publisher": "Microsoft.Azure.NetworkWatcher",
+        "type": "NetworkWatcherAgentLinux", "typeHandlerVersion": "1.4"}})
+    .to_string();
+    let set = nw.sdk(&["rest", "PUT", &extension, &body]);
+    assert_eq!(set["status"], 201, "{set}");
+    assert_eq!(set["body"]["properties"]["provisioningState"], "Creating", "{set}");
+    let enrollment = &set["body"]["properties"]["netwatch"]["enrollment"];
+    let token = enrollment["token"].as_str().unwrap().to_owned();
+    let command = enrollment["command"].as_str().unwrap();
+    assert!(
+        command.contains(&format!(
+            "--enroll-token {token} --vm-name {VM} --resource-group rg1 --location westus"
+        )),
+        "{command}"
+    );
+
+    // The host enrolls: registered, with a credential of its own kept on disk.
+    let data = nw.dir.path().join("enrolled");
+    nw.agent = Some(nw.start_agent(&token, &data, "agent.log"));
+    nw.wait_for_agent();
+    let shown = nw.sdk(&["rest", "GET", &extension]);
+    assert_eq!(shown["body"]["properties"]["provisioningState"], "Succeeded", "{shown}");
+    let credential = std::fs::read_to_string(data.join("credential")).unwrap();
+    assert_eq!(credential.len(), 64);
+    assert_ne!(credential, token);
+
+    // It captures and uploads with that credential.
+    nw.create(
+        "enrolled",
+        json!({"filters": [{"protocol": "UDP", "localPort": "7301"}], "timeLimitInSeconds": 1}),
+    );
+    send_udp(&nw.pair, &[7301], 5, 100);
+    nw.status_until("enrolled", "stopped and uploaded", |s| {
+        s["packetCaptureStatus"] == "Stopped" && s["netwatch"]["uploadState"] == "Succeeded"
+    });
+
+    // Restarted, the agent uses its credential: the spent enrollment token is not needed.
+    drop(nw.agent.take());
+    let before = nw.sdk(&["rest", "GET", &format!("{vm}?api-version=2024-07-01")]);
+    std::thread::sleep(Duration::from_millis(1100));
+    nw.agent = Some(nw.start_agent(&token, &data, "agent-again.log"));
+    let again = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        let now = nw.sdk(&["rest", "GET", &format!("{vm}?api-version=2024-07-01")]);
+        now["body"]["properties"]["netwatch"]["connectedMs"] != before["body"]["properties"]["netwatch"]["connectedMs"]
+    });
+    assert!(again, "the agent did not reconnect with its credential\n{}", nw.logs());
+
+    // Anyone else with the spent token is refused.
+    let thief = nw.start_agent(&token, &nw.dir.path().join("thief"), "thief.log");
+    let refused = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        std::fs::read_to_string(nw.dir.path().join("thief.log"))
+            .unwrap_or_default()
+            .contains("401 Unauthorized")
+    });
+    drop(thief);
+    assert!(
+        refused,
+        "a spent enrollment token was not refused:\n{}",
+        std::fs::read_to_string(nw.dir.path().join("thief.log")).unwrap_or_default()
+    );
 }

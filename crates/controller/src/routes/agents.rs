@@ -1,14 +1,15 @@
 //! The agent channel's HTTP side: `GET /netwatch/v1/agent/channel` upgraded
 //! to a WebSocket, served by [`crate::hub::serve_agent`].
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
 use axum::routing::get;
+use axum::{Extension, Router};
 use netwatch_api::agent::CHANNEL_PATH;
 
 use super::AppState;
+use crate::auth::AgentIdentity;
 use crate::hub;
 
 /// Largest message an agent may send: a hello lists interfaces and captures,
@@ -19,8 +20,15 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route(CHANNEL_PATH, get(channel))
 }
 
-async fn channel(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn channel(
+    State(state): State<AppState>,
+    identity: Option<Extension<AgentIdentity>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // The authentication layer always says who it let in; without it (no
+    // tokens configured) the hello is trusted.
+    let identity = identity.map_or(AgentIdentity::Shared, |Extension(identity)| identity);
     upgrade
         .max_message_size(MAX_AGENT_MESSAGE)
-        .on_upgrade(move |socket| hub::serve_agent(state, socket))
+        .on_upgrade(move |socket| hub::serve_agent(state, socket, identity))
 }

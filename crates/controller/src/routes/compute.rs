@@ -1,7 +1,9 @@
 //! `Microsoft.Compute` as netwatch has it (DESIGN §2): the hosts whose agent
 //! registered are virtual machines, and each one's agent is its VM extension
-//! `NetworkWatcherAgentLinux`. Read-only: a host becomes a VM by registering
-//! (that *is* the extension install), never by a PUT here.
+//! `NetworkWatcherAgentLinux`. A host becomes a VM by registering (that *is*
+//! the extension install); a PUT of the extension (`vm extension set`) on a VM
+//! not seen yet makes a one-time enrollment token and answers the command to
+//! run on the host, since netwatch cannot reach into a host itself.
 //!
 //! az reads `location` from the VM GET before a capture create (clients.md §3,
 //! api-contract.md §3.1) and prints the extension with `az vm extension show`;
@@ -13,15 +15,21 @@
 //! other than the agent is a 404; times are RFC 3339 UTC.
 
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use netwatch_api::error::{ApiError, ErrorCode};
-use netwatch_api::resource::{AGENT_EXTENSION_NAME, ResourceGroupName, ResourceId, ResourceName, SubscriptionId};
+use netwatch_api::resource::{
+    AGENT_EXTENSION_NAME, Location, ResourceGroupName, ResourceId, ResourceName, SubscriptionId,
+};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{AppState, ArmVersion, HttpError, rfc3339, subscription};
-use crate::store::VmRecord;
+use super::{AppState, ArmBody, ArmVersion, HttpError, base_url, now_ms, rfc3339, subscription};
+use crate::auth::{digest, new_token};
+use crate::store::{EnrollmentRecord, VmRecord};
 
 /// Virtual machines of a resource group, below a subscription.
 const VMS_IN_GROUP: &str =
@@ -46,7 +54,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route(VMS_IN_GROUP, get(list_group))
         .route(&vm, get(show))
         .route(&format!("{vm}/extensions"), get(list_extensions))
-        .route(&format!("{vm}/extensions/{{extension}}"), get(show_extension))
+        .route(
+            &format!("{vm}/extensions/{{extension}}"),
+            get(show_extension).put(set_extension),
+        )
 }
 
 /// `GET /subscriptions/{s}/providers/Microsoft.Compute/virtualMachines`.
@@ -114,6 +125,126 @@ async fn show_extension(
         return Err(ApiError::new(ErrorCode::ResourceNotFound, message).into());
     }
     Ok(Json(extension_json(&id, &record)))
+}
+
+/// How long an enrollment token may wait for its host: a day.
+const ENROLLMENT_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+/// The extension PUT body as az sends it; other fields are accepted and ignored.
+#[derive(Debug, Deserialize)]
+struct ExtensionBody {
+    location: Option<String>,
+    #[serde(default)]
+    properties: ExtensionProperties,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtensionProperties {
+    publisher: Option<String>,
+    #[serde(rename = "type")]
+    extension_type: Option<String>,
+}
+
+/// `PUT …/virtualMachines/{vm}/extensions/{name}` (`vm extension set`): 200
+/// with the extension when the VM's agent registered already; otherwise 201
+/// with provisioningState `Creating` and, under `properties.netwatch.enrollment`,
+/// a one-time token and the command that installs the agent with it.
+async fn set_extension(
+    State(state): State<AppState>,
+    Path((sub, group, vm, extension)): Path<(String, String, String, String)>,
+    _version: ArmVersion,
+    headers: HeaderMap,
+    uri: Uri,
+    ArmBody(body): ArmBody,
+) -> Result<Response, HttpError> {
+    let sub = subscription(&state.config, &sub)?;
+    let group = ResourceGroupName::parse("resourceGroupName", &group)?;
+    let vm = ResourceName::parse("vmName", &vm)?;
+    let extension = ResourceName::parse("vmExtensionName", &extension)?;
+    if extension.as_str().eq_ignore_ascii_case("NetworkWatcherAgentWindows") {
+        let message = "the netwatch agent runs on Linux only: use --name NetworkWatcherAgentLinux";
+        return Err(ApiError::bad_request("vmExtensionName", message).into());
+    }
+    if !extension.as_str().eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
+        let message = format!(
+            "extension {extension} is not one netwatch installs: the agent is {AGENT_EXTENSION_NAME} \
+             (publisher {AGENT_PUBLISHER})"
+        );
+        return Err(ApiError::bad_request("vmExtensionName", message).into());
+    }
+    let body: ExtensionBody = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_body(format!("the body is not a VM extension: {err}")))?;
+    if let Some(publisher) = &body.properties.publisher
+        && !publisher.eq_ignore_ascii_case(AGENT_PUBLISHER)
+    {
+        let message = format!("publisher {publisher:?} is not the agent's: use {AGENT_PUBLISHER}");
+        return Err(ApiError::bad_request("properties.publisher", message).into());
+    }
+    if let Some(kind) = &body.properties.extension_type
+        && !kind.eq_ignore_ascii_case(AGENT_EXTENSION_NAME)
+    {
+        let message = format!("type {kind:?} is not the agent's: use {AGENT_EXTENSION_NAME}");
+        return Err(ApiError::bad_request("properties.type", message).into());
+    }
+    let id = ResourceId::virtual_machine(&sub, &group, &vm);
+    if let Some(record) = state.store.get_vm(&id.to_string()).await? {
+        let id = ResourceId::parse("id", &record.id).unwrap_or(id);
+        return Ok(Json(extension_json(&id, &record)).into_response());
+    }
+
+    // Not seen yet: an enrollment for the host to use.
+    let Some(location) = body.location.as_deref() else {
+        let message = format!("virtual machine {vm} has no agent yet: give its location (--location) to enroll it");
+        return Err(ApiError::bad_request("location", message).into());
+    };
+    let location = Location::parse("location", location)?;
+    if !state.config.locations.iter().any(|known| known.name == location) {
+        let known: Vec<&str> = state.config.locations.iter().map(|l| l.name.as_str()).collect();
+        let message = format!(
+            "location {location} is not served here: use one of {}",
+            known.join(", ")
+        );
+        return Err(ApiError::bad_request("location", message).into());
+    }
+    let base = base_url(&state.config, &headers, &uri)?;
+    let token = new_token().map_err(|err| ApiError::internal("make an enrollment token", err))?;
+    let now = now_ms();
+    let enrollment = EnrollmentRecord {
+        digest: digest(&token),
+        vm_id: id.to_string(),
+        location: location.to_string(),
+        created_ms: now,
+        expires_ms: now + ENROLLMENT_LIFETIME_MS,
+        used_ms: None,
+    };
+    state.store.insert_enrollment(&enrollment).await?;
+    tracing::info!(vm = %id, "enrollment made for a host to install the agent with");
+    let command = format!(
+        "netwatch agent --server {base} --enroll-token {token} --vm-name {vm} --resource-group {group} --location {location}"
+    );
+    let extension_id = ResourceId::agent_extension(&sub, &group, &vm);
+    let answer = json!({
+        "id": extension_id.to_string(),
+        "name": AGENT_EXTENSION_NAME,
+        "type": "Microsoft.Compute/virtualMachines/extensions",
+        "location": location.as_str(),
+        "properties": {
+            "publisher": AGENT_PUBLISHER,
+            "type": AGENT_EXTENSION_NAME,
+            "typeHandlerVersion": AGENT_HANDLER_VERSION,
+            "autoUpgradeMinorVersion": true,
+            "provisioningState": "Creating",
+            "netwatch": {
+                "enrollment": {
+                    "token": token,
+                    "expiresOn": rfc3339(enrollment.expires_ms),
+                    "command": command,
+                },
+            },
+        },
+    });
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// The VM the path names and its record; 404 unless its agent registered.

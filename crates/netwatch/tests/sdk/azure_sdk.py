@@ -8,7 +8,7 @@ NETWATCH_URL, NETWATCH_TOKEN, NETWATCH_CA.
     azure_sdk.py create NAME BODY_JSON   begin_create(...).result()
     azure_sdk.py get NAME | list | status NAME | stop NAME | delete NAME
     azure_sdk.py download URL FILE       GET a storagePath with the token
-    azure_sdk.py rest METHOD PATH        any other request, with the token
+    azure_sdk.py rest METHOD PATH [BODY] any other request, with the token
 """
 
 import json
@@ -78,9 +78,14 @@ def main(argv):
             file.write(answer.content)
         out = {"bytes": len(answer.content)}
     elif command == "rest":
-        method, path = args
+        method, path, *body = args
         answer = requests.request(
-            method, os.environ["NETWATCH_URL"] + path, headers=auth, verify=os.environ["NETWATCH_CA"], timeout=30
+            method,
+            os.environ["NETWATCH_URL"] + path,
+            headers=auth,
+            json=json.loads(body[0]) if body else None,
+            verify=os.environ["NETWATCH_CA"],
+            timeout=30,
         )
         out = {"status": answer.status_code, "body": answer.json() if answer.content else None}
     else:

@@ -1,0 +1,65 @@
+//! The agent's own credential, handed out once by the controller when the
+//! agent enrolled with a one-time token, kept in `DATA_DIR/credential` (0600).
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::AgentError;
+
+/// The file's name in the data directory.
+pub(crate) const FILE: &str = "credential";
+
+/// The saved credential, if there is one.
+pub(crate) fn load(path: &Path) -> Result<Option<String>, AgentError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned()).filter(|token| !token.is_empty())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AgentError::Credential {
+            what: "read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Saves `credential`, durably (temporary file, fsync, rename), readable by
+/// the agent's user only.
+pub(crate) fn save(path: &Path, credential: &str) -> Result<(), AgentError> {
+    let error = |source| AgentError::Credential {
+        what: "write",
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(error)?;
+    }
+    let temporary = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(error)?;
+    file.write_all(credential.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::rename(&temporary, path).map_err(error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_credential_loads_back_and_none_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join(FILE);
+        assert_eq!(load(&path).unwrap(), None);
+        save(&path, "abc123").unwrap();
+        assert_eq!(load(&path).unwrap().as_deref(), Some("abc123"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
