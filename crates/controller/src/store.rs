@@ -171,6 +171,42 @@ fn key(id: &str) -> String {
     id.to_lowercase()
 }
 
+/// Inserts a capture row with `executor` (the pool, or a transaction).
+async fn insert_capture_with<'e, E>(executor: E, c: &CaptureRecord) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let result = sqlx::query(
+        "INSERT INTO packet_captures (key, id, watcher_key, target_key, target_id, request_json, status,
+             stop_reason, errors_json, started_ms, stats_json, etag, version, created_ms, updated_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(key(&c.id))
+    .bind(&c.id)
+    .bind(key(&c.watcher_id))
+    .bind(key(&c.target_id))
+    .bind(&c.target_id)
+    .bind(&c.request_json)
+    .bind(&c.status)
+    .bind(&c.stop_reason)
+    .bind(&c.errors_json)
+    .bind(c.started_ms)
+    .bind(&c.stats_json)
+    .bind(&c.etag)
+    .bind(c.version)
+    .bind(c.created_ms)
+    .bind(c.updated_ms)
+    .execute(executor)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(format!("packet capture {}", c.id)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The controller's state store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -335,35 +371,25 @@ impl Store {
 
     /// Adds a capture; [`StoreError::Conflict`] when one of that id exists.
     pub async fn insert_capture(&self, c: &CaptureRecord) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO packet_captures (key, id, watcher_key, target_key, target_id, request_json, status,
-                 stop_reason, errors_json, started_ms, stats_json, etag, version, created_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(key(&c.id))
-        .bind(&c.id)
-        .bind(key(&c.watcher_id))
-        .bind(key(&c.target_id))
-        .bind(&c.target_id)
-        .bind(&c.request_json)
-        .bind(&c.status)
-        .bind(&c.stop_reason)
-        .bind(&c.errors_json)
-        .bind(c.started_ms)
-        .bind(&c.stats_json)
-        .bind(&c.etag)
-        .bind(c.version)
-        .bind(c.created_ms)
-        .bind(c.updated_ms)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("packet capture {}", c.id)))
-            }
-            Err(e) => Err(e.into()),
+        insert_capture_with(&self.pool, c).await
+    }
+
+    /// Replaces capture `old` (as read: its version must be unchanged) by `new`
+    /// under the same id, in one transaction: a PUT over a finished capture.
+    pub async fn replace_capture(&self, old: &CaptureRecord, new: &CaptureRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM packet_captures WHERE key = $1 AND version = $2")
+            .bind(key(&old.id))
+            .bind(old.version)
+            .execute(&mut *tx)
+            .await?;
+        if gone.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::Stale(format!("packet capture {}", old.id)));
         }
+        insert_capture_with(&mut *tx, new).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn get_capture(&self, id: &str) -> Result<Option<CaptureRecord>, StoreError> {

@@ -249,6 +249,31 @@ async fn captures_suite(store: &Store) {
     };
     assert_eq!(store.update_capture(&stopped).await.unwrap(), 3);
 
+    // a finished capture is replaced in one step, only as it was read
+    let stopped = store.get_capture(&c.id).await.unwrap().unwrap();
+    let fresh = CaptureRecord {
+        status: "NotStarted".into(),
+        stop_reason: None,
+        version: 1,
+        created_ms: 99,
+        ..stopped.clone()
+    };
+    let stale = CaptureRecord {
+        version: 2,
+        ..stopped.clone()
+    };
+    assert!(matches!(
+        store.replace_capture(&stale, &fresh).await.unwrap_err(),
+        StoreError::Stale(_)
+    ));
+    assert_eq!(store.get_capture(&c.id).await.unwrap().unwrap(), stopped);
+    store.replace_capture(&stopped, &fresh).await.unwrap();
+    let replaced = store.get_capture(&c.id).await.unwrap().unwrap();
+    assert_eq!(
+        (replaced.status.as_str(), replaced.created_ms, replaced.version),
+        ("NotStarted", 99, 1)
+    );
+
     assert!(store.delete_capture(&c.id).await.unwrap());
     assert!(!store.delete_capture(&c.id).await.unwrap());
     assert!(store.get_capture(&c.id).await.unwrap().is_none());

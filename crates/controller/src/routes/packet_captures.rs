@@ -279,12 +279,13 @@ async fn create(
     if new_watcher {
         state.store.ensure_watcher(&watcher).await?;
     }
-    if let Some(existing) = &existing {
-        state.store.delete_capture(&existing.id).await?;
-    }
-    match state.store.insert_capture(&record).await {
+    let written = match &existing {
+        Some(existing) => state.store.replace_capture(existing, &record).await,
+        None => state.store.insert_capture(&record).await,
+    };
+    match written {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
+        Err(StoreError::Conflict(_) | StoreError::Stale(_)) => {
             let message = format!("packet capture {} was created by another request meanwhile", id.name());
             return Err(ApiError::conflict(message).into());
         }
