@@ -23,6 +23,7 @@ mod agents;
 mod bootstrap;
 mod compute;
 mod files;
+mod health;
 mod identity;
 mod network_watchers;
 mod openapi;
@@ -164,6 +165,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::routes())
         .merge(openapi::routes())
         .merge(identity::routes())
+        .merge(health::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -34,8 +34,9 @@ use tower::ServiceExt;
 const DOCUMENT: &str = include_str!("../openapi.json");
 const OPENAPI_PATH: &str = "/netwatch/v1/openapi.json";
 /// The paths anyone may call (auth.rs's `PUBLIC_PATHS` that have a route).
-const PUBLIC: [&str; 6] = [
+const PUBLIC: [&str; 7] = [
     "/metadata/endpoints",
+    "/netwatch/v1/health",
     OPENAPI_PATH,
     "/{tenant}/v2.0/.well-known/openid-configuration",
     "/{tenant}/oauth2/v2.0/token",
@@ -59,7 +60,7 @@ const BLOB: &str = "network-watcher-logs/subscriptions/x/2025/01/31/packetcaptur
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 28] = [
+const ROUTES: [(&str, &[&str]); 29] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -136,6 +137,7 @@ const ROUTES: [(&str, &[&str]); 28] = [
     ("/{tenant}/oauth2/v2.0/token", &["POST"]),
     ("/{tenant}/discovery/v2.0/keys", &["GET"]),
     ("/msi/token", &["GET"]),
+    ("/netwatch/v1/health", &["GET"]),
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
@@ -1275,6 +1277,8 @@ async fn answers_match_their_schemas() {
     s.call("Agents_Channel", channel(), 426).await;
     s.call("Agents_Channel", channel().token(None), 401).await;
     s.call("OpenApi_Get", get(OPENAPI_PATH).token(None), 200).await;
+
+    s.call("Health_Get", get("/netwatch/v1/health").token(None), 200).await;
 
     // Logins of Azure's own clients.
     let tenant = SUB;
