@@ -1,8 +1,10 @@
 //! The one netwatch binary: picks a subcommand and calls its `run`. Every role
 //! lives here (DESIGN §1): the controller (`server`), the host agent (`agent`),
-//! both with local storage on one machine (`up`), and the local capture.
+//! both with local storage on one machine (`up`), the local capture, and the
+//! az-shaped client commands (`vm`, `network`, `storage`, `login`: netwatch-cli).
 //!
-//! Exit codes: 0 success, 1 failure, 2 usage or configuration error (STYLE 11).
+//! Exit codes: 0 success, 1 failure, 2 usage or configuration error (STYLE 11);
+//! the client commands add az's 3 for a resource that does not exist.
 
 use std::process::ExitCode;
 
@@ -31,6 +33,8 @@ enum Command {
     Agent(agent::Args),
     /// Capture packets on this host into a pcap file, like tcpdump, with Azure's filters and limits.
     Capture(capture::Args),
+    #[command(flatten)]
+    Client(netwatch_cli::Command),
 }
 
 /// An error that is the user's to fix (exit code 2).
@@ -42,7 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Services log what they do; the capture command keeps stderr for its summary.
     let default_level = match cli.command {
-        Command::Capture(_) => "warn",
+        Command::Capture(_) | Command::Client(_) => "warn",
         Command::Up(_) | Command::Server(_) | Command::Agent(_) => "info",
     };
     tracing_subscriber::fmt()
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
+        // az's error text and exit codes are the client's own.
+        Command::Client(command) => return netwatch_cli::run(command),
         Command::Capture(args) => capture::run(args),
         Command::Up(args) => up::run(args).map(|()| ExitCode::SUCCESS),
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),

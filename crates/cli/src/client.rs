@@ -1,0 +1,427 @@
+//! The HTTP side of the client commands: one reqwest client (rustls with
+//! aws-lc-rs, trusting the CA file when one is configured, the system's roots
+//! otherwise), ARM requests with the `api-version` az sends per command
+//! (clients.md §3), ARM error answers turned into [`CliError::Arm`], and
+//! long-running operations polled as azure-core's `ARMPolling` does
+//! (api-contract.md §4): the `Azure-AsyncOperation` monitor first, then the
+//! `Location` monitor, waiting `Retry-After` between polls.
+//!
+//! `--debug` prints every request and answer on standard error in az's
+//! layout (`Request URL: '…'`, headers with the token masked, body).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls_platform_verifier::BuilderVerifierExt;
+use serde_json::Value;
+
+use crate::error::CliError;
+use crate::settings::Settings;
+
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one ARM request may take, answer included (ARM answers are small).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a download may go without receiving a byte.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The wait between polls when the server sends no (or a zero) `Retry-After`:
+/// azure-core's default polling interval, which az uses.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// Longest wait for a long-running operation (az waits without a bound; a
+/// stop that uploads a 4 GiB capture still fits).
+const LRO_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The monitor header of a create (lower case, as headers are compared).
+const AZURE_ASYNC_OPERATION: &str = "azure-asyncoperation";
+
+/// An answer read in full.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body as JSON; `Value::Null` when empty, `Value::String` when not JSON.
+    pub body: Value,
+}
+
+/// The ARM client of one command.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    debug: bool,
+}
+
+impl Client {
+    /// A client for `settings`; `debug` prints every exchange.
+    pub fn new(settings: &Settings, debug: bool) -> Result<Self, CliError> {
+        let tls = tls_config(settings.ca.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(ClientConfig::clone(&tls))
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("netwatch-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| CliError::Tls(format!("set up the HTTP client: {err}")))?;
+        Ok(Self {
+            http,
+            base: settings.server.clone(),
+            token: settings.token.clone(),
+            debug,
+        })
+    }
+
+    /// The server's base URL, `https://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `{base}{path}?api-version={version}`.
+    pub fn url(&self, path: &str, api_version: &str) -> String {
+        format!("{}{path}?api-version={api_version}", self.base)
+    }
+
+    /// Sends one request and reads the whole answer, whatever its status.
+    pub async fn exchange(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Answer, CliError> {
+        let what = format!("{method} {url}");
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .timeout(REQUEST_TIMEOUT)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(ACCEPT, "application/json");
+        let text = body.map(Value::to_string);
+        if let Some(text) = &text {
+            request = request.header(CONTENT_TYPE, "application/json").body(text.clone());
+        }
+        if self.debug {
+            debug_request(&method, url, text.as_deref());
+        }
+        let response = request.send().await.map_err(|source| CliError::Connection {
+            what: what.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| CliError::Connection { what, source })?;
+        if self.debug {
+            debug_answer(status, &headers, &bytes);
+        }
+        let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(Answer { status, headers, body })
+    }
+
+    /// A request whose answer must be 2xx: its body, or the error it carries.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let answer = self.exchange(method, &self.url(path, api_version), body).await?;
+        if answer.status.is_success() {
+            Ok(answer.body)
+        } else {
+            Err(arm_error(answer))
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str, api_version: &str) -> Result<Value, CliError> {
+        self.call(Method::GET, path, api_version, None).await
+    }
+
+    /// Starts a long-running operation: the first answer, which must have one
+    /// of the `accepted` statuses (as az's generated code checks).
+    pub async fn begin(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        accepted: &[u16],
+    ) -> Result<Answer, CliError> {
+        let answer = self.exchange(method, url, body).await?;
+        if accepted.contains(&answer.status.as_u16()) {
+            Ok(answer)
+        } else {
+            Err(arm_error(answer))
+        }
+    }
+
+    /// Waits for the operation `first` started (a request to `url`) to end,
+    /// as azure-core's `ARMPolling`: through the `Azure-AsyncOperation`
+    /// monitor (then, for a PUT, a GET of `url` for the result), or the
+    /// `Location` monitor (its last answer is the result), or not at all when
+    /// the first answer has neither header. The result is `None` when the
+    /// final answer has no body.
+    pub async fn wait(&self, method: &Method, url: &str, first: Answer) -> Result<Option<Value>, CliError> {
+        let deadline = Instant::now() + LRO_TIMEOUT;
+        if let Some(monitor) = header(&first.headers, AZURE_ASYNC_OPERATION) {
+            let mut delay = retry_after(&first.headers);
+            loop {
+                self.sleep_until(delay, deadline, &monitor).await?;
+                let answer = self.exchange(Method::GET, &monitor, None).await?;
+                if !answer.status.is_success() {
+                    return Err(arm_error(answer));
+                }
+                let status = answer.body.get("status").and_then(Value::as_str).unwrap_or_default();
+                match status.to_ascii_lowercase().as_str() {
+                    "succeeded" => break,
+                    "failed" | "canceled" | "cancelled" => {
+                        return Err(CliError::OperationFailed {
+                            status: status.to_owned(),
+                            error: answer.body.get("error").cloned(),
+                        });
+                    }
+                    _ => delay = retry_after(&answer.headers),
+                }
+            }
+            // The result: the resource itself for a PUT (or PATCH), the
+            // `Location` of the first answer for anything else that has one.
+            let result_url = if *method == Method::PUT || *method == Method::PATCH {
+                Some(url.to_owned())
+            } else {
+                header(&first.headers, LOCATION.as_str())
+            };
+            return match result_url {
+                Some(result_url) => {
+                    let answer = self.exchange(Method::GET, &result_url, None).await?;
+                    if answer.status.is_success() {
+                        Ok(non_null(answer.body))
+                    } else {
+                        Err(arm_error(answer))
+                    }
+                }
+                None => Ok(None),
+            };
+        }
+        if let Some(mut monitor) = header(&first.headers, LOCATION.as_str()) {
+            let mut delay = retry_after(&first.headers);
+            loop {
+                self.sleep_until(delay, deadline, &monitor).await?;
+                let answer = self.exchange(Method::GET, &monitor, None).await?;
+                match answer.status.as_u16() {
+                    202 => {
+                        delay = retry_after(&answer.headers);
+                        if let Some(next) = header(&answer.headers, LOCATION.as_str()) {
+                            monitor = next;
+                        }
+                    }
+                    200 | 201 | 204 => return Ok(non_null(answer.body)),
+                    _ => return Err(arm_error(answer)),
+                }
+            }
+        }
+        Ok(non_null(first.body))
+    }
+
+    async fn sleep_until(&self, delay: Duration, deadline: Instant, monitor: &str) -> Result<(), CliError> {
+        if Instant::now() + delay > deadline {
+            return Err(CliError::Timeout(format!(
+                "the operation did not finish within {} minutes; its monitor is {monitor}",
+                LRO_TIMEOUT.as_secs() / 60
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// Starts a download of `url` (a file under the server's storage routes),
+    /// with the token; the answer's body is not read.
+    pub async fn download(&self, url: &str) -> Result<reqwest::Response, CliError> {
+        if self.debug {
+            debug_request(&Method::GET, url, None);
+        }
+        let response = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .send()
+            .await
+            .map_err(|source| CliError::Connection {
+                what: format!("GET {url}"),
+                source,
+            })?;
+        if self.debug {
+            debug_answer(response.status(), response.headers(), b"");
+        }
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Err(arm_error(Answer { status, headers, body }))
+    }
+}
+
+fn non_null(body: Value) -> Option<Value> {
+    (!body.is_null()).then_some(body)
+}
+
+/// A non-success answer as [`CliError::Arm`].
+pub fn arm_error(answer: Answer) -> CliError {
+    CliError::Arm {
+        status: answer.status.as_u16(),
+        reason: answer.status.canonical_reason().unwrap_or_default().to_owned(),
+        body: answer.body,
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+}
+
+/// The wait before the next poll: `retry-after-ms`, `x-ms-retry-after-ms` or
+/// `Retry-After` (seconds), as azure-core reads them; a missing or zero value
+/// means [`DEFAULT_POLL_INTERVAL`] (azure-core's `_extract_delay`).
+pub fn retry_after(headers: &HeaderMap) -> Duration {
+    let number = |name: &str| header(headers, name).and_then(|value| value.trim().parse::<f64>().ok());
+    let delay = number("retry-after-ms")
+        .or_else(|| number("x-ms-retry-after-ms"))
+        .map(|ms| ms / 1000.0)
+        .or_else(|| number(RETRY_AFTER.as_str()));
+    match delay {
+        Some(seconds) if seconds > 0.0 && seconds.is_finite() => {
+            Duration::from_secs_f64(seconds.min(LRO_TIMEOUT.as_secs_f64()))
+        }
+        _ => DEFAULT_POLL_INTERVAL,
+    }
+}
+
+/// The TLS client configuration: the CA file's certificates as the only
+/// roots, or the platform verifier (the system's roots) without one.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<ClientConfig>, CliError> {
+    // An explicit provider: with both rustls providers compiled in, rustls
+    // could not pick a process default and `builder()` would panic.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| CliError::Tls(format!("set up TLS: {err}")))?;
+    let config = match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| CliError::File {
+                what: "read the CA certificate",
+                path: path.to_owned(),
+                source,
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|err| {
+                    CliError::Tls(format!("the CA file {} has a bad certificate: {err}", path.display()))
+                })?;
+                roots.add(cert).map_err(|err| {
+                    CliError::Tls(format!("the CA file {} has a bad certificate: {err}", path.display()))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(CliError::Tls(format!(
+                    "the CA file {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .with_platform_verifier()
+            .map_err(|err| CliError::Tls(format!("load the system's CA certificates: {err}")))?
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// `--debug`: a request, as az's `sdk.policies` logger prints it.
+fn debug_request(method: &Method, url: &str, body: Option<&str>) {
+    let mut lines = vec![
+        format!("Request URL: '{url}'"),
+        format!("Request method: '{method}'"),
+        "Request headers:".to_owned(),
+        "    'Accept': 'application/json'".to_owned(),
+    ];
+    if body.is_some() {
+        lines.push("    'Content-Type': 'application/json'".to_owned());
+    }
+    lines.push("    'Authorization': '*****'".to_owned());
+    lines.push("Request body:".to_owned());
+    lines.push(body.unwrap_or("This request has no body").to_owned());
+    for line in lines {
+        eprintln!("DEBUG: cli.netwatch.client: {line}");
+    }
+}
+
+/// `--debug`: an answer.
+fn debug_answer(status: StatusCode, headers: &HeaderMap, body: &[u8]) {
+    eprintln!("DEBUG: cli.netwatch.client: Response status: {}", status.as_u16());
+    eprintln!("DEBUG: cli.netwatch.client: Response headers:");
+    for (name, value) in headers {
+        eprintln!(
+            "DEBUG: cli.netwatch.client:     '{name}': '{}'",
+            value.to_str().unwrap_or("<binary>")
+        );
+    }
+    if !body.is_empty() {
+        eprintln!("DEBUG: cli.netwatch.client: Response content:");
+        eprintln!("DEBUG: cli.netwatch.client: {}", String::from_utf8_lossy(body));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_as_azure_core_reads_it() {
+        assert_eq!(retry_after(&headers(&[("retry-after", "1")])), Duration::from_secs(1));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after-ms", "250"), ("retry-after", "9")])),
+            Duration::from_millis(250)
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "0")])), DEFAULT_POLL_INTERVAL);
+        assert_eq!(retry_after(&headers(&[])), DEFAULT_POLL_INTERVAL);
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), DEFAULT_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let err = tls_config(Some(std::path::Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let err = tls_config(Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("holds no PEM certificate"), "{err}");
+    }
+}

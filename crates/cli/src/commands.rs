@@ -1,0 +1,66 @@
+//! The client commands: each module parses its flags (clap), checks them
+//! into a `Prepared` value without any I/O, and executes it against the
+//! controller, returning the value to print (already in az's shape) or
+//! `None` when az prints nothing.
+
+pub mod login;
+pub mod network;
+pub mod packet_capture;
+pub mod storage;
+pub mod vm;
+
+use netwatch_api::resource::{ResourceError, SubscriptionId};
+use serde_json::Value;
+
+use crate::error::CliError;
+use crate::{Command, Context};
+
+/// A command whose flags passed every check.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    Vm(Box<vm::Prepared>),
+    Network(Box<network::Prepared>),
+    Storage(Box<storage::Prepared>),
+    Login(login::Prepared),
+}
+
+/// Checks the flags of `command` (no I/O).
+pub(crate) fn prepare(command: Command, subscription: &SubscriptionId) -> Result<Prepared, CliError> {
+    Ok(match command {
+        Command::Vm(args) => Prepared::Vm(Box::new(vm::prepare(args.command, subscription)?)),
+        Command::Network(args) => Prepared::Network(Box::new(network::prepare(args.command, subscription)?)),
+        Command::Storage(args) => Prepared::Storage(Box::new(storage::prepare(args.command, subscription)?)),
+        Command::Login(args) => Prepared::Login(login::prepare(&args)?),
+    })
+}
+
+/// Makes the requests of a prepared command.
+pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Option<Value>, CliError> {
+    match prepared {
+        Prepared::Vm(prepared) => vm::execute(*prepared, context).await,
+        Prepared::Network(prepared) => network::execute(*prepared, context).await,
+        Prepared::Storage(prepared) => storage::execute(*prepared, context).await,
+        Prepared::Login(_) => Err(CliError::Unexpected("login runs without a client".to_owned())),
+    }
+}
+
+/// A name or id rejected by `netwatch_api`, as a usage error naming the flag.
+pub(crate) fn flag_error(flag: &str, err: &ResourceError) -> CliError {
+    // The api's message starts with its target (the field name); the flag says it better.
+    let detail = err
+        .message
+        .strip_prefix(err.target.as_str())
+        .unwrap_or(&err.message)
+        .trim_start();
+    CliError::Usage(format!("argument {flag}: {detail}"))
+}
+
+/// A JSON argument, inline or `@file` (az's convention for `--filters` and
+/// `--settings`).
+pub(crate) fn json_argument(flag: &str, text: &str) -> Result<String, CliError> {
+    match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|err| CliError::Usage(format!("argument {flag}: cannot read {path}: {err}"))),
+        None => Ok(text.to_owned()),
+    }
+}

@@ -1,0 +1,1084 @@
+//! `netwatch network watcher packet-capture …`: az's `network watcher
+//! packet-capture` group (api-contract.md §3.1), api-version 2022-01-01 as az
+//! sends, plus `download`.
+//!
+//! - Every command but `create` finds its watcher from `-l/--location` as
+//!   az's `get_network_watcher_from_location` does: list all watchers, take
+//!   the first whose location equals the argument in any case, after mapping a
+//!   display name with a space (`West US`) through `GET /subscriptions/{s}/locations`;
+//!   none is `network watcher is not enabled for region X.` (exit 1).
+//! - `create` reads the target's location first (GET of the VM or scale
+//!   set), then the watcher the same way; `--storage-account NAME` becomes an
+//!   id in `-g`'s resource group, as az does.
+//! - The create body is checked with `netwatch_api` before anything is sent
+//!   (the same validation the server runs), so a bad flag or filter is exit 2
+//!   with the flag named, never a request.
+//! - Long-running commands wait (`--no-wait` prints nothing at once, as az);
+//!   `stop` and `delete` print nothing.
+//!
+//! *Our choices* where az is lax: `--include/--exclude` without
+//! `--target-type AzureVMSS` is an error (az drops them silently); `--vm` is
+//! required for a VM target (az fails with a Python traceback); a `--vm` id
+//! is looked up as given (az takes its name and `-g`'s group).
+
+use clap::{ArgAction, Subcommand};
+use netwatch_api::error::ApiError;
+use netwatch_api::filter::parse_wire_filters_json;
+use netwatch_api::packet_capture::{
+    DEFAULT_BYTES_TO_CAPTURE_PER_PACKET, DEFAULT_TIME_LIMIT_IN_SECONDS, DEFAULT_TOTAL_BYTES_PER_SESSION, MAX_BYTES,
+    MAX_TIME_LIMIT_IN_SECONDS, PacketCapture, PacketCaptureMachineScope, PacketCaptureParameters,
+    PacketCaptureStorageLocation,
+};
+use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceKind, ResourceName, SubscriptionId};
+use reqwest::Method;
+use serde_json::Value;
+
+use super::{flag_error, json_argument};
+use crate::error::CliError;
+use crate::output_standin::Query;
+use crate::{Context, Printer, shape};
+
+/// What az's `network watcher packet-capture` commands send.
+pub(crate) const API_VERSION: &str = "2022-01-01";
+/// What az's `vm show` (and `vmss show`) send, read by create for the location.
+const COMPUTE_API_VERSION: &str = "2026-04-01";
+/// What az sends to list the subscription's locations.
+const LOCATIONS_API_VERSION: &str = "2022-12-01";
+/// az's wait defaults: poll every 30 s for at most an hour.
+const WAIT_INTERVAL_SECONDS: u64 = 30;
+const WAIT_TIMEOUT_SECONDS: u64 = 3600;
+
+/// `-n/--name`.
+#[derive(Debug, clap::Args)]
+pub struct NameArg {
+    /// Name of the packet capture session.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    name: String,
+}
+
+/// `-l/--location`.
+#[derive(Debug, clap::Args)]
+pub struct LocationArg {
+    /// Location (region) of the network watcher, e.g. westus or "West US".
+    #[arg(long, short = 'l', value_name = "LOCATION")]
+    location: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Name of the resource group the target resource is in.
+    #[arg(long, short = 'g', value_name = "GROUP")]
+    resource_group: String,
+    /// Name of the packet capture session.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    name: String,
+    /// Name or ID of the VM to target.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    vm: Option<String>,
+    /// Name or ID of the target resource; required when --target-type is AzureVMSS.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    target: Option<String>,
+    /// Resource type of target: AzureVM (default) or AzureVMSS.
+    #[arg(long, value_name = "TYPE")]
+    target_type: Option<String>,
+    /// Space-separated list of VMSS instances to include in packet capture, like 0 1 2.
+    #[arg(long, value_name = "INSTANCE", num_args = 1.., action = ArgAction::Append)]
+    include: Vec<String>,
+    /// Space-separated list of VMSS instances to exclude in packet capture.
+    #[arg(long, value_name = "INSTANCE", num_args = 1.., action = ArgAction::Append)]
+    exclude: Vec<String>,
+    /// Number of bytes captured per packet; excess bytes are truncated (0 keeps whole packets).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    capture_size: Option<i64>,
+    /// Maximum size in bytes of the capture output (default 1073741824).
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    capture_limit: Option<i64>,
+    /// Maximum duration of the capture session in seconds (default and maximum 18000).
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    time_limit: Option<i64>,
+    /// JSON encoded list of packet filters. Use `@{path}` to load from file.
+    #[arg(long, value_name = "JSON")]
+    filters: Option<String>,
+    /// Name or ID of a storage account to save the packet capture to.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    storage_account: Option<String>,
+    /// Fully qualified URI of an existing storage container in which to store the capture file.
+    #[arg(long, value_name = "URI")]
+    storage_path: Option<String>,
+    /// Local path on the targeted VM at which to save the packet capture; must start with /var/captures.
+    #[arg(long, value_name = "PATH")]
+    file_path: Option<String>,
+    /// Do not wait for the long-running operation to finish.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Name of the packet capture session.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    name: String,
+    /// Name of the network watcher.
+    #[arg(long, value_name = "NAME", requires = "watcher_rg")]
+    watcher_name: Option<String>,
+    /// Name of the resource group the watcher is in.
+    #[arg(long, value_name = "GROUP", requires = "watcher_name")]
+    watcher_rg: Option<String>,
+    /// netwatch: find the watcher from its location instead of --watcher-name/--watcher-rg.
+    #[arg(long, short = 'l', value_name = "LOCATION", conflicts_with_all = ["watcher_name", "watcher_rg"])]
+    location: Option<String>,
+    /// Wait until created with 'provisioningState' at 'Succeeded'.
+    #[arg(long)]
+    created: bool,
+    /// Wait until updated with provisioningState at 'Succeeded'.
+    #[arg(long)]
+    updated: bool,
+    /// Wait until deleted.
+    #[arg(long)]
+    deleted: bool,
+    /// Wait until the resource exists.
+    #[arg(long)]
+    exists: bool,
+    /// Wait until the condition satisfies a custom JMESPath query.
+    #[arg(long, value_name = "JMESPATH")]
+    custom: Option<String>,
+    /// Polling interval in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = WAIT_INTERVAL_SECONDS)]
+    interval: u64,
+    /// Maximum wait in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = WAIT_TIMEOUT_SECONDS)]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    name: NameArg,
+    #[command(flatten)]
+    location: LocationArg,
+    /// Where to write the capture file; `-` writes it to standard output. Default NAME.cap.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    output_file: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NoWaitArgs {
+    #[command(flatten)]
+    name: NameArg,
+    #[command(flatten)]
+    location: LocationArg,
+    /// Do not wait for the long-running operation to finish.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PacketCaptureCommand {
+    /// Create and start a packet capture session.
+    Create(Box<CreateArgs>),
+    /// Show details of a packet capture session.
+    Show {
+        #[command(flatten)]
+        name: NameArg,
+        #[command(flatten)]
+        location: LocationArg,
+    },
+    /// Show the status of a packet capture session.
+    ShowStatus(NoWaitArgs),
+    /// List all packet capture sessions within a resource group.
+    List {
+        #[command(flatten)]
+        location: LocationArg,
+    },
+    /// Stop a running packet capture session.
+    Stop(NoWaitArgs),
+    /// Delete a packet capture session (its file is kept).
+    Delete(NoWaitArgs),
+    /// Place the CLI in a waiting state until a condition is met.
+    Wait(WaitArgs),
+    /// Download the capture file of a session from its storage account, through the controller.
+    Download(DownloadArgs),
+}
+
+/// Where a command's watcher is: found from a location, or named.
+#[derive(Debug, Clone)]
+pub(crate) enum WatcherRef {
+    Location(String),
+    Named(ResourceGroupName, ResourceName),
+}
+
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    Create {
+        /// The VM or scale set, read for its location.
+        target: ResourceId,
+        name: ResourceName,
+        body: Box<PacketCapture>,
+        no_wait: bool,
+    },
+    Show(WatcherRef, ResourceName),
+    ShowStatus(WatcherRef, ResourceName, bool),
+    List(WatcherRef),
+    Stop(WatcherRef, ResourceName, bool),
+    Delete(WatcherRef, ResourceName, bool),
+    Wait {
+        watcher: WatcherRef,
+        name: ResourceName,
+        condition: WaitCondition,
+        interval: u64,
+        timeout: u64,
+    },
+    Download {
+        watcher: WatcherRef,
+        name: ResourceName,
+        output_file: String,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum WaitCondition {
+    Succeeded,
+    Deleted,
+    Exists,
+    Custom(Query),
+}
+
+fn capture_name(text: &str) -> Result<ResourceName, CliError> {
+    ResourceName::parse("--name", text).map_err(|err| flag_error("--name/-n", &err))
+}
+
+fn location_ref(text: &str) -> Result<WatcherRef, CliError> {
+    Location::parse("--location", text).map_err(|err| flag_error("--location/-l", &err))?;
+    Ok(WatcherRef::Location(text.to_owned()))
+}
+
+pub(crate) fn prepare(command: PacketCaptureCommand, subscription: &SubscriptionId) -> Result<Prepared, CliError> {
+    Ok(match command {
+        PacketCaptureCommand::Create(args) => prepare_create(&args, subscription)?,
+        PacketCaptureCommand::Show { name, location } => {
+            Prepared::Show(location_ref(&location.location)?, capture_name(&name.name)?)
+        }
+        PacketCaptureCommand::ShowStatus(args) => Prepared::ShowStatus(
+            location_ref(&args.location.location)?,
+            capture_name(&args.name.name)?,
+            args.no_wait,
+        ),
+        PacketCaptureCommand::List { location } => Prepared::List(location_ref(&location.location)?),
+        PacketCaptureCommand::Stop(args) => Prepared::Stop(
+            location_ref(&args.location.location)?,
+            capture_name(&args.name.name)?,
+            args.no_wait,
+        ),
+        PacketCaptureCommand::Delete(args) => Prepared::Delete(
+            location_ref(&args.location.location)?,
+            capture_name(&args.name.name)?,
+            args.no_wait,
+        ),
+        PacketCaptureCommand::Wait(args) => prepare_wait(args)?,
+        PacketCaptureCommand::Download(args) => {
+            let name = capture_name(&args.name.name)?;
+            let output_file = args.output_file.unwrap_or_else(|| format!("{name}.cap"));
+            if output_file.is_empty() {
+                return Err(CliError::Usage(
+                    "argument --output-file/-f: give a file name, or - for standard output".to_owned(),
+                ));
+            }
+            Prepared::Download {
+                watcher: location_ref(&args.location.location)?,
+                name,
+                output_file,
+            }
+        }
+    })
+}
+
+fn prepare_wait(args: WaitArgs) -> Result<Prepared, CliError> {
+    let name = capture_name(&args.name)?;
+    let watcher = match (&args.location, &args.watcher_name, &args.watcher_rg) {
+        (Some(location), ..) => location_ref(location)?,
+        (None, Some(watcher), Some(group)) => WatcherRef::Named(
+            ResourceGroupName::parse("--watcher-rg", group).map_err(|err| flag_error("--watcher-rg", &err))?,
+            ResourceName::parse("--watcher-name", watcher).map_err(|err| flag_error("--watcher-name", &err))?,
+        ),
+        _ => {
+            return Err(CliError::Usage(
+                "the following arguments are required: --watcher-name and --watcher-rg (or netwatch's -l/--location)"
+                    .to_owned(),
+            ));
+        }
+    };
+    let mut conditions = Vec::new();
+    if args.created || args.updated {
+        conditions.push(WaitCondition::Succeeded);
+    }
+    if args.deleted {
+        conditions.push(WaitCondition::Deleted);
+    }
+    if args.exists {
+        conditions.push(WaitCondition::Exists);
+    }
+    if let Some(custom) = &args.custom {
+        let query = Query::parse(custom)
+            .map_err(|err| CliError::Usage(format!("argument --custom: invalid JMESPath query '{custom}': {err}")))?;
+        conditions.push(WaitCondition::Custom(query));
+    }
+    if conditions.len() != 1 {
+        return Err(CliError::Usage(
+            "usage error: give one condition: --created, --updated, --deleted, --exists or --custom".to_owned(),
+        ));
+    }
+    if args.interval == 0 || args.timeout == 0 {
+        return Err(CliError::Usage(
+            "argument --interval/--timeout: must be at least 1 second".to_owned(),
+        ));
+    }
+    let condition = conditions.remove(0);
+    Ok(Prepared::Wait {
+        watcher,
+        name,
+        condition,
+        interval: args.interval,
+        timeout: args.timeout,
+    })
+}
+
+/// A number flag in `0..=max`, as az's `AAZIntArgFormat` checks it.
+fn in_range(flag: &str, value: Option<i64>, max: u32, default: u32) -> Result<i64, CliError> {
+    match value {
+        None => Ok(i64::from(default)),
+        Some(value) if value < 0 => Err(CliError::Usage(format!(
+            "argument {flag}: '{value}' is less than the minimum 0"
+        ))),
+        Some(value) if value > i64::from(max) => Err(CliError::Usage(format!(
+            "argument {flag}: '{value}' is greater than the maximum {max}"
+        ))),
+        Some(value) => Ok(value),
+    }
+}
+
+/// The flag a create body's field comes from, for messages.
+fn flag_of(target: &str) -> &'static str {
+    const FLAGS: [(&str, &str); 11] = [
+        ("properties.filters", "--filters"),
+        ("properties.storageLocation.storageId", "--storage-account"),
+        ("properties.storageLocation.storagePath", "--storage-path"),
+        ("properties.storageLocation.filePath", "--file-path"),
+        ("properties.storageLocation", "--storage-account/--file-path"),
+        ("properties.targetType", "--target-type"),
+        ("properties.target", "--vm/--target"),
+        ("properties.scope", "--include/--exclude"),
+        ("properties.bytesToCapturePerPacket", "--capture-size"),
+        ("properties.totalBytesPerSession", "--capture-limit"),
+        ("properties.timeLimitInSeconds", "--time-limit"),
+    ];
+    FLAGS
+        .iter()
+        .find(|(prefix, _)| target.starts_with(prefix))
+        .map_or("", |(_, flag)| flag)
+}
+
+/// An api validation error as a usage error naming the flag (the api's
+/// message starts with the JSON path, which stays: it locates the bad filter).
+fn body_error(err: &ApiError) -> CliError {
+    let target = err.target().unwrap_or_default();
+    let message = err.message();
+    let message = message.strip_prefix("properties.").unwrap_or(message);
+    match flag_of(target) {
+        "" => CliError::Usage(message.to_owned()),
+        flag => CliError::Usage(format!("argument {flag}: {message}")),
+    }
+}
+
+fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Prepared, CliError> {
+    let group = ResourceGroupName::parse("--resource-group", &args.resource_group)
+        .map_err(|err| flag_error("--resource-group/-g", &err))?;
+    let name = capture_name(&args.name)?;
+    let target_type = match args.target_type.as_deref() {
+        None => "AzureVM",
+        Some(text) if text.eq_ignore_ascii_case("AzureVM") => "AzureVM",
+        Some(text) if text.eq_ignore_ascii_case("AzureVMSS") => "AzureVMSS",
+        Some(text) => {
+            return Err(CliError::Usage(format!(
+                "'{text}' is not a valid value for '--target-type'. Allowed values: AzureVM, AzureVMSS."
+            )));
+        }
+    };
+    // The target: --vm for a VM (az copies it to --target), --target for a scale set.
+    let target = if target_type == "AzureVMSS" {
+        if !args.include.is_empty() || !args.exclude.is_empty() {
+            // Checked by validation below (instance ids); nothing to do here.
+        }
+        let text = args.target.as_deref().or(args.vm.as_deref()).ok_or_else(|| {
+            CliError::Usage("usage error: --target NAME_OR_ID is required when --target-type is AzureVMSS".to_owned())
+        })?;
+        name_or_id("--target", text, subscription, &group, ResourceKind::ScaleSet)?
+    } else {
+        if args.target.is_some() {
+            return Err(CliError::Usage(
+                "usage error: --target names a scale set: use it with --target-type AzureVMSS, or --vm for a VM"
+                    .to_owned(),
+            ));
+        }
+        if !args.include.is_empty() || !args.exclude.is_empty() {
+            return Err(CliError::Usage(
+                "usage error: --include/--exclude select scale-set instances: use them with --target-type AzureVMSS"
+                    .to_owned(),
+            ));
+        }
+        let text = args.vm.as_deref().ok_or_else(|| {
+            CliError::Usage(
+                "the following arguments are required: --vm (the name or id of the VM to capture on)".to_owned(),
+            )
+        })?;
+        name_or_id("--vm", text, subscription, &group, ResourceKind::VirtualMachine)?
+    };
+    // Storage, as az's pre_operations checks it.
+    if args.storage_account.is_none() && (args.storage_path.is_some() || args.file_path.is_none()) {
+        return Err(CliError::Usage(
+            "usage error: --storage-account NAME_OR_ID [--storage-path PATH] [--file-path PATH] | --file-path PATH"
+                .to_owned(),
+        ));
+    }
+    if let Some(path) = &args.file_path
+        && !path.ends_with(".cap")
+    {
+        return Err(CliError::Usage(
+            "usage error: --file-path PATH must end with the '*.cap' extension".to_owned(),
+        ));
+    }
+    let storage_id = match &args.storage_account {
+        Some(text) => Some(name_or_id(
+            "--storage-account",
+            text,
+            subscription,
+            &group,
+            ResourceKind::StorageAccount,
+        )?),
+        None => None,
+    };
+    let filters = match &args.filters {
+        Some(text) => {
+            let json = json_argument("--filters", text)?;
+            Some(parse_wire_filters_json(&json).map_err(|err| CliError::Usage(format!("argument --filters: {err}")))?)
+        }
+        None => None,
+    };
+    let scope = (target_type == "AzureVMSS").then(|| PacketCaptureMachineScope {
+        include: (!args.include.is_empty()).then(|| args.include.clone()),
+        exclude: (!args.exclude.is_empty()).then(|| args.exclude.clone()),
+    });
+    let properties = PacketCaptureParameters {
+        target: target.to_string(),
+        target_type: Some(target_type.to_owned()),
+        scope,
+        bytes_to_capture_per_packet: Some(in_range(
+            "--capture-size",
+            args.capture_size,
+            MAX_BYTES,
+            DEFAULT_BYTES_TO_CAPTURE_PER_PACKET,
+        )?),
+        total_bytes_per_session: Some(in_range(
+            "--capture-limit",
+            args.capture_limit,
+            MAX_BYTES,
+            DEFAULT_TOTAL_BYTES_PER_SESSION,
+        )?),
+        time_limit_in_seconds: Some(in_range(
+            "--time-limit",
+            args.time_limit,
+            MAX_TIME_LIMIT_IN_SECONDS,
+            DEFAULT_TIME_LIMIT_IN_SECONDS,
+        )?),
+        storage_location: PacketCaptureStorageLocation {
+            storage_id: storage_id.as_ref().map(ResourceId::to_string),
+            storage_path: args.storage_path.clone(),
+            file_path: args.file_path.clone(),
+            local_path: None,
+        },
+        filters,
+        continuous_capture: None,
+        capture_settings: None,
+    };
+    // The server's own checks, before anything is sent.
+    properties.validate().map_err(|err| body_error(&err))?;
+    Ok(Prepared::Create {
+        target,
+        name,
+        body: Box::new(PacketCapture { properties }),
+        no_wait: args.no_wait,
+    })
+}
+
+/// A `--vm`, `--target` or `--storage-account` value: an id of `kind`, or a
+/// name made into one in `-g`'s resource group (az's `AAZResourceIdArgFormat`).
+fn name_or_id(
+    flag: &str,
+    text: &str,
+    subscription: &SubscriptionId,
+    group: &ResourceGroupName,
+    kind: ResourceKind,
+) -> Result<ResourceId, CliError> {
+    if text.starts_with('/') {
+        return ResourceId::parse_kind(flag, text, &[kind]).map_err(|err| flag_error(flag, &err));
+    }
+    let name = ResourceName::parse(flag, text).map_err(|err| flag_error(flag, &err))?;
+    Ok(match kind {
+        ResourceKind::ScaleSet => ResourceId::scale_set(subscription, group, &name),
+        ResourceKind::StorageAccount => ResourceId::storage_account(subscription, group, &name),
+        _ => ResourceId::virtual_machine(subscription, group, &name),
+    })
+}
+
+/// The watcher a location resolves to: its resource group and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Watcher {
+    pub group: String,
+    pub name: String,
+}
+
+/// az's `get_network_watcher_from_location` (module doc).
+pub(crate) async fn find_watcher(context: &Context, location: &str) -> Result<Watcher, CliError> {
+    let location = if location.contains(' ') {
+        let path = format!("/subscriptions/{}/locations", context.subscription);
+        let locations = context.client.get(&path, LOCATIONS_API_VERSION).await?;
+        map_display_name(&locations, location)
+    } else {
+        location.to_owned()
+    };
+    let path = format!(
+        "/subscriptions/{}/providers/Microsoft.Network/networkWatchers",
+        context.subscription
+    );
+    let watchers = context.client.get(&path, API_VERSION).await?;
+    watcher_in(&watchers, &location)
+}
+
+/// az's `AAZResourceLocationArgFormat`: the name of the location whose
+/// display name is `text` in any case; `text` itself when none is.
+pub(crate) fn map_display_name(locations: &Value, text: &str) -> String {
+    locations
+        .get("value")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|location| {
+            location
+                .get("displayName")
+                .and_then(Value::as_str)
+                .is_some_and(|display| display.to_lowercase() == text.to_lowercase())
+        })
+        .and_then(|location| location.get("name").and_then(Value::as_str))
+        .map_or_else(|| text.to_owned(), str::to_owned)
+}
+
+/// The first watcher of a `{"value": [...]}` list in `location` (any case).
+pub(crate) fn watcher_in(watchers: &Value, location: &str) -> Result<Watcher, CliError> {
+    let found = watchers
+        .get("value")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|watcher| {
+            watcher
+                .get("location")
+                .and_then(Value::as_str)
+                .is_some_and(|l| l.to_lowercase() == location.to_lowercase())
+        });
+    let Some(watcher) = found else {
+        return Err(CliError::Validation(format!(
+            "network watcher is not enabled for region {location}."
+        )));
+    };
+    let id = watcher.get("id").and_then(Value::as_str).unwrap_or_default();
+    let parsed = ResourceId::parse("id", id)
+        .map_err(|err| CliError::Unexpected(format!("the server listed a watcher with a bad id: {err}")))?;
+    Ok(Watcher {
+        group: parsed.resource_group().to_string(),
+        name: parsed.name().to_string(),
+    })
+}
+
+async fn resolve(context: &Context, watcher: &WatcherRef) -> Result<Watcher, CliError> {
+    match watcher {
+        WatcherRef::Location(location) => find_watcher(context, location).await,
+        WatcherRef::Named(group, name) => Ok(Watcher {
+            group: group.to_string(),
+            name: name.to_string(),
+        }),
+    }
+}
+
+fn capture_path(context: &Context, watcher: &Watcher, name: &ResourceName) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkWatchers/{}/packetCaptures/{name}",
+        context.subscription, watcher.group, watcher.name
+    )
+}
+
+pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Option<Value>, CliError> {
+    let client = &context.client;
+    match prepared {
+        Prepared::Create {
+            target,
+            name,
+            body,
+            no_wait,
+        } => {
+            let resource = client.get(&target.to_string(), COMPUTE_API_VERSION).await?;
+            let location = resource.get("location").and_then(Value::as_str).unwrap_or_default();
+            let watcher = find_watcher(context, location).await?;
+            let url = client.url(&capture_path(context, &watcher, &name), API_VERSION);
+            let body = serde_json::to_value(&body)
+                .map_err(|err| CliError::Unexpected(format!("serialize the capture: {err}")))?;
+            let first = client.begin(Method::PUT, &url, Some(&body), &[201, 202]).await?;
+            if no_wait {
+                return Ok(None);
+            }
+            let result = client.wait(&Method::PUT, &url, first).await?;
+            Ok(result.map(|value| shape::packet_capture(&value)))
+        }
+        Prepared::Show(watcher, name) => {
+            let watcher = resolve(context, &watcher).await?;
+            let value = client.get(&capture_path(context, &watcher, &name), API_VERSION).await?;
+            Ok(Some(shape::packet_capture(&value)))
+        }
+        Prepared::ShowStatus(watcher, name, no_wait) => {
+            let watcher = resolve(context, &watcher).await?;
+            let url = client.url(
+                &format!("{}/queryStatus", capture_path(context, &watcher, &name)),
+                API_VERSION,
+            );
+            let first = client.begin(Method::POST, &url, None, &[200, 202]).await?;
+            if no_wait {
+                return Ok(None);
+            }
+            let result = client.wait(&Method::POST, &url, first).await?;
+            Ok(result.map(|value| shape::query_status(&value)))
+        }
+        Prepared::List(watcher) => {
+            let watcher = resolve(context, &watcher).await?;
+            let path = format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkWatchers/{}/packetCaptures",
+                context.subscription, watcher.group, watcher.name
+            );
+            let value = client.get(&path, API_VERSION).await?;
+            Ok(Some(shape::list(&value, shape::packet_capture)))
+        }
+        Prepared::Stop(watcher, name, no_wait) => {
+            let watcher = resolve(context, &watcher).await?;
+            let url = client.url(&format!("{}/stop", capture_path(context, &watcher, &name)), API_VERSION);
+            let first = client.begin(Method::POST, &url, None, &[200, 202]).await?;
+            if !no_wait {
+                client.wait(&Method::POST, &url, first).await?;
+            }
+            Ok(None)
+        }
+        Prepared::Delete(watcher, name, no_wait) => {
+            let watcher = resolve(context, &watcher).await?;
+            let url = client.url(&capture_path(context, &watcher, &name), API_VERSION);
+            let first = client.begin(Method::DELETE, &url, None, &[200, 202, 204]).await?;
+            if !no_wait {
+                client.wait(&Method::DELETE, &url, first).await?;
+            }
+            Ok(None)
+        }
+        Prepared::Wait {
+            watcher,
+            name,
+            condition,
+            interval,
+            timeout,
+        } => {
+            let watcher = resolve(context, &watcher).await?;
+            let path = capture_path(context, &watcher, &name);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            loop {
+                let answer = client.get(&path, API_VERSION).await;
+                let done = match (&condition, answer) {
+                    (WaitCondition::Deleted, Err(err)) if err.is_not_found() => true,
+                    (WaitCondition::Deleted, Ok(_)) => false,
+                    (_, Err(err)) if err.is_not_found() => false,
+                    (_, Err(err)) => return Err(err),
+                    (WaitCondition::Exists, Ok(_)) => true,
+                    (WaitCondition::Succeeded, Ok(value)) => {
+                        let state = value.pointer("/properties/provisioningState").and_then(Value::as_str);
+                        state.is_some_and(|s| s.eq_ignore_ascii_case("Succeeded"))
+                    }
+                    (WaitCondition::Custom(query), Ok(value)) => {
+                        let mut value = value;
+                        crate::shape::add_resource_group(&mut value);
+                        Printer::query_is_true(&value, query)?
+                    }
+                };
+                if done {
+                    return Ok(None);
+                }
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(CliError::Timeout(format!(
+                        "Wait operation timed-out after {timeout} seconds"
+                    )));
+                }
+                let pause = std::time::Duration::from_secs(interval).min(deadline - now);
+                tokio::time::sleep(pause).await;
+            }
+        }
+        Prepared::Download {
+            watcher,
+            name,
+            output_file,
+        } => {
+            let watcher = resolve(context, &watcher).await?;
+            let path = capture_path(context, &watcher, &name);
+            let capture = client.get(&path, API_VERSION).await?;
+            crate::download::download(context, &capture, &path, &output_file).await?;
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: PacketCaptureCommand,
+    }
+
+    fn prepared(args: &[&str]) -> Result<Prepared, CliError> {
+        let mut argv = vec!["packet-capture"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|err| CliError::Usage(err.to_string()))?;
+        prepare(cli.command, &SubscriptionId::default_subscription())
+    }
+
+    fn body(args: &[&str]) -> Value {
+        match prepared(args).unwrap() {
+            Prepared::Create { body, .. } => serde_json::to_value(body).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const SUB: &str = "/subscriptions/00000000-0000-0000-0000-000000000000";
+
+    #[test]
+    fn the_guide_s_create_sends_az_s_body() {
+        let body = body(&[
+            "create",
+            "--resource-group",
+            "RG",
+            "--vm",
+            "VM",
+            "--name",
+            "NAME",
+            "--storage-account",
+            "ACCOUNT",
+            "--filters",
+            r#"[{"protocol":"TCP", "remoteIPAddress":"1.1.1.1-255.255.255.255","localIPAddress":"10.0.0.3", "remotePort":"20"},{"protocol":"UDP"}]"#,
+        ]);
+        assert_eq!(
+            body,
+            json!({"properties": {
+                "target": format!("{SUB}/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM"),
+                "targetType": "AzureVM",
+                "bytesToCapturePerPacket": 0,
+                "totalBytesPerSession": 1073741824,
+                "timeLimitInSeconds": 18000,
+                "storageLocation": {"storageId": format!("{SUB}/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/ACCOUNT")},
+                "filters": [
+                    {"protocol": "TCP", "localIPAddress": "10.0.0.3", "remoteIPAddress": "1.1.1.1-255.255.255.255", "remotePort": "20"},
+                    {"protocol": "UDP"}
+                ]
+            }})
+        );
+    }
+
+    #[test]
+    fn ids_are_taken_as_given() {
+        let vm = format!("{SUB}/resourceGroups/other/providers/Microsoft.Compute/virtualMachines/vm1");
+        let account = format!("{SUB}/resourceGroups/st/providers/Microsoft.Storage/storageAccounts/acct");
+        let body = body(&[
+            "create",
+            "-g",
+            "RG",
+            "--vm",
+            &vm,
+            "-n",
+            "pc",
+            "--storage-account",
+            &account,
+        ]);
+        assert_eq!(body["properties"]["target"], vm.as_str());
+        assert_eq!(body["properties"]["storageLocation"]["storageId"], account.as_str());
+    }
+
+    #[test]
+    fn a_scale_set_capture_takes_its_instances() {
+        let body = body(&[
+            "create",
+            "-g",
+            "RG",
+            "--target",
+            "ss",
+            "--target-type",
+            "azurevmss",
+            "-n",
+            "pc",
+            "--file-path",
+            "/var/captures/pc.cap",
+            "--include",
+            "0",
+            "1",
+            "--exclude",
+            "2",
+        ]);
+        assert_eq!(
+            body["properties"]["target"],
+            format!("{SUB}/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/ss")
+        );
+        assert_eq!(body["properties"]["targetType"], "AzureVMSS");
+        assert_eq!(
+            body["properties"]["scope"],
+            json!({"include": ["0", "1"], "exclude": ["2"]})
+        );
+        assert_eq!(
+            body["properties"]["storageLocation"],
+            json!({"filePath": "/var/captures/pc.cap"})
+        );
+    }
+
+    /// Every bad invocation: exit 2, a message naming what is wrong, and
+    /// (`prepare` does no I/O) no request.
+    #[test]
+    fn bad_invocations_fail_before_any_request() {
+        let create = |extra: &[&'static str]| {
+            let mut args = vec!["create", "-g", "RG", "-n", "pc"];
+            args.extend_from_slice(extra);
+            args
+        };
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                create(&["--vm", "vm"]),
+                "usage error: --storage-account NAME_OR_ID [--storage-path PATH] [--file-path PATH] | --file-path PATH",
+            ),
+            (
+                create(&["--vm", "vm", "--storage-path", "https://x/y"]),
+                "usage error: --storage-account NAME_OR_ID",
+            ),
+            (
+                create(&["--vm", "vm", "--file-path", "/var/captures/x.pcap"]),
+                "--file-path PATH must end with the '*.cap' extension",
+            ),
+            (
+                create(&["--vm", "vm", "--file-path", "/tmp/x.cap"]),
+                "argument --file-path: storageLocation.filePath \"/tmp/x.cap\" is not under /var/captures",
+            ),
+            (
+                create(&["--vm", "vm", "--file-path", "D:\\capture\\x.cap"]),
+                "is a Windows path",
+            ),
+            (
+                create(&["--storage-account", "st"]),
+                "the following arguments are required: --vm",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"protocol":"TCP""#,
+                ]),
+                "argument --filters: filters is not valid JSON",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"protocol":"ICMP"}]"#,
+                ]),
+                "argument --filters: filters[0].protocol",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"protocol":"TCP","localPort":"70000"}]"#,
+                ]),
+                "argument --filters: filters[0].localPort \"70000\" is out of range",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"protocol":"TCP","localip":"1.2.3.4"}]"#,
+                ]),
+                "argument --filters: filters[0]",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"remoteIPAddress":"1.1.1.1-255.255.255"}]"#,
+                ]),
+                "argument --filters: filters[0].remoteIPAddress",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    "@/nonexistent/filters.json",
+                ]),
+                "argument --filters: cannot read /nonexistent/filters.json",
+            ),
+            (
+                create(&["--vm", "vm", "--storage-account", "st", "--time-limit", "18001"]),
+                "argument --time-limit: '18001' is greater than the maximum 18000",
+            ),
+            (
+                create(&["--vm", "vm", "--storage-account", "st", "--capture-size", "-1"]),
+                "argument --capture-size: '-1' is less than the minimum 0",
+            ),
+            (
+                create(&["--vm", "vm", "--storage-account", "st", "--capture-limit", "4294967296"]),
+                "argument --capture-limit: '4294967296' is greater than the maximum 4294967295",
+            ),
+            (
+                create(&["--vm", "vm", "--storage-account", "st", "--target-type", "Foo"]),
+                "'Foo' is not a valid value for '--target-type'. Allowed values: AzureVM, AzureVMSS.",
+            ),
+            (
+                create(&["--vm", "vm", "--storage-account", "st", "--include", "0"]),
+                "--include/--exclude select scale-set instances",
+            ),
+            (
+                create(&["--storage-account", "st", "--target-type", "AzureVMSS"]),
+                "--target NAME_OR_ID is required when --target-type is AzureVMSS",
+            ),
+            (
+                create(&["--vm", "bad name", "--storage-account", "st"]),
+                "argument --vm: \"bad name\" is not a valid name",
+            ),
+            (
+                create(&["--vm", "/subscriptions/x", "--storage-account", "st"]),
+                "argument --vm: \"/subscriptions/x\" is not a valid resource id",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/x",
+                ]),
+                "argument --storage-account: \"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/x\" is a virtual machine id, but it must be a storage account id",
+            ),
+            (
+                create(&["--vm", "vm", "--storage-account", "st", "--storage-path", "ftp://x"]),
+                "argument --storage-path",
+            ),
+            (
+                vec![
+                    "create",
+                    "-g",
+                    "bad/group",
+                    "-n",
+                    "pc",
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                ],
+                "argument --resource-group/-g: \"bad/group\" is not a valid resource group name",
+            ),
+            (
+                vec![
+                    "create",
+                    "-g",
+                    "RG",
+                    "-n",
+                    "pc.",
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                ],
+                "argument --name/-n: \"pc.\" is not a valid name: it ends with '.'",
+            ),
+            (vec!["show", "-n", "pc"], "--location"),
+            (
+                vec!["show", "-n", "pc", "-l", "west-us!"],
+                "argument --location/-l: \"west-us!\" is not a valid location",
+            ),
+            (
+                vec!["list", "-l", ""],
+                "argument --location/-l: \"\" is not a valid location: it is empty",
+            ),
+            (
+                vec!["wait", "-n", "pc", "-l", "westus"],
+                "usage error: give one condition",
+            ),
+            (
+                vec!["wait", "-n", "pc", "-l", "westus", "--created", "--deleted"],
+                "usage error: give one condition",
+            ),
+            (
+                vec!["wait", "-n", "pc", "--created"],
+                "the following arguments are required: --watcher-name and --watcher-rg",
+            ),
+            (
+                vec!["download", "-n", "pc", "-l", "westus", "-f", ""],
+                "argument --output-file/-f",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = prepared(&args).expect_err(&format!("{args:?} should fail"));
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+            assert!(
+                err.to_string().contains(expected),
+                "{args:?}:\n  got      {err}\n  expected {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn locations_resolve_as_az_resolves_them() {
+        let watchers = json!({"value": [
+            {"id": format!("{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus"), "location": "westus"},
+            {"id": format!("{SUB}/resourceGroups/Other/providers/Microsoft.Network/networkWatchers/nw2"), "location": "eastus"}
+        ]});
+        assert_eq!(
+            watcher_in(&watchers, "WestUS").unwrap(),
+            Watcher {
+                group: "NetworkWatcherRG".to_owned(),
+                name: "NetworkWatcher_westus".to_owned()
+            }
+        );
+        assert_eq!(watcher_in(&watchers, "eastus").unwrap().name, "nw2");
+        let err = watcher_in(&watchers, "westeurope").unwrap_err();
+        assert_eq!(err.to_string(), "network watcher is not enabled for region westeurope.");
+        assert_eq!(err.exit_code(), 1);
+        let locations = json!({"value": [{"name": "westus", "displayName": "West US"}, {"name": "eastus", "displayName": "East US"}]});
+        assert_eq!(map_display_name(&locations, "west us"), "westus");
+        assert_eq!(map_display_name(&locations, "North Pole"), "North Pole");
+    }
+}

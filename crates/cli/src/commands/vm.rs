@@ -1,0 +1,523 @@
+//! `netwatch vm …`: the hosts running the netwatch agent, as VMs (DESIGN §2).
+//!
+//! - `vm list` / `vm show`: the registered hosts (az's `vm list/show`,
+//!   api-version 2026-04-01).
+//! - `vm extension show/list`: the agent as a VM extension (2024-11-01).
+//! - `vm extension set`: netwatch cannot reach into a host, so "installing"
+//!   the agent is a PUT of the extension that the server answers with 200
+//!   when the host's agent is already registered, or 201 `Creating` with an
+//!   enrollment: the exact `netwatch agent …` command to run on the host,
+//!   printed on standard error (with `--ca FILE` when this client trusts a CA
+//!   file), the extension JSON on standard output. Only
+//!   `NetworkWatcherAgentLinux` by `Microsoft.Azure.NetworkWatcher` exists:
+//!   agents run on Linux only. The request's `location` is `-l/--location`
+//!   when given, else the VM's own (GET of the VM); a VM not registered yet
+//!   needs `-l` (az reads it from the VM, which Azure always has).
+
+use clap::Subcommand;
+use netwatch_api::resource::{AGENT_EXTENSION_NAME, Location, ResourceGroupName, ResourceName, SubscriptionId};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{flag_error, json_argument};
+use crate::error::CliError;
+use crate::settings::GlobalArgs;
+use crate::{Context, shape};
+
+/// What az's `vm list/show` send.
+const VM_API_VERSION: &str = "2026-04-01";
+/// What az's `vm extension show/list/set` send.
+const EXTENSION_API_VERSION: &str = "2024-11-01";
+/// The agent extension's publisher (api-contract.md §5).
+const PUBLISHER: &str = "Microsoft.Azure.NetworkWatcher";
+/// The Windows agent's extension name, refused with a clear message.
+const WINDOWS_AGENT: &str = "NetworkWatcherAgentWindows";
+/// The handler version az installs when none is given.
+const DEFAULT_VERSION: &str = "1.4";
+
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    #[command(subcommand)]
+    pub(crate) command: VmCommand,
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// List the virtual machines: the hosts whose agent registered.
+    List {
+        /// Only the VMs of this resource group.
+        #[arg(long, short = 'g', value_name = "GROUP")]
+        resource_group: Option<String>,
+    },
+    /// Show a virtual machine.
+    Show {
+        #[arg(long, short = 'g', value_name = "GROUP")]
+        resource_group: String,
+        /// The VM's name.
+        #[arg(long, short = 'n', value_name = "NAME")]
+        name: String,
+    },
+    /// Manage the agent extension of a VM.
+    Extension {
+        #[command(subcommand)]
+        command: ExtensionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExtensionCommand {
+    /// Install the agent on a VM: prints the command to run on the host.
+    Set(Box<SetArgs>),
+    /// Show the agent extension of a VM, with the agent's live facts.
+    Show {
+        #[arg(long, short = 'g', value_name = "GROUP")]
+        resource_group: String,
+        /// The VM's name.
+        #[arg(long, value_name = "NAME")]
+        vm_name: String,
+        /// The extension's name: NetworkWatcherAgentLinux.
+        #[arg(long, short = 'n', value_name = "NAME")]
+        name: String,
+    },
+    /// List the extensions of a VM.
+    List {
+        #[arg(long, short = 'g', value_name = "GROUP")]
+        resource_group: String,
+        /// The VM's name.
+        #[arg(long, value_name = "NAME")]
+        vm_name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    #[arg(long, short = 'g', value_name = "GROUP")]
+    resource_group: String,
+    /// The VM's name.
+    #[arg(long, value_name = "NAME")]
+    vm_name: String,
+    /// The extension's name: NetworkWatcherAgentLinux.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    name: String,
+    /// The extension's publisher: Microsoft.Azure.NetworkWatcher.
+    #[arg(long, value_name = "PUBLISHER")]
+    publisher: String,
+    /// The extension's version (typeHandlerVersion); default 1.4.
+    #[arg(long, value_name = "VERSION")]
+    version: Option<String>,
+    /// JSON settings, inline or @file (the agent takes none).
+    #[arg(long, value_name = "JSON")]
+    settings: Option<String>,
+    /// Protected JSON settings (the agent takes none; not sent).
+    #[arg(long, value_name = "JSON")]
+    protected_settings: Option<String>,
+    /// Do not let the agent upgrade to a newer minor version.
+    #[arg(long)]
+    no_auto_upgrade: bool,
+    /// netwatch: the location the VM is (or will be) in; default the VM's own.
+    #[arg(long, short = 'l', value_name = "LOCATION")]
+    location: Option<String>,
+    /// Do not wait for the long-running operation to finish.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    List(Option<ResourceGroupName>),
+    Show(ResourceGroupName, ResourceName),
+    ExtensionShow(ResourceGroupName, ResourceName, ResourceName),
+    ExtensionList(ResourceGroupName, ResourceName),
+    ExtensionSet {
+        group: ResourceGroupName,
+        vm: ResourceName,
+        name: ResourceName,
+        location: Option<Location>,
+        properties: Value,
+        no_wait: bool,
+        protected_settings: bool,
+    },
+}
+
+fn group(text: &str) -> Result<ResourceGroupName, CliError> {
+    ResourceGroupName::parse("--resource-group", text).map_err(|err| flag_error("--resource-group/-g", &err))
+}
+
+fn name(flag: &str, text: &str) -> Result<ResourceName, CliError> {
+    ResourceName::parse(flag, text).map_err(|err| flag_error(flag, &err))
+}
+
+/// The extension name: only the Linux agent exists.
+fn extension_name(text: &str) -> Result<ResourceName, CliError> {
+    let name = name("--name/-n", text)?;
+    if text.eq_ignore_ascii_case(WINDOWS_AGENT) {
+        return Err(CliError::Usage(format!(
+            "argument --name/-n: {WINDOWS_AGENT} is not available: the netwatch agent runs on Linux only; \
+             use --name {AGENT_EXTENSION_NAME}"
+        )));
+    }
+    if !text.eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
+        return Err(CliError::Usage(format!(
+            "argument --name/-n: netwatch VMs have one extension, the agent: use --name {AGENT_EXTENSION_NAME}, not {text:?}"
+        )));
+    }
+    Ok(name)
+}
+
+pub(crate) fn prepare(command: VmCommand, _subscription: &SubscriptionId) -> Result<Prepared, CliError> {
+    Ok(match command {
+        VmCommand::List { resource_group } => Prepared::List(resource_group.as_deref().map(group).transpose()?),
+        VmCommand::Show {
+            resource_group,
+            name: vm,
+        } => Prepared::Show(group(&resource_group)?, name("--name/-n", &vm)?),
+        VmCommand::Extension { command } => match command {
+            ExtensionCommand::Show {
+                resource_group,
+                vm_name,
+                name: extension,
+            } => Prepared::ExtensionShow(
+                group(&resource_group)?,
+                name("--vm-name", &vm_name)?,
+                extension_name(&extension)?,
+            ),
+            ExtensionCommand::List {
+                resource_group,
+                vm_name,
+            } => Prepared::ExtensionList(group(&resource_group)?, name("--vm-name", &vm_name)?),
+            ExtensionCommand::Set(args) => prepare_set(*args)?,
+        },
+    })
+}
+
+fn prepare_set(args: SetArgs) -> Result<Prepared, CliError> {
+    let group = group(&args.resource_group)?;
+    let vm = name("--vm-name", &args.vm_name)?;
+    let extension = extension_name(&args.name)?;
+    if !args.publisher.eq_ignore_ascii_case(PUBLISHER) {
+        return Err(CliError::Usage(format!(
+            "argument --publisher: the netwatch agent is published as {PUBLISHER}, not {:?}",
+            args.publisher
+        )));
+    }
+    let version = args.version.unwrap_or_else(|| DEFAULT_VERSION.to_owned());
+    let well_formed = !version.is_empty()
+        && version.split('.').count() <= 4
+        && version
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    if !well_formed {
+        return Err(CliError::Usage(format!(
+            "argument --version: {version:?} is not a version such as 1.4"
+        )));
+    }
+    let location = args
+        .location
+        .as_deref()
+        .map(|text| Location::parse("--location", text).map_err(|err| flag_error("--location/-l", &err)))
+        .transpose()?;
+    let mut properties = json!({
+        "publisher": PUBLISHER,
+        "type": AGENT_EXTENSION_NAME,
+        "typeHandlerVersion": version,
+        "autoUpgradeMinorVersion": !args.no_auto_upgrade,
+    });
+    if let Some(text) = &args.settings {
+        let json = json_argument("--settings", text)?;
+        let settings: Value = serde_json::from_str(&json)
+            .map_err(|err| CliError::Usage(format!("argument --settings: not valid JSON: {err}")))?;
+        if !settings.is_object() {
+            return Err(CliError::Usage(
+                "argument --settings: must be a JSON object, such as {}".to_owned(),
+            ));
+        }
+        properties["settings"] = settings;
+    }
+    Ok(Prepared::ExtensionSet {
+        group,
+        vm,
+        name: extension,
+        location,
+        properties,
+        no_wait: args.no_wait,
+        protected_settings: args.protected_settings.is_some(),
+    })
+}
+
+fn vm_path(context: &Context, group: &ResourceGroupName, vm: &ResourceName) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/{vm}",
+        context.subscription
+    )
+}
+
+pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Option<Value>, CliError> {
+    let client = &context.client;
+    match prepared {
+        Prepared::List(group) => {
+            let path = match group {
+                Some(group) => format!(
+                    "/subscriptions/{}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines",
+                    context.subscription
+                ),
+                None => format!(
+                    "/subscriptions/{}/providers/Microsoft.Compute/virtualMachines",
+                    context.subscription
+                ),
+            };
+            let value = client.get(&path, VM_API_VERSION).await?;
+            Ok(Some(shape::list(&value, shape::virtual_machine)))
+        }
+        Prepared::Show(group, vm) => {
+            let value = client.get(&vm_path(context, &group, &vm), VM_API_VERSION).await?;
+            Ok(Some(shape::virtual_machine(&value)))
+        }
+        Prepared::ExtensionShow(group, vm, extension) => {
+            let path = format!("{}/extensions/{extension}", vm_path(context, &group, &vm));
+            let value = client.get(&path, EXTENSION_API_VERSION).await?;
+            Ok(Some(shape::vm_extension(&value)))
+        }
+        Prepared::ExtensionList(group, vm) => {
+            let path = format!("{}/extensions", vm_path(context, &group, &vm));
+            let value = client.get(&path, EXTENSION_API_VERSION).await?;
+            Ok(Some(shape::list(&value, shape::vm_extension)))
+        }
+        Prepared::ExtensionSet {
+            group,
+            vm,
+            name,
+            location,
+            properties,
+            no_wait,
+            protected_settings,
+        } => {
+            if protected_settings {
+                context.warn("--protected-settings is ignored: the netwatch agent takes no settings");
+            }
+            let location = match location {
+                Some(location) => location.to_string(),
+                None => match client.get(&vm_path(context, &group, &vm), VM_API_VERSION).await {
+                    Ok(value) => value
+                        .get("location")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    Err(err) if err.is_not_found() => {
+                        return Err(CliError::Usage(format!(
+                            "the following arguments are required: --location/-l: virtual machine {vm} in \
+                             resource group {group} has no agent yet, so netwatch does not know its location; \
+                             pass the location it is in, such as -l westus"
+                        )));
+                    }
+                    Err(err) => return Err(err),
+                },
+            };
+            let path = format!("{}/extensions/{name}", vm_path(context, &group, &vm));
+            let url = client.url(&path, EXTENSION_API_VERSION);
+            let body = json!({ "location": location, "properties": properties });
+            let first = client.begin(Method::PUT, &url, Some(&body), &[200, 201, 202]).await?;
+            if let Some(enrollment) = first.body.pointer("/properties/netwatch/enrollment") {
+                // The host has to act: print the command and the extension as it is now.
+                eprintln!("{}", enrollment_text(enrollment, context.settings.ca.as_deref()));
+                return Ok(Some(shape::vm_extension(&first.body)));
+            }
+            if no_wait {
+                return Ok(None);
+            }
+            let result = client.wait(&Method::PUT, &url, first).await?;
+            Ok(result.map(|value| shape::vm_extension(&value)))
+        }
+    }
+}
+
+/// What to tell the user about an enrollment: the command to run on the
+/// host, with `--ca FILE` when this client trusts a CA file.
+fn enrollment_text(enrollment: &Value, ca: Option<&std::path::Path>) -> String {
+    let command = enrollment.get("command").and_then(Value::as_str).unwrap_or_default();
+    let expires = enrollment.get("expiresOn").and_then(Value::as_str);
+    let mut command = command.to_owned();
+    if let Some(ca) = ca
+        && !command.contains("--ca ")
+    {
+        command.push_str(&format!(" --ca {}", shell_word(&ca.display().to_string())));
+    }
+    let mut text = String::from("The agent is not installed yet. Run this on the host, as root");
+    if let Some(expires) = expires {
+        text.push_str(&format!(" (the token can be used once, until {expires})"));
+    }
+    text.push_str(&format!(":\n\n    {command}\n"));
+    if let Some(ca) = ca {
+        text.push_str(&format!(
+            "\nCopy {} to the same path on the host first if it is another machine.",
+            ca.display()
+        ));
+    }
+    text
+}
+
+/// `text` quoted for a POSIX shell when it needs to be.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b':' | b'=' | b'@' | b'+'));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: VmCommand,
+    }
+
+    fn prepared(args: &[&str]) -> Result<Prepared, CliError> {
+        let mut argv = vec!["vm"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|err| CliError::Usage(err.to_string()))?;
+        prepare(cli.command, &SubscriptionId::default_subscription())
+    }
+
+    const SET: [&str; 8] = [
+        "extension",
+        "set",
+        "-g",
+        "RG",
+        "--vm-name",
+        "VM",
+        "--publisher",
+        "Microsoft.Azure.NetworkWatcher",
+    ];
+
+    fn set(extra: &[&'static str]) -> Vec<&'static str> {
+        let mut args = SET.to_vec();
+        args.extend_from_slice(extra);
+        args
+    }
+
+    #[test]
+    fn the_guide_s_extension_set_sends_az_s_properties() {
+        match prepared(&set(&["--name", "NetworkWatcherAgentLinux", "--version", "1.4"])).unwrap() {
+            Prepared::ExtensionSet {
+                properties, location, ..
+            } => {
+                assert_eq!(
+                    properties,
+                    json!({"publisher": PUBLISHER, "type": "NetworkWatcherAgentLinux", "typeHandlerVersion": "1.4", "autoUpgradeMinorVersion": true})
+                );
+                assert_eq!(location, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_vm_invocations_fail_before_any_request() {
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                set(&["--name", "NetworkWatcherAgentWindows"]),
+                "the netwatch agent runs on Linux only; use --name NetworkWatcherAgentLinux",
+            ),
+            (
+                set(&["--name", "CustomScript"]),
+                "use --name NetworkWatcherAgentLinux, not \"CustomScript\"",
+            ),
+            (
+                set(&["--name", "NetworkWatcherAgentLinux", "--version", "one"]),
+                "argument --version: \"one\" is not a version",
+            ),
+            (
+                set(&["--name", "NetworkWatcherAgentLinux", "--settings", "{"]),
+                "argument --settings: not valid JSON",
+            ),
+            (
+                set(&["--name", "NetworkWatcherAgentLinux", "--settings", "[1]"]),
+                "argument --settings: must be a JSON object",
+            ),
+            (
+                set(&["--name", "NetworkWatcherAgentLinux", "-l", "West-US"]),
+                "argument --location/-l",
+            ),
+            (
+                vec![
+                    "extension",
+                    "set",
+                    "-g",
+                    "RG",
+                    "--vm-name",
+                    "VM",
+                    "--publisher",
+                    "Microsoft.Compute",
+                    "-n",
+                    "NetworkWatcherAgentLinux",
+                ],
+                "argument --publisher: the netwatch agent is published as Microsoft.Azure.NetworkWatcher",
+            ),
+            (
+                vec![
+                    "extension",
+                    "show",
+                    "-g",
+                    "RG",
+                    "--vm-name",
+                    "VM",
+                    "-n",
+                    "NetworkWatcherAgentWindows",
+                ],
+                "runs on Linux only",
+            ),
+            (
+                vec![
+                    "extension",
+                    "show",
+                    "-g",
+                    "RG",
+                    "--vm-name",
+                    "V M",
+                    "-n",
+                    "NetworkWatcherAgentLinux",
+                ],
+                "argument --vm-name: \"V M\" is not a valid name",
+            ),
+            (
+                vec!["show", "-g", "R G", "-n", "vm"],
+                "argument --resource-group/-g: \"R G\" is not a valid resource group name",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = prepared(&args).expect_err(&format!("{args:?} should fail"));
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+            assert!(
+                err.to_string().contains(expected),
+                "{args:?}:\n  got      {err}\n  expected {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_enrollment_command_gets_the_ca() {
+        let enrollment = json!({
+            "token": "t", "expiresOn": "2026-12-01T00:00:00Z",
+            "command": "netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus"
+        });
+        let text = enrollment_text(&enrollment, Some(std::path::Path::new("/data/my ca.pem")));
+        assert!(
+            text.contains("    netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus --ca '/data/my ca.pem'\n"),
+            "{text}"
+        );
+        assert!(text.contains("until 2026-12-01T00:00:00Z"), "{text}");
+        let text = enrollment_text(&enrollment, None);
+        assert!(text.contains("-l westus\n"), "{text}");
+        assert!(!text.contains("--ca"), "{text}");
+    }
+}
