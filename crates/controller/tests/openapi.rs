@@ -1181,7 +1181,7 @@ async fn answers_match_their_schemas() {
     .await;
     s.call(
         "VirtualMachineExtensions_CreateOrUpdate",
-        set("vm9", "NetworkWatcherAgentLinux", json!({})),
+        set("vm9", "NetworkWatcherAgentLinux", json!({"location": "mars"})),
         400,
     )
     .await;

@@ -193,12 +193,19 @@ async fn set_extension(
         return Ok(Json(extension_json(&id, &record)).into_response());
     }
 
-    // Not seen yet: an enrollment for the host to use.
-    let Some(location) = body.location.as_deref() else {
-        let message = format!("virtual machine {vm} has no agent yet: give its location (--location) to enroll it");
-        return Err(ApiError::bad_request("location", message).into());
+    // Not seen yet: an enrollment for the host to use. Without a location
+    // (the guide's `vm extension set` gives none) the host goes to the first
+    // location served.
+    let location = match body.location.as_deref() {
+        Some(location) => Location::parse("location", location)?,
+        None => match state.config.locations.first() {
+            Some(first) => first.name.clone(),
+            None => {
+                let message = format!("virtual machine {vm} has no agent yet: give its location to enroll it");
+                return Err(ApiError::bad_request("location", message).into());
+            }
+        },
     };
-    let location = Location::parse("location", location)?;
     if !state.config.locations.iter().any(|known| known.name == location) {
         let known: Vec<&str> = state.config.locations.iter().map(|l| l.name.as_str()).collect();
         let message = format!(
