@@ -88,7 +88,7 @@ impl Client {
 
     /// Sends one request and reads the whole answer, whatever its status.
     pub async fn exchange(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Answer, CliError> {
-        let what = format!("{method} {url}");
+        let what = format!("cannot reach the netwatch server ({method} {url})");
         let mut request = self
             .http
             .request(method.clone(), url)

@@ -34,6 +34,16 @@ pub(crate) fn prepare(command: Command, subscription: &SubscriptionId) -> Result
     })
 }
 
+/// The JMESPath expression az applies for `-o table` (without `--query`)
+/// to this command's output, when it has one (azure-cli `vm/commands.py`,
+/// `vm/_format.py`).
+pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
+    match prepared {
+        Prepared::Vm(prepared) => vm::table_transformer(prepared),
+        _ => None,
+    }
+}
+
 /// Makes the requests of a prepared command.
 pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Option<Value>, CliError> {
     match prepared {

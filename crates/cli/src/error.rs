@@ -56,7 +56,7 @@ pub enum CliError {
         error: Option<Value>,
     },
     /// The server could not be reached, or the exchange broke off.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", chain(source))]
     Connection {
         /// What was being done, e.g. `GET https://…/networkWatchers`.
         what: String,
@@ -81,6 +81,9 @@ pub enum CliError {
     /// A long-running operation did not finish in time.
     #[error("{0}")]
     Timeout(String),
+    /// The result could not be printed (`--query` failed while running, `-o table`).
+    #[error(transparent)]
+    Output(#[from] crate::output_standin::OutputError),
 }
 
 impl CliError {
@@ -101,8 +104,30 @@ impl CliError {
     /// What to print on standard error: `ERROR: ` and the message, as az
     /// prints it (one prefix; later lines as they are).
     pub fn render(&self) -> String {
-        format!("ERROR: {self}")
+        match self {
+            // az adds its pointer to the --query documentation.
+            Self::Output(crate::output_standin::OutputError::Query(_)) => {
+                format!("ERROR: {self}\n{}", crate::output_standin::QUERY_REFERENCE)
+            }
+            _ => format!("ERROR: {self}"),
+        }
     }
+}
+
+/// An error and its causes, `a: b: c` (reqwest's own text says only
+/// "error sending request"; the cause, such as "Connection refused", is below it).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// azure-core's `HttpResponseError` message: the ODataV4 text when the body

@@ -30,7 +30,7 @@ mod output_standin;
 pub mod settings;
 pub mod shape;
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::error::CliError;
-use crate::output_standin::{OutputFormat, Query, render};
+use crate::output_standin::{OutputFormat, Query, render, render_with};
 use crate::settings::{ConfigFile, GlobalArgs, Settings};
 
 pub use commands::login::LoginArgs;
@@ -98,6 +98,7 @@ pub fn run_with(command: Command, env: impl Fn(&str) -> Option<std::ffi::OsStrin
     let printer = Printer::new(&global)?;
     let subscription = settings::subscription(global.subscription.as_deref())?;
     let prepared = commands::prepare(command, &subscription)?;
+    let table_transformer = commands::table_transformer(&prepared);
     let config_path = settings::config_path(env);
     if let commands::Prepared::Login(login) = prepared {
         return commands::login::execute(login, &global, config_path.as_deref(), &printer);
@@ -120,7 +121,7 @@ pub fn run_with(command: Command, env: impl Fn(&str) -> Option<std::ffi::OsStrin
         .map_err(|err| CliError::Unexpected(format!("start the async runtime: {err}")))?;
     let output = runtime.block_on(commands::execute(prepared, &context))?;
     if let Some(value) = output {
-        printer.print(&value)?;
+        printer.print_with(&value, table_transformer)?;
     }
     Ok(())
 }
@@ -152,18 +153,17 @@ pub(crate) struct Printer {
 
 impl Printer {
     fn new(global: &GlobalArgs) -> Result<Self, CliError> {
-        let format = global.output.parse::<OutputFormat>().map_err(|_| {
-            CliError::Usage(format!(
-                "argument --output/-o: invalid choice: '{}' (choose from 'json', 'jsonc', 'none', 'table', 'tsv', 'yaml', 'yamlc')",
-                global.output
-            ))
-        })?;
+        let format = global
+            .output
+            .parse::<OutputFormat>()
+            .map_err(|err| CliError::Usage(format!("netwatch: {err}")))?;
+        // az colours jsonc and yamlc only on a terminal.
+        let format = format.with_color(std::io::stdout().is_terminal());
         let query = match &global.query {
-            Some(text) => Some(Query::parse(text).map_err(|err| {
-                CliError::Usage(format!(
-                    "argument --query: invalid jmespath_type value: '{text}': {err}"
-                ))
-            })?),
+            Some(text) => Some(
+                Query::parse(text)
+                    .map_err(|err| CliError::Usage(format!("{err}\n{}", crate::output_standin::QUERY_REFERENCE)))?,
+            ),
             None => None,
         };
         Ok(Self { format, query })
@@ -171,19 +171,28 @@ impl Printer {
 
     /// Renders `value` in the chosen format and writes it to standard output.
     pub fn print(&self, value: &Value) -> Result<(), CliError> {
-        let text = render(value, self.format, self.query.as_ref())
-            .map_err(|err| CliError::Usage(format!("argument --query: {err}")))?;
+        self.print_with(value, None)
+    }
+
+    /// [`Printer::print`] with the command's table transformer (a JMESPath
+    /// expression az applies for `-o table` without `--query`).
+    pub fn print_with(&self, value: &Value, table_transformer: Option<&str>) -> Result<(), CliError> {
+        let transformer = table_transformer
+            .map(Query::parse)
+            .transpose()
+            .map_err(|err| CliError::Unexpected(format!("a table transformer does not parse: {err}")))?;
+        let text =
+            render_with(value, self.format, self.query.as_ref(), transformer.as_ref()).map_err(CliError::Output)?;
         let mut stdout = std::io::stdout().lock();
         // A closed pipe (`| head`) is not worth an error message.
         let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
         Ok(())
     }
 
-    /// Whether `--query` on `value` gives something true in JMESPath's sense
+    /// Whether `query` on `value` gives something true in JMESPath's sense
     /// (for `wait --custom`).
     pub fn query_is_true(value: &Value, query: &Query) -> Result<bool, CliError> {
-        let text = render(value, OutputFormat::Json, Some(query))
-            .map_err(|err| CliError::Usage(format!("argument --custom: {err}")))?;
+        let text = render(value, OutputFormat::Json, Some(query)).map_err(CliError::Output)?;
         let result: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
         Ok(match result {
             Value::Null => false,
@@ -193,5 +202,237 @@ impl Printer {
             Value::Object(o) => !o.is_empty(),
             Value::Number(_) => true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    /// The binary's command line in miniature: `propagate_version` as in
+    /// `netwatch`'s main, which must not clash with any command's flags.
+    #[derive(Debug, Parser)]
+    #[command(name = "netwatch", version, propagate_version = true)]
+    struct Cli {
+        #[command(subcommand)]
+        command: super::Command,
+    }
+
+    /// Bad invocations of every group, run whole against a listening server:
+    /// each fails with exit 2 and a message naming what is wrong, and the
+    /// server never sees a connection.
+    #[test]
+    fn bad_invocations_send_no_request() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let server = format!("https://{}", listener.local_addr().unwrap());
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "create",
+                    "-g",
+                    "rg",
+                    "-n",
+                    "pc",
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    "[{\"protocol\":\"TCP\"",
+                ],
+                "argument --filters: filters is not valid JSON",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "create",
+                    "-g",
+                    "rg",
+                    "-n",
+                    "pc",
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    "[{\"protocol\":\"ICMP\"}]",
+                ],
+                "filters[0].protocol",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "create",
+                    "-g",
+                    "rg",
+                    "-n",
+                    "pc",
+                    "--vm",
+                    "vm",
+                    "--file-path",
+                    "/var/captures/a.pcap",
+                ],
+                "must end with the '*.cap' extension",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "create",
+                    "-g",
+                    "rg",
+                    "-n",
+                    "pc",
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--time-limit",
+                    "99999",
+                ],
+                "'99999' is greater than the maximum 18000",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "show",
+                    "-n",
+                    "pc",
+                    "-l",
+                    "west/us",
+                ],
+                "argument --location/-l",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "list",
+                    "-l",
+                    "westus",
+                    "-o",
+                    "xml",
+                ],
+                "'xml' is not a valid value for '--output'",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "list",
+                    "-l",
+                    "westus",
+                    "--query",
+                    "[].foo(",
+                ],
+                "argument --query: invalid jmespath_type value: '[].foo('",
+            ),
+            (
+                &["network", "watcher", "list", "--subscription", "mine"],
+                "argument --subscription \"mine\" is not a valid subscription id",
+            ),
+            (
+                &["network", "watcher", "configure", "-l", "eastus", "--enabled", "true"],
+                "'--resource-group' required",
+            ),
+            (
+                &[
+                    "vm",
+                    "extension",
+                    "set",
+                    "-g",
+                    "rg",
+                    "--vm-name",
+                    "vm",
+                    "--publisher",
+                    "Microsoft.Azure.NetworkWatcher",
+                    "-n",
+                    "NetworkWatcherAgentWindows",
+                ],
+                "runs on Linux only",
+            ),
+            (
+                &["vm", "extension", "show", "-g", "rg", "--vm-name", "vm", "-n", "Other"],
+                "use --name NetworkWatcherAgentLinux",
+            ),
+            (&["vm", "show", "-g", "r g", "-n", "vm"], "argument --resource-group/-g"),
+            (
+                &["storage", "account", "show", "-g", "rg", "-n", "bad name"],
+                "argument --name/-n",
+            ),
+            // An empty --server, so that a NETWATCH_URL in the environment cannot stand in.
+            (&["login", "--server", "", "--token", "t"], "required: --server"),
+            (
+                &["login", "--server", "http://192.0.2.1:80", "--token", "t"],
+                "plain http to another machine",
+            ),
+        ];
+        for (args, expected) in cases {
+            let mut argv = vec!["netwatch"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["--server", &server, "--token", "t"]);
+            if args[0] == "login" {
+                // login's own flags are the ones under test.
+                argv.truncate(args.len() + 1);
+            }
+            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|err| panic!("{argv:?}: {err}"));
+            let err = super::run_with(cli.command, |_| None).expect_err(&format!("{argv:?} should fail"));
+            assert_eq!(err.exit_code(), 2, "{argv:?}: {err}");
+            assert!(
+                err.to_string().contains(expected),
+                "{argv:?}:\n  got      {err}\n  expected {expected}"
+            );
+            let accepted = listener.accept();
+            assert!(
+                matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "{argv:?} sent a request"
+            );
+        }
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_after_any_command() {
+        let cli = Cli::try_parse_from([
+            "netwatch",
+            "network",
+            "watcher",
+            "packet-capture",
+            "list",
+            "-l",
+            "westus",
+            "-o",
+            "table",
+            "--query",
+            "[].name",
+            "--only-show-errors",
+            "--subscription",
+            "00000000-0000-0000-0000-000000000001",
+        ])
+        .unwrap();
+        let global = match &cli.command {
+            super::Command::Network(args) => &args.global,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(global.output, "table");
+        assert_eq!(global.query.as_deref(), Some("[].name"));
+        assert!(global.only_show_errors);
     }
 }

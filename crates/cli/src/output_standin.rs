@@ -1,9 +1,13 @@
-//! TEMPORARY stand-in for `output.rs` (being written concurrently), with its
-//! announced API; deleted when `output.rs` lands.
+//! TEMPORARY stand-in for `output.rs` (written concurrently), with its API:
+//! JSON output only, no `--query`. Deleted when `output.rs` lands.
 
 use std::str::FromStr;
 
 use serde_json::Value;
+
+/// What az prints after a query error.
+pub const QUERY_REFERENCE: &str =
+    "To learn more about --query, please visit: 'https://learn.microsoft.com/cli/azure/query-azure-cli'";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -15,12 +19,18 @@ pub enum OutputFormat {
     None,
 }
 
+impl OutputFormat {
+    pub fn with_color(self, _color: bool) -> OutputFormat {
+        self
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-#[error("unknown output format {0:?}")]
-pub struct FormatError(String);
+#[error("'{0}' is not a valid value for '--output'. Allowed values: json, jsonc, yaml, yamlc, table, tsv, none.")]
+pub struct InvalidOutputFormat(String);
 
 impl FromStr for OutputFormat {
-    type Err = FormatError;
+    type Err = InvalidOutputFormat;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Ok(match text {
@@ -30,42 +40,42 @@ impl FromStr for OutputFormat {
             "tsv" => Self::Tsv,
             "yaml" | "yamlc" => Self::Yaml,
             "none" => Self::None,
-            other => return Err(FormatError(other.to_owned())),
+            other => return Err(InvalidOutputFormat(other.to_owned())),
         })
     }
 }
 
 #[derive(Debug)]
-pub struct Query(String);
+pub struct Query;
 
 #[derive(Debug, thiserror::Error)]
-#[error("queries are not supported by the stand-in: {0}")]
+#[error("argument --query: invalid jmespath_type value: '{0}'")]
 pub struct QueryError(String);
 
 impl Query {
     pub fn parse(text: &str) -> Result<Query, QueryError> {
-        if text.trim().is_empty() {
-            return Err(QueryError("empty".to_owned()));
-        }
-        Ok(Query(text.to_owned()))
+        Err(QueryError(text.to_owned()))
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("output failed")]
-pub struct OutputError;
+pub enum OutputError {
+    #[error("Invalid jmespath query supplied for `--query`: {0}")]
+    Query(String),
+}
 
 pub fn render(value: &Value, format: OutputFormat, query: Option<&Query>) -> Result<String, OutputError> {
-    let value = match query {
-        Some(query) => value.get(query.0.as_str()).cloned().unwrap_or(Value::Null),
-        None => value.clone(),
-    };
+    render_with(value, format, query, None)
+}
+
+pub fn render_with(
+    value: &Value,
+    format: OutputFormat,
+    _query: Option<&Query>,
+    _table_transformer: Option<&Query>,
+) -> Result<String, OutputError> {
     Ok(match format {
         OutputFormat::None => String::new(),
-        OutputFormat::Tsv => match &value {
-            Value::String(s) => format!("{s}\n"),
-            other => format!("{other}\n"),
-        },
-        _ => serde_json::to_string_pretty(&value).map_err(|_| OutputError)? + "\n",
+        _ => serde_json::to_string_pretty(value).map_err(|err| OutputError::Query(err.to_string()))? + "\n",
     })
 }

@@ -317,6 +317,10 @@ pub fn virtual_machine(value: &Value) -> Value {
     if let Some(Value::Array(resources)) = vm.get_mut("resources") {
         for resource in resources.iter_mut() {
             *resource = flatten(resource.take());
+            // aaz's schema of a VM's `resources` has no resource `type`.
+            if let Some(object) = resource.as_object_mut() {
+                object.remove("type");
+            }
         }
     }
     finish(vm)

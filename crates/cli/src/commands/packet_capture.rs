@@ -318,8 +318,8 @@ fn prepare_wait(args: WaitArgs) -> Result<Prepared, CliError> {
         conditions.push(WaitCondition::Exists);
     }
     if let Some(custom) = &args.custom {
-        let query = Query::parse(custom)
-            .map_err(|err| CliError::Usage(format!("argument --custom: invalid JMESPath query '{custom}': {err}")))?;
+        let query =
+            Query::parse(custom).map_err(|err| CliError::Usage(err.to_string().replacen("--query", "--custom", 1)))?;
         conditions.push(WaitCondition::Custom(query));
     }
     if conditions.len() != 1 {

@@ -11,8 +11,9 @@
 //!   file), the extension JSON on standard output. Only
 //!   `NetworkWatcherAgentLinux` by `Microsoft.Azure.NetworkWatcher` exists:
 //!   agents run on Linux only. The request's `location` is `-l/--location`
-//!   when given, else the VM's own (GET of the VM); a VM not registered yet
-//!   needs `-l` (az reads it from the VM, which Azure always has).
+//!   when given, else the VM's own (GET of the VM, as az reads it); a host
+//!   not registered yet has none, and the server enrolls it in the first
+//!   location it serves (the printed command says which).
 
 use clap::Subcommand;
 use netwatch_api::resource::{AGENT_EXTENSION_NAME, Location, ResourceGroupName, ResourceName, SubscriptionId};
@@ -69,6 +70,8 @@ pub enum VmCommand {
 #[derive(Debug, Subcommand)]
 pub enum ExtensionCommand {
     /// Install the agent on a VM: prints the command to run on the host.
+    // `--version` is the extension's version here, as in az, not netwatch's.
+    #[command(disable_version_flag = true)]
     Set(Box<SetArgs>),
     /// Show the agent extension of a VM, with the agent's live facts.
     Show {
@@ -139,6 +142,29 @@ pub(crate) enum Prepared {
         no_wait: bool,
         protected_settings: bool,
     },
+}
+
+/// az's `transform_extension_show_table_output`.
+const EXTENSION_TABLE: &str = "{Name:name, ProvisioningState:provisioningState, Publisher:publisher, \
+     Version:typeHandlerVersion, AutoUpgradeMinorVersion:autoUpgradeMinorVersion}";
+/// The same for `vm extension list`.
+const EXTENSION_LIST_TABLE: &str = "[].{Name:name, ProvisioningState:provisioningState, Publisher:publisher, \
+     Version:typeHandlerVersion, AutoUpgradeMinorVersion:autoUpgradeMinorVersion}";
+/// az's `transform_vm` (a Python function there; the same columns, and
+/// `zones` only when the VM has them, which netwatch VMs never do).
+const VM_TABLE: &str = "{name:name, resourceGroup:resourceGroup, powerState:powerState, publicIps:publicIps, fqdns:fqdns, location:location}";
+/// az's `transform_vm_list`.
+const VM_LIST_TABLE: &str = "[].{name:name, resourceGroup:resourceGroup, powerState:powerState, publicIps:publicIps, \
+     fqdns:fqdns, location:location}";
+
+/// The command's table transformer (see [`super::table_transformer`]).
+pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
+    Some(match prepared {
+        Prepared::List(_) => VM_LIST_TABLE,
+        Prepared::Show(..) => VM_TABLE,
+        Prepared::ExtensionShow(..) | Prepared::ExtensionSet { .. } => EXTENSION_TABLE,
+        Prepared::ExtensionList(..) => EXTENSION_LIST_TABLE,
+    })
 }
 
 fn group(text: &str) -> Result<ResourceGroupName, CliError> {
@@ -296,27 +322,23 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             if protected_settings {
                 context.warn("--protected-settings is ignored: the netwatch agent takes no settings");
             }
+            // The VM's own location when it has an agent; for a host not
+            // seen yet, -l or else none: the server then enrolls it in the
+            // first location it serves (the enrollment's command says which).
             let location = match location {
-                Some(location) => location.to_string(),
+                Some(location) => Some(location.to_string()),
                 None => match client.get(&vm_path(context, &group, &vm), VM_API_VERSION).await {
-                    Ok(value) => value
-                        .get("location")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    Err(err) if err.is_not_found() => {
-                        return Err(CliError::Usage(format!(
-                            "the following arguments are required: --location/-l: virtual machine {vm} in \
-                             resource group {group} has no agent yet, so netwatch does not know its location; \
-                             pass the location it is in, such as -l westus"
-                        )));
-                    }
+                    Ok(value) => value.get("location").and_then(Value::as_str).map(str::to_owned),
+                    Err(err) if err.is_not_found() => None,
                     Err(err) => return Err(err),
                 },
             };
             let path = format!("{}/extensions/{name}", vm_path(context, &group, &vm));
             let url = client.url(&path, EXTENSION_API_VERSION);
-            let body = json!({ "location": location, "properties": properties });
+            let mut body = json!({ "properties": properties });
+            if let Some(location) = location {
+                body["location"] = Value::String(location);
+            }
             let first = client.begin(Method::PUT, &url, Some(&body), &[200, 201, 202]).await?;
             if let Some(enrollment) = first.body.pointer("/properties/netwatch/enrollment") {
                 // The host has to act: print the command and the extension as it is now.
