@@ -433,3 +433,64 @@ fn null_and_none_print_nothing() {
     }
     assert_eq!(render(&json!({"a": 1}), OutputFormat::None, None).unwrap(), "");
 }
+
+/// The JMESPath compliance suite (`tests/data/output/jmespath-compliance/`,
+/// jmespath.py's copy): every case must give the spec's result or error, and
+/// print as az prints it.
+#[test]
+fn jmespath_compliance_suite_passes_and_matches_az() {
+    let dir = data_dir().join("jmespath-compliance");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    let mut spec_failures = Vec::new();
+    let mut count = 0;
+    for file in &files {
+        let suites: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        for suite in &suites {
+            let given = serde_json::to_string(&suite["given"]).unwrap();
+            for case in suite["cases"].as_array().unwrap() {
+                count += 1;
+                let expression = case["expression"].as_str().unwrap();
+                let label = format!("{}: {expression:?}", file.file_name().unwrap().to_string_lossy());
+                let ours = Query::parse(expression)
+                    .map_err(|e| e.to_string())
+                    .and_then(|q| render(&suite["given"], OutputFormat::Json, Some(&q)).map_err(|e| e.to_string()));
+                match (case.get("result"), &ours) {
+                    (Some(want), Ok(text)) => {
+                        let got: Value = if text.is_empty() {
+                            Value::Null
+                        } else {
+                            serde_json::from_str(text).unwrap()
+                        };
+                        if &got != want {
+                            spec_failures.push(format!("{label}: want {want}, got {got}"));
+                        }
+                    }
+                    (Some(want), Err(e)) => spec_failures.push(format!("{label}: want {want}, got error {e}")),
+                    (None, Ok(text)) => spec_failures.push(format!("{label}: want an error, got {text:?}")),
+                    (None, Err(_)) => {}
+                }
+                cases.push(Case {
+                    label,
+                    result: given.clone(),
+                    format: OutputFormat::Json,
+                    query: Some(expression.to_owned()),
+                    transformer: None,
+                });
+            }
+        }
+    }
+    assert!(count > 800, "the suite has {count} cases");
+    assert!(
+        spec_failures.is_empty(),
+        "{} of {count} compliance cases fail:\n{}",
+        spec_failures.len(),
+        spec_failures.iter().take(25).cloned().collect::<Vec<_>>().join("\n")
+    );
+    assert_all_match(&cases);
+}
