@@ -83,7 +83,7 @@ pub enum CliError {
     Timeout(String),
     /// The result could not be printed (`--query` failed while running, `-o table`).
     #[error(transparent)]
-    Output(#[from] crate::output_standin::OutputError),
+    Output(#[from] crate::output::OutputError),
 }
 
 impl CliError {
@@ -106,8 +106,8 @@ impl CliError {
     pub fn render(&self) -> String {
         match self {
             // az adds its pointer to the --query documentation.
-            Self::Output(crate::output_standin::OutputError::Query(_)) => {
-                format!("ERROR: {self}\n{}", crate::output_standin::QUERY_REFERENCE)
+            Self::Output(crate::output::OutputError::Query(_)) => {
+                format!("ERROR: {self}\n{}", crate::output::QUERY_REFERENCE)
             }
             _ => format!("ERROR: {self}"),
         }

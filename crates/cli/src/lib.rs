@@ -26,7 +26,6 @@ mod commands;
 mod download;
 pub mod error;
 pub mod output;
-mod output_standin;
 pub mod settings;
 pub mod shape;
 
@@ -39,7 +38,7 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::error::CliError;
-use crate::output_standin::{OutputFormat, Query, render, render_with};
+use crate::output::{OutputFormat, Query, render, render_with};
 use crate::settings::{ConfigFile, GlobalArgs, Settings};
 
 pub use commands::login::LoginArgs;
@@ -162,7 +161,7 @@ impl Printer {
         let query = match &global.query {
             Some(text) => Some(
                 Query::parse(text)
-                    .map_err(|err| CliError::Usage(format!("{err}\n{}", crate::output_standin::QUERY_REFERENCE)))?,
+                    .map_err(|err| CliError::Usage(format!("{err}\n{}", crate::output::QUERY_REFERENCE)))?,
             ),
             None => None,
         };

@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use super::{flag_error, json_argument};
 use crate::error::CliError;
-use crate::output_standin::Query;
+use crate::output::Query;
 use crate::{Context, Printer, shape};
 
 /// What az's `network watcher packet-capture` commands send.
