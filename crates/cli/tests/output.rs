@@ -16,8 +16,11 @@ use std::process::{Command, Stdio};
 use netwatch_cli::output::{OutputFormat, Query, render, render_with};
 use serde_json::{Value, json};
 
-/// The az release the expectations come from; scripts/test.sh installs it.
-const AZ_REQUIREMENT: &str = "azure-cli==2.91.0";
+/// What az 2.91.0 formats with (its knack and the libraries knack calls, at
+/// the versions azure-cli 2.91.0 installs); scripts/test.sh installs them.
+/// `pip install azure-cli==2.91.0` brings the same, in minutes instead of
+/// seconds.
+const AZ_REQUIREMENT: &str = "knack==0.14.0 jmespath==1.1.0 PyYAML==6.0.4 Pygments==2.21.0 tabulate==0.10.0";
 
 /// Queries every result is rendered under (besides none): the brief's, the
 /// guide's, and ones that reach each evaluator rule and each error path.
@@ -129,7 +132,7 @@ fn az_python() -> String {
         _ => panic!(
             "NETWATCH_TEST_AZ_PYTHON is not set: these tests compare netwatch's output with az's own \
              formatters. Make the virtualenv with\n  python3 -m venv /tmp/azvenv && \
-             /tmp/azvenv/bin/pip install '{AZ_REQUIREMENT}'\nand run with \
+             /tmp/azvenv/bin/pip install {AZ_REQUIREMENT}\nand run with \
              NETWATCH_TEST_AZ_PYTHON=/tmp/azvenv/bin/python (scripts/test.sh does both)"
         ),
     }
