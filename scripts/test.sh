@@ -22,20 +22,25 @@ fi
 
 # Python packages (Azure's SDK, ...) in a virtualenv of their own, made again
 # only when the requirements change; tests find its Python in NETWATCH_TEST_PYTHON.
-venv=target/test-venv
-if ! cmp -s scripts/test-requirements.txt "$venv/requirements.txt"; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/test-requirements.txt
-  cp scripts/test-requirements.txt "$venv/requirements.txt"
-fi
-export NETWATCH_TEST_PYTHON=$PWD/$venv/bin/python
+# Azure's CLI gets a virtualenv of its own: it pins its own azure-core.
+venv() {  # venv DIR REQUIREMENTS
+  if ! cmp -s "$2" "$1/requirements.txt"; then
+    rm -rf "$1"
+    python3 -m venv "$1"
+    "$1/bin/pip" install -q --disable-pip-version-check -r "$2"
+    cp "$2" "$1/requirements.txt"
+  fi
+}
+venv target/test-venv scripts/test-requirements.txt
+venv target/test-az-venv scripts/test-az-requirements.txt
+export NETWATCH_TEST_PYTHON=$PWD/target/test-venv/bin/python
+export NETWATCH_TEST_AZ_PYTHON=$PWD/target/test-az-venv/bin/python NETWATCH_TEST_AZ=$PWD/target/test-az-venv/bin/az
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; fi
 # Each crate builds alone: the workspace cannot hide a missing dependency.
-for crate in netwatch-api netwatch-capture netwatch-storage netwatch-controller netwatch-agent; do cargo check -q -p "$crate" --locked; done
+for crate in netwatch-api netwatch-capture netwatch-storage netwatch-controller netwatch-agent netwatch-cli; do cargo check -q -p "$crate" --locked; done
 log=$(mktemp)
 eval "$(scripts/test-postgres.sh start)"
 trap 'rm -f "$log"; scripts/test-postgres.sh stop "$PG_TEST_DIR"' EXIT
