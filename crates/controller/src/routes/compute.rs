@@ -302,9 +302,31 @@ fn vm_json(id: &ResourceId, record: &VmRecord) -> Value {
             "vmId": Uuid::new_v5(&VM_ID_NAMESPACE, id.key().as_bytes()).to_string(),
             "osProfile": {"computerName": computer_name},
             "storageProfile": {"osDisk": {"osType": "Linux"}},
+            // Always, not only for `$expand=instanceView`: az's `vm extension
+            // set` reads it (the extensions installed) and it costs nothing.
+            "instanceView": vm_instance_view(id, record, &computer_name),
             "netwatch": netwatch_block(record, facts),
         },
         "resources": [extension_json(id, record)],
+    })
+}
+
+/// A VM's `instanceView`: running, with the agent as its one extension.
+fn vm_instance_view(id: &ResourceId, record: &VmRecord, computer_name: &str) -> Value {
+    let extension = extension_json(id, record);
+    let agent_version = extension["properties"]["instanceView"]["typeHandlerVersion"].clone();
+    json!({
+        "computerName": computer_name,
+        "osName": "Linux",
+        "vmAgent": {
+            "vmAgentVersion": agent_version,
+            "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready"}],
+        },
+        "extensions": [extension["properties"]["instanceView"].clone()],
+        "statuses": [
+            {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"},
+            {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"},
+        ],
     })
 }
 
