@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CliError;
 
+/// The help heading of the global flags, as az's `--help` names them.
+const GLOBAL: &str = "Global Arguments";
+
 /// The file's name inside `$XDG_CONFIG_HOME/netwatch`.
 const CONFIG_FILE: &str = "config.toml";
 
@@ -31,37 +34,37 @@ const CONFIG_FILE: &str = "config.toml";
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GlobalArgs {
     /// Output format: json, jsonc, table, tsv, yaml, yamlc or none.
-    #[arg(long, short = 'o', global = true, value_name = "FORMAT", default_value = "json")]
+    #[arg(long, short = 'o', global = true, help_heading = GLOBAL, value_name = "FORMAT", default_value = "json")]
     pub output: String,
 
     /// JMESPath query string, applied to the output (see http://jmespath.org).
-    #[arg(long, global = true, value_name = "JMESPATH")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "JMESPATH")]
     pub query: Option<String>,
 
     /// Only show errors, suppressing warnings.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub only_show_errors: bool,
 
     /// Increase logging verbosity.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub verbose: bool,
 
     /// Show every request and answer (the token masked).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub debug: bool,
 
     /// The subscription id; default 00000000-0000-0000-0000-000000000000.
-    #[arg(long, global = true, value_name = "ID")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "ID")]
     pub subscription: Option<String>,
 
     /// The controller's URL; default $NETWATCH_URL, then the client configuration file.
-    #[arg(long, global = true, env = "NETWATCH_URL", value_name = "URL")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "NETWATCH_URL", value_name = "URL")]
     pub server: Option<String>,
 
     /// The API token; default $NETWATCH_TOKEN, then the client configuration file.
     #[arg(
         long,
-        global = true,
+        global = true, help_heading = GLOBAL,
         env = "NETWATCH_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
@@ -69,7 +72,7 @@ pub struct GlobalArgs {
     pub token: Option<String>,
 
     /// A CA certificate (PEM) to trust for the controller; default $NETWATCH_CA, then the file.
-    #[arg(long, global = true, env = "NETWATCH_CA", value_name = "FILE")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "NETWATCH_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
 }
 
