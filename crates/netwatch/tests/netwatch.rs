@@ -4,5 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 mod capture;
+mod deployment;
 mod sdk;
 mod util;
+mod walkthrough;
