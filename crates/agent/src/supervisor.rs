@@ -540,7 +540,10 @@ fn capture_file(captures_dir: &Path, capture_id: &str, created_ms: i64, local: O
             return captures_dir.join(relative);
         }
     }
-    let name = capture_id.rsplit('/').find(|part| !part.is_empty()).unwrap_or("");
+    // A run id (`{resource id}#{created_ms}`): the capture's name is the
+    // resource id's last segment.
+    let resource = netwatch_api::agent::parse_run_id(capture_id).map_or(capture_id, |(resource, _)| resource);
+    let name = resource.rsplit('/').find(|part| !part.is_empty()).unwrap_or("");
     captures_dir.join(format!("{}_{created_ms}.cap", safe_name(name)))
 }
 

@@ -27,6 +27,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::packet_capture::{PacketCaptureParameters, PcError, StopReason, UploadState};
 
+/// The `capture_id` of one run of a capture: its resource id, `#`, and the
+/// time it was created (ms since the epoch). A capture created again under the
+/// same name is another run, so a late report of the old run can never be
+/// taken for the new one, and an agent that finished the old run starts the
+/// new one. Agents treat it as opaque.
+pub fn run_id(capture: &str, created_ms: i64) -> String {
+    format!("{capture}#{created_ms}")
+}
+
+/// The resource id and creation time in a [`run_id`]; `None` for anything else.
+pub fn parse_run_id(run: &str) -> Option<(&str, i64)> {
+    let (capture, created) = run.rsplit_once('#')?;
+    Some((capture, created.parse().ok()?))
+}
+
 /// WebSocket endpoint agents connect to (`GET` with `Upgrade: websocket` and
 /// `Authorization: Bearer <enrollment or agent token>`).
 pub const CHANNEL_PATH: &str = "/netwatch/v1/agent/channel";
@@ -126,7 +141,7 @@ pub struct Welcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartCapture {
-    /// The packet capture's resource id; names it in every report.
+    /// This run of the packet capture ([`run_id`]); names it in every report.
     pub capture_id: String,
     /// The capture as the API validated it (the agent validates it again).
     pub parameters: PacketCaptureParameters,
@@ -197,6 +212,18 @@ pub struct ReportStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_name_one_run_of_a_capture() {
+        let run = run_id("/subscriptions/s/x/packetCaptures/pc1", 1_700_000_000_123);
+        assert_eq!(run, "/subscriptions/s/x/packetCaptures/pc1#1700000000123");
+        assert_eq!(
+            parse_run_id(&run),
+            Some(("/subscriptions/s/x/packetCaptures/pc1", 1_700_000_000_123))
+        );
+        assert_eq!(parse_run_id("/subscriptions/s/x/packetCaptures/pc1"), None);
+        assert_eq!(parse_run_id("pc#soon"), None);
+    }
 
     #[test]
     fn messages_are_tagged_json() {

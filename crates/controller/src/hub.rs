@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use netwatch_api::agent::{
     AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, StartCapture,
-    UPLOAD_PREFIX, Upload, Welcome,
+    UPLOAD_PREFIX, Upload, Welcome, parse_run_id, run_id,
 };
 use netwatch_api::packet_capture::{NetwatchCaptureStatus, PacketCapture, PcError, UploadState};
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
@@ -337,6 +337,7 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
         .filter(|report| report.state == AgentCaptureState::Running)
         .map(|report| report.capture_id.to_lowercase())
         .collect();
+    // What the host runs is named by run (resource id and creation time).
     for record in state.store.captures_for_target(vm).await? {
         match record.status.as_str() {
             NOT_STARTED => match start_message(&record) {
@@ -345,7 +346,7 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
                 }
                 Err(err) => tracing::error!(capture = %record.id, error = %err, "stored capture cannot be started"),
             },
-            RUNNING if !owned.contains(&record.id.to_lowercase()) => {
+            RUNNING if !owned.contains(&run_id(&record.id, record.created_ms).to_lowercase()) => {
                 let message = "the agent restarted and no longer runs this capture";
                 lost_by_agent(state, record, message).await?;
             }
@@ -395,7 +396,7 @@ pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serd
             })
         });
     Ok(StartCapture {
-        capture_id: record.id.clone(),
+        capture_id: run_id(&record.id, record.created_ms),
         parameters: request.properties,
         created_ms: record.created_ms,
         upload,
@@ -418,15 +419,23 @@ pub(crate) fn capture_blob_path(target: &str, created_ms: i64) -> Option<String>
 /// Applies one agent report to the capture it names.
 pub(crate) async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
     for _ in 0..STALE_RETRIES {
-        let Some(mut record) = state.store.get_capture(&report.capture_id).await? else {
-            // Deleted while it ran: nobody wants it any more.
+        let stop_run = || {
+            state.hub.send(
+                vm,
+                ControllerMessage::Stop {
+                    capture_id: report.capture_id.clone(),
+                },
+            );
+        };
+        let Some((capture, created_ms)) = parse_run_id(&report.capture_id) else {
+            tracing::warn!(vm, run = %report.capture_id, "agent reported on something that is not a capture run; ignored");
+            return Ok(());
+        };
+        let record = state.store.get_capture(capture).await?;
+        let Some(mut record) = record.filter(|record| record.created_ms == created_ms) else {
+            // Deleted (or created again) while it ran: nobody wants this run any more.
             if report.state == AgentCaptureState::Running {
-                state.hub.send(
-                    vm,
-                    ControllerMessage::Stop {
-                        capture_id: report.capture_id.clone(),
-                    },
-                );
+                stop_run();
             }
             return Ok(());
         };
@@ -437,12 +446,7 @@ pub(crate) async fn apply_report(state: &AppState, vm: &str, report: &CaptureRep
         let before = record.status.clone();
         let terminal = matches!(before.as_str(), STOPPED | ERROR);
         if terminal && report.state == AgentCaptureState::Running {
-            state.hub.send(
-                vm,
-                ControllerMessage::Stop {
-                    capture_id: record.id.clone(),
-                },
-            );
+            stop_run();
             return Ok(());
         }
         let status = match report.state {

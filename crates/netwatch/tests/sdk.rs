@@ -98,6 +98,20 @@ fn azure_sdk_captures_end_by_time_and_by_bytes() {
     let file = nw.download(&nw.sdk(&["get", "sdk-time"]));
     assert_eq!(udp_packets(&file).len(), 10, "{uploaded}");
 
+    // The same name again: a new run, which the agent starts (the old run's
+    // reports can no longer touch it).
+    let first_start = uploaded["captureStartTime"].clone();
+    std::thread::sleep(Duration::from_millis(1100));
+    nw.create(
+        "sdk-time",
+        json!({"filters": [{"protocol": "UDP", "localPort": "7101"}], "timeLimitInSeconds": 1}),
+    );
+    let again = nw.sdk(&["status", "sdk-time"]);
+    assert!(again["captureStartTime"].is_string(), "the new run did not start: {again}");
+    assert_ne!(again["captureStartTime"], first_start, "{again}");
+    let stopped = nw.status_until("sdk-time", "stopped again", |s| s["packetCaptureStatus"] == "Stopped");
+    assert_eq!(stopped["stopReason"], "TimeExceeded", "{stopped}");
+
     // totalBytesPerSession: stops when the file would pass it, with MaxBytesExceeded.
     nw.create(
         "sdk-bytes",

@@ -68,7 +68,7 @@ async fn list_all(
 ) -> Result<Json<Value>, HttpError> {
     let sub = subscription(&state.config, &sub)?;
     let vms = registered_vms(&state, &sub).await?;
-    let value: Vec<Value> = vms.iter().map(|(id, record)| vm_json(id, record)).collect();
+    let value: Vec<Value> = vms.iter().map(|(id, record)| listed_vm_json(id, record)).collect();
     Ok(Json(json!({ "value": value })))
 }
 
@@ -84,7 +84,7 @@ async fn list_group(
     let value: Vec<Value> = vms
         .iter()
         .filter(|(id, _)| *id.resource_group() == group)
-        .map(|(id, record)| vm_json(id, record))
+        .map(|(id, record)| listed_vm_json(id, record))
         .collect();
     Ok(Json(json!({ "value": value })))
 }
@@ -281,6 +281,16 @@ async fn registered_vms(state: &AppState, sub: &SubscriptionId) -> Result<Vec<(R
             }
         })
         .collect())
+}
+
+/// A VM as lists show it: without `resources`, as Azure's lists (az's `vm
+/// list` fails to flatten an extension's `type` beside the VM's).
+fn listed_vm_json(id: &ResourceId, record: &VmRecord) -> Value {
+    let mut vm = vm_json(id, record);
+    if let Some(vm) = vm.as_object_mut() {
+        vm.remove("resources");
+    }
+    vm
 }
 
 /// A VM's ARM JSON (`VirtualMachine`, a tracked resource).

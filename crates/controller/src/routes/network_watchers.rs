@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use netwatch_api::agent::ControllerMessage;
+use netwatch_api::agent::{ControllerMessage, run_id};
 use netwatch_api::error::ApiError;
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName, SubscriptionId};
 use serde::Deserialize;
@@ -167,7 +167,7 @@ async fn delete_watcher(
     for capture in state.store.list_captures(&id.to_string()).await? {
         if matches!(capture.status.as_str(), NOT_STARTED | RUNNING) {
             let stop = ControllerMessage::Stop {
-                capture_id: capture.id.clone(),
+                capture_id: run_id(&capture.id, capture.created_ms),
             };
             state.hub.send(&capture.target_id, stop);
         }

@@ -39,7 +39,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use netwatch_api::agent::{ControllerMessage, DOWNLOAD_PREFIX};
+use netwatch_api::agent::{ControllerMessage, DOWNLOAD_PREFIX, run_id};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::packet_capture::{
     NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, PacketCaptureQueryStatusResult, PacketCaptureResult,
@@ -382,7 +382,7 @@ async fn stop(
         };
         state.store.insert_operation(&operation).await?;
         let stop = ControllerMessage::Stop {
-            capture_id: record.id.clone(),
+            capture_id: run_id(&record.id, record.created_ms),
         };
         if state.hub.send(&record.target_id, stop) {
             tracing::info!(capture = %record.id, "packet capture stop sent to its agent");
@@ -412,7 +412,7 @@ async fn stop(
             Ok(_) => {
                 // An agent that has it (or is starting it) stops when it hears this.
                 let stop = ControllerMessage::Stop {
-                    capture_id: record.id.clone(),
+                    capture_id: run_id(&record.id, record.created_ms),
                 };
                 state.hub.send(&record.target_id, stop);
                 state
@@ -443,7 +443,7 @@ async fn delete(
         && matches!(record.status.as_str(), NOT_STARTED | RUNNING)
     {
         let stop = ControllerMessage::Stop {
-            capture_id: record.id.clone(),
+            capture_id: run_id(&record.id, record.created_ms),
         };
         state.hub.send(&record.target_id, stop);
     }
