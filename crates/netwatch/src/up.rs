@@ -97,15 +97,21 @@ pub fn run(args: Args) -> Result<()> {
     // not stop the service.
     let _ = writeln!(
         std::io::stdout(),
-        "netwatch is up{}.\n  URL:          {url}\n  admin token:  {}\n  CA:           {}\n  \
-         environment:  source {}\n  client:       {}\n  this machine: VM {vm_name} in resource group {GROUP}, {LOCATION}; \
-         storage account {LOCAL_ACCOUNT}\nStop with Ctrl-C; `netwatch up --data-dir {}` starts it again on the same data.",
+        "netwatch is up{}.\n  URL:          {url}\n  admin token:  {token}\n  CA:           {ca}\n  \
+         environment:  source {env}\n  client:       {client}\n  this machine: VM {vm_name} in resource group {GROUP}, \
+         {LOCATION}; storage account {LOCAL_ACCOUNT}\n\
+         Azure's own az works too (with REQUESTS_CA_BUNDLE={ca}):\n  \
+         az cloud register --name netwatch --endpoint-resource-manager {url}/ && az cloud set --name netwatch \
+         && az config set core.instance_discovery=false\n  \
+         az login --service-principal -u netwatch -p {token} --tenant {tenant}\n\
+         Stop with Ctrl-C; `netwatch up --data-dir {dir}` starts it again on the same data.",
         if fresh { " (new data directory)" } else { "" },
-        credentials.admin_token,
-        ca.display(),
-        dir.join("env").display(),
-        client_config.display(),
-        dir.display(),
+        token = credentials.admin_token,
+        ca = ca.display(),
+        env = dir.join("env").display(),
+        client = client_config.display(),
+        tenant = netwatch_api::resource::DEFAULT_SUBSCRIPTION_ID,
+        dir = dir.display(),
     );
     if !args.no_agent && !running_as_root() {
         eprintln!("warning: not running as root: this machine's agent cannot capture (captures will fail)");
