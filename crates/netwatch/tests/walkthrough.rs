@@ -607,7 +607,7 @@ fn guide_with_az(nw: &Deployment) -> Vec<(&'static str, Value)> {
 }
 
 #[test]
-fn the_guide_works_with_netwatch_and_with_az_and_both_print_the_same_shapes() {
+fn the_guide_works_with_netwatch_and_with_az_and_both_print_the_same() {
     let mut nw = Deployment::controller_only();
     let ours = guide_with_netwatch(&mut nw);
     let azs = guide_with_az(&nw);
@@ -621,4 +621,107 @@ fn the_guide_works_with_netwatch_and_with_az_and_both_print_the_same_shapes() {
         assert_eq!(mine, theirs, "{what}: netwatch and az print different shapes");
     }
     assert_eq!(ours.len(), azs.len());
+    same_outputs_as_az(&nw);
+}
+
+/// The output formats and `--query` on real outputs: netwatch prints, byte
+/// for byte, what az prints for the same resources.
+fn same_outputs_as_az(nw: &Deployment) {
+    let created = nw.netwatch(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "create",
+        "-g",
+        "rg1",
+        "--vm",
+        VM,
+        "-n",
+        "fmt1",
+        "--storage-account",
+        "netwatchlocal",
+        "--time-limit",
+        "600",
+        "--capture-size",
+        "96",
+        "--filters",
+        &filters(),
+        "-o",
+        "none",
+    ]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let list = ["network", "watcher", "packet-capture", "list", "--location", "westus"];
+    let watchers = ["network", "watcher", "list"];
+    let extension = [
+        "vm",
+        "extension",
+        "show",
+        "-g",
+        "rg1",
+        "--vm-name",
+        VM,
+        "-n",
+        "NetworkWatcherAgentLinux",
+    ];
+    let cases: Vec<Vec<&str>> = vec![
+        [&list[..], &["-o", "json"]].concat(),
+        [&list[..], &["-o", "table"]].concat(),
+        [&list[..], &["-o", "tsv"]].concat(),
+        [&list[..], &["-o", "yaml"]].concat(),
+        [
+            &list[..],
+            &[
+                "--query",
+                "[].{Name:name, Bytes:totalBytesPerSession, Snap:bytesToCapturePerPacket}",
+                "-o",
+                "table",
+            ],
+        ]
+        .concat(),
+        [
+            &list[..],
+            &["--query", "[0].filters[?protocol=='UDP'].localPort", "-o", "tsv"],
+        ]
+        .concat(),
+        [&watchers[..], &["-o", "table"]].concat(),
+        [&watchers[..], &["-o", "yaml"]].concat(),
+        [&watchers[..], &["--query", "[].{name:name, location:location}"]].concat(),
+        [&extension[..], &["-o", "table"]].concat(),
+        [
+            &extension[..],
+            &["--query", "{state:provisioningState, publisher:publisher}", "-o", "tsv"],
+        ]
+        .concat(),
+    ];
+    for args in cases {
+        let ours = nw.netwatch(&args);
+        let theirs = nw.az(&args);
+        assert!(
+            ours.status.success(),
+            "netwatch {args:?}: {}",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+        assert!(
+            theirs.status.success(),
+            "az {args:?}: {}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "netwatch and az print {args:?} differently"
+        );
+        assert!(!ours.stdout.is_empty(), "{args:?} printed nothing");
+    }
+    let deleted = nw.netwatch(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "delete",
+        "-n",
+        "fmt1",
+        "-l",
+        "westus",
+    ]);
+    assert!(deleted.status.success());
 }
