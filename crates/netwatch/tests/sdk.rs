@@ -107,7 +107,10 @@ fn azure_sdk_captures_end_by_time_and_by_bytes() {
         json!({"filters": [{"protocol": "UDP", "localPort": "7101"}], "timeLimitInSeconds": 1}),
     );
     let again = nw.sdk(&["status", "sdk-time"]);
-    assert!(again["captureStartTime"].is_string(), "the new run did not start: {again}");
+    assert!(
+        again["captureStartTime"].is_string(),
+        "the new run did not start: {again}"
+    );
     assert_ne!(again["captureStartTime"], first_start, "{again}");
     let stopped = nw.status_until("sdk-time", "stopped again", |s| s["packetCaptureStatus"] == "Stopped");
     assert_eq!(stopped["stopReason"], "TimeExceeded", "{stopped}");
