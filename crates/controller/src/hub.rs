@@ -36,8 +36,13 @@ use crate::store::{AgentCredentialRecord, CaptureRecord, EnrollmentRecord, Store
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection silent this long is dead: three missed heartbeats.
 const IDLE_TIMEOUT: Duration = Duration::from_millis(3 * HEARTBEAT_INTERVAL_MS);
-/// How often a busy connection refreshes its VM's `last_seen`.
-const TOUCH_INTERVAL: Duration = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+/// How often a connection writes its VM's `last_seen` (at most; on the first
+/// message after the interval): every sixth heartbeat. Each write is a commit
+/// (an fsync on SQLite); at every heartbeat, 1,000 agents made 200 a second, and
+/// creates queued behind them (BENCHMARKS.md, "Create → Running latency"). A
+/// connected agent's `last_seen` is thus at most this old; the connection's
+/// end writes the exact time it was last heard from.
+const TOUCH_INTERVAL: Duration = Duration::from_millis(6 * HEARTBEAT_INTERVAL_MS);
 /// How often a report re-reads a capture another writer changed under it.
 const STALE_RETRIES: usize = 5;
 
@@ -78,6 +83,11 @@ impl Hub {
         if agents.get(&vm_id.to_lowercase()).is_some_and(|c| c.id == id) {
             agents.remove(&vm_id.to_lowercase());
         }
+    }
+
+    /// Whether connection `id` is still `vm_id`'s (no newer one replaced it).
+    fn is_current(&self, vm_id: &str, id: u64) -> bool {
+        self.lock().get(&vm_id.to_lowercase()).is_some_and(|c| c.id == id)
     }
 
     /// Pushes `message` to `vm_id`'s agent; false when it is not connected.
@@ -145,9 +155,17 @@ pub async fn serve_agent(state: AppState, mut socket: WebSocket, identity: Agent
     };
     let (connection, inbox) = state.hub.register(&vm);
     tracing::info!(vm = %vm, agent = %hello.agent_version, "agent connected");
-    match run_connection(&state, &mut socket, (&vm, credential), hello, inbox).await {
+    let mut heard_ms = now_ms();
+    match run_connection(&state, &mut socket, (&vm, credential), hello, inbox, &mut heard_ms).await {
         Ok(()) => tracing::info!(vm = %vm, "agent disconnected"),
         Err(err) => tracing::warn!(vm = %vm, error = %err, "agent connection ended"),
+    }
+    // `last_seen` is written only now and then while connected: record when
+    // the agent was last heard from, unless a newer connection of it took over.
+    if state.hub.is_current(&vm, connection)
+        && let Err(err) = state.store.touch_vm(&vm, heard_ms).await
+    {
+        tracing::warn!(vm = %vm, error = %err, "could not record when the agent was last heard from");
     }
     state.hub.unregister(&vm, connection);
 }
@@ -158,6 +176,7 @@ async fn run_connection(
     (vm, credential): (&str, Option<String>),
     hello: Hello,
     mut inbox: mpsc::UnboundedReceiver<ControllerMessage>,
+    heard_ms: &mut i64,
 ) -> Result<(), ChannelError> {
     let welcome = Welcome {
         vm_id: vm.to_owned(),
@@ -184,14 +203,17 @@ async fn run_connection(
                     }
                     Ok(message) => message?,
                 };
+                let Some(message) = message else {
+                    return Ok(());
+                };
+                *heard_ms = now_ms();
                 match message {
-                    None => return Ok(()),
-                    Some(AgentMessage::Report(report)) => apply_report(state, vm, &report).await?,
-                    Some(AgentMessage::Heartbeat) => {}
-                    Some(AgentMessage::Hello(_)) => tracing::warn!(vm, "agent said hello twice; ignored"),
+                    AgentMessage::Report(report) => apply_report(state, vm, &report).await?,
+                    AgentMessage::Heartbeat => {}
+                    AgentMessage::Hello(_) => tracing::warn!(vm, "agent said hello twice; ignored"),
                 }
                 if touched.elapsed() >= TOUCH_INTERVAL {
-                    state.store.touch_vm(vm, now_ms()).await?;
+                    state.store.touch_vm(vm, *heard_ms).await?;
                     touched = Instant::now();
                 }
             }
