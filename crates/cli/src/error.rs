@@ -214,6 +214,23 @@ fn python_indent4(value: &Value) -> String {
     }
 }
 
+/// Test helper: each of `cases` (arguments, a fragment of the message) fails
+/// in `run` as a usage error (exit code 2) whose message holds the fragment.
+#[cfg(test)]
+pub(crate) fn assert_usage_errors<T: std::fmt::Debug>(
+    cases: &[(Vec<&str>, &str)],
+    run: impl Fn(&[&str]) -> Result<T, CliError>,
+) {
+    for (args, expected) in cases {
+        let err = run(args).expect_err(&format!("{args:?} should fail"));
+        assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        assert!(
+            err.to_string().contains(expected),
+            "{args:?}:\n  got      {err}\n  expected {expected}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -516,14 +516,7 @@ mod tests {
                 "argument --resource-group/-g: \"R G\" is not a valid resource group name",
             ),
         ];
-        for (args, expected) in cases {
-            let err = prepared(&args).expect_err(&format!("{args:?} should fail"));
-            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
-            assert!(
-                err.to_string().contains(expected),
-                "{args:?}:\n  got      {err}\n  expected {expected}"
-            );
-        }
+        crate::error::assert_usage_errors(&cases, prepared);
     }
 
     #[test]
