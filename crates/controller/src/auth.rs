@@ -105,10 +105,13 @@ fn is_login_path(path: &str) -> bool {
 
 /// The stored form of `token`.
 pub fn digest(token: &str) -> String {
-    let hash = Sha256::digest(token.as_bytes());
-    let mut text = String::with_capacity(DIGEST_PREFIX.len() + 64);
-    text.push_str(DIGEST_PREFIX);
-    for byte in hash {
+    format!("{DIGEST_PREFIX}{}", hex(&Sha256::digest(token.as_bytes())))
+}
+
+/// `bytes` in lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
         write!(text, "{byte:02x}").expect("writing to a String cannot fail");
     }
     text
@@ -118,11 +121,7 @@ pub fn digest(token: &str) -> String {
 pub fn new_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0_u8; 32];
     getrandom::fill(&mut bytes)?;
-    let mut text = String::with_capacity(64);
-    for byte in bytes {
-        write!(text, "{byte:02x}").expect("writing to a String cannot fail");
-    }
-    Ok(text)
+    Ok(hex(&bytes))
 }
 
 /// Who calls on an agent path; the channel's handler reads it from the
