@@ -1,6 +1,8 @@
 //! netwatch's host agent (DESIGN §6): holds one WebSocket to the controller,
 //! runs the captures it is sent on dedicated threads with the capture engine,
-//! reports every change of them, and uploads finished files to the controller.
+//! reports every change of them, and uploads their files to storage with
+//! grants from the controller, through a spool that outlives outages and
+//! restarts.
 //!
 //! The agent connects out (it works behind NAT), so the controller never needs to
 //! reach the host. Captures belong to the host once started: their limits are
@@ -12,8 +14,8 @@
 //! controller then hands out the agent's own credential in its welcome, which
 //! is kept in `DATA_DIR/credential` and used from then on.
 //!
-//! Not here yet: crash recovery and the upload spool (a file whose upload
-//! failed stays on disk and is not retried later).
+//! Not here yet: finalizing a capture that was running when the agent died
+//! (its closed ring files upload; the run itself is reported lost).
 //!
 //! # Layout
 //! - [`run`] and [`AgentConfig`]: the agent as the `netwatch agent` subcommand runs it.
@@ -21,7 +23,8 @@
 //! - `remote`: the controller's URLs, TLS trust and the backoff between attempts.
 //! - `channel`: connect, hello/welcome, reconnect; the message loop of one connection.
 //! - `supervisor`: capture threads and the book of their latest reports.
-//! - `upload`: `PUT` of a finished capture file, with bounded retries.
+//! - `spool`: files waiting for storage, with their upload progress, on disk.
+//! - `upload`: one file's upload: grants, parts, commit, resume.
 //! - `host`: host name and network interfaces for the hello.
 //! - `credential`: the agent's credential file.
 
@@ -30,6 +33,8 @@ mod credential;
 mod host;
 mod remote;
 mod simulate;
+mod spool;
+pub use spool::SpoolError;
 mod supervisor;
 mod upload;
 
@@ -50,6 +55,9 @@ pub const DEFAULT_INTERFACE: &str = "any";
 
 /// Directory under [`AgentConfig::data_dir`] that capture files are written to.
 pub const CAPTURES_DIR: &str = "captures";
+
+/// Default cap of the upload spool: 10 GiB.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = spool::DEFAULT_MAX_BYTES;
 
 /// How long a shutdown waits for captures to finalize their files and for
 /// uploads to notice the cancel, before it gives up on them.
@@ -76,6 +84,9 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Interface captures run on ([`DEFAULT_INTERFACE`], `any`, captures on all).
     pub interface: String,
+    /// Cap of the files waiting in the upload spool (`{data_dir}/spool`), in
+    /// bytes ([`DEFAULT_SPOOL_MAX_BYTES`]).
+    pub spool_max_bytes: u64,
 }
 
 /// The token is a secret: `Debug` leaves it out.
@@ -90,6 +101,7 @@ impl fmt::Debug for AgentConfig {
             .field("location", &self.location)
             .field("data_dir", &self.data_dir)
             .field("interface", &self.interface)
+            .field("spool_max_bytes", &self.spool_max_bytes)
             .finish()
     }
 }
@@ -127,6 +139,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("open the upload spool")]
+    Spool(#[source] spool::SpoolError),
     #[error("create capture directory {path}")]
     DataDir {
         path: PathBuf,
@@ -153,6 +167,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         source,
     })?;
     let uploader = upload::Uploader::new(&remote)?;
+    let spool_dir = config.data_dir.join(spool::SPOOL_DIR);
+    let spool = spool::Spool::open(spool_dir, config.spool_max_bytes).map_err(AgentError::Spool)?;
     let cancel = CancellationToken::new();
     let supervisor = Supervisor::new(
         supervisor::Settings {
@@ -160,6 +176,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             interface: netwatch_capture::Interface::parse(&config.interface),
         },
         uploader,
+        spool,
         cancel.child_token(),
     );
     let identity = channel::Identity::from_config(&config);
@@ -220,6 +237,7 @@ mod tests {
             location: "westus".into(),
             data_dir: "/var/lib/netwatch".into(),
             interface: DEFAULT_INTERFACE.into(),
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret") && text.contains("redacted"), "{text}");

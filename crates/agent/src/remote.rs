@@ -212,6 +212,7 @@ mod tests {
             location: "westus".into(),
             data_dir: "/tmp".into(),
             interface: "any".into(),
+            spool_max_bytes: crate::DEFAULT_SPOOL_MAX_BYTES,
         }
     }
 

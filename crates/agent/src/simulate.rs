@@ -167,6 +167,7 @@ fn running(id: &str, started_ms: i64) -> CaptureReport {
         message: None,
         stats: ReportStats::default(),
         upload: None,
+        upload_progress: None,
     }
 }
 

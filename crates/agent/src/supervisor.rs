@@ -3,9 +3,18 @@
 //! Each capture runs on its own plain thread (STYLE 25: the packet loop never
 //! touches the runtime), which opens the capture, reports `Running` the moment
 //! it is open, counters about every [`STATS_INTERVAL_MS`], and hands its
-//! outcome to a tracked async task; that task reports the end and uploads the
-//! file. Nothing here waits for the controller: a capture ends on its limits
-//! whether or not the channel is up.
+//! outcome to a tracked async task; that task reports the end and hands the
+//! file to the spool. Nothing here waits for the controller: a capture ends on
+//! its limits whether or not the channel is up.
+//!
+//! Uploads: a capture with a storage account records itself in the [`Spool`]
+//! when it starts; each of its files enters the spool as it closes (a
+//! continuous capture's while it runs), and one upload task takes the spooled
+//! files in turn, retrying while storage or the controller is away (the files
+//! wait, across restarts) and giving up only on a permanent refusal (the file
+//! is kept). The capture's report carries the upload's state, derived from a
+//! tally of its files; the capture is finished once it ended and its files
+//! are all stored or given up.
 //!
 //! The book keeps one report per capture, the latest (reports carry the whole
 //! state, so older ones are worthless once replaced). The channel sends what
@@ -21,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, STATS_INTERVAL_MS, StartCapture, Upload};
+use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, STATS_INTERVAL_MS, StartCapture, UploadProgress};
 use netwatch_api::error::ApiError;
 use netwatch_api::packet_capture::{CapturePath, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture};
 use netwatch_capture::session::DEFAULT_NICE;
@@ -34,8 +43,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::upload::{UploadError, Uploader};
+use crate::remote::Backoff;
+use crate::spool::{SpooledCapture, Spool, Ticket};
+use crate::upload::{UploadError, Uploader, upload_bytes};
 use crate::{error_chain, now_ms};
+
+/// First wait before an upload is tried again; doubles up to [`UPLOAD_RETRY_CAP`].
+const UPLOAD_RETRY_FIRST: Duration = Duration::from_millis(500);
+const UPLOAD_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// How many finished captures are remembered after they left the book, so that a
 /// `Start` repeated by a controller that missed their end does not run them
@@ -69,6 +84,11 @@ pub(crate) struct Supervisor {
 struct Inner {
     settings: Settings,
     uploader: Uploader,
+    spool: Spool,
+    /// Spooled files waiting for the upload task, oldest first.
+    queue: Mutex<VecDeque<Ticket>>,
+    /// Woken when a file joins the queue.
+    queued: Notify,
     book: Mutex<Book>,
     /// Woken when a report changed (one waiter: the channel).
     changed: Notify,
@@ -94,22 +114,183 @@ struct Slot {
     dirty: bool,
     /// No report will follow this one.
     finished: bool,
+    /// The capture ended: the report's state is its last.
+    ended: bool,
+    /// Its files' upload, when it has a storage account.
+    upload: Option<Tally>,
     /// Set to stop the capture thread (`ManualStop`).
     stop: Arc<AtomicBool>,
 }
 
-impl Supervisor {
-    pub(crate) fn new(settings: Settings, uploader: Uploader, cancel: CancellationToken) -> Self {
+impl Slot {
+    fn new(stop: Arc<AtomicBool>, upload: bool) -> Self {
         Self {
+            report: None,
+            seq: 0,
+            dirty: false,
+            finished: false,
+            ended: false,
+            upload: upload.then(Tally::default),
+            stop,
+        }
+    }
+
+    /// Writes the upload's state into the report and works out whether the
+    /// capture is finished.
+    fn settle(&mut self) {
+        let upload = self.upload.as_ref().map(|tally| tally.state(self.ended));
+        if let Some(report) = &mut self.report {
+            match &upload {
+                Some((state, progress)) => {
+                    report.upload = Some(*state);
+                    report.upload_progress = Some(progress.clone());
+                    if *state == UploadState::Failed && !report.errors.contains(&PcError::StorageFailed) {
+                        report.errors.push(PcError::StorageFailed);
+                        report.message = match (report.message.take(), &progress.message) {
+                            (Some(earlier), Some(failed)) => Some(format!("{earlier}; {failed}")),
+                            (earlier, failed) => earlier.or_else(|| failed.clone()),
+                        };
+                    }
+                }
+                None => {
+                    report.upload = None;
+                    report.upload_progress = None;
+                }
+            }
+        }
+        self.finished = self.ended
+            && upload
+                .as_ref()
+                .is_none_or(|(state, _)| matches!(state, UploadState::Succeeded | UploadState::Failed));
+    }
+}
+
+/// Where the upload of one capture's files is.
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    /// Files spooled, and of them stored.
+    files: u32,
+    stored: u32,
+    bytes: u64,
+    bytes_stored: u64,
+    /// Bytes of the file being uploaded now.
+    bytes_current: u64,
+    uploading: bool,
+    /// Why the upload waits (storage or the controller unreachable).
+    waiting: Option<String>,
+    /// Why a file was given up.
+    failed: Option<String>,
+}
+
+impl Tally {
+    fn state(&self, ended: bool) -> (UploadState, UploadProgress) {
+        let done = self.bytes_stored + self.bytes_current;
+        let percent = if self.bytes == 0 {
+            if self.files == self.stored { 100 } else { 0 }
+        } else {
+            u8::try_from(done.min(self.bytes) * 100 / self.bytes).unwrap_or(100)
+        };
+        let state = if self.failed.is_some() {
+            UploadState::Failed
+        } else if self.waiting.is_some() {
+            UploadState::Retrying
+        } else if self.uploading {
+            UploadState::Uploading
+        } else if ended && self.stored == self.files {
+            UploadState::Succeeded
+        } else {
+            UploadState::Pending
+        };
+        let progress = UploadProgress {
+            percent,
+            files_pending: self.files - self.stored,
+            message: self.failed.clone().or_else(|| self.waiting.clone()),
+        };
+        (state, progress)
+    }
+}
+
+impl Supervisor {
+    /// The supervisor, with the upload task running; files left in the spool
+    /// by an earlier run of the agent are taken up again first.
+    pub(crate) fn new(settings: Settings, uploader: Uploader, spool: Spool, cancel: CancellationToken) -> Self {
+        let supervisor = Self {
             inner: Arc::new(Inner {
                 settings,
                 uploader,
+                spool,
+                queue: Mutex::new(VecDeque::new()),
+                queued: Notify::new(),
                 book: Mutex::new(Book::default()),
                 changed: Notify::new(),
                 tracker: TaskTracker::new(),
                 cancel,
             }),
+        };
+        supervisor.recover();
+        let uploads = supervisor.clone();
+        supervisor
+            .inner
+            .tracker
+            .spawn(async move { uploads.upload_task().await }.instrument(tracing::info_span!("uploads")));
+        supervisor
+    }
+
+    /// Takes up what the spool holds: captures that ended come back to the
+    /// book with their last report; their files queue for upload.
+    fn recover(&self) {
+        let (captures, tickets) = self.inner.spool.scan();
+        if captures.is_empty() && tickets.is_empty() {
+            return;
         }
+        tracing::info!(captures = captures.len(), files = tickets.len(), "taking up the spool left by an earlier run");
+        let mut book = self.book();
+        for capture in captures {
+            let id = capture.capture_id;
+            let report = capture.report.unwrap_or_else(|| {
+                // It was running when the agent stopped: its files closed by
+                // then upload; the run itself cannot go on.
+                let mut report = error_report(
+                    &id,
+                    None,
+                    PcError::AgentStopped,
+                    "the agent stopped while the capture ran; the files it had closed are uploaded".to_owned(),
+                );
+                report.state = AgentCaptureState::Error;
+                report
+            });
+            let mut slot = Slot::new(Arc::new(AtomicBool::new(true)), true);
+            slot.report = Some(report);
+            slot.ended = true;
+            slot.dirty = true;
+            book.captures.insert(id, slot);
+        }
+        let mut queue = self.queue();
+        for ticket in tickets {
+            if let Some(tally) = book
+                .captures
+                .get_mut(&ticket.capture_id)
+                .and_then(|slot| slot.upload.as_mut())
+            {
+                tally.files += 1;
+                tally.bytes += ticket.size;
+                if let Some(reason) = &ticket.failed {
+                    tally.stored += 1;
+                    tally.failed = Some(reason.clone());
+                    continue;
+                }
+            }
+            if ticket.failed.is_none() {
+                queue.push_back(ticket);
+            }
+        }
+        for slot in book.captures.values_mut() {
+            slot.settle();
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Ticket>> {
+        self.inner.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
@@ -131,25 +312,14 @@ impl Supervisor {
                 tracing::debug!("start of a capture this host already has: ignored");
                 return;
             }
-            book.captures.insert(
-                id.clone(),
-                Slot {
-                    report: None,
-                    seq: 0,
-                    dirty: false,
-                    finished: false,
-                    stop: Arc::clone(&stop),
-                },
-            );
+            book.captures
+                .insert(id.clone(), Slot::new(Arc::clone(&stop), start.upload.is_some()));
         }
         let plan = match Plan::new(&self.inner.settings, start) {
             Ok(plan) => plan,
             Err(error) => {
                 tracing::info!(error = %error, "capture refused: invalid parameters");
-                self.publish(
-                    error_report(&id, None, PcError::CaptureFailed, error_chain(&error)),
-                    true,
-                );
+                self.end(error_report(&id, None, PcError::CaptureFailed, error_chain(&error)), false);
                 return;
             }
         };
@@ -159,12 +329,26 @@ impl Supervisor {
         let config = plan.config.clone();
         let file = plan.file.clone();
         let thread_id = id.clone();
-        let pending_upload = plan.upload.is_some();
+        let upload = plan.upload.then(|| SpooledCapture {
+            capture_id: id.clone(),
+            keep_local: plan.keep_local,
+            report: None,
+        });
+        // Ring files closed while the capture runs, to be spooled.
+        let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let spooling = upload.is_some().then(|| {
+            let supervisor = self.clone();
+            let id = id.clone();
+            let keep_local = plan.keep_local;
+            self.inner
+                .tracker
+                .spawn(async move { supervisor.spool_closed_files(id, keep_local, closed_rx).await })
+        });
         let spawned = std::thread::Builder::new()
             .name("nw-capture".to_owned())
             .spawn(move || {
                 let _entered = thread_span.enter();
-                let ended = supervisor.capture_thread(thread_id, config, &file, &stop, pending_upload);
+                let ended = supervisor.capture_thread(thread_id, config, &file, &stop, upload, closed_tx);
                 // The receiver is gone only when the runtime shut down under us.
                 let _ = done_tx.send(ended);
             });
@@ -175,9 +359,163 @@ impl Supervisor {
             }
         };
         let supervisor = self.clone();
-        self.inner
-            .tracker
-            .spawn(async move { supervisor.finish(plan, ended.await).await }.instrument(span.clone()));
+        self.inner.tracker.spawn(
+            async move {
+                let ended = ended.await;
+                // Every ring file closed before the end is in the spool first.
+                if let Some(spooling) = spooling {
+                    let _ = spooling.await;
+                }
+                supervisor.finish(plan, ended).await;
+            }
+            .instrument(span.clone()),
+        );
+    }
+
+    /// Spools the ring files a capture closes while it runs, as they come.
+    async fn spool_closed_files(
+        &self,
+        id: String,
+        keep_local: bool,
+        mut closed: tokio::sync::mpsc::UnboundedReceiver<(u32, PathBuf)>,
+    ) {
+        while let Some((seq, path)) = closed.recv().await {
+            self.admit(&id, seq, (!keep_local).then_some(path)).await;
+        }
+    }
+
+    /// Makes the ticket of a file linked into the spool and queues it.
+    async fn admit(&self, id: &str, seq: u32, original: Option<PathBuf>) {
+        let spool = self.inner.spool.clone();
+        let capture = id.to_owned();
+        let admitted = tokio::task::spawn_blocking(move || spool.admit(&capture, seq, original)).await;
+        match admitted {
+            Ok(Ok(ticket)) => {
+                tracing::info!(seq, size = ticket.size, "file spooled for upload");
+                self.update_upload(id, |tally| {
+                    tally.files += 1;
+                    tally.bytes += ticket.size;
+                });
+                self.queue().push_back(ticket);
+                self.inner.queued.notify_one();
+            }
+            Ok(Err(error)) => {
+                let chain = error_chain(&error);
+                tracing::warn!(seq, error = %chain, "file could not be spooled");
+                self.update_upload(id, |tally| tally.failed = Some(format!("spool file {seq}: {chain}")));
+            }
+            Err(join) => tracing::error!(seq, error = %join, "spooling a file panicked"),
+        }
+    }
+
+    /// Changes the tally of a capture's upload and reports it.
+    fn update_upload(&self, id: &str, change: impl FnOnce(&mut Tally)) {
+        {
+            let mut book = self.book();
+            let Some(slot) = book.captures.get_mut(id) else {
+                return;
+            };
+            let Some(tally) = slot.upload.as_mut() else {
+                return;
+            };
+            let before = tally.state(slot.ended);
+            change(tally);
+            if tally.state(slot.ended) == before {
+                return;
+            }
+            slot.settle();
+            if slot.report.is_none() {
+                return;
+            }
+            slot.seq += 1;
+            slot.dirty = true;
+        }
+        self.inner.changed.notify_one();
+    }
+
+    /// Uploads spooled files one at a time, oldest first, until shutdown.
+    async fn upload_task(&self) {
+        let cancel = self.inner.cancel.clone();
+        let mut backoff = Backoff::new(UPLOAD_RETRY_FIRST, UPLOAD_RETRY_CAP);
+        loop {
+            let next = self.queue().front().cloned();
+            let Some(mut ticket) = next else {
+                tokio::select! {
+                    () = self.inner.queued.notified() => continue,
+                    () = cancel.cancelled() => return,
+                }
+            };
+            let id = ticket.capture_id.clone();
+            let base = upload_bytes(&ticket);
+            self.update_upload(&id, |tally| {
+                tally.uploading = true;
+                tally.bytes_current = base;
+            });
+            let supervisor = self.clone();
+            let progress_id = id.clone();
+            let mut progress = move |bytes: u64| supervisor.update_upload(&progress_id, |tally| tally.bytes_current = bytes);
+            let result = self
+                .inner
+                .uploader
+                .upload(&self.inner.spool, &mut ticket, &cancel, &mut progress)
+                .await;
+            match result {
+                Ok(done) => {
+                    tracing::info!(seq = ticket.seq, size = done.size, storage_path = %done.storage_path, "file stored");
+                    self.inner.spool.done(&ticket, false);
+                    self.queue().pop_front();
+                    backoff.reset();
+                    self.update_upload(&id, |tally| {
+                        tally.uploading = false;
+                        tally.waiting = None;
+                        tally.stored += 1;
+                        tally.bytes_stored += ticket.size;
+                        tally.bytes_current = 0;
+                    });
+                }
+                Err(UploadError::Cancelled) => return,
+                Err(error) if !error.is_permanent() => {
+                    let chain = error_chain(&error);
+                    let delay = backoff.next_delay();
+                    tracing::info!(seq = ticket.seq, delay_ms = delay.as_millis(), error = %chain,
+                        "upload failed; the file stays in the spool and is tried again");
+                    let spool = &self.inner.spool;
+                    let message = format!(
+                        "storage or the controller is unreachable; {} file(s), {} MiB of the {} MiB spool, wait on the host: {chain}",
+                        self.queue().len(),
+                        spool.used_bytes() / (1024 * 1024),
+                        spool.max_bytes() / (1024 * 1024),
+                    );
+                    // Keep what the attempt stored (its receipts are in the ticket).
+                    if let Some(front) = self.queue().front_mut() {
+                        *front = ticket;
+                    }
+                    self.update_upload(&id, |tally| {
+                        tally.uploading = false;
+                        tally.waiting = Some(message);
+                    });
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return,
+                    }
+                }
+                Err(error) => {
+                    let chain = error_chain(&error);
+                    tracing::warn!(seq = ticket.seq, error = %chain, "upload given up; the file is kept in the spool");
+                    ticket.failed = Some(chain.clone());
+                    if let Err(error) = self.inner.spool.save(&ticket) {
+                        tracing::warn!(error = %error_chain(&error), "could not mark the spooled file failed");
+                    }
+                    self.queue().pop_front();
+                    self.update_upload(&id, |tally| {
+                        tally.uploading = false;
+                        tally.waiting = None;
+                        tally.stored += 1;
+                        tally.failed = Some(chain);
+                    });
+                }
+            }
+        }
     }
 
     /// Stops a capture (`ManualStop`); its `Stopped` report follows when its
@@ -231,7 +569,10 @@ impl Supervisor {
             .get(id)
             .is_some_and(|slot| slot.finished && slot.seq == seq && !slot.dirty);
         if last {
-            book.captures.remove(id);
+            let slot = book.captures.remove(id);
+            if slot.is_some_and(|slot| slot.upload.is_some()) {
+                self.inner.spool.remove_capture(id);
+            }
             if book.done.len() == DONE_REMEMBERED {
                 book.done.pop_front();
             }
@@ -262,17 +603,33 @@ impl Supervisor {
         }
     }
 
-    /// Replaces `report.capture_id`'s report and wakes the channel.
-    fn publish(&self, report: CaptureReport, finished: bool) {
+    /// Replaces `report.capture_id`'s report (of a running capture) and wakes the channel.
+    fn publish(&self, report: CaptureReport) {
+        self.replace_report(report, |_| {});
+    }
+
+    /// The capture's last report: it ended; `upload` says whether its files
+    /// upload (they do once spooled; a capture that never ran has none).
+    fn end(&self, report: CaptureReport, upload: bool) {
+        self.replace_report(report, |slot| {
+            slot.ended = true;
+            if !upload {
+                slot.upload = None;
+            }
+        });
+    }
+
+    fn replace_report(&self, report: CaptureReport, change: impl FnOnce(&mut Slot)) {
         {
             let mut book = self.book();
             let Some(slot) = book.captures.get_mut(&report.capture_id) else {
                 return;
             };
             slot.report = Some(report);
+            change(slot);
+            slot.settle();
             slot.seq += 1;
             slot.dirty = true;
-            slot.finished = finished;
         }
         self.inner.changed.notify_one();
     }
@@ -284,7 +641,8 @@ impl Supervisor {
         config: CaptureConfig,
         file: &Path,
         stop: &AtomicBool,
-        pending_upload: bool,
+        upload: Option<SpooledCapture>,
+        closed: tokio::sync::mpsc::UnboundedSender<(u32, PathBuf)>,
     ) -> Ended {
         if let Some(dir) = file.parent()
             && let Err(source) = std::fs::create_dir_all(dir)
@@ -294,12 +652,34 @@ impl Supervisor {
                 source,
             });
         }
+        let spool = &self.inner.spool;
+        if let Some(record) = &upload {
+            if spool.is_full() {
+                return Ended::NotOpened(StartError::SpoolFull {
+                    used: spool.used_bytes(),
+                    max: spool.max_bytes(),
+                });
+            }
+            if let Err(error) = spool.save_capture(record) {
+                return Ended::NotOpened(StartError::Spool(error));
+            }
+        }
         let interface = config.interface.to_string();
+        let ring = matches!(config.output, OutputSpec::Ring { .. });
         let opening = Instant::now();
-        let capture = match Capture::open(config) {
+        let mut capture = match Capture::open(config) {
             Ok(capture) => capture,
             Err(source) => return Ended::NotOpened(StartError::Open { interface, source }),
         };
+        if ring && upload.is_some() {
+            let spool = spool.clone();
+            let id = id.clone();
+            capture.on_file_closed(move |path, seq| match spool.link(&id, seq, path) {
+                // The upload side hashes and queues it, off this thread.
+                Ok(_) => drop(closed.send((seq, path.to_owned()))),
+                Err(error) => tracing::warn!(seq, error = %error_chain(&error), "closed file could not be spooled"),
+            });
+        }
         let mut report = CaptureReport {
             capture_id: id,
             state: AgentCaptureState::Running,
@@ -308,9 +688,10 @@ impl Supervisor {
             errors: vec![],
             message: None,
             stats: ReportStats::default(),
-            upload: pending_upload.then_some(UploadState::Pending),
+            upload: None,
+            upload_progress: None,
         };
-        self.publish(report.clone(), false);
+        self.publish(report.clone());
         tracing::info!(file = %file.display(), open_ms = opening.elapsed().as_millis(), "capture running");
         let started_ms = report.started_ms;
         let mut last_stats = Instant::now();
@@ -318,34 +699,37 @@ impl Supervisor {
             if last_stats.elapsed() >= STATS_MIN_GAP {
                 last_stats = Instant::now();
                 report.stats = report_stats(stats);
-                self.publish(report.clone(), false);
+                self.publish(report.clone());
             }
         });
         Ended::Ran { started_ms, outcome }
     }
 
-    /// After the thread: the final report, then the upload and its reports.
+    /// After the thread: the last report, and the last file into the spool.
     async fn finish(&self, plan: Plan, ended: Ended) {
         let id = plan.id;
         let (started_ms, outcome) = match ended {
             Ended::NotOpened(error) => {
                 tracing::warn!(error = %error_chain(&error), "capture could not start");
-                self.publish(error_report(&id, None, error.pc_error(), error_chain(&error)), true);
+                if plan.upload {
+                    self.inner.spool.remove_capture(&id);
+                }
+                self.end(error_report(&id, None, error.pc_error(), error_chain(&error)), false);
                 return;
             }
             Ended::Panicked => {
                 tracing::error!("capture thread panicked");
                 let message = "the capture thread stopped unexpectedly (a bug: see the agent's log)";
-                self.publish(
-                    error_report(&id, None, PcError::InternalError, message.to_owned()),
-                    true,
-                );
+                let report = error_report(&id, None, PcError::InternalError, message.to_owned());
+                // Ring files it closed are spooled: they still upload.
+                let upload = plan.upload && self.book().captures.get(&id).and_then(|s| s.upload.as_ref()).is_some_and(|t| t.files > 0);
+                self.end(report, upload);
                 return;
             }
             Ended::Ran { started_ms, outcome } => (started_ms, outcome),
         };
-        let CaptureOutcome { result, stats, .. } = outcome;
-        let mut report = match result {
+        let CaptureOutcome { result, stats, files } = outcome;
+        let report = match result {
             Ok(reason) => {
                 tracing::info!(reason = %reason, packets = stats.packets_captured, bytes = stats.file_bytes, "capture stopped");
                 CaptureReport {
@@ -357,6 +741,7 @@ impl Supervisor {
                     message: None,
                     stats: report_stats(&stats),
                     upload: None,
+                    upload_progress: None,
                 }
             }
             Err(error) => {
@@ -372,46 +757,40 @@ impl Supervisor {
         };
         // A file that ended in error is still valid up to its last record: worth
         // uploading when it has any packet.
-        let upload = plan
-            .upload
-            .filter(|_| report.state == AgentCaptureState::Stopped || stats.packets_captured > 0);
-        let Some(upload) = upload else {
-            self.publish(report, true);
+        if !plan.upload || (report.state != AgentCaptureState::Stopped && stats.packets_captured == 0) {
+            if plan.upload {
+                self.inner.spool.remove_capture(&id);
+            }
+            self.end(report, false);
             return;
+        }
+        // The last file: a capture's one file, or the ring's open one.
+        let (seq, last) = if plan.continuous {
+            (u32::try_from(stats.files).unwrap_or(u32::MAX), files.last().cloned())
+        } else {
+            (0, Some(plan.file.clone()))
         };
-        report.upload = Some(UploadState::Uploading);
-        self.publish(report.clone(), false);
-        let result = self
-            .inner
-            .uploader
-            .put(&plan.file, &upload.path, &self.inner.cancel, || {
-                if report.upload != Some(UploadState::Retrying) {
-                    report.upload = Some(UploadState::Retrying);
-                    self.publish(report.clone(), false);
+        // The last report goes into the spool before the file does: an agent
+        // restarted from here on reports the capture's end and uploads its files.
+        let record = SpooledCapture {
+            capture_id: id.clone(),
+            keep_local: plan.keep_local,
+            report: Some(report.clone()),
+        };
+        if let Err(error) = self.inner.spool.save_capture(&record) {
+            tracing::warn!(error = %error_chain(&error), "could not record the capture's end in the spool");
+        }
+        if let Some(last) = last {
+            match self.inner.spool.link(&id, seq, &last) {
+                Ok(_) => self.admit(&id, seq, (!plan.keep_local).then_some(last)).await,
+                Err(error) => {
+                    let chain = error_chain(&error);
+                    tracing::warn!(error = %chain, "the capture file could not be spooled");
+                    self.update_upload(&id, |tally| tally.failed = Some(chain));
                 }
-            })
-            .await;
-        match result {
-            Ok(()) => {
-                tracing::info!(path = %upload.path, "capture file uploaded");
-                report.upload = Some(UploadState::Succeeded);
-            }
-            Err(UploadError::Cancelled) => {
-                tracing::info!("upload abandoned: the agent is shutting down");
-                return;
-            }
-            Err(error) => {
-                let chain = error_chain(&error);
-                tracing::warn!(path = %upload.path, error = %chain, "upload failed");
-                report.upload = Some(UploadState::Failed);
-                report.errors.push(PcError::StorageFailed);
-                report.message = Some(match report.message.take() {
-                    Some(earlier) => format!("{earlier}; {chain}"),
-                    None => chain,
-                });
             }
         }
-        self.publish(report, true);
+        self.end(report, true);
     }
 }
 
@@ -444,12 +823,21 @@ enum StartError {
     },
     #[error("start the capture thread")]
     Spawn(#[source] std::io::Error),
+    #[error(
+        "the agent's upload spool is full ({used} of {max} bytes wait for storage): the capture was not started; \
+         the spooled files upload when storage is reachable again (or raise the agent's --spool-max)"
+    )]
+    SpoolFull { used: u64, max: u64 },
+    #[error("record the capture in the upload spool")]
+    Spool(#[source] crate::spool::SpoolError),
 }
 
 impl StartError {
     fn pc_error(&self) -> PcError {
         match self {
             StartError::CreateDir { .. }
+            | StartError::SpoolFull { .. }
+            | StartError::Spool(_)
             | StartError::Open {
                 source: OpenError::Output(_),
                 ..
@@ -471,8 +859,12 @@ struct Plan {
     config: CaptureConfig,
     /// The capture file (the first name of a ring's files).
     file: PathBuf,
-    /// Where the file goes when the capture ends; none for continuous captures.
-    upload: Option<Upload>,
+    /// Its files go to a storage account.
+    upload: bool,
+    /// A continuous capture: a ring of files.
+    continuous: bool,
+    /// The host keeps its copy of the files (`filePath` was given).
+    keep_local: bool,
 }
 
 impl Plan {
@@ -488,15 +880,13 @@ impl Plan {
             start.created_ms,
             validated.output().local_file(),
         );
-        let continuous = validated.output().files().is_some();
-        if continuous && start.upload.is_some() {
-            tracing::info!("continuous capture: its files stay on the host (uploading rings is not supported yet)");
-        }
         Ok(Self {
             config: capture_config(settings, &validated, file.clone()),
             id: start.capture_id,
             file,
-            upload: start.upload.filter(|_| !continuous),
+            upload: start.upload.is_some(),
+            continuous: validated.output().files().is_some(),
+            keep_local: validated.output().local_file().is_some(),
         })
     }
 }
@@ -597,6 +987,7 @@ fn error_report(id: &str, started_ms: Option<i64>, kind: PcError, message: Strin
         message: Some(message),
         stats: ReportStats::default(),
         upload: None,
+        upload_progress: None,
     }
 }
 
@@ -624,8 +1015,8 @@ mod tests {
         assert_eq!(capture_file(dir, id, 42, Some(&local)), dir.join("team/pc1.cap"));
     }
 
-    #[test]
-    fn a_capture_leaves_the_book_once_its_last_report_went_out_and_never_runs_again() {
+    #[tokio::test]
+    async fn a_capture_leaves_the_book_once_its_last_report_went_out_and_never_runs_again() {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::AgentConfig {
             server: "http://127.0.0.1:9".into(),
@@ -636,6 +1027,7 @@ mod tests {
             location: "westus".into(),
             data_dir: dir.path().into(),
             interface: "any".into(),
+            spool_max_bytes: crate::DEFAULT_SPOOL_MAX_BYTES,
         };
         let remote = crate::remote::Remote::new(&config).unwrap();
         let supervisor = Supervisor::new(
@@ -644,6 +1036,7 @@ mod tests {
                 interface: Interface::Any,
             },
             Uploader::new(&remote).unwrap(),
+            Spool::open(dir.path().join("spool"), 1 << 20).unwrap(),
             CancellationToken::new(),
         );
         // No target: refused by validation, an Error report at once, and final.

@@ -1,66 +1,89 @@
-//! Uploads a finished capture file to the controller: `PUT {server}{upload.path}`
-//! with the channel's bearer token, the file streamed (never read into memory)
-//! with its exact `Content-Length`.
+//! Uploads one spooled file to its storage account with grants from the
+//! controller (the protocol: `netwatch_api::agent`, "Uploads"):
+//! 1. `POST UPLOADS_PATH` for grants of the parts not yet stored (the first
+//!    time it also begins the blob's multipart upload);
+//! 2. `PUT` each part, read from the file into one part-sized buffer (memory
+//!    stays one part however large the file), with `Content-MD5` so the
+//!    receiver refuses a part damaged on the way; the receipt is saved in the
+//!    ticket at once, so a break resumes after the last part stored;
+//! 3. `POST UPLOADS_COMPLETE_PATH`; the controller answers once the blob is
+//!    committed and its size checked.
 //!
-//! Transient failures (no connection, a timeout, a 5xx, 408 or 429) are retried
-//! with backoff for at most [`RETRY_FOR`]; anything else (a 4xx, an unreadable
-//! file) fails at once (STYLE 9, 24). The file stays on the host either way.
+//! A grant refused by storage (403: expired, or the clock moved) is renewed
+//! once; refused again, the upload fails. An upload storage no longer knows
+//! (404: aborted, or the server lost it) begins again once. Everything else is
+//! either transient ([`UploadError::is_permanent`] false: the caller waits and
+//! calls again, resuming) or permanent (the caller gives up on the file and
+//! keeps it).
 
+use std::io::SeekFrom;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use md5::{Digest as _, Md5};
+use netwatch_api::agent::{
+    PartGrant, PartReceipt, UPLOADS_COMPLETE_PATH, UPLOADS_PATH, UploadComplete, UploadDone, UploadGrant,
+    UploadRequest,
+};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use tokio_util::io::ReaderStream;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::AgentError;
-use crate::remote::{Backoff, Remote};
+use crate::remote::Remote;
+use crate::spool::{Spool, SpoolError, Ticket, UploadProgress, part_count, part_len};
 
 /// The media type of pcap files (IANA, RFC 9875's `application/vnd.tcpdump.pcap`).
 pub(crate) const PCAP_CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
 
-/// First wait before a retry; doubles up to [`RETRY_CAP`].
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-const RETRY_CAP: Duration = Duration::from_secs(15);
-/// How long an upload is retried before it is given up (the controller or its
-/// storage being away longer than this is an outage for an operator to see).
-const RETRY_FOR: Duration = Duration::from_secs(10 * 60);
-/// Bounds of one attempt: to connect, and between two reads of the answer
-/// (an upload as a whole has no time limit: files can be large).
+/// Parts asked for in one grant request (a 4 GiB file has 512 parts of 8 MiB).
+const GRANT_BATCH: usize = 32;
+/// A grant this close to its end is renewed before use rather than tried.
+const GRANT_MARGIN_MS: i64 = 5_000;
+/// Bounds of one request: to connect, and between two reads of the answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of an error answer's body goes into the message.
 const MAX_ERROR_BODY: usize = 300;
 
-/// Why an upload failed.
+/// Why an upload stopped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UploadError {
-    #[error("open capture file {path}")]
-    Open {
+    #[error("read spooled file {path}")]
+    Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("PUT {url}")]
+    #[error("{method} {url}")]
     Send {
+        method: &'static str,
         url: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("PUT {url} answered {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    #[error("{method} {url} answered {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
     Status {
+        method: &'static str,
         url: String,
         status: StatusCode,
         body: String,
     },
-    #[error("gave up after {attempts} attempts in {seconds} s")]
-    GaveUp {
-        attempts: u32,
-        seconds: u64,
+    #[error("the controller's answer to {url} is not what the agent expects")]
+    Answer {
+        url: String,
         #[source]
-        last: Box<UploadError>,
+        source: reqwest::Error,
     },
+    #[error("storage refused a renewed grant for part {part}: {last}")]
+    GrantRefused { part: u32, last: Box<UploadError> },
+    #[error("storage holds {stored} bytes where the file has {size}")]
+    SizeMismatch { stored: u64, size: u64 },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     #[error("upload cancelled")]
     Cancelled,
 }
@@ -69,7 +92,13 @@ impl UploadError {
     /// Whether trying again cannot help.
     pub(crate) fn is_permanent(&self) -> bool {
         match self {
-            UploadError::Open { .. } | UploadError::GaveUp { .. } | UploadError::Cancelled => true,
+            UploadError::Read { .. }
+            | UploadError::Answer { .. }
+            | UploadError::GrantRefused { .. }
+            | UploadError::SizeMismatch { .. }
+            | UploadError::Cancelled => true,
+            // A full disk or the like: the spool is worth trying again.
+            UploadError::Spool(_) => false,
             UploadError::Send { source, .. } => source.is_builder(),
             UploadError::Status { status, .. } => {
                 !(status.is_server_error()
@@ -78,19 +107,28 @@ impl UploadError {
             }
         }
     }
+
+    fn status(&self) -> Option<StatusCode> {
+        match self {
+            UploadError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
-/// The agent's HTTP client for uploads.
+/// The agent's HTTP clients for uploads.
 #[derive(Debug, Clone)]
 pub(crate) struct Uploader {
-    client: reqwest::Client,
+    /// To the controller: the channel's TLS trust.
+    controller: reqwest::Client,
+    /// To storage: the system's roots.
+    storage: reqwest::Client,
     remote: Remote,
 }
 
 impl Uploader {
     pub(crate) fn new(remote: &Remote) -> Result<Self, AgentError> {
-        let client = reqwest::Client::builder()
-            // The channel's TLS config, so that both trust the same roots.
+        let controller = reqwest::Client::builder()
             .tls_backend_preconfigured(rustls::ClientConfig::clone(remote.tls()))
             // The channel goes straight to the controller; uploads do the same
             // rather than follow proxy variables the channel ignores.
@@ -99,94 +137,282 @@ impl Uploader {
             .read_timeout(READ_TIMEOUT)
             .build()
             .map_err(AgentError::HttpClient)?;
+        let storage = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .build()
+            .map_err(AgentError::HttpClient)?;
         Ok(Self {
-            client,
+            controller,
+            storage,
             remote: remote.clone(),
         })
     }
 
-    /// Uploads `file` to `path` on the controller, retrying transient failures;
-    /// `on_retry` runs before each wait for a retry.
-    pub(crate) async fn put(
+    /// Uploads `ticket`'s file, resuming from its saved progress, which is
+    /// kept up to date in `spool`; `progress` hears the bytes stored so far.
+    pub(crate) async fn upload(
         &self,
-        file: &Path,
-        path: &str,
+        spool: &Spool,
+        ticket: &mut Ticket,
         cancel: &CancellationToken,
-        mut on_retry: impl FnMut(),
-    ) -> Result<(), UploadError> {
-        let url = self.remote.http_url(path);
-        let began = Instant::now();
-        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let error = tokio::select! {
-                result = self.attempt(file, &url) => match result {
-                    Ok(()) => return Ok(()),
-                    Err(error) => error,
-                },
-                () = cancel.cancelled() => return Err(UploadError::Cancelled),
-            };
-            if error.is_permanent() {
-                return Err(error);
-            }
-            let delay = backoff.next_delay();
-            if began.elapsed() + delay > RETRY_FOR {
-                return Err(UploadError::GaveUp {
-                    attempts,
-                    seconds: began.elapsed().as_secs(),
-                    last: Box::new(error),
-                });
-            }
-            tracing::info!(attempt = attempts, delay_ms = delay.as_millis(), error = %crate::error_chain(&error),
-                "upload failed, will retry");
-            on_retry();
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = cancel.cancelled() => return Err(UploadError::Cancelled),
-            }
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<UploadDone, UploadError> {
+        tokio::select! {
+            result = self.upload_inner(spool, ticket, progress) => result,
+            () = cancel.cancelled() => Err(UploadError::Cancelled),
         }
     }
 
-    async fn attempt(&self, file: &Path, url: &str) -> Result<(), UploadError> {
-        let open = |source| UploadError::Open {
-            path: file.display().to_string(),
-            source,
+    async fn upload_inner(
+        &self,
+        spool: &Spool,
+        ticket: &mut Ticket,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<UploadDone, UploadError> {
+        let file = spool.file_path(&ticket.capture_id, ticket.seq);
+        let mut began_again = false;
+        'upload: loop {
+            let mut refused: Option<UploadError> = None;
+            loop {
+                let remaining = remaining_parts(ticket);
+                if remaining.is_empty() {
+                    break;
+                }
+                let grant = match self.grant(ticket, &remaining[..remaining.len().min(GRANT_BATCH)]).await {
+                    Ok(grant) => grant,
+                    // The upload id is unknown to storage: begin a new one, once.
+                    Err(error) if error.status() == Some(StatusCode::NOT_FOUND) && !began_again => {
+                        tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage: beginning it again");
+                        began_again = true;
+                        ticket.upload = None;
+                        spool.save(ticket)?;
+                        continue 'upload;
+                    }
+                    Err(error) => return Err(error),
+                };
+                if ticket.upload.as_ref().is_none_or(|u| u.upload_id != grant.upload_id) {
+                    ticket.upload = Some(UploadProgress {
+                        upload_id: grant.upload_id.clone(),
+                        part_size: grant.part_size,
+                        receipts: Vec::new(),
+                    });
+                    spool.save(ticket)?;
+                }
+                let part_size = grant.part_size;
+                for part in &grant.parts {
+                    if crate::now_ms() > grant.expires_ms - GRANT_MARGIN_MS {
+                        break; // renew
+                    }
+                    match self.put_part(&file, ticket.size, part_size, part).await {
+                        Ok(receipt) => {
+                            refused = None;
+                            let upload = ticket.upload.as_mut().expect("set above");
+                            upload.receipts.retain(|r| r.part != receipt.part);
+                            upload.receipts.push(receipt);
+                            spool.save(ticket)?;
+                            progress(upload_bytes(ticket));
+                        }
+                        Err(error) if error.status() == Some(StatusCode::FORBIDDEN) => {
+                            if let Some(last) = refused {
+                                return Err(UploadError::GrantRefused {
+                                    part: part.part,
+                                    last: Box::new(last),
+                                });
+                            }
+                            tracing::info!(part = part.part, error = %crate::error_chain(&error),
+                                "storage refused a grant: renewing it");
+                            refused = Some(error);
+                            break;
+                        }
+                        Err(error) if error.status() == Some(StatusCode::NOT_FOUND) && !began_again => {
+                            tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage: beginning it again");
+                            began_again = true;
+                            ticket.upload = None;
+                            spool.save(ticket)?;
+                            continue 'upload;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            let upload = ticket.upload.as_ref().expect("every part was granted, so an upload exists");
+            let mut receipts = upload.receipts.clone();
+            receipts.sort_by_key(|r| r.part);
+            let complete = UploadComplete {
+                capture_id: ticket.capture_id.clone(),
+                seq: ticket.seq,
+                upload_id: upload.upload_id.clone(),
+                size: ticket.size,
+                sha256: ticket.sha256.clone(),
+                parts: receipts,
+            };
+            let done: UploadDone = match self.post(UPLOADS_COMPLETE_PATH, &complete).await {
+                Ok(done) => done,
+                Err(error) if error.status() == Some(StatusCode::NOT_FOUND) && !began_again => {
+                    tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage at commit: beginning it again");
+                    began_again = true;
+                    ticket.upload = None;
+                    spool.save(ticket)?;
+                    continue 'upload;
+                }
+                Err(error) => return Err(error),
+            };
+            if done.size != ticket.size {
+                return Err(UploadError::SizeMismatch {
+                    stored: done.size,
+                    size: ticket.size,
+                });
+            }
+            return Ok(done);
+        }
+    }
+
+    /// Grants for `parts` of the ticket's file (beginning its upload if it has none).
+    async fn grant(&self, ticket: &Ticket, parts: &[u32]) -> Result<UploadGrant, UploadError> {
+        let request = UploadRequest {
+            capture_id: ticket.capture_id.clone(),
+            seq: ticket.seq,
+            size: ticket.size,
+            sha256: ticket.sha256.clone(),
+            upload_id: ticket.upload.as_ref().map(|u| u.upload_id.clone()),
+            // A new upload's part size is not known yet: all parts.
+            parts: if ticket.upload.is_some() { parts.to_vec() } else { vec![] },
         };
-        let handle = tokio::fs::File::open(file).await.map_err(open)?;
-        let len = handle.metadata().await.map_err(open)?.len();
+        self.post(UPLOADS_PATH, &request).await
+    }
+
+    /// `POST`s JSON to the controller; the JSON answer.
+    async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<R, UploadError> {
+        let url = self.remote.http_url(path);
         let response = self
-            .client
-            .put(url)
+            .controller
+            .post(&url)
             .header(AUTHORIZATION, self.remote.authorization())
-            .header(CONTENT_TYPE, PCAP_CONTENT_TYPE)
-            .header(CONTENT_LENGTH, len)
-            .body(reqwest::Body::wrap_stream(ReaderStream::new(handle)))
+            .json(body)
             .send()
             .await
             .map_err(|source| UploadError::Send {
-                url: url.to_owned(),
+                method: "POST",
+                url: url.clone(),
                 source,
             })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
+        let response = check(response, "POST", &url).await?;
+        response.json().await.map_err(|source| UploadError::Answer { url, source })
+    }
+
+    /// Reads part `grant.part` of `file` and `PUT`s it where the grant says.
+    async fn put_part(
+        &self,
+        file: &Path,
+        size: u64,
+        part_size: u64,
+        grant: &PartGrant,
+    ) -> Result<PartReceipt, UploadError> {
+        let read = |source| UploadError::Read {
+            path: file.display().to_string(),
+            source,
+        };
+        let len = part_len(size, part_size, grant.part);
+        let offset = u64::from(grant.part.saturating_sub(1)) * part_size;
+        let mut handle = tokio::fs::File::open(file).await.map_err(read)?;
+        handle.seek(SeekFrom::Start(offset)).await.map_err(read)?;
+        let mut bytes = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
+        handle.read_exact(&mut bytes).await.map_err(read)?;
+        let md5 = BASE64.encode(Md5::digest(&bytes));
+        let (client, url, to_controller) = match grant.url.strip_prefix('/') {
+            Some(_) => (&self.controller, self.remote.http_url(&grant.url), true),
+            None => (&self.storage, grant.url.clone(), false),
+        };
+        let mut request = client
+            .put(&url)
+            .header(CONTENT_LENGTH, len)
+            .header(CONTENT_TYPE, PCAP_CONTENT_TYPE)
+            .header("Content-MD5", md5);
+        if to_controller {
+            request = request.header(AUTHORIZATION, self.remote.authorization());
         }
-        let text = response.text().await.unwrap_or_default();
-        let mut body = text.trim().to_owned();
-        if body.len() > MAX_ERROR_BODY {
-            let mut end = MAX_ERROR_BODY;
-            while !body.is_char_boundary(end) {
-                end -= 1;
-            }
-            body.truncate(end);
-            body.push('…');
+        for (name, value) in &grant.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
-        Err(UploadError::Status {
-            url: url.to_owned(),
-            status,
-            body,
-        })
+        // Logs name the part, not the URL: a grant is a credential while it lasts.
+        let shown = redact(&url);
+        let response = request
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|source| UploadError::Send {
+                method: "PUT",
+                url: shown.clone(),
+                source: source.without_url(),
+            })?;
+        let response = check(response, "PUT", &shown).await?;
+        let id = match &grant.receipt {
+            Some(receipt) => receipt.clone(),
+            None => response
+                .headers()
+                .get(ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| UploadError::Status {
+                    method: "PUT",
+                    url: shown.clone(),
+                    status: response.status(),
+                    body: "the answer has no ETag to commit the part with".into(),
+                })?,
+        };
+        Ok(PartReceipt { part: grant.part, id })
+    }
+}
+
+/// The parts of the ticket's file not stored yet (all when no upload began).
+fn remaining_parts(ticket: &Ticket) -> Vec<u32> {
+    match &ticket.upload {
+        None => vec![1],
+        Some(upload) => (1..=part_count(ticket.size, upload.part_size))
+            .filter(|part| !upload.receipts.iter().any(|r| r.part == *part))
+            .collect(),
+    }
+}
+
+/// Bytes of the ticket's file stored so far.
+pub(crate) fn upload_bytes(ticket: &Ticket) -> u64 {
+    ticket.upload.as_ref().map_or(0, |u| u.bytes_done(ticket.size))
+}
+
+/// The answer if it succeeded; its status and (the start of) its body otherwise.
+async fn check(response: reqwest::Response, method: &'static str, url: &str) -> Result<reqwest::Response, UploadError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().await.unwrap_or_default();
+    let mut body = text.trim().to_owned();
+    if body.len() > MAX_ERROR_BODY {
+        let mut end = MAX_ERROR_BODY;
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        body.truncate(end);
+        body.push('…');
+    }
+    Err(UploadError::Status {
+        method,
+        url: url.to_owned(),
+        status,
+        body,
+    })
+}
+
+/// A URL without its query (where grants carry their signatures).
+fn redact(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_owned(),
     }
 }
 
@@ -197,6 +423,7 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         let status = |code: u16| UploadError::Status {
+            method: "PUT",
             url: "u".into(),
             status: StatusCode::from_u16(code).unwrap(),
             body: String::new(),
@@ -208,5 +435,9 @@ mod tests {
             assert!(status(code).is_permanent(), "{code}");
         }
         assert_eq!(status(503).to_string(), "PUT u answered 503 Service Unavailable");
+        assert_eq!(
+            redact("https://a.blob/c/x.cap?sv=1&sig=secret"),
+            "https://a.blob/c/x.cap?…"
+        );
     }
 }

@@ -43,14 +43,13 @@ fn udp_capture(port: u16, seconds: i64) -> PacketCaptureParameters {
     }
 }
 
-/// A start message for `parameters`, uploading to `upload` when given.
-fn start(name: &str, parameters: PacketCaptureParameters, upload: Option<&str>) -> StartCapture {
+/// A start message for `parameters`, its files going to storage when `upload`.
+fn start(name: &str, parameters: PacketCaptureParameters, upload: bool) -> StartCapture {
     StartCapture {
         capture_id: capture_id(name),
         parameters,
         created_ms: 1_767_225_600_000,
-        upload: upload.map(|path| Upload {
-            path: path.to_owned(),
+        upload: upload.then(|| Upload {
             storage_path: format!("https://acct1.blob.example/{name}.cap"),
         }),
     }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use netwatch_api::agent::{AgentCaptureState, AgentMessage, ControllerMessage, UPLOAD_PREFIX};
+use netwatch_api::agent::{AgentCaptureState, AgentMessage, ControllerMessage};
 use netwatch_api::packet_capture::{PcError, StopReason, UploadState};
 
 use crate::fake_controller::{Agent, FakeController};
@@ -38,16 +38,11 @@ async fn a_capture_runs_to_its_time_limit_and_uploads_its_file() {
     assert!(hello.captures.is_empty());
 
     let traffic = Traffic::new();
-    let upload_path = format!("{UPLOAD_PREFIX}/acct1/vm1/pc1.cap");
     // The first two PUTs fail with 503: the agent retries.
     controller.fail_puts(2);
     let sent = Instant::now();
-    conn.send(&ControllerMessage::Start(start(
-        "pc1",
-        udp_capture(traffic.port(), 2),
-        Some(&upload_path),
-    )))
-    .await;
+    conn.send(&ControllerMessage::Start(start("pc1", udp_capture(traffic.port(), 2), true)))
+        .await;
     let id = capture_id("pc1");
     let running = conn.state(&id, AgentCaptureState::Running).await;
     let latency = sent.elapsed().as_millis();
@@ -69,24 +64,39 @@ async fn a_capture_runs_to_its_time_limit_and_uploads_its_file() {
     assert_eq!(stopped.stop_reason, Some(StopReason::TimeExceeded));
     assert_eq!(stopped.started_ms, running.started_ms);
     assert_eq!(stopped.stats.packets_captured, 2 * 50);
-    assert_eq!(stopped.upload, Some(UploadState::Uploading));
+    assert!(
+        matches!(stopped.upload, Some(UploadState::Pending | UploadState::Uploading)),
+        "{stopped:?}"
+    );
 
     let uploads = conn
         .reports_until(&id, |r| r.upload == Some(UploadState::Succeeded))
         .await;
-    assert!(
-        uploads.iter().any(|r| r.upload == Some(UploadState::Retrying)),
-        "{uploads:?}"
-    );
+    let retrying = uploads
+        .iter()
+        .find(|r| r.upload == Some(UploadState::Retrying))
+        .unwrap_or_else(|| panic!("a Retrying report: {uploads:?}"));
+    let waiting = retrying.upload_progress.as_ref().unwrap().message.as_ref().unwrap();
+    assert!(waiting.contains("503") && waiting.contains("spool"), "{waiting}");
+    let done = uploads.last().unwrap().upload_progress.clone().unwrap();
+    assert_eq!((done.percent, done.files_pending, done.message), (100, 0, None));
     let put = controller.upload().await;
     assert_eq!(controller.puts(), 3);
-    assert_eq!(put.path, upload_path);
-    assert_eq!(put.headers.get("content-type").unwrap(), "application/vnd.tcpdump.pcap");
+    assert_eq!((put.capture_id.as_str(), put.seq, put.parts), (id.as_str(), 0, 1));
+    // The host's copy goes once stored (no filePath was given); the
+    // uploaded bytes are the capture's, as the engine wrote them.
     let file = agent.data_dir.path().join("captures/pc1_1767225600000.cap");
-    let local = std::fs::read(&file).unwrap();
-    assert_eq!(put.body.as_ref(), local.as_slice(), "uploaded bytes are the local file");
-    assert_eq!(put.headers.get("content-length").unwrap(), &local.len().to_string());
-    let (_, packets) = netwatch_testkit::read_pcap(&file);
+    assert!(!file.exists(), "the local copy is deleted once stored");
+    assert_eq!(
+        std::fs::read_dir(agent.data_dir.path().join("spool")).unwrap().count(),
+        0,
+        "the spool is empty"
+    );
+    let local = put.body.clone();
+    assert_eq!(put.sha256, sha256_hex(&local));
+    let stored = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(stored.path(), &local).unwrap();
+    let (_, packets) = netwatch_testkit::read_pcap(stored.path());
     assert_eq!(packets.len(), 2 * 50);
     for (i, pair) in packets.chunks(2).enumerate() {
         assert_eq!(
@@ -117,7 +127,7 @@ async fn a_stop_ends_a_capture_and_bad_captures_are_errors() {
     // A filter that does not validate: an Error report, the agent goes on.
     let mut bad = udp_capture(9, 2);
     bad.filters.as_mut().unwrap()[0].local_port = Some("70000".to_owned());
-    conn.send(&ControllerMessage::Start(start("bad", bad, None))).await;
+    conn.send(&ControllerMessage::Start(start("bad", bad, false))).await;
     let error = conn.state(&capture_id("bad"), AgentCaptureState::Error).await;
     assert_eq!(error.errors, [PcError::CaptureFailed]);
     let message = error.message.unwrap();
@@ -128,7 +138,7 @@ async fn a_stop_ends_a_capture_and_bad_captures_are_errors() {
     let mut local = udp_capture(traffic.port(), 60);
     local.storage_location.storage_id = None;
     local.storage_location.file_path = Some("/var/captures/team/manual.cap".to_owned());
-    conn.send(&ControllerMessage::Start(start("manual", local.clone(), None)))
+    conn.send(&ControllerMessage::Start(start("manual", local.clone(), false)))
         .await;
     let id = capture_id("manual");
     conn.state(&id, AgentCaptureState::Running).await;
@@ -148,7 +158,7 @@ async fn a_stop_ends_a_capture_and_bad_captures_are_errors() {
     assert_eq!(netwatch_testkit::read_pcap(&file).1.len(), 2 * 5);
 
     // The same start again is a no-op; a stop of an unknown capture is ignored.
-    conn.send(&ControllerMessage::Start(start("manual", local, None))).await;
+    conn.send(&ControllerMessage::Start(start("manual", local, false))).await;
     conn.send(&ControllerMessage::Stop {
         capture_id: capture_id("nobody"),
     })
@@ -156,7 +166,7 @@ async fn a_stop_ends_a_capture_and_bad_captures_are_errors() {
     // An interface that does not exist: the open fails, reported, not fatal.
     let mut elsewhere = udp_capture(traffic.port(), 2);
     elsewhere.filters = None;
-    conn.send(&ControllerMessage::Start(start("after", elsewhere, None)))
+    conn.send(&ControllerMessage::Start(start("after", elsewhere, false)))
         .await;
     loop {
         match conn.recv().await {
@@ -177,7 +187,7 @@ async fn a_capture_that_cannot_open_is_an_error() {
     let agent = Agent::start(&controller, "nwtest-none0");
     let mut conn = controller.accept().await;
     conn.welcome().await;
-    conn.send(&ControllerMessage::Start(start("noif", udp_capture(9, 2), Some("/x"))))
+    conn.send(&ControllerMessage::Start(start("noif", udp_capture(9, 2), true)))
         .await;
     let error = conn.state(&capture_id("noif"), AgentCaptureState::Error).await;
     assert_eq!(error.errors, [PcError::CaptureFailed]);
@@ -197,13 +207,10 @@ async fn a_rejected_upload_fails_with_storage_failed() {
     let agent = Agent::start(&controller, "lo");
     let mut conn = controller.accept().await;
     conn.welcome().await;
-    // Not under the upload prefix: the controller answers 404, which is final.
-    conn.send(&ControllerMessage::Start(start(
-        "nowhere",
-        udp_capture(9, 1),
-        Some("/nowhere/x.cap"),
-    )))
-    .await;
+    // The controller knows no such capture (404): final, the file is kept.
+    controller.deny_grants(true);
+    conn.send(&ControllerMessage::Start(start("nowhere", udp_capture(9, 1), true)))
+        .await;
     let id = capture_id("nowhere");
     let failed = conn
         .reports_until(&id, |r| r.upload == Some(UploadState::Failed))
@@ -215,5 +222,86 @@ async fn a_rejected_upload_fails_with_storage_failed() {
     let message = failed.message.unwrap();
     assert!(message.contains("404"), "{message}");
     assert_eq!(controller.puts(), 0);
+    let spooled: Vec<_> = std::fs::read_dir(agent.data_dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        spooled.iter().any(|name| name.ends_with("_00000.cap")),
+        "the file stays in the spool: {spooled:?}"
+    );
     agent.stop().await;
+}
+
+/// A file of many parts: an expired grant is renewed, an outage midway
+/// leaves the stored parts' receipts in the spool, and an agent started
+/// again on the same data directory reports the capture and uploads only
+/// the parts left; the committed file is the capture's, byte for byte.
+#[tokio::test]
+async fn a_file_uploads_in_parts_and_resumes_after_an_outage_and_an_agent_restart() {
+    require_root();
+    let mut controller = FakeController::start().await;
+    controller.set_part_size(1024);
+    let agent = Agent::start(&controller, "lo");
+    let mut conn = controller.accept().await;
+    conn.welcome().await;
+    let traffic = Traffic::new();
+    // The first part is refused once (an expired grant); after 5 parts, storage goes away.
+    controller.forbid_puts(1);
+    controller.outage_after(5);
+    conn.send(&ControllerMessage::Start(start("parts", udp_capture(traffic.port(), 1), true)))
+        .await;
+    let id = capture_id("parts");
+    conn.state(&id, AgentCaptureState::Running).await;
+    traffic.send(200);
+    let waiting = conn
+        .reports_until(&id, |r| r.upload == Some(UploadState::Retrying))
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(waiting.state, AgentCaptureState::Stopped);
+    let size = waiting.stats.file_size_in_bytes;
+    assert!(size > 8 * 1024, "a file of many parts: {size} bytes");
+    let progress = waiting.upload_progress.unwrap();
+    assert_eq!(progress.files_pending, 1);
+    let expected_percent = 5 * 1024 * 100 / size;
+    assert_eq!(u64::from(progress.percent), expected_percent, "5 parts of {size} bytes");
+    assert_eq!(controller.parts_stored(), 5);
+    assert!(controller.grants() >= 2, "the refused grant was renewed");
+    drop(conn);
+    let data_dir = agent.stop_keeping_data().await;
+    let ticket = std::fs::read_dir(data_dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_00000.json"))
+        .expect("a ticket in the spool");
+    let ticket: serde_json::Value = serde_json::from_slice(&std::fs::read(ticket).unwrap()).unwrap();
+    assert_eq!(ticket["upload"]["receipts"].as_array().unwrap().len(), 5, "{ticket}");
+
+    // Storage is back; a new agent on the same data directory.
+    controller.end_outage();
+    let puts_before = controller.puts();
+    let agent = Agent::start_in(&controller, data_dir, |_| {}, "lo");
+    let mut conn = controller.accept().await;
+    let hello = conn.welcome().await;
+    let listed = hello.captures.iter().find(|r| r.capture_id == id).expect("the hello lists the capture");
+    assert_eq!(listed.state, AgentCaptureState::Stopped);
+    assert_eq!(listed.stats.file_size_in_bytes, size);
+    conn.reports_until(&id, |r| r.upload == Some(UploadState::Succeeded)).await;
+    let put = controller.upload().await;
+    let parts = usize::try_from(size.div_ceil(1024)).unwrap();
+    assert_eq!(put.parts, parts);
+    assert_eq!(controller.puts() - puts_before, parts - 5, "only the parts left were sent again");
+    assert_eq!(put.body.len() as u64, size);
+    assert_eq!(put.sha256, sha256_hex(&put.body));
+    let stored = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(stored.path(), &put.body).unwrap();
+    let (_, packets) = netwatch_testkit::read_pcap(stored.path());
+    assert_eq!(packets.len(), 2 * 200, "every datagram, seen twice on lo");
+    agent.stop().await;
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

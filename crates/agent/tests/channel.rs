@@ -27,7 +27,7 @@ async fn a_lost_connection_is_reestablished_and_the_hello_lists_the_capture() {
     conn.send(&ControllerMessage::Start(start(
         "kept",
         udp_capture(traffic.port(), 2),
-        None,
+        false,
     )))
     .await;
     let id = capture_id("kept");

@@ -1,10 +1,13 @@
 //! A stand-in for the controller, on `127.0.0.1:0`: the agent channel (bearer
 //! token checked, each accepted WebSocket handed to the test to play the
-//! controller's part) and the upload path (`PUT`, bodies handed to the test),
-//! on one port as on the real controller. An agent under test runs in-process.
+//! controller's part) and the upload protocol (grants, part PUTs to a path on
+//! this server with `Content-MD5` checked, commit; committed files handed to
+//! the test), on one port as on the real controller. An agent under test runs
+//! in-process.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,11 +16,15 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::serve::ListenerExt;
+use axum::Json;
+use base64::Engine as _;
+use md5::Digest as _;
 use netwatch_agent::{AgentConfig, AgentError};
 use netwatch_api::agent::{
-    AgentCaptureState, AgentMessage, CHANNEL_PATH, CaptureReport, ControllerMessage, Hello, UPLOAD_PREFIX, Welcome,
+    AgentCaptureState, AgentMessage, CHANNEL_PATH, CaptureReport, ControllerMessage, Hello, PartGrant,
+    UPLOADS_COMPLETE_PATH, UPLOADS_PATH, UploadComplete, UploadDone, UploadGrant, UploadRequest, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -28,6 +35,8 @@ pub const TOKEN: &str = "agent-test-token";
 pub const WAIT: Duration = Duration::from_secs(15);
 /// The VM the fake controller welcomes every agent as.
 pub const VM_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1";
+/// Where the fake controller takes parts.
+const PARTS_PREFIX: &str = "/netwatch/v1/agent/fake-parts";
 
 #[derive(Clone)]
 struct Shared {
@@ -37,9 +46,22 @@ struct Shared {
     rejected: Arc<AtomicUsize>,
     /// Answer every channel connection 503.
     refuse: Arc<AtomicBool>,
-    /// Answer this many PUTs 503 before taking one.
+    /// Answer this many part PUTs 503 before taking one.
     fail_puts: Arc<AtomicUsize>,
+    /// Answer this many part PUTs 403 (an expired grant) before taking one.
+    forbid_puts: Arc<AtomicUsize>,
+    /// Take this many more part PUTs, then answer 503 (an outage); `u64::MAX` for no limit.
+    puts_left: Arc<AtomicU64>,
+    /// Answer grant requests 404 (no such capture): final.
+    deny_grants: Arc<AtomicBool>,
+    /// Part size of new uploads.
+    part_size: Arc<AtomicU64>,
     puts: Arc<AtomicUsize>,
+    grants: Arc<AtomicUsize>,
+    /// Parts stored, by upload id and part number.
+    parts: Arc<Mutex<HashMap<(String, u32), Bytes>>>,
+    /// Part size of each upload.
+    upload_sizes: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// Waits until `check` holds, polling every 20 ms for at most [`WAIT`] (an
@@ -62,12 +84,14 @@ pub struct FakeController {
     server: JoinHandle<()>,
 }
 
-/// One accepted upload.
+/// One committed file.
 #[derive(Debug)]
 pub struct Upload {
-    pub path: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub capture_id: String,
+    pub seq: u32,
+    pub sha256: String,
+    pub parts: usize,
+    pub body: Vec<u8>,
 }
 
 impl FakeController {
@@ -80,11 +104,20 @@ impl FakeController {
             rejected: Arc::default(),
             refuse: Arc::default(),
             fail_puts: Arc::default(),
+            forbid_puts: Arc::default(),
+            puts_left: Arc::new(AtomicU64::new(u64::MAX)),
+            deny_grants: Arc::default(),
+            part_size: Arc::new(AtomicU64::new(1024 * 1024)),
             puts: Arc::default(),
+            grants: Arc::default(),
+            parts: Arc::default(),
+            upload_sizes: Arc::default(),
         };
         let app = Router::new()
             .route(CHANNEL_PATH, get(channel))
-            .route(&format!("{UPLOAD_PREFIX}/{{*path}}"), put(upload))
+            .route(UPLOADS_PATH, post(grant))
+            .route(UPLOADS_COMPLETE_PATH, post(complete))
+            .route(&format!("{PARTS_PREFIX}/{{upload}}/{{part}}"), put(part))
             .layer(DefaultBodyLimit::disable())
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,8 +163,39 @@ impl FakeController {
         self.shared.fail_puts.store(count, Ordering::SeqCst);
     }
 
+    pub fn forbid_puts(&self, count: usize) {
+        self.shared.forbid_puts.store(count, Ordering::SeqCst);
+    }
+
+    /// Takes `count` more part PUTs, then answers 503 until [`Self::end_outage`].
+    pub fn outage_after(&self, count: u64) {
+        self.shared.puts_left.store(count, Ordering::SeqCst);
+    }
+
+    pub fn end_outage(&self) {
+        self.shared.puts_left.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    pub fn deny_grants(&self, deny: bool) {
+        self.shared.deny_grants.store(deny, Ordering::SeqCst);
+    }
+
+    pub fn set_part_size(&self, bytes: u64) {
+        self.shared.part_size.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Part PUTs answered, whatever the answer.
     pub fn puts(&self) -> usize {
         self.shared.puts.load(Ordering::SeqCst)
+    }
+
+    /// Parts stored.
+    pub fn parts_stored(&self) -> usize {
+        self.shared.parts.lock().unwrap().len()
+    }
+
+    pub fn grants(&self) -> usize {
+        self.shared.grants.load(Ordering::SeqCst)
     }
 
     /// An agent config for this controller (data in `data_dir`, capturing on `interface`).
@@ -145,6 +209,7 @@ impl FakeController {
             location: "westus".to_owned(),
             data_dir: data_dir.to_owned(),
             interface: interface.to_owned(),
+            spool_max_bytes: netwatch_agent::DEFAULT_SPOOL_MAX_BYTES,
         }
     }
 }
@@ -173,24 +238,124 @@ async fn channel(State(shared): State<Shared>, headers: HeaderMap, upgrade: WebS
     })
 }
 
-async fn upload(State(shared): State<Shared>, Path(path): Path<String>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn grant(State(shared): State<Shared>, headers: HeaderMap, Json(request): Json<UploadRequest>) -> Response {
     if !authorized(&headers) {
-        return StatusCode::UNAUTHORIZED;
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    shared.grants.fetch_add(1, Ordering::SeqCst);
+    if shared.deny_grants.load(Ordering::SeqCst) {
+        return (StatusCode::NOT_FOUND, "no such capture").into_response();
+    }
+    let upload_id = request
+        .upload_id
+        .clone()
+        .unwrap_or_else(|| format!("up-{}-{}", shared.grants.load(Ordering::SeqCst), request.seq));
+    let part_size = *shared
+        .upload_sizes
+        .lock()
+        .unwrap()
+        .entry(upload_id.clone())
+        .or_insert_with(|| shared.part_size.load(Ordering::SeqCst));
+    let count = u32::try_from(request.size.div_ceil(part_size).max(1)).unwrap();
+    let parts = if request.parts.is_empty() {
+        (1..=count).collect()
+    } else {
+        request.parts.clone()
+    };
+    let grant = UploadGrant {
+        upload_id: upload_id.clone(),
+        part_size,
+        expires_ms: now_ms() + 60_000,
+        parts: parts
+            .into_iter()
+            .map(|part| PartGrant {
+                part,
+                url: format!("{PARTS_PREFIX}/{upload_id}/{part}"),
+                headers: vec![("x-fake-grant".into(), "1".into())],
+                receipt: None,
+            })
+            .collect(),
+    };
+    Json(grant).into_response()
+}
+
+async fn part(
+    State(shared): State<Shared>,
+    Path((upload, part)): Path<(String, u32)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
     shared.puts.fetch_add(1, Ordering::SeqCst);
-    let failing = shared
-        .fail_puts
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if failing {
-        return StatusCode::SERVICE_UNAVAILABLE;
+    let take = |counter: &AtomicUsize| counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    if take(&shared.fail_puts) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    if take(&shared.forbid_puts) {
+        return (StatusCode::FORBIDDEN, "grant expired").into_response();
+    }
+    let within = shared
+        .puts_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| if n == u64::MAX { Some(n) } else { n.checked_sub(1) })
+        .is_ok();
+    if !within {
+        return (StatusCode::SERVICE_UNAVAILABLE, "storage is down").into_response();
+    }
+    assert_eq!(headers.get("x-fake-grant").unwrap(), "1", "the grant's headers are sent");
+    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/vnd.tcpdump.pcap");
+    let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+    if headers.get("content-md5").and_then(|v| v.to_str().ok()) != Some(md5.as_str()) {
+        return (StatusCode::BAD_REQUEST, "Content-MD5 does not match").into_response();
+    }
+    shared.parts.lock().unwrap().insert((upload, part), body);
+    let mut response = StatusCode::OK.into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, format!("\"e{part}\"").parse().unwrap());
+    response
+}
+
+async fn complete(State(shared): State<Shared>, headers: HeaderMap, Json(request): Json<UploadComplete>) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let mut body = Vec::new();
+    {
+        let parts = shared.parts.lock().unwrap();
+        for (i, receipt) in request.parts.iter().enumerate() {
+            assert_eq!(receipt.part as usize, i + 1, "receipts in part order: {:?}", request.parts);
+            assert_eq!(receipt.id, format!("\"e{}\"", receipt.part), "the part's ETag is its receipt");
+            let Some(bytes) = parts.get(&(request.upload_id.clone(), receipt.part)) else {
+                return (StatusCode::BAD_REQUEST, "a part was never stored").into_response();
+            };
+            body.extend_from_slice(bytes);
+        }
+    }
+    let size = body.len() as u64;
     let _ = shared.uploads.send(Upload {
-        path: format!("{UPLOAD_PREFIX}/{path}"),
-        headers,
+        capture_id: request.capture_id.clone(),
+        seq: request.seq,
+        sha256: request.sha256.clone(),
+        parts: request.parts.len(),
         body,
     });
-    StatusCode::CREATED
+    Json(UploadDone {
+        storage_path: format!("https://acct1.blob.example/{}", request.seq),
+        size,
+    })
+    .into_response()
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 /// One agent connection, played by the test.
@@ -279,7 +444,16 @@ impl Agent {
     }
 
     pub fn start_with(controller: &FakeController, change: impl FnOnce(&mut AgentConfig), interface: &str) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::start_in(controller, tempfile::tempdir().unwrap(), change, interface)
+    }
+
+    /// Starts an agent on `data_dir` (an earlier agent's, to see it take up where that one stopped).
+    pub fn start_in(
+        controller: &FakeController,
+        data_dir: tempfile::TempDir,
+        change: impl FnOnce(&mut AgentConfig),
+        interface: &str,
+    ) -> Self {
         let mut config = controller.agent_config(data_dir.path(), interface);
         change(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
@@ -294,7 +468,12 @@ impl Agent {
     }
 
     /// Shuts the agent down and checks it ended well.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Shuts the agent down, checks it ended well, and hands back its data directory.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -302,5 +481,6 @@ impl Agent {
             .await
             .expect("the agent stops within the wait");
         ended.unwrap().unwrap();
+        self.data_dir
     }
 }

@@ -28,7 +28,7 @@ async fn simulated_hosts_answer_starts_and_stops() {
 
     let conn = &mut conns[1];
     let id = capture_id("sim");
-    conn.send(&ControllerMessage::Start(start("sim", udp_capture(9, 2), None)))
+    conn.send(&ControllerMessage::Start(start("sim", udp_capture(9, 2), false)))
         .await;
     let running = conn.state(&id, AgentCaptureState::Running).await;
     assert!(running.started_ms.is_some());

@@ -16,8 +16,22 @@
 //!    counters every [`STATS_INTERVAL_MS`].
 //! 3. A limit, or [`ControllerMessage::Stop`], ends it; the agent reports
 //!    `Stopped` with the stop reason and, when the capture has an upload,
-//!    uploads the file with `PUT {upload.path}` on the controller and reports
-//!    the upload's state until it is `Succeeded` or `Failed`.
+//!    spools the file and uploads it (below), reporting the upload's state
+//!    until it is `Succeeded` or `Failed`. A continuous capture's files are
+//!    spooled and uploaded one by one as they close, while it runs.
+//!
+//! Uploads (DESIGN §6: no storage keys on hosts): for each file the agent
+//! `POST`s an [`UploadRequest`] to [`UPLOADS_PATH`] and gets an
+//! [`UploadGrant`]: the blob's multipart upload id, the part size and, per
+//! part, a short-lived URL valid for that part of that blob only (a SAS or
+//! presigned URL straight to storage, or a signed path on the controller for
+//! a local-directory account). It `PUT`s each part with `Content-MD5` (the
+//! receiver checks it), asks again for the parts whose grant expired, and
+//! commits with an [`UploadComplete`] to [`UPLOADS_COMPLETE_PATH`]; the
+//! controller checks the stored size before it answers [`UploadDone`], and
+//! only then does the agent delete its copy. The upload id and the parts done
+//! are kept in the agent's spool, so an upload broken by an outage or an
+//! agent restart resumes where it stopped.
 //!
 //! An agent that reconnects lists in its hello every capture it still owns or
 //! has not finished reporting, so the controller can reconcile (a capture
@@ -54,6 +68,12 @@ pub const UPLOAD_PREFIX: &str = "/netwatch/v1/agent/files";
 /// Prefix of the download paths clients read stored files from
 /// (`GET {DOWNLOAD_PREFIX}/{storage account}/{blob path}`, HTTP Range supported).
 pub const DOWNLOAD_PREFIX: &str = "/netwatch/v1/storage";
+
+/// Agents `POST` an [`UploadRequest`] here for an [`UploadGrant`].
+pub const UPLOADS_PATH: &str = "/netwatch/v1/agent/uploads";
+
+/// Agents `POST` an [`UploadComplete`] here once every part is stored.
+pub const UPLOADS_COMPLETE_PATH: &str = "/netwatch/v1/agent/uploads/complete";
 
 /// How often an agent sends counters of a running capture.
 pub const STATS_INTERVAL_MS: u64 = 1_000;
@@ -153,15 +173,97 @@ pub struct StartCapture {
     pub upload: Option<Upload>,
 }
 
-/// Where a capture's file is uploaded.
+/// That a capture's files go to a storage account (grants are asked for per
+/// file, [`UploadRequest`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Upload {
-    /// Path on the controller to `PUT` the file to (under [`UPLOAD_PREFIX`]),
-    /// with the same bearer token as the channel.
-    pub path: String,
     /// Where the file will be, as `storageLocation.storagePath` shows it.
     pub storage_path: String,
+}
+
+/// A request for grants to upload one file of a capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRequest {
+    /// The capture run ([`run_id`]) the file belongs to.
+    pub capture_id: String,
+    /// Which of its files: 0 for a capture's one file, `n` ≥ 1 for the n-th
+    /// file of a continuous capture (the controller derives the blob's path).
+    pub seq: u32,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file, lower-case hex.
+    pub sha256: String,
+    /// An upload begun by an earlier grant, to continue; none to begin one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    /// The parts wanted (1-based); empty for all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<u32>,
+}
+
+/// Grants to upload parts of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadGrant {
+    /// The blob's multipart upload: keep it to resume.
+    pub upload_id: String,
+    /// Bytes per part (the last part may be shorter); part n starts at
+    /// `(n - 1) * part_size`.
+    pub part_size: u64,
+    /// When the grants stop working (ms since the epoch).
+    pub expires_ms: i64,
+    pub parts: Vec<PartGrant>,
+}
+
+/// Where to `PUT` one part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartGrant {
+    /// 1-based.
+    pub part: u32,
+    /// An absolute URL (storage itself: send no credential), or a path on
+    /// the controller starting with `/` (send the agent's bearer token).
+    pub url: String,
+    /// Headers to send besides `Content-Length` and `Content-MD5`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// The receipt to record for the part when it is known in advance (an
+    /// Azure block id); none to record the answer's `ETag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+}
+
+/// One stored part, as [`UploadComplete`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartReceipt {
+    pub part: u32,
+    /// The grant's receipt, or the storage's `ETag` for the part.
+    pub id: String,
+}
+
+/// Every part of a file is stored: commit the blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadComplete {
+    pub capture_id: String,
+    pub seq: u32,
+    pub upload_id: String,
+    pub size: u64,
+    pub sha256: String,
+    pub parts: Vec<PartReceipt>,
+}
+
+/// The blob is committed and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadDone {
+    /// Where it can be downloaded.
+    pub storage_path: String,
+    /// Its size in storage, equal to the file's.
+    pub size: u64,
 }
 
 /// A capture's state on the host.
@@ -197,6 +299,22 @@ pub struct CaptureReport {
     /// Where the upload is; none when the capture has no upload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadState>,
+    /// How far the upload is, with `upload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_progress: Option<UploadProgress>,
+}
+
+/// How far a capture's upload is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadProgress {
+    /// Bytes of the capture's spooled files in storage, 0–100.
+    pub percent: u8,
+    /// Files waiting in the spool (or uploading).
+    pub files_pending: u32,
+    /// Why it waits or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A capture's counters on the host.
@@ -243,6 +361,7 @@ mod tests {
             message: None,
             stats: ReportStats::default(),
             upload: Some(UploadState::Uploading),
+            upload_progress: None,
         });
         let text = serde_json::to_string(&report).unwrap();
         assert!(

@@ -461,19 +461,46 @@ pub struct NetwatchCaptureStatus {
     /// Where the upload to the storage account is; left out without a `storageId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_state: Option<UploadState>,
+    /// How much of the capture's files is in storage, 0–100; with `uploadState`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_percent: Option<u8>,
+    /// Why the upload waits or failed (`storage unreachable: …`, `the agent's spool is full: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_message: Option<String>,
+    /// Files waiting in the agent's spool for upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_pending: Option<u32>,
+    /// The capture's files in storage, in the order they were written (a
+    /// continuous capture has one per rotated file, stored as each closes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<StoredFile>,
     /// The last time the target's agent was heard from, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_last_seen: Option<String>,
 }
 
+/// One capture file in a storage account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFile {
+    /// Where it can be downloaded (as `storageLocation.storagePath` is written).
+    pub storage_path: String,
+    pub size_in_bytes: u64,
+    /// SHA-256 of the file's bytes, lower-case hex, as the agent computed it
+    /// before the upload (a download is checked against it).
+    pub sha256: String,
+}
+
 /// Where a capture's upload to its storage account is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum UploadState {
-    /// Waiting for the capture to end (files go up when the session ends).
+    /// Waiting: for the capture to end (or a continuous capture's file to
+    /// close), or in the agent's spool for its turn.
     Pending,
     /// Being uploaded.
     Uploading,
-    /// Storage is unreachable; the file is spooled on the host and retried.
+    /// Storage or the controller is unreachable; the files wait in the
+    /// agent's spool (across agent restarts) and are retried.
     Retrying,
     /// In storage, at `storageLocation.storagePath`.
     Succeeded,
@@ -1613,6 +1640,7 @@ mod tests {
                 file_size_in_bytes: 3672,
                 upload_state: Some(UploadState::Retrying),
                 agent_last_seen: Some("2026-01-31T16:40:00.0000000Z".into()),
+                ..Default::default()
             }),
         };
         let json = serde_json::to_string(&status).unwrap();

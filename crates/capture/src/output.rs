@@ -123,6 +123,17 @@ pub(crate) struct Output {
     /// Every file this capture created, in order (some may since be deleted).
     created: Vec<PathBuf>,
     seq: u32,
+    /// Told of each ring file as it closes, before any old file is deleted.
+    on_closed: Option<FileClosed>,
+}
+
+/// A callback told of each closed ring file: its path and sequence number.
+pub(crate) struct FileClosed(pub(crate) Box<dyn FnMut(&Path, u32) + Send>);
+
+impl std::fmt::Debug for FileClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileClosed(..)")
+    }
 }
 
 fn create_file(path: &Path) -> Result<File, OutputError> {
@@ -137,7 +148,8 @@ fn create_file(path: &Path) -> Result<File, OutputError> {
         })
 }
 
-fn ring_name(path: &Path, seq: u32) -> PathBuf {
+/// The name of a ring's `seq`-th file (from 1), beside `path`: `{stem}_{seq:05}.{ext}`.
+pub fn ring_name(path: &Path, seq: u32) -> PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -170,6 +182,7 @@ impl Output {
             kept: VecDeque::new(),
             created: Vec::new(),
             seq: 1,
+            on_closed: None,
         };
         if let Some(p) = current {
             out.kept.push_back(p.clone());
@@ -248,6 +261,9 @@ impl Output {
         };
         let (path, file_count) = (path.clone(), rotation.file_count);
         self.sync()?;
+        if let (Some(on_closed), Some(closed)) = (&mut self.on_closed, &self.current) {
+            (on_closed.0)(closed, self.seq);
+        }
         self.seq += 1;
         let next = ring_name(&path, self.seq);
         self.sink = Sink::File(create_file(&next)?);
@@ -264,6 +280,11 @@ impl Output {
             }
         }
         self.write_header()
+    }
+
+    /// Sets the callback told of each ring file as it closes.
+    pub(crate) fn on_file_closed(&mut self, callback: FileClosed) {
+        self.on_closed = Some(callback);
     }
 
     /// Forces what was written to the disk (`fdatasync`).
@@ -313,6 +334,13 @@ mod tests {
             },
         };
         let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
+        let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&closed);
+        out.on_file_closed(FileClosed(Box::new(move |path, seq| {
+            // Told before the file can be deleted: it is still there, whole.
+            assert_eq!(std::fs::metadata(path).unwrap().len(), 64);
+            seen.lock().unwrap().push((path.to_owned(), seq));
+        })));
         let record = [7u8; 40];
         for _ in 0..7 {
             if !out.fits(0, record.len() as u64) {
@@ -322,6 +350,9 @@ mod tests {
         }
         // 24 + 40 + 40 > 100: one record per file, 7 files made, 2 kept
         assert_eq!(out.files_created(), 7);
+        let closed = closed.lock().unwrap().clone();
+        let expected: Vec<_> = (1..=6).map(|seq| (dir.path().join(format!("r_{seq:05}.pcap")), seq)).collect();
+        assert_eq!(closed, expected, "every file but the open one, in order");
         let kept = out.kept();
         assert_eq!(
             kept,

@@ -320,6 +320,15 @@ impl Capture {
         self.encoder.snaplen
     }
 
+    /// Calls `callback` with each file of a ring (`OutputSpec::Ring`) as it
+    /// closes and before older files are deleted, with its path and sequence
+    /// number (from 1), on the capture's thread: it should be quick (a hard
+    /// link, a message). The last file, open when the capture ends, is not
+    /// passed: it is the last of [`CaptureOutcome::files`].
+    pub fn on_file_closed(&mut self, callback: impl FnMut(&std::path::Path, u32) + Send + 'static) {
+        self.output.on_file_closed(crate::output::FileClosed(Box::new(callback)));
+    }
+
     /// Captures until a limit is reached, `stop` becomes true, or an error. Calls
     /// `progress` about every [`PROGRESS_INTERVAL`].
     pub fn run(mut self, stop: &AtomicBool, progress: &mut dyn FnMut(&CaptureStats)) -> CaptureOutcome {

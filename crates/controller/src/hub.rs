@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use netwatch_api::agent::{
     AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, StartCapture,
-    UPLOAD_PREFIX, Upload, Welcome, parse_run_id, run_id,
+    Upload, Welcome, parse_run_id, run_id,
 };
 use netwatch_api::packet_capture::{NetwatchCaptureStatus, PacketCapture, PcError, UploadState};
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
@@ -409,13 +409,8 @@ pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serd
         .storage_id
         .as_deref()
         .zip(request.properties.storage_location.storage_path.as_deref())
-        .and_then(|(storage_id, storage_path)| {
-            let account = storage_id.rsplit('/').next()?;
-            let blob = capture_blob_path(&record.target_id, record.created_ms)?;
-            Some(Upload {
-                path: format!("{UPLOAD_PREFIX}/{account}/{blob}"),
-                storage_path: storage_path.to_owned(),
-            })
+        .map(|(_, storage_path)| Upload {
+            storage_path: storage_path.to_owned(),
         });
     Ok(StartCapture {
         capture_id: run_id(&record.id, record.created_ms),
@@ -436,6 +431,18 @@ pub(crate) fn capture_blob_path(target: &str, created_ms: i64) -> Option<String>
         id.name().as_str(),
         created_ms,
     ))
+}
+
+/// The blob path of file `seq` of a capture: [`capture_blob_path`] for the
+/// one file (0), with `_{seq:05}` before `.cap` for a continuous capture's
+/// n-th file, as the agent names its ring files.
+pub(crate) fn capture_file_blob_path(target: &str, created_ms: i64, seq: u32) -> Option<String> {
+    let path = capture_blob_path(target, created_ms)?;
+    if seq == 0 {
+        return Some(path);
+    }
+    let stem = path.strip_suffix(".cap")?;
+    Some(format!("{stem}_{seq:05}.cap"))
 }
 
 /// Applies one agent report to the capture it names.
@@ -482,7 +489,11 @@ pub(crate) async fn apply_report(state: &AppState, vm: &str, report: &CaptureRep
             kernel_drops: report.stats.kernel_drops,
             file_size_in_bytes: report.stats.file_size_in_bytes,
             upload_state: report.upload,
+            upload_percent: report.upload_progress.as_ref().map(|p| p.percent.min(100)),
+            upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
+            files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
             agent_last_seen: None,
+            files: vec![],
         };
         let before_upload = serde_json::from_str::<NetwatchCaptureStatus>(&record.stats_json)
             .ok()
@@ -507,7 +518,12 @@ pub(crate) async fn apply_report(state: &AppState, vm: &str, report: &CaptureRep
             tracing::info!(capture = %record.id, from = %before, to = status, "packet capture changed state");
             settle_create(state, &record, report).await?;
         }
-        let upload_over = matches!(report.upload, None | Some(UploadState::Succeeded | UploadState::Failed));
+        // A stop is done once the file is stored, given up, or safe in the
+        // agent's spool while storage is away (it uploads when it is back).
+        let upload_over = matches!(
+            report.upload,
+            None | Some(UploadState::Succeeded | UploadState::Failed | UploadState::Retrying)
+        );
         if report.state != AgentCaptureState::Running
             && upload_over
             && (before != status || before_upload != report.upload)

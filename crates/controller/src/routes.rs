@@ -29,6 +29,7 @@ mod network_watchers;
 mod openapi;
 mod packet_captures;
 mod storage_accounts;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -87,7 +88,16 @@ pub struct ApiConfig {
     /// Scheme of the URLs the API hands out (monitor links, metadata):
     /// `http` until the controller terminates TLS itself or sits behind a proxy.
     pub scheme: String,
+    /// Signs the upload grants for parts sent through the controller (replicas
+    /// must share it: the token signing key when one is configured).
+    pub grant_signer: Signer,
+    /// How long an upload grant works.
+    pub grant_ttl: std::time::Duration,
 }
+
+/// Default [`ApiConfig::grant_ttl`]: long enough for a part on a slow link,
+/// short enough that a leaked grant is soon worthless.
+pub const DEFAULT_GRANT_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -109,6 +119,8 @@ impl Default for ApiConfig {
             auth: None,
             signer: None,
             scheme: "http".to_owned(),
+            grant_signer: Signer::random().expect("the system's random source works"),
+            grant_ttl: DEFAULT_GRANT_TTL,
         }
     }
 }
@@ -163,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compute::routes())
         .merge(storage_accounts::routes())
         .merge(files::routes())
+        .merge(uploads::routes())
         .merge(openapi::routes())
         .merge(identity::routes())
         .merge(health::routes())

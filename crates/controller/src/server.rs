@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Where capture files land.
     #[serde(default)]
     pub storage: Vec<AccountConfig>,
+    /// How long the grants agents upload with work, in seconds (default 900).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_grant_seconds: Option<u64>,
 }
 
 /// PEM files of the server's certificate chain and key.
@@ -115,7 +118,8 @@ impl ServerConfig {
         }
         for account in &mut config.storage {
             match &mut account.kind {
-                AccountKind::Local { path } => *path = base.join(&*path),
+                AccountKind::Local { path, .. } => *path = base.join(&*path),
+                _ => {}
             }
         }
         if config.database.is_none() {
@@ -165,6 +169,18 @@ pub async fn run(
         }
         None => Signer::random().map_err(|err| ServerError::Serve(std::io::Error::other(err)))?,
     });
+    // Grants through the controller are checked by whichever replica takes
+    // the part: the shared signing key.
+    api.grant_signer = api.signer.clone().expect("set just above");
+    if let Some(seconds) = config.upload_grant_seconds {
+        if seconds == 0 {
+            return Err(ServerError::BadConfig {
+                path: PathBuf::from("upload_grant_seconds"),
+                message: "upload_grant_seconds must be at least 1 (default 900)".to_owned(),
+            });
+        }
+        api.grant_ttl = std::time::Duration::from_secs(seconds);
+    }
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
     let state = AppState::new(store.clone(), api, Accounts::new(config.storage.clone()));
     let app = router(state).into_make_service();

@@ -116,6 +116,16 @@ pub struct CaptureRecord {
     pub updated_ms: i64,
 }
 
+/// A capture file in storage.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CaptureFileRecord {
+    pub seq: i64,
+    pub storage_path: String,
+    pub size: i64,
+    pub sha256: String,
+    pub stored_ms: i64,
+}
+
 /// A long-running operation's status resource.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OperationRecord {
@@ -404,6 +414,40 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row)
+    }
+
+    /// Records a file of capture run (`id`, `created_ms`) as stored; a file
+    /// stored again (an agent retrying a commit) replaces its row.
+    pub async fn put_capture_file(&self, id: &str, created_ms: i64, file: &CaptureFileRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO capture_files (capture_key, created_ms, seq, storage_path, size, sha256, stored_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (capture_key, created_ms, seq) DO UPDATE SET storage_path = excluded.storage_path, \
+             size = excluded.size, sha256 = excluded.sha256, stored_ms = excluded.stored_ms",
+        )
+        .bind(key(id))
+        .bind(created_ms)
+        .bind(file.seq)
+        .bind(&file.storage_path)
+        .bind(file.size)
+        .bind(&file.sha256)
+        .bind(file.stored_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The stored files of capture run (`id`, `created_ms`), in order.
+    pub async fn capture_files(&self, id: &str, created_ms: i64) -> Result<Vec<CaptureFileRecord>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT seq, storage_path, size, sha256, stored_ms FROM capture_files \
+             WHERE capture_key = $1 AND created_ms = $2 ORDER BY seq",
+        )
+        .bind(key(id))
+        .bind(created_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
     }
 
     /// Captures of a network watcher, by id.

@@ -40,6 +40,10 @@ pub struct Args {
     /// Interface to capture on; `any` captures on all of them.
     #[arg(long, short = 'i', value_name = "IFACE", default_value = "any")]
     interface: String,
+    /// Cap of the capture files waiting for upload in DATA_DIR/spool, in MiB
+    /// (new captures are refused while it is full).
+    #[arg(long, value_name = "MIB", default_value_t = netwatch_agent::DEFAULT_SPOOL_MAX_BYTES / (1024 * 1024))]
+    spool_max: u64,
 
     /// Benchmarks only: connect this many simulated agents that acknowledge captures without capturing.
     #[arg(long, value_name = "COUNT", hide = true)]
@@ -60,6 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         location: args.location,
         data_dir: args.data_dir,
         interface: args.interface,
+        spool_max_bytes: args.spool_max.saturating_mul(1024 * 1024),
     };
     crate::runtime()?.block_on(async move {
         match args.simulate {

@@ -125,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         location: LOCATION.to_owned(),
         data_dir: dir.join("agent"),
         interface: "any".to_owned(),
+        spool_max_bytes: netwatch_agent::DEFAULT_SPOOL_MAX_BYTES,
     });
     crate::runtime()?.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -206,6 +207,7 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
             AccountConfig::new(LOCAL_ACCOUNT, AccountKind::Local { path: "storage".into() })
                 .context("the local storage account's name")?,
         ],
+        upload_grant_seconds: None,
     };
     write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;
     write_file(

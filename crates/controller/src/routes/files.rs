@@ -1,29 +1,31 @@
-//! Capture files in the storage accounts: the agents' uploads
-//! (`PUT {UPLOAD_PREFIX}/{account}/{blob path}`) and the clients' downloads
-//! (`GET`/`HEAD {DOWNLOAD_PREFIX}/{account}/{blob path}`, one HTTP range at a
-//! time, RFC 9110 §14).
+//! Capture files in the storage accounts: parts of the agents' uploads
+//! (`PUT {UPLOAD_PREFIX}/{account}/{blob path}?uploadId=…&part=…&expires=…&sig=…`,
+//! a grant `uploads.rs` signed, for accounts whose backend cannot hand agents
+//! a grant of its own) and the clients' downloads (`GET`/`HEAD
+//! {DOWNLOAD_PREFIX}/{account}/{blob path}`, one HTTP range at a time, RFC
+//! 9110 §14).
 //!
 //! netwatch's own routes, not ARM's: no `api-version`, paths taken exactly as
 //! sent (blob paths are case-sensitive; [`super::normalize_path`] leaves
-//! `/netwatch/…` alone), and no [`super::MAX_BODY_BYTES`] limit on uploads,
+//! `/netwatch/…` alone), and no [`super::MAX_BODY_BYTES`] limit on parts,
 //! which are streamed to storage as they arrive. Errors still carry ARM's body.
 //!
-//! *Our choices*: an upload must say its `Content-Length` (411 otherwise), so
-//! a cut-off upload is told from a whole one and stores nothing; it replaces a
-//! blob of the same path (an agent retrying). A multi-range or malformed
-//! `Range` is ignored and the whole file sent, as RFC 9110 §14.2 allows.
+//! *Our choices*: a part must say its `Content-Length` (411 otherwise), so a
+//! cut-off part is told from a whole one and stores nothing; its
+//! `Content-MD5`, when sent, is checked. A multi-range or malformed `Range`
+//! is ignored and the whole file sent, as RFC 9110 §14.2 allows.
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use netwatch_api::agent::{DOWNLOAD_PREFIX, UPLOAD_PREFIX};
 use netwatch_api::error::{ApiError, ErrorCode};
-use netwatch_storage::{Backend, BlobPath, ByteRange, OpenError, PutError, Storage};
+use netwatch_storage::{Backend, BlobPath, ByteRange, OpenError, Storage};
 use serde_json::{Value, json};
 
 use super::{AppState, HttpError};
@@ -44,22 +46,62 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
-/// `PUT {UPLOAD_PREFIX}/{account}/{path}`: stores the body; 201 `{"size": N}`.
+/// The grant of a part sent through the controller.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartQuery {
+    upload_id: String,
+    part: u32,
+    expires: i64,
+    sig: String,
+}
+
+/// `PUT {UPLOAD_PREFIX}/{account}/{path}?{grant}`: stores one part of an
+/// upload; 200 with the part's receipt in `ETag`.
 async fn upload(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<PartQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), HttpError> {
+) -> Result<Response, HttpError> {
     let (account, blob) = blob_location(path)?;
+    let Query(grant) = query.map_err(|rejection| {
+        ApiError::bad_request(
+            "query",
+            format!(
+                "a part needs the grant the controller handed out (uploadId, part, expires, sig): {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    super::uploads::check_part_grant(&state, &account, &blob, &grant.upload_id, grant.part, grant.expires, &grant.sig)?;
     let storage = account_storage(&state, &account)?;
     let length = content_length(&headers)?;
-    let size = storage
-        .put(&blob, body.into_data_stream(), Some(length))
+    let md5 = content_md5(&headers)?;
+    let receipt = storage
+        .put_part(&blob, &grant.upload_id, grant.part, body.into_data_stream(), length, md5)
         .await
-        .map_err(|err| put_error(&account, &blob, err))?;
-    tracing::info!(account, blob = %blob, size, "file stored");
-    Ok((StatusCode::CREATED, Json(json!({ "size": size }))))
+        .map_err(|err| super::uploads::upload_error(&account, err))?;
+    tracing::debug!(account, blob = %blob, part = grant.part, length, "part stored");
+    let mut response = Json(json!({ "part": receipt.part, "size": length })).into_response();
+    response.headers_mut().insert(header::ETAG, super::header_value(&receipt.id)?);
+    Ok(response)
+}
+
+/// The part's `Content-MD5` (RFC 1864: base64 of the 16-byte digest), if sent.
+fn content_md5(headers: &HeaderMap) -> Result<Option<[u8; 16]>, HttpError> {
+    use base64::Engine as _;
+    let Some(value) = headers.get("content-md5") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text.trim()).ok())
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("Content-MD5", "Content-MD5 is not the base64 of a 16-byte MD5 digest").into())
 }
 
 /// `GET {DOWNLOAD_PREFIX}/{account}/{path}`: the file, or the range asked for.
@@ -221,20 +263,6 @@ fn range_not_satisfiable(size: u64) -> Response {
         response.headers_mut().insert(header::CONTENT_RANGE, value);
     }
     response
-}
-
-fn put_error(account: &str, blob: &BlobPath, err: PutError) -> HttpError {
-    match err {
-        PutError::TooShort { .. } | PutError::TooLong { .. } => {
-            ApiError::bad_request("Content-Length", err.to_string()).into()
-        }
-        PutError::Body(ref source) => ApiError::bad_body(format!(
-            "the upload body could not be read ({source}): nothing was stored"
-        ))
-        .into(),
-        PutError::PathConflict { .. } => ApiError::conflict(format!("storage account {account:?}: {err}")).into(),
-        PutError::Io { .. } => ApiError::internal(format!("storing {blob} in {account:?} failed"), err).into(),
-    }
 }
 
 fn open_error(account: &str, blob: &BlobPath, err: OpenError) -> HttpError {

@@ -42,7 +42,7 @@ use axum::{Json, Router};
 use netwatch_api::agent::{ControllerMessage, DOWNLOAD_PREFIX, run_id};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::packet_capture::{
-    NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, PacketCaptureQueryStatusResult, PacketCaptureResult,
+    NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, StoredFile, PacketCaptureQueryStatusResult, PacketCaptureResult,
     PacketCaptureResultProperties, PcError, PcStatus, ProvisioningState, StopReason, parse_packet_capture,
 };
 use netwatch_api::resource::{Location, NETWORK_WATCHER_RESOURCE_GROUP, ResourceId, ResourceName};
@@ -346,6 +346,17 @@ async fn query_status(
         netwatch
             .get_or_insert_with(NetwatchCaptureStatus::default)
             .agent_last_seen = Some(rfc3339(seen));
+    }
+    let files = state.store.capture_files(&record.id, record.created_ms).await?;
+    if !files.is_empty() {
+        netwatch.get_or_insert_with(NetwatchCaptureStatus::default).files = files
+            .into_iter()
+            .map(|file| StoredFile {
+                storage_path: file.storage_path,
+                size_in_bytes: u64::try_from(file.size).unwrap_or(0),
+                sha256: file.sha256,
+            })
+            .collect();
     }
     Ok(Json(PacketCaptureQueryStatusResult {
         name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
