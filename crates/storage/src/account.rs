@@ -663,6 +663,170 @@ mod tests {
         assert!(err.contains("unknown field `paht`"), "{err}");
     }
 
+    const KEY: &str = "a2V5";
+
+    fn parse(toml: &str) -> Result<AccountConfig, String> {
+        toml::from_str(toml).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn object_store_kinds_parse_with_defaults() {
+        let azure = parse(&format!(
+            "name = \"azacct\"\nkind = \"azureblob\"\naccount = \"acct\"\nkey = \"{KEY}\""
+        ))
+        .unwrap();
+        assert_eq!(
+            azure.kind,
+            AccountKind::AzureBlob {
+                account: "acct".to_owned(),
+                container: DEFAULT_CONTAINER.to_owned(),
+                key: Some(Secret::new(KEY)),
+                sas: None,
+                endpoint: None,
+            }
+        );
+        assert_eq!(
+            (azure.kind.as_str(), azure.part_size()),
+            ("azureblob", DEFAULT_PART_SIZE)
+        );
+        let sas = parse(
+            "name = \"azacct\"\nkind = \"azureblob\"\naccount = \"devstoreaccount1\"\ncontainer = \"c1\"\n\
+             sas = \"?sv=2021-08-06&sr=c&sp=racwd&se=2099-01-01T00%3A00%3A00Z&sig=abc%3D\"\n\
+             endpoint = \"http://127.0.0.1:10000/devstoreaccount1\"\npart_size = 5242880",
+        )
+        .unwrap();
+        assert_eq!(sas.part_size(), 5 * MIB);
+        let AccountKind::AzureBlob {
+            endpoint: Some(endpoint),
+            ..
+        } = &sas.kind
+        else {
+            panic!("{sas:?}")
+        };
+        assert_eq!(
+            (endpoint.as_str(), endpoint.is_http()),
+            ("http://127.0.0.1:10000/devstoreaccount1", true)
+        );
+
+        let s3 = parse(
+            "name = \"s3acct\"\nkind = \"s3\"\nbucket = \"captures\"\naccess_key_id = \"AKIA1\"\n\
+             secret_access_key = \"shh-1\"\nsession_token = \"tok-2\"",
+        )
+        .unwrap();
+        assert_eq!(
+            s3.kind,
+            AccountKind::S3 {
+                bucket: "captures".to_owned(),
+                region: DEFAULT_REGION.to_owned(),
+                endpoint: None,
+                access_key_id: "AKIA1".to_owned(),
+                secret_access_key: Secret::new("shh-1"),
+                session_token: Some(Secret::new("tok-2")),
+            }
+        );
+        assert_eq!(s3.kind.as_str(), "s3");
+
+        // Secrets stay out of Debug, not out of the serialized form.
+        let shown = format!("{s3:?}");
+        assert!(
+            !shown.contains("shh-1") && !shown.contains("tok-2") && shown.contains("\"***\""),
+            "{shown}"
+        );
+        let saved = serde_json::to_string(&s3).unwrap();
+        assert!(saved.contains("\"secret_access_key\":\"shh-1\""), "{saved}");
+        assert_eq!(serde_json::from_str::<AccountConfig>(&saved).unwrap(), s3);
+        let local = parse("name = \"loc\"\nkind = \"local\"\npath = \"/x\"\npart_size = 1048576").unwrap();
+        assert_eq!((local.kind.as_str(), local.part_size()), ("local", MIB));
+    }
+
+    #[test]
+    fn bad_object_store_configs_say_what_to_fix() {
+        let azure = |extra: &str| format!("name = \"azacct\"\nkind = \"azureblob\"\naccount = \"acct\"\n{extra}");
+        let s3 = |extra: &str| {
+            format!(
+                "name = \"s3acct\"\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"id\"\nsecret_access_key = \"s\"\n{extra}"
+            )
+        };
+        let rows = [
+            (
+                azure(&format!("key = \"{KEY}\"\nsas = \"sv=1&sig=2\"")),
+                "storage account \"azacct\": both key and sas are set: keep one (key, the account key, lets agents upload straight to Azure)",
+            ),
+            (
+                azure(""),
+                "storage account \"azacct\": neither key nor sas is set: set key (the storage account's access key) or sas (a SAS token for the container)",
+            ),
+            (
+                azure("key = \"not base64!\""),
+                "storage account \"azacct\": key is not base64: give the storage account's access key as the Azure portal shows it",
+            ),
+            (
+                azure("sas = \"?\""),
+                "storage account \"azacct\": sas is not a SAS token",
+            ),
+            (
+                azure(&format!("key = \"{KEY}\"\ncontainer = \"\"")),
+                "storage account \"azacct\": container \"\" cannot be used",
+            ),
+            (
+                azure(&format!("key = \"{KEY}\"\nendpoint = \"localhost:10000\"")),
+                "endpoint \"localhost:10000\" has the scheme \"localhost\": give the storage service's http:// or https:// base URL",
+            ),
+            (
+                azure(&format!("key = \"{KEY}\"\nendpoint = \"not a url\"")),
+                "endpoint \"not a url\" is not a URL (relative URL without a base)",
+            ),
+            (
+                s3("endpoint = \"http://127.0.0.1:9000/?x=1\""),
+                "endpoint \"http://127.0.0.1:9000/?x=1\" has a query, fragment or user",
+            ),
+            (
+                s3("part_size = 1024"),
+                "storage account \"s3acct\": part_size 1024 is below the 5242880 bytes (5 MiB) that s3 accounts need: \
+                 raise it or remove it for the default 8388608 (8 MiB)",
+            ),
+            (
+                "name = \"loc\"\nkind = \"local\"\npath = \"/x\"\npart_size = 1000".to_owned(),
+                "storage account \"loc\": part_size 1000 is below the 1048576 bytes (1 MiB) that local accounts need",
+            ),
+            (
+                s3("part_size = 1073741824"),
+                "part_size 1073741824 is above the 268435456 bytes (256 MiB)",
+            ),
+            (s3("bucket_name = \"b\""), "unknown field `bucket_name`"),
+            (
+                "name = \"s3acct\"\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"id\"".to_owned(),
+                "missing field `secret_access_key`",
+            ),
+        ];
+        for (toml, message) in rows {
+            let err = parse(&toml).unwrap_err();
+            assert!(err.contains(message), "{toml}\n---\n{err}\n--- wanted ---\n{message}");
+        }
+    }
+
+    #[test]
+    fn try_new_checks_accounts_built_by_hand() {
+        let mut account = local("loc");
+        account.part_size = Some(10);
+        let err = Accounts::try_new(vec![account]).unwrap_err();
+        assert!(matches!(err, AccountsError::Config(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("storage account \"loc\": part_size 10 is below"),
+            "{err}"
+        );
+        let azure = AccountKind::AzureBlob {
+            account: "acct".to_owned(),
+            container: DEFAULT_CONTAINER.to_owned(),
+            key: None,
+            sas: None,
+            endpoint: None,
+        };
+        let err = Accounts::try_new(vec![AccountConfig::new("azacct", azure).unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("neither key nor sas is set"), "{err}");
+    }
+
     #[test]
     fn accounts_are_found_by_name_in_any_case() {
         let accounts = Accounts::try_new(vec![local("one"), local("two")]).unwrap();

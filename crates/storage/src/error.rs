@@ -242,37 +242,51 @@ pub enum BackendError {
 
 /// A request to an object store (Azure Blob, S3) that failed, after
 /// object_store's own retries: what it was for, and the service's answer.
-#[derive(Debug, thiserror::Error)]
-#[error("{step} {path}")]
-pub struct ClientError {
+/// Boxed: it travels inside every error enum of this crate, which stay small.
+#[derive(Debug)]
+pub struct ClientError(Box<ClientErrorParts>);
+
+#[derive(Debug)]
+struct ClientErrorParts {
     /// A verb phrase: `read`, `upload part 3 of`.
     step: String,
     /// The blob's path.
     path: String,
     /// The HTTP status the service answered, when it answered.
     status: Option<u16>,
-    #[source]
     source: object_store::Error,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0.step, self.0.path)
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0.source)
+    }
 }
 
 impl ClientError {
     pub(crate) fn new(step: impl Into<String>, path: &BlobPath, source: object_store::Error) -> Self {
-        Self {
+        Self(Box::new(ClientErrorParts {
             step: step.into(),
             path: path.to_string(),
             status: http_status(&source),
             source,
-        }
+        }))
     }
 
     /// The HTTP status the service answered, when it answered.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.0.status
     }
 
     /// The error object_store returned.
     pub fn source_error(&self) -> &object_store::Error {
-        &self.source
+        &self.0.source
     }
 
     /// Whether the same request, retried, cannot succeed: the service's
@@ -280,12 +294,12 @@ impl ClientError {
     /// concurrent change (409, 412) and throttling (429); its failures (5xx)
     /// and broken connections are not.
     pub fn is_permanent(&self) -> bool {
-        match self.status {
+        match self.0.status {
             Some(408 | 409 | 412 | 429) => false,
             Some(status) if (400..500).contains(&status) => true,
             Some(_) => false,
             None => matches!(
-                self.source,
+                self.0.source,
                 object_store::Error::NotFound { .. }
                     | object_store::Error::PermissionDenied { .. }
                     | object_store::Error::Unauthenticated { .. }
@@ -299,14 +313,14 @@ impl ClientError {
 
     /// Whether the service said there is nothing at the path (404).
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404) || matches!(self.source, object_store::Error::NotFound { .. })
+        self.0.status == Some(404) || matches!(self.0.source, object_store::Error::NotFound { .. })
     }
 
     /// Whether the service refused the credentials (401, 403).
     pub fn is_permission_denied(&self) -> bool {
-        matches!(self.status, Some(401 | 403))
+        matches!(self.0.status, Some(401 | 403))
             || matches!(
-                self.source,
+                self.0.source,
                 object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
             )
     }
@@ -314,7 +328,7 @@ impl ClientError {
     /// Whether the service's error body names the error code `code`
     /// (`NoSuchUpload`, `InvalidBlockList`).
     pub(crate) fn has_code(&self, code: &str) -> bool {
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&self.source);
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&self.0.source);
         while let Some(err) = next {
             if err.to_string().contains(code) {
                 return true;
