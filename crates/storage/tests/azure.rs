@@ -38,6 +38,12 @@ async fn put_and_read() {
 }
 
 #[tokio::test]
+async fn failed_and_dropped_puts_leave_nothing() {
+    let azurite = Azurite::start();
+    suite::failed_and_dropped_puts_leave_nothing(&backend(&azurite)).await;
+}
+
+#[tokio::test]
 async fn granted_upload() {
     let azurite = Azurite::start();
     suite::granted_upload(&backend(&azurite)).await;

@@ -41,6 +41,12 @@ async fn put_and_read() {
 }
 
 #[tokio::test]
+async fn failed_and_dropped_puts_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::failed_and_dropped_puts_leave_nothing(&backend(dir.path())).await;
+}
+
+#[tokio::test]
 async fn relayed_upload() {
     let dir = tempfile::tempdir().unwrap();
     let backend = backend(dir.path());

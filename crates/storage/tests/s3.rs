@@ -1,5 +1,6 @@
 //! The S3 backend against moto. moto checks neither presigned signatures
-//! nor their expiry by default (ecosystem.md §2), so grant refusals are
+//! nor their expiry by default (ecosystem.md §2), nor a part's Content-MD5
+//! (S3 answers BadDigest; moto 5.2.5 takes the part), so grant refusals are
 //! tested against Azurite only; what moto does check (multipart state, part
 //! ETags) is tested here.
 
@@ -35,6 +36,12 @@ fn backend(moto: &Moto) -> Backend {
 async fn put_and_read() {
     let moto = Moto::start();
     suite::put_and_read(&backend(&moto)).await;
+}
+
+#[tokio::test]
+async fn failed_and_dropped_puts_leave_nothing() {
+    let moto = Moto::start();
+    suite::failed_and_dropped_puts_leave_nothing(&backend(&moto)).await;
 }
 
 #[tokio::test]

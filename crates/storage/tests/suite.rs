@@ -385,3 +385,28 @@ pub async fn bad_part_numbers_are_refused(backend: &Backend) {
     );
     backend.abort_upload(&path, &upload_id).await.unwrap();
 }
+
+/// A put whose body fails, or which is dropped, after more than a part
+/// leaves no blob (its multipart upload is aborted).
+pub async fn failed_and_dropped_puts_leave_nothing(backend: &Backend) {
+    let path = capture_path("broken");
+    let data = bytes(BIG, 12);
+    let failing = stream::iter(
+        data[..7 * 1024 * 1024]
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    )
+    .chain(stream::iter([Err(std::io::Error::other("connection reset"))]));
+    let err = backend.put(&path, failing, None).await.unwrap_err();
+    assert!(matches!(err, PutError::Body(_)) && !err.is_permanent(), "{err:?}");
+    assert_eq!(backend.size(&path).await.unwrap(), None);
+
+    let endless = body(&data[..7 * 1024 * 1024]).chain(stream::pending());
+    let put = backend.put(&path, endless, None);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), put).await.is_err(),
+        "the put waits for more body"
+    );
+    assert_eq!(backend.size(&path).await.unwrap(), None);
+}
