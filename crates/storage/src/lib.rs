@@ -340,6 +340,67 @@ impl Storage for Backend {
 mod tests {
     use super::*;
 
+    /// Grants for the clouds' own endpoints, signed offline: S3 is
+    /// virtual-hosted, Azure's default container is not repeated in the key.
+    #[tokio::test]
+    async fn grants_address_the_clouds_as_they_expect() {
+        let path = BlobPath::parse("network-watcher-logs/subscriptions/s/x.cap").unwrap();
+        let s3 = AccountKind::S3 {
+            bucket: "captures".to_owned(),
+            region: "eu-west-1".to_owned(),
+            endpoint: None,
+            access_key_id: "AKIA1".to_owned(),
+            secret_access_key: Secret::new("secret"),
+            session_token: None,
+        };
+        let backend = Backend::new(&AccountConfig::new("s3acct", s3).unwrap()).unwrap();
+        let grants = backend
+            .grant_parts(&path, "upload-1", &[3], Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            grants[0]
+                .url
+                .starts_with("https://captures.s3.eu-west-1.amazonaws.com/network-watcher-logs/subscriptions/s/x.cap?"),
+            "{}",
+            grants[0].url
+        );
+        assert_eq!(backend.part_size(), DEFAULT_PART_SIZE);
+
+        let azure = AccountKind::AzureBlob {
+            account: "acct".to_owned(),
+            container: DEFAULT_CONTAINER.to_owned(),
+            key: Some(Secret::new("a2V5")),
+            sas: None,
+            endpoint: None,
+        };
+        let backend = Backend::new(&AccountConfig::new("azacct", azure).unwrap()).unwrap();
+        let upload_id = "0123456789abcdef01234567";
+        let grants = backend
+            .grant_parts(&path, upload_id, &[3], Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let url = &grants[0].url;
+        assert!(
+            url.starts_with("https://acct.blob.core.windows.net/network-watcher-logs/subscriptions/s/x.cap?"),
+            "{url}"
+        );
+        assert!(url.contains("sp=w") && url.contains("comp=block"), "{url}");
+        // base64("0123456789abcdef0123456700000003"), form-encoded.
+        assert!(
+            url.ends_with("&blockid=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3MDAwMDAwMDM%3D"),
+            "{url}"
+        );
+        assert_eq!(grants[0].receipt.as_deref(), Some("0123456789abcdef0123456700000003"));
+        let err = backend
+            .grant_parts(&path, "not-an-id", &[1], Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::BadUploadId { .. }), "{err:?}");
+    }
+
     #[test]
     fn ranges_resolve_as_rfc_9110_says() {
         let rows = [
