@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # What the tests use besides cargo: ip (namespaces), tcpdump (the cross-check),
 # python3 (frame injection and socket traffic in namespaces), setpriv (the
 # missing-capability test), PostgreSQL (the store runs its suite on it too),
-# tshark/capinfos and trafgen (the benchmark).
+# tshark/capinfos and trafgen (the benchmark), npm (installs Azurite, the
+# Azure Blob server the storage tests start).
 need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql)
+command -v npm >/dev/null || need+=(nodejs npm)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -35,6 +37,13 @@ venv target/test-venv scripts/test-requirements.txt
 venv target/test-az-venv scripts/test-az-requirements.txt
 export NETWATCH_TEST_PYTHON=$PWD/target/test-venv/bin/python
 export NETWATCH_TEST_AZ_PYTHON=$PWD/target/test-az-venv/bin/python NETWATCH_TEST_AZ=$PWD/target/test-az-venv/bin/az
+# The storage servers the storage tests start (crates/testkit/src/servers.rs):
+# moto from the virtualenv above, Azurite from npm (about 90 s, once).
+export NETWATCH_TEST_MOTO=$PWD/target/test-venv/bin/moto_server
+if [ ! -x target/test-npm/node_modules/.bin/azurite-blob ]; then
+  npm install --prefix target/test-npm --no-audit --no-fund azurite@3.37.0
+fi
+export NETWATCH_TEST_AZURITE=$PWD/target/test-npm/node_modules/.bin/azurite-blob
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

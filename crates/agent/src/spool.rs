@@ -191,7 +191,9 @@ impl Spool {
             Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
                 let temp = target.with_extension("cap.tmp");
                 fs::copy(source, &temp).map_err(at("copy into the spool", source))?;
-                File::open(&temp).and_then(|f| f.sync_all()).map_err(at("sync", &temp))?;
+                File::open(&temp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(at("sync", &temp))?;
                 fs::rename(&temp, &target).map_err(at("rename", &temp))?;
             }
             Err(error) => return Err(at("link into the spool", source)(error)),
@@ -275,7 +277,9 @@ impl Spool {
             if let (false, Some(capture)) = (ticketed, by_key.get(file_key)) {
                 match self.admit(&capture.capture_id, seq, None) {
                     Ok(ticket) => tickets.push(ticket),
-                    Err(error) => tracing::warn!(file = %name, error = %crate::error_chain(&error), "spooled file unreadable; left"),
+                    Err(error) => {
+                        tracing::warn!(file = %name, error = %crate::error_chain(&error), "spooled file unreadable; left")
+                    }
                 }
             }
         }

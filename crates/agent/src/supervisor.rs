@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, STATS_INTERVAL_MS, StartCapture, UploadProgress};
+use netwatch_api::agent::{
+    AgentCaptureState, CaptureReport, ReportStats, STATS_INTERVAL_MS, StartCapture, UploadProgress,
+};
 use netwatch_api::error::ApiError;
 use netwatch_api::packet_capture::{CapturePath, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture};
 use netwatch_capture::session::DEFAULT_NICE;
@@ -44,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::remote::Backoff;
-use crate::spool::{SpooledCapture, Spool, Ticket};
+use crate::spool::{Spool, SpooledCapture, Ticket};
 use crate::upload::{UploadError, Uploader, upload_bytes};
 use crate::{error_chain, now_ms};
 
@@ -243,7 +245,11 @@ impl Supervisor {
         if captures.is_empty() && tickets.is_empty() {
             return;
         }
-        tracing::info!(captures = captures.len(), files = tickets.len(), "taking up the spool left by an earlier run");
+        tracing::info!(
+            captures = captures.len(),
+            files = tickets.len(),
+            "taking up the spool left by an earlier run"
+        );
         let mut book = self.book();
         for capture in captures {
             let id = capture.capture_id;
@@ -319,7 +325,10 @@ impl Supervisor {
             Ok(plan) => plan,
             Err(error) => {
                 tracing::info!(error = %error, "capture refused: invalid parameters");
-                self.end(error_report(&id, None, PcError::CaptureFailed, error_chain(&error)), false);
+                self.end(
+                    error_report(&id, None, PcError::CaptureFailed, error_chain(&error)),
+                    false,
+                );
                 return;
             }
         };
@@ -453,7 +462,8 @@ impl Supervisor {
             });
             let supervisor = self.clone();
             let progress_id = id.clone();
-            let mut progress = move |bytes: u64| supervisor.update_upload(&progress_id, |tally| tally.bytes_current = bytes);
+            let mut progress =
+                move |bytes: u64| supervisor.update_upload(&progress_id, |tally| tally.bytes_current = bytes);
             let result = self
                 .inner
                 .uploader
@@ -722,7 +732,13 @@ impl Supervisor {
                 let message = "the capture thread stopped unexpectedly (a bug: see the agent's log)";
                 let report = error_report(&id, None, PcError::InternalError, message.to_owned());
                 // Ring files it closed are spooled: they still upload.
-                let upload = plan.upload && self.book().captures.get(&id).and_then(|s| s.upload.as_ref()).is_some_and(|t| t.files > 0);
+                let upload = plan.upload
+                    && self
+                        .book()
+                        .captures
+                        .get(&id)
+                        .and_then(|s| s.upload.as_ref())
+                        .is_some_and(|t| t.files > 0);
                 self.end(report, upload);
                 return;
             }

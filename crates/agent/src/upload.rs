@@ -24,8 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use md5::{Digest as _, Md5};
 use netwatch_api::agent::{
-    PartGrant, PartReceipt, UPLOADS_COMPLETE_PATH, UPLOADS_PATH, UploadComplete, UploadDone, UploadGrant,
-    UploadRequest,
+    PartGrant, PartReceipt, UPLOADS_COMPLETE_PATH, UPLOADS_PATH, UploadComplete, UploadDone, UploadGrant, UploadRequest,
 };
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
@@ -236,7 +235,10 @@ impl Uploader {
                     }
                 }
             }
-            let upload = ticket.upload.as_ref().expect("every part was granted, so an upload exists");
+            let upload = ticket
+                .upload
+                .as_ref()
+                .expect("every part was granted, so an upload exists");
             let mut receipts = upload.receipts.clone();
             receipts.sort_by_key(|r| r.part);
             let complete = UploadComplete {
@@ -277,7 +279,11 @@ impl Uploader {
             sha256: ticket.sha256.clone(),
             upload_id: ticket.upload.as_ref().map(|u| u.upload_id.clone()),
             // A new upload's part size is not known yet: all parts.
-            parts: if ticket.upload.is_some() { parts.to_vec() } else { vec![] },
+            parts: if ticket.upload.is_some() {
+                parts.to_vec()
+            } else {
+                vec![]
+            },
         };
         self.post(UPLOADS_PATH, &request).await
     }
@@ -302,7 +308,10 @@ impl Uploader {
                 source,
             })?;
         let response = check(response, "POST", &url).await?;
-        response.json().await.map_err(|source| UploadError::Answer { url, source })
+        response
+            .json()
+            .await
+            .map_err(|source| UploadError::Answer { url, source })
     }
 
     /// Reads part `grant.part` of `file` and `PUT`s it where the grant says.
@@ -341,15 +350,11 @@ impl Uploader {
         }
         // Logs name the part, not the URL: a grant is a credential while it lasts.
         let shown = redact(&url);
-        let response = request
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|source| UploadError::Send {
-                method: "PUT",
-                url: shown.clone(),
-                source: source.without_url(),
-            })?;
+        let response = request.body(bytes).send().await.map_err(|source| UploadError::Send {
+            method: "PUT",
+            url: shown.clone(),
+            source: source.without_url(),
+        })?;
         let response = check(response, "PUT", &shown).await?;
         let id = match &grant.receipt {
             Some(receipt) => receipt.clone(),

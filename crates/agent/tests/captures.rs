@@ -41,8 +41,12 @@ async fn a_capture_runs_to_its_time_limit_and_uploads_its_file() {
     // The first two PUTs fail with 503: the agent retries.
     controller.fail_puts(2);
     let sent = Instant::now();
-    conn.send(&ControllerMessage::Start(start("pc1", udp_capture(traffic.port(), 2), true)))
-        .await;
+    conn.send(&ControllerMessage::Start(start(
+        "pc1",
+        udp_capture(traffic.port(), 2),
+        true,
+    )))
+    .await;
     let id = capture_id("pc1");
     let running = conn.state(&id, AgentCaptureState::Running).await;
     let latency = sent.elapsed().as_millis();
@@ -158,7 +162,8 @@ async fn a_stop_ends_a_capture_and_bad_captures_are_errors() {
     assert_eq!(netwatch_testkit::read_pcap(&file).1.len(), 2 * 5);
 
     // The same start again is a no-op; a stop of an unknown capture is ignored.
-    conn.send(&ControllerMessage::Start(start("manual", local, false))).await;
+    conn.send(&ControllerMessage::Start(start("manual", local, false)))
+        .await;
     conn.send(&ControllerMessage::Stop {
         capture_id: capture_id("nobody"),
     })
@@ -249,8 +254,12 @@ async fn a_file_uploads_in_parts_and_resumes_after_an_outage_and_an_agent_restar
     // The first part is refused once (an expired grant); after 5 parts, storage goes away.
     controller.forbid_puts(1);
     controller.outage_after(5);
-    conn.send(&ControllerMessage::Start(start("parts", udp_capture(traffic.port(), 1), true)))
-        .await;
+    conn.send(&ControllerMessage::Start(start(
+        "parts",
+        udp_capture(traffic.port(), 1),
+        true,
+    )))
+    .await;
     let id = capture_id("parts");
     conn.state(&id, AgentCaptureState::Running).await;
     traffic.send(200);
@@ -284,14 +293,23 @@ async fn a_file_uploads_in_parts_and_resumes_after_an_outage_and_an_agent_restar
     let agent = Agent::start_in(&controller, data_dir, |_| {}, "lo");
     let mut conn = controller.accept().await;
     let hello = conn.welcome().await;
-    let listed = hello.captures.iter().find(|r| r.capture_id == id).expect("the hello lists the capture");
+    let listed = hello
+        .captures
+        .iter()
+        .find(|r| r.capture_id == id)
+        .expect("the hello lists the capture");
     assert_eq!(listed.state, AgentCaptureState::Stopped);
     assert_eq!(listed.stats.file_size_in_bytes, size);
-    conn.reports_until(&id, |r| r.upload == Some(UploadState::Succeeded)).await;
+    conn.reports_until(&id, |r| r.upload == Some(UploadState::Succeeded))
+        .await;
     let put = controller.upload().await;
     let parts = usize::try_from(size.div_ceil(1024)).unwrap();
     assert_eq!(put.parts, parts);
-    assert_eq!(controller.puts() - puts_before, parts - 5, "only the parts left were sent again");
+    assert_eq!(
+        controller.puts() - puts_before,
+        parts - 5,
+        "only the parts left were sent again"
+    );
     assert_eq!(put.body.len() as u64, size);
     assert_eq!(put.sha256, sha256_hex(&put.body));
     let stored = tempfile::NamedTempFile::new().unwrap();

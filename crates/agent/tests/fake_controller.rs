@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -18,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::serve::ListenerExt;
-use axum::Json;
 use base64::Engine as _;
 use md5::Digest as _;
 use netwatch_agent::{AgentConfig, AgentError};
@@ -289,7 +289,11 @@ async fn part(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     shared.puts.fetch_add(1, Ordering::SeqCst);
-    let take = |counter: &AtomicUsize| counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let take = |counter: &AtomicUsize| {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    };
     if take(&shared.fail_puts) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -298,13 +302,22 @@ async fn part(
     }
     let within = shared
         .puts_left
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| if n == u64::MAX { Some(n) } else { n.checked_sub(1) })
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            if n == u64::MAX { Some(n) } else { n.checked_sub(1) }
+        })
         .is_ok();
     if !within {
         return (StatusCode::SERVICE_UNAVAILABLE, "storage is down").into_response();
     }
-    assert_eq!(headers.get("x-fake-grant").unwrap(), "1", "the grant's headers are sent");
-    assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/vnd.tcpdump.pcap");
+    assert_eq!(
+        headers.get("x-fake-grant").unwrap(),
+        "1",
+        "the grant's headers are sent"
+    );
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/vnd.tcpdump.pcap"
+    );
     let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
     if headers.get("content-md5").and_then(|v| v.to_str().ok()) != Some(md5.as_str()) {
         return (StatusCode::BAD_REQUEST, "Content-MD5 does not match").into_response();
@@ -325,8 +338,17 @@ async fn complete(State(shared): State<Shared>, headers: HeaderMap, Json(request
     {
         let parts = shared.parts.lock().unwrap();
         for (i, receipt) in request.parts.iter().enumerate() {
-            assert_eq!(receipt.part as usize, i + 1, "receipts in part order: {:?}", request.parts);
-            assert_eq!(receipt.id, format!("\"e{}\"", receipt.part), "the part's ETag is its receipt");
+            assert_eq!(
+                receipt.part as usize,
+                i + 1,
+                "receipts in part order: {:?}",
+                request.parts
+            );
+            assert_eq!(
+                receipt.id,
+                format!("\"e{}\"", receipt.part),
+                "the part's ETag is its receipt"
+            );
             let Some(bytes) = parts.get(&(request.upload_id.clone(), receipt.part)) else {
                 return (StatusCode::BAD_REQUEST, "a part was never stored").into_response();
             };

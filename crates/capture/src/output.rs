@@ -351,7 +351,9 @@ mod tests {
         // 24 + 40 + 40 > 100: one record per file, 7 files made, 2 kept
         assert_eq!(out.files_created(), 7);
         let closed = closed.lock().unwrap().clone();
-        let expected: Vec<_> = (1..=6).map(|seq| (dir.path().join(format!("r_{seq:05}.pcap")), seq)).collect();
+        let expected: Vec<_> = (1..=6)
+            .map(|seq| (dir.path().join(format!("r_{seq:05}.pcap")), seq))
+            .collect();
         assert_eq!(closed, expected, "every file but the open one, in order");
         let kept = out.kept();
         assert_eq!(

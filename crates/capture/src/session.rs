@@ -326,7 +326,8 @@ impl Capture {
     /// link, a message). The last file, open when the capture ends, is not
     /// passed: it is the last of [`CaptureOutcome::files`].
     pub fn on_file_closed(&mut self, callback: impl FnMut(&std::path::Path, u32) + Send + 'static) {
-        self.output.on_file_closed(crate::output::FileClosed(Box::new(callback)));
+        self.output
+            .on_file_closed(crate::output::FileClosed(Box::new(callback)));
     }
 
     /// Captures until a limit is reached, `stop` becomes true, or an error. Calls

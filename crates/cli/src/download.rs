@@ -78,7 +78,15 @@ pub(crate) async fn download(
             let file_name = file.storage_path.rsplit('/').next().unwrap_or("capture.cap");
             let target = PathBuf::from(output_file).join(file_name);
             let target = target.to_string_lossy();
-            fetch(context, name, capture_path, &file.storage_path, Some(&file.sha256), &target).await?;
+            fetch(
+                context,
+                name,
+                capture_path,
+                &file.storage_path,
+                Some(&file.sha256),
+                &target,
+            )
+            .await?;
         }
         return Ok(());
     }

@@ -118,8 +118,8 @@ impl ServerConfig {
         }
         for account in &mut config.storage {
             match &mut account.kind {
-                AccountKind::Local { path, .. } => *path = base.join(&*path),
-                _ => {}
+                AccountKind::Local { path } => *path = base.join(&*path),
+                AccountKind::AzureBlob { .. } | AccountKind::S3 { .. } => {}
             }
         }
         if config.database.is_none() {
@@ -182,7 +182,11 @@ pub async fn run(
         api.grant_ttl = std::time::Duration::from_secs(seconds);
     }
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
-    let state = AppState::new(store.clone(), api, Accounts::new(config.storage.clone()));
+    let accounts = Accounts::try_new(config.storage.clone()).map_err(|err| ServerError::BadConfig {
+        path: PathBuf::from("storage"),
+        message: err.to_string(),
+    })?;
+    let state = AppState::new(store.clone(), api, accounts);
     let app = router(state).into_make_service();
     let address = listener.local_addr().map_err(ServerError::Serve)?;
 

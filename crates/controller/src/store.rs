@@ -418,7 +418,12 @@ impl Store {
 
     /// Records a file of capture run (`id`, `created_ms`) as stored; a file
     /// stored again (an agent retrying a commit) replaces its row.
-    pub async fn put_capture_file(&self, id: &str, created_ms: i64, file: &CaptureFileRecord) -> Result<(), StoreError> {
+    pub async fn put_capture_file(
+        &self,
+        id: &str,
+        created_ms: i64,
+        file: &CaptureFileRecord,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO capture_files (capture_key, created_ms, seq, storage_path, size, sha256, stored_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \

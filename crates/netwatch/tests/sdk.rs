@@ -151,6 +151,7 @@ fn a_capture_ends_on_time_while_the_controller_is_down_and_is_stored_after() {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(udp_packets(&files[0]).len(), 20, "the agent's own file");
+    let captured = std::fs::read(&files[0]).unwrap();
     let agent_log = std::fs::read_to_string(nw.dir.path().join("agent.log")).unwrap();
     assert!(
         agent_log.contains("TimeExceeded"),
@@ -165,7 +166,14 @@ fn a_capture_ends_on_time_while_the_controller_is_down_and_is_stored_after() {
     assert_eq!(stopped["stopReason"], "TimeExceeded", "{stopped}");
     assert_eq!(stopped["netwatch"]["packetsCaptured"], 20, "{stopped}");
     let file = nw.download(&nw.sdk(&["get", "sdk-restart"]));
-    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&files[0]).unwrap());
+    assert_eq!(std::fs::read(&file).unwrap(), captured, "stored as the agent wrote it");
+    assert!(
+        !files[0].exists(),
+        "the agent's copy goes once it is stored and checked"
+    );
+    let listed = &stopped["netwatch"]["files"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{stopped}");
+    assert_eq!(listed[0]["sizeInBytes"], captured.len(), "{stopped}");
 }
 
 #[test]

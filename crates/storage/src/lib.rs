@@ -1,6 +1,7 @@
 //! netwatch's storage accounts (DESIGN §3 "Files", §7): the configured places
 //! capture files land in, each shown by the API as a
-//! `Microsoft.Storage/storageAccounts` resource and served for download.
+//! `Microsoft.Storage/storageAccounts` resource and served for download: a
+//! local directory, an Azure Blob container or an S3 bucket.
 //!
 //! Every backend implements [`Storage`] on the same terms, so callers (the
 //! controller's upload and download routes, later the agent's uploader) do not
@@ -12,30 +13,49 @@
 //! - errors say which step failed and whether retrying can help
 //!   ([`PutError::is_permanent`], [`OpenError::is_permanent`]).
 //!
+//! Every [`Backend`] also takes multipart uploads ([`upload`]): the
+//! controller begins one, grants the uploader presigned URLs to put parts
+//! straight into S3 or Azure ([`Backend::grant_parts`]; no storage key leaves
+//! the controller) or takes the parts itself ([`Backend::put_part`]; local
+//! accounts, Azure accounts with only a SAS), then commits them at once.
+//!
 //! # Layout
 //! - [`account`]: the configured accounts ([`AccountConfig`], [`Accounts`]).
 //! - [`blob_path`]: [`BlobPath`] and Azure's capture file path ([`capture_blob_path`]).
-//! - [`error`]: [`PutError`], [`OpenError`].
-//! - [`local`]: the local-directory backend. Azure Blob and S3 come as
-//!   sibling modules of the same shape (STYLE §1), each a [`Backend`] variant.
+//! - [`error`]: [`PutError`], [`OpenError`], [`UploadError`], [`ClientError`], [`BackendError`].
+//! - [`upload`]: multipart uploads' [`PartGrant`], [`PartReceipt`] and shared checks.
+//! - [`local`]: the local-directory backend (its uploads stage in `local/upload.rs`).
+//! - [`object`]: what the object-store backends share ([`ObjectStorage`]).
+//! - [`azure`], [`s3`]: the Azure Blob and S3 backends, each an [`ObjectStorage`].
 
 pub mod account;
+pub mod azure;
 pub mod blob_path;
 pub mod error;
 pub mod local;
+pub mod object;
+pub mod s3;
+pub mod upload;
 
 use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 
-pub use account::{AccountConfig, AccountKind, AccountNameError, Accounts, AccountsError, DEFAULT_RESOURCE_GROUP};
+pub use account::{
+    AccountConfig, AccountKind, AccountNameError, Accounts, AccountsError, ConfigError, DEFAULT_CONTAINER,
+    DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_RESOURCE_GROUP, Endpoint, EndpointError, MAX_PART_SIZE,
+    MIN_LOCAL_PART_SIZE, MIN_OBJECT_PART_SIZE, Secret,
+};
 pub use blob_path::{BlobPath, BlobPathError, CAPTURE_CONTAINER, capture_blob_path};
-pub use error::{OpenError, PutError};
+pub use error::{BackendError, ClientError, OpenError, PutError, UploadError};
 pub use local::LocalStorage;
+pub use object::ObjectStorage;
+pub use upload::{MAX_PARTS, PartGrant, PartReceipt};
 
 /// Any error, boxed: what an upload body's stream may fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -124,14 +144,167 @@ impl ByteRange {
 pub enum Backend {
     /// A directory on this machine ([`local`]).
     Local(LocalStorage),
+    /// An Azure Blob container ([`azure`]).
+    AzureBlob(ObjectStorage),
+    /// An S3 bucket ([`s3`]).
+    S3(ObjectStorage),
 }
 
 impl Backend {
-    /// The backend `kind` describes. Building one does no I/O: a missing
-    /// directory is created by the first upload.
-    pub fn new(kind: &AccountKind) -> Self {
-        match kind {
-            AccountKind::Local { path } => Self::Local(LocalStorage::new(path.clone())),
+    /// The backend of `account`, once its configuration is checked
+    /// ([`AccountConfig::check`]). Building one does no I/O: a missing
+    /// directory is created by the first upload, a missing container or
+    /// bucket shows on the first request.
+    pub fn new(account: &AccountConfig) -> Result<Self, BackendError> {
+        account.check()?;
+        let part_size = account.part_size();
+        let client_error = |source| BackendError::Client {
+            account: account.name.clone(),
+            kind: account.kind.as_str(),
+            source,
+        };
+        Ok(match &account.kind {
+            AccountKind::Local { path } => Self::Local(LocalStorage::new(path.clone()).with_part_size(part_size)),
+            AccountKind::AzureBlob {
+                account: azure_account,
+                container,
+                key,
+                sas,
+                endpoint,
+            } => {
+                let auth = match (key, sas) {
+                    (Some(key), _) => azure::Auth::Key(key),
+                    (None, Some(sas)) => azure::Auth::Sas(sas),
+                    (None, None) => {
+                        unreachable!("AccountConfig::check refuses an azureblob account without key or sas")
+                    }
+                };
+                let storage = azure::storage(azure_account, container, auth, endpoint.as_ref(), part_size)
+                    .map_err(client_error)?;
+                Self::AzureBlob(storage)
+            }
+            AccountKind::S3 {
+                bucket,
+                region,
+                endpoint,
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
+                let storage = s3::storage(
+                    bucket,
+                    region,
+                    endpoint.as_ref(),
+                    access_key_id,
+                    secret_access_key,
+                    session_token.as_ref(),
+                    part_size,
+                )
+                .map_err(client_error)?;
+                Self::S3(storage)
+            }
+        })
+    }
+
+    /// Bytes per part of multipart uploads: every part but the last must have
+    /// exactly this many, the last at most this many.
+    pub fn part_size(&self) -> u64 {
+        match self {
+            Self::Local(local) => local.part_size(),
+            Self::AzureBlob(object) | Self::S3(object) => object.part_size(),
+        }
+    }
+
+    /// Starts a multipart upload of the blob at `path`; returns its id (S3:
+    /// the server's UploadId; Azure and local: 24 random hex digits, naming
+    /// Azure's block ids or the local staging directory).
+    pub async fn begin_upload(&self, path: &BlobPath) -> Result<String, UploadError> {
+        match self {
+            Self::Local(local) => local.begin_upload(path).await,
+            Self::AzureBlob(object) | Self::S3(object) => object.begin_upload(path).await,
+        }
+    }
+
+    /// Grants to PUT parts `parts` of upload `upload_id` straight to
+    /// storage, each valid for `ttl`. `Ok(None)` when this backend takes parts
+    /// only through [`Backend::put_part`]: a local directory, or an Azure
+    /// account configured with a SAS (a SAS cannot sign a narrower one).
+    /// Signing makes no request.
+    pub async fn grant_parts(
+        &self,
+        path: &BlobPath,
+        upload_id: &str,
+        parts: &[u32],
+        ttl: Duration,
+    ) -> Result<Option<Vec<PartGrant>>, UploadError> {
+        for &part in parts {
+            upload::check_part(part)?;
+        }
+        match self {
+            Self::Local(_) => Ok(None),
+            Self::AzureBlob(object) | Self::S3(object) => object.grant_parts(path, upload_id, parts, ttl).await,
+        }
+    }
+
+    /// Stores part `part` of upload `upload_id`, received by the caller:
+    /// exactly `len` bytes (at most [`Backend::part_size`]), streamed, and with
+    /// `md5` the part's MD5 must match (else it is refused and nothing is
+    /// kept). A part stored again replaces the earlier one. Memory is bounded
+    /// by the part size (the object stores take a part in one request).
+    pub async fn put_part<S, E>(
+        &self,
+        path: &BlobPath,
+        upload_id: &str,
+        part: u32,
+        body: S,
+        len: u64,
+        md5: Option<[u8; 16]>,
+    ) -> Result<PartReceipt, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Into<BoxError> + Send,
+    {
+        upload::check_part(part)?;
+        let part_size = self.part_size();
+        if len > part_size {
+            return Err(UploadError::PartTooLarge { part, len, part_size });
+        }
+        match self {
+            Self::Local(local) => local.put_part(path, upload_id, part, body, len, md5).await,
+            Self::AzureBlob(object) | Self::S3(object) => object.put_part(path, upload_id, part, body, len, md5).await,
+        }
+    }
+
+    /// Commits upload `upload_id`: the blob at `path` becomes parts `1..=n`
+    /// (`parts`, in any order, each once) in part order, atomically: readers
+    /// see the previous blob or none until then, the whole new one after.
+    /// Then checks the blob has `expected_size` bytes
+    /// ([`UploadError::SizeMismatch`] otherwise; the object stores check
+    /// after committing, so their blob is then wrong; the local backend
+    /// checks first). Returns the size.
+    pub async fn complete_upload(
+        &self,
+        path: &BlobPath,
+        upload_id: &str,
+        parts: &[PartReceipt],
+        expected_size: u64,
+    ) -> Result<u64, UploadError> {
+        let parts = upload::ordered_receipts(parts)?;
+        match self {
+            Self::Local(local) => local.complete_upload(path, upload_id, &parts, expected_size).await,
+            Self::AzureBlob(object) | Self::S3(object) => {
+                object.complete_upload(path, upload_id, parts, expected_size).await
+            }
+        }
+    }
+
+    /// Abandons upload `upload_id` (S3: AbortMultipartUpload; Azure: nothing
+    /// to do, uncommitted blocks expire after 7 days; local: the staging
+    /// directory goes). Abandoning an upload that is gone already succeeds.
+    pub async fn abort_upload(&self, path: &BlobPath, upload_id: &str) -> Result<(), UploadError> {
+        match self {
+            Self::Local(local) => local.abort_upload(path, upload_id).await,
+            Self::AzureBlob(object) | Self::S3(object) => object.abort_upload(path, upload_id).await,
         }
     }
 }
@@ -144,18 +317,21 @@ impl Storage for Backend {
     {
         match self {
             Self::Local(local) => local.put(path, body, expected_len).await,
+            Self::AzureBlob(object) | Self::S3(object) => object.put(path, body, expected_len).await,
         }
     }
 
     async fn open(&self, path: &BlobPath, range: Option<ByteRange>) -> Result<Blob, OpenError> {
         match self {
             Self::Local(local) => local.open(path, range).await,
+            Self::AzureBlob(object) | Self::S3(object) => object.open(path, range).await,
         }
     }
 
     async fn size(&self, path: &BlobPath) -> Result<Option<u64>, OpenError> {
         match self {
             Self::Local(local) => local.size(path).await,
+            Self::AzureBlob(object) | Self::S3(object) => object.size(path).await,
         }
     }
 }
@@ -163,6 +339,67 @@ impl Storage for Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Grants for the clouds' own endpoints, signed offline: S3 is
+    /// virtual-hosted, Azure's default container is not repeated in the key.
+    #[tokio::test]
+    async fn grants_address_the_clouds_as_they_expect() {
+        let path = BlobPath::parse("network-watcher-logs/subscriptions/s/x.cap").unwrap();
+        let s3 = AccountKind::S3 {
+            bucket: "captures".to_owned(),
+            region: "eu-west-1".to_owned(),
+            endpoint: None,
+            access_key_id: "AKIA1".to_owned(),
+            secret_access_key: Secret::new("secret"),
+            session_token: None,
+        };
+        let backend = Backend::new(&AccountConfig::new("s3acct", s3).unwrap()).unwrap();
+        let grants = backend
+            .grant_parts(&path, "upload-1", &[3], Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            grants[0]
+                .url
+                .starts_with("https://captures.s3.eu-west-1.amazonaws.com/network-watcher-logs/subscriptions/s/x.cap?"),
+            "{}",
+            grants[0].url
+        );
+        assert_eq!(backend.part_size(), DEFAULT_PART_SIZE);
+
+        let azure = AccountKind::AzureBlob {
+            account: "acct".to_owned(),
+            container: DEFAULT_CONTAINER.to_owned(),
+            key: Some(Secret::new("a2V5")),
+            sas: None,
+            endpoint: None,
+        };
+        let backend = Backend::new(&AccountConfig::new("azacct", azure).unwrap()).unwrap();
+        let upload_id = "0123456789abcdef01234567";
+        let grants = backend
+            .grant_parts(&path, upload_id, &[3], Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let url = &grants[0].url;
+        assert!(
+            url.starts_with("https://acct.blob.core.windows.net/network-watcher-logs/subscriptions/s/x.cap?"),
+            "{url}"
+        );
+        assert!(url.contains("sp=w") && url.contains("comp=block"), "{url}");
+        // base64("0123456789abcdef0123456700000003"), form-encoded.
+        assert!(
+            url.ends_with("&blockid=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3MDAwMDAwMDM%3D"),
+            "{url}"
+        );
+        assert_eq!(grants[0].receipt.as_deref(), Some("0123456789abcdef0123456700000003"));
+        let err = backend
+            .grant_parts(&path, "not-an-id", &[1], Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::BadUploadId { .. }), "{err:?}");
+    }
 
     #[test]
     fn ranges_resolve_as_rfc_9110_says() {

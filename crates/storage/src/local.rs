@@ -11,7 +11,11 @@
 //! under a name no [`BlobPath`] can have ([`crate::blob_path`]), so it is
 //! never served.
 //!
-//! Not here: listing, deleting, sweeping temporary files left by a crash.
+//! Multipart uploads stage their parts in the account's directory, under a
+//! name no [`BlobPath`] can reach ([`upload`]).
+//!
+//! Not here: listing, deleting, sweeping temporary files and abandoned
+//! uploads left by a crash.
 //! Symbolic links inside the root are followed: whoever can create them can
 //! write there anyway.
 
@@ -26,7 +30,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio_util::io::ReaderStream;
 
 use crate::blob_path::TEMP_PREFIX;
-use crate::{Blob, BlobPath, BoxError, ByteRange, OpenError, PutError, Storage};
+use crate::{Blob, BlobPath, BoxError, ByteRange, DEFAULT_PART_SIZE, OpenError, PutError, Storage};
+
+mod upload;
 
 /// Write buffer of a put: large enough that a 1 GiB capture takes ~1000
 /// trips to the blocking pool rather than one per network chunk (~16 KiB).
@@ -44,12 +50,28 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStorage {
     root: PathBuf,
+    part_size: u64,
 }
 
 impl LocalStorage {
-    /// The account kept under `root`; the directory is created by the first put.
+    /// The account kept under `root`, with parts of [`DEFAULT_PART_SIZE`];
+    /// the directory is created by the first put.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            part_size: DEFAULT_PART_SIZE,
+        }
+    }
+
+    /// The same account with parts of `part_size` bytes (checked by
+    /// [`crate::AccountConfig::check`] when it comes from configuration).
+    pub fn with_part_size(self, part_size: u64) -> Self {
+        Self { part_size, ..self }
+    }
+
+    /// Bytes per part of multipart uploads.
+    pub fn part_size(&self) -> u64 {
+        self.part_size
     }
 
     /// The account's directory.

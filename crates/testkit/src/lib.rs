@@ -1,6 +1,6 @@
 //! What netwatch's test suites share (a dev-dependency only): test hosts in
 //! network namespaces joined by a veth pair, exact frames injected on them, a pcap
-//! reader, and bounded waits.
+//! reader, real storage servers, and bounded waits.
 //!
 //! Every test host is real: the kernel's own network stack in a namespace this
 //! process made, with unique names, removed when its guard drops (and leftovers of
@@ -12,7 +12,12 @@
 //! - [`NetnsPair`]: two hosts, `a` and `b`, with IPv4 and IPv6 addresses.
 //! - [`Frame`]: Ethernet frames built with etherparse, sent by [`NetnsPair::inject`].
 //! - [`read_pcap`]: every record of a pcap file, via the independent `pcap-file` reader.
+//! - [`servers`]: [`Azurite`] (Azure Blob) and [`Moto`] (S3) on 127.0.0.1, each with a fresh container or bucket.
 //! - [`eventually!`]: a bounded retry.
+
+pub mod servers;
+
+pub use servers::{Azurite, Moto};
 
 use std::io::Write;
 use std::path::Path;

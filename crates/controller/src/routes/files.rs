@@ -26,7 +26,7 @@ use axum::routing::{get, put};
 use netwatch_api::agent::{DOWNLOAD_PREFIX, UPLOAD_PREFIX};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_storage::{Backend, BlobPath, ByteRange, OpenError, Storage};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{AppState, HttpError};
 
@@ -75,17 +75,34 @@ async fn upload(
             ),
         )
     })?;
-    super::uploads::check_part_grant(&state, &account, &blob, &grant.upload_id, grant.part, grant.expires, &grant.sig)?;
+    super::uploads::check_part_grant(
+        &state,
+        &account,
+        &blob,
+        &grant.upload_id,
+        grant.part,
+        grant.expires,
+        &grant.sig,
+    )?;
     let storage = account_storage(&state, &account)?;
     let length = content_length(&headers)?;
     let md5 = content_md5(&headers)?;
     let receipt = storage
-        .put_part(&blob, &grant.upload_id, grant.part, body.into_data_stream(), length, md5)
+        .put_part(
+            &blob,
+            &grant.upload_id,
+            grant.part,
+            body.into_data_stream(),
+            length,
+            md5,
+        )
         .await
         .map_err(|err| super::uploads::upload_error(&account, err))?;
     tracing::debug!(account, blob = %blob, part = grant.part, length, "part stored");
     let mut response = Json(json!({ "part": receipt.part, "size": length })).into_response();
-    response.headers_mut().insert(header::ETAG, super::header_value(&receipt.id)?);
+    response
+        .headers_mut()
+        .insert(header::ETAG, super::header_value(&receipt.id)?);
     Ok(response)
 }
 
@@ -101,7 +118,9 @@ fn content_md5(headers: &HeaderMap) -> Result<Option<[u8; 16]>, HttpError> {
         .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text.trim()).ok())
         .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
         .map(Some)
-        .ok_or_else(|| ApiError::bad_request("Content-MD5", "Content-MD5 is not the base64 of a 16-byte MD5 digest").into())
+        .ok_or_else(|| {
+            ApiError::bad_request("Content-MD5", "Content-MD5 is not the base64 of a 16-byte MD5 digest").into()
+        })
 }
 
 /// `GET {DOWNLOAD_PREFIX}/{account}/{path}`: the file, or the range asked for.
@@ -274,7 +293,17 @@ fn open_error(account: &str, blob: &BlobPath, err: OpenError) -> HttpError {
         OpenError::RangeNotSatisfiable { size } => {
             ApiError::bad_request("Range", format!("the range is outside the file's {size} bytes")).into()
         }
-        OpenError::Io { .. } => ApiError::internal(format!("reading {blob} in {account:?} failed"), err).into(),
+        OpenError::Client(ref client) if !client.is_permanent() => HttpError::with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "StorageUnavailable",
+            ApiError::new(
+                ErrorCode::InternalServerError,
+                format!("storage account {account:?} is unreachable: {err}"),
+            ),
+        ),
+        OpenError::Io { .. } | OpenError::Client(_) => {
+            ApiError::internal(format!("reading {blob} in {account:?} failed"), err).into()
+        }
     }
 }
 

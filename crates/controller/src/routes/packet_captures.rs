@@ -42,8 +42,8 @@ use axum::{Json, Router};
 use netwatch_api::agent::{ControllerMessage, DOWNLOAD_PREFIX, run_id};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::packet_capture::{
-    NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, StoredFile, PacketCaptureQueryStatusResult, PacketCaptureResult,
-    PacketCaptureResultProperties, PcError, PcStatus, ProvisioningState, StopReason, parse_packet_capture,
+    NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, PacketCaptureQueryStatusResult, PacketCaptureResult,
+    PacketCaptureResultProperties, PcError, PcStatus, ProvisioningState, StopReason, StoredFile, parse_packet_capture,
 };
 use netwatch_api::resource::{Location, NETWORK_WATCHER_RESOURCE_GROUP, ResourceId, ResourceName};
 use serde_json::{Value, json};

@@ -79,7 +79,9 @@ async fn grant(
             .map_err(|err| upload_error(&target.account, err))?,
     };
     let parts: Vec<u32> = if request.parts.is_empty() {
-        (1..=u32::try_from(count).unwrap_or(u32::MAX)).take(MAX_PARTS_PER_GRANT).collect()
+        (1..=u32::try_from(count).unwrap_or(u32::MAX))
+            .take(MAX_PARTS_PER_GRANT)
+            .collect()
     } else {
         if let Some(bad) = request.parts.iter().find(|&&part| part == 0 || u64::from(part) > count) {
             let message = format!("part {bad} is not one of the file's parts 1-{count}");
@@ -189,23 +191,32 @@ async fn target<'a>(
     if let Some(Extension(AgentIdentity::Credential { vm_id })) = &identity
         && !vm_id.eq_ignore_ascii_case(&record.target_id)
     {
-        let message = format!("packet capture {} runs on another host: an agent uploads only its own files", record.id);
+        let message = format!(
+            "packet capture {} runs on another host: an agent uploads only its own files",
+            record.id
+        );
         return Err(HttpError::with_status(
             StatusCode::FORBIDDEN,
             "AuthorizationFailed",
-            ApiError::new(ErrorCode::InvalidRequestContent, message),
+            ApiError::new(ErrorCode::InvalidRequestFormat, message),
         ));
     }
     let request: PacketCapture = serde_json::from_str(&record.request_json)
         .map_err(|err| ApiError::internal(format!("stored capture {} does not parse", record.id), err))?;
     let location = request.properties.storage_location;
     let (Some(storage_id), Some(storage_path)) = (location.storage_id, location.storage_path) else {
-        let message = format!("packet capture {} has no storage account: its files stay on the host", record.id);
+        let message = format!(
+            "packet capture {} has no storage account: its files stay on the host",
+            record.id
+        );
         return Err(ApiError::conflict(message).into());
     };
     let account = storage_id.rsplit('/').next().unwrap_or_default().to_owned();
     let backend = state.storage.storage(&account).ok_or_else(|| {
-        let message = format!("storage account {account:?} of packet capture {} is no longer configured", record.id);
+        let message = format!(
+            "storage account {account:?} of packet capture {} is no longer configured",
+            record.id
+        );
         HttpError::from(ApiError::conflict(message))
     })?;
     let blob_text = capture_file_blob_path(&record.target_id, record.created_ms, seq)
@@ -251,19 +262,29 @@ pub(super) fn check_part_grant(
     expires_ms: i64,
     sig: &str,
 ) -> Result<(), HttpError> {
-    let fields = [account, blob.as_str(), upload_id, &part.to_string(), &expires_ms.to_string()];
+    let fields = [
+        account,
+        blob.as_str(),
+        upload_id,
+        &part.to_string(),
+        &expires_ms.to_string(),
+    ];
     let refused = |message: &str| {
         HttpError::with_status(
             StatusCode::FORBIDDEN,
             "AuthorizationFailed",
-            ApiError::new(ErrorCode::InvalidRequestContent, message.to_owned()),
+            ApiError::new(ErrorCode::InvalidRequestFormat, message.to_owned()),
         )
     };
     if !state.config.grant_signer.verify_fields(&fields, sig) {
-        return Err(refused("the upload grant's signature does not match: ask the controller for a new grant"));
+        return Err(refused(
+            "the upload grant's signature does not match: ask the controller for a new grant",
+        ));
     }
     if expires_ms <= now_ms() {
-        return Err(refused("the upload grant has expired: ask the controller for a new grant"));
+        return Err(refused(
+            "the upload grant has expired: ask the controller for a new grant",
+        ));
     }
     Ok(())
 }
@@ -283,8 +304,12 @@ fn query_escape(text: &str) -> String {
 
 /// A JSON request body of the agent protocol.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_body(format!("the request body is not what the upload protocol expects: {err}")).into())
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_body(format!(
+            "the request body is not what the upload protocol expects: {err}"
+        ))
+        .into()
+    })
 }
 
 fn is_sha256_hex(text: &str) -> bool {
@@ -301,7 +326,7 @@ pub(super) fn upload_error(account: &str, err: UploadError) -> HttpError {
         return HttpError::with_status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "StorageRefused",
-            ApiError::new(ErrorCode::InvalidRequestContent, message),
+            ApiError::new(ErrorCode::InvalidRequestFormat, message),
         );
     }
     tracing::warn!(account, error = %message, "storage unreachable");
@@ -338,7 +363,9 @@ mod tests {
         let future = now_ms() + 60_000;
         let path = part_path(&state, "acct", &blob, "u 1", 3, future);
         assert!(
-            path.starts_with("/netwatch/v1/agent/files/acct/network-watcher-logs/a/b.cap?uploadId=u%201&part=3&expires="),
+            path.starts_with(
+                "/netwatch/v1/agent/files/acct/network-watcher-logs/a/b.cap?uploadId=u%201&part=3&expires="
+            ),
             "{path}"
         );
         let sig = path.rsplit_once("sig=").unwrap().1;
@@ -354,7 +381,10 @@ mod tests {
         let past = now_ms() - 1;
         let path = part_path(&state, "acct", &blob, "u", 1, past);
         let sig = path.rsplit_once("sig=").unwrap().1;
-        assert!(check_part_grant(&state, "acct", &blob, "u", 1, past, sig).is_err(), "expired");
+        assert!(
+            check_part_grant(&state, "acct", &blob, "u", 1, past, sig).is_err(),
+            "expired"
+        );
         assert!(is_sha256_hex(&"a".repeat(64)) && !is_sha256_hex(&"A".repeat(64)) && !is_sha256_hex("ab"));
     }
 }

@@ -1,0 +1,209 @@
+//! The local backend's multipart uploads: the shared suite through
+//! put_part (it grants nothing), and what only staging on disk can get wrong.
+
+use std::path::Path;
+use std::time::Duration;
+
+use netwatch_storage::{Backend, BlobPath, PartReceipt, Storage, UploadError};
+
+use crate::suite::{self, body, bytes, capture_path, md5, read};
+
+fn backend(root: &Path) -> Backend {
+    crate::backend(&format!(
+        "name = \"local\"\nkind = \"local\"\npath = \"{}\"\npart_size = {}\n",
+        root.display(),
+        crate::PART_SIZE
+    ))
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(next) = todo.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                todo.push(entry.path());
+            } else {
+                out.push(entry.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn put_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::put_and_read(&backend(dir.path())).await;
+}
+
+#[tokio::test]
+async fn failed_and_dropped_puts_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::failed_and_dropped_puts_leave_nothing(&backend(dir.path())).await;
+}
+
+#[tokio::test]
+async fn relayed_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    suite::relayed_upload(&backend).await;
+    // The staging directory is gone with the upload; only blobs remain.
+    assert!(
+        files(dir.path()).iter().all(|f| f.starts_with("network-watcher-logs/")),
+        "{:?}",
+        files(dir.path())
+    );
+}
+
+#[tokio::test]
+async fn wrong_size_is_an_error_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let err = suite::wrong_size_is_an_error(&backend).await;
+    assert!(matches!(err, UploadError::SizeMismatch { committed: false, .. }));
+    assert!(err.to_string().ends_with("nothing was stored"), "{err}");
+    assert_eq!(backend.size(&capture_path("wrong-size")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn bad_part_numbers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    suite::bad_part_numbers_are_refused(&backend(dir.path())).await;
+}
+
+#[tokio::test]
+async fn parts_stage_where_no_blob_path_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let path = capture_path("staged");
+    let upload_id = backend.begin_upload(&path).await.unwrap();
+    assert!(
+        backend
+            .grant_parts(&path, &upload_id, &[1], Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "a local account takes parts only through the controller"
+    );
+    let data = bytes(3000, 9);
+    backend
+        .put_part(&path, &upload_id, 1, body(&data), 3000, Some(md5(&data)))
+        .await
+        .unwrap();
+    let staged = files(dir.path());
+    assert_eq!(
+        staged,
+        [
+            format!(".netwatch-tmp-uploads/{upload_id}/00001"),
+            format!(".netwatch-tmp-uploads/{upload_id}/blob")
+        ]
+    );
+    for file in &staged {
+        let err = BlobPath::parse(file).unwrap_err();
+        assert!(err.to_string().contains("reserved for uploads in progress"), "{err}");
+    }
+    assert_eq!(
+        backend.size(&path).await.unwrap(),
+        None,
+        "nothing shows before the commit"
+    );
+    backend.abort_upload(&path, &upload_id).await.unwrap();
+    assert_eq!(files(dir.path()), Vec::<String>::new());
+    backend.abort_upload(&path, &upload_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn uploads_belong_to_their_blob_and_their_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let path = capture_path("owned");
+    let upload_id = backend.begin_upload(&path).await.unwrap();
+    let first = bytes(100, 10);
+    let receipt = backend
+        .put_part(&path, &upload_id, 1, body(&first), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(receipt.id, hex(&md5(&first)), "a local part's receipt is its MD5");
+
+    // Another blob's path, an unknown id, a malformed one.
+    let other = capture_path("other");
+    let err = backend
+        .put_part(&other, &upload_id, 1, body(&first), 100, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, UploadError::NoSuchUpload { .. }) && err.is_permanent(),
+        "{err:?}"
+    );
+    let err = backend
+        .complete_upload(&path, "0123456789abcdef01234567", std::slice::from_ref(&receipt), 100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::NoSuchUpload { .. }), "{err:?}");
+    for bad in ["../../../../etc", "", "0123456789ABCDEF01234567"] {
+        let err = backend
+            .put_part(&path, bad, 1, body(&first), 100, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::BadUploadId { .. }), "{bad}: {err:?}");
+    }
+
+    // A part that is not there; a part stored again after its receipt.
+    let missing = [
+        receipt.clone(),
+        PartReceipt {
+            part: 2,
+            id: "x".to_owned(),
+        },
+    ];
+    let err = backend
+        .complete_upload(&path, &upload_id, &missing, 200)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::MissingPart { part: 2, .. }), "{err:?}");
+    let second = bytes(100, 11);
+    backend
+        .put_part(&path, &upload_id, 1, body(&second), 100, None)
+        .await
+        .unwrap();
+    let err = backend
+        .complete_upload(&path, &upload_id, &[receipt], 100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::StaleReceipt { part: 1 }), "{err:?}");
+    assert_eq!(
+        backend.size(&path).await.unwrap(),
+        None,
+        "a refused commit stores nothing"
+    );
+
+    // A damaged part leaves the stored one as it was.
+    let mut damaged = second.clone();
+    damaged[0] ^= 1;
+    let err = backend
+        .put_part(&path, &upload_id, 1, body(&damaged), 100, Some(md5(&second)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::Md5Mismatch { part: 1, .. }), "{err:?}");
+    let receipt = PartReceipt {
+        part: 1,
+        id: hex(&md5(&second)),
+    };
+    assert_eq!(
+        backend
+            .complete_upload(&path, &upload_id, &[receipt], 100)
+            .await
+            .unwrap(),
+        100
+    );
+    assert_eq!(read(&backend, &path, None).await, (100, second));
+    assert_eq!(files(dir.path()), [path.as_str()]);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

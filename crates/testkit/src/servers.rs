@@ -1,0 +1,411 @@
+//! Real storage servers for tests: Azurite (Azure Blob) and moto (S3), each
+//! started by the test on 127.0.0.1, on a port the server picks (both take
+//! port 0 and print the port they got), with a fresh container or bucket of a
+//! unique name. Neither is a mock written here: the tests talk to the same
+//! servers ecosystem.md §2 verified object_store against.
+//!
+//! The binaries come from `scripts/test.sh`, which installs them and names
+//! them in `NETWATCH_TEST_AZURITE` and `NETWATCH_TEST_MOTO`; without those a
+//! test fails saying so (STYLE 31), it never skips.
+//!
+//! Each server is killed when its guard drops. [`Azurite::stop`] and
+//! [`Azurite::start_again`] let a test take storage away mid-upload and bring
+//! it back on the same port with the same data (Azurite keeps its data in a
+//! temporary directory); moto keeps its data in memory, so
+//! [`Moto::start_again`] comes back empty but for the bucket, made again.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// How long a server may take to listen: Azurite takes ~2 s, 4.5 s on its
+/// first start ever (ecosystem.md §2); two busy cores slow it further.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopped server may take to exit (Azurite ~1.5 s, moto ~2.2 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+static NAMES: AtomicU32 = AtomicU32::new(0);
+
+/// A container or bucket name no other test of any process uses:
+/// `nwt-{pid}-{n}`, valid for both services.
+fn unique_name() -> String {
+    format!("nwt-{}-{}", std::process::id(), NAMES.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The program an env var names; fails the test when it is unset.
+fn program(var: &str, what: &str) -> String {
+    match std::env::var(var) {
+        Ok(path) if !path.is_empty() => {
+            assert!(
+                Path::new(&path).exists(),
+                "{var}={path} does not exist: run scripts/test.sh, which installs {what}"
+            );
+            path
+        }
+        _ => panic!(
+            "{var} is not set: it names {what}, which scripts/test.sh installs and exports; \
+             run the tests with scripts/test.sh (or export {var} as it does)"
+        ),
+    }
+}
+
+/// A server process and its log, killed on drop.
+#[derive(Debug)]
+struct Server {
+    name: &'static str,
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    /// Runs `cmd` with its output in `log`, waits until the log has a line
+    /// with `ready` followed by the URL, returns the port it names.
+    fn spawn(name: &'static str, mut cmd: Command, log: &Path, ready: &str) -> (Self, u16) {
+        let out = std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("a file handle can be cloned");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let mut server = Self {
+            name,
+            child: Some(child),
+            log: log.to_path_buf(),
+        };
+        let port = server.wait_ready(ready);
+        (server, port)
+    }
+
+    fn wait_ready(&mut self, ready: &str) -> u16 {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(port) = text.lines().find_map(|line| port_after(line, ready)) {
+                wait_connectable(port, deadline);
+                return port;
+            }
+            let child = self.child.as_mut().expect("a started server has a child");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} exited ({status}) before listening; its output:\n{text}", self.name);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen within {START_TIMEOUT:?}; its output:\n{text}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process with SIGTERM (Azurite saves its data on it) and
+    /// waits for it; SIGKILL if it does not go in time.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The port of `http://127.0.0.1:PORT` after `marker` in `line`.
+fn port_after(line: &str, marker: &str) -> Option<u16> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let rest = rest.trim_start().strip_prefix("http://127.0.0.1:")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&port| port != 0)
+}
+
+fn wait_connectable(port: u16, deadline: Instant) {
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends one HTTP/1.1 request to 127.0.0.1:`port`; the status and body.
+/// Plain HTTP by hand: the kit stays synchronous and free of an HTTP client.
+fn http(port: u16, method: &str, target: &str, headers: &[(&str, String)]) -> (u16, String) {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a timeout can be set");
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Azurite's blob service, with a fresh container.
+#[derive(Debug)]
+pub struct Azurite {
+    server: Server,
+    /// Where Azurite keeps its data, across [`Azurite::start_again`].
+    dir: tempfile::TempDir,
+    port: u16,
+    container: String,
+}
+
+impl Azurite {
+    /// Azurite's one account (its documented development account).
+    pub const ACCOUNT: &str = "devstoreaccount1";
+    /// That account's key (documented with Azurite; not a secret).
+    pub const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+    /// Starts Azurite on a port of its choosing and creates a container of a unique name.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (server, port) = Self::spawn(dir.path(), 0);
+        let azurite = Self {
+            server,
+            dir,
+            port,
+            container: unique_name(),
+        };
+        azurite.create_container(&azurite.container);
+        azurite
+    }
+
+    fn spawn(dir: &Path, port: u16) -> (Server, u16) {
+        let mut cmd = Command::new(program("NETWATCH_TEST_AZURITE", "Azurite's azurite-blob"));
+        // --skipApiVersionCheck: clients newer than Azurite are served;
+        // --disableTelemetry: without it Azurite ignores SIGTERM for 30 s
+        // waiting on an outside host (ecosystem.md §2).
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
+            .arg(dir.join("data"))
+            .args(["--skipApiVersionCheck", "--disableTelemetry"]);
+        Server::spawn(
+            "azurite",
+            cmd,
+            &dir.join(format!("azurite-{port}.log")),
+            "successfully listens on",
+        )
+    }
+
+    /// The blob service's URL: path-style, `http://127.0.0.1:{port}/devstoreaccount1`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, Self::ACCOUNT)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn account(&self) -> &str {
+        Self::ACCOUNT
+    }
+
+    pub fn key(&self) -> &str {
+        Self::KEY
+    }
+
+    /// The container made for this test.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    /// Creates container `name` (Create Container, signed with the account key).
+    pub fn create_container(&self, name: &str) {
+        let (status, body) = self.signed(
+            "PUT",
+            &format!("/{}/{name}?restype=container", Self::ACCOUNT),
+            &format!("/{}/{}/{name}\nrestype:container", Self::ACCOUNT, Self::ACCOUNT),
+        );
+        assert_eq!(status, 201, "create container {name} in Azurite: {body}");
+    }
+
+    /// A SAS token (query string, no `?`) for this test's container that
+    /// allows reading, adding, creating, writing and deleting blobs until 2099.
+    pub fn container_sas(&self) -> String {
+        // Service SAS for a container, version 2020-12-06 and later: the
+        // 16 fields of the string to sign, most empty
+        // (learn.microsoft.com/rest/api/storageservices/create-service-sas).
+        let (permissions, expiry, version) = ("racwd", "2099-01-01T00:00:00Z", "2021-08-06");
+        let resource = format!("/blob/{}/{}", Self::ACCOUNT, self.container);
+        let to_sign = format!("{permissions}\n\n{expiry}\n{resource}\n\n\n\n{version}\nc\n\n\n\n\n\n\n");
+        let sig = sign(&to_sign);
+        let mut query = format!("sv={version}&sr=c&sp={permissions}&se={expiry}&sig=");
+        query.extend(sig.chars().map(|c| match c {
+            '+' => "%2B".to_owned(),
+            '/' => "%2F".to_owned(),
+            '=' => "%3D".to_owned(),
+            c => c.to_string(),
+        }));
+        query
+    }
+
+    /// A request signed with Shared Key
+    /// (learn.microsoft.com/rest/api/storageservices/authorize-with-shared-key):
+    /// no body, so every standard header of the string to sign is empty.
+    fn signed(&self, method: &str, target: &str, canonical_resource: &str) -> (u16, String) {
+        let date = httpdate::fmt_http_date(SystemTime::now());
+        let version = "2021-08-06";
+        let to_sign =
+            format!("{method}\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{canonical_resource}");
+        let auth = format!("SharedKey {}:{}", Self::ACCOUNT, sign(&to_sign));
+        http(
+            self.port,
+            method,
+            target,
+            &[
+                ("x-ms-date", date),
+                ("x-ms-version", version.to_owned()),
+                ("Authorization", auth),
+            ],
+        )
+    }
+
+    /// Stops Azurite (SIGTERM: it saves its data). Requests fail until
+    /// [`Azurite::start_again`].
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts Azurite again on the same port with the same data.
+    pub fn start_again(&mut self) {
+        self.server.stop();
+        let (server, port) = Self::spawn(self.dir.path(), self.port);
+        assert_eq!(port, self.port, "Azurite came back on another port");
+        self.server = server;
+    }
+}
+
+/// The HMAC-SHA256 of `text` under Azurite's key, base64.
+fn sign(text: &str) -> String {
+    let key = BASE64.decode(Azurite::KEY).expect("Azurite's key is base64");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+    mac.update(text.as_bytes());
+    BASE64.encode(mac.finalize().into_bytes())
+}
+
+/// moto's S3 server, in memory, with a fresh bucket. moto takes any
+/// credentials and, by default, checks no signature (ecosystem.md §2).
+#[derive(Debug)]
+pub struct Moto {
+    server: Server,
+    dir: tempfile::TempDir,
+    port: u16,
+    bucket: String,
+}
+
+impl Moto {
+    pub const REGION: &str = "us-east-1";
+    pub const ACCESS_KEY_ID: &str = "netwatch-test";
+    pub const SECRET_ACCESS_KEY: &str = "netwatch-test-secret";
+
+    /// Starts moto on a port of its choosing and creates a bucket of a unique name.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (server, port) = Self::spawn(dir.path(), 0);
+        let moto = Self {
+            server,
+            dir,
+            port,
+            bucket: unique_name(),
+        };
+        moto.create_bucket(&moto.bucket);
+        moto
+    }
+
+    fn spawn(dir: &Path, port: u16) -> (Server, u16) {
+        let mut cmd = Command::new(program("NETWATCH_TEST_MOTO", "moto's moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        Server::spawn("moto", cmd, &dir.join(format!("moto-{port}.log")), "Running on")
+    }
+
+    /// The server's URL, `http://127.0.0.1:{port}` (path-style requests).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The bucket made for this test.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates bucket `name` (moto takes an unsigned CreateBucket).
+    pub fn create_bucket(&self, name: &str) {
+        let (status, body) = http(self.port, "PUT", &format!("/{name}"), &[]);
+        assert_eq!(status, 200, "create bucket {name} in moto: {body}");
+    }
+
+    /// Stops moto; its data is gone.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts moto again on the same port and makes the bucket again (empty:
+    /// uploads begun before are unknown to it).
+    pub fn start_again(&mut self) {
+        self.server.stop();
+        let (server, port) = Self::spawn(self.dir.path(), self.port);
+        assert_eq!(port, self.port, "moto came back on another port");
+        self.server = server;
+        self.create_bucket(&self.bucket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_read_from_the_servers_lines() {
+        let azurite = "Azurite Blob service successfully listens on http://127.0.0.1:43269";
+        assert_eq!(port_after(azurite, "successfully listens on"), Some(43269));
+        assert_eq!(
+            port_after(" * Running on http://127.0.0.1:42421", "Running on"),
+            Some(42421)
+        );
+        assert_eq!(
+            port_after(
+                "Azurite Blob service is starting on 127.0.0.1:0",
+                "successfully listens on"
+            ),
+            None
+        );
+    }
+}
