@@ -6,5 +6,6 @@
 mod capture;
 mod deployment;
 mod sdk;
+mod storage;
 mod util;
 mod walkthrough;

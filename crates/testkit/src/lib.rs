@@ -17,7 +17,7 @@
 
 pub mod servers;
 
-pub use servers::{Azurite, Moto};
+pub use servers::{Azurite, Moto, Place};
 
 use std::io::Write;
 use std::path::Path;

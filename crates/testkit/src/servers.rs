@@ -68,7 +68,7 @@ struct Server {
 impl Server {
     /// Runs `cmd` with its output in `log`, waits until the log has a line
     /// with `ready` followed by the URL, returns the port it names.
-    fn spawn(name: &'static str, mut cmd: Command, log: &Path, ready: &str) -> (Self, u16) {
+    fn spawn(name: &'static str, place: &Place, mut cmd: Command, log: &Path, ready: &str) -> (Self, u16) {
         let out = std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let err = out.try_clone().expect("a file handle can be cloned");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -80,16 +80,16 @@ impl Server {
             child: Some(child),
             log: log.to_path_buf(),
         };
-        let port = server.wait_ready(ready);
+        let port = server.wait_ready(place, ready);
         (server, port)
     }
 
-    fn wait_ready(&mut self, ready: &str) -> u16 {
+    fn wait_ready(&mut self, place: &Place, ready: &str) -> u16 {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(port) = text.lines().find_map(|line| port_after(line, ready)) {
-                wait_connectable(port, deadline);
+            if let Some(port) = text.lines().find_map(|line| port_after(line, ready, &place.host)) {
+                place.run(|| wait_connectable(&place.host, port, deadline));
                 return port;
             }
             let child = self.child.as_mut().expect("a started server has a child");
@@ -131,31 +131,93 @@ impl Drop for Server {
     }
 }
 
-/// The port of `http://127.0.0.1:PORT` after `marker` in `line`.
-fn port_after(line: &str, marker: &str) -> Option<u16> {
+/// Where a server runs: a network namespace (the test hosts' `b`, say, so
+/// that hosts in other namespaces reach it over the veth pair) or this one,
+/// and the address it listens on.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub netns: Option<String>,
+    pub host: String,
+}
+
+impl Place {
+    /// 127.0.0.1 in the test's own namespace.
+    pub fn local() -> Self {
+        Self {
+            netns: None,
+            host: "127.0.0.1".to_owned(),
+        }
+    }
+
+    /// `host` in namespace `netns`.
+    pub fn netns(netns: &str, host: &str) -> Self {
+        Self {
+            netns: Some(netns.to_owned()),
+            host: host.to_owned(),
+        }
+    }
+
+    /// `program`, run in this place's namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => crate::NetnsPair::exec(ns, program),
+            None => Command::new(program),
+        }
+    }
+
+    /// Runs `f` where this place's address is reachable: on a thread that
+    /// entered its namespace, if it has one.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let Some(ns) = &self.netns else {
+            return f();
+        };
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = std::fs::File::open(format!("/var/run/netns/{ns}"))
+                        .unwrap_or_else(|e| panic!("open namespace {ns}: {e}"));
+                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("enter namespace {ns}: {e}"));
+                    f()
+                })
+                .join()
+                .expect("the namespace thread ran")
+        })
+    }
+}
+
+/// The port of `http://{host}:PORT` after `marker` in `line`.
+fn port_after(line: &str, marker: &str, host: &str) -> Option<u16> {
     let rest = &line[line.find(marker)? + marker.len()..];
-    let rest = rest.trim_start().strip_prefix("http://127.0.0.1:")?;
+    let rest = rest
+        .trim_start()
+        .strip_prefix("http://")?
+        .strip_prefix(host)?
+        .strip_prefix(':')?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().filter(|&port| port != 0)
 }
 
-fn wait_connectable(port: u16, deadline: Instant) {
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on 127.0.0.1:{port}");
+fn wait_connectable(host: &str, port: u16, deadline: Instant) {
+    while TcpStream::connect((host, port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {host}:{port}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Sends one HTTP/1.1 request to 127.0.0.1:`port`; the status and body.
+/// Sends one HTTP/1.1 request to `place`'s `port`; the status and body.
 /// Plain HTTP by hand: the kit stays synchronous and free of an HTTP client.
-fn http(port: u16, method: &str, target: &str, headers: &[(&str, String)]) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+fn http(place: &Place, port: u16, method: &str, target: &str, headers: &[(&str, String)]) -> (u16, String) {
+    place.run(|| http_here(&place.host, port, method, target, headers))
+}
+
+fn http_here(host: &str, port: u16, method: &str, target: &str, headers: &[(&str, String)]) -> (u16, String) {
+    let mut stream = TcpStream::connect((host, port)).unwrap_or_else(|e| panic!("connect to {host}:{port}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("a timeout can be set");
     let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n");
+        format!("{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -179,6 +241,7 @@ fn http(port: u16, method: &str, target: &str, headers: &[(&str, String)]) -> (u
 #[derive(Debug)]
 pub struct Azurite {
     server: Server,
+    place: Place,
     /// Where Azurite keeps its data, across [`Azurite::start_again`].
     dir: tempfile::TempDir,
     port: u16,
@@ -193,10 +256,16 @@ impl Azurite {
 
     /// Starts Azurite on a port of its choosing and creates a container of a unique name.
     pub fn start() -> Self {
+        Self::start_at(Place::local())
+    }
+
+    /// Starts Azurite at `place` (see [`Place`]) and creates a container of a unique name.
+    pub fn start_at(place: Place) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (server, port) = Self::spawn(dir.path(), 0);
+        let (server, port) = Self::spawn(&place, dir.path(), 0);
         let azurite = Self {
             server,
+            place,
             dir,
             port,
             container: unique_name(),
@@ -205,25 +274,26 @@ impl Azurite {
         azurite
     }
 
-    fn spawn(dir: &Path, port: u16) -> (Server, u16) {
-        let mut cmd = Command::new(program("NETWATCH_TEST_AZURITE", "Azurite's azurite-blob"));
+    fn spawn(place: &Place, dir: &Path, port: u16) -> (Server, u16) {
+        let mut cmd = place.command(&program("NETWATCH_TEST_AZURITE", "Azurite's azurite-blob"));
         // --skipApiVersionCheck: clients newer than Azurite are served;
         // --disableTelemetry: without it Azurite ignores SIGTERM for 30 s
         // waiting on an outside host (ecosystem.md §2).
-        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--location"])
+        cmd.args(["--blobHost", &place.host, "--blobPort", &port.to_string(), "--location"])
             .arg(dir.join("data"))
             .args(["--skipApiVersionCheck", "--disableTelemetry"]);
         Server::spawn(
             "azurite",
+            place,
             cmd,
             &dir.join(format!("azurite-{port}.log")),
             "successfully listens on",
         )
     }
 
-    /// The blob service's URL: path-style, `http://127.0.0.1:{port}/devstoreaccount1`.
+    /// The blob service's URL: path-style, `http://{host}:{port}/devstoreaccount1`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, Self::ACCOUNT)
+        format!("http://{}:{}/{}", self.place.host, self.port, Self::ACCOUNT)
     }
 
     pub fn port(&self) -> u16 {
@@ -283,6 +353,7 @@ impl Azurite {
             format!("{method}\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{canonical_resource}");
         let auth = format!("SharedKey {}:{}", Self::ACCOUNT, sign(&to_sign));
         http(
+            &self.place,
             self.port,
             method,
             target,
@@ -303,7 +374,7 @@ impl Azurite {
     /// Starts Azurite again on the same port with the same data.
     pub fn start_again(&mut self) {
         self.server.stop();
-        let (server, port) = Self::spawn(self.dir.path(), self.port);
+        let (server, port) = Self::spawn(&self.place, self.dir.path(), self.port);
         assert_eq!(port, self.port, "Azurite came back on another port");
         self.server = server;
     }
@@ -322,6 +393,7 @@ fn sign(text: &str) -> String {
 #[derive(Debug)]
 pub struct Moto {
     server: Server,
+    place: Place,
     dir: tempfile::TempDir,
     port: u16,
     bucket: String,
@@ -334,10 +406,16 @@ impl Moto {
 
     /// Starts moto on a port of its choosing and creates a bucket of a unique name.
     pub fn start() -> Self {
+        Self::start_at(Place::local())
+    }
+
+    /// Starts moto at `place` (see [`Place`]) and creates a bucket of a unique name.
+    pub fn start_at(place: Place) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (server, port) = Self::spawn(dir.path(), 0);
+        let (server, port) = Self::spawn(&place, dir.path(), 0);
         let moto = Self {
             server,
+            place,
             dir,
             port,
             bucket: unique_name(),
@@ -346,15 +424,15 @@ impl Moto {
         moto
     }
 
-    fn spawn(dir: &Path, port: u16) -> (Server, u16) {
-        let mut cmd = Command::new(program("NETWATCH_TEST_MOTO", "moto's moto_server"));
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        Server::spawn("moto", cmd, &dir.join(format!("moto-{port}.log")), "Running on")
+    fn spawn(place: &Place, dir: &Path, port: u16) -> (Server, u16) {
+        let mut cmd = place.command(&program("NETWATCH_TEST_MOTO", "moto's moto_server"));
+        cmd.args(["-H", &place.host, "-p", &port.to_string()]);
+        Server::spawn("moto", place, cmd, &dir.join(format!("moto-{port}.log")), "Running on")
     }
 
-    /// The server's URL, `http://127.0.0.1:{port}` (path-style requests).
+    /// The server's URL, `http://{host}:{port}` (path-style requests).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.place.host, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -368,7 +446,7 @@ impl Moto {
 
     /// Creates bucket `name` (moto takes an unsigned CreateBucket).
     pub fn create_bucket(&self, name: &str) {
-        let (status, body) = http(self.port, "PUT", &format!("/{name}"), &[]);
+        let (status, body) = http(&self.place, self.port, "PUT", &format!("/{name}"), &[]);
         assert_eq!(status, 200, "create bucket {name} in moto: {body}");
     }
 
@@ -381,7 +459,7 @@ impl Moto {
     /// uploads begun before are unknown to it).
     pub fn start_again(&mut self) {
         self.server.stop();
-        let (server, port) = Self::spawn(self.dir.path(), self.port);
+        let (server, port) = Self::spawn(&self.place, self.dir.path(), self.port);
         assert_eq!(port, self.port, "moto came back on another port");
         self.server = server;
         self.create_bucket(&self.bucket);
@@ -395,15 +473,16 @@ mod tests {
     #[test]
     fn ports_are_read_from_the_servers_lines() {
         let azurite = "Azurite Blob service successfully listens on http://127.0.0.1:43269";
-        assert_eq!(port_after(azurite, "successfully listens on"), Some(43269));
+        assert_eq!(port_after(azurite, "successfully listens on", "127.0.0.1"), Some(43269));
         assert_eq!(
-            port_after(" * Running on http://127.0.0.1:42421", "Running on"),
+            port_after(" * Running on http://127.0.0.1:42421", "Running on", "127.0.0.1"),
             Some(42421)
         );
         assert_eq!(
             port_after(
                 "Azurite Blob service is starting on 127.0.0.1:0",
-                "successfully listens on"
+                "successfully listens on",
+                "127.0.0.1"
             ),
             None
         );
