@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(spool.used_bytes(), 10);
         assert!(!spool.is_full());
         let (captures, tickets) = spool.scan();
-        assert_eq!(captures, [capture.clone()]);
+        assert_eq!(captures, std::slice::from_ref(&capture));
         assert_eq!(tickets.len(), 1);
         assert_eq!(tickets[0].size, 10);
         assert_eq!(
@@ -399,7 +399,7 @@ mod tests {
         });
         spool.save(&ticket).unwrap();
         let (_, tickets) = spool.scan();
-        assert_eq!(tickets, [ticket.clone()], "progress survives a restart");
+        assert_eq!(tickets, std::slice::from_ref(&ticket), "progress survives a restart");
         spool.done(&ticket, false);
         spool.remove_capture(&capture.capture_id);
         assert_eq!(spool.scan(), (vec![], vec![]));

@@ -187,10 +187,11 @@ struct Tally {
 impl Tally {
     fn state(&self, ended: bool) -> (UploadState, UploadProgress) {
         let done = self.bytes_stored + self.bytes_current;
-        let percent = if self.bytes == 0 {
-            if self.files == self.stored { 100 } else { 0 }
-        } else {
-            u8::try_from(done.min(self.bytes) * 100 / self.bytes).unwrap_or(100)
+        let percent = match (done.min(self.bytes) * 100).checked_div(self.bytes) {
+            Some(percent) => u8::try_from(percent).unwrap_or(100),
+            // Nothing spooled yet, or only empty files.
+            None if self.files == self.stored => 100,
+            None => 0,
         };
         let state = if self.failed.is_some() {
             UploadState::Failed

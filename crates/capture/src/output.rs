@@ -127,8 +127,11 @@ pub(crate) struct Output {
     on_closed: Option<FileClosed>,
 }
 
-/// A callback told of each closed ring file: its path and sequence number.
-pub(crate) struct FileClosed(pub(crate) Box<dyn FnMut(&Path, u32) + Send>);
+/// What is told of each closed ring file: its path and sequence number.
+pub(crate) type OnFileClosed = dyn FnMut(&Path, u32) + Send;
+
+/// A callback told of each closed ring file.
+pub(crate) struct FileClosed(pub(crate) Box<OnFileClosed>);
 
 impl std::fmt::Debug for FileClosed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
