@@ -8,9 +8,10 @@
 //!   ([`ROUTES`] lists them; a tripwire counts the `.route(` calls in the
 //!   sources, so a new route fails here until it is listed and documented);
 //! - the answers of a whole session (bootstrap, watchers, a capture's life and
-//!   its monitors, VMs, storage accounts, files, errors) have documented
-//!   statuses, headers and content types, and their JSON bodies match the
-//!   documented schemas, by `openapi-schema-validator`.
+//!   its monitors, VMs, storage accounts, an agent's upload of a capture file
+//!   and its downloads, errors) have documented statuses, headers and content
+//!   types, and their JSON bodies match the documented schemas, by
+//!   `openapi-schema-validator`.
 //!
 //! The two validators run in the Python that `NETWATCH_TEST_PYTHON` names
 //! (scripts/test.sh makes it); without it these tests fail, they never skip.
@@ -18,16 +19,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine as _;
+use netwatch_api::agent::run_id;
 use netwatch_controller::auth::{Tokens, digest};
 use netwatch_controller::identity::Signer;
 use netwatch_controller::routes::{ApiConfig, AppState, MAX_BODY_BYTES, router};
-use netwatch_controller::store::{OperationRecord, Store, VmRecord};
+use netwatch_controller::store::{AgentCredentialRecord, EnrollmentRecord, OperationRecord, Store, VmRecord};
 use netwatch_storage::{AccountConfig, AccountKind, Accounts};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
 /// The document as the server embeds it.
@@ -49,18 +54,21 @@ const V: &str = "api-version=2024-05-01";
 const HOST: &str = "netwatch.test:8443";
 const ADMIN: &str = "admin-token-of-the-openapi-tests";
 const AGENT: &str = "agent-token-of-the-openapi-tests";
+/// The own credential of the agent of another VM than [`VM1`].
+const VM9_AGENT: &str = "credential-of-vm9s-agent";
 const NW_WEST: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus";
 const NW_EAST: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_eastus";
 const OPERATIONS: &str =
     "/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.Network/locations/westus";
 const VM1: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1";
-/// A capture file's path in its account, in Azure's shape.
-const BLOB: &str = "network-watcher-logs/subscriptions/x/2025/01/31/packetcapture_16_39_41_077.cap";
+const VM9: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm9";
+const UPLOADS: &str = "/netwatch/v1/agent/uploads";
+const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 29] = [
+const ROUTES: [(&str, &[&str]); 31] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -131,6 +139,8 @@ const ROUTES: [(&str, &[&str]); 29] = [
         &["GET"],
     ),
     ("/netwatch/v1/agent/files/{account}/{*path}", &["PUT"]),
+    ("/netwatch/v1/agent/uploads", &["POST"]),
+    ("/netwatch/v1/agent/uploads/complete", &["POST"]),
     ("/netwatch/v1/storage/{account}/{*path}", &["GET", "HEAD"]),
     (OPENAPI_PATH, &["GET"]),
     ("/{tenant}/v2.0/.well-known/openid-configuration", &["GET"]),
@@ -166,7 +176,8 @@ const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "
 struct Api {
     router: Router,
     store: Store,
-    _dir: tempfile::TempDir,
+    config: ApiConfig,
+    dir: Arc<tempfile::TempDir>,
 }
 
 struct Answer {
@@ -283,11 +294,27 @@ impl Api {
             signer: Some(Signer::random().unwrap()),
             ..ApiConfig::default()
         };
-        let router = router(AppState::new(store.clone(), config, Accounts::new(vec![account])));
+        let router = router(AppState::new(
+            store.clone(),
+            config.clone(),
+            Accounts::new(vec![account]),
+        ));
         Api {
             router,
             store,
-            _dir: dir,
+            config,
+            dir: Arc::new(dir),
+        }
+    }
+
+    /// This controller restarted with the storage accounts `accounts`: the
+    /// same store, tokens and grant key.
+    fn restarted(&self, accounts: Accounts) -> Api {
+        Api {
+            router: router(AppState::new(self.store.clone(), self.config.clone(), accounts)),
+            store: self.store.clone(),
+            config: self.config.clone(),
+            dir: Arc::clone(&self.dir),
         }
     }
 
@@ -825,6 +852,12 @@ impl<'a> Session<'a> {
     /// Sends `call` as operation `id`; its answer must have status `expected`
     /// and match the document.
     async fn call(&mut self, id: &str, call: Call<'_>, expected: u16) -> Answer {
+        let api = self.api;
+        self.call_on(api, id, call, expected).await
+    }
+
+    /// [`Session::call`] on `api`, this controller restarted ([`Api::restarted`]).
+    async fn call_on(&mut self, api: &Api, id: &str, call: Call<'_>, expected: u16) -> Answer {
         let operation = &self.operations[id];
         assert_eq!(call.method, operation.method, "{id}");
         assert!(
@@ -835,7 +868,7 @@ impl<'a> Session<'a> {
         );
         let what = format!("{id}: {} {}", call.method, call.uri);
         let head = call.method == Method::HEAD;
-        let answer = self.api.send(call).await;
+        let answer = api.send(call).await;
         let what = format!("{what} answered {}: {}", answer.status, answer.text());
         assert_eq!(answer.status.as_u16(), expected, "{what}");
         operation.check_answer(self.doc, &answer, &what);
@@ -852,6 +885,10 @@ impl<'a> Session<'a> {
 
 fn get(uri: impl Into<String>) -> Call<'static> {
     Call::new(Method::GET, uri)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn now_ms() -> i64 {
@@ -1215,33 +1252,168 @@ async fn answers_match_their_schemas() {
     )
     .await;
 
-    // Files: uploads (an agent's), downloads whole, in a range, past the end.
+    // Files: an agent's upload of a capture's file (grants, a part, the
+    // commit), then downloads whole, in a range, past the end.
+    let pc3 = format!("{NW_WEST}/packetCaptures/pc3");
+    let created = s
+        .call("PacketCaptures_Create", put(&format!("{pc3}?{V}"), &body), 201)
+        .await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let record = api.store.get_capture(&id).await.unwrap().unwrap();
+    let run = run_id(&record.id, record.created_ms);
+    let host_only = format!("{NW_WEST}/packetCaptures/pc2");
+    let host_only = api.store.get_capture(&host_only).await.unwrap().unwrap();
+    let host_only = run_id(&host_only.id, host_only.created_ms);
     let data: Vec<u8> = (0..=255_u8).cycle().take(1000).collect();
-    let upload = |path: &str| Call::new(Method::PUT, format!("/netwatch/v1/agent/files/{path}")).token(Some(AGENT));
+    let sha256 = sha256_hex(&data);
+    // The own credential of vm9's agent, which may upload only vm9's files.
+    let enrollment = EnrollmentRecord {
+        digest: digest("enrollment-of-vm9"),
+        vm_id: VM9.to_owned(),
+        location: "westus".to_owned(),
+        created_ms: now_ms(),
+        expires_ms: now_ms() + 60_000,
+        used_ms: None,
+    };
+    api.store.insert_enrollment(&enrollment).await.unwrap();
+    let credential = AgentCredentialRecord {
+        digest: digest(VM9_AGENT),
+        vm_id: VM9.to_owned(),
+        created_ms: now_ms(),
+        revoked_ms: None,
+    };
+    assert!(
+        api.store
+            .redeem_enrollment(&enrollment.digest, &credential, now_ms())
+            .await
+            .unwrap()
+    );
+    // The same controller with `captures` in a file instead of a directory,
+    // and with no storage account at all.
+    let file = api.dir.path().join("not-a-directory");
+    std::fs::write(&file, b"").unwrap();
+    let in_a_file = AccountConfig::new("captures", AccountKind::Local { path: file }).unwrap();
+    let broken = api.restarted(Accounts::new(vec![in_a_file]));
+    let without = api.restarted(Accounts::default());
+
+    let agent_post = |uri: &str, body: &Value| Call::new(Method::POST, uri).token(Some(AGENT)).json(body);
+    let request = json!({"captureId": run, "seq": 0, "size": data.len(), "sha256": sha256});
+    let grant = s.call("Uploads_Grant", agent_post(UPLOADS, &request), 200).await.json();
+    let upload_id = grant["uploadId"].as_str().unwrap().to_owned();
+    let url = grant["parts"][0]["url"].as_str().unwrap().to_owned();
+    s.call("Uploads_Grant", agent_post(UPLOADS, &request).token(None), 401)
+        .await;
+    s.call("Uploads_Grant", agent_post(UPLOADS, &json!({"seq": 0})), 400)
+        .await;
+    let mut beyond = request.clone();
+    beyond["parts"] = json!([2]);
+    s.call("Uploads_Grant", agent_post(UPLOADS, &beyond), 400).await;
     s.call(
-        "Files_Upload",
-        upload(&format!("captures/{BLOB}")).body(data.clone()),
-        201,
+        "Uploads_Grant",
+        agent_post(UPLOADS, &request).token(Some(VM9_AGENT)),
+        403,
     )
     .await;
-    let mut no_length = upload("captures/a.cap").body(data.clone());
-    no_length.content_length = false;
-    s.call("Files_Upload", no_length, 411).await;
-    s.call("Files_Upload", upload("archive/a.cap").body(data.clone()), 404)
+    let mut gone = request.clone();
+    gone["captureId"] = json!(run_id(&record.id, record.created_ms + 1));
+    s.call("Uploads_Grant", agent_post(UPLOADS, &gone), 404).await;
+    let mut on_host = request.clone();
+    on_host["captureId"] = json!(host_only);
+    s.call("Uploads_Grant", agent_post(UPLOADS, &on_host), 409).await;
+    let mut huge = request.clone();
+    huge["uploadId"] = json!("x".repeat(MAX_BODY_BYTES));
+    s.call("Uploads_Grant", agent_post(UPLOADS, &huge), 413).await;
+    let text = Call::new(Method::POST, UPLOADS)
+        .token(Some(AGENT))
+        .header("content-type", "text/plain")
+        .body(b"seq=0".to_vec());
+    s.call("Uploads_Grant", text, 415).await;
+    s.call_on(&broken, "Uploads_Grant", agent_post(UPLOADS, &request), 422)
         .await;
-    s.call("Files_Upload", upload("captures/a/../b.cap").body(data.clone()), 400)
-        .await;
-    s.call("Files_Upload", upload("captures/dir/x.cap").body(data.clone()), 201)
-        .await;
-    s.call("Files_Upload", upload("captures/dir").body(data.clone()), 409)
-        .await;
+
+    let part = |url: &str| Call::new(Method::PUT, url).token(Some(AGENT)).body(data.clone());
+    let stored = s.call("Files_Upload", part(&url), 200).await;
+    let receipt = stored.header("etag").unwrap().to_owned();
+    let (path, query) = url.split_once('?').unwrap();
+    s.call("Files_Upload", part(path), 400).await;
     s.call(
         "Files_Upload",
-        upload("captures/a.cap").body(data.clone()).token(None),
+        part(&format!("/netwatch/v1/agent/files/captures/a/../b.cap?{query}")),
+        400,
+    )
+    .await;
+    s.call("Files_Upload", part(&url).header("content-md5", "AAAA"), 400)
+        .await;
+    s.call("Files_Upload", part(&url).token(None), 401).await;
+    let forged = url.replacen("&part=1&", "&part=2&", 1);
+    s.call("Files_Upload", part(&forged), 403).await;
+    s.call_on(&without, "Files_Upload", part(&url), 404).await;
+    let mut no_length = part(&url);
+    no_length.content_length = false;
+    s.call("Files_Upload", no_length, 411).await;
+    let mut short = part(&url).header("content-length", "1001");
+    short.content_length = false;
+    s.call("Files_Upload", short, 422).await;
+    let zeros = base64::engine::general_purpose::STANDARD.encode([0_u8; 16]);
+    s.call("Files_Upload", part(&url).header("content-md5", &zeros), 503)
+        .await;
+
+    let commit = json!({"captureId": run, "seq": 0, "uploadId": upload_id, "size": data.len(), "sha256": sha256,
+        "parts": [{"part": 1, "id": receipt}]});
+    let mut unhashed = commit.clone();
+    unhashed["sha256"] = json!("not a hash");
+    s.call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &unhashed), 400)
+        .await;
+    s.call(
+        "Uploads_Complete",
+        agent_post(UPLOADS_COMPLETE, &commit).token(None),
         401,
     )
     .await;
-    let file = format!("/netwatch/v1/storage/captures/{BLOB}");
+    s.call(
+        "Uploads_Complete",
+        agent_post(UPLOADS_COMPLETE, &commit).token(Some(VM9_AGENT)),
+        403,
+    )
+    .await;
+    let mut unknown = commit.clone();
+    unknown["uploadId"] = json!("0123456789abcdef01234567");
+    s.call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &unknown), 404)
+        .await;
+    let mut gone = commit.clone();
+    gone["captureId"] = json!(run_id(&record.id, record.created_ms + 1));
+    s.call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &gone), 404)
+        .await;
+    let mut on_host = commit.clone();
+    on_host["captureId"] = json!(host_only);
+    s.call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &on_host), 409)
+        .await;
+    let mut huge = commit.clone();
+    huge["uploadId"] = json!("x".repeat(MAX_BODY_BYTES));
+    s.call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &huge), 413)
+        .await;
+    let text = Call::new(Method::POST, UPLOADS_COMPLETE)
+        .token(Some(AGENT))
+        .header("content-type", "text/plain")
+        .body(b"seq=0".to_vec());
+    s.call("Uploads_Complete", text, 415).await;
+    let mut longer = commit.clone();
+    longer["size"] = json!(data.len() + 1);
+    s.call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &longer), 422)
+        .await;
+    let done = s
+        .call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &commit), 200)
+        .await
+        .json();
+    // A committed upload takes no more parts; the capture's status lists the file.
+    s.call("Files_Upload", part(&url), 404).await;
+    let status = format!("{pc3}/queryStatus?{V}");
+    let status = s
+        .call("PacketCaptures_GetStatus", Call::new(Method::POST, &status), 200)
+        .await;
+    assert_eq!(status.json()["netwatch"]["files"][0]["sha256"], sha256.as_str());
+
+    let file = local(done["storagePath"].as_str().unwrap());
     for method in [Method::GET, Method::HEAD] {
         let (download, properties) = ("Files_Download", "Files_GetProperties");
         let id = if method == Method::GET { download } else { properties };

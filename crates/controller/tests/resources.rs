@@ -1,32 +1,85 @@
 //! The resources around captures, driven through `routes::router` with
 //! `oneshot`: VMs and their agent extension (VM records inserted directly stand
-//! in for registered agents), storage accounts, and the file routes (upload,
-//! download with ranges) over a local storage account in a temp directory.
+//! in for registered agents), storage accounts, and the file routes over local
+//! storage accounts in a temp directory: an agent's upload of a capture run's
+//! file (grant, parts, commit; capture records inserted directly stand in for
+//! created captures) and downloads with ranges.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine as _;
+use netwatch_api::agent::run_id;
 use netwatch_controller::routes::{ApiConfig, AppState, router};
-use netwatch_controller::store::{Store, VmRecord};
-use netwatch_storage::{AccountConfig, AccountKind, Accounts};
+use netwatch_controller::store::{CaptureRecord, Store, VmRecord, WatcherRecord};
+use netwatch_storage::{AccountConfig, AccountKind, Accounts, MIN_LOCAL_PART_SIZE, capture_blob_path};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 const V: &str = "api-version=2024-11-01";
 const HOST: &str = "netwatch.test:8443";
 const UPLOAD: &str = "/netwatch/v1/agent/files";
+const UPLOADS: &str = "/netwatch/v1/agent/uploads";
+const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 const DOWNLOAD: &str = "/netwatch/v1/storage";
 /// A capture's blob path, in Azure's shape (mixed case on purpose: blob paths keep it).
 const BLOB: &str = "network-watcher-logs/subscriptions/x/2025/01/31/PacketCapture_16_39_41_077.cap";
+/// The network watcher the test captures belong to.
+const NW: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus";
+/// When the test captures were created: 2025-01-31T16:39:41.077Z.
+const CREATED_MS: i64 = 1_738_341_581_077;
+/// Bytes per part of the test accounts: the least a local account takes
+/// ([`MIN_LOCAL_PART_SIZE`]).
+const PART: usize = 1024 * 1024;
 
 fn vm_id(group: &str, name: &str) -> String {
     format!("/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/{name}")
 }
 
+fn account_id(name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/{name}")
+}
+
+/// Local storage accounts `names` in `dir`, with parts of [`PART`] bytes so
+/// that a file of a few MiB has several; `archive` is in `Storage-RG`.
+fn accounts(dir: &Path, names: &[&str]) -> Accounts {
+    assert_eq!(u64::try_from(PART).unwrap(), MIN_LOCAL_PART_SIZE);
+    let configs = names
+        .iter()
+        .map(|name| {
+            let mut account = AccountConfig::new(name, AccountKind::Local { path: dir.join(name) }).unwrap();
+            account.part_size = Some(MIN_LOCAL_PART_SIZE);
+            if *name == "archive" {
+                account.resource_group = "Storage-RG".parse().unwrap();
+            }
+            account
+        })
+        .collect();
+    Accounts::try_new(configs).unwrap()
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 struct Api {
     router: Router,
-    _dir: tempfile::TempDir,
+    store: Store,
+    config: ApiConfig,
+    dir: Arc<tempfile::TempDir>,
 }
 
 struct Answer {
@@ -44,6 +97,22 @@ impl Answer {
         serde_json::from_slice(&self.bytes)
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.bytes)))
     }
+
+    /// The JSON body of a 200.
+    fn ok(&self) -> Value {
+        assert_eq!(self.status, StatusCode::OK, "{}", String::from_utf8_lossy(&self.bytes));
+        self.json()
+    }
+}
+
+/// A capture run inserted into the store.
+struct Run {
+    /// The run id agents name it by (`{capture id}#{created ms}`).
+    id: String,
+    /// The capture's resource id.
+    capture: String,
+    /// Where its first file downloads from, as `storageLocation.storagePath` says.
+    storage_path: String,
 }
 
 impl Api {
@@ -63,7 +132,7 @@ impl Api {
             ],
         });
         let vms = [
-            ("rg1", "vm1", "westus", facts.to_string(), Some(1_738_341_581_077)),
+            ("rg1", "vm1", "westus", facts.to_string(), Some(CREATED_MS)),
             ("rg2", "vm2", "eastus", "{}".to_owned(), None),
         ];
         for (group, name, location, agent_json, last_seen_ms) in vms {
@@ -77,20 +146,26 @@ impl Api {
             };
             store.upsert_vm(&vm).await.unwrap();
         }
-        let local = |name: &str| {
-            AccountConfig::new(
-                name,
-                AccountKind::Local {
-                    path: dir.path().join(name),
-                },
-            )
-            .unwrap()
-        };
-        let mut archive = local("archive");
-        archive.resource_group = "Storage-RG".parse().unwrap();
-        let accounts = Accounts::try_new(vec![local("captures"), archive]).unwrap();
-        let router = router(AppState::new(store, ApiConfig::default(), accounts));
-        Api { router, _dir: dir }
+        let accounts = accounts(dir.path(), &["captures", "archive"]);
+        let config = ApiConfig::default();
+        let router = router(AppState::new(store.clone(), config.clone(), accounts));
+        Api {
+            router,
+            store,
+            config,
+            dir: Arc::new(dir),
+        }
+    }
+
+    /// This controller restarted with `config` and `accounts`: the same store
+    /// and directory (and, with a clone of its config, the same grant key).
+    fn restarted(&self, config: ApiConfig, accounts: Accounts) -> Api {
+        Api {
+            router: router(AppState::new(self.store.clone(), config.clone(), accounts)),
+            store: self.store.clone(),
+            config,
+            dir: Arc::clone(&self.dir),
+        }
     }
 
     async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Answer {
@@ -114,18 +189,160 @@ impl Api {
         self.send(Method::GET, uri, &[], None).await
     }
 
-    /// An upload of `body` with its true length.
-    async fn upload(&self, account: &str, path: &str, body: &[u8]) -> Answer {
-        let length = body.len().to_string();
-        let uri = format!("{UPLOAD}/{account}/{path}");
-        self.send(Method::PUT, &uri, &[("content-length", &length)], Some(body.to_vec()))
+    async fn post(&self, uri: &str, body: &Value) -> Answer {
+        let body = body.to_string().into_bytes();
+        self.send(Method::POST, uri, &[("content-type", "application/json")], Some(body))
             .await
+    }
+
+    /// A capture run `name` of `vm1`, created at [`CREATED_MS`], as the API
+    /// records one: its files go to storage account `account`, or stay on the
+    /// host without one.
+    async fn capture_run(&self, name: &str, account: Option<&str>) -> Run {
+        let watcher = WatcherRecord {
+            id: NW.into(),
+            subscription: SUB.into(),
+            location: "westus".into(),
+            created_ms: 1,
+        };
+        let watcher = self.store.ensure_watcher(&watcher).await.unwrap();
+        let blob = capture_blob_path(SUB, "rg1", "vm1", CREATED_MS);
+        let storage_path = format!("http://{HOST}{DOWNLOAD}/{}/{blob}", account.unwrap_or("none"));
+        let location = match account {
+            Some(account) => json!({"storageId": account_id(account), "storagePath": storage_path}),
+            None => json!({"filePath": "/var/captures/pc.cap"}),
+        };
+        let request = json!({"properties": {
+            "target": vm_id("rg1", "vm1"), "targetType": "AzureVM", "storageLocation": location}});
+        let record = CaptureRecord {
+            id: format!("{NW}/packetCaptures/{name}"),
+            watcher_id: watcher.id,
+            target_id: vm_id("rg1", "vm1"),
+            request_json: request.to_string(),
+            status: "Stopped".into(),
+            stop_reason: Some("TimeExceeded".into()),
+            errors_json: "[]".into(),
+            started_ms: Some(CREATED_MS),
+            stats_json: "{}".into(),
+            etag: "W/\"1\"".into(),
+            version: 1,
+            created_ms: CREATED_MS,
+            updated_ms: CREATED_MS,
+        };
+        self.store.insert_capture(&record).await.unwrap();
+        Run {
+            id: run_id(&record.id, CREATED_MS),
+            capture: record.id,
+            storage_path,
+        }
+    }
+
+    /// `POST UPLOADS`: grants for file `seq` of `run`, of `data`.
+    async fn grant(&self, run: &str, seq: u32, data: &[u8]) -> Answer {
+        let request = json!({"captureId": run, "seq": seq, "size": data.len(), "sha256": sha256_hex(data)});
+        self.post(UPLOADS, &request).await
+    }
+
+    /// `PUT` of `part` to a granted `url`, saying its true length, with `headers`.
+    async fn put_part(&self, url: &str, part: &[u8], headers: &[(&str, &str)]) -> Answer {
+        let length = part.len().to_string();
+        let mut headers = headers.to_vec();
+        headers.push(("content-length", &length));
+        self.send(Method::PUT, url, &headers, Some(part.to_vec())).await
+    }
+
+    /// `POST UPLOADS_COMPLETE` of upload `upload_id` of file `seq` of `run`,
+    /// said to be `data`, with `receipts` (part, id).
+    async fn complete(&self, run: &str, seq: u32, upload_id: &str, data: &[u8], receipts: &[(u32, &str)]) -> Answer {
+        let parts: Vec<Value> = receipts
+            .iter()
+            .map(|(part, id)| json!({"part": part, "id": id}))
+            .collect();
+        let request = json!({"captureId": run, "seq": seq, "uploadId": upload_id, "size": data.len(),
+            "sha256": sha256_hex(data), "parts": parts});
+        self.post(UPLOADS_COMPLETE, &request).await
+    }
+
+    /// A whole upload of file `seq` of `run`: grant, every part, commit; the
+    /// commit's answer.
+    async fn upload(&self, run: &str, seq: u32, data: &[u8]) -> Answer {
+        let grant = self.grant(run, seq, data).await.ok();
+        let mut receipts = Vec::new();
+        for part in grant["parts"].as_array().unwrap() {
+            let number = u32::try_from(part["part"].as_u64().unwrap()).unwrap();
+            let stored = self
+                .put_part(part["url"].as_str().unwrap(), chunk(data, number), &[])
+                .await;
+            stored.ok();
+            receipts.push((number, stored.header("etag").unwrap().to_owned()));
+        }
+        let receipts: Vec<(u32, &str)> = receipts.iter().map(|(part, id)| (*part, id.as_str())).collect();
+        let upload_id = grant["uploadId"].as_str().unwrap();
+        self.complete(run, seq, upload_id, data, &receipts).await
+    }
+
+    /// `POST …/queryStatus` of capture `capture`: its `netwatch` status.
+    async fn netwatch_status(&self, capture: &str) -> Value {
+        let answer = self
+            .send(Method::POST, &format!("{capture}/queryStatus?{V}"), &[], None)
+            .await;
+        answer.ok()["netwatch"].clone()
     }
 
     async fn download(&self, method: Method, path: &str, range: Option<&str>) -> Answer {
         let headers: Vec<(&str, &str)> = range.map(|range| ("range", range)).into_iter().collect();
         self.send(method, &format!("{DOWNLOAD}/{path}"), &headers, None).await
     }
+}
+
+/// Part `part` (1-based) of `data` in parts of [`PART`] bytes.
+fn chunk(data: &[u8], part: u32) -> &[u8] {
+    let start = (usize::try_from(part).unwrap() - 1) * PART;
+    &data[start..data.len().min(start + PART)]
+}
+
+/// The URL granted for part `part`.
+fn part_url(grant: &Value, part: u32) -> String {
+    let granted = grant["parts"].as_array().unwrap().iter().find(|p| p["part"] == part);
+    granted.unwrap_or_else(|| panic!("no grant of part {part}: {grant}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The value of query parameter `name` of `url`.
+fn param<'a>(url: &'a str, name: &str) -> &'a str {
+    let query = url.split_once('?').unwrap().1;
+    let pair = query.split('&').find_map(|pair| pair.strip_prefix(&format!("{name}=")));
+    pair.unwrap_or_else(|| panic!("{url} has no {name}"))
+}
+
+/// `url` with query parameter `name` set to `value`.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let (path, query) = url.split_once('?').unwrap();
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key == name => format!("{name}={value}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// The account and blob path of a download URL (`storagePath`), as
+/// [`Api::download`] takes them.
+fn download_path(storage_path: &str) -> &str {
+    storage_path
+        .strip_prefix(&format!("http://{HOST}{DOWNLOAD}/"))
+        .unwrap_or_else(|| panic!("{storage_path} is not a download URL of this server"))
+}
+
+/// That `run`'s file is neither in storage nor in its capture's status.
+async fn assert_nothing_stored(api: &Api, run: &Run) {
+    let answer = api.download(Method::GET, download_path(&run.storage_path), None).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "ResourceNotFound", "was not found");
+    assert_eq!(api.netwatch_status(&run.capture).await.get("files"), None);
 }
 
 fn assert_error(answer: &Answer, status: StatusCode, code: &str, message_part: &str) {
@@ -342,21 +559,67 @@ async fn storage_accounts_are_the_configured_ones() {
 #[tokio::test]
 async fn an_upload_downloads_whole_and_in_ranges() {
     let api = Api::new().await;
-    let data: Vec<u8> = (0..=255u8).cycle().take(3 * 1024 * 1024 + 7).collect();
+    let run = api.capture_run("pc1", Some("captures")).await;
+    // 2.5 MiB: three parts of the account's 1 MiB, none like another (251
+    // is prime), so parts out of place would show.
+    let data: Vec<u8> = (0..=250u8).cycle().take(2 * PART + PART / 2 + 7).collect();
     let size = data.len();
+    let path = download_path(&run.storage_path);
+    let blob = path.strip_prefix("captures/").unwrap();
 
-    // 3 MiB: far above the ARM routes' 1 MiB body limit.
-    let stored = api.upload("captures", BLOB, &data).await;
+    // The grant: the blob's upload, and per part a path on this controller,
+    // signed for that part of that upload until it expires.
+    let before = now_ms();
+    let grant = api.grant(&run.id, 0, &data).await.ok();
+    let upload_id = grant["uploadId"].as_str().unwrap().to_owned();
+    assert_eq!(grant["partSize"], PART);
+    assert!(grant["expiresMs"].as_i64().unwrap() > before, "{grant}");
+    let parts = grant["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 3, "{grant}");
+    for (part, granted) in (1..).zip(parts) {
+        assert_eq!(granted["part"], part);
+        let url = granted["url"].as_str().unwrap();
+        let expected = format!("{UPLOAD}/captures/{blob}?uploadId={upload_id}&part={part}&expires=");
+        assert!(url.starts_with(&expected), "{url}");
+        assert_eq!((granted.get("headers"), granted.get("receipt")), (None, None));
+    }
+
+    // Parts in any order (the last first), each answering its receipt.
+    let mut receipts = Vec::new();
+    for part in [3, 1] {
+        let stored = api.put_part(&part_url(&grant, part), chunk(&data, part), &[]).await;
+        assert_eq!(stored.ok(), json!({"part": part, "size": chunk(&data, part).len()}));
+        receipts.push((part, stored.header("etag").unwrap().to_owned()));
+    }
+    // Until the commit there is nothing to download.
     assert_eq!(
-        stored.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&stored.bytes)
+        api.download(Method::GET, path, None).await.status,
+        StatusCode::NOT_FOUND
     );
-    assert_eq!(stored.json(), json!({ "size": size }));
+    // The rest of the same upload, as after an agent restart: a grant for part 2 only.
+    let request = json!({"captureId": run.id, "seq": 0, "size": size, "sha256": sha256_hex(&data),
+        "uploadId": upload_id, "parts": [2]});
+    let again = api.post(UPLOADS, &request).await.ok();
+    assert_eq!(again["uploadId"], upload_id);
+    assert_eq!(again["parts"].as_array().unwrap().len(), 1, "{again}");
+    let stored = api.put_part(&part_url(&again, 2), chunk(&data, 2), &[]).await;
+    stored.ok();
+    receipts.push((2, stored.header("etag").unwrap().to_owned()));
 
-    let path = format!("captures/{BLOB}");
-    let whole = api.download(Method::GET, &path, None).await;
+    // The commit: the file is where the capture said, and its status lists it.
+    let receipts: Vec<(u32, &str)> = receipts.iter().map(|(part, id)| (*part, id.as_str())).collect();
+    let done = api.complete(&run.id, 0, &upload_id, &data, &receipts).await;
+    assert_eq!(done.ok(), json!({"storagePath": run.storage_path, "size": size}));
+    let status = api.netwatch_status(&run.capture).await;
+    assert_eq!(
+        status["files"],
+        json!([{"storagePath": run.storage_path, "sizeInBytes": size, "sha256": sha256_hex(&data)}])
+    );
+    // A committed upload takes no more parts.
+    let late = api.put_part(&part_url(&grant, 1), chunk(&data, 1), &[]).await;
+    assert_error(&late, StatusCode::NOT_FOUND, "ResourceNotFound", "begin a new one");
+
+    let whole = api.download(Method::GET, path, None).await;
     assert_eq!(whole.status, StatusCode::OK);
     assert_eq!(whole.header("content-type"), Some("application/vnd.tcpdump.pcap"));
     assert_eq!(whole.header("accept-ranges"), Some("bytes"));
@@ -364,15 +627,17 @@ async fn an_upload_downloads_whole_and_in_ranges() {
     assert_eq!(whole.header("content-range"), None);
     assert!(whole.bytes == data);
 
+    // Ranges, one across the parts' seams.
     let rows = [
         ("bytes=0-0", 0, 1),
         ("bytes=2-5", 2, 6),
+        (&format!("bytes={}-{}", PART - 3, 2 * PART + 2), PART - 3, 2 * PART + 3),
         ("bytes=100-", 100, size),
         ("bytes=-10", size - 10, size),
         (&format!("bytes=10-{}", size * 2), 10, size),
     ];
     for (range, start, end) in rows {
-        let part = api.download(Method::GET, &path, Some(range)).await;
+        let part = api.download(Method::GET, path, Some(range)).await;
         assert_eq!(part.status, StatusCode::PARTIAL_CONTENT, "{range}");
         let content_range = format!("bytes {start}-{}/{size}", end - 1);
         assert_eq!(part.header("content-range"), Some(content_range.as_str()), "{range}");
@@ -383,7 +648,7 @@ async fn an_upload_downloads_whole_and_in_ranges() {
         );
         assert!(part.bytes == data[start..end], "{range}");
 
-        let head = api.download(Method::HEAD, &path, Some(range)).await;
+        let head = api.download(Method::HEAD, path, Some(range)).await;
         assert_eq!(head.status, StatusCode::PARTIAL_CONTENT, "HEAD {range}");
         assert_eq!(
             head.header("content-range"),
@@ -395,7 +660,7 @@ async fn an_upload_downloads_whole_and_in_ranges() {
 
     // multi-range and malformed ranges: the whole file
     for range in ["bytes=0-1,5-6", "bytes=5-2", "lines=1-2"] {
-        let answer = api.download(Method::GET, &path, Some(range)).await;
+        let answer = api.download(Method::GET, path, Some(range)).await;
         assert_eq!(answer.status, StatusCode::OK, "{range}");
         assert_eq!(answer.bytes.len(), size, "{range}");
     }
@@ -403,7 +668,7 @@ async fn an_upload_downloads_whole_and_in_ranges() {
     // past the end: 416 with the size
     for method in [Method::GET, Method::HEAD] {
         let beyond = api
-            .download(method.clone(), &path, Some(&format!("bytes={size}-")))
+            .download(method.clone(), path, Some(&format!("bytes={size}-")))
             .await;
         assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE, "{method}");
         assert_eq!(
@@ -414,35 +679,62 @@ async fn an_upload_downloads_whole_and_in_ranges() {
     }
 
     // HEAD: GET's headers, no body
-    let head = api.download(Method::HEAD, &path, None).await;
+    let head = api.download(Method::HEAD, path, None).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-length"), Some(size.to_string().as_str()));
     assert_eq!(head.header("content-type"), Some("application/vnd.tcpdump.pcap"));
     assert!(head.bytes.is_empty());
 
     // blob paths are case-sensitive, and the account is part of the path
-    let lower = api.download(Method::GET, &path.to_lowercase(), None).await;
+    let upper = format!("captures/{}", blob.to_uppercase());
+    let shouted = api.download(Method::GET, &upper, None).await;
     assert_error(
-        &lower,
+        &shouted,
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
         "was not found in storage account",
     );
     assert_eq!(
-        api.download(Method::HEAD, &path.to_lowercase(), None).await.status,
+        api.download(Method::HEAD, &upper, None).await.status,
         StatusCode::NOT_FOUND
     );
-    let other = api.download(Method::GET, &format!("archive/{BLOB}"), None).await;
+    let other = api.download(Method::GET, &format!("archive/{blob}"), None).await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
 
-    // an upload replaces the file
-    assert_eq!(api.upload("captures", BLOB, b"new").await.status, StatusCode::CREATED);
-    assert_eq!(api.download(Method::GET, &path, None).await.bytes, b"new");
+    // An upload of the same file again replaces it; a continuous capture's
+    // next file goes beside the first, and the status lists both in order.
+    api.upload(&run.id, 0, b"new").await.ok();
+    assert_eq!(api.download(Method::GET, path, None).await.bytes, b"new");
+    let second = api.upload(&run.id, 1, b"second file").await.ok();
+    let second_path = second["storagePath"].as_str().unwrap();
+    let beside = format!("{}_00001.cap", run.storage_path.strip_suffix(".cap").unwrap());
+    assert_eq!(second_path, beside);
+    assert_eq!(
+        api.download(Method::GET, download_path(second_path), None).await.bytes,
+        b"second file"
+    );
+    let status = api.netwatch_status(&run.capture).await;
+    assert_eq!(
+        status["files"],
+        json!([
+            {"storagePath": run.storage_path, "sizeInBytes": 3, "sha256": sha256_hex(b"new")},
+            {"storagePath": second_path, "sizeInBytes": 11, "sha256": sha256_hex(b"second file")},
+        ])
+    );
 }
 
 #[tokio::test]
 async fn bad_uploads_store_nothing() {
     let api = Api::new().await;
+    let run = api.capture_run("pc1", Some("captures")).await;
+    let data = b"pcap".to_vec();
+    let path = download_path(&run.storage_path);
+    let grant = api.grant(&run.id, 0, &data).await.ok();
+    let upload_id = grant["uploadId"].as_str().unwrap().to_owned();
+    let url = part_url(&grant, 1);
+    let query = url.split_once('?').unwrap().1;
+
+    // A part's path must be a blob path, and its query the grant.
     for bad in [
         "a//b.cap",
         "a/b/",
@@ -451,10 +743,24 @@ async fn bad_uploads_store_nothing() {
         "a/%2E%2E/b.cap",
         "a\\b.cap",
         "a/%00.cap",
+        ".netwatch-tmp-uploads/b.cap",
     ] {
-        let answer = api.upload("captures", bad, b"pcap").await;
+        let answer = api
+            .put_part(&format!("{UPLOAD}/captures/{bad}?{query}"), &data, &[])
+            .await;
         assert_error(&answer, StatusCode::BAD_REQUEST, "InvalidRequestFormat", "blob path");
     }
+    let ungranted = url.split_once('?').unwrap().0;
+    let answer = api.put_part(ungranted, &data, &[]).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestFormat",
+        "(uploadId, part, expires, sig)",
+    );
+    assert_eq!(answer.json()["error"]["target"], "query");
+    let answer = api.put_part(&with_param(&url, "part", "first"), &data, &[]).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "InvalidRequestFormat", "grant");
     // the same paths cannot be downloaded either
     let answer = api.download(Method::GET, "captures/a//b.cap", None).await;
     assert_error(
@@ -464,54 +770,286 @@ async fn bad_uploads_store_nothing() {
         "has an empty segment",
     );
 
-    // no Content-Length: 411; a wrong one: 400; nothing is stored either way
-    let uri = format!("{UPLOAD}/captures/x.cap");
-    let no_length = api.send(Method::PUT, &uri, &[], Some(b"pcap".to_vec())).await;
+    // A grant works for its account, blob, upload and part, unchanged, until it expires.
+    let sig = param(&url, "sig");
+    let flipped = format!("{}{}", if sig.starts_with('A') { 'B' } else { 'A' }, &sig[1..]);
+    let expires: i64 = param(&url, "expires").parse().unwrap();
+    let to_archive = url.replacen(&format!("{UPLOAD}/captures/"), &format!("{UPLOAD}/archive/"), 1);
+    let elsewhere = url.replacen(".cap?", "x.cap?", 1);
+    for changed in [
+        with_param(&url, "sig", &flipped),
+        with_param(&url, "expires", &(expires + 60_000).to_string()),
+        with_param(&url, "part", "2"),
+        with_param(&url, "uploadId", &"0".repeat(24)),
+        to_archive,
+        elsewhere,
+    ] {
+        let answer = api.put_part(&changed, &data, &[]).await;
+        assert_error(
+            &answer,
+            StatusCode::FORBIDDEN,
+            "AuthorizationFailed",
+            "the upload grant's signature does not match: ask the controller for a new grant",
+        );
+    }
+    // The same controller handing out grants that last no time: they have
+    // expired by the time the part arrives.
+    let hasty = ApiConfig {
+        grant_ttl: Duration::ZERO,
+        ..api.config.clone()
+    };
+    let hasty = api.restarted(hasty, accounts(api.dir.path(), &["captures", "archive"]));
+    let expired = part_url(&hasty.grant(&run.id, 0, &data).await.ok(), 1);
+    let answer = hasty.put_part(&expired, &data, &[]).await;
+    assert_error(
+        &answer,
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        "the upload grant has expired: ask the controller for a new grant",
+    );
+    // ... and on the first controller, which shares its key.
+    assert_eq!(api.put_part(&expired, &data, &[]).await.status, StatusCode::FORBIDDEN);
+
+    // The body: its length said (411 without, 400 if not a number, 422 if
+    // wrong), its Content-MD5 well-formed (400) and true (refused: sent again
+    // it may arrive whole), and at most a part's size (storage's 422: parts
+    // are streamed, so the ARM routes' 1 MiB body limit does not apply).
+    let no_length = api.send(Method::PUT, &url, &[], Some(data.clone())).await;
     assert_error(
         &no_length,
         StatusCode::LENGTH_REQUIRED,
         "LengthRequired",
         "Content-Length",
     );
-    for length in ["5", "3", "-1", "four"] {
+    for (length, status, code, message) in [
+        ("-1", StatusCode::BAD_REQUEST, "InvalidRequestFormat", "Content-Length"),
+        (
+            "four",
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestFormat",
+            "Content-Length",
+        ),
+        (
+            "5",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "StorageRefused",
+            "part 1 ended after 4 bytes",
+        ),
+        (
+            "3",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "StorageRefused",
+            "part 1 is longer than the 3 bytes",
+        ),
+    ] {
         let answer = api
-            .send(Method::PUT, &uri, &[("content-length", length)], Some(b"pcap".to_vec()))
+            .send(Method::PUT, &url, &[("content-length", length)], Some(data.clone()))
             .await;
-        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{length}");
+        assert_error(&answer, status, code, message);
     }
-    let answer = api.download(Method::GET, "captures/x.cap", None).await;
+    let zeros = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
+    let damaged = api.put_part(&url, &data, &[("content-md5", &zeros)]).await;
+    assert_error(
+        &damaged,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "StorageUnavailable",
+        "it was damaged on the way and not kept",
+    );
+    for malformed in ["not base64!", "AAAA"] {
+        let answer = api.put_part(&url, &data, &[("content-md5", malformed)]).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "InvalidRequestFormat", "Content-MD5");
+        assert_eq!(answer.json()["error"]["target"], "Content-MD5");
+    }
+    let oversized = vec![0u8; PART + 1];
+    let answer = api.put_part(&url, &oversized, &[]).await;
     assert_error(
         &answer,
-        StatusCode::NOT_FOUND,
-        "ResourceNotFound",
-        "\"x.cap\" was not found",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "StorageRefused",
+        "more than the storage account's part size",
+    );
+    // None of these left a part: a commit finds none.
+    let answer = api.complete(&run.id, 0, &upload_id, &data, &[(1, "0")]).await;
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "StorageRefused",
+        "was never stored",
+    );
+    assert_nothing_stored(&api, &run).await;
+
+    // The part sent whole is stored, again with its true Content-MD5 (the
+    // receipt of a local account's part is its MD5 in hex).
+    let stored = api.put_part(&url, &data, &[]).await;
+    stored.ok();
+    let receipt = stored.header("etag").unwrap().to_owned();
+    let md5: Vec<u8> = (0..receipt.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&receipt[i..i + 2], 16).unwrap())
+        .collect();
+    let md5 = base64::engine::general_purpose::STANDARD.encode(md5);
+    let checked = api.put_part(&url, &data, &[("content-md5", &md5)]).await;
+    checked.ok();
+    assert_eq!(checked.header("etag"), Some(receipt.as_str()));
+
+    // Commits that cannot be: a size that is not the parts', parts that are
+    // not 1 to n, an upload storage does not know, a hash that is not one.
+    let longer = b"pcap!".to_vec();
+    let answer = api
+        .complete(&run.id, 0, &upload_id, &longer, &[(1, receipt.as_str())])
+        .await;
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "StorageRefused",
+        "would have 4 bytes where 5 were expected: nothing was stored",
+    );
+    let answer = api
+        .complete(&run.id, 0, &upload_id, &data, &[(2, receipt.as_str())])
+        .await;
+    assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "StorageRefused", "1 to n");
+    let answer = api.complete(&run.id, 0, &upload_id, &data, &[(1, "0")]).await;
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "StorageRefused",
+        "stored again",
+    );
+    let unknown = "0123456789abcdef01234567";
+    let answer = api.complete(&run.id, 0, unknown, &data, &[(1, receipt.as_str())]).await;
+    assert_error(&answer, StatusCode::NOT_FOUND, "ResourceNotFound", "begin a new one");
+    let mut commit = json!({"captureId": run.id, "seq": 0, "uploadId": upload_id, "size": 4,
+        "sha256": "A".repeat(64), "parts": [{"part": 1, "id": receipt}]});
+    let answer = api.post(UPLOADS_COMPLETE, &commit).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "InvalidRequestFormat", "sha256");
+    assert_eq!(answer.json()["error"]["target"], "sha256");
+    assert_nothing_stored(&api, &run).await;
+
+    // Bodies that are not the protocol's.
+    for bad in [
+        json!({}),
+        json!({"captureId": run.id, "seq": -1, "size": 4, "sha256": sha256_hex(&data)}),
+    ] {
+        for uri in [UPLOADS, UPLOADS_COMPLETE] {
+            let answer = api.post(uri, &bad).await;
+            assert_error(
+                &answer,
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestFormat",
+                "the request body is not what the upload protocol expects",
+            );
+        }
+    }
+    let text = api
+        .send(
+            Method::POST,
+            UPLOADS,
+            &[("content-type", "text/plain")],
+            Some(b"pcap".to_vec()),
+        )
+        .await;
+    assert_error(
+        &text,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        "text/plain",
     );
 
-    // a path running into an existing file: 409
-    assert_eq!(
-        api.upload("captures", "d/f.cap", b"1").await.status,
-        StatusCode::CREATED
+    // Grants a file cannot have: parts it does not have, more parts than storage takes.
+    for parts in [json!([0]), json!([2]), json!([1, 9])] {
+        let request = json!({"captureId": run.id, "seq": 0, "size": 4, "sha256": sha256_hex(&data), "parts": parts});
+        let answer = api.post(UPLOADS, &request).await;
+        assert_error(
+            &answer,
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestFormat",
+            "is not one of the file's parts 1-1",
+        );
+        assert_eq!(answer.json()["error"]["target"], "parts");
+    }
+    let huge = 10_001 * u64::try_from(PART).unwrap();
+    let request = json!({"captureId": run.id, "seq": 0, "size": huge, "sha256": sha256_hex(&data)});
+    let answer = api.post(UPLOADS, &request).await;
+    assert_error(
+        &answer,
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestFormat",
+        "needs 10001 parts of 1048576 bytes, more than the 10000 storage takes",
     );
-    let clash = api.upload("captures", "d/f.cap/g.cap", b"2").await;
-    assert_error(&clash, StatusCode::CONFLICT, "Conflict", "runs into an existing blob");
+    assert_eq!(answer.json()["error"]["target"], "size");
+
+    // Runs that do not exist (no such capture, another run of it, not a run
+    // id) and a capture whose files stay on the host.
+    let others = [
+        run_id(&format!("{NW}/packetCaptures/nope"), CREATED_MS),
+        run_id(&run.capture, CREATED_MS + 1),
+        run.capture.clone(),
+    ];
+    for other in &others {
+        let answer = api.grant(other, 0, &data).await;
+        assert_error(
+            &answer,
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "no packet capture run",
+        );
+        let answer = api
+            .complete(other, 0, &upload_id, &data, &[(1, receipt.as_str())])
+            .await;
+        assert_error(
+            &answer,
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "no packet capture run",
+        );
+    }
+    let local = api.capture_run("local", None).await;
+    let answer = api.grant(&local.id, 0, &data).await;
+    assert_error(&answer, StatusCode::CONFLICT, "Conflict", "has no storage account");
+    let answer = api
+        .complete(&local.id, 0, &upload_id, &data, &[(1, receipt.as_str())])
+        .await;
+    assert_error(&answer, StatusCode::CONFLICT, "Conflict", "has no storage account");
+    assert_nothing_stored(&api, &run).await;
+
+    // After all that, the upload still commits.
+    commit["sha256"] = json!(sha256_hex(&data));
+    assert_eq!(api.post(UPLOADS_COMPLETE, &commit).await.ok()["size"], 4);
+    assert_eq!(api.download(Method::GET, path, None).await.bytes, data);
 }
 
 #[tokio::test]
 async fn unknown_accounts_are_404() {
     let api = Api::new().await;
-    let answer = api.upload("nothere", BLOB, b"pcap").await;
+    let run = api.capture_run("pc1", Some("captures")).await;
+    let grant = api.grant(&run.id, 0, b"pcap").await.ok();
+    let url = part_url(&grant, 1);
+
+    // The controller restarted without the capture's account (same grant
+    // key): the grants it handed out are good, but the account is unknown.
+    let without = api.restarted(api.config.clone(), accounts(api.dir.path(), &["archive"]));
+    let answer = without.put_part(&url, b"pcap", &[]).await;
     assert_error(
         &answer,
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
-        "storage account \"nothere\" was not found: the configured accounts are captures, archive",
+        "storage account \"captures\" was not found: the configured accounts are archive",
     );
+    // ... and the capture's files have nowhere to go.
+    let answer = without.grant(&run.id, 0, b"pcap").await;
+    assert_error(
+        &answer,
+        StatusCode::CONFLICT,
+        "Conflict",
+        "storage account \"captures\" of packet capture",
+    );
+
     let answer = api.download(Method::GET, &format!("nothere/{BLOB}"), None).await;
     assert_error(
         &answer,
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
-        "storage account \"nothere\"",
+        "storage account \"nothere\" was not found: the configured accounts are captures, archive",
     );
     assert_eq!(
         api.download(Method::HEAD, &format!("nothere/{BLOB}"), None)

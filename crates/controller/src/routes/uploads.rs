@@ -59,6 +59,9 @@ async fn grant(
     ArmBody(body): ArmBody,
 ) -> Result<Json<UploadGrant>, HttpError> {
     let request: UploadRequest = parse_body(&body)?;
+    if !is_sha256_hex(&request.sha256) {
+        return Err(ApiError::bad_request("sha256", "sha256 must be 64 lower-case hex digits").into());
+    }
     let target = target(&state, identity, &request.capture_id, request.seq).await?;
     let part_size = target.backend.part_size();
     let count = request.size.div_ceil(part_size).max(1);
