@@ -43,6 +43,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netwatch_api::error::error_chain;
 use tokio_util::sync::CancellationToken;
 
 use crate::remote::Remote;
@@ -199,18 +200,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// An error and its causes on one line, `a: b: c` (STYLE 8), for reports.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

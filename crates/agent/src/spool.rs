@@ -6,9 +6,9 @@
 //! a copy only across file systems), so a ring rotating its files away or a
 //! user deleting the capture file loses nothing the spool holds. Beside each
 //! file lies its ticket (what it is, its size and SHA-256, and how far its
-//! upload got: the upload id and the receipts of the parts stored), and per
-//! capture one record (its storage path, whether the host keeps its own copy,
-//! and its final report once it ended). Every JSON file is written to a
+//! upload got: the upload id and the receipts of the parts stored, and the
+//! capture's own file to delete once stored, unless the host keeps it), and
+//! per capture one record (its final report once it ended). Every JSON file is written to a
 //! temporary name, synced and renamed, so a crash leaves the old or the new
 //! version, never a torn one.
 //!
@@ -43,9 +43,6 @@ const READ_CHUNK: usize = 1024 * 1024;
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SpooledCapture {
     pub(crate) capture_id: String,
-    /// The host keeps its own copy (`filePath` was given): only the spool's
-    /// link goes once a file is stored.
-    pub(crate) keep_local: bool,
     /// The capture's last report once it ended; none while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) report: Option<CaptureReport>,
@@ -224,12 +221,12 @@ impl Spool {
         write_json(&self.ticket_path(&ticket.capture_id, ticket.seq), ticket)
     }
 
-    /// The file is stored and checked: the spool's link, its ticket and (unless
-    /// kept) the capture's own copy go.
-    pub(crate) fn done(&self, ticket: &Ticket, keep_local: bool) {
+    /// The file is stored and checked: the spool's link, its ticket and the
+    /// capture's own copy, when the ticket names one to delete, go.
+    pub(crate) fn done(&self, ticket: &Ticket) {
         remove_quietly(&self.file_path(&ticket.capture_id, ticket.seq));
         remove_quietly(&self.ticket_path(&ticket.capture_id, ticket.seq));
-        if !keep_local && let Some(original) = &ticket.original {
+        if let Some(original) = &ticket.original {
             remove_quietly(original);
         }
     }
@@ -290,8 +287,11 @@ impl Spool {
 
 /// 16 hex digits naming a capture run's files.
 fn key(capture_id: &str) -> String {
-    let digest = Sha256::digest(capture_id.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(capture_id.as_bytes())[..8])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Size and lower-case hex SHA-256 of a file.
@@ -308,7 +308,7 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((size, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+    Ok((size, hex(&hasher.finalize())))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), SpoolError> {
@@ -370,7 +370,6 @@ mod tests {
         fs::write(&original, b"0123456789").unwrap();
         let capture = SpooledCapture {
             capture_id: "/x/pc#1".into(),
-            keep_local: false,
             report: None,
         };
         spool.save_capture(&capture).unwrap();
@@ -400,7 +399,7 @@ mod tests {
         spool.save(&ticket).unwrap();
         let (_, tickets) = spool.scan();
         assert_eq!(tickets, std::slice::from_ref(&ticket), "progress survives a restart");
-        spool.done(&ticket, false);
+        spool.done(&ticket);
         spool.remove_capture(&capture.capture_id);
         assert_eq!(spool.scan(), (vec![], vec![]));
         assert_eq!(spool.used_bytes(), 0);

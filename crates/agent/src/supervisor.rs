@@ -257,14 +257,12 @@ impl Supervisor {
             let report = capture.report.unwrap_or_else(|| {
                 // It was running when the agent stopped: its files closed by
                 // then upload; the run itself cannot go on.
-                let mut report = error_report(
+                error_report(
                     &id,
                     None,
                     PcError::AgentStopped,
                     "the agent stopped while the capture ran; the files it had closed are uploaded".to_owned(),
-                );
-                report.state = AgentCaptureState::Error;
-                report
+                )
             });
             let mut slot = Slot::new(Arc::new(AtomicBool::new(true)), true);
             slot.report = Some(report);
@@ -341,7 +339,6 @@ impl Supervisor {
         let thread_id = id.clone();
         let upload = plan.upload.then(|| SpooledCapture {
             capture_id: id.clone(),
-            keep_local: plan.keep_local,
             report: None,
         });
         // Ring files closed while the capture runs, to be spooled.
@@ -473,7 +470,7 @@ impl Supervisor {
             match result {
                 Ok(done) => {
                     tracing::info!(seq = ticket.seq, size = done.size, storage_path = %done.storage_path, "file stored");
-                    self.inner.spool.done(&ticket, false);
+                    self.inner.spool.done(&ticket);
                     self.queue().pop_front();
                     backoff.reset();
                     self.update_upload(&id, |tally| {
@@ -791,7 +788,6 @@ impl Supervisor {
         // restarted from here on reports the capture's end and uploads its files.
         let record = SpooledCapture {
             capture_id: id.clone(),
-            keep_local: plan.keep_local,
             report: Some(report.clone()),
         };
         if let Err(error) = self.inner.spool.save_capture(&record) {

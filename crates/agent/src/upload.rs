@@ -10,7 +10,9 @@
 //!    committed and its size checked.
 //!
 //! A grant refused by storage (403: expired, or the clock moved) is renewed
-//! once; refused again, the upload fails. An upload storage no longer knows
+//! once; refused again, the upload fails. A part refused as damaged on the way
+//! (400 `BadDigest` from S3 or the controller, `Md5Mismatch` from Azure) is
+//! read and sent again, a few times. An upload storage no longer knows
 //! (404: aborted, or the server lost it) begins again once. Everything else is
 //! either transient ([`UploadError::is_permanent`] false: the caller waits and
 //! calls again, resuming) or permanent (the caller gives up on the file and
@@ -42,6 +44,10 @@ pub(crate) const PCAP_CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
 const GRANT_BATCH: usize = 32;
 /// A grant this close to its end is renewed before use rather than tried.
 const GRANT_MARGIN_MS: i64 = 5_000;
+/// Times a part refused as damaged on the way (`Content-MD5` mismatch) is
+/// read and sent again before the upload is given up (then the file on disk
+/// is what changes).
+const DAMAGED_PART_TRIES: u32 = 3;
 /// Bounds of one request: to connect, and between two reads of the answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -105,6 +111,12 @@ impl UploadError {
                     || *status == StatusCode::TOO_MANY_REQUESTS)
             }
         }
+    }
+
+    /// A 400 saying the part's bytes did not match its `Content-MD5`.
+    fn is_damaged_part(&self) -> bool {
+        matches!(self, UploadError::Status { status, body, .. }
+            if *status == StatusCode::BAD_REQUEST && (body.contains("BadDigest") || body.contains("Md5Mismatch")))
     }
 
     fn status(&self) -> Option<StatusCode> {
@@ -203,7 +215,7 @@ impl Uploader {
                     if crate::now_ms() > grant.expires_ms - GRANT_MARGIN_MS {
                         break; // renew
                     }
-                    match self.put_part(&file, ticket.size, part_size, part).await {
+                    match self.put_part_checked(&file, ticket.size, part_size, part).await {
                         Ok(receipt) => {
                             refused = None;
                             let upload = ticket.upload.as_mut().expect("set above");
@@ -312,6 +324,27 @@ impl Uploader {
             .json()
             .await
             .map_err(|source| UploadError::Answer { url, source })
+    }
+
+    /// [`Uploader::put_part`], sent again while the receiver finds it damaged.
+    async fn put_part_checked(
+        &self,
+        file: &Path,
+        size: u64,
+        part_size: u64,
+        grant: &PartGrant,
+    ) -> Result<PartReceipt, UploadError> {
+        let mut tries = 1;
+        loop {
+            match self.put_part(file, size, part_size, grant).await {
+                Err(error) if error.is_damaged_part() && tries < DAMAGED_PART_TRIES => {
+                    tracing::info!(part = grant.part, tries, error = %crate::error_chain(&error),
+                        "part damaged on the way: sending it again");
+                    tries += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Reads part `grant.part` of `file` and `PUT`s it where the grant says.
@@ -440,6 +473,15 @@ mod tests {
             assert!(status(code).is_permanent(), "{code}");
         }
         assert_eq!(status(503).to_string(), "PUT u answered 503 Service Unavailable");
+        let damaged = |body: &str| UploadError::Status {
+            method: "PUT",
+            url: "u".into(),
+            status: StatusCode::BAD_REQUEST,
+            body: body.into(),
+        };
+        assert!(damaged(r#"{"error":{"code":"BadDigest"}}"#).is_damaged_part());
+        assert!(damaged("<Code>Md5Mismatch</Code>").is_damaged_part());
+        assert!(!damaged("InvalidQueryParameterValue").is_damaged_part());
         assert_eq!(
             redact("https://a.blob/c/x.cap?sv=1&sig=secret"),
             "https://a.blob/c/x.cap?…"

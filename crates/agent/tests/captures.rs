@@ -251,8 +251,10 @@ async fn a_file_uploads_in_parts_and_resumes_after_an_outage_and_an_agent_restar
     let mut conn = controller.accept().await;
     conn.welcome().await;
     let traffic = Traffic::new();
-    // The first part is refused once (an expired grant); after 5 parts, storage goes away.
+    // The first part is refused once (an expired grant), then twice found
+    // damaged on the way (sent again); after 5 parts, storage goes away.
     controller.forbid_puts(1);
+    controller.damage_puts(2);
     controller.outage_after(5);
     conn.send(&ControllerMessage::Start(start(
         "parts",
@@ -277,6 +279,7 @@ async fn a_file_uploads_in_parts_and_resumes_after_an_outage_and_an_agent_restar
     assert_eq!(u64::from(progress.percent), expected_percent, "5 parts of {size} bytes");
     assert_eq!(controller.parts_stored(), 5);
     assert!(controller.grants() >= 2, "the refused grant was renewed");
+    assert!(controller.puts() >= 5 + 1 + 2, "the damaged part was sent again");
     drop(conn);
     let data_dir = agent.stop_keeping_data().await;
     let ticket = std::fs::read_dir(data_dir.path().join("spool"))

@@ -50,6 +50,8 @@ struct Shared {
     fail_puts: Arc<AtomicUsize>,
     /// Answer this many part PUTs 403 (an expired grant) before taking one.
     forbid_puts: Arc<AtomicUsize>,
+    /// Answer this many part PUTs 400 `BadDigest` (damaged on the way).
+    damage_puts: Arc<AtomicUsize>,
     /// Take this many more part PUTs, then answer 503 (an outage); `u64::MAX` for no limit.
     puts_left: Arc<AtomicU64>,
     /// Answer grant requests 404 (no such capture): final.
@@ -105,6 +107,7 @@ impl FakeController {
             refuse: Arc::default(),
             fail_puts: Arc::default(),
             forbid_puts: Arc::default(),
+            damage_puts: Arc::default(),
             puts_left: Arc::new(AtomicU64::new(u64::MAX)),
             deny_grants: Arc::default(),
             part_size: Arc::new(AtomicU64::new(1024 * 1024)),
@@ -165,6 +168,10 @@ impl FakeController {
 
     pub fn forbid_puts(&self, count: usize) {
         self.shared.forbid_puts.store(count, Ordering::SeqCst);
+    }
+
+    pub fn damage_puts(&self, count: usize) {
+        self.shared.damage_puts.store(count, Ordering::SeqCst);
     }
 
     /// Takes `count` more part PUTs, then answers 503 until [`Self::end_outage`].
@@ -299,6 +306,9 @@ async fn part(
     }
     if take(&shared.forbid_puts) {
         return (StatusCode::FORBIDDEN, "grant expired").into_response();
+    }
+    if take(&shared.damage_puts) {
+        return (StatusCode::BAD_REQUEST, r#"{"error":{"code":"BadDigest"}}"#).into_response();
     }
     let within = shared
         .puts_left

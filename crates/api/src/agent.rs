@@ -60,9 +60,10 @@ pub fn parse_run_id(run: &str) -> Option<(&str, i64)> {
 /// `Authorization: Bearer <enrollment or agent token>`).
 pub const CHANNEL_PATH: &str = "/netwatch/v1/agent/channel";
 
-/// Prefix of the controller paths agents upload capture files to
-/// (`PUT {UPLOAD_PREFIX}/{storage account}/{blob path}`); the exact path of
-/// each file comes in [`Upload::path`].
+/// Prefix of the controller paths agents `PUT` parts to when the storage
+/// account takes them only through the controller
+/// (`{UPLOAD_PREFIX}/{storage account}/{blob path}?{signed grant}`); the
+/// exact path of each part comes in its [`PartGrant::url`].
 pub const UPLOAD_PREFIX: &str = "/netwatch/v1/agent/files";
 
 /// Prefix of the download paths clients read stored files from

@@ -288,6 +288,23 @@ impl From<ResourceError> for ApiError {
     }
 }
 
+/// An error and its causes, `a: b: c`, for messages and logs; a cause whose
+/// text the chain already holds is not repeated (reqwest's and object_store's
+/// errors often quote their source).
+pub fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@
 
 use std::path::PathBuf;
 
+use netwatch_api::error::error_chain;
 use serde_json::Value;
 
 /// Exit code of a usage or configuration error.
@@ -56,7 +57,7 @@ pub enum CliError {
         error: Option<Value>,
     },
     /// The server could not be reached, or the exchange broke off.
-    #[error("{what}: {}", chain(source))]
+    #[error("{what}: {}", error_chain(source))]
     Connection {
         /// What was being done, e.g. `GET https://…/networkWatchers`.
         what: String,
@@ -112,22 +113,6 @@ impl CliError {
             _ => format!("ERROR: {self}"),
         }
     }
-}
-
-/// An error and its causes, `a: b: c` (reqwest's own text says only
-/// "error sending request"; the cause, such as "Connection refused", is below it).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// azure-core's `HttpResponseError` message: the ODataV4 text when the body

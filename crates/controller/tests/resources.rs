@@ -615,9 +615,21 @@ async fn an_upload_downloads_whole_and_in_ranges() {
         status["files"],
         json!([{"storagePath": run.storage_path, "sizeInBytes": size, "sha256": sha256_hex(&data)}])
     );
+    // The same commit again (its answer lost on the way): done, not "begin again".
+    let again = api.complete(&run.id, 0, &upload_id, &data, &receipts).await;
+    assert_eq!(again.ok(), json!({"storagePath": run.storage_path, "size": size}));
     // A committed upload takes no more parts.
     let late = api.put_part(&part_url(&grant, 1), chunk(&data, 1), &[]).await;
     assert_error(&late, StatusCode::NOT_FOUND, "ResourceNotFound", "begin a new one");
+    // A commit of other bytes under the spent upload id is still refused.
+    let other: Vec<u8> = data.iter().rev().copied().collect();
+    let refused = api.complete(&run.id, 0, &upload_id, &other, &receipts).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&refused.bytes)
+    );
 
     let whole = api.download(Method::GET, path, None).await;
     assert_eq!(whole.status, StatusCode::OK);
@@ -851,8 +863,8 @@ async fn bad_uploads_store_nothing() {
     let damaged = api.put_part(&url, &data, &[("content-md5", &zeros)]).await;
     assert_error(
         &damaged,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "StorageUnavailable",
+        StatusCode::BAD_REQUEST,
+        "BadDigest",
         "it was damaged on the way and not kept",
     );
     for malformed in ["not base64!", "AAAA"] {

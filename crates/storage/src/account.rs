@@ -534,7 +534,7 @@ impl Accounts {
     pub fn new(accounts: Vec<AccountConfig>) -> Self {
         match Self::build(accounts) {
             Ok(accounts) => accounts,
-            Err(err) => panic!("{err}: {}", error_chain(&err)),
+            Err(err) => panic!("{}", netwatch_api::error::error_chain(&err)),
         }
     }
 
@@ -576,17 +576,6 @@ impl Accounts {
             .iter()
             .position(|account| account.name.eq_ignore_ascii_case(name))
     }
-}
-
-/// `err`'s causes, joined by `: `.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        out.push(cause.to_string());
-        next = cause.source();
-    }
-    out.join(": ")
 }
 
 #[cfg(test)]

@@ -23,9 +23,9 @@ use netwatch_api::agent::{
     PartGrant, PartReceipt, UPLOAD_PREFIX, UPLOADS_COMPLETE_PATH, UPLOADS_PATH, UploadComplete, UploadDone,
     UploadGrant, UploadRequest, parse_run_id,
 };
-use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_api::error::{ApiError, ErrorCode, error_chain};
 use netwatch_api::packet_capture::PacketCapture;
-use netwatch_storage::{Backend, BlobPath, UploadError};
+use netwatch_storage::{Backend, BlobPath, Storage, UploadError};
 
 use super::{AppState, ArmBody, HttpError, now_ms};
 use crate::auth::AgentIdentity;
@@ -148,11 +148,23 @@ async fn complete(
             id: id.clone(),
         })
         .collect();
-    let size = target
+    let size = match target
         .backend
         .complete_upload(&target.blob, &request.upload_id, &receipts, request.size)
         .await
-        .map_err(|err| upload_error(&target.account, err))?;
+    {
+        Ok(size) => size,
+        // A commit sent again after its answer was lost: the upload is gone
+        // because it was committed. Done, when this very file is stored.
+        Err(UploadError::NoSuchUpload { .. }) if committed_already(&state, &target, &request).await? => {
+            tracing::info!(capture = %target.record.id, seq = request.seq, "commit repeated: already stored");
+            return Ok(Json(UploadDone {
+                storage_path: target.storage_path,
+                size: request.size,
+            }));
+        }
+        Err(err) => return Err(upload_error(&target.account, err)),
+    };
     let file = CaptureFileRecord {
         seq: i64::from(request.seq),
         storage_path: target.storage_path.clone(),
@@ -170,6 +182,24 @@ async fn complete(
         storage_path: target.storage_path,
         size,
     }))
+}
+
+/// Whether the file a commit names is recorded as stored with the same size
+/// and SHA-256, and storage holds that many bytes at its path.
+async fn committed_already(state: &AppState, target: &Target<'_>, request: &UploadComplete) -> Result<bool, HttpError> {
+    let files = state
+        .store
+        .capture_files(&target.record.id, target.record.created_ms)
+        .await?;
+    let recorded = files.iter().any(|file| {
+        file.seq == i64::from(request.seq)
+            && file.sha256 == request.sha256
+            && u64::try_from(file.size).ok() == Some(request.size)
+    });
+    if !recorded {
+        return Ok(false);
+    }
+    Ok(matches!(target.backend.size(&target.blob).await, Ok(Some(size)) if size == request.size))
 }
 
 /// The capture run `run` names, checked to be the caller's, and where its
@@ -325,6 +355,15 @@ pub(super) fn upload_error(account: &str, err: UploadError) -> HttpError {
     if matches!(err, UploadError::NoSuchUpload { .. }) {
         return ApiError::new(ErrorCode::ResourceNotFound, message).into();
     }
+    // The sender's bytes, not storage: S3 answers a damaged part `400
+    // BadDigest` too, and an uploader sends such a part again.
+    if matches!(err, UploadError::Md5Mismatch { .. } | UploadError::Body { .. }) {
+        return HttpError::with_status(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            ApiError::bad_request("Content-MD5", message),
+        );
+    }
     if err.is_permanent() {
         return HttpError::with_status(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -338,17 +377,6 @@ pub(super) fn upload_error(account: &str, err: UploadError) -> HttpError {
         "StorageUnavailable",
         ApiError::new(ErrorCode::InternalServerError, message),
     )
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
