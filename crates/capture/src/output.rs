@@ -276,10 +276,16 @@ impl Output {
         self.created.push(next);
         while self.kept.len() > file_count as usize {
             if let Some(old) = self.kept.pop_front() {
-                std::fs::remove_file(&old).map_err(|source| OutputError::Remove {
-                    path: old.display().to_string(),
-                    source,
-                })?;
+                match std::fs::remove_file(&old) {
+                    // Gone already (uploaded and deleted by the agent, or by hand): that is what we wanted.
+                    Err(source) if source.kind() != io::ErrorKind::NotFound => {
+                        return Err(OutputError::Remove {
+                            path: old.display().to_string(),
+                            source,
+                        });
+                    }
+                    _ => {}
+                }
             }
         }
         self.write_header()
@@ -374,6 +380,28 @@ mod tests {
             assert_eq!(b.len(), 64);
             crate::pcap::parse_file_header(&b).unwrap();
         }
+    }
+
+    #[test]
+    fn a_ring_file_deleted_by_someone_else_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = OutputSpec::Ring {
+            path: dir.path().join("r.pcap"),
+            rotation: Rotation {
+                file_count: 1,
+                file_size: 100,
+            },
+        };
+        let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
+        // As the agent does once a closed file is stored.
+        out.on_file_closed(FileClosed(Box::new(|path, _| std::fs::remove_file(path).unwrap())));
+        for _ in 0..3 {
+            if !out.fits(0, 40) {
+                out.rotate().unwrap();
+            }
+            out.write(&[7; 40]).unwrap();
+        }
+        assert_eq!(out.kept(), vec![dir.path().join("r_00003.pcap")]);
     }
 
     #[test]
