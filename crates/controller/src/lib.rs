@@ -15,6 +15,7 @@
 //! - [`server`]: the configuration file and [`server::run`] (HTTPS);
 //!   [`tls`]: the CA and certificate `netwatch up` makes.
 
+pub mod accounts;
 pub mod auth;
 pub mod hub;
 pub mod identity;

@@ -46,6 +46,7 @@ use netwatch_api::resource::{DEFAULT_SUBSCRIPTION_ID, Location, SubscriptionId};
 use netwatch_storage::Accounts;
 use tower::Layer;
 
+use crate::accounts::{LookupError, StorageAccounts};
 use crate::auth::{self, Tokens};
 use crate::hub::Hub;
 use crate::identity::Signer;
@@ -93,6 +94,9 @@ pub struct ApiConfig {
     pub grant_signer: Signer,
     /// How long an upload grant works.
     pub grant_ttl: std::time::Duration,
+    /// Where accounts made through the API without a directory keep their
+    /// files (`{accounts_dir}/{name}`); `None`: such requests must give one.
+    pub accounts_dir: Option<std::path::PathBuf>,
 }
 
 /// Default [`ApiConfig::grant_ttl`]: long enough for a part on a slow link,
@@ -121,6 +125,7 @@ impl Default for ApiConfig {
             scheme: "http".to_owned(),
             grant_signer: Signer::random().expect("the system's random source works"),
             grant_ttl: DEFAULT_GRANT_TTL,
+            accounts_dir: None,
         }
     }
 }
@@ -137,8 +142,8 @@ impl ApiConfig {
 pub struct AppState {
     pub store: Store,
     pub config: ApiConfig,
-    /// The configured storage accounts.
-    pub storage: Arc<Accounts>,
+    /// The storage accounts: configured and made through the API.
+    pub storage: Arc<StorageAccounts>,
     /// The connected agents.
     pub hub: Hub,
 }
@@ -147,9 +152,9 @@ impl AppState {
     /// State over `store` with no agent connected yet.
     pub fn new(store: Store, config: ApiConfig, storage: Accounts) -> Self {
         Self {
+            storage: Arc::new(StorageAccounts::new(storage, store.clone())),
             store,
             config,
-            storage: Arc::new(storage),
             hub: Hub::default(),
         }
     }
@@ -307,6 +312,15 @@ impl From<ApiError> for HttpError {
 impl From<StoreError> for HttpError {
     fn from(error: StoreError) -> Self {
         ApiError::internal("the state store failed; try again", error).into()
+    }
+}
+
+impl From<LookupError> for HttpError {
+    fn from(error: LookupError) -> Self {
+        match error {
+            LookupError::Store(error) => error.into(),
+            error => ApiError::internal("a storage account cannot be served", error).into(),
+        }
     }
 }
 

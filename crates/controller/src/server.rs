@@ -45,6 +45,11 @@ pub struct ServerConfig {
     /// Where capture files land.
     #[serde(default)]
     pub storage: Vec<AccountConfig>,
+    /// Where storage accounts made through the API (`netwatch storage account
+    /// create`) without a directory keep their files, one directory each;
+    /// default `accounts` beside the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts_dir: Option<PathBuf>,
     /// How long the grants agents upload with work, in seconds (default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_grant_seconds: Option<u64>,
@@ -122,6 +127,9 @@ impl ServerConfig {
                 AccountKind::AzureBlob { .. } | AccountKind::S3 { .. } => {}
             }
         }
+        // Absolute: the store keeps the directories of accounts made in it.
+        let accounts = base.join(config.accounts_dir.as_deref().unwrap_or(Path::new("accounts")));
+        config.accounts_dir = Some(std::path::absolute(&accounts).unwrap_or(accounts));
         if config.database.is_none() {
             config.database = Some(format!("sqlite://{}", base.join("state.db").display()));
         }
@@ -181,6 +189,7 @@ pub async fn run(
         }
         api.grant_ttl = std::time::Duration::from_secs(seconds);
     }
+    api.accounts_dir.clone_from(&config.accounts_dir);
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
     let accounts = Accounts::try_new(config.storage.clone()).map_err(|err| ServerError::BadConfig {
         path: PathBuf::from("storage"),

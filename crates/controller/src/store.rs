@@ -126,6 +126,22 @@ pub struct CaptureFileRecord {
     pub stored_ms: i64,
 }
 
+/// A storage account made through the API.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StorageAccountRecord {
+    pub name: String,
+    pub resource_group: String,
+    pub location: String,
+    /// ARM tags, a JSON object.
+    pub tags_json: String,
+    /// Its `[[storage]]` table as JSON (`netwatch_storage::AccountConfig`), secrets included.
+    pub config_json: String,
+    /// Bumped by every change.
+    pub version: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
 /// A long-running operation's status resource.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OperationRecord {
@@ -597,6 +613,105 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row)
+    }
+
+    // ---- storage accounts ----
+
+    /// The API-made storage account named `name` (any case).
+    pub async fn get_storage_account(&self, name: &str) -> Result<Option<StorageAccountRecord>, StoreError> {
+        let row = sqlx::query_as(
+            "SELECT name, resource_group, location, tags_json, config_json, version, created_ms, updated_ms \
+             FROM storage_accounts WHERE key = $1",
+        )
+        .bind(key(name))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    /// Every API-made storage account, by name.
+    pub async fn list_storage_accounts(&self) -> Result<Vec<StorageAccountRecord>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT name, resource_group, location, tags_json, config_json, version, created_ms, updated_ms \
+             FROM storage_accounts ORDER BY key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Writes `account`: a new one when `expected_version` is `None`
+    /// ([`StoreError::Conflict`] when the name is taken), else only over the
+    /// row still at that version (false when another writer came first).
+    /// The row's version becomes `account.version`.
+    pub async fn put_storage_account(
+        &self,
+        account: &StorageAccountRecord,
+        expected_version: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let Some(expected) = expected_version else {
+            let result = sqlx::query(
+                "INSERT INTO storage_accounts \
+                 (key, name, resource_group, location, tags_json, config_json, version, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(key(&account.name))
+            .bind(&account.name)
+            .bind(&account.resource_group)
+            .bind(&account.location)
+            .bind(&account.tags_json)
+            .bind(&account.config_json)
+            .bind(account.version)
+            .bind(account.created_ms)
+            .bind(account.updated_ms)
+            .execute(&self.pool)
+            .await;
+            return match result {
+                Ok(_) => Ok(true),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    Err(StoreError::Conflict(format!("storage account {}", account.name)))
+                }
+                Err(e) => Err(e.into()),
+            };
+        };
+        let done = sqlx::query(
+            "UPDATE storage_accounts SET config_json = $1, version = $2, updated_ms = $3, location = $4, \
+             tags_json = $5 WHERE key = $6 AND version = $7",
+        )
+        .bind(&account.config_json)
+        .bind(account.version)
+        .bind(account.updated_ms)
+        .bind(&account.location)
+        .bind(&account.tags_json)
+        .bind(key(&account.name))
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the API-made storage account `name` if it is still at
+    /// `version`; whether it did.
+    pub async fn delete_storage_account(&self, name: &str, version: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM storage_accounts WHERE key = $1 AND version = $2")
+            .bind(key(name))
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Captures whose files go to storage account `name` (any case), by id.
+    pub async fn captures_storing_to(&self, name: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+        // Account names are lower-case letters and digits only (checked
+        // before they are stored), so the pattern needs no escaping; the
+        // request JSON holds the account's id as `"…/storageAccounts/{name}"`.
+        let pattern = format!("%/storageaccounts/{}\"%", name.to_lowercase());
+        let rows = sqlx::query_as(capture_select!("WHERE LOWER(c.request_json) LIKE $1 ORDER BY c.key"))
+            .bind(pattern)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
     }
 
     // ---- long-running operations ----

@@ -136,7 +136,7 @@ const ROUTES: [(&str, &[&str]); 31] = [
     ),
     (
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.storage/storageaccounts/{account}",
-        &["GET"],
+        &["GET", "PUT", "DELETE"],
     ),
     ("/netwatch/v1/agent/files/{account}/{*path}", &["PUT"]),
     ("/netwatch/v1/agent/uploads", &["POST"]),
@@ -292,6 +292,7 @@ impl Api {
         let config = ApiConfig {
             auth: Some(Tokens::from_digests(&[digest(ADMIN)], &[digest(AGENT)]).unwrap()),
             signer: Some(Signer::random().unwrap()),
+            accounts_dir: Some(dir.path().join("made")),
             ..ApiConfig::default()
         };
         let router = router(AppState::new(
@@ -1251,6 +1252,39 @@ async fn answers_match_their_schemas() {
         404,
     )
     .await;
+    let made = format!("{accounts}/made1?{V}");
+    let account =
+        json!({"location": "westus", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2", "tags": {"a": "b"}});
+    s.call(
+        "StorageAccounts_Create",
+        Call::new(Method::PUT, &made).json(&account),
+        200,
+    )
+    .await;
+    let premium = json!({"sku": {"name": "Premium_LRS"}});
+    s.call(
+        "StorageAccounts_Create",
+        Call::new(Method::PUT, &made).json(&premium),
+        400,
+    )
+    .await;
+    let configured = format!("{accounts}/captures?{V}");
+    s.call(
+        "StorageAccounts_Create",
+        Call::new(Method::PUT, &configured).json(&account),
+        409,
+    )
+    .await;
+    let text = Call::new(Method::PUT, &made)
+        .header("content-type", "text/plain")
+        .body(b"{}".to_vec());
+    s.call("StorageAccounts_Create", text, 415).await;
+    s.call("StorageAccounts_Delete", Call::new(Method::DELETE, &made), 200)
+        .await;
+    s.call("StorageAccounts_Delete", Call::new(Method::DELETE, &made), 204)
+        .await;
+    s.call("StorageAccounts_Delete", Call::new(Method::DELETE, &configured), 409)
+        .await;
 
     // Files: an agent's upload of a capture's file (grants, a part, the
     // commit), then downloads whole, in a range, past the end.

@@ -147,7 +147,10 @@ impl Api {
             store.upsert_vm(&vm).await.unwrap();
         }
         let accounts = accounts(dir.path(), &["captures", "archive"]);
-        let config = ApiConfig::default();
+        let config = ApiConfig {
+            accounts_dir: Some(dir.path().join("made")),
+            ..ApiConfig::default()
+        };
         let router = router(AppState::new(store.clone(), config.clone(), accounts));
         Api {
             router,
@@ -524,7 +527,8 @@ async fn storage_accounts_are_the_configured_ones() {
             "properties": {
                 "provisioningState": "Succeeded", "primaryLocation": "westus", "statusOfPrimary": "available",
                 "primaryEndpoints": {"blob": format!("http://{HOST}/netwatch/v1/storage/captures/")},
-                "netwatch": {"kind": "local"},
+                "netwatch": {"kind": "local", "source": "configuration", "partSize": MIN_LOCAL_PART_SIZE,
+                    "path": api.dir.path().join("captures")},
             },
         })
     );
@@ -554,6 +558,233 @@ async fn storage_accounts_are_the_configured_ones() {
         "ResourceNotFound",
         "storage account \"nothing\"",
     );
+}
+
+#[tokio::test]
+async fn storage_accounts_are_made_changed_and_deleted_through_the_api() {
+    let api = Api::new().await;
+    let all = format!("/subscriptions/{SUB}/providers/Microsoft.Storage/storageAccounts?{V}");
+    let names = |answer: &Answer| -> Vec<String> {
+        let value = answer.ok()["value"].clone();
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let put = |name: &str, body: Value| {
+        let uri = format!("{}?{V}", account_id(name));
+        let body = body.to_string().into_bytes();
+        let api = &api;
+        async move {
+            api.send(Method::PUT, &uri, &[("content-type", "application/json")], Some(body))
+                .await
+        }
+    };
+    let delete = |name: &str| {
+        let uri = format!("{}?{V}", account_id(name));
+        let api = &api;
+        async move { api.send(Method::DELETE, &uri, &[], None).await }
+    };
+
+    // As az and the SDK send it: no netwatch block, so a directory of the controller's.
+    let made = put(
+        "made1",
+        json!({"location": "eastus", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2", "tags": {"team": "net"},
+               "properties": {"minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": false}}),
+    )
+    .await
+    .ok();
+    assert_eq!(made["id"], account_id("made1"));
+    assert_eq!(
+        (made["location"].as_str(), made["tags"].clone()),
+        (Some("eastus"), json!({"team": "net"}))
+    );
+    assert_eq!(
+        made["properties"]["netwatch"],
+        json!({"kind": "local", "source": "api", "partSize": 8 * 1024 * 1024,
+               "path": api.dir.path().join("made/made1")})
+    );
+    assert!(made["properties"]["creationTime"].as_str().is_some(), "{made}");
+    assert_eq!(api.get(&format!("{}?{V}", account_id("made1"))).await.ok(), made);
+
+    // An S3 account with camelCase keys; its secrets never come back.
+    let s3 = json!({"location": "westus", "properties": {"netwatch": {"kind": "s3", "bucket": "caps",
+        "region": "eu-west-1", "endpoint": "http://127.0.0.1:9", "accessKeyId": "AKIDSECRETISH",
+        "secretAccessKey": "very-secret-value", "partSize": 6_291_456}}});
+    let shown = put("objects", s3.clone()).await.ok();
+    assert_eq!(
+        shown["properties"]["netwatch"],
+        json!({"kind": "s3", "source": "api", "partSize": 6_291_456, "bucket": "caps", "region": "eu-west-1",
+               "endpoint": "http://127.0.0.1:9"})
+    );
+    let listed = api.get(&all).await;
+    assert_eq!(names(&listed), ["captures", "archive", "made1", "objects"]);
+    let text = String::from_utf8_lossy(&listed.bytes).into_owned();
+    assert!(
+        !text.contains("very-secret-value") && !text.contains("AKIDSECRETISH"),
+        "{text}"
+    );
+
+    // Files go to a made account: grant, parts, commit, download.
+    let run = api.capture_run("tomade", Some("made1")).await;
+    let data = vec![7_u8; 1000]; // one part: the helper cuts parts of PART bytes
+    api.upload(&run.id, 0, &data).await.ok();
+    let fetched = api.download(Method::GET, download_path(&run.storage_path), None).await;
+    assert_eq!(fetched.bytes, data);
+    assert!(api.dir.path().join("made/made1").is_dir());
+
+    // Bad requests: a clear 400 each, nothing changes.
+    let bad = [
+        ("Bad_Name", json!({}), "accountName", "has the character"),
+        (
+            "premium1",
+            json!({"sku": {"name": "Premium_LRS"}}),
+            "sku.name",
+            "only Standard",
+        ),
+        ("kind1", json!({"kind": "FileStorage"}), "kind", "StorageV2"),
+        ("mars1", json!({"location": "mars"}), "location", "is not served here"),
+        ("tags1", json!({"tags": ["a"]}), "tags", "object of string values"),
+        (
+            "s31",
+            json!({"properties": {"netwatch": {"kind": "s3", "accessKeyId": "a", "secretAccessKey": "b"}}}),
+            "properties.netwatch",
+            "bucket",
+        ),
+        (
+            "ftp1",
+            json!({"properties": {"netwatch": {"kind": "ftp"}}}),
+            "properties.netwatch",
+            "ftp",
+        ),
+        (
+            "rel1",
+            json!({"properties": {"netwatch": {"kind": "local", "path": "files"}}}),
+            "properties.netwatch.path",
+            "is relative",
+        ),
+        (
+            "named1",
+            json!({"properties": {"netwatch": {"kind": "local", "name": "x"}}}),
+            "properties.netwatch",
+            "the request's path gives it",
+        ),
+        (
+            "azkey1",
+            json!({"properties": {"netwatch": {"kind": "azureblob", "account": "a", "key": "not base64!"}}}),
+            "properties.netwatch",
+            "key is not base64",
+        ),
+        (
+            "small1",
+            json!({"properties": {"netwatch": {"kind": "s3", "bucket": "b", "accessKeyId": "a",
+            "secretAccessKey": "b", "partSize": 1024}}}),
+            "properties.netwatch",
+            "part_size 1024 is below",
+        ),
+        (
+            "array1",
+            json!({"properties": {"netwatch": ["s3"]}}),
+            "properties.netwatch",
+            "must be an object",
+        ),
+    ];
+    for (name, body, target, message) in bad {
+        let answer = put(name, body).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "InvalidRequestFormat", message);
+        assert_eq!(answer.json()["error"]["target"], target, "{name}");
+    }
+    let not_json = api
+        .send(
+            Method::PUT,
+            &format!("{}?{V}", account_id("x12")),
+            &[("content-type", "application/json")],
+            Some(b"{".to_vec()),
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+    assert_eq!(names(&api.get(&all).await), ["captures", "archive", "made1", "objects"]);
+
+    // The configuration's accounts are the file's to change; names are global.
+    let configured = put("captures", json!({})).await;
+    assert_error(
+        &configured,
+        StatusCode::CONFLICT,
+        "Conflict",
+        "configuration file: change it there",
+    );
+    let configured = delete("captures").await;
+    assert_error(
+        &configured,
+        StatusCode::CONFLICT,
+        "Conflict",
+        "configuration file: remove it there",
+    );
+    let elsewhere = api
+        .send(
+            Method::PUT,
+            &format!("/subscriptions/{SUB}/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/made1?{V}"),
+            &[("content-type", "application/json")],
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_error(
+        &elsewhere,
+        StatusCode::CONFLICT,
+        "Conflict",
+        "is taken, in resource group netwatch",
+    );
+
+    // While a capture may still upload to it, its files may not move and it may not go.
+    let busy = api.capture_run("busy", Some("objects")).await;
+    let mut record = api.store.get_capture(&busy.capture).await.unwrap().unwrap();
+    record.stats_json = json!({"uploadState": "Retrying"}).to_string();
+    api.store.update_capture(&record).await.unwrap();
+    let mut moved = s3.clone();
+    moved["properties"]["netwatch"]["bucket"] = json!("elsewhere");
+    let refused = put("objects", moved.clone()).await;
+    assert_error(
+        &refused,
+        StatusCode::CONFLICT,
+        "Conflict",
+        "packet captures [busy] still run or upload",
+    );
+    let refused = delete("objects").await;
+    assert_error(&refused, StatusCode::CONFLICT, "Conflict", "before you delete it");
+    // New credentials are fine meanwhile.
+    let mut rotated = s3.clone();
+    rotated["properties"]["netwatch"]["secretAccessKey"] = json!("rotated-secret");
+    assert_eq!(put("objects", rotated).await.status, StatusCode::OK);
+    let stored = api.store.get_storage_account("objects").await.unwrap().unwrap();
+    assert!(
+        stored.config_json.contains("rotated-secret") && stored.version == 2,
+        "{stored:?}"
+    );
+
+    // Uploaded: it may move, and go. A second delete finds nothing: 204.
+    let mut record = api.store.get_capture(&busy.capture).await.unwrap().unwrap();
+    record.stats_json = json!({"uploadState": "Succeeded"}).to_string();
+    api.store.update_capture(&record).await.unwrap();
+    assert_eq!(
+        put("objects", moved).await.ok()["properties"]["netwatch"]["bucket"],
+        "elsewhere"
+    );
+    assert_eq!(delete("objects").await.status, StatusCode::OK);
+    assert_eq!(delete("objects").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get(&format!("{}?{V}", account_id("objects"))).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A restarted controller (or another replica) serves what was made.
+    let again = api.restarted(api.config.clone(), accounts(api.dir.path(), &["captures", "archive"]));
+    assert_eq!(names(&again.get(&all).await), ["captures", "archive", "made1"]);
+    let fetched = again
+        .download(Method::GET, download_path(&run.storage_path), None)
+        .await;
+    assert_eq!(fetched.bytes, data);
 }
 
 #[tokio::test]
@@ -1045,7 +1276,7 @@ async fn unknown_accounts_are_404() {
         &answer,
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
-        "storage account \"captures\" was not found: the configured accounts are archive",
+        "storage account \"captures\" was not found: the accounts are archive",
     );
     // ... and the capture's files have nowhere to go.
     let answer = without.grant(&run.id, 0, b"pcap").await;
@@ -1061,7 +1292,7 @@ async fn unknown_accounts_are_404() {
         &answer,
         StatusCode::NOT_FOUND,
         "ResourceNotFound",
-        "storage account \"nothere\" was not found: the configured accounts are captures, archive",
+        "storage account \"nothere\" was not found: the accounts are captures, archive",
     );
     assert_eq!(
         api.download(Method::HEAD, &format!("nothere/{BLOB}"), None)

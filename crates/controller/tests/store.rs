@@ -3,8 +3,8 @@
 //! `NETWATCH_TEST_POSTGRES`). Each PostgreSQL test gets a database of its own.
 
 use netwatch_controller::store::{
-    AgentCredentialRecord, Backend, CaptureRecord, EnrollmentRecord, OperationRecord, Store, StoreError, VmRecord,
-    WatcherRecord,
+    AgentCredentialRecord, Backend, CaptureRecord, EnrollmentRecord, OperationRecord, StorageAccountRecord, Store,
+    StoreError, VmRecord, WatcherRecord,
 };
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
@@ -95,6 +95,80 @@ both!(vms, vms_suite);
 both!(captures, captures_suite);
 both!(operations, operations_suite);
 both!(enrollments, enrollments_suite);
+both!(storage_accounts, storage_accounts_suite);
+
+async fn storage_accounts_suite(store: &Store) {
+    let account = |name: &str, version: i64, config: &str| StorageAccountRecord {
+        name: name.into(),
+        resource_group: "Storage-RG".into(),
+        location: "westus".into(),
+        tags_json: r#"{"team":"net"}"#.into(),
+        config_json: config.into(),
+        version,
+        created_ms: 5,
+        updated_ms: 5 + version,
+    };
+    let first = account("acct1", 1, r#"{"kind":"local"}"#);
+    assert!(store.put_storage_account(&first, None).await.unwrap());
+    assert_eq!(store.get_storage_account("ACCT1").await.unwrap(), Some(first.clone()));
+    // A second make of a taken name, in any case, is a conflict.
+    let taken = store.put_storage_account(&account("Acct1", 1, "{}"), None).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    // A change applies over the version it read, once.
+    let second = account("acct1", 2, r#"{"kind":"s3"}"#);
+    assert!(store.put_storage_account(&second, Some(1)).await.unwrap());
+    assert!(
+        !store
+            .put_storage_account(&account("acct1", 2, "{}"), Some(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_storage_account("acct1").await.unwrap(), Some(second.clone()));
+    assert!(
+        store
+            .put_storage_account(&account("acct0", 1, "{}"), None)
+            .await
+            .unwrap()
+    );
+    let names: Vec<String> = store
+        .list_storage_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["acct0", "acct1"]);
+    // A delete of a version since changed does nothing.
+    assert!(!store.delete_storage_account("acct1", 1).await.unwrap());
+    assert!(store.delete_storage_account("acct1", 2).await.unwrap());
+    assert_eq!(store.get_storage_account("acct1").await.unwrap(), None);
+
+    // Captures storing to an account, found by its id in their request.
+    let w = store.ensure_watcher(&watcher("westus")).await.unwrap();
+    let to = |name: &str, account: &str| {
+        let mut c = capture(&w, name, &vm_id("vm1"));
+        c.request_json = format!(
+            r#"{{"properties":{{"storageLocation":{{"storageId":"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/StorageAccounts/{account}"}}}}}}"#
+        );
+        c
+    };
+    for capture in [
+        to("a", "acct0"),
+        to("b", "acct01"),
+        to("c", "ACCT0"),
+        capture(&w, "d", &vm_id("vm1")),
+    ] {
+        store.insert_capture(&capture).await.unwrap();
+    }
+    let storing: Vec<String> = store
+        .captures_storing_to("acct0")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(storing, ["a", "c"], "not acct01, not a capture without storage");
+}
 
 async fn enrollments_suite(store: &Store) {
     let enrollment = EnrollmentRecord {

@@ -10,6 +10,7 @@
 //! DIR/env                `export NETWATCH_URL=… NETWATCH_TOKEN=… NETWATCH_CA=…` for `source`
 //! DIR/state.db           the state (SQLite)
 //! DIR/storage/           storage account `netwatchlocal`: the capture files
+//! DIR/accounts/{name}/   storage accounts made with `netwatch storage account create`
 //! DIR/agent/             this machine's agent: captures before upload
 //! ```
 //!
@@ -207,6 +208,7 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
             AccountConfig::new(LOCAL_ACCOUNT, AccountKind::Local { path: "storage".into() })
                 .context("the local storage account's name")?,
         ],
+        accounts_dir: None,
         upload_grant_seconds: None,
     };
     write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;

@@ -113,7 +113,7 @@ struct AccountFields {
     name: String,
     #[serde(default = "default_resource_group")]
     resource_group: ResourceGroupName,
-    #[serde(default)]
+    #[serde(default, alias = "partSize")]
     part_size: Option<u64>,
     #[serde(flatten)]
     kind: AccountKind,
@@ -145,6 +145,44 @@ impl AccountConfig {
             part_size: None,
             kind,
         })
+    }
+
+    /// Whether `other` keeps its files in the same place (kind, directory,
+    /// container or bucket, endpoint), whatever its credentials and part
+    /// size: a change that uploads under way survive.
+    pub fn same_place(&self, other: &AccountConfig) -> bool {
+        match (&self.kind, &other.kind) {
+            (AccountKind::Local { path }, AccountKind::Local { path: other }) => path == other,
+            (
+                AccountKind::AzureBlob {
+                    account,
+                    container,
+                    endpoint,
+                    ..
+                },
+                AccountKind::AzureBlob {
+                    account: other_account,
+                    container: other_container,
+                    endpoint: other_endpoint,
+                    ..
+                },
+            ) => account == other_account && container == other_container && endpoint == other_endpoint,
+            (
+                AccountKind::S3 {
+                    bucket,
+                    region,
+                    endpoint,
+                    ..
+                },
+                AccountKind::S3 {
+                    bucket: other_bucket,
+                    region: other_region,
+                    endpoint: other_endpoint,
+                    ..
+                },
+            ) => bucket == other_bucket && region == other_region && endpoint == other_endpoint,
+            _ => false,
+        }
     }
 
     /// Bytes per part of multipart uploads: the configured size or [`DEFAULT_PART_SIZE`].
@@ -270,11 +308,13 @@ pub enum AccountKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<Endpoint>,
         /// The access key's id.
+        #[serde(alias = "accessKeyId")]
         access_key_id: String,
         /// The access key's secret.
+        #[serde(alias = "secretAccessKey")]
         secret_access_key: Secret,
         /// A session token, for temporary credentials.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none", alias = "sessionToken")]
         session_token: Option<Secret>,
     },
 }
@@ -726,6 +766,34 @@ mod tests {
         assert_eq!(serde_json::from_str::<AccountConfig>(&saved).unwrap(), s3);
         let local = parse("name = \"loc\"\nkind = \"local\"\npath = \"/x\"\npart_size = 1048576").unwrap();
         assert_eq!((local.kind.as_str(), local.part_size()), ("local", MIB));
+    }
+
+    #[test]
+    fn json_keys_may_be_camel_case_and_same_place_ignores_credentials() {
+        let s3 = |extra: &str| {
+            serde_json::from_str::<AccountConfig>(&format!(
+                "{{\"name\":\"s3acct\",\"kind\":\"s3\",\"bucket\":\"b\",{extra}}}"
+            ))
+        };
+        let camel = s3("\"accessKeyId\":\"id\",\"secretAccessKey\":\"s1\",\"partSize\":6291456").unwrap();
+        let snake = s3("\"access_key_id\":\"id\",\"secret_access_key\":\"s2\"").unwrap();
+        assert_eq!(camel.part_size(), 6 * MIB);
+        assert!(
+            camel.same_place(&snake) && snake.same_place(&camel),
+            "only secrets and part size differ"
+        );
+        let other_bucket = s3("\"bucket2\":1").unwrap_err().to_string();
+        assert!(
+            other_bucket.contains("bucket2"),
+            "unknown keys are refused: {other_bucket}"
+        );
+        let moved = serde_json::from_str::<AccountConfig>(
+            "{\"name\":\"s3acct\",\"kind\":\"s3\",\"bucket\":\"c\",\"access_key_id\":\"id\",\"secret_access_key\":\"s\"}",
+        )
+        .unwrap();
+        assert!(!camel.same_place(&moved), "another bucket");
+        let local = AccountConfig::new("loc", AccountKind::Local { path: "/x".into() }).unwrap();
+        assert!(!local.same_place(&camel) && local.same_place(&local.clone()));
     }
 
     #[test]

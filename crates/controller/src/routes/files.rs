@@ -15,6 +15,8 @@
 //! `Content-MD5`, when sent, is checked. A multi-range or malformed `Range`
 //! is ignored and the whole file sent, as RFC 9110 §14.2 allows.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -25,10 +27,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use netwatch_api::agent::{DOWNLOAD_PREFIX, UPLOAD_PREFIX};
 use netwatch_api::error::{ApiError, ErrorCode};
-use netwatch_storage::{Backend, BlobPath, ByteRange, OpenError, Storage};
+use netwatch_storage::{BlobPath, ByteRange, OpenError, Storage};
 use serde_json::json;
 
 use super::{AppState, HttpError};
+use crate::accounts::Account;
 
 /// What capture files are (the libpcap format, api-contract.md §6).
 const PCAP_CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
@@ -84,10 +87,11 @@ async fn upload(
         grant.expires,
         &grant.sig,
     )?;
-    let storage = account_storage(&state, &account)?;
+    let storage = account_storage(&state, &account).await?;
     let length = content_length(&headers)?;
     let md5 = content_md5(&headers)?;
     let receipt = storage
+        .backend
         .put_part(
             &blob,
             &grant.upload_id,
@@ -130,9 +134,9 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (account, blob) = blob_location(path)?;
-    let storage = account_storage(&state, &account)?;
+    let storage = account_storage(&state, &account).await?;
     let range = requested_range(&headers);
-    let opened = match storage.open(&blob, range).await {
+    let opened = match storage.backend.open(&blob, range).await {
         Ok(opened) => opened,
         Err(OpenError::RangeNotSatisfiable { size }) => return Ok(range_not_satisfiable(size)),
         Err(err) => return Err(open_error(&account, &blob, err)),
@@ -149,8 +153,8 @@ async fn download_head(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (account, blob) = blob_location(path)?;
-    let storage = account_storage(&state, &account)?;
-    let size = match storage.size(&blob).await {
+    let storage = account_storage(&state, &account).await?;
+    let size = match storage.backend.size(&blob).await {
         Ok(Some(size)) => size,
         Ok(None) => {
             return Err(open_error(
@@ -181,17 +185,18 @@ fn blob_location(path: Result<Path<(String, String)>, PathRejection>) -> Result<
 }
 
 /// The backend of the configured account `account`; 404 naming the accounts there are.
-fn account_storage<'a>(state: &'a AppState, account: &str) -> Result<&'a Backend, HttpError> {
-    state.storage.storage(account).ok_or_else(|| {
-        let names: Vec<&str> = state.storage.list().iter().map(|a| a.name.as_str()).collect();
-        let known = if names.is_empty() {
-            "no storage account is configured".to_owned()
-        } else {
-            format!("the configured accounts are {}", names.join(", "))
-        };
-        let message = format!("storage account {account:?} was not found: {known}");
-        ApiError::new(ErrorCode::ResourceNotFound, message).into()
-    })
+async fn account_storage(state: &AppState, account: &str) -> Result<Arc<Account>, HttpError> {
+    if let Some(found) = state.storage.get(account).await? {
+        return Ok(found);
+    }
+    let names = state.storage.names().await?;
+    let known = if names.is_empty() {
+        "no storage account is configured".to_owned()
+    } else {
+        format!("the accounts are {}", names.join(", "))
+    };
+    let message = format!("storage account {account:?} was not found: {known}");
+    Err(ApiError::new(ErrorCode::ResourceNotFound, message).into())
 }
 
 /// The upload's announced length; 411 without one.

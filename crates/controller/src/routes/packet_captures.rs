@@ -226,8 +226,8 @@ async fn create(
     let storage = match capture.output().storage_account() {
         Some(account_id) => {
             let name = account_id.name().as_str();
-            if state.storage.get(name).is_none() {
-                let known: Vec<&str> = state.storage.list().iter().map(|a| a.name.as_str()).collect();
+            if state.storage.get(name).await?.is_none() {
+                let known = state.storage.names().await?;
                 let message = format!(
                     "storage account {name:?} is not configured on this controller: use one of [{}] \
                      (`netwatch storage account list` shows them)",

@@ -44,10 +44,10 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// The file an upload is for: its account, backend and blob path.
-struct Target<'a> {
+struct Target {
     record: CaptureRecord,
     account: String,
-    backend: &'a Backend,
+    backend: Backend,
     blob: BlobPath,
     storage_path: String,
 }
@@ -186,7 +186,7 @@ async fn complete(
 
 /// Whether the file a commit names is recorded as stored with the same size
 /// and SHA-256, and storage holds that many bytes at its path.
-async fn committed_already(state: &AppState, target: &Target<'_>, request: &UploadComplete) -> Result<bool, HttpError> {
+async fn committed_already(state: &AppState, target: &Target, request: &UploadComplete) -> Result<bool, HttpError> {
     let files = state
         .store
         .capture_files(&target.record.id, target.record.created_ms)
@@ -204,12 +204,12 @@ async fn committed_already(state: &AppState, target: &Target<'_>, request: &Uplo
 
 /// The capture run `run` names, checked to be the caller's, and where its
 /// file `seq` goes.
-async fn target<'a>(
-    state: &'a AppState,
+async fn target(
+    state: &AppState,
     identity: Option<Extension<AgentIdentity>>,
     run: &str,
     seq: u32,
-) -> Result<Target<'a>, HttpError> {
+) -> Result<Target, HttpError> {
     let not_found = || {
         let message = format!("no packet capture run {run:?}: it was deleted or created again");
         HttpError::from(ApiError::new(ErrorCode::ResourceNotFound, message))
@@ -245,13 +245,16 @@ async fn target<'a>(
         return Err(ApiError::conflict(message).into());
     };
     let account = storage_id.rsplit('/').next().unwrap_or_default().to_owned();
-    let backend = state.storage.storage(&account).ok_or_else(|| {
-        let message = format!(
-            "storage account {account:?} of packet capture {} is no longer configured",
-            record.id
-        );
-        HttpError::from(ApiError::conflict(message))
-    })?;
+    let backend = match state.storage.get(&account).await? {
+        Some(found) => found.backend.clone(),
+        None => {
+            let message = format!(
+                "storage account {account:?} of packet capture {} is no longer configured",
+                record.id
+            );
+            return Err(ApiError::conflict(message).into());
+        }
+    };
     let blob_text = capture_file_blob_path(&record.target_id, record.created_ms, seq)
         .ok_or_else(|| ApiError::internal(format!("stored capture {} has a bad target", record.id), "target"))?;
     let blob = BlobPath::parse(&blob_text)
