@@ -68,7 +68,7 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 31] = [
+const ROUTES: [(&str, &[&str]); 32] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -129,6 +129,10 @@ const ROUTES: [(&str, &[&str]); 31] = [
     (
         "/subscriptions/{subscription}/providers/microsoft.storage/storageaccounts",
         &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/providers/microsoft.storage/checknameavailability",
+        &["POST"],
     ),
     (
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.storage/storageaccounts",
@@ -1285,6 +1289,24 @@ async fn answers_match_their_schemas() {
         .await;
     s.call("StorageAccounts_Delete", Call::new(Method::DELETE, &configured), 409)
         .await;
+    let check = format!("/subscriptions/{SUB}/providers/Microsoft.Storage/checkNameAvailability?{V}");
+    for (name, available) in [("captures", false), ("free1", true), ("Bad_Name", false)] {
+        let answer = s
+            .call(
+                "StorageAccounts_CheckNameAvailability",
+                Call::new(Method::POST, &check)
+                    .json(&json!({"name": name, "type": "Microsoft.Storage/storageAccounts"})),
+                200,
+            )
+            .await;
+        assert_eq!(answer.json()["nameAvailable"], available, "{name}");
+    }
+    s.call(
+        "StorageAccounts_CheckNameAvailability",
+        Call::new(Method::POST, &check).json(&json!({"type": "Microsoft.Storage/storageAccounts"})),
+        400,
+    )
+    .await;
 
     // Files: an agent's upload of a capture's file (grants, a part, the
     // commit), then downloads whole, in a range, past the end.

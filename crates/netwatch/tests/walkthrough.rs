@@ -239,6 +239,77 @@ fn guide_with_netwatch(nw: &mut Deployment) -> Vec<(&'static str, Value)> {
     assert_eq!(accounts[0]["name"], "netwatchlocal", "{accounts}");
     printed.push(("storage account list", accounts));
 
+    // An account of the team's own: made, listed, refused a delete without
+    // a terminal to confirm on, deleted.
+    let made = json_of(
+        "storage account create",
+        &nw.netwatch(&[
+            "storage",
+            "account",
+            "create",
+            "-n",
+            "teamfiles",
+            "-g",
+            "netwatch",
+            "-l",
+            "westus",
+        ]),
+    );
+    assert_eq!(
+        (&made["name"], &made["resourceGroup"], &made["netwatch"]["kind"]),
+        (&json!("teamfiles"), &json!("netwatch"), &json!("local")),
+        "{made}"
+    );
+    printed.push(("storage account create", made));
+    let s3 = json_of(
+        "storage account create --bucket",
+        &nw.netwatch(&[
+            "storage",
+            "account",
+            "create",
+            "-n",
+            "teams3",
+            "-g",
+            "netwatch",
+            "--bucket",
+            "caps",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--access-key-id",
+            "AKIDWALK",
+            "--secret-access-key",
+            "walk-secret",
+        ]),
+    );
+    assert_eq!(s3["netwatch"]["bucket"], "caps", "{s3}");
+    let listed = nw.netwatch(&["storage", "account", "list", "--query", "[].name", "-o", "tsv"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "netwatchlocal\nteamfiles\nteams3\n"
+    );
+    let unsure = nw.netwatch(&["storage", "account", "delete", "-n", "teams3", "-g", "netwatch"]);
+    assert_eq!(
+        unsure.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&unsure.stderr)
+    );
+    assert!(String::from_utf8_lossy(&unsure.stderr).contains("--yes"));
+    let bad = nw.netwatch(&[
+        "storage", "account", "create", "-n", "x12", "-g", "netwatch", "--path", "/srv", "--bucket", "b",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("argument --path: it is for --backend local, but this account's backend is s3")
+    );
+    for name in ["teams3", "teamfiles"] {
+        let deleted = nw.netwatch(&["storage", "account", "delete", "-n", name, "-g", "netwatch", "--yes"]);
+        assert_eq!(json_of("storage account delete", &deleted), Value::Null);
+    }
+    let listed = nw.netwatch(&["storage", "account", "list", "--query", "[].name", "-o", "tsv"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "netwatchlocal\n");
+
     let created = json_of(
         "packet-capture create",
         &nw.netwatch(&[
@@ -509,6 +580,33 @@ fn guide_with_az(nw: &Deployment) -> Vec<(&'static str, Value)> {
     let accounts = json_of("az storage account list", &nw.az(&["storage", "account", "list"]));
     assert_eq!(accounts[0]["name"], "netwatchlocal", "{accounts}");
     printed.push(("storage account list", accounts));
+    let made = json_of(
+        "az storage account create",
+        &nw.az(&[
+            "storage",
+            "account",
+            "create",
+            "-n",
+            "azmade",
+            "-g",
+            "netwatch",
+            "-l",
+            "westus",
+            "--sku",
+            "Standard_LRS",
+        ]),
+    );
+    assert_eq!(made["name"], "azmade", "{made}");
+    printed.push(("storage account create", made));
+    let shown = json_of(
+        "az storage account show",
+        &nw.az(&["storage", "account", "show", "-n", "azmade", "-g", "netwatch"]),
+    );
+    assert_eq!(shown["provisioningState"], "Succeeded", "{shown}");
+    let deleted = nw.az(&[
+        "storage", "account", "delete", "-n", "azmade", "-g", "netwatch", "--yes",
+    ]);
+    assert_eq!(json_of("az storage account delete", &deleted), Value::Null);
 
     let created = json_of(
         "az packet-capture create",

@@ -363,3 +363,103 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
 fn account_path(sub: &SubscriptionId, group: &ResourceGroupName, name: &ResourceName) -> String {
     format!("/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Storage/storageAccounts/{name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        create: CreateArgs,
+    }
+
+    fn body(args: &[&str], env: &[(&str, &str)]) -> Result<Value, CliError> {
+        let cli = Cli::try_parse_from([&["create", "-n", "acct1", "-g", "rg"], args].concat()).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        create_body(cli.create, &|var| {
+            env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn the_backend_follows_the_flags_and_secrets_come_from_the_environment() {
+        let local = body(&[], &[("AWS_SECRET_ACCESS_KEY", "unused")]).unwrap();
+        assert_eq!(
+            local,
+            json!({"sku": {"name": "Standard_LRS"}, "kind": "StorageV2", "properties": {"netwatch": {"kind": "local"}}})
+        );
+        let s3 = body(
+            &[
+                "--bucket",
+                "b",
+                "-l",
+                "West US",
+                "--tags",
+                "a=1",
+                "b",
+                "--part-size",
+                "6291456",
+            ],
+            &[
+                ("AWS_ACCESS_KEY_ID", "id-from-env"),
+                ("AWS_SECRET_ACCESS_KEY", "secret-from-env"),
+                ("AZURE_STORAGE_KEY", "k"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s3["properties"]["netwatch"],
+            json!({"kind": "s3", "bucket": "b", "accessKeyId": "id-from-env", "secretAccessKey": "secret-from-env",
+                   "partSize": 6_291_456})
+        );
+        assert_eq!(
+            (&s3["location"], &s3["tags"]),
+            (&json!("westus"), &json!({"a": "1", "b": ""}))
+        );
+        // A flag wins over the environment; a SAS on the command line keeps the environment's key out.
+        let azure = body(
+            &[
+                "--azure-account",
+                "acct",
+                "--sas-token",
+                "sv=1&sig=2",
+                "--endpoint",
+                "http://127.0.0.1:10000/acct",
+            ],
+            &[("AZURE_STORAGE_KEY", "env-key")],
+        )
+        .unwrap();
+        assert_eq!(
+            azure["properties"]["netwatch"],
+            json!({"kind": "azureblob", "account": "acct", "sas": "sv=1&sig=2", "endpoint": "http://127.0.0.1:10000/acct"})
+        );
+    }
+
+    #[test]
+    fn flags_of_another_backend_are_usage_errors() {
+        let rows: [(&[&str], &str); 4] = [
+            (
+                &["--bucket", "b", "--container", "c"],
+                "argument --container: it is for --backend azureblob, but this account's backend is s3",
+            ),
+            (
+                &["--backend", "azureblob"],
+                "argument --azure-account is required with --backend azureblob",
+            ),
+            (&["--backend", "s3"], "argument --bucket is required with --backend s3"),
+            (
+                &["--endpoint", "http://x"],
+                "argument --endpoint: it is for --backend azureblob or s3, not local",
+            ),
+        ];
+        for (args, message) in rows {
+            match body(args, &[]) {
+                Err(CliError::Usage(text)) => assert!(text.contains(message), "{text:?} lacks {message:?}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+    }
+}

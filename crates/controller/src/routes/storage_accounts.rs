@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use netwatch_api::agent::DOWNLOAD_PREFIX;
 use netwatch_api::error::ApiError;
@@ -60,6 +60,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route(
             "/subscriptions/{subscription}/providers/microsoft.storage/storageaccounts",
             get(list_all),
+        )
+        .route(
+            "/subscriptions/{subscription}/providers/microsoft.storage/checknameavailability",
+            post(check_name_availability),
         )
         .route(ACCOUNTS_IN_GROUP, get(list_group))
         .route(
@@ -108,6 +112,41 @@ async fn list_group(
         .map(|account| account_json(&state, &sub, &base, account))
         .collect::<Result<Vec<Value>, HttpError>>()?;
     Ok(Json(json!({ "value": value })))
+}
+
+/// `POST /subscriptions/{s}/providers/Microsoft.Storage/checkNameAvailability`
+/// (`{"name": …, "type": "Microsoft.Storage/storageAccounts"}`), which `az
+/// storage account create` asks first: whether `name` is valid and free.
+async fn check_name_availability(
+    State(state): State<AppState>,
+    Path(sub): Path<String>,
+    _version: ArmVersion,
+    ArmBody(body): ArmBody,
+) -> Result<Json<Value>, HttpError> {
+    subscription(&state.config, &sub)?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request("", format!("the body is not JSON: {err}")))?;
+    let Some(name) = body.get("name").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request("name", "name is required: the storage account name to check").into());
+    };
+    if let Some(kind) = body.get("type").and_then(Value::as_str)
+        && !kind.eq_ignore_ascii_case("Microsoft.Storage/storageAccounts")
+    {
+        let message = format!("type {kind:?} is not checked here: use Microsoft.Storage/storageAccounts");
+        return Err(ApiError::bad_request("type", message).into());
+    }
+    if let Err(err) = netwatch_storage::account::check_name(name) {
+        return Ok(Json(
+            json!({"nameAvailable": false, "reason": "AccountNameInvalid", "message": err.to_string()}),
+        ));
+    }
+    if state.storage.get(name).await?.is_some() {
+        let message = format!("The storage account named {name} is already taken.");
+        return Ok(Json(
+            json!({"nameAvailable": false, "reason": "AlreadyExists", "message": message}),
+        ));
+    }
+    Ok(Json(json!({"nameAvailable": true})))
 }
 
 /// The path of one account: `(subscription, group, account)`.
