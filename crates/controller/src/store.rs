@@ -51,6 +51,12 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("create the database file {path}")]
+    CreateFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("apply the database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("{0} already exists")]
@@ -233,6 +239,31 @@ where
     }
 }
 
+/// Creates the SQLite file of `url` readable by its owner only, if it does
+/// not exist yet: it holds the secrets of storage accounts made through the
+/// API. SQLite gives its `-wal` and `-shm` files the same mode.
+fn create_private(url: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// The controller's state store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -252,6 +283,9 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_owned()));
         };
+        if backend == Backend::Sqlite {
+            create_private(url)?;
+        }
         let url = match backend {
             // create the file on first use
             Backend::Sqlite if !url.contains("mode=") => {

@@ -427,3 +427,14 @@ async fn sqlite_state_survives_reopening() {
     let reopened = Store::open(&url).await.unwrap();
     assert_eq!(reopened.list_captures(&w.id).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_new_sqlite_file_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (store, dir) = sqlite().await;
+    store.ping().await.unwrap();
+    for name in ["state.db", "state.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: it holds storage account secrets");
+    }
+}
