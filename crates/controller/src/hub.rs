@@ -370,7 +370,7 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
             },
             RUNNING if !owned.contains(&run_id(&record.id, record.created_ms).to_lowercase()) => {
                 let message = "the agent restarted and no longer runs this capture";
-                lost_by_agent(state, record, message).await?;
+                lost_by_agent(state, record, None, message).await?;
             }
             _ => {}
         }
@@ -378,26 +378,98 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
     Ok(())
 }
 
-/// Marks a capture its agent lost as `Error` with `AgentStopped`.
-async fn lost_by_agent(state: &AppState, mut record: CaptureRecord, message: &str) -> Result<(), StoreError> {
+/// Default [`crate::routes::ApiConfig::agent_lost_after`]: ten minutes, twenty
+/// times the [`TOUCH_INTERVAL`] at which replicas record a connected agent.
+pub const DEFAULT_AGENT_LOST_AFTER: Duration = Duration::from_secs(600);
+
+/// Stop reason of a capture whose agent was not heard from in time.
+const AGENT_LOST: &str = "AgentLost";
+
+/// Runs [`sweep_lost_agents`] forever, every quarter of the timeout (at
+/// least each second, at most each minute); errors are logged and retried.
+/// The first sweep waits one whole timeout: while this controller was down
+/// its agents could not be heard, and they get that long to reconnect.
+pub async fn watch_lost_agents(state: AppState) {
+    tokio::time::sleep(state.config.agent_lost_after).await;
+    let period = (state.config.agent_lost_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = sweep_lost_agents(&state, now_ms()).await {
+            tracing::warn!(error = %err, "could not look for captures whose agent is lost; trying again");
+        }
+    }
+}
+
+/// Captures `NotStarted` or `Running` on a host whose agent is not connected
+/// here and was last heard from more than `agent_lost_after` before `now_ms`
+/// (or never, and the host registered before that) become `Error` with
+/// `AgentStopped`, stop reason `AgentLost`; their operations in progress
+/// fail. An agent connected to another replica is heard every
+/// [`TOUCH_INTERVAL`], so replicas need a timeout well above that. How many
+/// captures it marked.
+pub async fn sweep_lost_agents(state: &AppState, now_ms: i64) -> Result<usize, StoreError> {
+    let lost_after = i64::try_from(state.config.agent_lost_after.as_millis()).unwrap_or(i64::MAX);
+    let mut marked = 0;
+    for record in state
+        .store
+        .captures_of_silent_hosts(now_ms.saturating_sub(lost_after))
+        .await?
+    {
+        if state.hub.is_connected(&record.target_id) {
+            continue;
+        }
+        let message = format!(
+            "the agent of {} has not been heard from for more than {} s: its capture is given up \
+             (files it closed upload when it is back)",
+            record.target_id,
+            state.config.agent_lost_after.as_secs()
+        );
+        if lost_by_agent(state, record, Some(AGENT_LOST), &message).await? {
+            marked += 1;
+        }
+    }
+    Ok(marked)
+}
+
+/// Marks a capture its agent lost as `Error` with `AgentStopped` (and
+/// `stop_reason`, when given), and fails its operations still in progress;
+/// whether it did (false: another writer settled the capture first).
+async fn lost_by_agent(
+    state: &AppState,
+    mut record: CaptureRecord,
+    stop_reason: Option<&str>,
+    message: &str,
+) -> Result<bool, StoreError> {
     for _ in 0..STALE_RETRIES {
         record.status = ERROR.to_owned();
+        if let Some(reason) = stop_reason {
+            record.stop_reason = Some(reason.to_owned());
+        }
         record.errors_json = json!([PcError::AgentStopped]).to_string();
         record.etag = format!("W/\"{}\"", new_guid());
         record.updated_ms = now_ms();
         match state.store.update_capture(&record).await {
             Ok(_) => {
                 tracing::warn!(capture = %record.id, "{message}");
-                return Ok(());
+                let error = json!({"error": {"code": "AgentStopped", "message": message}}).to_string();
+                for kind in ["create", "stop"] {
+                    state
+                        .store
+                        .finish_operations_of(&record.id, kind, "Failed", Some(&error), now_ms())
+                        .await?;
+                }
+                return Ok(true);
             }
             Err(StoreError::Stale(_)) => match state.store.get_capture(&record.id).await? {
-                Some(fresh) if fresh.status == RUNNING => record = fresh,
-                _ => return Ok(()),
+                Some(fresh) if matches!(fresh.status.as_str(), NOT_STARTED | RUNNING) => record = fresh,
+                _ => return Ok(false),
             },
             Err(err) => return Err(err),
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The `Start` message of a stored capture.

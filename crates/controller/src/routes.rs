@@ -97,6 +97,9 @@ pub struct ApiConfig {
     /// Where accounts made through the API without a directory keep their
     /// files (`{accounts_dir}/{name}`); `None`: such requests must give one.
     pub accounts_dir: Option<std::path::PathBuf>,
+    /// How long a host's agent may go unheard before its captures are given
+    /// up (`Error`, `AgentStopped`; [`crate::hub::sweep_lost_agents`]).
+    pub agent_lost_after: std::time::Duration,
 }
 
 /// Default [`ApiConfig::grant_ttl`]: long enough for a part on a slow link,
@@ -126,6 +129,7 @@ impl Default for ApiConfig {
             grant_signer: Signer::random().expect("the system's random source works"),
             grant_ttl: DEFAULT_GRANT_TTL,
             accounts_dir: None,
+            agent_lost_after: crate::hub::DEFAULT_AGENT_LOST_AFTER,
         }
     }
 }

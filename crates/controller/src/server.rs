@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// default `accounts` beside the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounts_dir: Option<PathBuf>,
+    /// How long a host's agent may go unheard before its captures become
+    /// `Error` with `AgentStopped`, in seconds (default 600). With replicas,
+    /// keep it well above 30 s: a replica records its agents that often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_lost_seconds: Option<u64>,
     /// How long the grants agents upload with work, in seconds (default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_grant_seconds: Option<u64>,
@@ -190,12 +195,22 @@ pub async fn run(
         api.grant_ttl = std::time::Duration::from_secs(seconds);
     }
     api.accounts_dir.clone_from(&config.accounts_dir);
+    if let Some(seconds) = config.agent_lost_seconds {
+        if seconds == 0 {
+            return Err(ServerError::BadConfig {
+                path: PathBuf::from("agent_lost_seconds"),
+                message: "agent_lost_seconds must be at least 1 (default 600)".to_owned(),
+            });
+        }
+        api.agent_lost_after = std::time::Duration::from_secs(seconds);
+    }
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
     let accounts = Accounts::try_new(config.storage.clone()).map_err(|err| ServerError::BadConfig {
         path: PathBuf::from("storage"),
         message: err.to_string(),
     })?;
     let state = AppState::new(store.clone(), api, accounts);
+    tokio::spawn(crate::hub::watch_lost_agents(state.clone()));
     let app = router(state).into_make_service();
     let address = listener.local_addr().map_err(ServerError::Serve)?;
 

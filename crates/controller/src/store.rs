@@ -514,6 +514,20 @@ impl Store {
         Ok(rows)
     }
 
+    /// Captures `NotStarted` or `Running` on a registered host last heard
+    /// from before `before_ms` (never heard from: registered before it), by id.
+    pub async fn captures_of_silent_hosts(&self, before_ms: i64) -> Result<Vec<CaptureRecord>, StoreError> {
+        let rows = sqlx::query_as(capture_select!(
+            "JOIN vms v ON v.key = c.target_key \
+             WHERE c.status IN ('NotStarted', 'Running') AND COALESCE(v.last_seen_ms, v.created_ms) < $1 \
+             ORDER BY c.key"
+        ))
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     /// Captures targeting a VM (what its agent must run or report on), by id.
     pub async fn captures_for_target(&self, target_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
         let rows = sqlx::query_as(capture_select!("WHERE c.target_key = $1 ORDER BY c.key"))

@@ -14,8 +14,9 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use netwatch_api::agent::run_id;
+use netwatch_controller::hub::sweep_lost_agents;
 use netwatch_controller::routes::{ApiConfig, AppState, router};
-use netwatch_controller::store::{CaptureRecord, Store, VmRecord, WatcherRecord};
+use netwatch_controller::store::{CaptureRecord, OperationRecord, Store, VmRecord, WatcherRecord};
 use netwatch_storage::{AccountConfig, AccountKind, Accounts, MIN_LOCAL_PART_SIZE, capture_blob_path};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -282,6 +283,14 @@ impl Api {
         let receipts: Vec<(u32, &str)> = receipts.iter().map(|(part, id)| (*part, id.as_str())).collect();
         let upload_id = grant["uploadId"].as_str().unwrap();
         self.complete(run, seq, upload_id, data, &receipts).await
+    }
+
+    /// `POST …/queryStatus` of capture `capture`: the whole status.
+    async fn netwatch_status_of(&self, capture: &str) -> Value {
+        let answer = self
+            .send(Method::POST, &format!("{capture}/queryStatus?{V}"), &[], None)
+            .await;
+        answer.ok()
     }
 
     /// `POST …/queryStatus` of capture `capture`: its `netwatch` status.
@@ -1330,4 +1339,62 @@ async fn arm_paths_keep_their_rules() {
     assert_error(&shouted, StatusCode::NOT_FOUND, "NotFound", "no route");
     let doubled = api.get(&format!("//netwatch/v1/storage/captures/{BLOB}")).await;
     assert_error(&doubled, StatusCode::NOT_FOUND, "NotFound", "no route");
+}
+
+#[tokio::test]
+async fn captures_of_a_host_never_heard_again_become_errors_after_the_timeout() {
+    let api = Api::new().await;
+    let config = ApiConfig {
+        agent_lost_after: Duration::from_secs(600),
+        ..api.config.clone()
+    };
+    let state = AppState::new(api.store.clone(), config, Accounts::default());
+    // vm1 was last heard at CREATED_MS; one capture runs there, with a stop in progress.
+    let run = api.capture_run("lost1", None).await;
+    let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
+    record.status = "Running".into();
+    record.stop_reason = None;
+    api.store.update_capture(&record).await.unwrap();
+    let stop = OperationRecord {
+        id: "op-stop-1".into(),
+        resource_id: run.capture.clone(),
+        kind: "stop".into(),
+        status: "InProgress".into(),
+        error_json: None,
+        created_ms: CREATED_MS,
+        updated_ms: CREATED_MS,
+    };
+    api.store.insert_operation(&stop).await.unwrap();
+
+    // Within the timeout: nothing changes.
+    let soon = CREATED_MS + 599_000;
+    assert_eq!(sweep_lost_agents(&state, soon).await.unwrap(), 0);
+    let status = api.netwatch_status_of(&run.capture).await;
+    assert_eq!(status["packetCaptureStatus"], "Running", "{status}");
+
+    // Past it: Error, AgentStopped, AgentLost; the stop's monitor fails with the reason.
+    let late = CREATED_MS + 601_000;
+    assert_eq!(sweep_lost_agents(&state, late).await.unwrap(), 1);
+    let status = api.netwatch_status_of(&run.capture).await;
+    assert_eq!(
+        (
+            &status["packetCaptureStatus"],
+            &status["stopReason"],
+            &status["packetCaptureError"]
+        ),
+        (&json!("Error"), &json!("AgentLost"), &json!(["AgentStopped"])),
+        "{status}"
+    );
+    let operation = api.store.get_operation("op-stop-1").await.unwrap().unwrap();
+    assert_eq!(operation.status, "Failed");
+    assert!(
+        operation
+            .error_json
+            .as_deref()
+            .unwrap_or_default()
+            .contains("has not been heard from for more than 600 s"),
+        "{operation:?}"
+    );
+    // Settled captures stay as they are.
+    assert_eq!(sweep_lost_agents(&state, late + 60_000).await.unwrap(), 0);
 }

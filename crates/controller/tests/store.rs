@@ -96,6 +96,46 @@ both!(captures, captures_suite);
 both!(operations, operations_suite);
 both!(enrollments, enrollments_suite);
 both!(storage_accounts, storage_accounts_suite);
+both!(silent_hosts, silent_hosts_suite);
+
+async fn silent_hosts_suite(store: &Store) {
+    let host = |name: &str, last_seen_ms: Option<i64>| VmRecord {
+        id: vm_id(name),
+        subscription: SUB.into(),
+        location: "westus".into(),
+        agent_json: "{}".into(),
+        last_seen_ms,
+        created_ms: 50,
+    };
+    for vm in [host("heard", Some(500)), host("quiet", Some(100)), host("never", None)] {
+        store.upsert_vm(&vm).await.unwrap();
+    }
+    let w = store.ensure_watcher(&watcher("westus")).await.unwrap();
+    for (name, target, status) in [
+        ("on-heard", "heard", "Running"),
+        ("on-quiet", "quiet", "Running"),
+        ("waiting", "never", "NotStarted"),
+        ("done", "quiet", "Stopped"),
+    ] {
+        let mut c = capture(&w, name, &vm_id(target));
+        c.status = status.into();
+        store.insert_capture(&c).await.unwrap();
+    }
+    let silent = |before: i64| async move {
+        let found = store.captures_of_silent_hosts(before).await.unwrap();
+        found
+            .into_iter()
+            .map(|c| c.id.rsplit('/').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(silent(40).await, Vec::<String>::new());
+    assert_eq!(
+        silent(101).await,
+        ["on-quiet", "waiting"],
+        "never heard: since it registered"
+    );
+    assert_eq!(silent(501).await, ["on-heard", "on-quiet", "waiting"]);
+}
 
 async fn storage_accounts_suite(store: &Store) {
     let account = |name: &str, version: i64, config: &str| StorageAccountRecord {

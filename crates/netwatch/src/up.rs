@@ -209,6 +209,7 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
                 .context("the local storage account's name")?,
         ],
         accounts_dir: None,
+        agent_lost_seconds: None,
         upload_grant_seconds: None,
     };
     write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;
