@@ -5,6 +5,7 @@
 
 mod capture;
 mod deployment;
+mod faults;
 mod sdk;
 mod storage;
 mod util;

@@ -87,7 +87,11 @@ def main(argv):
             verify=os.environ["NETWATCH_CA"],
             timeout=30,
         )
-        out = {"status": answer.status_code, "body": answer.json() if answer.content else None}
+        out = {
+            "status": answer.status_code,
+            "headers": {name.lower(): value for name, value in answer.headers.items()},
+            "body": answer.json() if answer.content else None,
+        }
     else:
         raise SystemExit(f"unknown command {command}")
     json.dump(out, sys.stdout, default=str)
