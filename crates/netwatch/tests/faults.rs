@@ -132,7 +132,7 @@ fn the_controller_killed_right_after_a_create_leaves_one_running_capture() {
     record(
         "controller kill -9 during create",
         500,
-        stored,
+        Some(stored),
         "create monitor Succeeded; listed once",
     );
     assert_eq!(stored, 500);
@@ -158,7 +158,7 @@ fn the_controller_killed_while_a_capture_runs_loses_nothing() {
     record(
         "controller kill -9 while running",
         600,
-        stored,
+        Some(stored),
         "half the traffic sent while it was down",
     );
     assert_eq!(stored, 600);
