@@ -195,7 +195,7 @@ fn the_controller_killed_during_a_stop_finishes_the_stop_after_it_restarts() {
     record(
         "controller kill -9 during stop",
         400,
-        stored,
+        Some(stored),
         "stop monitor 200 after restart",
     );
     assert_eq!(stored, 400);
@@ -230,7 +230,7 @@ fn the_controller_killed_during_an_upload_gets_the_whole_file_after_it_restarts(
     record(
         "controller kill -9 during upload",
         10_000,
-        stored,
+        Some(stored),
         "upload resumed after restart",
     );
     assert_eq!(stored, 10_000);
