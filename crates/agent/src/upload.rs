@@ -182,6 +182,16 @@ impl Uploader {
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<UploadDone, UploadError> {
         let file = spool.file_path(&ticket.capture_id, ticket.seq);
+        if let Some(upload) = ticket.upload.as_ref().filter(|u| !u.receipts.is_empty()) {
+            tracing::info!(
+                seq = ticket.seq,
+                "resuming upload of file {} after part {} of {} (parts stored: {})",
+                ticket.seq,
+                upload.receipts.iter().map(|r| r.part).max().unwrap_or(0),
+                part_count(ticket.size, upload.part_size),
+                upload.receipts.len(),
+            );
+        }
         let mut began_again = false;
         'upload: loop {
             let mut refused: Option<UploadError> = None;

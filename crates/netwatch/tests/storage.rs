@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use netwatch_testkit::{Azurite, B4, Moto, Place};
+use netwatch_testkit::{Azurite, B4, IF_A, Moto, NetnsPair, Place};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -164,33 +164,163 @@ fn a_file_waits_in_the_spool_while_storage_is_down_and_across_an_agent_restart()
 #[test]
 fn a_continuous_capture_stores_each_file_as_it_closes() {
     let (nw, _azurite, _moto) = deployment_with_storage();
-    create_on(
-        &nw,
-        "ring",
-        "objects",
-        json!({
-            "filters": [{"protocol": "UDP", "localPort": "7321"}],
-            "continuousCapture": true,
-            // Fewer files kept on the host than the capture makes: the ring
-            // deletes files whether or not they are stored yet.
-            "captureSettings": {"fileCount": 3, "fileSizeInBytes": 200_000, "sessionTimeLimitInSeconds": 300},
-        }),
-    );
-    // ~1.3 MB in 1,000-byte datagrams: six files of 200 kB or so.
-    send_udp(&nw.pair, &[7321], 1300, 1000);
-    let running = nw.status_until("ring", "storing files while it runs", |s| {
-        s["packetCaptureStatus"] == "Running" && s["netwatch"]["files"].as_array().is_some_and(|f| f.len() >= 4)
-    });
-    assert_eq!(running["packetCaptureStatus"], "Running", "{running}");
-    nw.sdk(&["stop", "ring"]);
-    let stored = nw.status_until("ring", "stored", |s| s["netwatch"]["uploadState"] == "Succeeded");
-    let files = stored["netwatch"]["files"].as_array().unwrap();
-    assert!(files.len() >= 6, "{stored}");
-    let mut packets = 0;
-    for file in files {
-        packets += udp_packets(&download_checked(&nw, file)).len();
+    for (account, port) in [("blobs", 7321_u16), ("objects", 7322)] {
+        let name = format!("ring-{account}");
+        create_on(
+            &nw,
+            &name,
+            account,
+            json!({
+                "filters": [{"protocol": "UDP", "localPort": port.to_string()}],
+                "continuousCapture": true,
+                // Fewer files kept on the host than the capture makes: the ring
+                // deletes files whether or not they are stored yet.
+                "captureSettings": {"fileCount": 3, "fileSizeInBytes": 200_000, "sessionTimeLimitInSeconds": 300},
+            }),
+        );
+        // ~1.3 MB in 1,000-byte datagrams: six files of 200 kB or so.
+        send_udp(&nw.pair, &[port], 1300, 1000);
+        let running = nw.status_until(&name, "storing files while it runs", |s| {
+            s["packetCaptureStatus"] == "Running" && s["netwatch"]["files"].as_array().is_some_and(|f| f.len() >= 4)
+        });
+        assert_eq!(running["packetCaptureStatus"], "Running", "{account}: {running}");
+        // Already in storage, whole, while the capture goes on.
+        download_checked(&nw, &running["netwatch"]["files"][0]);
+        nw.sdk(&["stop", &name]);
+        let stored = nw.status_until(&name, "stored", |s| s["netwatch"]["uploadState"] == "Succeeded");
+        let files = stored["netwatch"]["files"].as_array().unwrap();
+        assert!(files.len() >= 6, "{account}: {stored}");
+        let mut packets = 0;
+        for file in files {
+            packets += udp_packets(&download_checked(&nw, file)).len();
+        }
+        assert_eq!(packets, 1300, "{account}: every datagram is in one of the stored files");
+        let left = std::fs::read_dir(nw.dir.path().join("agent/captures")).unwrap().count();
+        assert_eq!(left, 0, "{account}: the host's copies go once stored");
     }
-    assert_eq!(packets, 1300, "every datagram is in one of the stored files");
-    let left = std::fs::read_dir(nw.dir.path().join("agent/captures")).unwrap().count();
-    assert_eq!(left, 0, "the host's copies go once stored");
+}
+
+/// Runs `tc` in namespace `ns`.
+fn tc(ns: &str, args: &[&str]) {
+    netwatch_testkit::run(NetnsPair::exec(ns, "tc").args(args));
+}
+
+/// Bytes interface `dev` of namespace `ns` has sent so far.
+fn tx_bytes(ns: &str, dev: &str) -> u64 {
+    let out =
+        netwatch_testkit::run(NetnsPair::exec(ns, "cat").arg(format!("/sys/class/net/{dev}/statistics/tx_bytes")));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The one file ticket in an agent's spool (`{key}_{seq}.json`, not a
+/// capture's `{key}.capture.json`).
+fn spool_ticket(agent_dir: &std::path::Path) -> Value {
+    let tickets: Vec<Value> = std::fs::read_dir(agent_dir.join("spool"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.ends_with(".json") && !name.ends_with(".capture.json")
+        })
+        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+        .collect();
+    assert_eq!(tickets.len(), 1, "one file waits in the spool: {tickets:?}");
+    tickets.into_iter().next().unwrap()
+}
+
+#[test]
+fn an_agent_killed_during_an_upload_resumes_it_after_the_parts_stored() {
+    let (mut nw, _azurite, _moto) = deployment_with_storage();
+    let agent_dir = nw.dir.path().join("agent");
+    for (account, port) in [("blobs", 7331_u16), ("objects", 7332)] {
+        let name = format!("killed-{account}");
+        create_on(
+            &nw,
+            &name,
+            account,
+            json!({"filters": [{"protocol": "UDP", "localPort": port.to_string()}], "timeLimitInSeconds": 180}),
+        );
+        // 9,000 datagrams of 1,400 bytes: ~13 MB, three parts.
+        send_udp(&nw.pair, &[port], 9000, 1400);
+        nw.status_until(&name, "counting", |s| s["netwatch"]["packetsCaptured"] == 9000);
+        // The agent's uploads leave its host at 1 MB/s from now on (the
+        // capture's own traffic went in before): a part takes seconds.
+        tc(
+            &nw.pair.a,
+            &[
+                "qdisc", "add", "dev", IF_A, "root", "tbf", "rate", "8mbit", "burst", "32kbit", "latency", "400ms",
+            ],
+        );
+        // The stop, without waiting for its operation: that ends once the file is stored.
+        let stop = format!(
+            "/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/\
+             NetworkWatcher_westus/packetCaptures/{name}/stop?api-version=2024-07-01"
+        );
+        let accepted = nw.sdk(&["rest", "POST", &stop]);
+        assert_eq!(accepted["status"], 202, "{accepted}");
+        let midway = nw.status_until(&name, "uploading with a part stored", |s| {
+            let percent = s["netwatch"]["uploadPercent"].as_u64().unwrap_or(0);
+            s["netwatch"]["uploadState"] == "Uploading" && (34..100).contains(&percent)
+        });
+        // kill -9, mid-upload.
+        drop(nw.agent.take());
+        tc(&nw.pair.a, &["qdisc", "del", "dev", IF_A, "root"]);
+
+        // The spool kept what was stored: the receipts of the parts before the kill.
+        let ticket = spool_ticket(&agent_dir);
+        let size = ticket["size"].as_u64().unwrap();
+        assert!(size > 2 * PART_SIZE, "three parts: {ticket}");
+        let receipts = ticket["upload"]["receipts"].as_array().unwrap();
+        assert!(
+            (1..3).contains(&receipts.len()),
+            "{account}: one or two of three parts stored before the kill: {ticket}\n{midway}"
+        );
+        let part_size = ticket["upload"]["partSize"].as_u64().unwrap();
+        let stored_before: u64 = receipts
+            .iter()
+            .map(|r| {
+                let start = (r["part"].as_u64().unwrap() - 1) * part_size;
+                (size - start).min(part_size)
+            })
+            .sum();
+
+        // The agent comes back on the same data and takes the upload up again.
+        let sent_before = tx_bytes(&nw.pair.a, IF_A);
+        let token = nw.credential("agent_token");
+        let log = format!("agent-{account}-after-kill.log");
+        nw.agent = Some(nw.start_agent(&token, &agent_dir, &log));
+        let stored = nw.status_until(&name, "stored", |s| s["netwatch"]["uploadState"] == "Succeeded");
+        let sent = tx_bytes(&nw.pair.a, IF_A) - sent_before;
+        let log = std::fs::read_to_string(nw.dir.path().join(&log)).unwrap();
+        assert!(
+            log.contains(&format!("resuming upload of file 0 after part {}", receipts.len())),
+            "{account}: the restarted agent resumes the upload:\n{log}"
+        );
+        assert!(
+            !log.contains("beginning it again"),
+            "{account}: the same upload goes on:\n{log}"
+        );
+        // Only the parts not stored went again: the host sent the rest of the
+        // file (with TCP, TLS, HTTP and its reports around it), not one part
+        // more (a stored part sent again would be 5 MiB more).
+        let rest = size - stored_before;
+        eprintln!(
+            "{account}: {} part(s) stored before the kill; {sent} bytes sent after it for the {rest} not stored",
+            receipts.len()
+        );
+        assert!(
+            sent < rest + PART_SIZE - 1024 * 1024,
+            "{account}: {sent} bytes sent after the restart for the {rest} bytes not stored"
+        );
+
+        assert_eq!(stored["packetCaptureStatus"], "Stopped", "{stored}");
+        let files = stored["netwatch"]["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1, "{stored}");
+        assert_eq!(files[0]["sizeInBytes"], size, "{stored}");
+        let packets = udp_packets(&download_checked(&nw, &files[0]));
+        assert_eq!(packets.len(), 9000, "{account}: nothing lost");
+        assert!(packets.iter().all(|p| p.0 == port && p.2 == 14 + 20 + 8 + 1400));
+        let spool: Vec<_> = std::fs::read_dir(agent_dir.join("spool")).unwrap().collect();
+        assert!(spool.is_empty(), "{account}: the spool is empty once stored: {spool:?}");
+    }
 }
