@@ -7,6 +7,7 @@ pub mod login;
 pub mod network;
 pub mod packet_capture;
 pub mod storage;
+pub mod token;
 pub mod vm;
 
 use netwatch_api::resource::{ResourceError, SubscriptionId};
@@ -21,6 +22,7 @@ pub(crate) enum Prepared {
     Vm(Box<vm::Prepared>),
     Network(Box<network::Prepared>),
     Storage(Box<storage::Prepared>),
+    Token(token::Prepared),
     Login(login::Prepared),
 }
 
@@ -30,6 +32,7 @@ pub(crate) fn prepare(command: Command, subscription: &SubscriptionId) -> Result
         Command::Vm(args) => Prepared::Vm(Box::new(vm::prepare(args.command, subscription)?)),
         Command::Network(args) => Prepared::Network(Box::new(network::prepare(args.command, subscription)?)),
         Command::Storage(args) => Prepared::Storage(Box::new(storage::prepare(args.command, subscription)?)),
+        Command::Token(args) => Prepared::Token(token::prepare(args.command, subscription)?),
         Command::Login(args) => Prepared::Login(login::prepare(&args)?),
     })
 }
@@ -50,6 +53,7 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
         Prepared::Vm(prepared) => vm::execute(*prepared, context).await,
         Prepared::Network(prepared) => network::execute(*prepared, context).await,
         Prepared::Storage(prepared) => storage::execute(*prepared, context).await,
+        Prepared::Token(prepared) => token::execute(prepared, context).await,
         Prepared::Login(_) => Err(CliError::Unexpected("login runs without a client".to_owned())),
     }
 }

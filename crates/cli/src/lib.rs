@@ -44,6 +44,7 @@ use crate::settings::{ConfigFile, GlobalArgs, Settings};
 pub use commands::login::LoginArgs;
 pub use commands::network::NetworkArgs;
 pub use commands::storage::StorageArgs;
+pub use commands::token::TokenArgs;
 pub use commands::vm::VmArgs;
 
 /// The client commands, for the binary's command line.
@@ -55,6 +56,8 @@ pub enum Command {
     Network(NetworkArgs),
     /// Manage storage accounts: where capture files are kept.
     Storage(StorageArgs),
+    /// Manage client tokens and their roles (reader, operator, admin).
+    Token(TokenArgs),
     /// Check a controller's URL and token and save them for the client commands.
     Login(LoginArgs),
 }
@@ -65,6 +68,7 @@ impl Command {
             Self::Vm(args) => &args.global,
             Self::Network(args) => &args.global,
             Self::Storage(args) => &args.global,
+            Self::Token(args) => &args.global,
             Self::Login(args) => &args.global,
         }
     }

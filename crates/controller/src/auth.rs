@@ -1,14 +1,25 @@
-//! Who may call the controller: bearer tokens (clients.md §5.9).
+//! Who may call the controller: bearer tokens (clients.md §5.9) and their roles.
 //!
-//! Two roles today (issue 6 adds reader/operator and per-agent credentials):
-//! - **admin**: every client route (the ARM API, downloads);
-//! - **agent**: the agent channel and uploads under `/netwatch/v1/agent/`
-//!   (an enrollment token; admin tokens work there too).
+//! Client roles, each allowing what the one before it does ([`required_role`]):
+//! - **reader**: reads (`GET`, `HEAD`), `queryStatus`, `checkNameAvailability`,
+//!   downloads;
+//! - **operator**: and creates, stops and deletes packet captures and network
+//!   watchers (`Microsoft.Network`);
+//! - **admin**: and everything else: hosts (the agent extension, which hands
+//!   out enrollment tokens, and its removal, which cuts an agent off),
+//!   storage accounts, client tokens.
 //!
-//! Tokens are never stored: the configuration holds their SHA-256 digests
-//! (`sha256:<hex>`), so a leaked config file lets no one in. A token is 32
-//! random bytes in hex, high-entropy, so a plain digest (no salt, no slow
-//! hash) is enough.
+//! And **agent**: the agent channel and uploads under `/netwatch/v1/agent/`
+//! (a shared agent token of the configuration, a one-time enrollment, or an
+//! enrolled agent's own credential; admin tokens work there too).
+//!
+//! Client tokens come from the configuration (`[tokens] admin/operator/reader`)
+//! or from the API (`netwatch token create`, kept in the store, revocable).
+//! Tokens are never stored: only their SHA-256 digests (`sha256:<hex>`), so a
+//! leaked config file or database lets no one in. A token is 32 random bytes
+//! in hex, high-entropy, so a plain digest (no salt, no slow hash) is enough.
+//! Access tokens signed by the login routes name their client token's digest,
+//! so they stop working when it is revoked.
 
 use std::fmt::Write as _;
 
@@ -21,7 +32,7 @@ use netwatch_api::error::{ApiError, ErrorCode};
 use sha2::{Digest, Sha256};
 
 use crate::routes::{AppState, HttpError};
-use crate::store::EnrollmentRecord;
+use crate::store::{EnrollmentRecord, StoreError};
 
 /// Prefix of stored token digests.
 const DIGEST_PREFIX: &str = "sha256:";
@@ -36,17 +47,51 @@ const PUBLIC_PATHS: &[&str] = &[
 /// Where agents' routes live.
 const AGENT_PREFIX: &str = "/netwatch/v1/agent/";
 
-/// A caller's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the API's token routes live (admin only).
+pub const TOKENS_PATH: &str = "/netwatch/v1/tokens";
+
+/// A caller's role. Client roles are ordered: each allows what the ones
+/// before it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    Reader,
+    Operator,
     Admin,
     Agent,
 }
 
-/// The accepted tokens, as digests.
+impl Role {
+    /// The client roles, as the API and CLI spell them.
+    pub const CLIENT: [Role; 3] = [Role::Reader, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+
+    /// A client role by name (`reader`, `operator`, `admin`; any case).
+    pub fn parse_client(text: &str) -> Option<Role> {
+        Role::CLIENT
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(text))
+    }
+
+    /// Whether a caller of this role may do what needs `needed` (a client role).
+    fn allows(self, needed: Role) -> bool {
+        self != Role::Agent && self >= needed
+    }
+}
+
+/// The accepted tokens of the configuration, as digests.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     admin: Vec<String>,
+    operator: Vec<String>,
+    reader: Vec<String>,
     agent: Vec<String>,
 }
 
@@ -56,42 +101,95 @@ pub struct Tokens {
 pub struct BadDigest(String);
 
 impl Tokens {
-    /// Tokens from their stored digests (`sha256:<hex>`).
+    /// Tokens from their stored digests (`sha256:<hex>`): admin and agent ones.
     pub fn from_digests(admin: &[String], agent: &[String]) -> Result<Self, BadDigest> {
-        let check = |digests: &[String]| -> Result<Vec<String>, BadDigest> {
-            digests
-                .iter()
-                .map(|digest| {
-                    let hex = digest.strip_prefix(DIGEST_PREFIX).unwrap_or("");
-                    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        Ok(digest.to_ascii_lowercase())
-                    } else {
-                        Err(BadDigest(digest.clone()))
-                    }
-                })
-                .collect()
-        };
+        Self::from_roles(admin, &[], &[], agent)
+    }
+
+    /// Tokens from their stored digests, of every role.
+    pub fn from_roles(
+        admin: &[String],
+        operator: &[String],
+        reader: &[String],
+        agent: &[String],
+    ) -> Result<Self, BadDigest> {
         Ok(Self {
-            admin: check(admin)?,
-            agent: check(agent)?,
+            admin: check_digests(admin)?,
+            operator: check_digests(operator)?,
+            reader: check_digests(reader)?,
+            agent: check_digests(agent)?,
         })
     }
 
-    /// The role `token` carries, if any.
+    /// The role `token` carries in the configuration, if any.
     pub fn role_of(&self, token: &str) -> Option<Role> {
         self.role_of_digest(&digest(token))
     }
 
-    /// The role of the token whose digest is `digest`, if it is still accepted.
+    /// The role the configuration gives the token whose digest is `digest`.
     pub fn role_of_digest(&self, digest: &str) -> Option<Role> {
-        if self.admin.iter().any(|known| known == digest) {
-            Some(Role::Admin)
-        } else if self.agent.iter().any(|known| known == digest) {
-            Some(Role::Agent)
-        } else {
-            None
-        }
+        [
+            (&self.admin, Role::Admin),
+            (&self.operator, Role::Operator),
+            (&self.reader, Role::Reader),
+            (&self.agent, Role::Agent),
+        ]
+        .into_iter()
+        .find(|(digests, _)| digests.iter().any(|known| known == digest))
+        .map(|(_, role)| role)
     }
+}
+
+/// Checks stored digests: `sha256:` and 64 hex digits each; lower-cased.
+fn check_digests(digests: &[String]) -> Result<Vec<String>, BadDigest> {
+    digests
+        .iter()
+        .map(|digest| {
+            let hex = digest.strip_prefix(DIGEST_PREFIX).unwrap_or("");
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(digest.to_ascii_lowercase())
+            } else {
+                Err(BadDigest(digest.clone()))
+            }
+        })
+        .collect()
+}
+
+/// The role of the client or agent token whose digest is `digest`: the
+/// configuration's, else a client token made through the API and not revoked.
+pub(crate) async fn role_of_digest(
+    state: &AppState,
+    tokens: &Tokens,
+    digest: &str,
+) -> Result<Option<Role>, StoreError> {
+    if let Some(role) = tokens.role_of_digest(digest) {
+        return Ok(Some(role));
+    }
+    Ok(state
+        .store
+        .get_client_token(digest)
+        .await?
+        .filter(|token| token.revoked_ms.is_none())
+        .and_then(|token| Role::parse_client(&token.role)))
+}
+
+/// The client role a request needs (paths as routing sees them: ARM's fixed
+/// segments lower-cased).
+pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {
+    use axum::http::Method;
+    if path == TOKENS_PATH || path.starts_with(&format!("{TOKENS_PATH}/")) {
+        return Role::Admin;
+    }
+    if *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS {
+        return Role::Reader;
+    }
+    if *method == Method::POST && (path.ends_with("/querystatus") || path.ends_with("/checknameavailability")) {
+        return Role::Reader;
+    }
+    if path.contains("/providers/microsoft.network/") {
+        return Role::Operator;
+    }
+    Role::Admin
 }
 
 /// The login routes of [`crate::routes::identity`]-style clients: they take a
@@ -164,13 +262,17 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
     let Some(token) = token else {
         return unauthorized("the Authorization header is missing: send `Authorization: Bearer <token>`");
     };
-    let role = match &state.config.signer {
-        // An access token netwatch signed, valid while its client token is.
-        Some(signer) if token.contains('.') => signer
-            .verify(&token)
-            .filter(|claims| tokens.role_of_digest(&claims.sub) == Some(Role::Admin))
-            .map(|_| Role::Admin),
-        _ => tokens.role_of(&token),
+    // An access token netwatch signed names its client token, valid while that is.
+    let subject = match &state.config.signer {
+        Some(signer) if token.contains('.') => signer.verify(&token).map(|claims| claims.sub),
+        _ => Some(digest(&token)),
+    };
+    let role = match subject {
+        Some(subject) => match role_of_digest(&state, tokens, &subject).await {
+            Ok(role) => role,
+            Err(err) => return HttpError::from(err).into_response(),
+        },
+        None => None,
     };
     match role {
         Some(Role::Admin) => {
@@ -182,6 +284,25 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
             return next.run(request).await;
         }
         Some(Role::Agent) => return unauthorized("an agent token cannot call the client API: use a client token"),
+        Some(role) if agent_path => {
+            let message = format!("a {} token cannot use the agents' routes", role.as_str());
+            return forbidden(&message);
+        }
+        Some(role) => {
+            let needed = required_role(request.method(), path);
+            if role.allows(needed) {
+                return next.run(request).await;
+            }
+            let message = format!(
+                "a {} token may not {} {}: it needs the {} role (`netwatch token create --role {}` makes one)",
+                role.as_str(),
+                request.method(),
+                path,
+                needed.as_str(),
+                needed.as_str()
+            );
+            return forbidden(&message);
+        }
         None => {}
     }
     let invalid = "the bearer token is not valid here: use the token `netwatch up` printed (NETWATCH_TOKEN)";
@@ -222,6 +343,16 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
     }
 }
 
+/// 403 `AuthorizationFailed`, ARM's answer to a caller whose role is too small.
+fn forbidden(message: &str) -> Response {
+    HttpError::with_status(
+        StatusCode::FORBIDDEN,
+        "AuthorizationFailed",
+        ApiError::new(ErrorCode::AuthenticationFailed, message),
+    )
+    .into_response()
+}
+
 /// 401 with ARM's body and `WWW-Authenticate`.
 fn unauthorized(message: &str) -> Response {
     let error = HttpError::with_status(
@@ -252,5 +383,44 @@ mod tests {
         assert_eq!(tokens.role_of(&agent), Some(Role::Agent));
         assert_eq!(tokens.role_of("nope"), None);
         assert!(Tokens::from_digests(&["md5:00".to_owned()], &[]).is_err());
+        let reader = new_token().unwrap();
+        let tokens = Tokens::from_roles(&[], &[], &[digest(&reader)], &[]).unwrap();
+        assert_eq!(tokens.role_of(&reader), Some(Role::Reader));
+    }
+
+    #[test]
+    fn each_request_needs_the_least_role_that_may_make_it() {
+        use axum::http::Method;
+        let capture = "/subscriptions/s/resourcegroups/networkwatcherrg/providers/microsoft.network/networkwatchers/nw/packetcaptures/pc1";
+        let account = "/subscriptions/s/resourcegroups/rg/providers/microsoft.storage/storageaccounts/acct1";
+        let extension =
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.compute/virtualmachines/vm/extensions/x";
+        let rows = [
+            (Method::GET, capture.to_owned(), Role::Reader),
+            (Method::POST, format!("{capture}/querystatus"), Role::Reader),
+            (Method::PUT, capture.to_owned(), Role::Operator),
+            (Method::POST, format!("{capture}/stop"), Role::Operator),
+            (Method::DELETE, capture.to_owned(), Role::Operator),
+            (
+                Method::GET,
+                "/netwatch/v1/storage/acct1/blob.cap".to_owned(),
+                Role::Reader,
+            ),
+            (
+                Method::POST,
+                "/subscriptions/s/providers/microsoft.storage/checknameavailability".to_owned(),
+                Role::Reader,
+            ),
+            (Method::PUT, account.to_owned(), Role::Admin),
+            (Method::DELETE, account.to_owned(), Role::Admin),
+            (Method::PUT, extension.to_owned(), Role::Admin),
+            (Method::GET, TOKENS_PATH.to_owned(), Role::Admin),
+            (Method::DELETE, format!("{TOKENS_PATH}/ci"), Role::Admin),
+        ];
+        for (method, path, needed) in rows {
+            assert_eq!(required_role(&method, &path), needed, "{method} {path}");
+        }
+        assert!(Role::Admin.allows(Role::Operator) && Role::Operator.allows(Role::Reader));
+        assert!(!Role::Reader.allows(Role::Operator) && !Role::Agent.allows(Role::Reader));
     }
 }

@@ -85,6 +85,12 @@ impl Hub {
         }
     }
 
+    /// Closes `vm_id`'s channel, if it has one (its outbox goes, so its loop
+    /// ends); whether it had one.
+    pub fn disconnect(&self, vm_id: &str) -> bool {
+        self.lock().remove(&vm_id.to_lowercase()).is_some()
+    }
+
     /// Whether connection `id` is still `vm_id`'s (no newer one replaced it).
     fn is_current(&self, vm_id: &str, id: u64) -> bool {
         self.lock().get(&vm_id.to_lowercase()).is_some_and(|c| c.id == id)
@@ -431,6 +437,20 @@ pub async fn sweep_lost_agents(state: &AppState, now_ms: i64) -> Result<usize, S
         }
     }
     Ok(marked)
+}
+
+/// Gives up the captures of host `vm_id` not yet ended (its agent was cut
+/// off): `Error` with `AgentStopped`; how many.
+pub(crate) async fn give_up_captures_of(state: &AppState, vm_id: &str, message: &str) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for record in state.store.captures_for_target(vm_id).await? {
+        if matches!(record.status.as_str(), NOT_STARTED | RUNNING)
+            && lost_by_agent(state, record, Some(AGENT_LOST), message).await?
+        {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 /// Marks a capture its agent lost as `Error` with `AgentStopped` (and

@@ -29,6 +29,7 @@ mod network_watchers;
 mod openapi;
 mod packet_captures;
 mod storage_accounts;
+mod tokens;
 mod uploads;
 
 use std::sync::Arc;
@@ -183,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         .merge(packet_captures::routes())
         .merge(compute::routes())
         .merge(storage_accounts::routes())
+        .merge(tokens::routes())
         .merge(files::routes())
         .merge(uploads::routes())
         .merge(openapi::routes())

@@ -72,9 +72,15 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenDigests {
-    /// Client tokens (the ARM API, downloads).
+    /// Client tokens of the admin role: everything (auth.rs says what each role may do).
     #[serde(default)]
     pub admin: Vec<String>,
+    /// Client tokens of the operator role: reads, and captures' create, stop, delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator: Vec<String>,
+    /// Client tokens of the reader role: reads, status and downloads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reader: Vec<String>,
     /// Agent enrollment tokens.
     #[serde(default)]
     pub agent: Vec<String>,
@@ -168,7 +174,12 @@ pub async fn run(
                 message: err.to_string(),
             })?;
     }
-    api.auth = Some(Tokens::from_digests(&config.tokens.admin, &config.tokens.agent)?);
+    api.auth = Some(Tokens::from_roles(
+        &config.tokens.admin,
+        &config.tokens.operator,
+        &config.tokens.reader,
+        &config.tokens.agent,
+    )?);
     api.signer = Some(match &config.token_signing_key {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {

@@ -132,6 +132,17 @@ pub struct CaptureFileRecord {
     pub stored_ms: i64,
 }
 
+/// A client token made through the API: its digest, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClientTokenRecord {
+    pub digest: String,
+    pub name: String,
+    /// `reader`, `operator` or `admin`.
+    pub role: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
 /// A storage account made through the API.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StorageAccountRecord {
@@ -661,6 +672,75 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row)
+    }
+
+    // ---- client tokens ----
+
+    /// Records a new client token; [`StoreError::Conflict`] when a token not
+    /// revoked has its name (in any case).
+    pub async fn insert_client_token(&self, token: &ClientTokenRecord) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO client_tokens (digest, name_key, name, role, created_ms, revoked_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&token.digest)
+        .bind(token.revoked_ms.is_none().then(|| key(&token.name)))
+        .bind(&token.name)
+        .bind(&token.role)
+        .bind(token.created_ms)
+        .bind(token.revoked_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("client token {}", token.name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The client token whose digest is `digest`, revoked or not.
+    pub async fn get_client_token(&self, digest: &str) -> Result<Option<ClientTokenRecord>, StoreError> {
+        let row =
+            sqlx::query_as("SELECT digest, name, role, created_ms, revoked_ms FROM client_tokens WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row)
+    }
+
+    /// The client tokens not revoked, by name.
+    pub async fn list_client_tokens(&self) -> Result<Vec<ClientTokenRecord>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT digest, name, role, created_ms, revoked_ms FROM client_tokens \
+             WHERE revoked_ms IS NULL ORDER BY name_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Revokes the client token named `name` (any case); whether there was one.
+    pub async fn revoke_client_token(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE client_tokens SET revoked_ms = $1, name_key = NULL WHERE name_key = $2 AND revoked_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(key(name))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes every credential of VM `vm_id`'s agents; how many.
+    pub async fn revoke_agent_credentials(&self, vm_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE agent_credentials SET revoked_ms = $1 WHERE vm_key = $2 AND revoked_ms IS NULL")
+            .bind(now_ms)
+            .bind(key(vm_id))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     // ---- storage accounts ----

@@ -68,7 +68,7 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 32] = [
+const ROUTES: [(&str, &[&str]); 34] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -124,7 +124,7 @@ const ROUTES: [(&str, &[&str]); 32] = [
     ),
     (
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}/extensions/{extension}",
-        &["GET", "PUT"],
+        &["GET", "PUT", "DELETE"],
     ),
     (
         "/subscriptions/{subscription}/providers/microsoft.storage/storageaccounts",
@@ -152,6 +152,8 @@ const ROUTES: [(&str, &[&str]); 32] = [
     ("/{tenant}/discovery/v2.0/keys", &["GET"]),
     ("/msi/token", &["GET"]),
     ("/netwatch/v1/health", &["GET"]),
+    ("/netwatch/v1/tokens", &["GET", "POST"]),
+    ("/netwatch/v1/tokens/{name}", &["DELETE"]),
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
@@ -1563,6 +1565,91 @@ async fn answers_match_their_schemas() {
         .await;
     s.call("PacketCaptures_List", get(format!("{NW_WEST}/packetCaptures?{V}")), 404)
         .await;
+
+    // Client tokens with roles: made, listed, refused a role too small, revoked.
+    let tokens = "/netwatch/v1/tokens";
+    let made = s
+        .call(
+            "NetwatchTokens_Create",
+            Call::new(Method::POST, tokens).json(&json!({"name": "ci", "role": "reader"})),
+            201,
+        )
+        .await;
+    let reader = made.json()["token"].as_str().unwrap().to_owned();
+    s.call(
+        "NetwatchTokens_Create",
+        Call::new(Method::POST, tokens).json(&json!({"name": "CI", "role": "operator"})),
+        409,
+    )
+    .await;
+    s.call(
+        "NetwatchTokens_Create",
+        Call::new(Method::POST, tokens).json(&json!({"name": "ci2", "role": "root"})),
+        400,
+    )
+    .await;
+    s.call(
+        "NetwatchTokens_Create",
+        Call::new(Method::POST, tokens)
+            .header("content-type", "text/plain")
+            .body(b"{}".to_vec()),
+        415,
+    )
+    .await;
+    s.call("NetwatchTokens_List", get(tokens), 200).await;
+    s.call("NetwatchTokens_List", get(tokens).token(Some(&reader)), 403)
+        .await;
+    s.call("NetwatchTokens_List", get(tokens).token(None), 401).await;
+    let made1 = format!("{accounts}/made2?{V}");
+    s.call(
+        "StorageAccounts_Create",
+        Call::new(Method::PUT, &made1).json(&json!({})).token(Some(&reader)),
+        403,
+    )
+    .await;
+    s.call(
+        "NetwatchTokens_Revoke",
+        Call::new(Method::DELETE, &format!("{tokens}/ci")),
+        200,
+    )
+    .await;
+    s.call(
+        "NetwatchTokens_Revoke",
+        Call::new(Method::DELETE, &format!("{tokens}/ci")),
+        204,
+    )
+    .await;
+    s.call(
+        "NetwatchTokens_Revoke",
+        Call::new(Method::DELETE, &format!("{tokens}/a%20b")),
+        400,
+    )
+    .await;
+
+    // The agent extension removed: the host is cut off.
+    let extension = |vm: &str, name: &str| {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{vm}/extensions/{name}?{V}"
+        )
+    };
+    s.call(
+        "VirtualMachineExtensions_Delete",
+        Call::new(Method::DELETE, &extension("vm1", "NetworkWatcherAgentLinux")),
+        200,
+    )
+    .await;
+    s.call(
+        "VirtualMachineExtensions_Delete",
+        Call::new(Method::DELETE, &extension("vm1", "CustomScript")),
+        204,
+    )
+    .await;
+    s.call(
+        "VirtualMachineExtensions_Delete",
+        Call::new(Method::DELETE, &extension("ghost", "NetworkWatcherAgentLinux")),
+        404,
+    )
+    .await;
 
     // Every documented operation took part.
     let called: BTreeSet<&str> = s.answers.iter().map(|a| a["operation"].as_str().unwrap()).collect();

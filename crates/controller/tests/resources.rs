@@ -16,7 +16,9 @@ use base64::Engine as _;
 use netwatch_api::agent::run_id;
 use netwatch_controller::hub::sweep_lost_agents;
 use netwatch_controller::routes::{ApiConfig, AppState, router};
-use netwatch_controller::store::{CaptureRecord, OperationRecord, Store, VmRecord, WatcherRecord};
+use netwatch_controller::store::{
+    AgentCredentialRecord, CaptureRecord, EnrollmentRecord, OperationRecord, Store, VmRecord, WatcherRecord,
+};
 use netwatch_storage::{AccountConfig, AccountKind, Accounts, MIN_LOCAL_PART_SIZE, capture_blob_path};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -1397,4 +1399,67 @@ async fn captures_of_a_host_never_heard_again_become_errors_after_the_timeout() 
     );
     // Settled captures stay as they are.
     assert_eq!(sweep_lost_agents(&state, late + 60_000).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn removing_the_agent_extension_cuts_the_host_off() {
+    let api = Api::new().await;
+    let vm1 = vm_id("rg1", "vm1");
+    // vm1's agent enrolled: it has a credential of its own.
+    let enrollment = EnrollmentRecord {
+        digest: "sha256:enroll".into(),
+        vm_id: vm1.clone(),
+        location: "westus".into(),
+        created_ms: 1,
+        expires_ms: i64::MAX,
+        used_ms: None,
+    };
+    api.store.insert_enrollment(&enrollment).await.unwrap();
+    let credential = AgentCredentialRecord {
+        digest: "sha256:cred".into(),
+        vm_id: vm1.clone(),
+        created_ms: 2,
+        revoked_ms: None,
+    };
+    assert!(
+        api.store
+            .redeem_enrollment("sha256:enroll", &credential, 2)
+            .await
+            .unwrap()
+    );
+    let run = api.capture_run("cutoff", None).await;
+    let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
+    record.status = "Running".into();
+    api.store.update_capture(&record).await.unwrap();
+
+    let extension = format!("{vm1}/extensions/NetworkWatcherAgentLinux?api-version=2024-07-01");
+    let removed = api.send(Method::DELETE, &extension, &[], None).await;
+    assert_eq!(
+        removed.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&removed.bytes)
+    );
+    let credential = api.store.get_agent_credential("sha256:cred").await.unwrap().unwrap();
+    assert!(credential.revoked_ms.is_some(), "{credential:?}");
+    let status = api.netwatch_status_of(&run.capture).await;
+    assert_eq!(
+        (&status["packetCaptureStatus"], &status["packetCaptureError"]),
+        (&json!("Error"), &json!(["AgentStopped"])),
+        "{status}"
+    );
+    // Another extension name is none of ours: nothing to remove. An unknown VM: 404.
+    let other = format!("{vm1}/extensions/CustomScript?api-version=2024-07-01");
+    assert_eq!(
+        api.send(Method::DELETE, &other, &[], None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let ghost = format!(
+        "{}/extensions/NetworkWatcherAgentLinux?api-version=2024-07-01",
+        vm_id("rg1", "ghost")
+    );
+    assert_eq!(
+        api.send(Method::DELETE, &ghost, &[], None).await.status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -3,8 +3,8 @@
 //! `NETWATCH_TEST_POSTGRES`). Each PostgreSQL test gets a database of its own.
 
 use netwatch_controller::store::{
-    AgentCredentialRecord, Backend, CaptureRecord, EnrollmentRecord, OperationRecord, StorageAccountRecord, Store,
-    StoreError, VmRecord, WatcherRecord,
+    AgentCredentialRecord, Backend, CaptureRecord, ClientTokenRecord, EnrollmentRecord, OperationRecord,
+    StorageAccountRecord, Store, StoreError, VmRecord, WatcherRecord,
 };
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
@@ -97,6 +97,57 @@ both!(operations, operations_suite);
 both!(enrollments, enrollments_suite);
 both!(storage_accounts, storage_accounts_suite);
 both!(silent_hosts, silent_hosts_suite);
+both!(client_tokens, client_tokens_suite);
+
+async fn client_tokens_suite(store: &Store) {
+    let token = |digest: &str, name: &str, role: &str| ClientTokenRecord {
+        digest: digest.into(),
+        name: name.into(),
+        role: role.into(),
+        created_ms: 7,
+        revoked_ms: None,
+    };
+    store
+        .insert_client_token(&token("sha256:a", "ci", "reader"))
+        .await
+        .unwrap();
+    store
+        .insert_client_token(&token("sha256:b", "Alpha", "admin"))
+        .await
+        .unwrap();
+    let taken = store.insert_client_token(&token("sha256:c", "CI", "operator")).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let names: Vec<String> = store
+        .list_client_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["Alpha", "ci"]);
+    assert!(store.revoke_client_token("CI", 9).await.unwrap());
+    assert!(!store.revoke_client_token("ci", 10).await.unwrap(), "revoked once");
+    let revoked = store.get_client_token("sha256:a").await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_ms, Some(9));
+    // The name is free again, twice over: revoked rows do not hold it.
+    store
+        .insert_client_token(&token("sha256:d", "ci", "operator"))
+        .await
+        .unwrap();
+    assert!(store.revoke_client_token("ci", 11).await.unwrap());
+    store
+        .insert_client_token(&token("sha256:e", "ci", "reader"))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_client_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["Alpha", "ci"]);
+}
 
 async fn silent_hosts_suite(store: &Store) {
     let host = |name: &str, last_seen_ms: Option<i64>| VmRecord {

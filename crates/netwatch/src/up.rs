@@ -201,6 +201,8 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
         }),
         tokens: TokenDigests {
             admin: vec![digest(&credentials.admin_token)],
+            operator: Vec::new(),
+            reader: Vec::new(),
             agent: vec![digest(&credentials.agent_token)],
         },
         token_signing_key: Some("signing.key".into()),

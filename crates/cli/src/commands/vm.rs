@@ -92,6 +92,21 @@ pub enum ExtensionCommand {
         #[arg(long, value_name = "NAME")]
         vm_name: String,
     },
+    /// Remove the agent extension: the host's agent is cut off (its credential
+    /// revoked, its channel closed, its running captures ended).
+    Delete {
+        #[arg(long, short = 'g', value_name = "GROUP")]
+        resource_group: String,
+        /// The VM's name.
+        #[arg(long, value_name = "NAME")]
+        vm_name: String,
+        /// The extension's name: NetworkWatcherAgentLinux.
+        #[arg(long, short = 'n', value_name = "NAME")]
+        name: String,
+        /// Do not wait for the long-running operation to finish.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +148,7 @@ pub(crate) enum Prepared {
     Show(ResourceGroupName, ResourceName),
     ExtensionShow(ResourceGroupName, ResourceName, ResourceName),
     ExtensionList(ResourceGroupName, ResourceName),
+    ExtensionDelete(ResourceGroupName, ResourceName, ResourceName),
     ExtensionSet {
         group: ResourceGroupName,
         vm: ResourceName,
@@ -164,6 +180,7 @@ pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
         Prepared::Show(..) => VM_TABLE,
         Prepared::ExtensionShow(..) | Prepared::ExtensionSet { .. } => EXTENSION_TABLE,
         Prepared::ExtensionList(..) => EXTENSION_LIST_TABLE,
+        Prepared::ExtensionDelete(..) => return None,
     })
 }
 
@@ -214,6 +231,16 @@ pub(crate) fn prepare(command: VmCommand, _subscription: &SubscriptionId) -> Res
                 vm_name,
             } => Prepared::ExtensionList(group(&resource_group)?, name("--vm-name", &vm_name)?),
             ExtensionCommand::Set(args) => prepare_set(*args)?,
+            ExtensionCommand::Delete {
+                resource_group,
+                vm_name,
+                name: extension,
+                no_wait: _,
+            } => Prepared::ExtensionDelete(
+                group(&resource_group)?,
+                name("--vm-name", &vm_name)?,
+                extension_name(&extension)?,
+            ),
         },
     })
 }
@@ -304,6 +331,13 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             let path = format!("{}/extensions/{extension}", vm_path(context, &group, &vm));
             let value = client.get(&path, EXTENSION_API_VERSION).await?;
             Ok(Some(shape::vm_extension(&value)))
+        }
+        Prepared::ExtensionDelete(group, vm, extension) => {
+            // Answered at once: the agent is cut off before the answer.
+            let path = format!("{}/extensions/{extension}", vm_path(context, &group, &vm));
+            let url = client.url(&path, EXTENSION_API_VERSION);
+            client.begin(Method::DELETE, &url, None, &[200, 202, 204]).await?;
+            Ok(None)
         }
         Prepared::ExtensionList(group, vm) => {
             let path = format!("{}/extensions", vm_path(context, &group, &vm));

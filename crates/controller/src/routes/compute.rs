@@ -56,7 +56,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route(&format!("{vm}/extensions"), get(list_extensions))
         .route(
             &format!("{vm}/extensions/{{extension}}"),
-            get(show_extension).put(set_extension),
+            get(show_extension).put(set_extension).delete(delete_extension),
         )
 }
 
@@ -125,6 +125,31 @@ async fn show_extension(
         return Err(ApiError::new(ErrorCode::ResourceNotFound, message).into());
     }
     Ok(Json(extension_json(&id, &record)))
+}
+
+/// `DELETE …/virtualMachines/{vm}/extensions/{name}` (`vm extension delete`):
+/// cuts the host's agent off. Its own credentials are revoked, its channel is
+/// closed, and its captures not yet ended become `Error` (`AgentStopped`):
+/// the host can no longer report them. 200; the VM stays, as in Azure. An
+/// agent that connects with the configuration's shared agent token can
+/// register again: remove that token from the configuration to stop it.
+async fn delete_extension(
+    State(state): State<AppState>,
+    Path((sub, group, vm, extension)): Path<(String, String, String, String)>,
+    _version: ArmVersion,
+) -> Result<Response, HttpError> {
+    let (id, _record) = find_vm(&state, (&sub, &group, &vm)).await?;
+    let extension = ResourceName::parse("vmExtensionName", &extension)?;
+    if !extension.as_str().eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let vm_id = id.to_string();
+    let revoked = state.store.revoke_agent_credentials(&vm_id, now_ms()).await?;
+    let disconnected = state.hub.disconnect(&vm_id);
+    let ended =
+        crate::hub::give_up_captures_of(&state, &vm_id, "the agent extension was removed from the host").await?;
+    tracing::info!(vm = %vm_id, revoked, disconnected, ended, "agent extension removed: the host's agent is cut off");
+    Ok(StatusCode::OK.into_response())
 }
 
 /// How long an enrollment token may wait for its host: a day.

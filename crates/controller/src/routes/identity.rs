@@ -21,7 +21,7 @@ use axum::{Form, Json, Router};
 use serde_json::json;
 
 use super::{AppState, base_url};
-use crate::auth::{Role, digest};
+use crate::auth::{Role, digest, role_of_digest};
 use crate::identity::{Claims, TOKEN_LIFETIME, now_secs};
 
 /// The audience az asks for; the token's `aud` when a request names none.
@@ -123,8 +123,10 @@ fn audience(scope: Option<&str>) -> String {
         .map_or_else(|| DEFAULT_AUDIENCE.to_owned(), ToOwned::to_owned)
 }
 
-/// Checks a client token and signs an access token for it.
-fn grant(
+/// Checks a client token (of any client role: the access token carries the
+/// client token's digest, and each request is checked against its role) and
+/// signs an access token for it.
+async fn grant(
     state: &AppState,
     base: &str,
     tenant: &str,
@@ -141,11 +143,18 @@ fn grant(
         ));
     };
     let role = match &state.config.auth {
-        Some(tokens) => tokens.role_of(secret),
+        Some(tokens) => role_of_digest(state, tokens, &digest(secret)).await.map_err(|err| {
+            tracing::error!(error = %err, "the state store failed while checking a client token");
+            oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the controller cannot check the token now; try again",
+            )
+        })?,
         // No tokens configured (in-process tests): anyone is an admin.
         None => Some(Role::Admin),
     };
-    if role != Some(Role::Admin) {
+    if role.is_none_or(|role| role == Role::Agent) {
         let description = "the client secret is not a netwatch client token: use the token `netwatch up` printed";
         return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description));
     }
@@ -203,7 +212,9 @@ async fn token(
         &tenant,
         secret,
         audience(form.get("scope").map(String::as_str)),
-    ) {
+    )
+    .await
+    {
         Ok((access_token, _)) => {
             let lifetime = TOKEN_LIFETIME.as_secs();
             Json(json!({
@@ -239,7 +250,7 @@ async fn msi_token(
         .cloned()
         .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned());
     let tenant = state.config.tenant_id.clone();
-    match grant(&state, &base, &tenant, secret, resource.clone()) {
+    match grant(&state, &base, &tenant, secret, resource.clone()).await {
         Ok((access_token, expires)) => Json(json!({
             "access_token": access_token,
             "expires_on": expires.to_string(),
