@@ -1609,19 +1609,19 @@ async fn answers_match_their_schemas() {
     .await;
     s.call(
         "NetwatchTokens_Revoke",
-        Call::new(Method::DELETE, &format!("{tokens}/ci")),
+        Call::new(Method::DELETE, format!("{tokens}/ci")),
         200,
     )
     .await;
     s.call(
         "NetwatchTokens_Revoke",
-        Call::new(Method::DELETE, &format!("{tokens}/ci")),
+        Call::new(Method::DELETE, format!("{tokens}/ci")),
         204,
     )
     .await;
     s.call(
         "NetwatchTokens_Revoke",
-        Call::new(Method::DELETE, &format!("{tokens}/a%20b")),
+        Call::new(Method::DELETE, format!("{tokens}/a%20b")),
         400,
     )
     .await;
