@@ -14,36 +14,18 @@ cd "$(dirname "$0")/.."
 # Azure Blob server the storage tests start).
 need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)
-missing=()
-for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+. scripts/test-deps.sh
+install_debs "${need[@]}"
 
-# Python packages (Azure's SDK, ...) in a virtualenv of their own, made again
+# Python packages (Azure's SDK, moto, ...) in a virtualenv of their own, made again
 # only when the requirements change; tests find its Python in NETWATCH_TEST_PYTHON.
 # Azure's CLI gets a virtualenv of its own: it pins its own azure-core.
-venv() {  # venv DIR REQUIREMENTS
-  if ! cmp -s "$2" "$1/requirements.txt"; then
-    rm -rf "$1"
-    python3 -m venv "$1"
-    "$1/bin/pip" install -q --disable-pip-version-check -r "$2"
-    cp "$2" "$1/requirements.txt"
-  fi
-}
-venv target/test-venv scripts/test-requirements.txt
+# The storage servers the storage tests start (crates/testkit/src/servers.rs):
+# moto from the virtualenv, Azurite from npm (NETWATCH_TEST_MOTO, NETWATCH_TEST_AZURITE).
+install_storage_servers
 venv target/test-az-venv scripts/test-az-requirements.txt
 export NETWATCH_TEST_PYTHON=$PWD/target/test-venv/bin/python
 export NETWATCH_TEST_AZ_PYTHON=$PWD/target/test-az-venv/bin/python NETWATCH_TEST_AZ=$PWD/target/test-az-venv/bin/az
-# The storage servers the storage tests start (crates/testkit/src/servers.rs):
-# moto from the virtualenv above, Azurite from npm (about 90 s, once).
-export NETWATCH_TEST_MOTO=$PWD/target/test-venv/bin/moto_server
-if [ ! -x target/test-npm/node_modules/.bin/azurite-blob ]; then
-  npm install --prefix target/test-npm --no-audit --no-fund azurite@3.37.0
-fi
-export NETWATCH_TEST_AZURITE=$PWD/target/test-npm/node_modules/.bin/azurite-blob
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
