@@ -1634,19 +1634,19 @@ async fn answers_match_their_schemas() {
     };
     s.call(
         "VirtualMachineExtensions_Delete",
-        Call::new(Method::DELETE, &extension("vm1", "NetworkWatcherAgentLinux")),
+        Call::new(Method::DELETE, extension("vm1", "NetworkWatcherAgentLinux")),
         200,
     )
     .await;
     s.call(
         "VirtualMachineExtensions_Delete",
-        Call::new(Method::DELETE, &extension("vm1", "CustomScript")),
+        Call::new(Method::DELETE, extension("vm1", "CustomScript")),
         204,
     )
     .await;
     s.call(
         "VirtualMachineExtensions_Delete",
-        Call::new(Method::DELETE, &extension("ghost", "NetworkWatcherAgentLinux")),
+        Call::new(Method::DELETE, extension("ghost", "NetworkWatcherAgentLinux")),
         404,
     )
     .await;
