@@ -248,14 +248,23 @@ impl Capture {
         if ring.block_count < 2 {
             return Err(OpenError::BlockCount(ring.block_count));
         }
+        // Loopback's packets pass the socket twice, going out and coming in:
+        // as libpcap does, the outgoing copy is dropped (`loopback` is its index).
+        let mut loopback = None;
         let (ifindex, kind, link) = match &config.interface {
-            Interface::Any => (0, SocketKind::Dgram, LinkType::LinuxSll2),
+            Interface::Any => {
+                loopback = sys::interface_index("lo");
+                (0, SocketKind::Dgram, LinkType::LinuxSll2)
+            }
             Interface::Named(name) => {
                 let index = sys::interface_index(name).ok_or_else(|| OpenError::NoSuchInterface(name.clone()))?;
                 // Ask the kernel for the hardware type with a throwaway socket; Ethernet
                 // and loopback carry Ethernet headers, anything else is captured cooked.
                 let probe = open_socket(SocketKind::Dgram)?;
                 let hatype = sys::interface_hardware_type(&probe, name).map_err(OpenError::Socket)?;
+                if hatype == layout::ARPHRD_LOOPBACK {
+                    loopback = Some(index);
+                }
                 if hatype == layout::ARPHRD_ETHER || hatype == layout::ARPHRD_LOOPBACK {
                     (index, SocketKind::Raw, LinkType::Ethernet)
                 } else {
@@ -301,7 +310,7 @@ impl Capture {
             socket,
             ring: rx,
             output,
-            encoder: Encoder::new(link, file_snaplen, config.ring.block_size),
+            encoder: Encoder::new(link, file_snaplen, config.ring.block_size, loopback),
             limits: config.limits,
             retire: config.ring.retire,
             interface: config.interface,
@@ -516,10 +525,13 @@ struct Encoder {
     bytes: u64,
     /// A packet stamped after the stop instant was seen: nothing later is wanted.
     past_cutoff: bool,
+    /// The loopback interface's index when it is captured: its outgoing
+    /// packets are skipped (each comes back in as an incoming one).
+    loopback: Option<u32>,
 }
 
 impl Encoder {
-    fn new(link: LinkType, snaplen: u32, block_size: u32) -> Self {
+    fn new(link: LinkType, snaplen: u32, block_size: u32, loopback: Option<u32>) -> Self {
         // A block's records never need more than the block plus the headers we add.
         let cap = (block_size as usize).min(WRITE_CHUNK) * 2;
         Self {
@@ -532,6 +544,7 @@ impl Encoder {
             packets: 0,
             bytes: 0,
             past_cutoff: false,
+            loopback,
         }
     }
 
@@ -565,6 +578,16 @@ impl Encoder {
                 break;
             };
             let next = le32(h, layout::PKT_NEXT_OFFSET);
+            if let Some(lo) = self.loopback
+                && h[layout::SLL_PKTTYPE] == layout::PACKET_OUTGOING
+                && le32(h, layout::SLL_IFINDEX) == lo
+            {
+                if next == 0 {
+                    break;
+                }
+                off += next as usize;
+                continue;
+            }
             let sec = le32(h, layout::PKT_SEC);
             let nsec = le32(h, layout::PKT_NSEC);
             let caplen = le32(h, layout::PKT_SNAPLEN);

@@ -504,4 +504,6 @@ pub mod layout {
     pub const TP_STATUS_VLAN_TPID_VALID: u32 = libc::TP_STATUS_VLAN_TPID_VALID;
     pub const ARPHRD_ETHER: u16 = libc::ARPHRD_ETHER;
     pub const ARPHRD_LOOPBACK: u16 = libc::ARPHRD_LOOPBACK;
+    /// `sll_pkttype` of a packet this host sends.
+    pub const PACKET_OUTGOING: u8 = libc::PACKET_OUTGOING;
 }
