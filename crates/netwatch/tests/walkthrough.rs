@@ -79,10 +79,15 @@ fn shape(value: &Value) -> Vec<String> {
 impl Deployment {
     /// `netwatch ARGS` in b, with the client settings in the environment.
     fn netwatch(&self, args: &[&str]) -> Output {
+        self.netwatch_as(&self.token, args)
+    }
+
+    /// `netwatch ARGS` in b with client token `token`.
+    fn netwatch_as(&self, token: &str, args: &[&str]) -> Output {
         NetnsPair::exec(&self.pair.b, netwatch())
             .args(args)
             .env("NETWATCH_URL", &self.url)
-            .env("NETWATCH_TOKEN", &self.token)
+            .env("NETWATCH_TOKEN", token)
             .env("NETWATCH_CA", &self.ca)
             .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"))
             .stdin(Stdio::null())
@@ -309,6 +314,42 @@ fn guide_with_netwatch(nw: &mut Deployment) -> Vec<(&'static str, Value)> {
     }
     let listed = nw.netwatch(&["storage", "account", "list", "--query", "[].name", "-o", "tsv"]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "netwatchlocal\n");
+
+    // A reader's token reads and may not change anything; revoked, it reads nothing.
+    let made = json_of(
+        "token create",
+        &nw.netwatch(&["token", "create", "--name", "ci", "--role", "reader"]),
+    );
+    let reader = made["token"].as_str().unwrap().to_owned();
+    let listed = json_of("token list", &nw.netwatch(&["token", "list"]));
+    assert_eq!(listed[0]["name"], "ci", "{listed}");
+    assert!(!listed.to_string().contains(&reader), "no token in the list: {listed}");
+    let read = nw.netwatch_as(
+        &reader,
+        &["storage", "account", "list", "--query", "[].name", "-o", "tsv"],
+    );
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "netwatchlocal\n");
+    let refused = nw.netwatch_as(
+        &reader,
+        &["storage", "account", "create", "-n", "nope1", "-g", "netwatch"],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("AuthorizationFailed") && stderr.contains("needs the admin role"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json_of("token revoke", &nw.netwatch(&["token", "revoke", "--name", "ci"])),
+        Value::Null
+    );
+    let gone = nw.netwatch_as(&reader, &["storage", "account", "list"]);
+    assert_eq!(gone.status.code(), Some(1), "{}", String::from_utf8_lossy(&gone.stderr));
 
     let created = json_of(
         "packet-capture create",
