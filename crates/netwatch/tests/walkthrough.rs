@@ -350,6 +350,11 @@ fn guide_with_netwatch(nw: &mut Deployment) -> Vec<(&'static str, Value)> {
     );
     let gone = nw.netwatch_as(&reader, &["storage", "account", "list"]);
     assert_eq!(gone.status.code(), Some(1), "{}", String::from_utf8_lossy(&gone.stderr));
+    // No secret in the controller's log: tokens, storage keys.
+    let log = std::fs::read_to_string(nw.dir.path().join("up.log")).unwrap();
+    for secret in [reader.as_str(), nw.token.as_str(), "walk-secret"] {
+        assert!(!log.contains(secret), "a secret in up.log");
+    }
 
     let created = json_of(
         "packet-capture create",
