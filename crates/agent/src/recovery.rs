@@ -195,8 +195,16 @@ mod tests {
             }
         );
         assert_eq!(next_run(1_000, limit, None, 0, 61_000), Next::End, "time is up");
-        assert_eq!(next_run(1_000, limit, None, 0, 60_500), Next::End, "under a second left");
-        assert_eq!(next_run(1_000, limit, Some(1_000), 960, 2_000), Next::End, "no room for a packet");
+        assert_eq!(
+            next_run(1_000, limit, None, 0, 60_500),
+            Next::End,
+            "under a second left"
+        );
+        assert_eq!(
+            next_run(1_000, limit, Some(1_000), 960, 2_000),
+            Next::End,
+            "no room for a packet"
+        );
         // A clock set back: the whole limit is left.
         assert_eq!(
             next_run(1_000, limit, None, 0, 0),

@@ -387,16 +387,23 @@ impl Supervisor {
             next_record.started_ms = Some(started_ms);
             match self.inner.spool.save_capture(&next_record) {
                 Ok(()) => {
-                    tracing::info!(seq = next_record.seq, time_left_s = time_left.as_secs(),
-                        "resuming the capture in a new file");
+                    tracing::info!(
+                        seq = next_record.seq,
+                        time_left_s = time_left.as_secs(),
+                        "resuming the capture in a new file"
+                    );
                     return TakenUp::Resumed(plan.resume(next_record, time_left, bytes_left));
                 }
                 // Without its journal a further restart would not find its file: end it.
-                Err(error) => tracing::warn!(error = %error_chain(&error), "cannot journal the capture's next run; it ends"),
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "cannot journal the capture's next run; it ends")
+                }
             }
         }
         let file = match (&recovered, plan.upload) {
-            (Ok(()), true) => "the file it was writing was recovered up to its last whole packet and is uploaded".to_owned(),
+            (Ok(()), true) => {
+                "the file it was writing was recovered up to its last whole packet and is uploaded".to_owned()
+            }
             (Ok(()), false) => "the file it was writing was recovered up to its last whole packet".to_owned(),
             (Err(error), _) => format!("the file it was writing could not be recovered ({error})"),
         };

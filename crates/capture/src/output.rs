@@ -67,12 +67,10 @@ impl OutputError {
     /// Whether the file system is full: `ENOSPC` (no room) or `EDQUOT` (the
     /// user's quota).
     pub fn is_disk_full(&self) -> bool {
-        let (OutputError::Create { source, .. } | OutputError::Write { source, .. } | OutputError::Remove { source, .. }) =
-            self;
-        matches!(
-            source.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
+        let (OutputError::Create { source, .. }
+        | OutputError::Write { source, .. }
+        | OutputError::Remove { source, .. }) = self;
+        matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
     }
 }
 
@@ -443,7 +441,9 @@ mod tests {
         };
         let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
         // As the agent does once a closed file is stored.
-        out.on_file_closed(FileClosed(Box::new(|closed| std::fs::remove_file(closed.path).unwrap())));
+        out.on_file_closed(FileClosed(Box::new(|closed| {
+            std::fs::remove_file(closed.path).unwrap()
+        })));
         for _ in 0..3 {
             if !out.fits(0, 40) {
                 out.rotate(0, 0).unwrap();
