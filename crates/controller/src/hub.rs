@@ -567,6 +567,7 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
             upload_percent: report.upload_progress.as_ref().map(|p| p.percent.min(100)),
             upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
             files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
+            error_message: report.message.clone(),
             agent_last_seen: None,
             files: vec![],
         };
