@@ -14,8 +14,12 @@
 //! controller then hands out the agent's own credential in its welcome, which
 //! is kept in `DATA_DIR/credential` and used from then on.
 //!
-//! Not here yet: finalizing a capture that was running when the agent died
-//! (its closed ring files upload; the run itself is reported lost).
+//! A capture that was running when the agent died (killed, crashed, the host
+//! rebooted) is taken up on restart: the file it was writing is repaired,
+//! uploaded and listed with its others; the capture then resumes in a new
+//! file if its time limit has not passed, or ends `Stopped` with
+//! `AgentStopped` (`recovery`). A full disk stops a capture with
+//! `LocalFileFailed`; what it wrote is kept and uploaded.
 //!
 //! # Layout
 //! - [`run`] and [`AgentConfig`]: the agent as the `netwatch agent` subcommand runs it.
@@ -23,7 +27,9 @@
 //! - `remote`: the controller's URLs, TLS trust and the backoff between attempts.
 //! - `channel`: connect, hello/welcome, reconnect; the message loop of one connection.
 //! - `supervisor`: capture threads and the book of their latest reports.
-//! - `spool`: files waiting for storage, with their upload progress, on disk.
+//! - `spool`: files waiting for storage, with their upload progress, and the
+//!   journal of running captures, on disk.
+//! - `recovery`: repair of a cut capture file; whether an interrupted capture resumes.
 //! - `upload`: one file's upload: grants, parts, commit, resume.
 //! - `host`: host name and network interfaces for the hello.
 //! - `credential`: the agent's credential file.
@@ -31,6 +37,7 @@
 mod channel;
 mod credential;
 mod host;
+mod recovery;
 mod remote;
 mod simulate;
 mod spool;

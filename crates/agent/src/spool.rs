@@ -1,6 +1,7 @@
 //! The upload spool (DESIGN §6): capture files waiting for storage, kept in
 //! `{data_dir}/spool` until they are stored and checked, across outages and
-//! agent restarts.
+//! agent restarts; and the journal of the captures this host runs, so that a
+//! restarted agent finds the file a capture was writing when the agent died.
 //!
 //! A file enters the spool as a hard link to the capture's own file (no copy;
 //! a copy only across file systems), so a ring rotating its files away or a
@@ -8,13 +9,19 @@
 //! file lies its ticket (what it is, its size and SHA-256, and how far its
 //! upload got: the upload id and the receipts of the parts stored, and the
 //! capture's own file to delete once stored, unless the host keeps it), and
-//! per capture one record (its final report once it ended). Every JSON file is written to a
-//! temporary name, synced and renamed, so a crash leaves the old or the new
-//! version, never a torn one.
+//! per capture one record: what the controller asked for, when it started,
+//! which file it writes now, and its final report once it ended. Every JSON
+//! file is written to a temporary name, synced and renamed, so a crash leaves
+//! the old or the new version, never a torn one.
+//!
+//! A full disk does not stop the spool: linking needs no room, and a ticket
+//! that cannot be written is kept in memory (the upload goes on; an agent
+//! restarted before it ends hashes the file again and starts its upload over).
 //!
 //! Names: `{key}.capture.json`, `{key}_{seq:05}.cap`, `{key}_{seq:05}.json`,
 //! where `key` is 16 hex digits of the SHA-256 of the capture's run id and
-//! `seq` 0 for a capture's one file, `n` for a continuous capture's n-th.
+//! `seq` 0 for a capture's one file, `n` for a continuous capture's n-th (or
+//! the file a single-file capture resumed in after its n-th agent restart).
 //!
 //! The spool is capped ([`Spool::is_full`]): when the files waiting reach the
 //! cap, new captures that upload are refused with a message saying why,
@@ -25,7 +32,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use netwatch_api::agent::{CaptureReport, PartReceipt};
+use netwatch_api::agent::{CaptureReport, PartReceipt, ReportStats, StartCapture};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -38,14 +45,56 @@ pub(crate) const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 const CAPTURE_SUFFIX: &str = ".capture.json";
 const READ_CHUNK: usize = 1024 * 1024;
 
-/// What the spool knows of one capture whose files upload.
+/// What the spool knows of one capture this host runs or ran (the journal
+/// record): written when it starts, at each file it closes, when it resumes
+/// after a restart and when it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SpooledCapture {
     pub(crate) capture_id: String,
+    /// What the controller asked for: where the capture's file is, its
+    /// limits, whether it uploads. None in records of earlier agents, which
+    /// kept no journal (their running captures cannot be recovered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) start: Option<StartCapture>,
+    /// When it first started capturing on this host (ms since the epoch): its
+    /// time limit counts from here, across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) started_ms: Option<i64>,
+    /// How often a restarted agent resumed it.
+    #[serde(default)]
+    pub(crate) resumed: u32,
+    /// The file it writes now: 0 for a capture's one file, `n` for a ring's
+    /// n-th file or the file a capture resumed in after its n-th restart.
+    #[serde(default)]
+    pub(crate) seq: u32,
+    /// Counters of its files before the one it writes now.
+    #[serde(default)]
+    pub(crate) closed: ReportStats,
     /// The capture's last report once it ended; none while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) report: Option<CaptureReport>,
+}
+
+impl SpooledCapture {
+    /// The record of a capture about to start for the first time.
+    pub(crate) fn new(start: StartCapture, first_seq: u32) -> Self {
+        Self {
+            capture_id: start.capture_id.clone(),
+            start: Some(start),
+            started_ms: None,
+            resumed: 0,
+            seq: first_seq,
+            closed: ReportStats::default(),
+            report: None,
+        }
+    }
+
+    /// Whether its files go to storage.
+    pub(crate) fn uploads(&self) -> bool {
+        // Records without `start` were kept only for captures that upload.
+        self.start.as_ref().is_none_or(|start| start.upload.is_some())
+    }
 }
 
 /// One file waiting for upload.
@@ -199,7 +248,9 @@ impl Spool {
     }
 
     /// Makes the ticket of a linked file: hashes it (reads it once; call off
-    /// the async threads) and writes the ticket.
+    /// the async threads) and writes the ticket. A ticket that cannot be
+    /// written (a full disk) is logged and returned all the same: the file is
+    /// safe in the spool, and a restarted agent makes its ticket again.
     pub(crate) fn admit(&self, capture_id: &str, seq: u32, original: Option<PathBuf>) -> Result<Ticket, SpoolError> {
         let path = self.file_path(capture_id, seq);
         let (size, sha256) = hash_file(&path).map_err(at("read spooled file", &path))?;
@@ -212,13 +263,23 @@ impl Spool {
             upload: None,
             failed: None,
         };
-        self.save(&ticket)?;
+        self.save_progress(&ticket);
         Ok(ticket)
     }
 
     /// Writes a ticket's progress.
     pub(crate) fn save(&self, ticket: &Ticket) -> Result<(), SpoolError> {
         write_json(&self.ticket_path(&ticket.capture_id, ticket.seq), ticket)
+    }
+
+    /// Writes a ticket's progress, or logs why it could not: the upload goes
+    /// on without it (a restart then starts the file's upload over). Used
+    /// where a full disk must not hold up the upload that would free it.
+    pub(crate) fn save_progress(&self, ticket: &Ticket) {
+        if let Err(error) = self.save(ticket) {
+            tracing::warn!(seq = ticket.seq, error = %crate::error_chain(&error),
+                "could not write the spooled file's ticket; its upload goes on (a restart would begin it again)");
+        }
     }
 
     /// The file is stored and checked: the spool's link, its ticket and the
@@ -314,10 +375,18 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), SpoolError> {
     let temp = path.with_extension("json.tmp");
     let text = serde_json::to_vec(value).map_err(|error| at("encode", path)(io::Error::other(error)))?;
-    let mut file = File::create(&temp).map_err(at("create", &temp))?;
-    file.write_all(&text).map_err(at("write", &temp))?;
-    file.sync_all().map_err(at("sync", &temp))?;
-    fs::rename(&temp, path).map_err(at("rename", &temp))
+    let written = File::create(&temp)
+        .map_err(at("create", &temp))
+        .and_then(|mut file| {
+            file.write_all(&text).map_err(at("write", &temp))?;
+            file.sync_all().map_err(at("sync", &temp))
+        })
+        .and_then(|()| fs::rename(&temp, path).map_err(at("rename", &temp)));
+    if written.is_err() {
+        // A full disk leaves a torn temporary file: do not let it take more room.
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, String> {
@@ -370,6 +439,11 @@ mod tests {
         fs::write(&original, b"0123456789").unwrap();
         let capture = SpooledCapture {
             capture_id: "/x/pc#1".into(),
+            start: None,
+            started_ms: None,
+            resumed: 0,
+            seq: 0,
+            closed: ReportStats::default(),
             report: None,
         };
         spool.save_capture(&capture).unwrap();

@@ -7,14 +7,21 @@
 //! file to the spool. Nothing here waits for the controller: a capture ends on
 //! its limits whether or not the channel is up.
 //!
-//! Uploads: a capture with a storage account records itself in the [`Spool`]
-//! when it starts; each of its files enters the spool as it closes (a
-//! continuous capture's while it runs), and one upload task takes the spooled
-//! files in turn, retrying while storage or the controller is away (the files
-//! wait, across restarts) and giving up only on a permanent refusal (the file
-//! is kept). The capture's report carries the upload's state, derived from a
-//! tally of its files; the capture is finished once it ended and its files
-//! are all stored or given up.
+//! Uploads: every capture records itself in the [`Spool`]'s journal when it
+//! starts (and at each ring file it closes); each of its files enters the
+//! spool as it closes (a continuous capture's while it runs), and one upload
+//! task takes the spooled files in turn, retrying while storage or the
+//! controller is away (the files wait, across restarts) and giving up only on
+//! a permanent refusal (the file is kept). The capture's report carries the
+//! upload's state, derived from a tally of its files; the capture is finished
+//! once it ended and its files are all stored or given up.
+//!
+//! Faults: a capture the engine ends with an error (a full disk) keeps what
+//! it wrote: its last file is repaired and uploaded. A capture journaled as
+//! running when the agent starts was cut by the agent's death: it is taken
+//! up (`recovery`) before the channel opens, so the hello reports it
+//! `Running` (resumed in a new file) or `Stopped` with `AgentStopped`, never
+//! as lost.
 //!
 //! The book keeps one report per capture, the latest (reports carry the whole
 //! state, so older ones are worthless once replaced). The channel sends what
@@ -35,16 +42,18 @@ use netwatch_api::agent::{
 };
 use netwatch_api::error::ApiError;
 use netwatch_api::packet_capture::{CapturePath, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture};
+use netwatch_capture::output::ring_name;
 use netwatch_capture::session::DEFAULT_NICE;
 use netwatch_capture::{
-    Capture, CaptureConfig, CaptureError, CaptureOutcome, CaptureStats, Interface, Limits, OpenError, OutputSpec,
-    RingConfig, Rotation,
+    Capture, CaptureConfig, CaptureError, CaptureOutcome, CaptureStats, ClosedFile, Interface, Limits, OpenError,
+    OutputSpec, RingConfig, Rotation,
 };
 use tokio::sync::{Notify, futures::Notified, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::recovery;
 use crate::remote::Backoff;
 use crate::spool::{Spool, SpooledCapture, Ticket};
 use crate::upload::{UploadError, Uploader, upload_bytes};
@@ -240,9 +249,11 @@ impl Supervisor {
     }
 
     /// Takes up what the spool holds: captures that ended come back to the
-    /// book with their last report; their files queue for upload.
+    /// book with their last report; captures that were running when the
+    /// agent died have the file they were writing repaired and spooled, then
+    /// end or resume (`recovery`); their files queue for upload.
     fn recover(&self) {
-        let (captures, tickets) = self.inner.spool.scan();
+        let (captures, mut tickets) = self.inner.spool.scan();
         if captures.is_empty() && tickets.is_empty() {
             return;
         }
@@ -251,47 +262,170 @@ impl Supervisor {
             files = tickets.len(),
             "taking up the spool left by an earlier run"
         );
-        let mut book = self.book();
+        // Files are repaired and hashed before the book is locked.
+        let mut slots = Vec::new();
+        let mut resumed = Vec::new();
         for capture in captures {
-            let id = capture.capture_id;
-            let report = capture.report.unwrap_or_else(|| {
-                // It was running when the agent stopped: its files closed by
-                // then upload; the run itself cannot go on.
-                error_report(
+            let id = capture.capture_id.clone();
+            let mut slot = Slot::new(Arc::new(AtomicBool::new(false)), capture.uploads());
+            let report = match (capture.report.clone(), capture.start.clone()) {
+                (Some(report), _) => report,
+                (None, Some(start)) => match self.take_up(capture, start, &mut tickets) {
+                    TakenUp::Ended(report) => report,
+                    TakenUp::Resumed(plan) => {
+                        slot.report = Some(plan.running_report());
+                        resumed.push((plan, Arc::clone(&slot.stop)));
+                        slot.dirty = true;
+                        slots.push((id, slot));
+                        continue;
+                    }
+                },
+                // Recorded by an agent that kept no journal: the file it was
+                // writing is unknown; the files it had closed upload.
+                (None, None) => error_report(
                     &id,
                     None,
                     PcError::AgentStopped,
                     "the agent stopped while the capture ran; the files it had closed are uploaded".to_owned(),
-                )
-            });
-            let mut slot = Slot::new(Arc::new(AtomicBool::new(true)), true);
+                ),
+            };
             slot.report = Some(report);
             slot.ended = true;
             slot.dirty = true;
-            book.captures.insert(id, slot);
+            slots.push((id, slot));
         }
-        let mut queue = self.queue();
-        for ticket in tickets {
-            if let Some(tally) = book
-                .captures
-                .get_mut(&ticket.capture_id)
-                .and_then(|slot| slot.upload.as_mut())
-            {
-                tally.files += 1;
-                tally.bytes += ticket.size;
-                if let Some(reason) = &ticket.failed {
-                    tally.stored += 1;
-                    tally.failed = Some(reason.clone());
-                    continue;
+        tickets.sort_by(|a, b| (&a.capture_id, a.seq).cmp(&(&b.capture_id, b.seq)));
+        {
+            let mut book = self.book();
+            book.captures.extend(slots);
+            let mut queue = self.queue();
+            for ticket in tickets {
+                if let Some(tally) = book
+                    .captures
+                    .get_mut(&ticket.capture_id)
+                    .and_then(|slot| slot.upload.as_mut())
+                {
+                    tally.files += 1;
+                    tally.bytes += ticket.size;
+                    if let Some(reason) = &ticket.failed {
+                        tally.stored += 1;
+                        tally.failed = Some(reason.clone());
+                        continue;
+                    }
+                }
+                if ticket.failed.is_none() {
+                    queue.push_back(ticket);
                 }
             }
-            if ticket.failed.is_none() {
-                queue.push_back(ticket);
+            for slot in book.captures.values_mut() {
+                slot.settle();
             }
         }
-        for slot in book.captures.values_mut() {
-            slot.settle();
+        for (plan, stop) in resumed {
+            let span = tracing::info_span!("capture", id = %plan.id);
+            self.launch(plan, stop, span);
         }
+    }
+
+    /// A capture that was running when the agent died: repairs the file it
+    /// was writing, spools it (adding its ticket to `tickets`), and ends the
+    /// capture or plans its next run.
+    fn take_up(&self, mut record: SpooledCapture, start: StartCapture, tickets: &mut Vec<Ticket>) -> TakenUp {
+        let id = record.capture_id.clone();
+        let span = tracing::info_span!("capture", id = %id);
+        let _entered = span.enter();
+        let plan = match Plan::new(&self.inner.settings, start) {
+            Ok(plan) => plan,
+            Err(error) => {
+                // It validated when it started: an agent of another version wrote it.
+                tracing::warn!(error = %error_chain(&error), "journal record of an interrupted capture unusable; left");
+                return TakenUp::Ended(error_report(&id, None, PcError::AgentStopped, error_chain(&error)));
+            }
+        };
+        let seq = record.seq;
+        let path = plan.file_of(seq);
+        let recovered = match recovery::repair_cut_file(&path) {
+            Ok(stats) => {
+                tracing::info!(file = %path.display(), seq, packets = stats.packets_captured,
+                    "recovered the file the capture was writing when the agent stopped");
+                record.closed = recovery::add(record.closed, stats);
+                Ok(())
+            }
+            Err(error) => {
+                let chain = error_chain(&error);
+                tracing::warn!(file = %path.display(), error = %chain,
+                    "the file the capture was writing when the agent stopped cannot be taken up: left as it is, not uploaded");
+                Err(chain)
+            }
+        };
+        if recovered.is_ok() && plan.upload && !tickets.iter().any(|t| t.capture_id == id && t.seq == seq) {
+            let spool = &self.inner.spool;
+            let admitted = spool
+                .link(&id, seq, &path)
+                .and_then(|_| spool.admit(&id, seq, (!plan.keep_local).then(|| path.clone())));
+            match admitted {
+                Ok(ticket) => tickets.push(ticket),
+                Err(error) => {
+                    tracing::warn!(seq, error = %error_chain(&error), "the recovered file could not be spooled; left")
+                }
+            }
+        }
+        let started_ms = record.started_ms.unwrap_or(plan.created_ms);
+        let now = now_ms();
+        let limits = plan.config.limits;
+        let next = recovery::next_run(
+            started_ms,
+            limits.time_limit.unwrap_or_default(),
+            limits.max_bytes,
+            record.closed.file_size_in_bytes,
+            now,
+        );
+        if let recovery::Next::Resume { time_left, bytes_left } = next {
+            let mut next_record = record.clone();
+            next_record.resumed += 1;
+            next_record.seq = seq + 1;
+            next_record.started_ms = Some(started_ms);
+            match self.inner.spool.save_capture(&next_record) {
+                Ok(()) => {
+                    tracing::info!(
+                        seq = next_record.seq,
+                        time_left_s = time_left.as_secs(),
+                        "resuming the capture in a new file"
+                    );
+                    return TakenUp::Resumed(plan.resume(next_record, time_left, bytes_left));
+                }
+                // Without its journal a further restart would not find its file: end it.
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "cannot journal the capture's next run; it ends")
+                }
+            }
+        }
+        let file = match (&recovered, plan.upload) {
+            (Ok(()), true) => {
+                "the file it was writing was recovered up to its last whole packet and is uploaded".to_owned()
+            }
+            (Ok(()), false) => "the file it was writing was recovered up to its last whole packet".to_owned(),
+            (Err(error), _) => format!("the file it was writing could not be recovered ({error})"),
+        };
+        let report = CaptureReport {
+            capture_id: id,
+            state: AgentCaptureState::Stopped,
+            started_ms: Some(started_ms),
+            stop_reason: Some(StopReason::Other(recovery::AGENT_STOPPED.to_owned())),
+            errors: vec![PcError::AgentStopped],
+            message: Some(format!(
+                "the agent stopped while the capture ran and came back after its limits were used up: {file}"
+            )),
+            stats: record.closed,
+            upload: None,
+            upload_progress: None,
+        };
+        tracing::info!(packets = record.closed.packets_captured, "interrupted capture ended");
+        record.report = Some(report.clone());
+        if let Err(error) = self.inner.spool.save_capture(&record) {
+            tracing::warn!(error = %error_chain(&error), "could not record the capture's end in the spool");
+        }
+        TakenUp::Ended(report)
     }
 
     fn queue(&self) -> MutexGuard<'_, VecDeque<Ticket>> {
@@ -331,21 +465,27 @@ impl Supervisor {
                 return;
             }
         };
+        self.launch(plan, stop, span.clone());
+    }
+
+    /// Runs one run of a capture (its first, or one resumed after a restart)
+    /// on its own thread, and its end on a tracked task.
+    fn launch(&self, plan: Plan, stop: Arc<AtomicBool>, span: tracing::Span) {
         let (done_tx, done_rx) = oneshot::channel();
         let supervisor = self.clone();
         let thread_span = span.clone();
-        let config = plan.config.clone();
-        let file = plan.file.clone();
-        let thread_id = id.clone();
-        let upload = plan.upload.then(|| SpooledCapture {
-            capture_id: id.clone(),
-            report: None,
-        });
+        let run = Run {
+            config: plan.config.clone(),
+            journal: Arc::clone(&plan.journal),
+            upload: plan.upload,
+            prior: plan.prior,
+            report: plan.running_report(),
+        };
         // Ring files closed while the capture runs, to be spooled.
         let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let spooling = upload.is_some().then(|| {
+        let spooling = plan.upload.then(|| {
             let supervisor = self.clone();
-            let id = id.clone();
+            let id = plan.id.clone();
             let keep_local = plan.keep_local;
             self.inner
                 .tracker
@@ -355,7 +495,7 @@ impl Supervisor {
             .name("nw-capture".to_owned())
             .spawn(move || {
                 let _entered = thread_span.enter();
-                let ended = supervisor.capture_thread(thread_id, config, &file, &stop, upload, closed_tx);
+                let ended = supervisor.capture_thread(run, &stop, closed_tx);
                 // The receiver is gone only when the runtime shut down under us.
                 let _ = done_tx.send(ended);
             });
@@ -375,7 +515,7 @@ impl Supervisor {
                 }
                 supervisor.finish(plan, ended).await;
             }
-            .instrument(span.clone()),
+            .instrument(span),
         );
     }
 
@@ -577,10 +717,8 @@ impl Supervisor {
             .get(id)
             .is_some_and(|slot| slot.finished && slot.seq == seq && !slot.dirty);
         if last {
-            let slot = book.captures.remove(id);
-            if slot.is_some_and(|slot| slot.upload.is_some()) {
-                self.inner.spool.remove_capture(id);
-            }
+            book.captures.remove(id);
+            self.inner.spool.remove_capture(id);
             if book.done.len() == DONE_REMEMBERED {
                 book.done.pop_front();
             }
@@ -642,16 +780,26 @@ impl Supervisor {
         self.inner.changed.notify_one();
     }
 
-    /// The capture thread: open, report `Running`, capture until a limit or a stop.
+    /// The capture thread: journal, open, report `Running`, capture until a
+    /// limit or a stop.
     fn capture_thread(
         &self,
-        id: String,
-        config: CaptureConfig,
-        file: &Path,
+        run: Run,
         stop: &AtomicBool,
-        upload: Option<SpooledCapture>,
         closed: tokio::sync::mpsc::UnboundedSender<(u32, PathBuf)>,
     ) -> Ended {
+        let Run {
+            config,
+            journal,
+            upload,
+            prior,
+            mut report,
+        } = run;
+        let file = match &config.output {
+            OutputSpec::File(path) => path.clone(),
+            OutputSpec::Ring { path, first_seq, .. } => ring_name(path, *first_seq),
+            OutputSpec::Stdout => PathBuf::from("-"),
+        };
         if let Some(dir) = file.parent()
             && let Err(source) = std::fs::create_dir_all(dir)
         {
@@ -661,16 +809,21 @@ impl Supervisor {
             });
         }
         let spool = &self.inner.spool;
-        if let Some(record) = &upload {
-            if spool.is_full() {
-                return Ended::NotOpened(StartError::SpoolFull {
-                    used: spool.used_bytes(),
-                    max: spool.max_bytes(),
-                });
-            }
-            if let Err(error) = spool.save_capture(record) {
-                return Ended::NotOpened(StartError::Spool(error));
-            }
+        if upload && spool.is_full() {
+            return Ended::NotOpened(StartError::SpoolFull {
+                used: spool.used_bytes(),
+                max: spool.max_bytes(),
+            });
+        }
+        // Journaled before the file exists: an agent restarted from here on
+        // finds the file, repairs and uploads it.
+        let record = {
+            let mut journal = lock(&journal);
+            journal.started_ms.get_or_insert_with(now_ms);
+            journal.clone()
+        };
+        if let Err(error) = spool.save_capture(&record) {
+            return Ended::NotOpened(StartError::Spool(error));
         }
         let interface = config.interface.to_string();
         let ring = matches!(config.output, OutputSpec::Ring { .. });
@@ -679,26 +832,42 @@ impl Supervisor {
             Ok(capture) => capture,
             Err(source) => return Ended::NotOpened(StartError::Open { interface, source }),
         };
-        if ring && upload.is_some() {
+        if ring {
             let spool = spool.clone();
-            let id = id.clone();
-            capture.on_file_closed(move |path, seq| match spool.link(&id, seq, path) {
-                // The upload side hashes and queues it, off this thread.
-                Ok(_) => drop(closed.send((seq, path.to_owned()))),
-                Err(error) => tracing::warn!(seq, error = %error_chain(&error), "closed file could not be spooled"),
+            let id = record.capture_id.clone();
+            let journal = Arc::clone(&journal);
+            capture.on_file_closed(move |file: &ClosedFile<'_>| {
+                if upload {
+                    match spool.link(&id, file.seq, file.path) {
+                        // The upload side hashes and queues it, off this thread.
+                        Ok(_) => drop(closed.send((file.seq, file.path.to_owned()))),
+                        Err(error) => {
+                            tracing::warn!(seq = file.seq, error = %error_chain(&error), "closed file could not be spooled")
+                        }
+                    }
+                }
+                // The journal follows the ring to its next file.
+                let record = {
+                    let mut journal = lock(&journal);
+                    journal.seq = file.seq + 1;
+                    journal.closed = recovery::add(
+                        prior,
+                        ReportStats {
+                            packets_captured: file.packets,
+                            bytes_captured: file.bytes,
+                            kernel_drops: 0,
+                            file_size_in_bytes: file.file_bytes,
+                        },
+                    );
+                    journal.clone()
+                };
+                if let Err(error) = spool.save_capture(&record) {
+                    tracing::warn!(seq = record.seq, error = %error_chain(&error),
+                        "could not journal the ring's next file (a restart would not recover it)");
+                }
             });
         }
-        let mut report = CaptureReport {
-            capture_id: id,
-            state: AgentCaptureState::Running,
-            started_ms: Some(now_ms()),
-            stop_reason: None,
-            errors: vec![],
-            message: None,
-            stats: ReportStats::default(),
-            upload: None,
-            upload_progress: None,
-        };
+        report.started_ms = record.started_ms;
         self.publish(report.clone());
         tracing::info!(file = %file.display(), open_ms = opening.elapsed().as_millis(), "capture running");
         let started_ms = report.started_ms;
@@ -706,7 +875,7 @@ impl Supervisor {
         let outcome = capture.run(stop, &mut |stats: &CaptureStats| {
             if last_stats.elapsed() >= STATS_MIN_GAP {
                 last_stats = Instant::now();
-                report.stats = report_stats(stats);
+                report.stats = recovery::add(prior, report_stats(stats));
                 self.publish(report.clone());
             }
         });
@@ -715,96 +884,166 @@ impl Supervisor {
 
     /// After the thread: the last report, and the last file into the spool.
     async fn finish(&self, plan: Plan, ended: Ended) {
-        let id = plan.id;
+        let id = plan.id.clone();
         let (started_ms, outcome) = match ended {
             Ended::NotOpened(error) => {
                 tracing::warn!(error = %error_chain(&error), "capture could not start");
-                if plan.upload {
-                    self.inner.spool.remove_capture(&id);
-                }
-                self.end(error_report(&id, None, error.pc_error(), error_chain(&error)), false);
+                let started_ms = lock(&plan.journal).started_ms.filter(|_| plan.resumed.is_some());
+                let mut report = error_report(&id, started_ms, error.pc_error(), error_chain(&error));
+                report.stats = plan.prior;
+                plan.note(&mut report);
+                self.end_with_files(&plan, report, None).await;
                 return;
             }
             Ended::Panicked => {
                 tracing::error!("capture thread panicked");
                 let message = "the capture thread stopped unexpectedly (a bug: see the agent's log)";
-                let report = error_report(&id, None, PcError::InternalError, message.to_owned());
+                let mut report = error_report(&id, None, PcError::InternalError, message.to_owned());
+                report.stats = lock(&plan.journal).closed;
+                plan.note(&mut report);
                 // Ring files it closed are spooled: they still upload.
-                let upload = plan.upload
-                    && self
-                        .book()
-                        .captures
-                        .get(&id)
-                        .and_then(|s| s.upload.as_ref())
-                        .is_some_and(|t| t.files > 0);
-                self.end(report, upload);
+                self.end_with_files(&plan, report, None).await;
                 return;
             }
             Ended::Ran { started_ms, outcome } => (started_ms, outcome),
         };
-        let CaptureOutcome { result, stats, files } = outcome;
-        let report = match result {
+        let CaptureOutcome { result, stats, .. } = outcome;
+        // The file being written at the end: the capture's one file or the ring's last.
+        let seq = lock(&plan.journal).seq;
+        let last = plan.file_of(seq);
+        let mut total = recovery::add(plan.prior, report_stats(&stats));
+        let (mut report, keep_last) = match result {
             Ok(reason) => {
-                tracing::info!(reason = %reason, packets = stats.packets_captured, bytes = stats.file_bytes, "capture stopped");
-                CaptureReport {
+                tracing::info!(reason = %reason, packets = total.packets_captured, bytes = total.file_size_in_bytes, "capture stopped");
+                let report = CaptureReport {
                     capture_id: id.clone(),
                     state: AgentCaptureState::Stopped,
                     started_ms,
                     stop_reason: Some(stop_reason(reason)),
                     errors: vec![],
                     message: None,
-                    stats: report_stats(&stats),
+                    stats: total,
                     upload: None,
                     upload_progress: None,
-                }
+                };
+                (report, true)
             }
             Err(error) => {
-                tracing::warn!(error = %error_chain(&error), packets = stats.packets_captured, "capture failed");
-                let kind = match error {
-                    CaptureError::Output(_) => PcError::LocalFileFailed,
-                    CaptureError::Poll(_) => PcError::CaptureFailed,
+                // What was written before the error is kept: a failed write
+                // (a full disk) may have left half a record, so the file is
+                // repaired, and counted again from what it holds.
+                let path = last.clone();
+                let repaired = tokio::task::spawn_blocking(move || recovery::repair_cut_file(&path)).await;
+                let closed = lock(&plan.journal).closed;
+                let kept = match repaired {
+                    Ok(Ok(file)) => {
+                        total = recovery::add(closed, file);
+                        total.kernel_drops = plan.prior.kernel_drops + stats.kernel_drops;
+                        file.packets_captured > 0
+                    }
+                    Ok(Err(cut)) => {
+                        tracing::warn!(file = %last.display(), error = %error_chain(&cut), "the capture's last file cannot be kept");
+                        total = closed;
+                        false
+                    }
+                    Err(join) => {
+                        tracing::error!(error = %join, "repairing the capture's last file panicked");
+                        total = closed;
+                        false
+                    }
                 };
-                let mut report = error_report(&id, started_ms, kind, error_chain(&error));
-                report.stats = report_stats(&stats);
-                report
+                let (kind, message) = match &error {
+                    CaptureError::Output(output) if output.is_disk_full() => {
+                        let dir = last.parent().unwrap_or(&last).display().to_string();
+                        let kept = if plan.upload { "kept and uploaded" } else { "kept" };
+                        let message = format!(
+                            "the disk is full ({dir}): the capture stopped; the {} packets written before are {kept}: {}",
+                            total.packets_captured,
+                            error_chain(&error)
+                        );
+                        (PcError::LocalFileFailed, message)
+                    }
+                    CaptureError::Output(_) => (PcError::LocalFileFailed, error_chain(&error)),
+                    CaptureError::Poll(_) => (PcError::CaptureFailed, error_chain(&error)),
+                };
+                tracing::warn!(error = %message, packets = total.packets_captured, "capture failed");
+                let mut report = error_report(&id, started_ms, kind, message);
+                report.stats = total;
+                (report, kept)
             }
         };
-        // A file that ended in error is still valid up to its last record: worth
-        // uploading when it has any packet.
-        if !plan.upload || (report.state != AgentCaptureState::Stopped && stats.packets_captured == 0) {
-            if plan.upload {
-                self.inner.spool.remove_capture(&id);
-            }
+        plan.note(&mut report);
+        self.end_with_files(&plan, report, keep_last.then_some((seq, last)))
+            .await;
+    }
+
+    /// Ends a capture with its last report: spools `last` (file `seq`), when
+    /// given, and keeps the report in the journal while any of its files wait
+    /// for storage; forgets the capture's record when none does.
+    async fn end_with_files(&self, plan: &Plan, report: CaptureReport, last: Option<(u32, PathBuf)>) {
+        let id = &plan.id;
+        let last = last.filter(|_| plan.upload);
+        let spooled = plan.upload
+            && self
+                .book()
+                .captures
+                .get(id)
+                .and_then(|slot| slot.upload.as_ref())
+                .is_some_and(|tally| tally.files > 0);
+        if last.is_none() && !spooled {
+            self.inner.spool.remove_capture(id);
             self.end(report, false);
             return;
         }
-        // The last file: a capture's one file, or the ring's open one.
-        let (seq, last) = if plan.continuous {
-            (u32::try_from(stats.files).unwrap_or(u32::MAX), files.last().cloned())
-        } else {
-            (0, Some(plan.file.clone()))
-        };
         // The last report goes into the spool before the file does: an agent
         // restarted from here on reports the capture's end and uploads its files.
-        let record = SpooledCapture {
-            capture_id: id.clone(),
-            report: Some(report.clone()),
+        let record = {
+            let mut journal = lock(&plan.journal);
+            journal.report = Some(report.clone());
+            journal.clone()
         };
         if let Err(error) = self.inner.spool.save_capture(&record) {
             tracing::warn!(error = %error_chain(&error), "could not record the capture's end in the spool");
         }
-        if let Some(last) = last {
-            match self.inner.spool.link(&id, seq, &last) {
-                Ok(_) => self.admit(&id, seq, (!plan.keep_local).then_some(last)).await,
+        if let Some((seq, last)) = last {
+            match self.inner.spool.link(id, seq, &last) {
+                Ok(_) => self.admit(id, seq, (!plan.keep_local).then_some(last)).await,
                 Err(error) => {
                     let chain = error_chain(&error);
                     tracing::warn!(error = %chain, "the capture file could not be spooled");
-                    self.update_upload(&id, |tally| tally.failed = Some(chain));
+                    self.update_upload(id, |tally| tally.failed = Some(chain));
                 }
             }
         }
         self.end(report, true);
     }
+}
+
+/// What a capture thread needs of its plan.
+#[derive(Debug)]
+struct Run {
+    config: CaptureConfig,
+    journal: Arc<Mutex<SpooledCapture>>,
+    upload: bool,
+    /// Counters of the capture's files before this run.
+    prior: ReportStats,
+    /// The `Running` report to send once open.
+    report: CaptureReport,
+}
+
+/// What [`Supervisor::take_up`] made of an interrupted capture.
+#[derive(Debug)]
+enum TakenUp {
+    /// It ended: its last report.
+    Ended(CaptureReport),
+    /// It runs again.
+    Resumed(Plan),
+}
+
+/// A journal's lock: a panic while holding it left a consistent record
+/// (every change is a few assignments).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What the capture thread hands back.
@@ -870,20 +1109,29 @@ struct InvalidCapture(#[source] ApiError);
 struct Plan {
     id: String,
     config: CaptureConfig,
-    /// The capture file (the first name of a ring's files).
+    /// The capture file (the first name of a ring's files); file `seq` is [`Plan::file_of`].
     file: PathBuf,
+    /// When the controller created the capture (ms since the epoch).
+    created_ms: i64,
     /// Its files go to a storage account.
     upload: bool,
-    /// A continuous capture: a ring of files.
+    /// Several files: a ring (continuous or not).
     continuous: bool,
     /// The host keeps its copy of the files (`filePath` was given).
     keep_local: bool,
+    /// The journal record, shared with the capture thread (which moves its
+    /// `seq` on as ring files close).
+    journal: Arc<Mutex<SpooledCapture>>,
+    /// Counters of the capture's files before this run (earlier runs).
+    prior: ReportStats,
+    /// This run resumes the capture after an agent restart: why its files have a gap.
+    resumed: Option<String>,
 }
 
 impl Plan {
     fn new(settings: &Settings, start: StartCapture) -> Result<Self, InvalidCapture> {
         let validated = PacketCapture {
-            properties: start.parameters,
+            properties: start.parameters.clone(),
         }
         .validate()
         .map_err(InvalidCapture)?;
@@ -893,14 +1141,80 @@ impl Plan {
             start.created_ms,
             validated.output().local_file(),
         );
+        let continuous = validated.output().files().is_some();
         Ok(Self {
             config: capture_config(settings, &validated, file.clone()),
-            id: start.capture_id,
+            id: start.capture_id.clone(),
             file,
+            created_ms: start.created_ms,
             upload: start.upload.is_some(),
-            continuous: validated.output().files().is_some(),
+            continuous,
             keep_local: validated.output().local_file().is_some(),
+            journal: Arc::new(Mutex::new(SpooledCapture::new(start, u32::from(continuous)))),
+            prior: ReportStats::default(),
+            resumed: None,
         })
+    }
+
+    /// The plan of the capture's next run after an agent restart: in file
+    /// `record.seq`, for what is left of its limits.
+    fn resume(mut self, record: SpooledCapture, time_left: Duration, bytes_left: Option<u64>) -> Self {
+        let file = self.file_of(record.seq);
+        match &mut self.config.output {
+            OutputSpec::File(path) => *path = file,
+            OutputSpec::Ring { first_seq, .. } => *first_seq = record.seq,
+            OutputSpec::Stdout => {}
+        }
+        self.config.limits.time_limit = Some(time_left);
+        self.config.limits.max_bytes = bytes_left;
+        self.prior = record.closed;
+        self.resumed = Some(format!(
+            "the agent stopped while the capture ran and resumed it when it restarted, in a new file ({} of the \
+             capture's files): packets in between were not captured",
+            record.seq + u32::from(!self.continuous)
+        ));
+        self.journal = Arc::new(Mutex::new(record));
+        self
+    }
+
+    /// The path of the capture's file `seq`: a ring's `seq`-th, or for a
+    /// single-file capture its file (0) and the files it resumed in (1, 2…).
+    fn file_of(&self, seq: u32) -> PathBuf {
+        if self.continuous || seq > 0 {
+            ring_name(&self.file, seq)
+        } else {
+            self.file.clone()
+        }
+    }
+
+    /// The report of this run once open (its counters follow).
+    fn running_report(&self) -> CaptureReport {
+        let mut report = CaptureReport {
+            capture_id: self.id.clone(),
+            state: AgentCaptureState::Running,
+            started_ms: lock(&self.journal).started_ms,
+            stop_reason: None,
+            errors: vec![],
+            message: None,
+            stats: self.prior,
+            upload: None,
+            upload_progress: None,
+        };
+        self.note(&mut report);
+        report
+    }
+
+    /// Says in `report` that this run resumed the capture: `AgentStopped`
+    /// among its errors, and why.
+    fn note(&self, report: &mut CaptureReport) {
+        let Some(note) = &self.resumed else { return };
+        if !report.errors.contains(&PcError::AgentStopped) {
+            report.errors.push(PcError::AgentStopped);
+        }
+        report.message = Some(match report.message.take() {
+            Some(message) => format!("{message}; {note}"),
+            None => note.clone(),
+        });
     }
 }
 
@@ -915,6 +1229,7 @@ fn capture_config(settings: &Settings, validated: &ValidatedCapture, file: PathB
                 file_count: files.max_files(),
                 file_size: files.max_file_bytes(),
             },
+            first_seq: 1,
         },
     };
     CaptureConfig {

@@ -5,7 +5,8 @@
 //! 2. `PUT` each part, read from the file into one part-sized buffer (memory
 //!    stays one part however large the file), with `Content-MD5` so the
 //!    receiver refuses a part damaged on the way; the receipt is saved in the
-//!    ticket at once, so a break resumes after the last part stored;
+//!    ticket at once (when the disk has room: a full one must not hold up the
+//!    upload that frees it), so a break resumes after the last part stored;
 //! 3. `POST UPLOADS_COMPLETE_PATH`; the controller answers once the blob is
 //!    committed and its size checked.
 //!
@@ -35,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AgentError;
 use crate::remote::Remote;
-use crate::spool::{Spool, SpoolError, Ticket, UploadProgress, part_count, part_len};
+use crate::spool::{Spool, Ticket, UploadProgress, part_count, part_len};
 
 /// The media type of pcap files (IANA, RFC 9875's `application/vnd.tcpdump.pcap`).
 pub(crate) const PCAP_CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
@@ -87,8 +88,6 @@ pub(crate) enum UploadError {
     GrantRefused { part: u32, last: Box<UploadError> },
     #[error("storage holds {stored} bytes where the file has {size}")]
     SizeMismatch { stored: u64, size: u64 },
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
     #[error("upload cancelled")]
     Cancelled,
 }
@@ -102,8 +101,6 @@ impl UploadError {
             | UploadError::GrantRefused { .. }
             | UploadError::SizeMismatch { .. }
             | UploadError::Cancelled => true,
-            // A full disk or the like: the spool is worth trying again.
-            UploadError::Spool(_) => false,
             UploadError::Send { source, .. } => source.is_builder(),
             UploadError::Status { status, .. } => {
                 !(status.is_server_error()
@@ -207,7 +204,7 @@ impl Uploader {
                         tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage: beginning it again");
                         began_again = true;
                         ticket.upload = None;
-                        spool.save(ticket)?;
+                        spool.save_progress(ticket);
                         continue 'upload;
                     }
                     Err(error) => return Err(error),
@@ -218,7 +215,7 @@ impl Uploader {
                         part_size: grant.part_size,
                         receipts: Vec::new(),
                     });
-                    spool.save(ticket)?;
+                    spool.save_progress(ticket);
                 }
                 let part_size = grant.part_size;
                 for part in &grant.parts {
@@ -231,7 +228,7 @@ impl Uploader {
                             let upload = ticket.upload.as_mut().expect("set above");
                             upload.receipts.retain(|r| r.part != receipt.part);
                             upload.receipts.push(receipt);
-                            spool.save(ticket)?;
+                            spool.save_progress(ticket);
                             progress(upload_bytes(ticket));
                         }
                         Err(error) if error.status() == Some(StatusCode::FORBIDDEN) => {
@@ -250,7 +247,7 @@ impl Uploader {
                             tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage: beginning it again");
                             began_again = true;
                             ticket.upload = None;
-                            spool.save(ticket)?;
+                            spool.save_progress(ticket);
                             continue 'upload;
                         }
                         Err(error) => return Err(error),
@@ -277,7 +274,7 @@ impl Uploader {
                     tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage at commit: beginning it again");
                     began_again = true;
                     ticket.upload = None;
-                    spool.save(ticket)?;
+                    spool.save_progress(ticket);
                     continue 'upload;
                 }
                 Err(error) => return Err(error),

@@ -6,6 +6,7 @@
 mod captures;
 mod channel;
 mod fake_controller;
+mod recovery;
 mod simulate;
 mod tls;
 

@@ -470,6 +470,11 @@ pub struct NetwatchCaptureStatus {
     /// Files waiting in the agent's spool for upload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_pending: Option<u32>,
+    /// What the agent says of `packetCaptureError` (`the disk is full
+    /// (/var/lib/netwatch/captures): …`, or that the capture resumed after an
+    /// agent restart and its files have a gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
     /// The capture's files in storage, in the order they were written (a
     /// continuous capture has one per rotated file, stored as each closes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -20,7 +20,7 @@ pub mod pcap;
 pub mod session;
 pub mod sys;
 
-pub use output::{OutputSpec, Rotation};
+pub use output::{ClosedFile, OutputSpec, Rotation};
 pub use session::{
     Capture, CaptureConfig, CaptureError, CaptureOutcome, CaptureStats, Interface, Limits, OpenError, RingConfig,
     StopReason,

@@ -4,7 +4,8 @@
 //!
 //! Every file starts with the same 24-byte header, so each is readable alone.
 //! Rotated files are named `{stem}_{seq:05}.{ext}` beside the path given, `seq`
-//! counting from 1 and never reused within a capture.
+//! counting from `first_seq` (1 for a new capture; a capture resumed after a
+//! crash continues its numbering) and never reused within a capture.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -18,8 +19,13 @@ use crate::pcap::FILE_HEADER_LEN;
 pub enum OutputSpec {
     /// One file, created (or truncated) at start.
     File(PathBuf),
-    /// A ring of files named after `path` (see the module doc).
-    Ring { path: PathBuf, rotation: Rotation },
+    /// A ring of files named after `path` (see the module doc), the first
+    /// one numbered `first_seq` (1 for a new capture).
+    Ring {
+        path: PathBuf,
+        rotation: Rotation,
+        first_seq: u32,
+    },
     /// Standard output, for `| wireshark -k -i -`.
     Stdout,
 }
@@ -55,6 +61,17 @@ pub enum OutputError {
         #[source]
         source: io::Error,
     },
+}
+
+impl OutputError {
+    /// Whether the file system is full: `ENOSPC` (no room) or `EDQUOT` (the
+    /// user's quota).
+    pub fn is_disk_full(&self) -> bool {
+        let (OutputError::Create { source, .. }
+        | OutputError::Write { source, .. }
+        | OutputError::Remove { source, .. }) = self;
+        matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+    }
 }
 
 #[derive(Debug)]
@@ -127,8 +144,23 @@ pub(crate) struct Output {
     on_closed: Option<FileClosed>,
 }
 
-/// What is told of each closed ring file: its path and sequence number.
-pub(crate) type OnFileClosed = dyn FnMut(&Path, u32) + Send;
+/// A ring file that just closed, whole and synced, as told to
+/// [`Capture::on_file_closed`](crate::Capture::on_file_closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedFile<'a> {
+    pub path: &'a Path,
+    /// Its number in the ring (`{stem}_{seq:05}`).
+    pub seq: u32,
+    /// Packets in this capture's files up to and including this one.
+    pub packets: u64,
+    /// Packet bytes in them (after truncation, record headers not included).
+    pub bytes: u64,
+    /// Bytes of those files, headers included.
+    pub file_bytes: u64,
+}
+
+/// What is told of each closed ring file.
+pub(crate) type OnFileClosed = dyn FnMut(&ClosedFile<'_>) + Send;
 
 /// A callback told of each closed ring file.
 pub(crate) struct FileClosed(pub(crate) Box<OnFileClosed>);
@@ -167,10 +199,14 @@ pub fn ring_name(path: &Path, seq: u32) -> PathBuf {
 impl Output {
     /// Creates the first file and writes its header.
     pub(crate) fn create(spec: OutputSpec, header: [u8; FILE_HEADER_LEN]) -> Result<Self, OutputError> {
+        let seq = match &spec {
+            OutputSpec::Ring { first_seq, .. } => *first_seq,
+            _ => 1,
+        };
         let (sink, current) = match &spec {
             OutputSpec::File(path) => (Sink::File(create_file(path)?), Some(path.clone())),
-            OutputSpec::Ring { path, .. } => {
-                let first = ring_name(path, 1);
+            OutputSpec::Ring { path, first_seq, .. } => {
+                let first = ring_name(path, *first_seq);
                 (Sink::File(create_file(&first)?), Some(first))
             }
             OutputSpec::Stdout => (Sink::Stdout(io::stdout()), None),
@@ -184,7 +220,7 @@ impl Output {
             total_bytes: 0,
             kept: VecDeque::new(),
             created: Vec::new(),
-            seq: 1,
+            seq,
             on_closed: None,
         };
         if let Some(p) = current {
@@ -257,15 +293,22 @@ impl Output {
     }
 
     /// Closes the current ring file and starts the next, deleting the oldest files
-    /// beyond `file_count`.
-    pub(crate) fn rotate(&mut self) -> Result<(), OutputError> {
-        let OutputSpec::Ring { path, rotation } = &self.spec else {
+    /// beyond `file_count`. `packets` and `bytes` are the capture's counters
+    /// with everything written so far (for [`ClosedFile`]).
+    pub(crate) fn rotate(&mut self, packets: u64, bytes: u64) -> Result<(), OutputError> {
+        let OutputSpec::Ring { path, rotation, .. } = &self.spec else {
             return Ok(());
         };
         let (path, file_count) = (path.clone(), rotation.file_count);
         self.sync()?;
         if let (Some(on_closed), Some(closed)) = (&mut self.on_closed, &self.current) {
-            (on_closed.0)(closed, self.seq);
+            (on_closed.0)(&ClosedFile {
+                path: closed,
+                seq: self.seq,
+                packets,
+                bytes,
+                file_bytes: self.total_bytes,
+            });
         }
         self.seq += 1;
         let next = ring_name(&path, self.seq);
@@ -341,19 +384,22 @@ mod tests {
                 file_count: 2,
                 file_size: 100,
             },
+            first_seq: 1,
         };
         let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
         let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = std::sync::Arc::clone(&closed);
-        out.on_file_closed(FileClosed(Box::new(move |path, seq| {
+        out.on_file_closed(FileClosed(Box::new(move |closed| {
             // Told before the file can be deleted: it is still there, whole.
-            assert_eq!(std::fs::metadata(path).unwrap().len(), 64);
-            seen.lock().unwrap().push((path.to_owned(), seq));
+            assert_eq!(std::fs::metadata(closed.path).unwrap().len(), 64);
+            assert_eq!(closed.file_bytes, 64 * u64::from(closed.seq));
+            assert_eq!(closed.packets, u64::from(closed.seq));
+            seen.lock().unwrap().push((closed.path.to_owned(), closed.seq));
         })));
         let record = [7u8; 40];
-        for _ in 0..7 {
+        for packets in 0..7 {
             if !out.fits(0, record.len() as u64) {
-                out.rotate().unwrap();
+                out.rotate(packets, packets * 24).unwrap();
             }
             out.write(&record).unwrap();
         }
@@ -391,17 +437,40 @@ mod tests {
                 file_count: 1,
                 file_size: 100,
             },
+            first_seq: 1,
         };
         let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
         // As the agent does once a closed file is stored.
-        out.on_file_closed(FileClosed(Box::new(|path, _| std::fs::remove_file(path).unwrap())));
+        out.on_file_closed(FileClosed(Box::new(|closed| {
+            std::fs::remove_file(closed.path).unwrap()
+        })));
         for _ in 0..3 {
             if !out.fits(0, 40) {
-                out.rotate().unwrap();
+                out.rotate(0, 0).unwrap();
             }
             out.write(&[7; 40]).unwrap();
         }
         assert_eq!(out.kept(), vec![dir.path().join("r_00003.pcap")]);
+    }
+
+    #[test]
+    fn a_resumed_ring_continues_its_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = OutputSpec::Ring {
+            path: dir.path().join("r.pcap"),
+            rotation: Rotation {
+                file_count: 5,
+                file_size: 100,
+            },
+            first_seq: 8,
+        };
+        let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
+        out.write(&[7; 40]).unwrap();
+        out.rotate(1, 40).unwrap();
+        assert_eq!(
+            out.kept(),
+            vec![dir.path().join("r_00008.pcap"), dir.path().join("r_00009.pcap")]
+        );
     }
 
     #[test]
@@ -413,6 +482,7 @@ mod tests {
                 file_count: 3,
                 file_size: 30,
             },
+            first_seq: 1,
         };
         let out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
         assert!(out.fits(0, 500), "the first record of a file always fits");

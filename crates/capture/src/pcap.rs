@@ -14,7 +14,7 @@
 //! every [`SYNC_INTERVAL`](crate::session::SYNC_INTERVAL).
 
 use std::fs::OpenOptions;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 /// Magic of a pcap file with nanosecond timestamps, written in host byte order.
@@ -234,32 +234,70 @@ pub enum RepairError {
 /// what follows the last one (a record whose header or data was only partly
 /// written). A file shorter than its 24-byte header is an error: its link type
 /// cannot be known.
+///
+/// Reads only the record headers, through a buffer (packet data is skipped
+/// within it), so memory stays small however large the file: a host short of
+/// memory repairs a 1 GiB capture as well as a small one.
 pub fn repair(path: &Path) -> Result<RepairReport, RepairError> {
     let p = || path.display().to_string();
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|source| RepairError::Read { path: p(), source })?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|source| RepairError::Read { path: p(), source })?;
-    let mut records = Records::new(&bytes).map_err(|source| RepairError::NotPcap { path: p(), source })?;
-    let count = records.by_ref().count() as u64;
-    let valid = records.valid_len();
-    let removed = (bytes.len() - valid) as u64;
+    let read = |source| RepairError::Read { path: p(), source };
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(read)?;
+    let len = file.metadata().map_err(read)?.len();
+    let mut reader = BufReader::with_capacity(REPAIR_BUFFER, &file);
+    let mut header = [0u8; FILE_HEADER_LEN];
+    let got = read_up_to(&mut reader, &mut header).map_err(read)?;
+    let header = parse_file_header(&header[..got]).map_err(|source| RepairError::NotPcap { path: p(), source })?;
+    let limit = header.snaplen.max(MAX_SNAPLEN);
+    let mut valid = FILE_HEADER_LEN as u64;
+    let mut count = 0u64;
+    let mut record = [0u8; RECORD_HEADER_LEN];
+    loop {
+        if len - valid < RECORD_HEADER_LEN as u64 {
+            break;
+        }
+        reader.read_exact(&mut record).map_err(read)?;
+        let caplen = u32_at(&record, 8, header.swapped);
+        let orig_len = u32_at(&record, 12, header.swapped);
+        // A cut or garbled header shows as a length no writer would produce.
+        if caplen > limit || caplen > orig_len {
+            break;
+        }
+        let end = valid + RECORD_HEADER_LEN as u64 + u64::from(caplen);
+        if end > len {
+            break;
+        }
+        reader.seek_relative(i64::from(caplen)).map_err(read)?;
+        valid = end;
+        count += 1;
+    }
+    drop(reader);
+    let removed = len - valid;
     if removed > 0 {
-        file.set_len(valid as u64)
-            .map_err(|source| RepairError::Truncate { path: p(), source })?;
-        file.seek(SeekFrom::End(0))
-            .map_err(|source| RepairError::Truncate { path: p(), source })?;
-        file.sync_all()
-            .map_err(|source| RepairError::Truncate { path: p(), source })?;
+        let truncate = |source| RepairError::Truncate { path: p(), source };
+        file.set_len(valid).map_err(truncate)?;
+        file.sync_all().map_err(truncate)?;
     }
     Ok(RepairReport {
         records: count,
         bytes_removed: removed,
     })
+}
+
+/// The buffer [`repair`] reads a file through.
+const REPAIR_BUFFER: usize = 1 << 20;
+
+/// Reads into `buf` until it is full or the file ends; how many bytes it read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(got)
 }
 
 #[cfg(test)]
@@ -361,6 +399,25 @@ mod tests {
         rec.extend_from_slice(b"xyz");
         f.write_all(&rec).unwrap();
         assert_eq!(repair(&path).unwrap().records, 3);
+    }
+
+    #[test]
+    fn repair_agrees_with_the_reader_wherever_the_file_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.pcap");
+        let bytes = sample(&[b"a", &[7; 300], b"", b"0123456789"]);
+        for cut in FILE_HEADER_LEN..=bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let mut records = Records::new(&bytes[..cut]).unwrap();
+            let count = records.by_ref().count() as u64;
+            let report = repair(&path).unwrap();
+            assert_eq!(
+                (report.records, report.bytes_removed),
+                (count, (cut - records.valid_len()) as u64),
+                "cut at {cut}"
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), records.valid_len() as u64);
+        }
     }
 
     #[test]

@@ -330,11 +330,12 @@ impl Capture {
     }
 
     /// Calls `callback` with each file of a ring (`OutputSpec::Ring`) as it
-    /// closes and before older files are deleted, with its path and sequence
-    /// number (from 1), on the capture's thread: it should be quick (a hard
-    /// link, a message). The last file, open when the capture ends, is not
-    /// passed: it is the last of [`CaptureOutcome::files`].
-    pub fn on_file_closed(&mut self, callback: impl FnMut(&std::path::Path, u32) + Send + 'static) {
+    /// closes and before older files are deleted: its path, sequence number
+    /// and the counters of the files closed so far, on the capture's thread:
+    /// it should be quick (a hard link, a small record). The last file, open
+    /// when the capture ends, is not passed: it is the last of
+    /// [`CaptureOutcome::files`].
+    pub fn on_file_closed(&mut self, callback: impl FnMut(&crate::output::ClosedFile<'_>) + Send + 'static) {
         self.output
             .on_file_closed(crate::output::FileClosed(Box::new(callback)));
     }
@@ -622,7 +623,8 @@ impl Encoder {
                 }
                 self.flush(b, out)?;
                 if !out.fits(0, record) {
-                    out.rotate()?;
+                    // Everything counted so far is written (flushed just above).
+                    out.rotate(self.packets, self.bytes)?;
                 }
                 room = self.room(out, limits);
             }

@@ -9,6 +9,9 @@
 //! - it never moves a capture out of `Stopped`/`Error` back to `Running`: the
 //!   capture was stopped (or deleted) while the agent could not hear it, so the
 //!   agent is told to stop it;
+//! - it never moves a capture out of `Error`: an agent given up as lost that
+//!   comes back (having recovered the file it was writing) adds its counters,
+//!   upload and errors; its files are stored and listed all the same;
 //! - it settles the capture's long-running operations: the create succeeds
 //!   when the agent starts the capture (fails when it cannot), a stop when the
 //!   capture has stopped and its upload is over.
@@ -537,8 +540,8 @@ pub(crate) fn capture_file_blob_path(target: &str, created_ms: i64, seq: u32) ->
     Some(format!("{stem}_{seq:05}.cap"))
 }
 
-/// Applies one agent report to the capture it names.
-pub(crate) async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
+/// Applies one agent report to the capture it names (public for tests).
+pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
     for _ in 0..STALE_RETRIES {
         let stop_run = || {
             state.hub.send(
@@ -584,18 +587,35 @@ pub(crate) async fn apply_report(state: &AppState, vm: &str, report: &CaptureRep
             upload_percent: report.upload_progress.as_ref().map(|p| p.percent.min(100)),
             upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
             files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
+            error_message: report.message.clone(),
             agent_last_seen: None,
             files: vec![],
         };
         let before_upload = serde_json::from_str::<NetwatchCaptureStatus>(&record.stats_json)
             .ok()
             .and_then(|stats| stats.upload_state);
-        record.status = status.to_owned();
-        record.started_ms = report.started_ms.or(record.started_ms);
-        if let Some(reason) = &report.stop_reason {
-            record.stop_reason = Some(reason.as_str().to_owned());
+        if before == ERROR {
+            // Error is final (the agent was given up, or the capture failed):
+            // a later report of the run, such as an agent back from the dead
+            // with the file it recovered, brings its counters, upload and
+            // errors, not a new status or stop reason.
+            let mut errors: Vec<PcError> = serde_json::from_str(&record.errors_json).unwrap_or_default();
+            for error in &report.errors {
+                if !errors.contains(error) {
+                    errors.push(*error);
+                }
+            }
+            record.errors_json = serde_json::to_string(&errors).expect("error lists always serialize");
+        } else {
+            record.status = status.to_owned();
+            if let Some(reason) = &report.stop_reason {
+                record.stop_reason = Some(reason.as_str().to_owned());
+            }
+            record.errors_json = serde_json::to_string(&report.errors).expect("error lists always serialize");
         }
-        record.errors_json = serde_json::to_string(&report.errors).expect("error lists always serialize");
+        let status = record.status.clone();
+        let status = status.as_str();
+        record.started_ms = report.started_ms.or(record.started_ms);
         record.stats_json = serde_json::to_string(&stats).expect("counters always serialize");
         if before != status {
             record.etag = format!("W/\"{}\"", new_guid());

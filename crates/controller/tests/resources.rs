@@ -13,8 +13,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
-use netwatch_api::agent::run_id;
-use netwatch_controller::hub::sweep_lost_agents;
+use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, run_id};
+use netwatch_api::packet_capture::{PcError, StopReason, UploadState};
+use netwatch_controller::hub::{apply_report, sweep_lost_agents};
 use netwatch_controller::routes::{ApiConfig, AppState, router};
 use netwatch_controller::store::{
     AgentCredentialRecord, CaptureRecord, EnrollmentRecord, OperationRecord, Store, VmRecord, WatcherRecord,
@@ -1462,4 +1463,66 @@ async fn removing_the_agent_extension_cuts_the_host_off() {
         api.send(Method::DELETE, &ghost, &[], None).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// Issue 6: an agent given up as lost comes back with the file it was
+/// writing recovered. Its reports (a resumed run's `Running`, then the end)
+/// leave the capture in `Error` with its stop reason, and bring the counters,
+/// the upload's state and the errors; a `Running` report gets a stop.
+#[tokio::test]
+async fn issue_6_an_agent_back_after_its_capture_was_given_up_leaves_it_in_error() {
+    let api = Api::new().await;
+    let config = ApiConfig {
+        agent_lost_after: Duration::from_secs(600),
+        ..api.config.clone()
+    };
+    let state = AppState::new(api.store.clone(), config, Accounts::default());
+    let run = api.capture_run("back1", None).await;
+    let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
+    record.status = "Running".into();
+    record.stop_reason = None;
+    api.store.update_capture(&record).await.unwrap();
+    assert_eq!(sweep_lost_agents(&state, CREATED_MS + 601_000).await.unwrap(), 1);
+    let report = |state, stop_reason, errors: Vec<PcError>, packets| CaptureReport {
+        capture_id: run.id.clone(),
+        state,
+        started_ms: Some(CREATED_MS),
+        stop_reason,
+        errors,
+        message: None,
+        stats: ReportStats {
+            packets_captured: packets,
+            bytes_captured: packets * 100,
+            kernel_drops: 0,
+            file_size_in_bytes: 24 + packets * 116,
+        },
+        upload: Some(UploadState::Uploading),
+        upload_progress: None,
+    };
+    let vm = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1";
+    let resumed = report(AgentCaptureState::Running, None, vec![PcError::AgentStopped], 10);
+    apply_report(&state, vm, &resumed).await.unwrap();
+    let ended = report(
+        AgentCaptureState::Stopped,
+        Some(StopReason::ManualStop),
+        vec![PcError::AgentStopped, PcError::StorageFailed],
+        25,
+    );
+    apply_report(&state, vm, &ended).await.unwrap();
+    let status = api.netwatch_status_of(&run.capture).await;
+    assert_eq!(
+        (
+            &status["packetCaptureStatus"],
+            &status["stopReason"],
+            &status["packetCaptureError"]
+        ),
+        (
+            &json!("Error"),
+            &json!("AgentLost"),
+            &json!(["AgentStopped", "StorageFailed"])
+        ),
+        "{status}"
+    );
+    assert_eq!(status["netwatch"]["packetsCaptured"], 25, "{status}");
+    assert_eq!(status["netwatch"]["uploadState"], "Uploading", "{status}");
 }

@@ -174,6 +174,7 @@ fn output_spec(args: &Args) -> Result<OutputSpec> {
                 file_count: args.file_count,
                 file_size: args.file_size,
             },
+            first_seq: 1,
         }
     } else {
         OutputSpec::File(path)

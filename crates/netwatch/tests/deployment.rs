@@ -203,7 +203,12 @@ impl Deployment {
 
     pub(crate) fn logs(&self) -> String {
         let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("--- up.log\n{}\n--- agent.log\n{}", read("up.log"), read("agent.log"))
+        let mut logs = format!("--- up.log\n{}\n--- agent.log\n{}", read("up.log"), read("agent.log"));
+        // An agent started again (after a kill) logs to agent-2.log.
+        if self.dir.path().join("agent-2.log").exists() {
+            logs.push_str(&format!("\n--- agent-2.log\n{}", read("agent-2.log")));
+        }
+        logs
     }
 
     pub(crate) fn create(&self, name: &str, properties: Value) -> Value {

@@ -255,12 +255,32 @@ fn captures_of_an_agent_that_never_comes_back_end_in_error_after_the_timeout() {
         (&json!("AgentLost"), &json!(["AgentStopped"])),
         "{lost}"
     );
-    record(
-        "agent gone for good (agent_lost_seconds = 3)",
-        100,
-        None,
-        "Error, AgentStopped, AgentLost after the timeout",
+    // It comes back after all: the file it was writing is recovered and
+    // stored; the capture stays in Error (its run was given up), and the run
+    // the agent resumed is stopped at once.
+    let agent_dir = nw.dir.path().join("agent");
+    let token = nw.credential("agent_token");
+    nw.agent = Some(nw.start_agent(&token, &agent_dir, "agent-2.log"));
+    let back = nw.status_until("c-lost", "stored", |s| {
+        s["netwatch"]["uploadState"] == "Succeeded" && s["netwatch"]["filesPending"] == 0
+    });
+    assert_eq!(
+        (&back["packetCaptureStatus"], &back["stopReason"]),
+        (&json!("Error"), &json!("AgentLost")),
+        "{back}"
     );
+    let files = back["netwatch"]["files"].as_array().cloned().unwrap_or_default();
+    let stored: usize = files
+        .iter()
+        .map(|file| udp_packets(&crate::storage::download_checked(&nw, file)).len())
+        .sum();
+    record(
+        "agent gone past agent_lost_seconds = 3, then back",
+        100,
+        Some(stored),
+        "Error, AgentStopped, AgentLost; its cut file stored when it came back",
+    );
+    assert_eq!(stored, 100, "{back}");
 }
 
 /// Appends `line` to the controller's configuration and restarts it.

@@ -66,7 +66,7 @@ fn create_on(nw: &Deployment, name: &str, account: &str, properties: Value) -> V
 
 /// Downloads file `file` of a status's `netwatch.files` and checks it is the
 /// agent's (its SHA-256 and size); its path.
-fn download_checked(nw: &Deployment, file: &Value) -> std::path::PathBuf {
+pub(crate) fn download_checked(nw: &Deployment, file: &Value) -> std::path::PathBuf {
     let url = file["storagePath"].as_str().unwrap();
     let path = nw.dir.path().join(format!("dl-{}", url.rsplit('/').next().unwrap()));
     nw.sdk(&["download", url, path.to_str().unwrap()]);
