@@ -208,7 +208,11 @@ fn a_full_disk_stops_the_capture_with_local_file_failed_and_what_was_written_is_
         "agent disk full (3 MiB tmpfs)",
         sent,
         Some(total),
-        &format!("Error, LocalFileFailed; all {written} packets the agent wrote are stored"),
+        &format!(
+            "Error, LocalFileFailed; all {written} packets the agent wrote are stored; the {} that came \
+             after the disk was full could not be written",
+            (sent as u64).saturating_sub(written)
+        ),
     );
     assert!(written > 1000 && written < sent as u64, "{stored}");
     assert_eq!(total as u64, written, "every packet written is stored");
