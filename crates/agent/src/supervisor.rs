@@ -801,12 +801,9 @@ impl Supervisor {
             OutputSpec::Stdout => PathBuf::from("-"),
         };
         if let Some(dir) = file.parent()
-            && let Err(source) = std::fs::create_dir_all(dir)
+            && let Err(error) = make_dirs_beneath(&self.inner.settings.captures_dir, dir)
         {
-            return Ended::NotOpened(StartError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            });
+            return Ended::NotOpened(error);
         }
         let spool = &self.inner.spool;
         if upload && spool.is_full() {
@@ -1073,6 +1070,11 @@ enum StartError {
         #[source]
         source: OpenError,
     },
+    #[error(
+        "{path} is a symbolic link: capture files stay in the agent's capture directory, so the capture was \
+         not started; remove the link or choose another filePath"
+    )]
+    SymlinkInPath { path: String },
     #[error("start the capture thread")]
     Spawn(#[source] std::io::Error),
     #[error(
@@ -1088,6 +1090,7 @@ impl StartError {
     fn pc_error(&self) -> PcError {
         match self {
             StartError::CreateDir { .. }
+            | StartError::SymlinkInPath { .. }
             | StartError::SpoolFull { .. }
             | StartError::Spool(_)
             | StartError::Open {
@@ -1247,6 +1250,45 @@ fn capture_config(settings: &Settings, validated: &ValidatedCapture, file: PathB
     }
 }
 
+/// Creates `dir` and what is missing above it, below `root` (the captures
+/// directory, which the agent owns): a component that is a symbolic link is
+/// refused, so a `filePath` cannot lead a capture out of `root` through a
+/// link planted there. A `dir` outside `root` (none is made so) is created as is.
+fn make_dirs_beneath(root: &Path, dir: &Path) -> Result<(), StartError> {
+    let create_error = |path: &Path, source: std::io::Error| StartError::CreateDir {
+        path: path.display().to_string(),
+        source,
+    };
+    let Ok(relative) = dir.strip_prefix(root) else {
+        return std::fs::create_dir_all(dir).map_err(|source| create_error(dir, source));
+    };
+    std::fs::create_dir_all(root).map_err(|source| create_error(root, source))?;
+    let mut path = root.to_path_buf();
+    for component in relative.components() {
+        path.push(component);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(StartError::SymlinkInPath {
+                    path: path.display().to_string(),
+                });
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                let source = std::io::Error::new(std::io::ErrorKind::NotADirectory, "a file has its name");
+                return Err(create_error(&path, source));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&path) {
+                Ok(()) => {}
+                // Made meanwhile (another capture): checked again next time round.
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(create_error(&path, source)),
+            },
+            Err(source) => return Err(create_error(&path, source)),
+        }
+    }
+    Ok(())
+}
+
 /// The capture's file under `captures_dir`: the `filePath` below
 /// `/var/captures` when one was given, else `{capture name}_{created_ms}.cap`.
 /// Never outside `captures_dir`: a path with anything but plain components
@@ -1341,6 +1383,24 @@ mod tests {
         assert_eq!(safe_name(&"x".repeat(300)).len(), MAX_NAME_LEN);
         let local = CapturePath::parse("filePath", "/var/captures/team/pc1.cap").unwrap();
         assert_eq!(capture_file(dir, id, 42, Some(&local)), dir.join("team/pc1.cap"));
+    }
+
+    #[test]
+    fn capture_directories_are_made_beneath_the_root_and_never_through_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let root = root.path().join("captures");
+        make_dirs_beneath(&root, &root.join("team/a")).unwrap();
+        assert!(root.join("team/a").is_dir());
+        std::os::unix::fs::symlink(elsewhere.path(), root.join("escape")).unwrap();
+        let err = make_dirs_beneath(&root, &root.join("escape/sub")).unwrap_err();
+        assert!(matches!(err, StartError::SymlinkInPath { .. }), "{err:?}");
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+        assert!(!elsewhere.path().join("sub").exists(), "nothing made through the link");
+        assert_eq!(err.pc_error(), PcError::LocalFileFailed);
+        std::fs::write(root.join("file"), b"").unwrap();
+        let err = make_dirs_beneath(&root, &root.join("file/sub")).unwrap_err();
+        assert!(matches!(err, StartError::CreateDir { .. }), "{err:?}");
     }
 
     #[tokio::test]

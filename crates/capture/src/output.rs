@@ -171,11 +171,15 @@ impl std::fmt::Debug for FileClosed {
     }
 }
 
+/// Creates (or truncates) `path`; never through a symbolic link at its name
+/// (`O_NOFOLLOW`): the capture runs as root, the name may come from a request.
 fn create_file(path: &Path) -> Result<File, OutputError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|source| OutputError::Create {
             path: path.display().to_string(),
@@ -493,5 +497,24 @@ mod tests {
     fn create_in_a_missing_directory_names_the_path() {
         let err = Output::create(OutputSpec::File("/nonexistent-dir-nw/x.pcap".into()), [0; 24]).unwrap_err();
         assert_eq!(err.to_string(), "create /nonexistent-dir-nw/x.pcap");
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        let link = dir.path().join("pc1.cap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = Output::create(OutputSpec::File(link), [0; 24]).unwrap_err();
+        let OutputError::Create { source, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.raw_os_error(), Some(libc::ELOOP), "{err:?}");
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"keep me",
+            "the link's target is untouched"
+        );
     }
 }
