@@ -82,8 +82,9 @@ fn require_root() {
 }
 
 /// A UDP receiver on loopback and a sender of `count` datagrams to it. A
-/// capture on `lo` records each datagram twice, leaving and arriving (the
-/// kernel hands loopback packets to packet sockets on both paths).
+/// capture on `lo` records each datagram once, as tcpdump does (the kernel
+/// hands loopback packets to packet sockets leaving and arriving; the engine
+/// skips the outgoing copy).
 struct Traffic {
     receiver: std::net::UdpSocket,
 }
