@@ -212,7 +212,7 @@ async fn issue_6_a_capture_cut_by_the_agent_before_its_time_limit_resumes_in_a_n
         assert!(packet.data.ends_with(format!("datagram {i}").as_bytes()));
     }
     assert!(
-        stored.len() as u64 >= 20 + 1,
+        stored.len() as u64 > 20,
         "the probe that showed it running is in it"
     );
     conn.reports_until(&id, |r| r.upload == Some(UploadState::Succeeded))
@@ -309,7 +309,7 @@ async fn issue_6_a_full_disk_stops_the_capture_and_what_it_wrote_is_repaired_and
     .await;
     let id = capture_id("full");
     conn.state(&id, AgentCaptureState::Running).await;
-    // 1,000 datagrams of 1,400 bytes, seen twice on lo: ~2.9 MB for a 1 MiB disk.
+    // 1,000 datagrams of 1,400 bytes on lo: ~1.4 MB for a 1 MiB disk.
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..1_000 {
         sender.send_to(&[0xab; 1_400], ("127.0.0.1", traffic.port())).unwrap();
