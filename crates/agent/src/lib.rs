@@ -67,6 +67,10 @@ pub const CAPTURES_DIR: &str = "captures";
 /// Default cap of the upload spool: 10 GiB.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = spool::DEFAULT_MAX_BYTES;
 
+/// Parts of one file uploading at once; an upload holds at most this many
+/// parts in memory (`upload`).
+pub const PARTS_IN_FLIGHT: usize = upload::PARTS_IN_FLIGHT;
+
 /// How long a shutdown waits for captures to finalize their files and for
 /// uploads to notice the cancel, before it gives up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

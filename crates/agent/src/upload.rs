@@ -2,36 +2,53 @@
 //! controller (the protocol: `netwatch_api::agent`, "Uploads"):
 //! 1. `POST UPLOADS_PATH` for grants of the parts not yet stored (the first
 //!    time it also begins the blob's multipart upload);
-//! 2. `PUT` each part, read from the file into one part-sized buffer (memory
-//!    stays one part however large the file), with `Content-MD5` so the
-//!    receiver refuses a part damaged on the way; the receipt is saved in the
-//!    ticket at once (when the disk has room: a full one must not hold up the
-//!    upload that frees it), so a break resumes after the last part stored;
+//! 2. `PUT` the parts, [`PARTS_IN_FLIGHT`] at once (S3, Azure and the
+//!    controller take them in any order), each with `Content-MD5` so the
+//!    receiver refuses a part damaged on the way. A part is read and MD5'd on
+//!    a blocking thread while the others are on the wire or waiting for
+//!    storage's answer, so neither the link nor the server sits idle between
+//!    parts. Each part in flight holds one part-sized buffer from its read to
+//!    its answer: the upload's memory is at most `PARTS_IN_FLIGHT` × part size
+//!    (4 × 8 MiB by default) however large the file. Each receipt is saved in
+//!    the ticket as its answer comes, in whatever order, so a break (or a
+//!    crash) resumes after exactly the parts whose receipts were saved; a part
+//!    that was stored but whose receipt was not is sent again (storage keeps
+//!    the last copy of a part);
 //! 3. `POST UPLOADS_COMPLETE_PATH`; the controller answers once the blob is
 //!    committed and its size checked.
 //!
+//! The file's SHA-256 is in the ticket before the upload starts (the spool
+//! hashes a file as it admits it): the grant request that begins the upload
+//! carries it, so it cannot be computed while the parts go.
+//!
 //! A grant refused by storage (403: expired, or the clock moved) is renewed
-//! once; refused again, the upload fails. A part refused as damaged on the way
-//! (400 `BadDigest` from S3 or the controller, `Md5Mismatch` from Azure) is
-//! read and sent again, a few times. An upload storage no longer knows
-//! (404: aborted, or the server lost it) begins again once. Everything else is
-//! either transient ([`UploadError::is_permanent`] false: the caller waits and
-//! calls again, resuming) or permanent (the caller gives up on the file and
-//! keeps it).
+//! once; refused again with no part stored in between, the upload fails. A
+//! part refused as damaged on the way (400 `BadDigest` from S3 or the
+//! controller, `Md5Mismatch` from Azure) is read and sent again, a few times.
+//! An upload storage no longer knows (404: aborted, a part the controller
+//! lost, or the server lost it) begins again once. Anything else stops new
+//! parts, lets those in flight finish (their receipts are kept) and is either
+//! transient ([`UploadError::is_permanent`] false: the caller waits and calls
+//! again, resuming) or permanent (the caller gives up on the file and keeps
+//! it).
 
-use std::io::SeekFrom;
-use std::path::Path;
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use md5::{Digest as _, Md5};
 use netwatch_api::agent::{
     PartGrant, PartReceipt, UPLOADS_COMPLETE_PATH, UPLOADS_PATH, UploadComplete, UploadDone, UploadGrant, UploadRequest,
 };
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::AgentError;
@@ -41,6 +58,13 @@ use crate::spool::{Spool, Ticket, UploadProgress, part_count, part_len};
 /// The media type of pcap files (IANA, RFC 9875's `application/vnd.tcpdump.pcap`).
 pub(crate) const PCAP_CONTENT_TYPE: &str = "application/vnd.tcpdump.pcap";
 
+/// Parts of one file in flight at once: being read and MD5'd, on the wire,
+/// or waiting for storage's answer. Each holds one part-sized buffer, so this
+/// times the part size bounds an upload's memory (32 MiB with 8 MiB parts).
+/// One part at a time left the link idle while the server stored each part
+/// (BENCHMARKS.md, "Upload: agent to storage"); 4 keeps it busy on the links
+/// measured there without holding much.
+pub(crate) const PARTS_IN_FLIGHT: usize = 4;
 /// Parts asked for in one grant request (a 4 GiB file has 512 parts of 8 MiB).
 const GRANT_BATCH: usize = 32;
 /// A grant this close to its end is renewed before use rather than tried.
@@ -178,81 +202,43 @@ impl Uploader {
         ticket: &mut Ticket,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<UploadDone, UploadError> {
-        let file = spool.file_path(&ticket.capture_id, ticket.seq);
+        let path = spool.file_path(&ticket.capture_id, ticket.seq);
         if let Some(upload) = ticket.upload.as_ref().filter(|u| !u.receipts.is_empty()) {
             tracing::info!(
                 seq = ticket.seq,
-                "resuming upload of file {} after part {} of {} (parts stored: {})",
+                "resuming upload of file {}: {} of its {} parts are stored",
                 ticket.seq,
-                upload.receipts.iter().map(|r| r.part).max().unwrap_or(0),
-                part_count(ticket.size, upload.part_size),
                 upload.receipts.len(),
+                part_count(ticket.size, upload.part_size),
             );
         }
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|source| UploadError::Read {
+                path: path.display().to_string(),
+                source,
+            })?
+            .into_std()
+            .await;
+        let file = SpooledFile {
+            file: Arc::new(file),
+            path: path.display().to_string(),
+            size: ticket.size,
+            buffers: Buffers::default(),
+        };
         let mut began_again = false;
         'upload: loop {
-            let mut refused: Option<UploadError> = None;
-            loop {
-                let remaining = remaining_parts(ticket);
-                if remaining.is_empty() {
-                    break;
+            match self.send_parts(spool, ticket, &file, progress).await {
+                Ok(()) => {}
+                // The upload id is unknown to storage: begin a new one, once.
+                Err(error) if error.status() == Some(StatusCode::NOT_FOUND) && !began_again => {
+                    tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage: beginning it again");
+                    began_again = true;
+                    ticket.upload = None;
+                    save(spool, ticket).await?;
+                    continue 'upload;
                 }
-                let grant = match self.grant(ticket, &remaining[..remaining.len().min(GRANT_BATCH)]).await {
-                    Ok(grant) => grant,
-                    // The upload id is unknown to storage: begin a new one, once.
-                    Err(error) if error.status() == Some(StatusCode::NOT_FOUND) && !began_again => {
-                        tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage: beginning it again");
-                        began_again = true;
-                        ticket.upload = None;
-                        spool.save_progress(ticket);
-                        continue 'upload;
-                    }
-                    Err(error) => return Err(error),
-                };
-                if ticket.upload.as_ref().is_none_or(|u| u.upload_id != grant.upload_id) {
-                    ticket.upload = Some(UploadProgress {
-                        upload_id: grant.upload_id.clone(),
-                        part_size: grant.part_size,
-                        receipts: Vec::new(),
-                    });
-                    spool.save_progress(ticket);
-                }
-                let part_size = grant.part_size;
-                for part in &grant.parts {
-                    if crate::now_ms() > grant.expires_ms - GRANT_MARGIN_MS {
-                        break; // renew
-                    }
-                    match self.put_part_checked(&file, ticket.size, part_size, part).await {
-                        Ok(receipt) => {
-                            refused = None;
-                            let upload = ticket.upload.as_mut().expect("set above");
-                            upload.receipts.retain(|r| r.part != receipt.part);
-                            upload.receipts.push(receipt);
-                            spool.save_progress(ticket);
-                            progress(upload_bytes(ticket));
-                        }
-                        Err(error) if error.status() == Some(StatusCode::FORBIDDEN) => {
-                            if let Some(last) = refused {
-                                return Err(UploadError::GrantRefused {
-                                    part: part.part,
-                                    last: Box::new(last),
-                                });
-                            }
-                            tracing::info!(part = part.part, error = %crate::error_chain(&error),
-                                "storage refused a grant: renewing it");
-                            refused = Some(error);
-                            break;
-                        }
-                        Err(error) if error.status() == Some(StatusCode::NOT_FOUND) && !began_again => {
-                            tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage: beginning it again");
-                            began_again = true;
-                            ticket.upload = None;
-                            spool.save_progress(ticket);
-                            continue 'upload;
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
+                Err(error) => return Err(error),
             }
             let upload = ticket
                 .upload
@@ -270,11 +256,13 @@ impl Uploader {
             };
             let done: UploadDone = match self.post(UPLOADS_COMPLETE_PATH, &complete).await {
                 Ok(done) => done,
+                // Storage lost the upload, or a part of it (a local account's
+                // controller host crashed before the commit).
                 Err(error) if error.status() == Some(StatusCode::NOT_FOUND) && !began_again => {
                     tracing::info!(error = %crate::error_chain(&error), "upload unknown to storage at commit: beginning it again");
                     began_again = true;
                     ticket.upload = None;
-                    spool.save_progress(ticket);
+                    save(spool, ticket).await?;
                     continue 'upload;
                 }
                 Err(error) => return Err(error),
@@ -287,6 +275,126 @@ impl Uploader {
             }
             return Ok(done);
         }
+    }
+
+    /// Sends every part the ticket holds no receipt for, up to
+    /// [`PARTS_IN_FLIGHT`] at once, asking for grants as they are needed and
+    /// saving each receipt in the ticket as its answer comes. A 404 (the
+    /// upload is unknown) returns at once, dropping the parts in flight: the
+    /// caller begins again. Any other failure stops new parts; those in
+    /// flight finish and their receipts are saved before the first failure
+    /// is returned.
+    async fn send_parts(
+        &self,
+        spool: &Spool,
+        ticket: &mut Ticket,
+        file: &SpooledFile,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(), UploadError> {
+        // Grants not used yet, of the latest grant (`generation`).
+        let mut granted: VecDeque<PartGrant> = VecDeque::new();
+        let mut generation: u64 = 0;
+        let mut expires_ms: i64 = 0;
+        let mut in_flight = FuturesUnordered::new();
+        let mut sending: HashSet<u32> = HashSet::new();
+        // A 403 no stored part followed yet, and the grant it refused.
+        let mut refused: Option<(u64, UploadError)> = None;
+        let mut failed: Option<UploadError> = None;
+        loop {
+            while failed.is_none() && in_flight.len() < PARTS_IN_FLIGHT {
+                if granted.is_empty() || crate::now_ms() > expires_ms - GRANT_MARGIN_MS {
+                    granted.clear();
+                    let wanted: Vec<u32> = remaining_parts(ticket)
+                        .into_iter()
+                        .filter(|part| !sending.contains(part))
+                        .take(GRANT_BATCH)
+                        .collect();
+                    if wanted.is_empty() {
+                        break;
+                    }
+                    let grant = match self.grant(ticket, &wanted).await {
+                        Ok(grant) => grant,
+                        Err(error) if error.status() == Some(StatusCode::NOT_FOUND) => return Err(error),
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
+                    };
+                    if ticket.upload.as_ref().is_none_or(|u| u.upload_id != grant.upload_id) {
+                        // A new upload: parts in flight (none, unless storage
+                        // changed the id under them) belong to the old one.
+                        in_flight.clear();
+                        sending.clear();
+                        ticket.upload = Some(UploadProgress {
+                            upload_id: grant.upload_id.clone(),
+                            part_size: grant.part_size,
+                            receipts: Vec::new(),
+                        });
+                        save(spool, ticket).await?;
+                    }
+                    generation += 1;
+                    expires_ms = grant.expires_ms;
+                    let upload = ticket.upload.as_ref().expect("set above");
+                    granted = grant
+                        .parts
+                        .into_iter()
+                        .filter(|p| !sending.contains(&p.part) && !upload.receipts.iter().any(|r| r.part == p.part))
+                        .collect();
+                    if granted.is_empty() {
+                        // Nothing usable came back (a new upload granted only
+                        // parts in flight): wait for those.
+                        break;
+                    }
+                    continue;
+                }
+                let grant = granted.pop_front().expect("not empty");
+                let part_size = ticket.upload.as_ref().expect("granted").part_size;
+                sending.insert(grant.part);
+                let sent = generation;
+                in_flight.push(async move {
+                    let result = self.put_part_checked(file, part_size, &grant).await;
+                    (grant.part, sent, result)
+                });
+            }
+            let Some((part, sent, result)) = in_flight.next().await else {
+                break;
+            };
+            sending.remove(&part);
+            match result {
+                Ok(receipt) => {
+                    refused = None;
+                    let upload = ticket.upload.as_mut().expect("parts go for an upload");
+                    upload.receipts.retain(|r| r.part != receipt.part);
+                    upload.receipts.push(receipt);
+                    if let Err(error) = save(spool, ticket).await {
+                        failed.get_or_insert(error);
+                    }
+                    progress(upload_bytes(ticket));
+                }
+                Err(error) if error.status() == Some(StatusCode::NOT_FOUND) => return Err(error),
+                Err(error) if failed.is_some() => {
+                    tracing::debug!(part, error = %crate::error_chain(&error), "part failed after the upload did");
+                }
+                Err(error) if error.status() == Some(StatusCode::FORBIDDEN) => match refused.take() {
+                    // The renewed grant is refused too.
+                    Some((first, last)) if first < sent => {
+                        failed = Some(UploadError::GrantRefused {
+                            part,
+                            last: Box::new(last),
+                        });
+                    }
+                    // Another part of the grant already being renewed.
+                    Some(first) => refused = Some(first),
+                    None => {
+                        tracing::info!(part, error = %crate::error_chain(&error), "storage refused a grant: renewing it");
+                        refused = Some((sent, error));
+                        granted.clear();
+                    }
+                },
+                Err(error) => failed = Some(error),
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Grants for `parts` of the ticket's file (beginning its upload if it has none).
@@ -336,14 +444,13 @@ impl Uploader {
     /// [`Uploader::put_part`], sent again while the receiver finds it damaged.
     async fn put_part_checked(
         &self,
-        file: &Path,
-        size: u64,
+        file: &SpooledFile,
         part_size: u64,
         grant: &PartGrant,
     ) -> Result<PartReceipt, UploadError> {
         let mut tries = 1;
         loop {
-            match self.put_part(file, size, part_size, grant).await {
+            match self.put_part(file, part_size, grant).await {
                 Err(error) if error.is_damaged_part() && tries < DAMAGED_PART_TRIES => {
                     tracing::info!(part = grant.part, tries, error = %crate::error_chain(&error),
                         "part damaged on the way: sending it again");
@@ -357,22 +464,12 @@ impl Uploader {
     /// Reads part `grant.part` of `file` and `PUT`s it where the grant says.
     async fn put_part(
         &self,
-        file: &Path,
-        size: u64,
+        file: &SpooledFile,
         part_size: u64,
         grant: &PartGrant,
     ) -> Result<PartReceipt, UploadError> {
-        let read = |source| UploadError::Read {
-            path: file.display().to_string(),
-            source,
-        };
-        let len = part_len(size, part_size, grant.part);
-        let offset = u64::from(grant.part.saturating_sub(1)) * part_size;
-        let mut handle = tokio::fs::File::open(file).await.map_err(read)?;
-        handle.seek(SeekFrom::Start(offset)).await.map_err(read)?;
-        let mut bytes = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
-        handle.read_exact(&mut bytes).await.map_err(read)?;
-        let md5 = BASE64.encode(Md5::digest(&bytes));
+        let len = part_len(file.size, part_size, grant.part);
+        let (bytes, md5) = file.read_part(part_size, grant.part).await?;
         let (client, url, to_controller) = match grant.url.strip_prefix('/') {
             Some(_) => (&self.controller, self.remote.http_url(&grant.url), true),
             None => (&self.storage, grant.url.clone(), false),
@@ -411,6 +508,99 @@ impl Uploader {
                 })?,
         };
         Ok(PartReceipt { part: grant.part, id })
+    }
+}
+
+/// The spooled file being uploaded, open once and read at each part's
+/// offset (`pread`), so parts in flight read it side by side.
+struct SpooledFile {
+    file: Arc<File>,
+    /// For messages.
+    path: String,
+    size: u64,
+    buffers: Buffers,
+}
+
+impl SpooledFile {
+    /// Part `part`'s bytes and their `Content-MD5`, read and hashed on a
+    /// blocking thread (8 MiB take ~12 ms of MD5: not on the async threads).
+    async fn read_part(&self, part_size: u64, part: u32) -> Result<(Bytes, String), UploadError> {
+        let len = usize::try_from(part_len(self.size, part_size, part)).unwrap_or(usize::MAX);
+        let offset = u64::from(part.saturating_sub(1)) * part_size;
+        let file = Arc::clone(&self.file);
+        let mut buffer = self.buffers.take();
+        let read = tokio::task::spawn_blocking(move || {
+            buffer.bytes.resize(len, 0);
+            file.read_exact_at(&mut buffer.bytes, offset)?;
+            let md5 = BASE64.encode(Md5::digest(&buffer.bytes));
+            Ok((Bytes::from_owner(buffer), md5))
+        })
+        .await;
+        match read {
+            Ok(result) => result.map_err(|source| UploadError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(UploadError::Cancelled),
+        }
+    }
+}
+
+/// One upload's part buffers, used again and again: a buffer comes back when
+/// the request that sent it drops its body, so an upload allocates about
+/// [`PARTS_IN_FLIGHT`] buffers rather than one per part. (Fresh 8 MiB buffers
+/// made on several blocking threads left glibc holding freed ones in each
+/// thread's arena: twice the parts in flight, measured.)
+#[derive(Debug, Clone, Default)]
+struct Buffers(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Buffers {
+    fn take(&self) -> PartBuffer {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        PartBuffer {
+            bytes,
+            home: self.clone(),
+        }
+    }
+}
+
+/// A part's bytes, back to their [`Buffers`] when dropped.
+struct PartBuffer {
+    bytes: Vec<u8>,
+    home: Buffers,
+}
+
+impl AsRef<[u8]> for PartBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for PartBuffer {
+    fn drop(&mut self) {
+        let mut free = self.home.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.len() < PARTS_IN_FLIGHT {
+            free.push(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+/// Saves the ticket's progress on a blocking thread (the spool fsyncs it);
+/// awaited before the next save, so saves land in order.
+async fn save(spool: &Spool, ticket: &Ticket) -> Result<(), UploadError> {
+    let (spool, ticket) = (spool.clone(), ticket.clone());
+    // A ticket that cannot be written (a full disk) is logged and the upload
+    // goes on: it is what frees the disk (`Spool::save_progress`).
+    match tokio::task::spawn_blocking(move || spool.save_progress(&ticket)).await {
+        Ok(()) => Ok(()),
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => Err(UploadError::Cancelled),
     }
 }
 

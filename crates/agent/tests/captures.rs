@@ -5,7 +5,7 @@ use std::time::Instant;
 use netwatch_api::agent::{AgentCaptureState, AgentMessage, ControllerMessage};
 use netwatch_api::packet_capture::{PcError, StopReason, UploadState};
 
-use crate::fake_controller::{Agent, FakeController};
+use crate::fake_controller::{Agent, FakeController, until};
 use crate::{Traffic, capture_id, require_root, start, udp_capture};
 
 /// The bound this suite puts on create → Running (the product's target is
@@ -305,6 +305,81 @@ async fn a_file_uploads_in_parts_and_resumes_after_an_outage_and_an_agent_restar
         controller.puts() - puts_before,
         parts - 5,
         "only the parts left were sent again"
+    );
+    assert_eq!(put.body.len() as u64, size);
+    assert_eq!(put.sha256, sha256_hex(&put.body));
+    let stored = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(stored.path(), &put.body).unwrap();
+    let (_, packets) = netwatch_testkit::read_pcap(stored.path());
+    assert_eq!(packets.len(), 200, "every datagram, once");
+    agent.stop().await;
+}
+
+/// Parts go `PARTS_IN_FLIGHT` at once and never more; an agent stopped
+/// while parts are in flight (storage stored them but its answers are held
+/// back) resumes after exactly the parts whose receipts it saved, sending
+/// the others again, and the committed file is the capture's.
+#[tokio::test]
+async fn parts_go_several_at_once_and_an_agent_stopped_mid_flight_resumes_after_its_receipts() {
+    require_root();
+    let in_flight = netwatch_agent::PARTS_IN_FLIGHT;
+    assert!(in_flight > 1);
+    let mut controller = FakeController::start().await;
+    controller.set_part_size(1024);
+    let answered = 6;
+    controller.hold_puts_after(answered);
+    let agent = Agent::start(&controller, "lo");
+    let mut conn = controller.accept().await;
+    conn.welcome().await;
+    let traffic = Traffic::new();
+    conn.send(&ControllerMessage::Start(start(
+        "flight",
+        udp_capture(traffic.port(), 1),
+        true,
+    )))
+    .await;
+    let id = capture_id("flight");
+    conn.state(&id, AgentCaptureState::Running).await;
+    traffic.send(200);
+    let size = conn
+        .state(&id, AgentCaptureState::Stopped)
+        .await
+        .stats
+        .file_size_in_bytes;
+    let parts = usize::try_from(size.div_ceil(1024)).unwrap();
+    assert!(parts > usize::try_from(answered).unwrap() + in_flight, "{parts} parts");
+    until("parts held in flight", || controller.held() == in_flight).await;
+    // Time for a part too many to show up.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(controller.held(), in_flight, "no more parts while {in_flight} wait");
+    assert_eq!(controller.max_in_flight(), in_flight);
+
+    // Stopped with parts in flight: only the answered ones have receipts.
+    drop(conn);
+    let data_dir = agent.stop_keeping_data().await;
+    let ticket = std::fs::read_dir(data_dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_00000.json"))
+        .expect("a ticket in the spool");
+    let ticket: serde_json::Value = serde_json::from_slice(&std::fs::read(ticket).unwrap()).unwrap();
+    let receipts = ticket["upload"]["receipts"].as_array().unwrap();
+    assert_eq!(receipts.len() as u64, answered, "{ticket}");
+
+    controller.release_puts();
+    until("held answers gone", || controller.held() == 0).await;
+    let puts_before = controller.puts();
+    let agent = Agent::start_in(&controller, data_dir, |_| {}, "lo");
+    let mut conn = controller.accept().await;
+    conn.welcome().await;
+    conn.reports_until(&id, |r| r.upload == Some(UploadState::Succeeded))
+        .await;
+    let put = controller.upload().await;
+    assert_eq!(put.parts, parts);
+    assert_eq!(
+        controller.puts() - puts_before,
+        parts - receipts.len(),
+        "the parts without a receipt were sent again, those with one were not"
     );
     assert_eq!(put.body.len() as u64, size);
     assert_eq!(put.sha256, sha256_hex(&put.body));

@@ -54,6 +54,15 @@ struct Shared {
     damage_puts: Arc<AtomicUsize>,
     /// Take this many more part PUTs, then answer 503 (an outage); `u64::MAX` for no limit.
     puts_left: Arc<AtomicU64>,
+    /// Answer this many more part PUTs at once, then store each one that
+    /// comes but hold its answer back until [`FakeController::release_puts`];
+    /// `u64::MAX` for no hold.
+    hold_after: Arc<AtomicU64>,
+    /// Part PUTs being handled now, and the most there were at once.
+    active: Arc<AtomicUsize>,
+    max_active: Arc<AtomicUsize>,
+    /// Part PUTs whose answer is held back now.
+    held: Arc<AtomicUsize>,
     /// Answer grant requests 404 (no such capture): final.
     deny_grants: Arc<AtomicBool>,
     /// Part size of new uploads.
@@ -109,6 +118,10 @@ impl FakeController {
             forbid_puts: Arc::default(),
             damage_puts: Arc::default(),
             puts_left: Arc::new(AtomicU64::new(u64::MAX)),
+            hold_after: Arc::new(AtomicU64::new(u64::MAX)),
+            active: Arc::default(),
+            max_active: Arc::default(),
+            held: Arc::default(),
             deny_grants: Arc::default(),
             part_size: Arc::new(AtomicU64::new(1024 * 1024)),
             puts: Arc::default(),
@@ -181,6 +194,27 @@ impl FakeController {
 
     pub fn end_outage(&self) {
         self.shared.puts_left.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Answers `count` more part PUTs, then holds back the answers (the parts
+    /// are stored) until [`Self::release_puts`].
+    pub fn hold_puts_after(&self, count: u64) {
+        self.shared.hold_after.store(count, Ordering::SeqCst);
+    }
+
+    /// Answers the part PUTs held back, and every one after.
+    pub fn release_puts(&self) {
+        self.shared.hold_after.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Part PUTs whose answers are held back now.
+    pub fn held(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// The most part PUTs handled at once so far.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_active.load(Ordering::SeqCst)
     }
 
     pub fn deny_grants(&self, deny: bool) {
@@ -296,6 +330,10 @@ async fn part(
         return StatusCode::UNAUTHORIZED.into_response();
     }
     shared.puts.fetch_add(1, Ordering::SeqCst);
+    let _active = Counted::enter(&shared.active);
+    shared
+        .max_active
+        .fetch_max(shared.active.load(Ordering::SeqCst), Ordering::SeqCst);
     let take = |counter: &AtomicUsize| {
         counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -333,11 +371,40 @@ async fn part(
         return (StatusCode::BAD_REQUEST, "Content-MD5 does not match").into_response();
     }
     shared.parts.lock().unwrap().insert((upload, part), body);
+    let answer_now = shared
+        .hold_after
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            if n == u64::MAX { Some(n) } else { n.checked_sub(1) }
+        })
+        .is_ok();
+    if !answer_now {
+        // A guard: the server may drop this handler when the agent goes away.
+        let _held = Counted::enter(&shared.held);
+        while shared.hold_after.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let mut response = StatusCode::OK.into_response();
     response
         .headers_mut()
         .insert(header::ETAG, format!("\"e{part}\"").parse().unwrap());
     response
+}
+
+/// Counts one more while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn complete(State(shared): State<Shared>, headers: HeaderMap, Json(request): Json<UploadComplete>) -> Response {

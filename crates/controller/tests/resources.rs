@@ -1123,14 +1123,10 @@ async fn bad_uploads_store_nothing() {
         "StorageRefused",
         "more than the storage account's part size",
     );
-    // None of these left a part: a commit finds none.
+    // None of these left a part: a commit finds none, and answers 404 as for
+    // an upload storage lost (an agent begins it again).
     let answer = api.complete(&run.id, 0, &upload_id, &data, &[(1, "0")]).await;
-    assert_error(
-        &answer,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "StorageRefused",
-        "was never stored",
-    );
+    assert_error(&answer, StatusCode::NOT_FOUND, "ResourceNotFound", "was never stored");
     assert_nothing_stored(&api, &run).await;
 
     // The part sent whole is stored, again with its true Content-MD5 (the

@@ -99,7 +99,9 @@ async fn parts_stage_where_no_blob_path_reaches() {
         staged,
         [
             format!(".netwatch-tmp-uploads/{upload_id}/00001"),
-            format!(".netwatch-tmp-uploads/{upload_id}/blob")
+            format!(".netwatch-tmp-uploads/{upload_id}/blob"),
+            format!(".netwatch-tmp-uploads/{upload_id}/data"),
+            format!(".netwatch-tmp-uploads/{upload_id}/part_size")
         ]
     );
     for file in &staged {
@@ -206,4 +208,84 @@ async fn uploads_belong_to_their_blob_and_their_parts() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parts are written in place, in any order and side by side; a part staged
+/// before the host rebooted (its marker names another boot) is missing at
+/// the commit, which then stores nothing; a part sent again whose body breaks
+/// off leaves it as it was; sent whole, the commit makes the blob, and a
+/// commit repeated after it finds no upload.
+#[tokio::test]
+async fn parts_land_in_place_and_a_reboot_loses_the_staged_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let path = capture_path("in-place");
+    let size = 3 * usize::try_from(crate::PART_SIZE).unwrap() + 100;
+    let data = bytes(size, 21);
+    let upload_id = backend.begin_upload(&path).await.unwrap();
+    let parts = suite::parts(&backend, &data);
+    let puts = parts.iter().rev().map(|(part, bytes)| {
+        backend.put_part(
+            &path,
+            &upload_id,
+            *part,
+            body(bytes),
+            bytes.len() as u64,
+            Some(md5(bytes)),
+        )
+    });
+    let mut receipts: Vec<PartReceipt> = futures_util::future::try_join_all(puts).await.unwrap();
+    receipts.sort_by_key(|r| r.part);
+
+    // The host rebooted after part 2 was staged.
+    let marker = dir.path().join(".netwatch-tmp-uploads").join(&upload_id).join("00002");
+    let text = std::fs::read_to_string(&marker).unwrap();
+    let (stored, _boot) = text.rsplit_once(' ').unwrap();
+    std::fs::write(&marker, format!("{stored} another-boot")).unwrap();
+    let err = backend
+        .complete_upload(&path, &upload_id, &receipts, size as u64)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::MissingPart { part: 2, .. }), "{err:?}");
+    assert_eq!(backend.size(&path).await.unwrap(), None, "nothing stored");
+
+    let second = &parts[1].1;
+    let err = backend
+        .put_part(&path, &upload_id, 2, body(&second[..10]), second.len() as u64, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::PartTooShort { part: 2, .. }), "{err:?}");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        format!("{stored} another-boot")
+    );
+
+    receipts[1] = backend
+        .put_part(
+            &path,
+            &upload_id,
+            2,
+            body(second),
+            second.len() as u64,
+            Some(md5(second)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        backend
+            .complete_upload(&path, &upload_id, &receipts, size as u64)
+            .await
+            .unwrap(),
+        size as u64
+    );
+    assert!(
+        read(&backend, &path, None).await == (size as u64, data),
+        "the blob differs"
+    );
+    assert_eq!(files(dir.path()), [path.as_str()]);
+    let err = backend
+        .complete_upload(&path, &upload_id, &receipts, size as u64)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::NoSuchUpload { .. }), "{err:?}");
 }

@@ -11,8 +11,8 @@
 //!   capture's status (`netwatch.files`) and downloads.
 //!
 //! An agent's own credential may upload only for captures on its VM.
-//! Answers: 404 when storage no longer knows the upload (the agent begins it
-//! again), 4xx when the request cannot succeed, 503 when storage is
+//! Answers: 404 when storage no longer knows the upload or a part of it (the
+//! agent begins it again), 4xx when the request cannot succeed, 503 when storage is
 //! unreachable (the agent keeps the file and retries).
 
 use axum::extract::State;
@@ -355,7 +355,11 @@ fn is_sha256_hex(text: &str) -> bool {
 /// An upload the backend refused or could not do, as an answer the agent acts on.
 pub(super) fn upload_error(account: &str, err: UploadError) -> HttpError {
     let message = format!("storage account {account:?}: {}", error_chain(&err));
-    if matches!(err, UploadError::NoSuchUpload { .. }) {
+    // A part the local backend staged is missing at the commit (its host
+    // rebooted before the commit: parts are not fsynced one by one): the
+    // agent's receipts cannot be committed, so it begins the upload again,
+    // as for an upload storage lost.
+    if matches!(err, UploadError::NoSuchUpload { .. } | UploadError::MissingPart { .. }) {
         return ApiError::new(ErrorCode::ResourceNotFound, message).into();
     }
     // The sender's bytes, not storage: S3 answers a damaged part `400
