@@ -27,7 +27,12 @@ fi
 export RUSTC_BOOTSTRAP=1
 # cargo-fuzz has no --locked: check fuzz/Cargo.lock is current first.
 cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null
-"$cargo_fuzz" build --fuzz-dir fuzz --target-dir "$target_dir" -s none --debug-assertions
+mkdir -p target/fuzz-logs
+if ! "$cargo_fuzz" build --fuzz-dir fuzz --target-dir "$target_dir" -s none --debug-assertions >target/fuzz-logs/build.log 2>&1; then
+  tail -40 target/fuzz-logs/build.log >&2
+  echo "fuzz: build failed; log target/fuzz-logs/build.log" >&2
+  exit 1
+fi
 bin_dir=$target_dir/$(rustc -vV | sed -n 's/^host: //p')/release
 
 failed=()

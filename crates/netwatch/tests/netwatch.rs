@@ -6,6 +6,7 @@
 mod capture;
 mod deployment;
 mod faults;
+mod schemathesis;
 mod sdk;
 mod storage;
 mod util;
