@@ -12,6 +12,12 @@
 //! bodies reach the store. Bounded by `--max-examples` per operation (about
 //! 20 s a run). Not tested: the agent channel, a WebSocket upgrade (schemathesis
 //! would reuse the upgraded connection for its next requests).
+//!
+//! Tolerated, and counted: "Network Error"s. The controller answers some
+//! requests (415 for a wrong Content-Type, 400/403 on a part upload) without
+//! reading their body, and hyper then closes the connection; a client still
+//! sending a large body (a few hundred KiB) sees EOF instead of the answer.
+//! The controller must still be up after each run, which a crash would fail.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,8 +25,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::util::netwatch;
 use crate::deployment::{Guard, SUB};
+use crate::util::netwatch;
 
 /// Test cases per operation and phase.
 const MAX_EXAMPLES: &str = "15";
@@ -81,6 +87,10 @@ struct Outcome {
     requests: usize,
     test_cases: u64,
     failures: usize,
+    /// Requests that got no answer: the connection closed while schemathesis
+    /// was still sending a large body that the controller answered (400, 415)
+    /// without reading. Tolerated while the controller stays up.
+    network_errors: u64,
     server_errors: Vec<String>,
     seed: String,
 }
@@ -101,7 +111,14 @@ fn run(name: &str, dir: &Path, url: &str, token: &str, config: Option<&Path>) ->
         .arg(dir.join("up/ca.pem"))
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--exclude-path", "/netwatch/v1/agent/channel"])
-        .args(["--max-examples", MAX_EXAMPLES, "--workers", "1", "--request-timeout", "30"])
+        .args([
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--workers",
+            "1",
+            "--request-timeout",
+            "30",
+        ])
         .args(["--report", "json,har", "--report-json-path"])
         .arg(&json)
         .arg("--report-har-path")
@@ -120,6 +137,8 @@ fn run(name: &str, dir: &Path, url: &str, token: &str, config: Option<&Path>) ->
         serde_json::from_str(&text).unwrap()
     };
     let report = read(&json);
+    let errors = report["errors"].as_array().cloned().unwrap_or_default();
+    let other_errors: Vec<&Value> = errors.iter().filter(|e| e["title"] != "Network Error").collect();
     let entries = read(&har)["log"]["entries"].as_array().cloned().unwrap_or_default();
     let server_errors: Vec<String> = entries
         .iter()
@@ -138,6 +157,11 @@ fn run(name: &str, dir: &Path, url: &str, token: &str, config: Option<&Path>) ->
         requests: entries.len(),
         test_cases: report["test_cases"]["generated"].as_u64().unwrap_or(0),
         failures: report["failures"].as_array().map_or(0, Vec::len),
+        network_errors: errors
+            .iter()
+            .filter(|e| e["title"] == "Network Error")
+            .filter_map(|e| e["count"].as_u64())
+            .sum(),
         server_errors,
         // The JSON report's seed is a 128-bit number: take the text schemathesis prints.
         seed: stdout
@@ -147,37 +171,65 @@ fn run(name: &str, dir: &Path, url: &str, token: &str, config: Option<&Path>) ->
             .to_owned(),
     };
     println!(
-        "schemathesis ({name}): {} operations tested, {} requests, {} test cases, {} failures, {} 5xx (seed {})",
+        "schemathesis ({name}): {} operations tested, {} requests, {} test cases, {} failures, {} 5xx, \
+         {} network errors (seed {})",
         outcome.operations,
         outcome.requests,
         outcome.test_cases,
         outcome.failures,
         outcome.server_errors.len(),
+        outcome.network_errors,
         outcome.seed
     );
     assert!(
-        output.status.success() && outcome.failures == 0 && outcome.server_errors.is_empty(),
-        "schemathesis ({name}) failed: {} failures, 5xx answers:\n{}\n\n{stdout}\n{stderr}\ncontroller log:\n{}",
+        report["complete"] == true
+            && outcome.failures == 0
+            && outcome.server_errors.is_empty()
+            && other_errors.is_empty(),
+        "schemathesis ({name}) failed: {} failures, errors {other_errors:?}, 5xx answers:\n{}\n\n{stdout}\n{stderr}\n\
+         controller log:\n{}",
         outcome.failures,
         outcome.server_errors.join("\n"),
         log_of(dir)
     );
-    assert!(outcome.operations >= 30 && outcome.requests > 1000, "{outcome:?}\n{stdout}");
+    assert!(
+        outcome.operations >= 30 && outcome.requests > 1000,
+        "{outcome:?}\n{stdout}"
+    );
     outcome
 }
 
 #[test]
 fn no_generated_request_gets_a_server_error_and_answers_fit_the_document() {
     let dir = tempfile::tempdir().unwrap();
-    let (_up, url) = start_up(dir.path());
+    let (mut up, url) = start_up(dir.path());
     let token = admin_token(&dir.path().join("up"));
+    let mut still_up = |after: &str| {
+        let exited = up.0.try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "the controller exited ({exited:?}) during {after}; its log:\n{}",
+            log_of(dir.path())
+        );
+    };
 
     run("generated-paths", dir.path(), &url, &token, None);
+    still_up("generated-paths");
 
     // The resources `up` made (VM `vm` in group `netwatch`, account
     // `netwatchlocal`) and a network watcher, named in every path.
     let configure = Command::new(netwatch())
-        .args(["network", "watcher", "configure", "-g", "netwatch", "-l", "westus", "--enabled", "true"])
+        .args([
+            "network",
+            "watcher",
+            "configure",
+            "-g",
+            "netwatch",
+            "-l",
+            "westus",
+            "--enabled",
+            "true",
+        ])
         .args(["-o", "none"])
         .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .output()
@@ -197,4 +249,5 @@ fn no_generated_request_gets_a_server_error_and_answers_fit_the_document() {
     )
     .unwrap();
     run("known-resources", dir.path(), &url, &token, Some(&config));
+    still_up("known-resources");
 }
