@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 # python3 (frame injection and socket traffic in namespaces), setpriv (the
 # missing-capability test), PostgreSQL (the store runs its suite on it too),
 # tshark/capinfos and trafgen (the benchmark), npm (installs Azurite, the
-# Azure Blob server the storage tests start).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql)
+# Azure Blob server the storage tests start), g++ (libFuzzer, built for fuzz/).
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"
@@ -24,10 +24,14 @@ install_debs "${need[@]}"
 # moto from the virtualenv, Azurite from npm (NETWATCH_TEST_MOTO, NETWATCH_TEST_AZURITE).
 install_storage_servers
 venv target/test-az-venv scripts/test-az-requirements.txt
+# Schemathesis too (it pins its own hypothesis and jsonschema): crates/netwatch/tests/schemathesis.rs.
+venv target/test-schemathesis-venv scripts/test-schemathesis-requirements.txt
+export NETWATCH_TEST_SCHEMATHESIS=$PWD/target/test-schemathesis-venv/bin/schemathesis
 export NETWATCH_TEST_PYTHON=$PWD/target/test-venv/bin/python
 export NETWATCH_TEST_AZ_PYTHON=$PWD/target/test-az-venv/bin/python NETWATCH_TEST_AZ=$PWD/target/test-az-venv/bin/az
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; fi
 # Each crate builds alone: the workspace cannot hide a missing dependency.
@@ -48,6 +52,12 @@ if compgen -G 'target/tmp/fault-table/*.md' >/dev/null; then
   cat target/tmp/fault-table/*.md
   echo
 fi
+# The fuzz targets (fuzz/, README "Fuzzing"), 30 s each: one line per target.
+set +e
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} scripts/fuzz.sh
+fuzz_status=$?
+set -e
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+[ "$status" != 0 ] || status=$fuzz_status
 exit "$status"

@@ -19,7 +19,8 @@
 //! A packet too short for the IP header fields a filter reads is therefore
 //! dropped (as with tcpdump's filters). Filters without port fields are tried
 //! first, so a truncated TCP/UDP header only costs the port filters, which
-//! could not match it anyway. Loads relative to the network header also stop
+//! could not match it anyway; a port filter reads both ports before it keeps
+//! a packet, so a header cut between them keeps nothing either. Loads relative to the network header also stop
 //! at the end of the skb's linear data (`skb_tail_pointer`); drivers put the
 //! IP and transport headers there.
 //!
@@ -1001,6 +1002,40 @@ mod tests {
         let ports_then_address = filters(r#"[{"localPort":"80"},{"localIPAddress":"10.0.0.1"}]"#);
         assert!(verdict(&program(&ports_then_address), &short));
         assert!(!verdict(&program(&filters(r#"[{"localPort":"80"}]"#)), &short));
+    }
+
+    #[test]
+    fn a_transport_header_cut_between_the_ports_matches_no_port_filter() {
+        // Found by fuzz/ (target `filter`): with one port field set, the
+        // program tested the source port alone and kept a packet cut after it,
+        // which the evaluator (no ports: a truncated header) drops.
+        for (src, dst) in [("10.0.0.1", "10.0.0.2"), ("2001:db8::1", "2001:db8::2")] {
+            let p = packet(src, dst, L4::Tcp(1000, 7));
+            let [framed, bare] = frames(&p);
+            let ip_header = if p.src.is_ipv4() { 20 } else { 40 };
+            for kept in [2, 3] {
+                let cut = |f: &Frame| Frame {
+                    data: f.data[..f.net_offset + ip_header + kept].to_vec(),
+                    ..f.clone()
+                };
+                let short = [cut(&framed), cut(&bare)];
+                let no_ports = Flow {
+                    ports: None,
+                    ..flow(&p)
+                };
+                for json in [
+                    format!(r#"[{{"localIPAddress":"{src}","localPort":"1000-2000"}}]"#),
+                    r#"[{"remotePort":"1000"}]"#.to_owned(),
+                    r#"[{"protocol":"TCP","localPort":"1000"}]"#.to_owned(),
+                ] {
+                    let filters = filters(&json);
+                    assert!(!filters_match(&filters, Some(&no_ports)), "{json}");
+                    assert!(!verdict(&program(&filters), &short), "{json} keeps {kept} bytes of TCP");
+                    // Whole, the packet is kept.
+                    assert!(verdict(&program(&filters), &frames(&p)), "{json}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -325,6 +325,14 @@ fn lower_filter(filter: &CaptureFilter, family: &Family) -> Expr {
         Some(load) if ports => test(load, Cmp::Set, FRAGMENT_OFFSET_MASK, true),
         _ => TRUE,
     };
+    // With one port field set, a direction may test the source port alone:
+    // load the destination port first (`jge #0` always holds), so a header cut
+    // between the two ports ends the program, as the evaluator, which sees no
+    // ports then, drops it. Port-free filters have had their turn before.
+    let both_ports = match (&filter.local_port, &filter.remote_port) {
+        (Some(_), None) | (None, Some(_)) => test(family.dport, Cmp::Ge, 0, false),
+        _ => TRUE,
+    };
     let local_ip = |words: &[Load]| addresses(filter.local_ip.as_ref(), words);
     let remote_ip = |words: &[Load]| addresses(filter.remote_ip.as_ref(), words);
     let forward = and([
@@ -340,7 +348,7 @@ fn lower_filter(filter: &CaptureFilter, family: &Family) -> Expr {
         ports_in(filter.remote_port.as_ref(), family.sport),
     ]);
     // Protocol and fragment first: ports are read only when they exist.
-    and([protocol, whole_datagram, or([forward, reverse])])
+    and([protocol, whole_datagram, both_ports, or([forward, reverse])])
 }
 
 fn ports_in(set: Option<&PortSet>, load: Load) -> Expr {
