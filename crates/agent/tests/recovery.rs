@@ -211,10 +211,7 @@ async fn issue_6_a_capture_cut_by_the_agent_before_its_time_limit_resumes_in_a_n
     for (i, packet) in batch.iter().enumerate() {
         assert!(packet.data.ends_with(format!("datagram {i}").as_bytes()));
     }
-    assert!(
-        stored.len() as u64 > 20,
-        "the probe that showed it running is in it"
-    );
+    assert!(stored.len() as u64 > 20, "the probe that showed it running is in it");
     conn.reports_until(&id, |r| r.upload == Some(UploadState::Succeeded))
         .await;
     agent.stop().await;

@@ -387,14 +387,16 @@ impl<S: Send + Sync> FromRequest<S> for ArmBody {
     type Rejection = HttpError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+        let wrong_type = request.headers().get(header::CONTENT_TYPE).and_then(|content_type| {
             let text = content_type.to_str().unwrap_or("");
             let essence = text.split(';').next().unwrap_or("").trim();
-            if !essence.eq_ignore_ascii_case("application/json") {
-                return Err(ApiError::unsupported_media_type(text).into());
-            }
-        }
+            (!essence.eq_ignore_ascii_case("application/json")).then(|| text.to_owned())
+        });
+        // The body is read (within the limit) even when its type is wrong: an
+        // answer sent before it would close the connection under a client
+        // still sending, which then sees no answer at all.
         match axum::body::Bytes::from_request(request, state).await {
+            Ok(_) if let Some(text) = wrong_type => Err(ApiError::unsupported_media_type(&text).into()),
             Ok(bytes) => Ok(Self(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(HttpError::payload_too_large())
