@@ -40,11 +40,14 @@ log=$(mktemp)
 eval "$(scripts/test-postgres.sh start)"
 trap 'rm -f "$log"; scripts/test-postgres.sh stop "$PG_TEST_DIR"' EXIT
 # The fault scenarios (crates/netwatch/tests/faults.rs, agent_faults.rs) each write a row here.
-rm -rf target/tmp/fault-table
+rm -rf target/tmp/fault-table target/tmp/schemathesis
 set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+if compgen -G 'target/tmp/schemathesis/*.txt' >/dev/null; then
+  echo; cat target/tmp/schemathesis/*.txt
+fi
 if compgen -G 'target/tmp/fault-table/*.md' >/dev/null; then
   echo; echo "## Fault table (crates/netwatch/tests/faults.rs, agent_faults.rs)"
   echo "| scenario | packets sent | packets in storage | lost | shown |"
