@@ -30,14 +30,16 @@
 
 #![allow(clippy::unwrap_used, reason = "a benchmark stops loudly on any unexpected error")]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
+use support::{Api, Guard, env_or, rss_kib, running_as_root};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 const NETWORK_API: &str = "2024-05-01";
@@ -140,73 +142,6 @@ impl Settings {
     }
 }
 
-fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) if !text.is_empty() => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        _ => default,
-    }
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
-
-/// A child process killed when dropped (the run ended, or panicked).
-#[derive(Debug)]
-struct Guard {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Guard {
-    fn spawn(command: &mut Command, log: PathBuf) -> Guard {
-        let child = command
-            .stdin(Stdio::null())
-            // Plain logs: `open_ms=N` is read back from the real agent's.
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {command:?}: {err}"));
-        Guard { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Panics with the end of its log if the process exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited ({status}); its log ends:\n{}",
-                self.log.display(),
-                tail(&self.log)
-            );
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 /// `line` without ANSI colour sequences (`ESC [ … m`).
 fn strip_ansi(line: &str) -> String {
     let mut plain = String::with_capacity(line.len());
@@ -254,56 +189,7 @@ fn open_times(log: &Path, tag: &str) -> Vec<Duration> {
     times
 }
 
-/// `VmRSS` of process `pid`, KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// The controller's REST API over one kept-alive HTTPS connection.
-struct Api {
-    client: reqwest::Client,
-    url: String,
-    authorization: String,
-}
-
 impl Api {
-    async fn call(
-        &self,
-        method: Method,
-        target: &str,
-        body: Option<&Value>,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let url = if target.starts_with("https://") {
-            target.to_owned()
-        } else {
-            format!("{}{target}", self.url)
-        };
-        let mut request = self
-            .client
-            .request(method, &url)
-            .header(reqwest::header::AUTHORIZATION, &self.authorization);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.unwrap_or_else(|err| panic!("{url}: {err}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap_or_else(|err| panic!("{url}: {err}"));
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, headers, value)
-    }
-
     /// The ids of the registered VMs whose names start with `prefix`.
     async fn vms(&self, prefix: &str) -> Vec<String> {
         let path =
@@ -518,29 +404,7 @@ fn print_latency(rows: &[Row]) {
 /// Starts `netwatch up --no-agent`; the guard, URL, admin and agent tokens.
 fn start_controller(settings: &Settings, dir: &Path) -> (Guard, String, String, String) {
     let data = dir.join("up");
-    let mut command = Command::new(&settings.binary);
-    command
-        .args(["up", "--no-agent", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .stdout(Stdio::piped());
-    let mut up = Guard::spawn(&mut command, dir.join("up.log"));
-    let stdout = up.child.stdout.take().unwrap();
-    let (found_tx, found_rx) = std::sync::mpsc::channel();
-    // Reads the banner for the URL, then keeps reading so the pipe never fills.
-    std::thread::spawn(move || {
-        let mut found_tx = Some(found_tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("URL:")
-                && let Some(found_tx) = found_tx.take()
-            {
-                let _ = found_tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = found_rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("netwatch up printed no URL within 30 s; its log:\n{}", tail(&up.log)));
+    let (up, url) = support::start_up(&settings.binary, dir, dir.join("up.log"), Duration::from_secs(30));
     let credentials: toml::Table =
         toml::from_str(&std::fs::read_to_string(data.join("credentials.toml")).unwrap()).unwrap();
     let admin = credentials["admin_token"].as_str().unwrap().to_owned();
@@ -620,12 +484,12 @@ async fn run(settings: Settings) {
     };
     assert!(api.vms("").await.is_empty(), "a fresh controller has no VMs");
     tokio::time::sleep(SETTLE).await;
-    let rss_idle = rss_kib(up.pid());
+    let rss_idle = rss_kib(up.pid()).expect("the controller runs");
 
     let mut real = [start_agent(&settings, dir.path(), &url, &agent_token, REAL_VM, None)];
     let real_ids = wait_registered(&api, &mut real, REAL_VM, 1, REAL_REGISTER_DEADLINE).await;
     tokio::time::sleep(SETTLE).await;
-    let rss_one = rss_kib(up.pid());
+    let rss_one = rss_kib(up.pid()).expect("the controller runs");
 
     let one_real = scenario(
         &api,
@@ -658,13 +522,13 @@ async fn run(settings: Settings) {
     );
     tokio::time::sleep(SETTLE).await;
     up.check_alive();
-    let rss_all = rss_kib(up.pid());
+    let rss_all = rss_kib(up.pid()).expect("the controller runs");
 
     let label = format!("{} agents: real target", settings.agents);
     let many_real = scenario(&api, &settings, "many-real", label, &real_ids).await;
     let label = format!("{} agents: simulated targets", settings.agents);
     let many_sim = scenario(&api, &settings, "many-sim", label, &sim_ids).await;
-    let rss_end = rss_kib(up.pid());
+    let rss_end = rss_kib(up.pid()).expect("the controller runs");
     for agent in real.iter_mut().chain(sims.iter_mut()) {
         agent.check_alive();
     }

@@ -46,11 +46,14 @@
 
 #![allow(clippy::unwrap_used, reason = "a benchmark stops loudly on any unexpected error")]
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use support::{Api, Guard, env_or, rss_kib, running_as_root};
+
+use std::io::Write;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -184,82 +187,6 @@ impl Settings {
     }
 }
 
-fn env_or<T: FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) if !text.is_empty() => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        _ => default,
-    }
-}
-
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
-
-/// A child process killed when dropped (the measurement ended, or panicked).
-#[derive(Debug)]
-struct Guard {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Guard {
-    fn spawn(command: &mut Command, log: PathBuf) -> Guard {
-        let child = command
-            .stdin(Stdio::null())
-            // Plain logs: the agent's step times are read back from them.
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {command:?}: {err}"));
-        Guard { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Panics with the end of its log if the process exited.
-    fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited ({status}); its log ends:\n{}",
-                self.log.display(),
-                tail(&self.log)
-            );
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-/// `VmRSS` of process `pid`, KiB; `None` once it is gone.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// User + system CPU time of process `pid`, clock ticks (proc(5): fields 14 and 15
 /// of `/proc/PID/stat`, counted after the command's closing parenthesis).
 fn cpu_ticks(pid: u32) -> u64 {
@@ -298,46 +225,7 @@ impl RssSampler {
     }
 }
 
-/// The controller's REST API over one kept-alive HTTPS connection.
-struct Api {
-    client: reqwest::Client,
-    url: String,
-    authorization: String,
-}
-
 impl Api {
-    async fn call(
-        &self,
-        method: Method,
-        target: &str,
-        body: Option<&Value>,
-    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let url = if target.starts_with("https://") {
-            target.to_owned()
-        } else {
-            format!("{}{target}", self.url)
-        };
-        let mut request = self
-            .client
-            .request(method, &url)
-            .header(reqwest::header::AUTHORIZATION, &self.authorization);
-        if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string());
-        }
-        let response = request.send().await.unwrap_or_else(|err| panic!("{url}: {err}"));
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap_or_else(|err| panic!("{url}: {err}"));
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, headers, value)
-    }
-
     /// The id of registered VM `name`, if it is.
     async fn vm(&self, name: &str) -> Option<String> {
         let path =
@@ -416,33 +304,7 @@ impl Server {
 
 /// Starts `netwatch up --no-agent` on `data`; the guard and its URL.
 fn start_controller(settings: &Settings, dir: &Path, log: &str) -> (Guard, String) {
-    let mut command = Command::new(&settings.binary);
-    command
-        .args(["up", "--no-agent", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("up"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .stdout(Stdio::piped());
-    let mut up = Guard::spawn(&mut command, dir.join(log));
-    let stdout = up.child.stdout.take().unwrap();
-    let (found_tx, found_rx) = std::sync::mpsc::channel();
-    // Reads the banner for the URL, then keeps reading so the pipe never fills.
-    std::thread::spawn(move || {
-        let mut found_tx = Some(found_tx);
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.trim().strip_prefix("URL:")
-                && let Some(found_tx) = found_tx.take()
-            {
-                let _ = found_tx.send(url.trim().to_owned());
-            }
-        }
-    });
-    let url = found_rx.recv_timeout(START_DEADLINE).unwrap_or_else(|_| {
-        panic!(
-            "netwatch up printed no URL within {START_DEADLINE:?}; its log:\n{}",
-            tail(&up.log)
-        )
-    });
-    (up, url)
+    support::start_up(&settings.binary, dir, dir.join(log), START_DEADLINE)
 }
 
 /// One measured upload and its plain copy.
