@@ -1522,3 +1522,39 @@ async fn issue_6_an_agent_back_after_its_capture_was_given_up_leaves_it_in_error
     assert_eq!(status["netwatch"]["packetsCaptured"], 25, "{status}");
     assert_eq!(status["netwatch"]["uploadState"], "Uploading", "{status}");
 }
+
+#[tokio::test]
+async fn an_agent_cannot_report_on_another_hosts_capture() {
+    let api = Api::new().await;
+    let state = AppState::new(api.store.clone(), api.config.clone(), Accounts::default());
+    let run = api.capture_run("theirs", None).await;
+    let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
+    record.status = "Running".into();
+    record.stop_reason = None;
+    api.store.update_capture(&record).await.unwrap();
+    // vm2's agent says vm1's capture stopped with a million packets.
+    let forged = CaptureReport {
+        capture_id: run.id.clone(),
+        state: AgentCaptureState::Stopped,
+        started_ms: Some(CREATED_MS),
+        stop_reason: Some(StopReason::ManualStop),
+        errors: Vec::new(),
+        message: None,
+        stats: ReportStats {
+            packets_captured: 1_000_000,
+            bytes_captured: 1,
+            kernel_drops: 0,
+            file_size_in_bytes: 1,
+        },
+        upload: Some(UploadState::Succeeded),
+        upload_progress: None,
+    };
+    apply_report(&state, &vm_id("rg2", "vm2"), &forged).await.unwrap();
+    let status = api.netwatch_status_of(&run.capture).await;
+    assert_eq!(status["packetCaptureStatus"], "Running", "{status}");
+    assert_ne!(status["netwatch"]["packetsCaptured"], 1_000_000, "{status}");
+    // Its own host's agent is heard.
+    apply_report(&state, &vm_id("rg1", "vm1"), &forged).await.unwrap();
+    let status = api.netwatch_status_of(&run.capture).await;
+    assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
+}
