@@ -557,8 +557,9 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // The traffic, then the counters settled. A probe first: on `lo` a packet
-    // socket may see each datagram twice (leaving, and coming in).
+    // The traffic, then the counters settled. A probe first: how many records
+    // one datagram makes (one since the engine skips loopback's outgoing copy;
+    // measured, not assumed).
     let probe = send(settings, PROBE, 1).await;
     let (probed, _, _) = settled(&api, &capture, &mut agent, probe, 2).await;
     let copies = (probed / probe).max(1);
