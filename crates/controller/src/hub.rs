@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use netwatch_api::agent::{
     AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, StartCapture,
     Upload, Welcome, parse_run_id, run_id,
@@ -30,6 +30,8 @@ use netwatch_api::packet_capture::{NetwatchCaptureStatus, PacketCapture, PcError
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::AgentIdentity;
 use crate::routes::{AppState, new_guid, now_ms};
@@ -37,6 +39,8 @@ use crate::store::{AgentCredentialRecord, CaptureRecord, EnrollmentRecord, Store
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the close frame sent at shutdown may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A connection silent this long is dead: three missed heartbeats.
 const IDLE_TIMEOUT: Duration = Duration::from_millis(3 * HEARTBEAT_INTERVAL_MS);
 /// How often a connection writes its VM's `last_seen` (at most; on the first
@@ -60,6 +64,11 @@ pub(crate) const ERROR: &str = "Error";
 pub struct Hub {
     agents: Arc<Mutex<HashMap<String, Connection>>>,
     next_id: Arc<AtomicU64>,
+    /// Cancelled by [`Hub::shut_down`]: every channel ends, the sweep stops.
+    closing: CancellationToken,
+    /// The channels being served and the sweep: what writes to the store
+    /// outside a request, so a shutdown can wait for their last writes.
+    tasks: TaskTracker,
 }
 
 #[derive(Debug)]
@@ -116,6 +125,20 @@ impl Hub {
         self.lock().len()
     }
 
+    /// Ends every agent channel (each records when its agent was last heard
+    /// from) and the sweep of lost agents, and waits up to `grace` for them
+    /// to finish; the store must stay open until then. Whether they all did.
+    pub async fn shut_down(&self, grace: Duration) -> bool {
+        self.closing.cancel();
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+
+    /// Channels and sweeps not finished yet.
+    pub fn unfinished(&self) -> usize {
+        self.tasks.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
         // A panic while holding the lock leaves the map consistent (each
         // operation is one insert or remove), so a poisoned lock is still usable.
@@ -136,10 +159,22 @@ enum ChannelError {
     Store(#[from] StoreError),
 }
 
-/// Serves one agent connection until it closes, is replaced or goes silent.
-/// `identity` is who the bearer token says the agent is.
+/// Serves one agent connection until it closes, is replaced, goes silent or
+/// the controller shuts down. `identity` is who the bearer token says the
+/// agent is.
 pub async fn serve_agent(state: AppState, mut socket: WebSocket, identity: AgentIdentity) {
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut socket)).await {
+    // Counted from here, so a shutdown waits for this channel's last write;
+    // a channel upgraded after the shutdown began ends at once.
+    let _serving = state.hub.tasks.token();
+    let closing = state.hub.closing.clone();
+    if closing.is_cancelled() {
+        return;
+    }
+    let hello = tokio::select! {
+        () = closing.cancelled() => return,
+        hello = tokio::time::timeout(HELLO_TIMEOUT, next_message(&mut socket)) => hello,
+    };
+    let hello = match hello {
         Ok(Ok(Some(AgentMessage::Hello(hello)))) => Ok(hello),
         Ok(Ok(Some(_))) => Err(ChannelError::BadHello("the first message must be a hello".to_owned())),
         Ok(Ok(None)) => return,
@@ -199,6 +234,16 @@ async fn run_connection(
     let mut touched = Instant::now();
     loop {
         tokio::select! {
+            // The controller stops: the connection ends between messages,
+            // closed politely (the agent reconnects to the next controller).
+            () = state.hub.closing.cancelled() => {
+                let close = CloseFrame {
+                    code: close_code::AWAY,
+                    reason: "the controller is stopping".into(),
+                };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+                return Ok(());
+            }
             outgoing = inbox.recv() => match outgoing {
                 Some(message) => send(socket, &message).await?,
                 // Replaced by a newer connection of the same VM.
@@ -394,21 +439,30 @@ pub const DEFAULT_AGENT_LOST_AFTER: Duration = Duration::from_secs(600);
 /// Stop reason of a capture whose agent was not heard from in time.
 const AGENT_LOST: &str = "AgentLost";
 
-/// Runs [`sweep_lost_agents`] forever, every quarter of the timeout (at
-/// least each second, at most each minute); errors are logged and retried.
-/// The first sweep waits one whole timeout: while this controller was down
-/// its agents could not be heard, and they get that long to reconnect.
-pub async fn watch_lost_agents(state: AppState) {
-    tokio::time::sleep(state.config.agent_lost_after).await;
-    let period = (state.config.agent_lost_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(err) = sweep_lost_agents(&state, now_ms()).await {
-            tracing::warn!(error = %err, "could not look for captures whose agent is lost; trying again");
-        }
-    }
+/// Starts [`sweep_lost_agents`] every quarter of the timeout (at least each
+/// second, at most each minute), until [`Hub::shut_down`]; errors are logged
+/// and retried. The first sweep waits one whole timeout: while this
+/// controller was down its agents could not be heard, and they get that long
+/// to reconnect.
+pub fn watch_lost_agents(state: &AppState) {
+    let closing = state.hub.closing.clone();
+    let state = state.clone();
+    state.hub.tasks.clone().spawn(async move {
+        closing
+            .run_until_cancelled(async {
+                tokio::time::sleep(state.config.agent_lost_after).await;
+                let period = (state.config.agent_lost_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                let mut ticks = tokio::time::interval(period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(err) = sweep_lost_agents(&state, now_ms()).await {
+                        tracing::warn!(error = %err, "could not look for captures whose agent is lost; trying again");
+                    }
+                }
+            })
+            .await;
+    });
 }
 
 /// Captures `NotStarted` or `Running` on a host whose agent is not connected

@@ -16,7 +16,7 @@ use crate::identity::Signer;
 use crate::routes::{ApiConfig, AppState, router};
 use crate::store::{Store, StoreError};
 
-/// How long open requests and agent channels get to finish at shutdown.
+/// How long open requests, and then agent channels, get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The controller's configuration file (TOML). Relative paths are relative
@@ -154,8 +154,10 @@ impl ServerConfig {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then lets open
-/// requests finish for a few seconds.
+/// Serves the API on `listener` until `shutdown` completes, then stops in
+/// order: no new connections, open requests finish (a few seconds at most),
+/// agent channels end and record when their agents were last heard from, the
+/// sweep of lost agents stops, and only then the store closes.
 pub async fn run(
     config: ServerConfig,
     listener: std::net::TcpListener,
@@ -221,7 +223,8 @@ pub async fn run(
         message: err.to_string(),
     })?;
     let state = AppState::new(store.clone(), api, accounts);
-    tokio::spawn(crate::hub::watch_lost_agents(state.clone()));
+    crate::hub::watch_lost_agents(&state);
+    let hub = state.hub.clone();
     let app = router(state).into_make_service();
     let address = listener.local_addr().map_err(ServerError::Serve)?;
 
@@ -262,6 +265,14 @@ pub async fn run(
                 .await
                 .map_err(ServerError::Serve)?;
         }
+    }
+    // Upgraded agent channels outlive their HTTP connections: they and the
+    // sweep write to the store, so it closes after them.
+    if !hub.shut_down(SHUTDOWN_GRACE).await {
+        tracing::warn!(
+            unfinished = hub.unfinished(),
+            "agent channels still busy {SHUTDOWN_GRACE:?} after the shutdown; closing the store under them"
+        );
     }
     store.close().await;
     tracing::info!("controller stopped");

@@ -129,29 +129,37 @@ pub fn run(args: Args) -> Result<()> {
         spool_max_bytes: netwatch_agent::DEFAULT_SPOOL_MAX_BYTES,
     });
     crate::runtime()?.block_on(async move {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn({
-            let mut stop = stop_rx.clone();
-            netwatch_controller::server::run(config, listener, async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-        });
+        let (stop_server, server_stops) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(netwatch_controller::server::run(config, listener, async move {
+            let _ = server_stops.await;
+        }));
+        let (stop_agent, agent_stops) = tokio::sync::oneshot::channel::<()>();
         let agent = agent.map(|agent| {
-            let mut stop = stop_rx.clone();
             tokio::spawn(netwatch_agent::run(agent, async move {
-                let _ = stop.wait_for(|stop| *stop).await;
+                let _ = agent_stops.await;
             }))
         });
         crate::shutdown_signal().await;
         eprintln!("stopping…");
-        let _ = stop_tx.send(true);
-        if let Some(agent) = agent {
-            agent.await.context("the agent task failed")?.context("run the agent")?;
-        }
-        server
+        // In order: the agent first (its captures finalized, its channel
+        // closed, which the controller records), then the controller (no new
+        // requests, open ones and channels finish, the store closes last).
+        // The other way round, the controller would close the agent's
+        // channel under it, and the agent would take that for an outage.
+        let _ = stop_agent.send(());
+        let stopped_agent = match agent {
+            Some(agent) => agent
+                .await
+                .context("the agent task failed")
+                .and_then(|run| run.context("run the agent")),
+            None => Ok(()),
+        };
+        let _ = stop_server.send(());
+        let stopped_server = server
             .await
-            .context("the controller task failed")?
-            .context("run the controller")
+            .context("the controller task failed")
+            .and_then(|run| run.context("run the controller"));
+        stopped_agent.and(stopped_server)
     })
 }
 

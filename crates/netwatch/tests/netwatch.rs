@@ -10,5 +10,6 @@ mod faults;
 mod schemathesis;
 mod sdk;
 mod storage;
+mod up;
 mod util;
 mod walkthrough;
