@@ -195,13 +195,6 @@ struct Tally {
 
 impl Tally {
     fn state(&self, ended: bool) -> (UploadState, UploadProgress) {
-        let done = self.bytes_stored + self.bytes_current;
-        let percent = match (done.min(self.bytes) * 100).checked_div(self.bytes) {
-            Some(percent) => u8::try_from(percent).unwrap_or(100),
-            // Nothing spooled yet, or only empty files.
-            None if self.files == self.stored => 100,
-            None => 0,
-        };
         let state = if self.failed.is_some() {
             UploadState::Failed
         } else if self.waiting.is_some() {
@@ -214,7 +207,9 @@ impl Tally {
             UploadState::Pending
         };
         let progress = UploadProgress {
-            percent,
+            // 100 once Succeeded only: while the capture runs nothing may be
+            // spooled yet, and that is not a finished upload (issue 12).
+            percent: state.percent(self.bytes_stored + self.bytes_current, self.bytes),
             files_pending: self.files - self.stored,
             message: self.failed.clone().or_else(|| self.waiting.clone()),
         };
@@ -1383,6 +1378,53 @@ mod tests {
         assert_eq!(safe_name(&"x".repeat(300)).len(), MAX_NAME_LEN);
         let local = CapturePath::parse("filePath", "/var/captures/team/pc1.cap").unwrap();
         assert_eq!(capture_file(dir, id, 42, Some(&local)), dir.join("team/pc1.cap"));
+    }
+
+    /// Issue 12: a running capture with nothing spooled reported Pending
+    /// and 100 %.
+    #[test]
+    fn issue_12_upload_progress_reaches_100_only_when_stored() {
+        let state = |tally: &Tally, ended| {
+            let (state, progress) = tally.state(ended);
+            (state, progress.percent, progress.files_pending)
+        };
+        let mut tally = Tally::default();
+        assert_eq!(
+            state(&tally, false),
+            (UploadState::Pending, 0, 0),
+            "running, nothing spooled"
+        );
+        tally.files = 1;
+        tally.bytes = 4000;
+        assert_eq!(
+            state(&tally, true),
+            (UploadState::Pending, 0, 1),
+            "spooled, waiting its turn"
+        );
+        tally.uploading = true;
+        tally.bytes_current = 1000;
+        assert_eq!(state(&tally, true), (UploadState::Uploading, 25, 1));
+        tally.bytes_current = 4000;
+        assert_eq!(
+            state(&tally, true),
+            (UploadState::Uploading, 99, 1),
+            "all parts sent, not committed"
+        );
+        tally.waiting = Some("storage unreachable".to_owned());
+        assert_eq!(state(&tally, true).1, 99);
+        tally.waiting = None;
+        tally.uploading = false;
+        tally.bytes_current = 0;
+        tally.stored = 1;
+        tally.bytes_stored = 4000;
+        assert_eq!(
+            state(&tally, false),
+            (UploadState::Pending, 99, 0),
+            "a continuous capture's file stored, the capture still writing"
+        );
+        assert_eq!(state(&tally, true), (UploadState::Succeeded, 100, 0));
+        // A capture that ended without a file (or with empty ones only).
+        assert_eq!(state(&Tally::default(), true), (UploadState::Succeeded, 100, 0));
     }
 
     #[test]

@@ -309,7 +309,9 @@ pub struct CaptureReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadProgress {
-    /// Bytes of the capture's spooled files in storage, 0–100.
+    /// Bytes of the capture's spooled files in storage, 0–100, by
+    /// [`UploadState::percent`](crate::packet_capture::UploadState::percent):
+    /// 100 once the upload `Succeeded` and only then.
     pub percent: u8,
     /// Files waiting in the spool (or uploading).
     pub files_pending: u32,

@@ -461,7 +461,11 @@ pub struct NetwatchCaptureStatus {
     /// Where the upload to the storage account is; left out without a `storageId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_state: Option<UploadState>,
-    /// How much of the capture's files is in storage, 0–100; with `uploadState`.
+    /// How much of the capture's files is in storage, 0–100; with
+    /// `uploadState`, which it agrees with ([`UploadState::percent`]): 100
+    /// when `Succeeded` and only then; otherwise the share of the bytes
+    /// spooled for upload so far that is stored, rounded down, at most 99
+    /// (0 while `Pending` before any file is stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_percent: Option<u8>,
     /// Why the upload waits or failed (`storage unreachable: …`, `the agent's spool is full: …`).
@@ -511,6 +515,23 @@ pub enum UploadState {
     Succeeded,
     /// Given up; `packetCaptureError` has `StorageFailed`.
     Failed,
+}
+
+impl UploadState {
+    /// `uploadPercent` in this state with `stored` of `total` bytes in
+    /// storage: 100 once `Succeeded`, and only then (a capture still
+    /// writing, a commit not done, a file given up: not all of it is
+    /// stored); otherwise the share stored, rounded down, at most 99; 0
+    /// while nothing is there to store.
+    pub fn percent(self, stored: u64, total: u64) -> u8 {
+        if self == Self::Succeeded {
+            return 100;
+        }
+        let share = u128::from(stored.min(total)) * 100;
+        share
+            .checked_div(u128::from(total))
+            .map_or(0, |percent| u8::try_from(percent.min(99)).unwrap_or(99))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1687,6 +1708,44 @@ mod tests {
             );
             assert_eq!(reason.as_str(), text);
         }
+    }
+
+    /// Issue 12: `uploadPercent` 100 beside `uploadState` Pending, before
+    /// anything was uploaded. 100 means Succeeded, and only that.
+    #[test]
+    fn issue_12_upload_percent_agrees_with_upload_state() {
+        use UploadState::*;
+        let gib = 1 << 30;
+        // (state, stored, total, percent)
+        let rows = [
+            // Nothing spooled yet: the capture runs, or wrote empty files.
+            (Pending, 0, 0, 0),
+            (Pending, 0, 1000, 0),
+            // A continuous capture between files: what closed so far is stored.
+            (Pending, 1000, 1000, 99),
+            (Pending, 500, 1000, 50),
+            (Uploading, 0, 1000, 0),
+            (Uploading, 999, 1000, 99),
+            // Every part sent, the commit not answered yet.
+            (Uploading, 1000, 1000, 99),
+            (Uploading, 3 * gib, 4 * gib, 75),
+            (Retrying, 1, 3, 33),
+            (Retrying, 0, 0, 0),
+            (Failed, 0, 1000, 0),
+            (Failed, 1000, 1000, 99),
+            (Succeeded, 1000, 1000, 100),
+            (Succeeded, 0, 0, 100),
+            // More stored than asked (a report from a confused agent): capped.
+            (Uploading, 2000, 1000, 99),
+            (Uploading, u64::MAX, u64::MAX, 99),
+        ];
+        for (state, stored, total, percent) in rows {
+            assert_eq!(state.percent(stored, total), percent, "{state:?} {stored}/{total}");
+        }
+        // A percent an agent reported, passed through the same rule.
+        assert_eq!(Pending.percent(100, 100), 99);
+        assert_eq!(Succeeded.percent(7, 100), 100);
+        assert_eq!(Uploading.percent(42, 100), 42);
     }
 
     #[test]

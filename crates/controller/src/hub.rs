@@ -638,7 +638,12 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
             kernel_drops: report.stats.kernel_drops,
             file_size_in_bytes: report.stats.file_size_in_bytes,
             upload_state: report.upload,
-            upload_percent: report.upload_progress.as_ref().map(|p| p.percent.min(100)),
+            // The field's rule holds whatever the agent's version: 100 when
+            // Succeeded and only then.
+            upload_percent: report
+                .upload
+                .zip(report.upload_progress.as_ref())
+                .map(|(state, progress)| state.percent(u64::from(progress.percent), 100)),
             upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
             files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
             error_message: report.message.clone(),

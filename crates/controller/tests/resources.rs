@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
-use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, run_id};
+use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, UploadProgress, run_id};
 use netwatch_api::packet_capture::{PcError, StopReason, UploadState};
 use netwatch_controller::hub::{apply_report, sweep_lost_agents};
 use netwatch_controller::routes::{ApiConfig, AppState, router};
@@ -1557,4 +1557,62 @@ async fn an_agent_cannot_report_on_another_hosts_capture() {
     apply_report(&state, &vm_id("rg1", "vm1"), &forged).await.unwrap();
     let status = api.netwatch_status_of(&run.capture).await;
     assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
+}
+
+/// Issue 12: `uploadPercent` 100 beside `uploadState` Pending. Whatever an
+/// agent's version reports, the status shows 100 when Succeeded and only then.
+#[tokio::test]
+async fn issue_12_upload_percent_agrees_with_upload_state() {
+    let api = Api::new().await;
+    let state = AppState::new(api.store.clone(), api.config.clone(), Accounts::default());
+    let run = api.capture_run("percent", None).await;
+    let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
+    record.status = "Running".into();
+    record.stop_reason = None;
+    api.store.update_capture(&record).await.unwrap();
+    let report = |agent_state, upload, percent| CaptureReport {
+        capture_id: run.id.clone(),
+        state: agent_state,
+        started_ms: Some(CREATED_MS),
+        stop_reason: (agent_state == AgentCaptureState::Stopped).then_some(StopReason::ManualStop),
+        errors: Vec::new(),
+        message: None,
+        stats: ReportStats::default(),
+        upload: Some(upload),
+        upload_progress: Some(UploadProgress {
+            percent,
+            files_pending: 0,
+            message: None,
+        }),
+    };
+    let vm = vm_id("rg1", "vm1");
+    // (what the agent says, what the status shows)
+    let rows = [
+        // An agent before the fix: nothing spooled yet counted as all stored.
+        ((AgentCaptureState::Running, UploadState::Pending, 100), ("Pending", 99)),
+        ((AgentCaptureState::Running, UploadState::Pending, 0), ("Pending", 0)),
+        (
+            (AgentCaptureState::Stopped, UploadState::Uploading, 40),
+            ("Uploading", 40),
+        ),
+        (
+            (AgentCaptureState::Stopped, UploadState::Uploading, 100),
+            ("Uploading", 99),
+        ),
+        (
+            (AgentCaptureState::Stopped, UploadState::Succeeded, 100),
+            ("Succeeded", 100),
+        ),
+    ];
+    for ((agent_state, upload, percent), (shown_state, shown_percent)) in rows {
+        apply_report(&state, &vm, &report(agent_state, upload, percent))
+            .await
+            .unwrap();
+        let status = api.netwatch_status_of(&run.capture).await;
+        assert_eq!(
+            (&status["netwatch"]["uploadState"], &status["netwatch"]["uploadPercent"]),
+            (&json!(shown_state), &json!(shown_percent)),
+            "{upload:?} {percent} %: {status}"
+        );
+    }
 }

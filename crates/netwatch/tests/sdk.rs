@@ -37,6 +37,8 @@ fn azure_sdk_drives_a_remote_capture_end_to_end() {
     assert_eq!(counted["netwatch"]["kernelDrops"], 0, "{counted}");
     assert!(counted["netwatch"]["agentLastSeen"].is_string(), "{counted}");
     assert_eq!(counted["netwatch"]["uploadState"], "Pending", "{counted}");
+    // Issue 12: nothing is stored while it runs (the percent said 100).
+    assert_eq!(counted["netwatch"]["uploadPercent"], 0, "{counted}");
 
     // begin_stop().result() returns once the file is final and uploaded.
     nw.sdk(&["stop", "sdk-walkthrough"]);
@@ -45,6 +47,7 @@ fn azure_sdk_drives_a_remote_capture_end_to_end() {
     assert_eq!(stopped["stopReason"], "ManualStop", "{stopped}");
     assert_eq!(stopped["packetCaptureError"], json!([]), "{stopped}");
     assert_eq!(stopped["netwatch"]["uploadState"], "Succeeded", "{stopped}");
+    assert_eq!(stopped["netwatch"]["uploadPercent"], 100, "{stopped}");
 
     // The file: exactly the matching packets, truncated to 60 bytes, whole length kept.
     let capture = nw.sdk(&["get", "sdk-walkthrough"]);
