@@ -12,7 +12,8 @@
 //! EtherType over IPv4-looking bytes), addresses and ports (mostly the ends of
 //! the filters' own ranges and their neighbours, so that matches are common),
 //! protocol number, IPv4 header length and fragment offset, a transport header
-//! cut short, and the link header's length.
+//! cut short, the link header's length, and the packet type and interface
+//! (which decide which end is *local*: sent, received, overheard, loopback).
 //!
 //! Also checked: a filter's echo (`to_wire`) validates back to itself.
 
@@ -25,6 +26,7 @@ use libfuzzer_sys::fuzz_target;
 use netwatch_api::filter::{
     CaptureFilter, Flow, IPPROTO_TCP, IPPROTO_UDP, filters_match, parse_wire_filters_json, validate_filters,
 };
+use netwatch_capture::bpf::LOOPBACK_IFINDEX;
 use netwatch_capture::bpf::{self, CompileError, ETH_P_IP, ETH_P_IPV6, PacketView};
 
 fuzz_target!(|data: &[u8]| {
@@ -69,6 +71,8 @@ fuzz_target!(|data: &[u8]| {
             data: &bytes,
             net_offset: packet.link,
             protocol: packet.ethertype(),
+            pkttype: packet.pkttype,
+            ifindex: packet.ifindex,
         };
         let expected = if filters_match(&filters, flow.as_ref()) {
             accept
@@ -162,6 +166,9 @@ struct Packet {
     cut: Option<usize>,
     /// Bytes before the network header (14 Ethernet, 0 bare, 16 cooked, …).
     link: usize,
+    /// `skb->pkt_type` (0-7) and the interface's index (loopback or not).
+    pkttype: u8,
+    ifindex: u32,
 }
 
 impl Packet {
@@ -205,6 +212,8 @@ impl Packet {
                 None
             },
             link: *u.choose(&[14, 0, 16, 14, 4, 18])?,
+            pkttype: u.int_in_range(0..=7)?,
+            ifindex: *u.choose(&[2, LOOPBACK_IFINDEX, 3])?,
         })
     }
 
@@ -277,6 +286,7 @@ impl Packet {
             dst,
             protocol: self.protocol,
             ports: has_ports.then_some((self.sport, self.dport)),
+            direction: bpf::direction(self.pkttype, self.ifindex),
         };
         (bytes, Some(flow))
     }

@@ -24,10 +24,21 @@
 //! # Semantics
 //! - A capture keeps a packet when ANY filter matches (an empty list keeps
 //!   everything); a filter matches when EVERY field it sets matches.
-//! - *Local* is the host's side, *remote* the other; a filter matches both
-//!   directions of a conversation: (src ~ local and dst ~ remote) or
-//!   (dst ~ local and src ~ remote), where "src ~ local" means the source address
-//!   is in `localIPAddress` and the source port in `localPort` (each if set).
+//! - *Local* is this host's side of each packet, *remote* the other, decided
+//!   per packet from its [`Direction`] as the kernel knows it: a packet this
+//!   host sends has its source local (src ~ local and dst ~ remote); one it
+//!   receives (addressed to it, broadcast or multicast) has its destination
+//!   local (dst ~ local and src ~ remote), where "src ~ local" means the source
+//!   address is in `localIPAddress` and the source port in `localPort` (each
+//!   if set). So a filter keeps both directions of the conversations it names
+//!   and only those: on a host serving port 443, `remotePort 443` keeps its
+//!   connections out to other hosts' port 443, not the inbound ones to its own.
+//! - Where the kernel cannot tell which end is this host, either orientation
+//!   matches: packets for other hosts seen in promiscuous mode or on a bridge
+//!   ([`Direction::Unknown`]), and loopback traffic, whose two ends are both
+//!   this host (on `lo`, `remotePort 53` keeps both directions of every
+//!   conversation with port 53 at either end). Forwarded packets count as
+//!   received on the way in and as sent on the way out.
 //! - Ports exist only for TCP and UDP: a filter that sets a port field matches
 //!   only TCP/UDP packets (of its protocol), and never an IPv4 non-first fragment.
 //! - For IPv6 the transport protocol is the fixed header's Next Header field;
@@ -360,6 +371,46 @@ pub struct Flow {
     /// `(source, destination)` ports: set for TCP and UDP when the packet holds
     /// them (not for an IPv4 non-first fragment, nor a truncated header).
     pub ports: Option<(u16, u16)>,
+    /// Which end is this host: decides which side is *local*.
+    pub direction: Direction,
+}
+
+/// Which end of a packet is this host, as the kernel knows it (the packet
+/// type of a packet socket, `SKF_AD_PKTTYPE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Sent by this host (`PACKET_OUTGOING`): the source is local.
+    Outgoing,
+    /// Received by this host: addressed to it, broadcast or multicast
+    /// (`PACKET_HOST`, `PACKET_BROADCAST`, `PACKET_MULTICAST`): the
+    /// destination is local.
+    Incoming,
+    /// Neither end is known to be this host (`PACKET_OTHERHOST`: seen in
+    /// promiscuous mode, bridged), or both are (loopback): either orientation
+    /// of the packet may match.
+    #[default]
+    Unknown,
+}
+
+impl Direction {
+    /// Whether the source may be this host's side.
+    fn source_may_be_local(self) -> bool {
+        self != Direction::Incoming
+    }
+
+    /// Whether the destination may be this host's side.
+    fn destination_may_be_local(self) -> bool {
+        self != Direction::Outgoing
+    }
+
+    /// The same packet's reply seen from here: sent becomes received.
+    pub fn reversed(self) -> Self {
+        match self {
+            Direction::Outgoing => Direction::Incoming,
+            Direction::Incoming => Direction::Outgoing,
+            Direction::Unknown => Direction::Unknown,
+        }
+    }
 }
 
 impl CaptureFilter {
@@ -386,11 +437,13 @@ impl CaptureFilter {
             ip.as_ref().is_none_or(|set| set.contains(addr))
                 && port.as_ref().is_none_or(|set| p.is_some_and(|p| set.contains(p)))
         };
-        let forward = side(&self.local_ip, &self.local_port, flow.src, sport)
+        let source_local = flow.direction.source_may_be_local()
+            && side(&self.local_ip, &self.local_port, flow.src, sport)
             && side(&self.remote_ip, &self.remote_port, flow.dst, dport);
-        let reverse = side(&self.local_ip, &self.local_port, flow.dst, dport)
+        let destination_local = flow.direction.destination_may_be_local()
+            && side(&self.local_ip, &self.local_port, flow.dst, dport)
             && side(&self.remote_ip, &self.remote_port, flow.src, sport);
-        forward || reverse
+        source_local || destination_local
     }
 
     /// Whether the filter sets nothing, and so keeps every packet, IP or not.
@@ -885,6 +938,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             protocol: IPPROTO_TCP,
             ports: Some((sport, dport)),
+            direction: Direction::Unknown,
         }
     }
 
@@ -1162,6 +1216,41 @@ mod tests {
     }
 
     #[test]
+    fn local_is_the_side_this_host_is_on() {
+        // This host (10.0.0.1) serves 443 and connects out to its peer's 443.
+        let at = |direction, flow: Flow| Flow { direction, ..flow };
+        let (out, inc) = (Direction::Outgoing, Direction::Incoming);
+        let outbound = [
+            at(out, tcp("10.0.0.1", 40000, "10.0.0.2", 443)),
+            at(inc, tcp("10.0.0.2", 443, "10.0.0.1", 40000)),
+        ];
+        let inbound = [
+            at(inc, tcp("10.0.0.2", 50000, "10.0.0.1", 443)),
+            at(out, tcp("10.0.0.1", 443, "10.0.0.2", 50000)),
+        ];
+        let remote_443 = filter("TCP", "", "", "", "443");
+        let local_443 = filter("TCP", "", "", "443", "");
+        for flow in &outbound {
+            assert!(remote_443.matches(Some(flow)) && !local_443.matches(Some(flow)), "{flow:?}");
+        }
+        for flow in &inbound {
+            assert!(local_443.matches(Some(flow)) && !remote_443.matches(Some(flow)), "{flow:?}");
+        }
+        // Unknown (promiscuous, loopback): either orientation, so both filters keep all four.
+        for flow in outbound.iter().chain(&inbound) {
+            let unknown = at(Direction::Unknown, *flow);
+            assert!(remote_443.matches(Some(&unknown)) && local_443.matches(Some(&unknown)));
+        }
+        // Addresses that pin the sides keep what they kept before, in the right direction.
+        let to_peer = filter("", "10.0.0.1", "10.0.0.2", "", "");
+        for flow in outbound.iter().chain(&inbound) {
+            assert!(to_peer.matches(Some(flow)), "{flow:?}");
+        }
+        // ...but a packet sent *from* the peer's address is not this host's own.
+        assert!(!to_peer.matches(Some(&at(out, tcp("10.0.0.2", 1, "10.0.0.1", 2)))));
+    }
+
+    #[test]
     fn any_filter_of_the_list_keeps_a_packet() {
         let web = filter("TCP", "", "", "80", "");
         let dns = filter("UDP", "", "", "", "53");
@@ -1237,6 +1326,7 @@ mod tests {
             dst: v6("::1"),
             protocol: IPPROTO_TCP,
             ports: Some((1, 2)),
+            direction: Direction::Unknown,
         };
         assert!(!f.matches(Some(&flow6)));
         let f = filter("", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "", "", "");
@@ -1343,9 +1433,50 @@ mod tests {
             };
             // Random pairs of single-family sets of different families are rejected.
             if let Ok(f) = w.validate(0) {
-                let flow = Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)) };
-                let back = Flow { src: dst, dst: src, protocol: IPPROTO_UDP, ports: Some((dport, sport)) };
-                prop_assert_eq!(f.matches(Some(&flow)), f.matches(Some(&back)));
+                for direction in [Direction::Outgoing, Direction::Incoming, Direction::Unknown] {
+                    let flow = Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)), direction };
+                    let back = Flow {
+                        src: dst, dst: src, protocol: IPPROTO_UDP, ports: Some((dport, sport)),
+                        direction: direction.reversed(),
+                    };
+                    prop_assert_eq!(f.matches(Some(&flow)), f.matches(Some(&back)));
+                }
+            }
+        }
+
+        #[test]
+        fn direction_picks_the_local_side(
+            local in proptest::option::of(addr_text()),
+            remote in proptest::option::of(addr_text()),
+            lport in proptest::option::of(port_text()),
+            rport in proptest::option::of(port_text()),
+            src in near_addr(), dst in near_addr(), sport in 0u16..100, dport in 0u16..100,
+        ) {
+            let w = PacketCaptureFilter {
+                protocol: None,
+                local_ip_address: local.clone(),
+                remote_ip_address: remote.clone(),
+                local_port: lport.clone(),
+                remote_port: rport.clone(),
+            };
+            if let Ok(f) = w.validate(0) {
+                // The filter with local and remote swapped: what the source side must match.
+                let swapped = PacketCaptureFilter {
+                    protocol: None,
+                    local_ip_address: remote,
+                    remote_ip_address: local,
+                    local_port: rport,
+                    remote_port: lport,
+                }
+                .validate(0)
+                .unwrap();
+                let at = |direction| Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)), direction };
+                let sent = f.matches(Some(&at(Direction::Outgoing)));
+                let received = f.matches(Some(&at(Direction::Incoming)));
+                // Sent: the source is local; received: the destination is, which is
+                // what the swapped filter matches when sent; unknown: either.
+                prop_assert_eq!(received, swapped.matches(Some(&at(Direction::Outgoing))));
+                prop_assert_eq!(f.matches(Some(&at(Direction::Unknown))), sent || received);
             }
         }
     }

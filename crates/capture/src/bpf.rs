@@ -8,6 +8,13 @@
 //! header). So the program never reads the link header:
 //! - the network protocol comes from the ancillary load
 //!   `ldh [SKF_AD_OFF + SKF_AD_PROTOCOL]`, which is `ntohs(skb->protocol)`;
+//! - which end of the packet is this host comes from the packet type
+//!   `ld [SKF_AD_OFF + SKF_AD_PKTTYPE]` (`skb->pkt_type`: `PACKET_OUTGOING` for
+//!   what this host sends, `PACKET_HOST`/`BROADCAST`/`MULTICAST` for what it
+//!   receives, `PACKET_OTHERHOST` for what it only overhears) and the interface
+//!   `ld [SKF_AD_OFF + SKF_AD_IFINDEX]` (loopback, index 1 in every network
+//!   namespace, has this host at both ends): [`direction`] maps the two to the
+//!   [`Direction`] the filters' *local* side follows;
 //! - every other field is read relative to the network header with
 //!   `SKF_NET_OFF + k` (net/core/filter.c, `bpf_internal_load_pointer_neg_helper`),
 //!   the IPv4 header length with `ldxb 4*([SKF_NET_OFF]&0xf)` (the kernel turns
@@ -43,7 +50,7 @@ mod lower;
 
 use std::fmt;
 
-use netwatch_api::filter::CaptureFilter;
+use netwatch_api::filter::{CaptureFilter, Direction};
 
 pub use interp::{PacketView, run};
 
@@ -103,6 +110,22 @@ use code::*;
 pub const SKF_AD_OFF: i32 = -0x1000;
 /// Ancillary offset of `ntohs(skb->protocol)`, the network protocol (EtherType).
 pub const SKF_AD_PROTOCOL: u32 = 0;
+/// Ancillary offset of `skb->pkt_type`, the packet's type (`PACKET_HOST`, …).
+pub const SKF_AD_PKTTYPE: u32 = 4;
+/// Ancillary offset of `skb->dev->ifindex`, the interface's index.
+pub const SKF_AD_IFINDEX: u32 = 8;
+/// The loopback interface's index in every network namespace (`LOOPBACK_IFINDEX`).
+pub const LOOPBACK_IFINDEX: u32 = 1;
+/// Packet types (include/uapi/linux/if_packet.h): addressed to this host.
+pub const PACKET_HOST: u8 = 0;
+/// Broadcast, received by this host.
+pub const PACKET_BROADCAST: u8 = 1;
+/// Multicast, received by this host.
+pub const PACKET_MULTICAST: u8 = 2;
+/// Addressed to another host, overheard (promiscuous mode, a bridge port).
+pub const PACKET_OTHERHOST: u8 = 3;
+/// Sent by this host.
+pub const PACKET_OUTGOING: u8 = 4;
 /// Loads at `SKF_NET_OFF + k` read `k` bytes past the network header.
 pub const SKF_NET_OFF: i32 = -0x100000;
 /// Loads at `SKF_LL_OFF + k` read `k` bytes past the link header (not used here).
@@ -118,6 +141,23 @@ pub const ETH_P_IPV6: u16 = 0x86DD;
 
 /// `k` of the ancillary load of the network protocol.
 const AD_PROTOCOL_K: u32 = SKF_AD_OFF.cast_unsigned().wrapping_add(SKF_AD_PROTOCOL);
+
+/// `k` of the ancillary load of the packet type.
+const AD_PKTTYPE_K: u32 = SKF_AD_OFF.cast_unsigned().wrapping_add(SKF_AD_PKTTYPE);
+/// `k` of the ancillary load of the interface index.
+const AD_IFINDEX_K: u32 = SKF_AD_OFF.cast_unsigned().wrapping_add(SKF_AD_IFINDEX);
+
+/// Which end of a packet is this host, from what the filter can load: the
+/// packet type and the interface. Packets on loopback have this host at both
+/// ends, overheard ones at neither: for both either side may be *local*.
+pub fn direction(pkttype: u8, ifindex: u32) -> Direction {
+    match pkttype {
+        _ if ifindex == LOOPBACK_IFINDEX => Direction::Unknown,
+        PACKET_OUTGOING => Direction::Outgoing,
+        PACKET_HOST | PACKET_BROADCAST | PACKET_MULTICAST => Direction::Incoming,
+        _ => Direction::Unknown,
+    }
+}
 
 /// `k` that reads `off` bytes past the network header.
 const fn net(off: u32) -> u32 {
@@ -471,8 +511,11 @@ fn disassemble(pc: usize, insn: &Insn) -> (String, String) {
 
 /// `[12]`, `[net+9]`, `#proto`: the operand of an absolute load.
 fn abs_operand(k: u32) -> String {
-    if k == AD_PROTOCOL_K {
-        return "#proto".to_owned();
+    match k {
+        AD_PROTOCOL_K => return "#proto".to_owned(),
+        AD_PKTTYPE_K => return "#type".to_owned(),
+        AD_IFINDEX_K => return "#ifidx".to_owned(),
+        _ => {}
     }
     let signed = k.cast_signed();
     if (SKF_AD_OFF..0).contains(&signed) {
@@ -536,6 +579,9 @@ mod tests {
         frag_offset: u16,
         /// IPv4 header with 4 bytes of options (IHL 6).
         options: bool,
+        /// `skb->pkt_type` and the interface index: which end is this host.
+        pkttype: u8,
+        ifindex: u32,
     }
 
     fn packet(src: &str, dst: &str, l4: L4) -> Packet {
@@ -545,6 +591,26 @@ mod tests {
             l4,
             frag_offset: 0,
             options: false,
+            // Overheard: either end may be local, as for every packet before
+            // filters followed the direction (`sent`, `received` pick one).
+            pkttype: PACKET_OTHERHOST,
+            ifindex: 2,
+        }
+    }
+
+    /// `p` as this host sends it.
+    fn sent(p: Packet) -> Packet {
+        Packet {
+            pkttype: PACKET_OUTGOING,
+            ..p
+        }
+    }
+
+    /// `p` as this host receives it.
+    fn received(p: Packet) -> Packet {
+        Packet {
+            pkttype: PACKET_HOST,
+            ..p
         }
     }
 
@@ -554,6 +620,8 @@ mod tests {
         data: Vec<u8>,
         net_offset: usize,
         protocol: u16,
+        pkttype: u8,
+        ifindex: u32,
     }
 
     impl Frame {
@@ -562,6 +630,8 @@ mod tests {
                 data: &self.data,
                 net_offset: self.net_offset,
                 protocol: self.protocol,
+                pkttype: self.pkttype,
+                ifindex: self.ifindex,
             }
         }
 
@@ -572,7 +642,7 @@ mod tests {
             Frame {
                 data,
                 net_offset: len,
-                protocol: self.protocol,
+                ..self.clone()
             }
         }
     }
@@ -620,6 +690,8 @@ mod tests {
                 data,
                 net_offset,
                 protocol,
+                pkttype: p.pkttype,
+                ifindex: p.ifindex,
             }
         })
     }
@@ -646,11 +718,15 @@ mod tests {
                 data: framed,
                 net_offset: 14,
                 protocol: 0x0806,
+                pkttype: PACKET_BROADCAST,
+                ifindex: 2,
             },
             Frame {
                 data: arp.to_bytes().to_vec(),
                 net_offset: 0,
                 protocol: 0x0806,
+                pkttype: PACKET_BROADCAST,
+                ifindex: 2,
             },
         ]
     }
@@ -670,6 +746,7 @@ mod tests {
             dst: p.dst,
             protocol,
             ports,
+            direction: direction(p.pkttype, p.ifindex),
         }
     }
 
@@ -752,7 +829,67 @@ mod tests {
         let udp = program(&filters(r#"[{"protocol":"UDP"}]"#));
         assert!(udp.len() <= 10, "{udp}");
         let web = program(&filters(r#"[{"protocol":"TCP","localPort":"80"}]"#));
-        assert!(web.len() <= 24, "{web}");
+        // Per family: protocol, fragment, both ports, and the direction (packet
+        // type, loopback) tested only once a side's port matched.
+        assert!(web.len() <= 40, "{web}");
+    }
+
+    #[test]
+    fn local_is_the_side_this_host_is_on() {
+        // This host serves port 443 and connects out to its peer's 443.
+        let remote_443 = r#"[{"protocol":"TCP","remotePort":"443"}]"#;
+        let local_443 = r#"[{"protocol":"TCP","localPort":"443"}]"#;
+        for (me, peer) in [("10.0.0.1", "10.0.0.2"), ("2001:db8::1", "2001:db8::2")] {
+            let outbound = [
+                sent(packet(me, peer, L4::Tcp(40000, 443))),
+                received(packet(peer, me, L4::Tcp(443, 40000))),
+            ];
+            let inbound = [
+                received(packet(peer, me, L4::Tcp(50000, 443))),
+                sent(packet(me, peer, L4::Tcp(443, 50000))),
+            ];
+            for p in outbound {
+                assert!(keeps(remote_443, p) && !keeps(local_443, p), "{p:?}");
+            }
+            for p in inbound {
+                assert!(keeps(local_443, p) && !keeps(remote_443, p), "{p:?}");
+            }
+            // Loopback (both ends this host) and overheard packets: either side.
+            for p in outbound.into_iter().chain(inbound) {
+                let on_lo = Packet {
+                    ifindex: LOOPBACK_IFINDEX,
+                    ..p
+                };
+                let overheard = Packet {
+                    pkttype: PACKET_OTHERHOST,
+                    ..p
+                };
+                for p in [on_lo, overheard] {
+                    assert!(keeps(remote_443, p) && keeps(local_443, p), "{p:?}");
+                }
+            }
+            // Broadcast and multicast are received: the destination is local.
+            for pkttype in [PACKET_BROADCAST, PACKET_MULTICAST] {
+                let p = Packet {
+                    pkttype,
+                    ..packet(peer, me, L4::Udp(68, 67))
+                };
+                assert!(keeps(r#"[{"localPort":"67"}]"#, p) && !keeps(r#"[{"remotePort":"67"}]"#, p));
+            }
+        }
+    }
+
+    #[test]
+    fn direction_is_not_loaded_when_it_cannot_change_the_answer() {
+        for json in [
+            r#"[{"protocol":"UDP"}]"#,
+            r#"[{"localPort":"53","remotePort":"53"}]"#,
+            r#"[{"localIPAddress":"10.0.0.1","remoteIPAddress":"10.0.0.1"}]"#,
+        ] {
+            let program = program(&filters(json));
+            let loads_type = program.insns().iter().any(|i| i.k == AD_PKTTYPE_K);
+            assert!(!loads_type, "{json}\n{program}");
+        }
     }
 
     #[test]
@@ -976,6 +1113,7 @@ mod tests {
                 dst: "::2".parse().unwrap(),
                 protocol: next_header,
                 ports: None,
+                direction: Direction::Unknown,
             };
             for (json, kept) in [
                 (r#"[{"protocol":"UDP"}]"#, false),
@@ -1191,6 +1329,17 @@ mod tests {
     fn constants_match_the_kernel_headers_in_libc() {
         assert_eq!(SKF_AD_OFF, libc::SKF_AD_OFF);
         assert_eq!(SKF_AD_PROTOCOL, libc::SKF_AD_PROTOCOL.cast_unsigned());
+        assert_eq!(SKF_AD_PKTTYPE, libc::SKF_AD_PKTTYPE.cast_unsigned());
+        assert_eq!(SKF_AD_IFINDEX, libc::SKF_AD_IFINDEX.cast_unsigned());
+        for (ours, theirs) in [
+            (PACKET_HOST, libc::PACKET_HOST),
+            (PACKET_BROADCAST, libc::PACKET_BROADCAST),
+            (PACKET_MULTICAST, libc::PACKET_MULTICAST),
+            (PACKET_OTHERHOST, libc::PACKET_OTHERHOST),
+            (PACKET_OUTGOING, libc::PACKET_OUTGOING),
+        ] {
+            assert_eq!(i32::from(ours), i32::from(theirs));
+        }
         assert_eq!(SKF_NET_OFF, libc::SKF_NET_OFF);
         assert_eq!(SKF_LL_OFF, libc::SKF_LL_OFF);
         assert_eq!(BPF_MAXINSNS, usize::try_from(libc::BPF_MAXINSNS).unwrap());
@@ -1329,16 +1478,22 @@ mod tests {
             (near_v6(), near_v6()).prop_map(|(s, d)| (IpAddr::V6(s.into()), IpAddr::V6(d.into()))),
         ];
         let fragment = prop_oneof![4 => Just(0u16), 1 => 1u16..0x1fff];
-        let ip = (addresses, l4, fragment, any::<bool>()).prop_map(|((src, dst), l4, frag_offset, options)| {
-            let v4 = src.is_ipv4();
-            Some(Packet {
-                src,
-                dst,
-                l4,
-                frag_offset: if v4 { frag_offset } else { 0 },
-                options: v4 && options,
-            })
-        });
+        // Every packet type the kernel has (0-7), on loopback or not.
+        let kind = (0u8..8, prop::sample::select(vec![LOOPBACK_IFINDEX, 2, 3]));
+        let ip = (addresses, l4, fragment, any::<bool>(), kind).prop_map(
+            |((src, dst), l4, frag_offset, options, (pkttype, ifindex))| {
+                let v4 = src.is_ipv4();
+                Some(Packet {
+                    src,
+                    dst,
+                    l4,
+                    frag_offset: if v4 { frag_offset } else { 0 },
+                    options: v4 && options,
+                    pkttype,
+                    ifindex,
+                })
+            },
+        );
         prop_oneof![9 => ip, 1 => Just(None)]
     }
 

@@ -19,7 +19,7 @@
 
 use super::code::*;
 use super::lower::{Cmp, Expr, Load, Size, Test};
-use super::{AD_PROTOCOL_K, BPF_MAXINSNS, Insn, net};
+use super::{AD_IFINDEX_K, AD_PKTTYPE_K, AD_PROTOCOL_K, BPF_MAXINSNS, Insn, net};
 
 /// The farthest a conditional jump reaches: `jt`/`jf` are `u8`.
 const MAX_SKIP: usize = u8::MAX as usize;
@@ -169,6 +169,8 @@ impl Emitter {
         }
         let insn = match load {
             Load::Protocol => Insn::stmt(BPF_LD | BPF_H | BPF_ABS, AD_PROTOCOL_K),
+            Load::PktType => Insn::stmt(BPF_LD | BPF_W | BPF_ABS, AD_PKTTYPE_K),
+            Load::IfIndex => Insn::stmt(BPF_LD | BPF_W | BPF_ABS, AD_IFINDEX_K),
             Load::Net { size, off } => {
                 let size = match size {
                     Size::B => BPF_B,
@@ -317,6 +319,8 @@ mod tests {
                 data: &data,
                 net_offset: 0,
                 protocol: 0,
+                pkttype: 0,
+                ifindex: 2,
             },
         )
     }

@@ -6,14 +6,17 @@
 //! a load outside the packet ends the program with 0; so does a division by
 //! X = 0; shifts by X use its low 5 bits. Offsets `SKF_NET_OFF + k` read from
 //! the network header, the ancillary `SKF_AD_OFF + SKF_AD_PROTOCOL` gives the
-//! EtherType. Other ancillary data (`SKF_AD_IFINDEX`, …) and link-layer
+//! EtherType, `SKF_AD_PKTTYPE` the packet type and `SKF_AD_IFINDEX` the
+//! interface. Other ancillary data (`SKF_AD_MARK`, …) and link-layer
 //! offsets (`SKF_LL_OFF`) are not modelled and end the program with 0; the
 //! compiler never emits them. Malformed programs are not rejected here
 //! ([`Program::validate`] does that) but never panic: an unknown opcode or a
 //! jump past the end returns 0.
 
 use super::code::*;
-use super::{BPF_MEMWORDS, Insn, Program, SKF_AD_OFF, SKF_AD_PROTOCOL, SKF_NET_OFF, slot};
+use super::{
+    BPF_MEMWORDS, Insn, Program, SKF_AD_IFINDEX, SKF_AD_OFF, SKF_AD_PKTTYPE, SKF_AD_PROTOCOL, SKF_NET_OFF, slot,
+};
 
 /// A packet as a socket filter sees it.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +29,10 @@ pub struct PacketView<'a> {
     pub net_offset: usize,
     /// `ntohs(skb->protocol)`: the EtherType, e.g. 0x0800 for IPv4.
     pub protocol: u16,
+    /// `skb->pkt_type`: `PACKET_HOST`, `PACKET_OUTGOING`, …
+    pub pkttype: u8,
+    /// `skb->dev->ifindex`: the interface the packet is on.
+    pub ifindex: u32,
 }
 
 /// Run a program over a packet exactly as the kernel would; returns the
@@ -153,7 +160,12 @@ fn load_abs(packet: &PacketView<'_>, k: u32, size: usize) -> Option<u32> {
     let offset = k.cast_signed();
     if (SKF_AD_OFF..0).contains(&offset) {
         // Any load size: the kernel matches ancillary offsets for B, H and W.
-        return (offset - SKF_AD_OFF == SKF_AD_PROTOCOL.cast_signed()).then_some(u32::from(packet.protocol));
+        return match (offset - SKF_AD_OFF).cast_unsigned() {
+            SKF_AD_PROTOCOL => Some(u32::from(packet.protocol)),
+            SKF_AD_PKTTYPE => Some(u32::from(packet.pkttype)),
+            SKF_AD_IFINDEX => Some(packet.ifindex),
+            _ => None,
+        };
     }
     load(packet, offset, size)
 }
@@ -176,7 +188,7 @@ fn load(packet: &PacketView<'_>, offset: i32, size: usize) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AD_PROTOCOL_K, net};
+    use super::super::{AD_IFINDEX_K, AD_PKTTYPE_K, AD_PROTOCOL_K, net};
     use super::*;
 
     fn ret_a(mut insns: Vec<Insn>) -> Program {
@@ -192,6 +204,8 @@ mod tests {
             data: &DATA,
             net_offset: 2,
             protocol: 0x86dd,
+            pkttype: 4,
+            ifindex: 7,
         }
     }
 
@@ -209,6 +223,8 @@ mod tests {
         assert_eq!(ld(BPF_LD | BPF_W | BPF_ABS, net(2)), 0x0203_0405);
         assert_eq!(ld(BPF_LD | BPF_H | BPF_ABS, AD_PROTOCOL_K), 0x86dd);
         assert_eq!(ld(BPF_LD | BPF_B | BPF_ABS, AD_PROTOCOL_K), 0x86dd);
+        assert_eq!(ld(BPF_LD | BPF_W | BPF_ABS, AD_PKTTYPE_K), 4);
+        assert_eq!(ld(BPF_LD | BPF_W | BPF_ABS, AD_IFINDEX_K), 7);
         assert_eq!(ld(BPF_LD | BPF_W | BPF_LEN, 0), 8);
         assert_eq!(ld(BPF_LD | BPF_IMM, 42), 42);
         // ldxb 4*([net]&0xf): the header length of a 0x45 first byte.
@@ -240,7 +256,7 @@ mod tests {
         assert_eq!(keep_after(Insn::stmt(BPF_LDX | BPF_B | BPF_MSH, 8)), 0);
         // Link-layer offsets and other ancillary data are not modelled.
         assert_eq!(keep_after(Insn::stmt(BPF_LD | BPF_B | BPF_ABS, 0xffe0_0000)), 0);
-        assert_eq!(keep_after(Insn::stmt(BPF_LD | BPF_W | BPF_ABS, AD_PROTOCOL_K + 8)), 0);
+        assert_eq!(keep_after(Insn::stmt(BPF_LD | BPF_W | BPF_ABS, AD_PROTOCOL_K + 12)), 0);
     }
 
     #[test]

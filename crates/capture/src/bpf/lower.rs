@@ -29,6 +29,10 @@ pub(super) enum Size {
 pub(super) enum Load {
     /// `ldh [SKF_AD_OFF + SKF_AD_PROTOCOL]`: the EtherType, whatever the link header.
     Protocol,
+    /// `ld [SKF_AD_OFF + SKF_AD_PKTTYPE]`: the packet type (`PACKET_HOST`, …).
+    PktType,
+    /// `ld [SKF_AD_OFF + SKF_AD_IFINDEX]`: the interface's index.
+    IfIndex,
     /// `ld{b,h,} [SKF_NET_OFF + off]`: a big-endian field `off` bytes into the network header.
     Net { size: Size, off: u32 },
     /// `ldh [x + SKF_NET_OFF + off]` with X the IPv4 header length: 16 bits
@@ -42,7 +46,9 @@ impl Load {
         match self {
             Self::Protocol | Self::V4Transport { .. } | Self::Net { size: Size::H, .. } => 0xffff,
             Self::Net { size: Size::B, .. } => 0xff,
-            Self::Net { size: Size::W, .. } => u32::MAX,
+            // `pkt_type` is a 3-bit field.
+            Self::PktType => 7,
+            Self::Net { size: Size::W, .. } | Self::IfIndex => u32::MAX,
         }
     }
 }
@@ -335,20 +341,55 @@ fn lower_filter(filter: &CaptureFilter, family: &Family) -> Expr {
     };
     let local_ip = |words: &[Load]| addresses(filter.local_ip.as_ref(), words);
     let remote_ip = |words: &[Load]| addresses(filter.remote_ip.as_ref(), words);
-    let forward = and([
+    let source_local = and([
         local_ip(family.src),
         remote_ip(family.dst),
         ports_in(filter.local_port.as_ref(), family.sport),
         ports_in(filter.remote_port.as_ref(), family.dport),
     ]);
-    let reverse = and([
+    let destination_local = and([
         local_ip(family.dst),
         remote_ip(family.src),
         ports_in(filter.local_port.as_ref(), family.dport),
         ports_in(filter.remote_port.as_ref(), family.sport),
     ]);
+    // Which side is local follows the packet's direction (`bpf::direction`).
+    // When both orientations test the same (no side set, or both sides alike)
+    // the direction cannot change the answer and is not loaded. Otherwise it
+    // is tested after the fields, so that packets the fields reject pay nothing.
+    let symmetric = filter.local_ip == filter.remote_ip && filter.local_port == filter.remote_port;
+    let sides = if symmetric {
+        source_local
+    } else {
+        or([
+            and([source_local, source_may_be_local()]),
+            and([destination_local, destination_may_be_local()]),
+        ])
+    };
     // Protocol and fragment first: ports are read only when they exist.
-    and([protocol, whole_datagram, both_ports, or([forward, reverse])])
+    and([protocol, whole_datagram, both_ports, sides])
+}
+
+/// On loopback, whatever its type.
+fn on_loopback() -> Expr {
+    eq(Load::IfIndex, super::LOOPBACK_IFINDEX)
+}
+
+/// Not received by this host: sent, overheard or on loopback
+/// (`pkt_type >= PACKET_OTHERHOST`, or loopback).
+fn source_may_be_local() -> Expr {
+    or([
+        test(Load::PktType, Cmp::Ge, u32::from(super::PACKET_OTHERHOST), false),
+        on_loopback(),
+    ])
+}
+
+/// Not sent by this host: received, overheard or on loopback.
+fn destination_may_be_local() -> Expr {
+    or([
+        test(Load::PktType, Cmp::Eq, u32::from(super::PACKET_OUTGOING), true),
+        on_loopback(),
+    ])
 }
 
 fn ports_in(set: Option<&PortSet>, load: Load) -> Expr {
