@@ -16,12 +16,17 @@
 //!   (the metadata, the OpenAPI document and the login routes are public).
 //! - Every failure is an [`HttpError`], the one type rendering ARM's error body;
 //!   unknown routes and methods answer 404/405 with that body too.
+//! - An answer given before the body was read (any of the above failing)
+//!   goes once the rest of the body has come and been thrown away, within
+//!   the route's limit (`drain.rs`, around everything): a client still
+//!   sending gets it whole, over HTTP/1.1 and HTTP/2.
 //!
 //! TLS is the server's ([`crate::server::run`]).
 
 mod agents;
 mod bootstrap;
 mod compute;
+mod drain;
 mod files;
 mod health;
 mod identity;
@@ -197,7 +202,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     // Routing happens inside `arm`, so the rewrite must wrap it from outside.
     let normalized = axum::middleware::map_request(normalize_request).layer(arm);
-    Router::new().fallback_service(normalized)
+    // Outermost: whatever answers early, its answer waits for the body (drain.rs).
+    Router::new()
+        .fallback_service(normalized)
+        .layer(axum::middleware::from_fn(drain::discard_unread_body))
 }
 
 /// The path as the client sent it, for messages (the router sees [`normalize_path`]'s).
@@ -387,16 +395,16 @@ impl<S: Send + Sync> FromRequest<S> for ArmBody {
     type Rejection = HttpError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let wrong_type = request.headers().get(header::CONTENT_TYPE).and_then(|content_type| {
+        // Refused unread: the body still comes in before the answer goes
+        // (drain.rs), so a client still sending hears it.
+        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
             let text = content_type.to_str().unwrap_or("");
             let essence = text.split(';').next().unwrap_or("").trim();
-            (!essence.eq_ignore_ascii_case("application/json")).then(|| text.to_owned())
-        });
-        // The body is read (within the limit) even when its type is wrong: an
-        // answer sent before it would close the connection under a client
-        // still sending, which then sees no answer at all.
+            if !essence.eq_ignore_ascii_case("application/json") {
+                return Err(ApiError::unsupported_media_type(text).into());
+            }
+        }
         match axum::body::Bytes::from_request(request, state).await {
-            Ok(_) if let Some(text) = wrong_type => Err(ApiError::unsupported_media_type(&text).into()),
             Ok(bytes) => Ok(Self(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(HttpError::payload_too_large())

@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_requests;
+mod early_answers;
 mod identity;
 mod openapi;
 mod resources;

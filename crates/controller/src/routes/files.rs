@@ -41,6 +41,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route(
             &format!("{UPLOAD_PREFIX}/{{account}}/{{*path}}"),
             // Streamed to storage, so no size limit: captures reach 4 GiB.
+            // An answer given before a part was read waits for the rest of
+            // it, up to MAX_PART_SIZE (drain.rs, `limit`, goes by this path).
             put(upload).layer(DefaultBodyLimit::disable()),
         )
         .route(
