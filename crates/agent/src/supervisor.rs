@@ -35,7 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netwatch_api::agent::{
     AgentCaptureState, CaptureReport, ReportStats, STATS_INTERVAL_MS, StartCapture, UploadProgress,
@@ -808,8 +808,11 @@ impl Supervisor {
             });
         }
         // Journaled before the file exists: an agent restarted from here on
-        // finds the file, repairs and uploads it.
-        let record = {
+        // finds the file, repairs and uploads it. A first run's start is
+        // provisional until the capture is open (below); a resumed run keeps
+        // the first's.
+        let first_run = lock(&journal).started_ms.is_none();
+        let mut record = {
             let mut journal = lock(&journal);
             journal.started_ms.get_or_insert_with(now_ms);
             journal.clone()
@@ -824,6 +827,14 @@ impl Supervisor {
             Ok(capture) => capture,
             Err(source) => return Ended::NotOpened(StartError::Open { interface, source }),
         };
+        if first_run {
+            // Packets flow once `open` has bound the socket: the capture
+            // starts now, so `captureStartTime` never reads earlier than the
+            // moment it began (issue 12).
+            let mut journal = lock(&journal);
+            journal.started_ms = Some(now_ms_rounded_up());
+            record = journal.clone();
+        }
         if ring {
             let spool = spool.clone();
             let id = record.capture_id.clone();
@@ -862,6 +873,10 @@ impl Supervisor {
         report.started_ms = record.started_ms;
         self.publish(report.clone());
         tracing::info!(file = %file.display(), open_ms = opening.elapsed().as_millis(), "capture running");
+        if first_run && let Err(error) = spool.save_capture(&record) {
+            tracing::warn!(error = %error_chain(&error),
+                "could not journal when the capture started (a restart would say it started as it opened)");
+        }
         let started_ms = report.started_ms;
         let mut last_stats = Instant::now();
         let outcome = capture.run(stop, &mut |stats: &CaptureStats| {
@@ -1339,6 +1354,15 @@ fn stop_reason(reason: netwatch_capture::StopReason) -> StopReason {
         // The agent sets no packet limit; spelled as the engine names it should one appear.
         other @ netwatch_capture::StopReason::PacketCountExceeded => StopReason::Other(other.to_string()),
     }
+}
+
+/// Now, in ms since the epoch rounded up: a start stamped once a capture is
+/// open reads no earlier than the moment it opened, to the millisecond the
+/// channel and the controller keep.
+fn now_ms_rounded_up() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX)
+    })
 }
 
 /// An `Error` report: `kind`, explained by `message`.

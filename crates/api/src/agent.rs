@@ -284,7 +284,8 @@ pub enum AgentCaptureState {
 pub struct CaptureReport {
     pub capture_id: String,
     pub state: AgentCaptureState,
-    /// When capturing started on the host (ms since the epoch).
+    /// When capturing started on the host (ms since the epoch): once the
+    /// capture was open, rounded up, so never before it (`captureStartTime`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<i64>,
     /// Set once the state is `Stopped` or `Error`.

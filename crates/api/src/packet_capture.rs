@@ -426,7 +426,10 @@ impl From<StopReason> for String {
 pub struct PacketCaptureQueryStatusResult {
     pub name: String,
     pub id: String,
-    /// RFC 3339, UTC (`2016-09-07T12:35:24Z`); left out before the capture starts.
+    /// When the capture started on its host: RFC 3339 UTC with seven
+    /// fractional digits, as Azure prints times (`2016-12-06T17:20:01.5671279Z`);
+    /// never earlier than the moment packets were first captured. Left out
+    /// before the capture starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_start_time: Option<String>,
     pub packet_capture_status: PcStatus,
@@ -483,7 +486,8 @@ pub struct NetwatchCaptureStatus {
     /// continuous capture has one per rotated file, stored as each closes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<StoredFile>,
-    /// The last time the target's agent was heard from, RFC 3339 UTC.
+    /// The last time the target's agent was heard from, in the form of
+    /// `captureStartTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_last_seen: Option<String>,
 }

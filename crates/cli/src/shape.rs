@@ -417,7 +417,7 @@ mod tests {
     fn query_status_keeps_netwatch_s_counters() {
         let shaped = query_status(&json!({
             "name": "pc1", "id": CAPTURE_ID, "packetCaptureStatus": "Running", "packetCaptureError": [],
-            "captureStartTime": "2026-01-01T00:00:00Z", "netwatch": {"packetsCaptured": 3}, "other": 1
+            "captureStartTime": "2026-01-01T00:00:00.1234567Z", "netwatch": {"packetsCaptured": 3}, "other": 1
         }));
         let keys: Vec<&str> = shaped.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
@@ -432,6 +432,8 @@ mod tests {
                 "resourceGroup"
             ]
         );
+        // The server's time as it came (Azure's form, issue 12).
+        assert_eq!(shaped["captureStartTime"], "2026-01-01T00:00:00.1234567Z");
     }
 
     #[test]

@@ -50,6 +50,9 @@ use netwatch_api::api_version::{API_VERSION, ApiVersion};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::resource::{DEFAULT_SUBSCRIPTION_ID, Location, SubscriptionId};
 use netwatch_storage::Accounts;
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 use tower::Layer;
 
 use crate::accounts::{LookupError, StorageAccounts};
@@ -469,17 +472,23 @@ pub(crate) fn new_guid() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// `ms` since the epoch as RFC 3339 UTC with seconds (`2016-09-07T12:35:24Z`).
+/// Azure's form of a time, which every time the API returns takes: RFC 3339
+/// UTC with seven fractional digits, as .NET prints a `DateTime`
+/// (`2016-12-06T17:20:01.5671279Z` in Azure's packet capture guide), from
+/// `ms` since the epoch (`….5670000Z`: times are kept in milliseconds).
+/// Always seven digits: `time`'s `Rfc3339` would drop trailing zeros.
 fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = netwatch_storage::blob_path::civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    const AZURE: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
+    // Years 1 to 9999, which four digits print: no time the controller
+    // keeps is outside them, a damaged row prints as the nearest end.
+    const FIRST_MS: i64 = -62_135_596_800_000;
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let nanos = i128::from(ms.clamp(FIRST_MS, LAST_MS)) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|time| time.format(AZURE).ok())
+        .expect("years 1-9999 are in range and print with four digits")
 }
 
 #[cfg(test)]
@@ -513,11 +522,23 @@ mod tests {
         }
     }
 
+    /// Issue 12: times were whole seconds; Azure's have seven fractional digits.
     #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_473_251_724_000), "2016-09-07T12:35:24Z");
-        assert_eq!(rfc3339(951_782_400_999), "2000-02-29T00:00:00Z");
+    fn issue_12_times_have_azures_seven_fractional_digits() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(rfc3339(1_473_251_724_000), "2016-09-07T12:35:24.0000000Z");
+        assert_eq!(rfc3339(951_782_400_999), "2000-02-29T00:00:00.9990000Z");
+        // The guide's example, to the millisecond the store keeps.
+        assert_eq!(rfc3339(1_481_044_801_567), "2016-12-06T17:20:01.5670000Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.9990000Z");
+        assert_eq!(rfc3339(i64::MIN), "0001-01-01T00:00:00.0000000Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.9990000Z");
+        let parsed = OffsetDateTime::parse(
+            &rfc3339(1_481_044_801_567),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(parsed.unix_timestamp_nanos(), 1_481_044_801_567_000_000);
     }
 
     #[test]

@@ -391,7 +391,7 @@ async fn vms_are_the_registered_hosts() {
         assert_eq!(properties["provisioningState"], "Succeeded");
         assert_eq!(properties["osProfile"]["computerName"], "host-1");
         assert_eq!(properties["netwatch"]["agentVersion"], "0.1.0");
-        assert_eq!(properties["netwatch"]["lastSeen"], "2025-01-31T16:39:41Z");
+        assert_eq!(properties["netwatch"]["lastSeen"], "2025-01-31T16:39:41.0770000Z");
         assert_eq!(
             properties["netwatch"]["addresses"],
             json!(["127.0.0.1/8", "10.0.0.4/24", "fe80::1/64"])
@@ -478,7 +478,7 @@ async fn the_agent_is_the_vms_extension() {
             "ProvisioningState/succeeded"
         );
         assert_eq!(properties["netwatch"]["agentVersion"], "0.1.0");
-        assert_eq!(properties["netwatch"]["lastSeen"], "2025-01-31T16:39:41Z");
+        assert_eq!(properties["netwatch"]["lastSeen"], "2025-01-31T16:39:41.0770000Z");
         assert_eq!(properties["netwatch"]["addresses"][1], "10.0.0.4/24");
     }
 
@@ -1521,6 +1521,8 @@ async fn issue_6_an_agent_back_after_its_capture_was_given_up_leaves_it_in_error
     );
     assert_eq!(status["netwatch"]["packetsCaptured"], 25, "{status}");
     assert_eq!(status["netwatch"]["uploadState"], "Uploading", "{status}");
+    // Azure's form of a time: seven fractional digits (issue 12).
+    assert_eq!(status["captureStartTime"], "2025-01-31T16:39:41.0770000Z", "{status}");
 }
 
 #[tokio::test]

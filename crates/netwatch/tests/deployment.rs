@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use etherparse::{LaxSlicedPacket, TransportSlice};
 use netwatch_testkit::{A4, IF_A, NetnsPair, read_pcap};
@@ -252,6 +252,19 @@ impl Deployment {
         self.sdk(&["download", url, file.to_str().unwrap()]);
         file
     }
+}
+
+/// A time the API returned, which must be in Azure's form: RFC 3339 UTC with
+/// exactly seven fractional digits (`2016-12-06T17:20:01.5671279Z`).
+pub(crate) fn azure_time(value: &Value) -> SystemTime {
+    use time::macros::format_description;
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a time is a string, not {value}"));
+    let azure = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
+    let time = time::PrimitiveDateTime::parse(text, azure)
+        .unwrap_or_else(|err| panic!("{text:?} is not in Azure's form (seven fractional digits, Z): {err}"));
+    time.assume_utc().into()
 }
 
 /// Sends `count` UDP datagrams of `payload` bytes from b to a's first address

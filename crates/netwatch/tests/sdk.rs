@@ -3,12 +3,12 @@
 //! host, an agent in the other, real traffic between them.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use netwatch_testkit::B4;
 use serde_json::json;
 
-use crate::deployment::{Deployment, SUB, VM, send_udp, udp_packets};
+use crate::deployment::{Deployment, SUB, VM, azure_time, send_udp, udp_packets};
 
 #[test]
 fn azure_sdk_drives_a_remote_capture_end_to_end() {
@@ -19,6 +19,7 @@ fn azure_sdk_drives_a_remote_capture_end_to_end() {
         {"protocol": "UDP", "localPort": "7001"},
         {"protocol": "UDP", "remoteIPAddress": B4, "localPort": "7002-7003"},
     ]);
+    let asked = SystemTime::now();
     let created = nw.create(
         "sdk-walkthrough",
         json!({"filters": filters, "bytesToCapturePerPacket": 60, "timeLimitInSeconds": 120}),
@@ -29,6 +30,23 @@ fn azure_sdk_drives_a_remote_capture_end_to_end() {
     let running = nw.sdk(&["status", "sdk-walkthrough"]);
     assert_eq!(running["packetCaptureStatus"], "Running", "{running}");
     assert!(running["captureStartTime"].is_string(), "{running}");
+    // Issue 12: the answer as sent, in Azure's form (seven fractional digits),
+    // and the capture started after it was asked for (whole seconds made the
+    // start precede the request).
+    let status_path = format!(
+        "/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/\
+         NetworkWatcher_westus/packetCaptures/sdk-walkthrough/queryStatus?api-version=2024-07-01"
+    );
+    let answer = nw.sdk(&["rest", "POST", &status_path]);
+    assert_eq!(answer["status"], 200, "{answer}");
+    let started = azure_time(&answer["body"]["captureStartTime"]);
+    assert!(
+        started >= asked,
+        "captureStartTime {} precedes the create request ({asked:?})",
+        answer["body"]["captureStartTime"]
+    );
+    assert!(started <= SystemTime::now(), "{answer}");
+    azure_time(&answer["body"]["netwatch"]["agentLastSeen"]);
 
     send_udp(&nw.pair, &[7001, 7002, 7009], 40, 200);
     let counted = nw.status_until("sdk-walkthrough", "counting 80 packets", |status| {

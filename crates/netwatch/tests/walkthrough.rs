@@ -9,11 +9,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::time::SystemTime;
 
 use netwatch_testkit::{A4, IF_A, NetnsPair};
 use serde_json::{Value, json};
 
-use crate::deployment::{Deployment, Guard, SUB, VM, send_udp, udp_packets};
+use crate::deployment::{Deployment, Guard, SUB, VM, azure_time, send_udp, udp_packets};
 use crate::util::netwatch;
 
 /// The guide's filters, with this test's addresses and ports: a TCP filter
@@ -356,6 +357,7 @@ fn guide_with_netwatch(nw: &mut Deployment) -> Vec<(&'static str, Value)> {
         assert!(!log.contains(secret), "a secret in up.log");
     }
 
+    let asked = SystemTime::now();
     let created = json_of(
         "packet-capture create",
         &nw.netwatch(&[
@@ -419,7 +421,8 @@ fn guide_with_netwatch(nw: &mut Deployment) -> Vec<(&'static str, Value)> {
     };
     let running = status(nw);
     assert_eq!(running["packetCaptureStatus"], "Running", "{running}");
-    assert!(running["captureStartTime"].is_string(), "{running}");
+    // As the server sent it: Azure's form, and not before the create (issue 12).
+    assert!(azure_time(&running["captureStartTime"]) >= asked, "{running}");
     printed.push(("packet-capture show-status", running));
 
     // Real traffic: 30 datagrams match (port 7501), 30 do not (7509).

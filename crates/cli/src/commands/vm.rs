@@ -556,7 +556,7 @@ mod tests {
     #[test]
     fn the_enrollment_command_gets_the_ca() {
         let enrollment = json!({
-            "token": "t", "expiresOn": "2026-12-01T00:00:00Z",
+            "token": "t", "expiresOn": "2026-12-01T00:00:00.0000000Z",
             "command": "netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus"
         });
         let text = enrollment_text(&enrollment, Some(std::path::Path::new("/data/my ca.pem")));
@@ -564,7 +564,7 @@ mod tests {
             text.contains("    netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus --ca '/data/my ca.pem'\n"),
             "{text}"
         );
-        assert!(text.contains("until 2026-12-01T00:00:00Z"), "{text}");
+        assert!(text.contains("until 2026-12-01T00:00:00.0000000Z"), "{text}");
         let text = enrollment_text(&enrollment, None);
         assert!(text.contains("-l westus\n"), "{text}");
         assert!(!text.contains("--ca"), "{text}");
