@@ -7,12 +7,16 @@
 //! counting from `first_seq` (1 for a new capture; a capture resumed after a
 //! crash continues its numbering) and never reused within a capture.
 
+mod syncer;
+
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::pcap::FILE_HEADER_LEN;
+use syncer::Syncer;
 
 /// Where a capture writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,14 +80,15 @@ impl OutputError {
 
 #[derive(Debug)]
 enum Sink {
-    File(File),
+    /// Shared with the [`Syncer`], which keeps it on its way to the disk.
+    File(Arc<File>),
     Stdout(io::Stdout),
 }
 
 impl Sink {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
-            Sink::File(f) => f.write_all(bytes),
+            Sink::File(f) => (&**f).write_all(bytes),
             Sink::Stdout(s) => {
                 let mut lock = s.lock();
                 lock.write_all(bytes)?;
@@ -97,7 +102,7 @@ impl Sink {
             Sink::File(f) => {
                 IoSlice::advance_slices(&mut slices, 0);
                 while !slices.is_empty() {
-                    match f.write_vectored(slices) {
+                    match (&**f).write_vectored(slices) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(n) => IoSlice::advance_slices(&mut slices, n),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -130,6 +135,8 @@ pub(crate) struct Output {
     spec: OutputSpec,
     header: [u8; FILE_HEADER_LEN],
     sink: Sink,
+    /// Syncs the current file off the capture thread (files only).
+    syncer: Option<Syncer>,
     current: Option<PathBuf>,
     /// Bytes in the current file, header included.
     current_bytes: u64,
@@ -173,7 +180,7 @@ impl std::fmt::Debug for FileClosed {
 
 /// Creates (or truncates) `path`; never through a symbolic link at its name
 /// (`O_NOFOLLOW`): the capture runs as root, the name may come from a request.
-fn create_file(path: &Path) -> Result<File, OutputError> {
+fn create_file(path: &Path) -> Result<Arc<File>, OutputError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
         .write(true)
@@ -181,6 +188,7 @@ fn create_file(path: &Path) -> Result<File, OutputError> {
         .truncate(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .map(Arc::new)
         .map_err(|source| OutputError::Create {
             path: path.display().to_string(),
             source,
@@ -215,10 +223,20 @@ impl Output {
             }
             OutputSpec::Stdout => (Sink::Stdout(io::stdout()), None),
         };
+        let syncer = match (&sink, &current) {
+            (Sink::File(file), Some(path)) => {
+                Some(Syncer::start(Arc::clone(file)).map_err(|source| OutputError::Create {
+                    path: path.display().to_string(),
+                    source,
+                })?)
+            }
+            _ => None,
+        };
         let mut out = Output {
             spec,
             header,
             sink,
+            syncer,
             current: current.clone(),
             current_bytes: 0,
             total_bytes: 0,
@@ -316,7 +334,11 @@ impl Output {
         }
         self.seq += 1;
         let next = ring_name(&path, self.seq);
-        self.sink = Sink::File(create_file(&next)?);
+        let file = create_file(&next)?;
+        if let Some(syncer) = &self.syncer {
+            syncer.follow(Arc::clone(&file));
+        }
+        self.sink = Sink::File(file);
         self.current = Some(next.clone());
         self.current_bytes = 0;
         self.kept.push_back(next.clone());
@@ -343,8 +365,22 @@ impl Output {
         self.on_closed = Some(callback);
     }
 
-    /// Forces what was written to the disk (`fdatasync`).
+    /// Fails as a write would when the background sync of the current file
+    /// failed (`EIO`, or `ENOSPC` from blocks the file system allocates only
+    /// at writeback).
+    pub(crate) fn check_sync(&self) -> Result<(), OutputError> {
+        match self.syncer.as_ref().and_then(Syncer::take_error) {
+            Some(source) => Err(OutputError::Write {
+                path: self.path_name(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Forces what was written to the disk (`fdatasync`), now, on this thread.
     pub(crate) fn sync(&mut self) -> Result<(), OutputError> {
+        self.check_sync()?;
         self.sink.sync().map_err(|source| OutputError::Write {
             path: self.path_name(),
             source,

@@ -30,8 +30,9 @@ use crate::output::{Output, OutputError, OutputSpec};
 use crate::pcap::{self, LinkType, MAX_SNAPLEN, SLL2_HEADER_LEN};
 use crate::sys::{self, PacketSocket, RingGeometry, RxRing, SocketKind, SysError, layout};
 
-/// How often data written so far is forced to disk (`fdatasync`): what a power
-/// loss may cost. A process crash loses nothing written (the page cache keeps it).
+/// How often data written so far is forced to disk (`fdatasync`, on a thread
+/// of its own: `output/syncer.rs`): what a power loss may cost, plus the time
+/// the disk takes. A process crash loses nothing written (the page cache keeps it).
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the progress callback runs.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,12 +49,17 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
 /// it does not grow with traffic.
 pub const DEFAULT_BLOCK_COUNT: u32 = 8;
 /// Default block retire timeout: a partly filled block reaches the file at most
-/// this long after its first packet, which bounds what a crash can lose and the
-/// delay of a live view. Shorter costs CPU at high rates (more, emptier blocks:
-/// 20 ms measured ~8% more CPU than 100 ms on a 200 kpps flood, see BENCHMARKS.md).
+/// this long after its first packet, which bounds what a `kill -9` or a crash can
+/// lose (the block the kernel still holds) and the delay of a live view. At high
+/// rates blocks fill before it expires, so it changes nothing there; 20 ms
+/// measured no more CPU and no more loss than 100 ms on floods of 100-byte
+/// (~800 kpps) and 1514-byte frames (BENCHMARKS.md, 2026-12-06). What it costs:
+/// at light traffic every retired block holds few packets, so the ring absorbs
+/// a stall of the capture thread of [`DEFAULT_BLOCK_COUNT`] × 20 ms = 160 ms
+/// (the thread never waits for the disk: `output/syncer.rs`).
 pub const DEFAULT_RETIRE: Duration = Duration::from_millis(DEFAULT_RETIRE_MS);
 /// [`DEFAULT_RETIRE`] in milliseconds.
-pub const DEFAULT_RETIRE_MS: u64 = 100;
+pub const DEFAULT_RETIRE_MS: u64 = 20;
 
 /// Default nice value of the capture thread. A capture shares its CPU with the
 /// traffic it records (the kernel's receive work runs wherever the packets arrive)
@@ -380,7 +386,6 @@ impl Capture {
             .time_limit
             .map(|d| wall_ns().saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
         let mut next_progress = start + PROGRESS_INTERVAL;
-        let mut next_sync = start + SYNC_INTERVAL;
         let (reason, cutoff) = loop {
             if let Some(reason) = self.drain(time_cutoff)? {
                 return Ok(reason);
@@ -401,10 +406,8 @@ impl Capture {
                 next_progress = now + PROGRESS_INTERVAL;
                 progress(&self.stats());
             }
-            if now >= next_sync {
-                next_sync = now + SYNC_INTERVAL;
-                self.output.sync()?;
-            }
+            // The file is synced off this thread; a failure there ends the capture.
+            self.output.check_sync()?;
             let mut wait = POLL_SLICE.min(next_progress.saturating_duration_since(now));
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now));

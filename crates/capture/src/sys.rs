@@ -309,6 +309,20 @@ pub fn set_thread_nice(nice: i32) -> Result<(), SysError> {
     }
 }
 
+/// `sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)`: starts writing the
+/// file's dirty pages to the disk and returns without waiting for them (it
+/// may wait for the device's queue). What is on its way cannot pile up into
+/// one long `fdatasync` later.
+pub fn start_writeback(file: &std::fs::File) -> Result<(), SysError> {
+    // SAFETY: plain syscall on a descriptor `file` keeps open for the call.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc < 0 {
+        Err(SysError::last("sync_file_range(SYNC_FILE_RANGE_WRITE)"))
+    } else {
+        Ok(())
+    }
+}
+
 /// The size of a memory page, which ring blocks must be a multiple of.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no memory preconditions.
