@@ -1231,10 +1231,16 @@ mod tests {
         let remote_443 = filter("TCP", "", "", "", "443");
         let local_443 = filter("TCP", "", "", "443", "");
         for flow in &outbound {
-            assert!(remote_443.matches(Some(flow)) && !local_443.matches(Some(flow)), "{flow:?}");
+            assert!(
+                remote_443.matches(Some(flow)) && !local_443.matches(Some(flow)),
+                "{flow:?}"
+            );
         }
         for flow in &inbound {
-            assert!(local_443.matches(Some(flow)) && !remote_443.matches(Some(flow)), "{flow:?}");
+            assert!(
+                local_443.matches(Some(flow)) && !remote_443.matches(Some(flow)),
+                "{flow:?}"
+            );
         }
         // Unknown (promiscuous, loopback): either orientation, so both filters keep all four.
         for flow in outbound.iter().chain(&inbound) {

@@ -796,8 +796,18 @@ fn local_is_this_hosts_side_of_each_packet() {
     // packets belong by their 5-tuple).
     type Belongs = Box<dyn Fn(&Tuple) -> bool>;
     let cases: Vec<(&str, String, Vec<usize>, Belongs)> = vec![
-        (IF_B, format!(r#"[{{"remotePort":"{p}"}}]"#), vec![0, 1], Box::new(outward)),
-        (IF_B, format!(r#"[{{"localPort":"{p}"}}]"#), vec![2, 3], Box::new(inward)),
+        (
+            IF_B,
+            format!(r#"[{{"remotePort":"{p}"}}]"#),
+            vec![0, 1],
+            Box::new(outward),
+        ),
+        (
+            IF_B,
+            format!(r#"[{{"localPort":"{p}"}}]"#),
+            vec![2, 3],
+            Box::new(inward),
+        ),
         (
             IF_B,
             format!(r#"[{{"protocol":"TCP","remotePort":"{p}"}},{{"protocol":"UDP","localPort":"{p}"}}]"#),
@@ -812,8 +822,18 @@ fn local_is_this_hosts_side_of_each_packet() {
             Box::new(|t| t.1.is_ipv4()),
         ),
         // Loopback: both ends are this host, so both filters keep everything on port P.
-        ("lo", format!(r#"[{{"remotePort":"{p}"}}]"#), vec![5], Box::new(move |t| t.2 == p || t.4 == p)),
-        ("lo", format!(r#"[{{"localPort":"{p}"}}]"#), vec![5], Box::new(move |t| t.2 == p || t.4 == p)),
+        (
+            "lo",
+            format!(r#"[{{"remotePort":"{p}"}}]"#),
+            vec![5],
+            Box::new(move |t| t.2 == p || t.4 == p),
+        ),
+        (
+            "lo",
+            format!(r#"[{{"localPort":"{p}"}}]"#),
+            vec![5],
+            Box::new(move |t| t.2 == p || t.4 == p),
+        ),
     ];
     let runs: Vec<(PathBuf, Running)> = cases
         .iter()
@@ -859,7 +879,11 @@ fn local_is_this_hosts_side_of_each_packet() {
         // Each conversation holds TCP (handshake, data, close) and UDP: a
         // filter keeps several packets of each protocol it names.
         if count(6) + count(17) < 8 {
-            failures.push(format!("{interface} {filters}: only {} TCP and {} UDP packets", count(6), count(17)));
+            failures.push(format!(
+                "{interface} {filters}: only {} TCP and {} UDP packets",
+                count(6),
+                count(17)
+            ));
         }
         if let Some(stray) = tuples.iter().find(|t| !t.as_ref().is_some_and(|t| belongs(t))) {
             failures.push(format!("{interface} {filters}: kept {stray:?}, which it should not"));
