@@ -885,7 +885,7 @@ fn local_is_this_hosts_side_of_each_packet() {
                 count(17)
             ));
         }
-        if let Some(stray) = tuples.iter().find(|t| !t.as_ref().is_some_and(|t| belongs(t))) {
+        if let Some(stray) = tuples.iter().find(|t| !t.as_ref().is_some_and(belongs)) {
             failures.push(format!("{interface} {filters}: kept {stray:?}, which it should not"));
         }
         let mut expected: Vec<Vec<u8>> = union.iter().flat_map(|&r| reference[r].clone()).collect();
