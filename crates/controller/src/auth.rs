@@ -31,7 +31,8 @@ use netwatch_api::agent::CHANNEL_PATH;
 use netwatch_api::error::{ApiError, ErrorCode};
 use sha2::{Digest, Sha256};
 
-use crate::routes::{AppState, HttpError};
+use crate::app::AppState;
+use crate::errors::HttpError;
 use crate::store::{EnrollmentRecord, StoreError};
 
 /// Prefix of stored token digests.
@@ -238,7 +239,7 @@ pub enum AgentIdentity {
 
 /// Middleware: lets a request through when its bearer token's role may use
 /// the path; 401 with `WWW-Authenticate` otherwise. A server without tokens
-/// configured ([`crate::routes::ApiConfig::auth`] `None`, tests only) lets
+/// configured ([`crate::app::ApiConfig::auth`] `None`, tests only) lets
 /// everything through.
 pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(tokens) = &state.config.auth else {
@@ -322,7 +323,7 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
                     "this enrollment token was used already: run `netwatch vm extension set` again for a new one",
                 );
             }
-            Ok(Some(enrollment)) if enrollment.expires_ms <= crate::routes::now_ms() => {
+            Ok(Some(enrollment)) if enrollment.expires_ms <= crate::clock::now_ms() => {
                 return unauthorized(
                     "this enrollment token has expired: run `netwatch vm extension set` again for a new one",
                 );

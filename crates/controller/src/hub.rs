@@ -33,8 +33,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::{AppState, new_guid};
 use crate::auth::AgentIdentity;
-use crate::routes::{AppState, new_guid, now_ms};
+use crate::clock::now_ms;
 use crate::store::{AgentCredentialRecord, CaptureRecord, EnrollmentRecord, StoreError, VmRecord, WatcherRecord};
 
 /// How long a new connection may take to say hello.
@@ -432,7 +433,7 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
     Ok(())
 }
 
-/// Default [`crate::routes::ApiConfig::agent_lost_after`]: ten minutes, twenty
+/// Default [`crate::app::ApiConfig::agent_lost_after`]: ten minutes, twenty
 /// times the [`TOUCH_INTERVAL`] at which replicas record a connected agent.
 pub const DEFAULT_AGENT_LOST_AFTER: Duration = Duration::from_secs(600);
 

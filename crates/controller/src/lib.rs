@@ -2,6 +2,9 @@
 //! state behind them (DESIGN §1, §4, §7).
 //!
 //! # Layout
+//! - [`app`]: the API's configuration and the application state the routes
+//!   and the hub share; [`errors`]: `HttpError`, ARM's error body on the way
+//!   out; `extract`: the API's extractors; `clock`: times as kept and as shown.
 //! - [`routes`]: the ARM-compatible HTTP API ([`routes::router`]): bootstrap,
 //!   network watchers, packet captures and their operation monitors, VMs and the
 //!   agent extension, storage accounts, file upload/download, Azure AD-style
@@ -16,7 +19,11 @@
 //!   [`tls`]: the CA and certificate `netwatch up` makes.
 
 pub mod accounts;
+pub mod app;
 pub mod auth;
+mod clock;
+pub mod errors;
+mod extract;
 pub mod hub;
 pub mod identity;
 pub mod routes;

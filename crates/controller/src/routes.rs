@@ -37,33 +37,22 @@ mod storage_accounts;
 mod tokens;
 mod uploads;
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use netwatch_api::api_version::{API_VERSION, ApiVersion};
 use netwatch_api::error::{ApiError, ErrorCode};
-use netwatch_api::resource::{DEFAULT_SUBSCRIPTION_ID, Location, SubscriptionId};
-use netwatch_storage::Accounts;
-use time::OffsetDateTime;
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
+use netwatch_api::resource::SubscriptionId;
 use tower::Layer;
 
-use crate::accounts::{LookupError, StorageAccounts};
-use crate::auth::{self, Tokens};
-use crate::hub::Hub;
-use crate::identity::Signer;
-use crate::store::{Store, StoreError};
-
-/// Largest request body accepted: 1 MiB, far above any capture definition
-/// (a PUT body with 1000 filters is ~150 KiB).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+use crate::app::new_guid;
+use crate::app::{ApiConfig, AppState};
+use crate::auth;
+// What the handlers in `routes/` reach as `super::…`.
+use crate::clock::{now_ms, rfc3339};
+use crate::errors::HttpError;
+pub use crate::extract::MAX_BODY_BYTES;
+use crate::extract::{ArmBody, ArmVersion};
 
 /// Seconds a client waits between polls; 1 as clients.md §5.6 recommends
 /// (without it azure-core waits 30 s).
@@ -71,107 +60,6 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 /// `Azure-AsyncOperation`, the create's status monitor header.
 const AZURE_ASYNC_OPERATION: &str = "azure-asyncoperation";
-
-/// A location the deployment serves: its canonical name and display name.
-#[derive(Debug, Clone)]
-pub struct KnownLocation {
-    pub name: Location,
-    /// As `GET /subscriptions/{s}/locations` shows it (`West US`).
-    pub display_name: String,
-}
-
-/// The API's part of the deployment's configuration.
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    /// The one subscription served (DESIGN §2); default [`DEFAULT_SUBSCRIPTION_ID`].
-    pub subscription: SubscriptionId,
-    /// The tenant `GET /subscriptions` reports (az needs one); default the zero GUID.
-    pub tenant_id: String,
-    /// Locations hosts may be in and watchers exist for.
-    pub locations: Vec<KnownLocation>,
-    /// Who may call; `None` lets everyone in (in-process tests only: `netwatch
-    /// server` always has tokens).
-    pub auth: Option<Tokens>,
-    /// Signs the access tokens the login routes hand out (az, the SDKs);
-    /// `None` serves no login.
-    pub signer: Option<Signer>,
-    /// Scheme of the URLs the API hands out (monitor links, metadata):
-    /// `http` until the controller terminates TLS itself or sits behind a proxy.
-    pub scheme: String,
-    /// Signs the upload grants for parts sent through the controller (replicas
-    /// must share it: the token signing key when one is configured).
-    pub grant_signer: Signer,
-    /// How long an upload grant works.
-    pub grant_ttl: std::time::Duration,
-    /// Where accounts made through the API without a directory keep their
-    /// files (`{accounts_dir}/{name}`); `None`: such requests must give one.
-    pub accounts_dir: Option<std::path::PathBuf>,
-    /// How long a host's agent may go unheard before its captures are given
-    /// up (`Error`, `AgentStopped`; [`crate::hub::sweep_lost_agents`]).
-    pub agent_lost_after: std::time::Duration,
-}
-
-/// Default [`ApiConfig::grant_ttl`]: long enough for a part on a slow link,
-/// short enough that a leaked grant is soon worthless.
-pub const DEFAULT_GRANT_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        let locations = [
-            ("westus", "West US"),
-            ("eastus", "East US"),
-            ("westeurope", "West Europe"),
-        ]
-        .into_iter()
-        .map(|(name, display_name)| KnownLocation {
-            name: Location::parse("locations", name).expect("a canonical location name"),
-            display_name: display_name.to_owned(),
-        })
-        .collect();
-        Self {
-            subscription: SubscriptionId::default_subscription(),
-            tenant_id: DEFAULT_SUBSCRIPTION_ID.to_owned(),
-            locations,
-            auth: None,
-            signer: None,
-            scheme: "http".to_owned(),
-            grant_signer: Signer::random().expect("the system's random source works"),
-            grant_ttl: DEFAULT_GRANT_TTL,
-            accounts_dir: None,
-            agent_lost_after: crate::hub::DEFAULT_AGENT_LOST_AFTER,
-        }
-    }
-}
-
-impl ApiConfig {
-    /// The known location `location` is, in any spelling az accepts.
-    fn location(&self, location: &Location) -> Option<&KnownLocation> {
-        self.locations.iter().find(|known| known.name == *location)
-    }
-}
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub config: ApiConfig,
-    /// The storage accounts: configured and made through the API.
-    pub storage: Arc<StorageAccounts>,
-    /// The connected agents.
-    pub hub: Hub,
-}
-
-impl AppState {
-    /// State over `store` with no agent connected yet.
-    pub fn new(store: Store, config: ApiConfig, storage: Accounts) -> Self {
-        Self {
-            storage: Arc::new(StorageAccounts::new(storage, store.clone())),
-            store,
-            config,
-            hub: Hub::default(),
-        }
-    }
-}
 
 /// The whole API. Paths are normalised before routing (module doc), so the
 /// route table spells fixed segments in lower case.
@@ -291,135 +179,6 @@ async fn method_not_allowed(method: Method, original: Option<axum::Extension<Ori
 }
 
 // ---------------------------------------------------------------------------
-// Errors
-
-/// An API failure on its way out: an [`ApiError`], rendered as ARM's error body
-/// with its status; the few HTTP-level failures [`ErrorCode`] has no code for
-/// (413, 405) carry their own status and code.
-#[derive(Debug)]
-pub struct HttpError {
-    error: ApiError,
-    status: StatusCode,
-    code: &'static str,
-}
-
-impl HttpError {
-    pub(crate) fn with_status(status: StatusCode, code: &'static str, error: ApiError) -> Self {
-        Self { error, status, code }
-    }
-
-    fn payload_too_large() -> Self {
-        let message = format!("the request body is larger than {MAX_BODY_BYTES} bytes");
-        Self::with_status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestBodyTooLarge",
-            ApiError::new(ErrorCode::InvalidRequestFormat, message),
-        )
-    }
-}
-
-impl From<ApiError> for HttpError {
-    fn from(error: ApiError) -> Self {
-        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let code = error.code().as_str();
-        Self { error, status, code }
-    }
-}
-
-impl From<StoreError> for HttpError {
-    fn from(error: StoreError) -> Self {
-        ApiError::internal("the state store failed; try again", error).into()
-    }
-}
-
-impl From<LookupError> for HttpError {
-    fn from(error: LookupError) -> Self {
-        match error {
-            LookupError::Store(error) => error.into(),
-            error => ApiError::internal("a storage account cannot be served", error).into(),
-        }
-    }
-}
-
-impl From<netwatch_api::resource::ResourceError> for HttpError {
-    fn from(error: netwatch_api::resource::ResourceError) -> Self {
-        ApiError::from(error).into()
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            // The whole chain, once, here where the error is handled (STYLE 10, 11).
-            let mut causes = Vec::new();
-            let mut source = std::error::Error::source(&self.error);
-            while let Some(cause) = source {
-                causes.push(cause.to_string());
-                source = cause.source();
-            }
-            tracing::error!(code = self.code, cause = %causes.join(": "), "{}", self.error);
-        } else {
-            tracing::debug!(code = self.code, status = self.status.as_u16(), "{}", self.error);
-        }
-        let mut body = self.error.to_response();
-        self.code.clone_into(&mut body.error.code);
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Extractors
-
-/// The request's `api-version`, required on ARM routes.
-#[derive(Debug, Clone)]
-pub struct ArmVersion(pub ApiVersion);
-
-impl<S: Send + Sync> FromRequestParts<S> for ArmVersion {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts.uri.query().and_then(|query| {
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-                .find(|(name, _)| name.eq_ignore_ascii_case(API_VERSION))
-                .map(|(_, value)| value)
-        });
-        Ok(Self(ApiVersion::parse(value)?))
-    }
-}
-
-/// A request body of at most [`MAX_BODY_BYTES`], which must be JSON when it
-/// says what it is (az and the SDK send `application/json`).
-#[derive(Debug)]
-pub struct ArmBody(pub axum::body::Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for ArmBody {
-    type Rejection = HttpError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // Refused unread: the body still comes in before the answer goes
-        // (drain.rs), so a client still sending hears it.
-        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
-            let text = content_type.to_str().unwrap_or("");
-            let essence = text.split(';').next().unwrap_or("").trim();
-            if !essence.eq_ignore_ascii_case("application/json") {
-                return Err(ApiError::unsupported_media_type(text).into());
-            }
-        }
-        match axum::body::Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(HttpError::payload_too_large())
-            }
-            Err(rejection) => {
-                Err(ApiError::bad_body(format!("the request body could not be read: {}", rejection.body_text())).into())
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Helpers for handlers
 
 /// The request's subscription, which must be the one served.
@@ -459,38 +218,6 @@ fn retry_after() -> (header::HeaderName, HeaderValue) {
     (header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))
 }
 
-/// Milliseconds since the epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// A fresh GUID (operation ids, etags). Not a secret.
-pub(crate) fn new_guid() -> String {
-    // v7: time-ordered, so operation rows and etags sort by creation.
-    uuid::Uuid::now_v7().to_string()
-}
-
-/// Azure's form of a time, which every time the API returns takes: RFC 3339
-/// UTC with seven fractional digits, as .NET prints a `DateTime`
-/// (`2016-12-06T17:20:01.5671279Z` in Azure's packet capture guide), from
-/// `ms` since the epoch (`….5670000Z`: times are kept in milliseconds).
-/// Always seven digits: `time`'s `Rfc3339` would drop trailing zeros.
-fn rfc3339(ms: i64) -> String {
-    const AZURE: &[BorrowedFormatItem<'_>] =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:7]Z");
-    // Years 1 to 9999, which four digits print: no time the controller
-    // keeps is outside them, a damaged row prints as the nearest end.
-    const FIRST_MS: i64 = -62_135_596_800_000;
-    const LAST_MS: i64 = 253_402_300_799_999;
-    let nanos = i128::from(ms.clamp(FIRST_MS, LAST_MS)) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|time| time.format(AZURE).ok())
-        .expect("years 1-9999 are in range and print with four digits")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,31 +247,5 @@ mod tests {
         for (path, normalized) in rows {
             assert_eq!(normalize_path(path), normalized, "{path}");
         }
-    }
-
-    /// Issue 12: times were whole seconds; Azure's have seven fractional digits.
-    #[test]
-    fn issue_12_times_have_azures_seven_fractional_digits() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.0000000Z");
-        assert_eq!(rfc3339(1_473_251_724_000), "2016-09-07T12:35:24.0000000Z");
-        assert_eq!(rfc3339(951_782_400_999), "2000-02-29T00:00:00.9990000Z");
-        // The guide's example, to the millisecond the store keeps.
-        assert_eq!(rfc3339(1_481_044_801_567), "2016-12-06T17:20:01.5670000Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.9990000Z");
-        assert_eq!(rfc3339(i64::MIN), "0001-01-01T00:00:00.0000000Z");
-        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.9990000Z");
-        let parsed = OffsetDateTime::parse(
-            &rfc3339(1_481_044_801_567),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap();
-        assert_eq!(parsed.unix_timestamp_nanos(), 1_481_044_801_567_000_000);
-    }
-
-    #[test]
-    fn guids_are_fresh_and_shaped() {
-        let (a, b) = (new_guid(), new_guid());
-        assert_ne!(a, b);
-        assert!(SubscriptionId::parse("x", &a).is_ok(), "{a}");
     }
 }

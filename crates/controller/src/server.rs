@@ -11,9 +11,10 @@ use netwatch_api::resource::SubscriptionId;
 use netwatch_storage::{AccountConfig, AccountKind, Accounts};
 use serde::{Deserialize, Serialize};
 
+use crate::app::{ApiConfig, AppState};
 use crate::auth::{BadDigest, Tokens};
 use crate::identity::Signer;
-use crate::routes::{ApiConfig, AppState, router};
+use crate::routes::router;
 use crate::store::{Store, StoreError};
 
 /// How long open requests, and then agent channels, get to finish at shutdown.

@@ -5,7 +5,8 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use netwatch_controller::routes::{ApiConfig, AppState, MAX_BODY_BYTES, router};
+use netwatch_controller::app::{ApiConfig, AppState};
+use netwatch_controller::routes::{MAX_BODY_BYTES, router};
 use netwatch_controller::store::{OperationRecord, Store, VmRecord};
 use netwatch_storage::{AccountConfig, AccountKind, Accounts};
 use serde_json::{Value, json};

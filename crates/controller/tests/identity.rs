@@ -4,9 +4,10 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use netwatch_controller::app::{ApiConfig, AppState};
 use netwatch_controller::auth::{Tokens, digest};
 use netwatch_controller::identity::Signer;
-use netwatch_controller::routes::{ApiConfig, AppState, router};
+use netwatch_controller::routes::router;
 use netwatch_controller::store::Store;
 use netwatch_storage::Accounts;
 use serde_json::{Value, json};

@@ -15,8 +15,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, UploadProgress, run_id};
 use netwatch_api::packet_capture::{PcError, StopReason, UploadState};
+use netwatch_controller::app::{ApiConfig, AppState};
 use netwatch_controller::hub::{apply_report, sweep_lost_agents};
-use netwatch_controller::routes::{ApiConfig, AppState, router};
+use netwatch_controller::routes::router;
 use netwatch_controller::store::{
     AgentCredentialRecord, CaptureRecord, EnrollmentRecord, OperationRecord, Store, VmRecord, WatcherRecord,
 };

@@ -1,0 +1,76 @@
+//! [`HttpError`], the one error type of the API's handlers, extractors and
+//! middleware: an [`ApiError`] rendered as ARM's error body with its status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use netwatch_api::error::ApiError;
+#[cfg(doc)]
+use netwatch_api::error::ErrorCode;
+
+use crate::accounts::LookupError;
+use crate::store::StoreError;
+
+/// An API failure on its way out: an [`ApiError`], rendered as ARM's error body
+/// with its status; the few HTTP-level failures [`ErrorCode`] has no code for
+/// (413, 405) carry their own status and code.
+#[derive(Debug)]
+pub struct HttpError {
+    error: ApiError,
+    status: StatusCode,
+    code: &'static str,
+}
+
+impl HttpError {
+    pub(crate) fn with_status(status: StatusCode, code: &'static str, error: ApiError) -> Self {
+        Self { error, status, code }
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(error: ApiError) -> Self {
+        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = error.code().as_str();
+        Self { error, status, code }
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(error: StoreError) -> Self {
+        ApiError::internal("the state store failed; try again", error).into()
+    }
+}
+
+impl From<LookupError> for HttpError {
+    fn from(error: LookupError) -> Self {
+        match error {
+            LookupError::Store(error) => error.into(),
+            error => ApiError::internal("a storage account cannot be served", error).into(),
+        }
+    }
+}
+
+impl From<netwatch_api::resource::ResourceError> for HttpError {
+    fn from(error: netwatch_api::resource::ResourceError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            // The whole chain, once, here where the error is handled (STYLE 10, 11).
+            let mut causes = Vec::new();
+            let mut source = std::error::Error::source(&self.error);
+            while let Some(cause) = source {
+                causes.push(cause.to_string());
+                source = cause.source();
+            }
+            tracing::error!(code = self.code, cause = %causes.join(": "), "{}", self.error);
+        } else {
+            tracing::debug!(code = self.code, status = self.status.as_u16(), "{}", self.error);
+        }
+        let mut body = self.error.to_response();
+        self.code.clone_into(&mut body.error.code);
+        (self.status, axum::Json(body)).into_response()
+    }
+}
