@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 # What the tests use besides cargo: ip (namespaces), tcpdump (the cross-check),
 # python3 (frame injection and socket traffic in namespaces), setpriv (the
 # missing-capability test), PostgreSQL (the store runs its suite on it too),
-# tshark/capinfos and trafgen (the benchmark), npm (installs Azurite, the
+# tshark/capinfos and trafgen (the benchmark), curl (early answers over HTTP/1.1
+# and HTTP/2, crates/controller/tests/early_answers.rs), npm (installs Azurite, the
 # Azure Blob server the storage tests start), g++ (libFuzzer, built for fuzz/).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++)
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"
