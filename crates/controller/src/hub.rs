@@ -36,7 +36,10 @@ use tokio_util::task::TaskTracker;
 use crate::app::{AppState, new_guid};
 use crate::auth::AgentIdentity;
 use crate::clock::now_ms;
-use crate::store::{AgentCredentialRecord, CaptureRecord, EnrollmentRecord, StoreError, VmRecord, WatcherRecord};
+use crate::store::{
+    AgentCredentialRecord, CaptureRecord, CaptureStatus, EnrollmentRecord, OperationKind, OperationStatus, StoreError,
+    VmRecord, WatcherRecord,
+};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,12 +56,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_millis(3 * HEARTBEAT_INTERVAL_MS);
 const TOUCH_INTERVAL: Duration = Duration::from_millis(6 * HEARTBEAT_INTERVAL_MS);
 /// How often a report re-reads a capture another writer changed under it.
 const STALE_RETRIES: usize = 5;
-
-/// Stored capture statuses.
-pub(crate) const NOT_STARTED: &str = "NotStarted";
-pub(crate) const RUNNING: &str = "Running";
-pub(crate) const STOPPED: &str = "Stopped";
-pub(crate) const ERROR: &str = "Error";
 
 /// The connected agents, by VM key (the lower-case VM resource id).
 #[derive(Debug, Clone, Default)]
@@ -416,14 +413,14 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
         .collect();
     // What the host runs is named by run (resource id and creation time).
     for record in state.store.captures_for_target(vm).await? {
-        match record.status.as_str() {
-            NOT_STARTED => match start_message(&record) {
+        match record.status {
+            CaptureStatus::NotStarted => match start_message(&record) {
                 Ok(start) => {
                     state.hub.send(vm, ControllerMessage::Start(start));
                 }
                 Err(err) => tracing::error!(capture = %record.id, error = %err, "stored capture cannot be started"),
             },
-            RUNNING if !owned.contains(&run_id(&record.id, record.created_ms).to_lowercase()) => {
+            CaptureStatus::Running if !owned.contains(&run_id(&record.id, record.created_ms).to_lowercase()) => {
                 let message = "the agent restarted and no longer runs this capture";
                 lost_by_agent(state, record, None, message).await?;
             }
@@ -502,9 +499,7 @@ pub async fn sweep_lost_agents(state: &AppState, now_ms: i64) -> Result<usize, S
 pub(crate) async fn give_up_captures_of(state: &AppState, vm_id: &str, message: &str) -> Result<usize, StoreError> {
     let mut ended = 0;
     for record in state.store.captures_for_target(vm_id).await? {
-        if matches!(record.status.as_str(), NOT_STARTED | RUNNING)
-            && lost_by_agent(state, record, Some(AGENT_LOST), message).await?
-        {
+        if record.status.is_active() && lost_by_agent(state, record, Some(AGENT_LOST), message).await? {
             ended += 1;
         }
     }
@@ -521,7 +516,7 @@ async fn lost_by_agent(
     message: &str,
 ) -> Result<bool, StoreError> {
     for _ in 0..STALE_RETRIES {
-        record.status = ERROR.to_owned();
+        record.status = CaptureStatus::Error;
         if let Some(reason) = stop_reason {
             record.stop_reason = Some(reason.to_owned());
         }
@@ -532,16 +527,16 @@ async fn lost_by_agent(
             Ok(_) => {
                 tracing::warn!(capture = %record.id, "{message}");
                 let error = json!({"error": {"code": "AgentStopped", "message": message}}).to_string();
-                for kind in ["create", "stop"] {
+                for kind in [OperationKind::Create, OperationKind::Stop] {
                     state
                         .store
-                        .finish_operations_of(&record.id, kind, "Failed", Some(&error), now_ms())
+                        .finish_operations_of(&record.id, kind, OperationStatus::Failed, Some(&error), now_ms())
                         .await?;
                 }
                 return Ok(true);
             }
             Err(StoreError::Stale(_)) => match state.store.get_capture(&record.id).await? {
-                Some(fresh) if matches!(fresh.status.as_str(), NOT_STARTED | RUNNING) => record = fresh,
+                Some(fresh) if fresh.status.is_active() => record = fresh,
                 _ => return Ok(false),
             },
             Err(err) => return Err(err),
@@ -622,16 +617,16 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
             tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
             return Ok(());
         }
-        let before = record.status.clone();
-        let terminal = matches!(before.as_str(), STOPPED | ERROR);
+        let before = record.status;
+        let terminal = !before.is_active();
         if terminal && report.state == AgentCaptureState::Running {
             stop_run();
             return Ok(());
         }
         let status = match report.state {
-            AgentCaptureState::Running => RUNNING,
-            AgentCaptureState::Stopped => STOPPED,
-            AgentCaptureState::Error => ERROR,
+            AgentCaptureState::Running => CaptureStatus::Running,
+            AgentCaptureState::Stopped => CaptureStatus::Stopped,
+            AgentCaptureState::Error => CaptureStatus::Error,
         };
         let stats = NetwatchCaptureStatus {
             packets_captured: report.stats.packets_captured,
@@ -654,7 +649,7 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
         let before_upload = serde_json::from_str::<NetwatchCaptureStatus>(&record.stats_json)
             .ok()
             .and_then(|stats| stats.upload_state);
-        if before == ERROR {
+        if before == CaptureStatus::Error {
             // Error is final (the agent was given up, or the capture failed):
             // a later report of the run, such as an agent back from the dead
             // with the file it recovered, brings its counters, upload and
@@ -667,14 +662,13 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
             }
             record.errors_json = serde_json::to_string(&errors).expect("error lists always serialize");
         } else {
-            record.status = status.to_owned();
+            record.status = status;
             if let Some(reason) = &report.stop_reason {
                 record.stop_reason = Some(reason.as_str().to_owned());
             }
             record.errors_json = serde_json::to_string(&report.errors).expect("error lists always serialize");
         }
-        let status = record.status.clone();
-        let status = status.as_str();
+        let status = record.status;
         record.started_ms = report.started_ms.or(record.started_ms);
         record.stats_json = serde_json::to_string(&stats).expect("counters always serialize");
         if before != status {
@@ -687,7 +681,7 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
             Err(err) => return Err(err),
         }
         if before != status {
-            tracing::info!(capture = %record.id, from = %before, to = status, "packet capture changed state");
+            tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
             settle_create(state, &record, report).await?;
         }
         // A stop is done once the file is stored, given up, or safe in the
@@ -702,7 +696,13 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
         {
             state
                 .store
-                .finish_operations_of(&record.id, "stop", "Succeeded", None, now_ms())
+                .finish_operations_of(
+                    &record.id,
+                    OperationKind::Stop,
+                    OperationStatus::Succeeded,
+                    None,
+                    now_ms(),
+                )
                 .await?;
         }
         return Ok(());
@@ -715,7 +715,7 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
 /// Failed (with the agent's explanation) when it could not start it.
 async fn settle_create(state: &AppState, record: &CaptureRecord, report: &CaptureReport) -> Result<(), StoreError> {
     let (status, error) = match report.state {
-        AgentCaptureState::Running | AgentCaptureState::Stopped => ("Succeeded", None),
+        AgentCaptureState::Running | AgentCaptureState::Stopped => (OperationStatus::Succeeded, None),
         AgentCaptureState::Error => {
             let code = report.errors.first().copied().unwrap_or(PcError::CaptureFailed);
             let message = report
@@ -723,12 +723,12 @@ async fn settle_create(state: &AppState, record: &CaptureRecord, report: &Captur
                 .clone()
                 .unwrap_or_else(|| "the agent could not start the capture".to_owned());
             let body = json!({"error": {"code": code, "message": message}});
-            ("Failed", Some(body.to_string()))
+            (OperationStatus::Failed, Some(body.to_string()))
         }
     };
     state
         .store
-        .finish_operations_of(&record.id, "create", status, error.as_deref(), now_ms())
+        .finish_operations_of(&record.id, OperationKind::Create, status, error.as_deref(), now_ms())
         .await?;
     Ok(())
 }

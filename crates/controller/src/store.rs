@@ -99,6 +99,91 @@ pub struct WatcherRecord {
     pub created_ms: i64,
 }
 
+/// Text in a status or kind column that names none of its values: a row
+/// written by something other than this controller, refused where it is read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the store holds {what} {value:?}, which this controller does not know")]
+pub struct UnknownValue {
+    what: &'static str,
+    value: String,
+}
+
+/// Enums kept as text in the store: written with [`as_str`], decoded where
+/// rows are read (`#[sqlx(try_from = "String")]`), so no caller compares text.
+macro_rules! stored_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// The text stored, and shown by the API.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownValue;
+
+            fn try_from(value: String) -> Result<Self, UnknownValue> {
+                match value.as_str() {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(UnknownValue { what: $what, value }),
+                }
+            }
+        }
+    };
+}
+
+stored_enum! {
+    /// Where a capture is in its life (Azure's `PcStatus` without `Unknown`).
+    CaptureStatus, "a capture status" {
+        /// Created; its agent has not reported it running yet.
+        NotStarted = "NotStarted",
+        Running = "Running",
+        Stopped = "Stopped",
+        /// Failed or given up: final, no report moves it on.
+        Error = "Error",
+    }
+}
+
+impl CaptureStatus {
+    /// Not ended yet: it may still run, and can be stopped.
+    pub const fn is_active(self) -> bool {
+        matches!(self, Self::NotStarted | Self::Running)
+    }
+}
+
+stored_enum! {
+    /// A long-running operation's status, as its monitor shows it.
+    OperationStatus, "an operation status" {
+        InProgress = "InProgress",
+        Succeeded = "Succeeded",
+        Failed = "Failed",
+    }
+}
+
+stored_enum! {
+    /// What a long-running operation does.
+    OperationKind, "an operation kind" {
+        Create = "create",
+        Stop = "stop",
+        Delete = "delete",
+        QueryStatus = "queryStatus",
+    }
+}
+
 /// A packet capture and what is known of it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CaptureRecord {
@@ -107,8 +192,8 @@ pub struct CaptureRecord {
     pub target_id: String,
     /// The validated request, as echoed to clients.
     pub request_json: String,
-    /// `NotStarted`, `Running`, `Stopped` or `Error`.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: CaptureStatus,
     pub stop_reason: Option<String>,
     /// `packetCaptureError`, a JSON list.
     pub errors_json: String,
@@ -165,10 +250,10 @@ pub struct OperationRecord {
     pub id: String,
     /// The resource the operation acts on; read back in its lower-case key form.
     pub resource_id: String,
-    /// `create`, `stop`, `delete` or `queryStatus`.
-    pub kind: String,
-    /// `InProgress`, `Succeeded` or `Failed`.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub kind: OperationKind,
+    #[sqlx(try_from = "String")]
+    pub status: OperationStatus,
     /// The ARM error body of a failed operation.
     pub error_json: Option<String>,
     pub created_ms: i64,
@@ -230,7 +315,7 @@ where
     .bind(key(&c.target_id))
     .bind(&c.target_id)
     .bind(&c.request_json)
-    .bind(&c.status)
+    .bind(c.status.as_str())
     .bind(&c.stop_reason)
     .bind(&c.errors_json)
     .bind(c.started_ms)
@@ -556,7 +641,7 @@ impl Store {
                  stats_json = $5, etag = $6, updated_ms = $7, version = version + 1
              WHERE key = $8 AND version = $9",
         )
-        .bind(&c.status)
+        .bind(c.status.as_str())
         .bind(&c.stop_reason)
         .bind(&c.errors_json)
         .bind(c.started_ms)
@@ -851,8 +936,8 @@ impl Store {
         )
         .bind(&op.id)
         .bind(key(&op.resource_id))
-        .bind(&op.kind)
-        .bind(&op.status)
+        .bind(op.kind.as_str())
+        .bind(op.status.as_str())
         .bind(&op.error_json)
         .bind(op.created_ms)
         .bind(op.updated_ms)
@@ -865,7 +950,7 @@ impl Store {
     pub async fn finish_operation(
         &self,
         id: &str,
-        status: &str,
+        status: OperationStatus,
         error_json: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -873,7 +958,7 @@ impl Store {
             "UPDATE operations SET status = $1, error_json = $2, updated_ms = $3
              WHERE id = $4 AND status = 'InProgress'",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(error_json)
         .bind(now_ms)
         .bind(id)
@@ -887,8 +972,8 @@ impl Store {
     pub async fn finish_operations_of(
         &self,
         resource_id: &str,
-        kind: &str,
-        status: &str,
+        kind: OperationKind,
+        status: OperationStatus,
         error_json: Option<&str>,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
@@ -896,11 +981,11 @@ impl Store {
             "UPDATE operations SET status = $1, error_json = $2, updated_ms = $3
              WHERE resource_key = $4 AND kind = $5 AND status = 'InProgress'",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(error_json)
         .bind(now_ms)
         .bind(key(resource_id))
-        .bind(kind)
+        .bind(kind.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -915,5 +1000,37 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_enums_round_trip_and_refuse_unknown_text() {
+        for status in [
+            CaptureStatus::NotStarted,
+            CaptureStatus::Running,
+            CaptureStatus::Stopped,
+            CaptureStatus::Error,
+        ] {
+            assert_eq!(CaptureStatus::try_from(status.as_str().to_owned()), Ok(status));
+        }
+        for kind in [
+            OperationKind::Create,
+            OperationKind::Stop,
+            OperationKind::Delete,
+            OperationKind::QueryStatus,
+        ] {
+            assert_eq!(OperationKind::try_from(kind.to_string()), Ok(kind));
+        }
+        let unknown = CaptureStatus::try_from("running".to_owned()).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            r#"the store holds a capture status "running", which this controller does not know"#
+        );
+        assert!(OperationStatus::try_from(String::new()).is_err());
+        assert!(CaptureStatus::NotStarted.is_active() && !CaptureStatus::Error.is_active());
     }
 }

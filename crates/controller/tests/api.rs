@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use netwatch_controller::app::{ApiConfig, AppState};
 use netwatch_controller::routes::{MAX_BODY_BYTES, router};
-use netwatch_controller::store::{OperationRecord, Store, VmRecord};
+use netwatch_controller::store::{OperationKind, OperationRecord, OperationStatus, Store, VmRecord};
 use netwatch_storage::{AccountConfig, AccountKind, Accounts};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -361,8 +361,8 @@ async fn an_operation_in_progress_asks_to_retry() {
     let op = OperationRecord {
         id: "op-1".into(),
         resource_id: format!("{NW}/packetCaptures/pc1"),
-        kind: "create".into(),
-        status: "InProgress".into(),
+        kind: OperationKind::Create,
+        status: OperationStatus::InProgress,
         error_json: None,
         created_ms: now_ms(),
         updated_ms: now_ms(),
@@ -379,7 +379,7 @@ async fn an_operation_in_progress_asks_to_retry() {
     let error = r#"{"error":{"code":"CaptureFailed","message":"no such interface"}}"#;
     assert!(
         api.store
-            .finish_operation("op-1", "Failed", Some(error), 2)
+            .finish_operation("op-1", OperationStatus::Failed, Some(error), 2)
             .await
             .unwrap()
     );

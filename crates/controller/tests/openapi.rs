@@ -30,7 +30,10 @@ use netwatch_controller::app::{ApiConfig, AppState};
 use netwatch_controller::auth::{Tokens, digest};
 use netwatch_controller::identity::Signer;
 use netwatch_controller::routes::{MAX_BODY_BYTES, router};
-use netwatch_controller::store::{AgentCredentialRecord, EnrollmentRecord, OperationRecord, Store, VmRecord};
+use netwatch_controller::store::{
+    AgentCredentialRecord, CaptureStatus, EnrollmentRecord, OperationKind, OperationRecord, OperationStatus, Store,
+    VmRecord,
+};
 use netwatch_storage::{AccountConfig, AccountKind, Accounts};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -1065,7 +1068,7 @@ async fn answers_match_their_schemas() {
 
     let id = created.json()["id"].as_str().unwrap().to_owned();
     let mut record = api.store.get_capture(&id).await.unwrap().unwrap();
-    record.status = "Running".into();
+    record.status = CaptureStatus::Running;
     record.started_ms = Some(now_ms());
     record.stats_json = json!({"packetsCaptured": 10, "bytesCaptured": 1000, "kernelDrops": 0,
         "fileSizeInBytes": 1184, "uploadState": "Pending"})
@@ -1092,8 +1095,8 @@ async fn answers_match_their_schemas() {
     let operation = OperationRecord {
         id: "op-stop".into(),
         resource_id: id.clone(),
-        kind: "stop".into(),
-        status: "InProgress".into(),
+        kind: OperationKind::Stop,
+        status: OperationStatus::InProgress,
         error_json: None,
         created_ms: now_ms(),
         updated_ms: now_ms(),
@@ -1110,19 +1113,19 @@ async fn answers_match_their_schemas() {
     )
     .await;
     api.store
-        .finish_operation("op-stop", "Succeeded", None, now_ms())
+        .finish_operation("op-stop", OperationStatus::Succeeded, None, now_ms())
         .await
         .unwrap();
     s.call("OperationResults_Get", get(&result), 200).await;
     let failed = OperationRecord {
         id: "op-failed".into(),
-        kind: "create".into(),
+        kind: OperationKind::Create,
         ..operation
     };
     api.store.insert_operation(&failed).await.unwrap();
     let error = r#"{"error":{"code":"CaptureFailed","message":"no such interface"}}"#;
     api.store
-        .finish_operation("op-failed", "Failed", Some(error), now_ms())
+        .finish_operation("op-failed", OperationStatus::Failed, Some(error), now_ms())
         .await
         .unwrap();
     s.call(

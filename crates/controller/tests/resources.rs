@@ -19,7 +19,8 @@ use netwatch_controller::app::{ApiConfig, AppState};
 use netwatch_controller::hub::{apply_report, sweep_lost_agents};
 use netwatch_controller::routes::router;
 use netwatch_controller::store::{
-    AgentCredentialRecord, CaptureRecord, EnrollmentRecord, OperationRecord, Store, VmRecord, WatcherRecord,
+    AgentCredentialRecord, CaptureRecord, CaptureStatus, EnrollmentRecord, OperationKind, OperationRecord,
+    OperationStatus, Store, VmRecord, WatcherRecord,
 };
 use netwatch_storage::{AccountConfig, AccountKind, Accounts, MIN_LOCAL_PART_SIZE, capture_blob_path};
 use serde_json::{Value, json};
@@ -227,7 +228,7 @@ impl Api {
             watcher_id: watcher.id,
             target_id: vm_id("rg1", "vm1"),
             request_json: request.to_string(),
-            status: "Stopped".into(),
+            status: CaptureStatus::Stopped,
             stop_reason: Some("TimeExceeded".into()),
             errors_json: "[]".into(),
             started_ms: Some(CREATED_MS),
@@ -1352,14 +1353,14 @@ async fn captures_of_a_host_never_heard_again_become_errors_after_the_timeout() 
     // vm1 was last heard at CREATED_MS; one capture runs there, with a stop in progress.
     let run = api.capture_run("lost1", None).await;
     let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
-    record.status = "Running".into();
+    record.status = CaptureStatus::Running;
     record.stop_reason = None;
     api.store.update_capture(&record).await.unwrap();
     let stop = OperationRecord {
         id: "op-stop-1".into(),
         resource_id: run.capture.clone(),
-        kind: "stop".into(),
-        status: "InProgress".into(),
+        kind: OperationKind::Stop,
+        status: OperationStatus::InProgress,
         error_json: None,
         created_ms: CREATED_MS,
         updated_ms: CREATED_MS,
@@ -1386,7 +1387,7 @@ async fn captures_of_a_host_never_heard_again_become_errors_after_the_timeout() 
         "{status}"
     );
     let operation = api.store.get_operation("op-stop-1").await.unwrap().unwrap();
-    assert_eq!(operation.status, "Failed");
+    assert_eq!(operation.status, OperationStatus::Failed);
     assert!(
         operation
             .error_json
@@ -1427,7 +1428,7 @@ async fn removing_the_agent_extension_cuts_the_host_off() {
     );
     let run = api.capture_run("cutoff", None).await;
     let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
-    record.status = "Running".into();
+    record.status = CaptureStatus::Running;
     api.store.update_capture(&record).await.unwrap();
 
     let extension = format!("{vm1}/extensions/NetworkWatcherAgentLinux?api-version=2024-07-01");
@@ -1476,7 +1477,7 @@ async fn issue_6_an_agent_back_after_its_capture_was_given_up_leaves_it_in_error
     let state = AppState::new(api.store.clone(), config, Accounts::default());
     let run = api.capture_run("back1", None).await;
     let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
-    record.status = "Running".into();
+    record.status = CaptureStatus::Running;
     record.stop_reason = None;
     api.store.update_capture(&record).await.unwrap();
     assert_eq!(sweep_lost_agents(&state, CREATED_MS + 601_000).await.unwrap(), 1);
@@ -1532,7 +1533,7 @@ async fn an_agent_cannot_report_on_another_hosts_capture() {
     let state = AppState::new(api.store.clone(), api.config.clone(), Accounts::default());
     let run = api.capture_run("theirs", None).await;
     let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
-    record.status = "Running".into();
+    record.status = CaptureStatus::Running;
     record.stop_reason = None;
     api.store.update_capture(&record).await.unwrap();
     // vm2's agent says vm1's capture stopped with a million packets.
@@ -1570,7 +1571,7 @@ async fn issue_12_upload_percent_agrees_with_upload_state() {
     let state = AppState::new(api.store.clone(), api.config.clone(), Accounts::default());
     let run = api.capture_run("percent", None).await;
     let mut record = api.store.get_capture(&run.capture).await.unwrap().unwrap();
-    record.status = "Running".into();
+    record.status = CaptureStatus::Running;
     record.stop_reason = None;
     api.store.update_capture(&record).await.unwrap();
     let report = |agent_state, upload, percent| CaptureReport {

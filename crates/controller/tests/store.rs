@@ -3,8 +3,8 @@
 //! `NETWATCH_TEST_POSTGRES`). Each PostgreSQL test gets a database of its own.
 
 use netwatch_controller::store::{
-    AgentCredentialRecord, Backend, CaptureRecord, ClientTokenRecord, EnrollmentRecord, OperationRecord,
-    StorageAccountRecord, Store, StoreError, VmRecord, WatcherRecord,
+    AgentCredentialRecord, Backend, CaptureRecord, CaptureStatus, ClientTokenRecord, EnrollmentRecord, OperationKind,
+    OperationRecord, OperationStatus, StorageAccountRecord, Store, StoreError, VmRecord, WatcherRecord,
 };
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
@@ -30,7 +30,7 @@ fn capture(w: &WatcherRecord, name: &str, target: &str) -> CaptureRecord {
         watcher_id: w.id.clone(),
         target_id: target.into(),
         request_json: r#"{"properties":{}}"#.into(),
-        status: "NotStarted".into(),
+        status: CaptureStatus::NotStarted,
         stop_reason: None,
         errors_json: "[]".into(),
         started_ms: None,
@@ -163,13 +163,13 @@ async fn silent_hosts_suite(store: &Store) {
     }
     let w = store.ensure_watcher(&watcher("westus")).await.unwrap();
     for (name, target, status) in [
-        ("on-heard", "heard", "Running"),
-        ("on-quiet", "quiet", "Running"),
-        ("waiting", "never", "NotStarted"),
-        ("done", "quiet", "Stopped"),
+        ("on-heard", "heard", CaptureStatus::Running),
+        ("on-quiet", "quiet", CaptureStatus::Running),
+        ("waiting", "never", CaptureStatus::NotStarted),
+        ("done", "quiet", CaptureStatus::Stopped),
     ] {
         let mut c = capture(&w, name, &vm_id(target));
-        c.status = status.into();
+        c.status = status;
         store.insert_capture(&c).await.unwrap();
     }
     let silent = |before: i64| async move {
@@ -388,14 +388,14 @@ async fn captures_suite(store: &Store) {
 
     // optimistic concurrency: the version read is the one that may write
     let running = CaptureRecord {
-        status: "Running".into(),
+        status: CaptureStatus::Running,
         started_ms: Some(20),
         ..c.clone()
     };
     let v2 = store.update_capture(&running).await.unwrap();
     assert_eq!(v2, 2);
     let stale = CaptureRecord {
-        status: "Stopped".into(),
+        status: CaptureStatus::Stopped,
         ..c.clone()
     };
     assert!(matches!(
@@ -408,7 +408,7 @@ async fn captures_suite(store: &Store) {
         ("Running", 2, Some(20))
     );
     let stopped = CaptureRecord {
-        status: "Stopped".into(),
+        status: CaptureStatus::Stopped,
         stop_reason: Some("ManualStop".into()),
         ..stored
     };
@@ -417,7 +417,7 @@ async fn captures_suite(store: &Store) {
     // a finished capture is replaced in one step, only as it was read
     let stopped = store.get_capture(&c.id).await.unwrap().unwrap();
     let fresh = CaptureRecord {
-        status: "NotStarted".into(),
+        status: CaptureStatus::NotStarted,
         stop_reason: None,
         version: 1,
         created_ms: 99,
@@ -457,22 +457,30 @@ async fn operations_suite(store: &Store) {
         id: "0195f0f0-0000-7000-8000-000000000001".into(),
         resource_id:
             "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/networkWatchers/nw/packetCaptures/pc".into(),
-        kind: "create".into(),
-        status: "InProgress".into(),
+        kind: OperationKind::Create,
+        status: OperationStatus::InProgress,
         error_json: None,
         created_ms: 1,
         updated_ms: 1,
     };
     store.insert_operation(&op).await.unwrap();
-    assert_eq!(store.get_operation(&op.id).await.unwrap().unwrap().status, "InProgress");
+    assert_eq!(
+        store.get_operation(&op.id).await.unwrap().unwrap().status,
+        OperationStatus::InProgress
+    );
     assert!(
         store
-            .finish_operation(&op.id, "Failed", Some(r#"{"code":"CaptureFailed"}"#), 7)
+            .finish_operation(&op.id, OperationStatus::Failed, Some(r#"{"code":"CaptureFailed"}"#), 7)
             .await
             .unwrap()
     );
     // an operation ends once
-    assert!(!store.finish_operation(&op.id, "Succeeded", None, 8).await.unwrap());
+    assert!(
+        !store
+            .finish_operation(&op.id, OperationStatus::Succeeded, None, 8)
+            .await
+            .unwrap()
+    );
     let got = store.get_operation(&op.id).await.unwrap().unwrap();
     assert_eq!(
         (got.status.as_str(), got.error_json.as_deref(), got.updated_ms),
@@ -481,21 +489,37 @@ async fn operations_suite(store: &Store) {
     assert!(store.get_operation("nope").await.unwrap().is_none());
 
     // agent reports settle every open operation of a kind on a resource
-    for (id, kind) in [("op-a", "stop"), ("op-b", "stop"), ("op-c", "create")] {
+    for (id, kind) in [
+        ("op-a", OperationKind::Stop),
+        ("op-b", OperationKind::Stop),
+        ("op-c", OperationKind::Create),
+    ] {
         let open = OperationRecord {
             id: id.into(),
-            kind: kind.into(),
+            kind,
             ..op.clone()
         };
         store.insert_operation(&open).await.unwrap();
     }
     let settled = store
-        .finish_operations_of(&op.resource_id.to_uppercase(), "stop", "Succeeded", None, 9)
+        .finish_operations_of(
+            &op.resource_id.to_uppercase(),
+            OperationKind::Stop,
+            OperationStatus::Succeeded,
+            None,
+            9,
+        )
         .await
         .unwrap();
     assert_eq!(settled, 2);
-    assert_eq!(store.get_operation("op-b").await.unwrap().unwrap().status, "Succeeded");
-    assert_eq!(store.get_operation("op-c").await.unwrap().unwrap().status, "InProgress");
+    assert_eq!(
+        store.get_operation("op-b").await.unwrap().unwrap().status,
+        OperationStatus::Succeeded
+    );
+    assert_eq!(
+        store.get_operation("op-c").await.unwrap().unwrap().status,
+        OperationStatus::InProgress
+    );
 }
 
 #[tokio::test]

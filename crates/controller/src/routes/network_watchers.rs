@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{AppState, ArmBody, ArmVersion, HttpError, now_ms, subscription};
-use crate::hub::{NOT_STARTED, RUNNING};
 use crate::store::WatcherRecord;
 
 /// `networkWatchers`' route, below `/subscriptions/{subscription}/resourcegroups/{group}`.
@@ -165,7 +164,7 @@ async fn delete_watcher(
     // Its captures go with it, as in Azure; those still running are stopped on
     // their hosts first (their files are kept and uploaded).
     for capture in state.store.list_captures(&id.to_string()).await? {
-        if matches!(capture.status.as_str(), NOT_STARTED | RUNNING) {
+        if capture.status.is_active() {
             let stop = ControllerMessage::Stop {
                 capture_id: run_id(&capture.id, capture.created_ms),
             };

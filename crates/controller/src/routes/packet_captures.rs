@@ -53,13 +53,12 @@ use super::{
     AZURE_ASYNC_OPERATION, AppState, ArmBody, ArmVersion, HttpError, base_url, header_value, new_guid, now_ms,
     retry_after, rfc3339, subscription,
 };
-use crate::hub::{ERROR, NOT_STARTED, RUNNING, STOPPED, capture_blob_path, start_message};
-use crate::store::{CaptureRecord, OperationRecord, StoreError, WatcherRecord};
+use crate::hub::{capture_blob_path, start_message};
+use crate::store::{
+    CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, StoreError, WatcherRecord,
+};
 
 /// Stored operation statuses (`OperationRecord::status`).
-const IN_PROGRESS: &str = "InProgress";
-const SUCCEEDED: &str = "Succeeded";
-const FAILED: &str = "Failed";
 /// How long a create waits for the agent to start the capture before its
 /// operation reads Failed (the capture stays, and starts when the agent is back).
 pub(crate) const START_TIMEOUT_MS: i64 = 60_000;
@@ -213,7 +212,7 @@ async fn create(
     }
     let existing = state.store.get_capture(&id.to_string()).await?;
     if let Some(existing) = &existing
-        && !matches!(existing.status.as_str(), STOPPED | ERROR)
+        && existing.status.is_active()
     {
         let message = format!(
             "packet capture {} is {}: stop it (POST …/stop) or delete it before creating it again",
@@ -257,7 +256,7 @@ async fn create(
         watcher_id: watcher.id.clone(),
         target_id: vm.id.clone(),
         request_json,
-        status: NOT_STARTED.to_owned(),
+        status: CaptureStatus::NotStarted,
         stop_reason: None,
         errors_json: "[]".to_owned(),
         started_ms: None,
@@ -270,8 +269,8 @@ async fn create(
     let operation = OperationRecord {
         id: new_guid(),
         resource_id: id.to_string(),
-        kind: "create".to_owned(),
-        status: IN_PROGRESS.to_owned(),
+        kind: OperationKind::Create,
+        status: OperationStatus::InProgress,
         error_json: None,
         created_ms: now,
         updated_ms: now,
@@ -328,7 +327,12 @@ async fn query_status(
     _version: ArmVersion,
 ) -> Result<Json<PacketCaptureQueryStatusResult>, HttpError> {
     let record = find_capture(&state, &path).await?;
-    let status = serde_json::from_value(Value::String(record.status.clone())).unwrap_or(PcStatus::Unknown);
+    let status = match record.status {
+        CaptureStatus::NotStarted => PcStatus::NotStarted,
+        CaptureStatus::Running => PcStatus::Running,
+        CaptureStatus::Stopped => PcStatus::Stopped,
+        CaptureStatus::Error => PcStatus::Error,
+    };
     let errors: Vec<PcError> = serde_json::from_str(&record.errors_json)
         .map_err(|err| ApiError::internal(format!("stored errors of capture {} are unreadable", record.id), err))?;
     let mut netwatch = match record.stats_json.trim() {
@@ -380,13 +384,13 @@ async fn stop(
 ) -> Result<Response, HttpError> {
     let base = base_url(&state.config, &headers, &uri)?;
     let mut record = find_capture(&state, &path).await?;
-    if record.status == RUNNING && state.hub.is_connected(&record.target_id) {
+    if record.status == CaptureStatus::Running && state.hub.is_connected(&record.target_id) {
         let now = now_ms();
         let operation = OperationRecord {
             id: new_guid(),
             resource_id: record.id.clone(),
-            kind: "stop".to_owned(),
-            status: IN_PROGRESS.to_owned(),
+            kind: OperationKind::Stop,
+            status: OperationStatus::InProgress,
             error_json: None,
             created_ms: now,
             updated_ms: now,
@@ -408,14 +412,14 @@ async fn stop(
         // The agent went away between the check and the send: stop it here.
         state
             .store
-            .finish_operation(&operation.id, SUCCEEDED, None, now_ms())
+            .finish_operation(&operation.id, OperationStatus::Succeeded, None, now_ms())
             .await?;
     }
     for _ in 0..STALE_RETRIES {
-        if !matches!(record.status.as_str(), NOT_STARTED | RUNNING) {
+        if !record.status.is_active() {
             return Ok(Json(json!({})).into_response());
         }
-        record.status = STOPPED.to_owned();
+        record.status = CaptureStatus::Stopped;
         record.stop_reason = Some(StopReason::ManualStop.as_str().to_owned());
         record.etag = format!("W/\"{}\"", new_guid());
         record.updated_ms = now_ms();
@@ -428,7 +432,13 @@ async fn stop(
                 state.hub.send(&record.target_id, stop);
                 state
                     .store
-                    .finish_operations_of(&record.id, "create", SUCCEEDED, None, now_ms())
+                    .finish_operations_of(
+                        &record.id,
+                        OperationKind::Create,
+                        OperationStatus::Succeeded,
+                        None,
+                        now_ms(),
+                    )
                     .await?;
                 tracing::info!(capture = %record.id, "packet capture stopped");
                 return Ok(Json(json!({})).into_response());
@@ -451,7 +461,7 @@ async fn delete(
     let id = capture_id(&state, &path)?;
     find_watcher(&state, (&path.0, &path.1, &path.2)).await?;
     if let Some(record) = state.store.get_capture(&id.to_string()).await?
-        && matches!(record.status.as_str(), NOT_STARTED | RUNNING)
+        && record.status.is_active()
     {
         let stop = ControllerMessage::Stop {
             capture_id: run_id(&record.id, record.created_ms),
@@ -476,8 +486,11 @@ async fn find_operation(
         let message = format!("operation {operation:?} was not found");
         return Err(ApiError::new(ErrorCode::NotFound, message).into());
     };
-    if record.status == IN_PROGRESS && record.kind == "create" && now_ms() - record.created_ms > START_TIMEOUT_MS {
-        record.status = FAILED.to_owned();
+    if record.status == OperationStatus::InProgress
+        && record.kind == OperationKind::Create
+        && now_ms() - record.created_ms > START_TIMEOUT_MS
+    {
+        record.status = OperationStatus::Failed;
         let message = format!(
             "the target's agent did not start the capture within {} s: is it connected? \
              (the capture starts when it connects; queryStatus shows it)",
@@ -499,8 +512,8 @@ async fn operation_result(
     uri: Uri,
 ) -> Result<Response, HttpError> {
     let record = find_operation(&state, (&sub, &location, &operation)).await?;
-    match record.status.as_str() {
-        IN_PROGRESS => {
+    match record.status {
+        OperationStatus::InProgress => {
             let base = base_url(&state.config, &headers, &uri)?;
             let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
             // The canonical spelling, not the lower-cased path routing saw.
@@ -510,8 +523,8 @@ async fn operation_result(
             let headers = [(header::LOCATION, header_value(&again)?), retry_after()];
             Ok((StatusCode::ACCEPTED, headers).into_response())
         }
-        SUCCEEDED => Ok(Json(json!({})).into_response()),
-        _ => {
+        OperationStatus::Succeeded => Ok(Json(json!({})).into_response()),
+        OperationStatus::Failed => {
             let error = record
                 .error_json
                 .as_deref()
@@ -530,7 +543,7 @@ async fn operation_status(
     _version: ArmVersion,
 ) -> Result<Response, HttpError> {
     let record = find_operation(&state, (&sub, &location, &operation)).await?;
-    let mut body = json!({ "name": record.id, "status": record.status });
+    let mut body = json!({ "name": record.id, "status": record.status.as_str() });
     if let Some(error) = record
         .error_json
         .as_deref()
@@ -539,7 +552,7 @@ async fn operation_status(
         // Stored as ARM's error body; the monitor shows its inner object.
         body["error"] = error.get("error").cloned().unwrap_or(error);
     }
-    if record.status == IN_PROGRESS {
+    if record.status == OperationStatus::InProgress {
         Ok((StatusCode::OK, [retry_after()], Json(body)).into_response())
     } else {
         Ok((StatusCode::OK, Json(body)).into_response())

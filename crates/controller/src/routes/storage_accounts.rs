@@ -45,7 +45,6 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, ArmBody, ArmVersion, HttpError, base_url, now_ms, rfc3339, subscription};
 use crate::accounts::Account;
-use crate::hub::{NOT_STARTED, RUNNING};
 use crate::store::{CaptureRecord, StorageAccountRecord, StoreError};
 
 /// Storage accounts of a resource group, below a subscription.
@@ -311,7 +310,7 @@ async fn refuse_if_uploading(state: &AppState, name: &ResourceName, doing: &str)
 
 /// Whether a capture may still upload: it runs, or its agent said files wait.
 fn still_uploading(capture: &CaptureRecord) -> bool {
-    if matches!(capture.status.as_str(), NOT_STARTED | RUNNING) {
+    if capture.status.is_active() {
         return true;
     }
     let upload = serde_json::from_str::<NetwatchCaptureStatus>(&capture.stats_json)
