@@ -37,8 +37,8 @@ use crate::app::{AppState, new_guid};
 use crate::auth::AgentIdentity;
 use crate::clock::now_ms;
 use crate::store::{
-    AgentCredentialRecord, CaptureRecord, CaptureStatus, EnrollmentRecord, OperationKind, OperationStatus, StoreError,
-    VmRecord, WatcherRecord,
+    AgentCredentialRecord, CaptureRecord, CaptureStatus, Change, EnrollmentRecord, Modified, OperationKind,
+    OperationStatus, StoreError, VmRecord, WatcherRecord,
 };
 
 /// How long a new connection may take to say hello.
@@ -54,8 +54,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_millis(3 * HEARTBEAT_INTERVAL_MS);
 /// connected agent's `last_seen` is thus at most this old; the connection's
 /// end writes the exact time it was last heard from.
 const TOUCH_INTERVAL: Duration = Duration::from_millis(6 * HEARTBEAT_INTERVAL_MS);
-/// How often a report re-reads a capture another writer changed under it.
-const STALE_RETRIES: usize = 5;
 
 /// The connected agents, by VM key (the lower-case VM resource id).
 #[derive(Debug, Clone, Default)]
@@ -511,11 +509,15 @@ pub(crate) async fn give_up_captures_of(state: &AppState, vm_id: &str, message: 
 /// whether it did (false: another writer settled the capture first).
 async fn lost_by_agent(
     state: &AppState,
-    mut record: CaptureRecord,
+    record: CaptureRecord,
     stop_reason: Option<&str>,
     message: &str,
 ) -> Result<bool, StoreError> {
-    for _ in 0..STALE_RETRIES {
+    let given_up = state.store.modify_capture(&record.id, |record| {
+        if !record.status.is_active() {
+            // Another writer settled it first.
+            return Change::Keep(());
+        }
         record.status = CaptureStatus::Error;
         if let Some(reason) = stop_reason {
             record.stop_reason = Some(reason.to_owned());
@@ -523,26 +525,23 @@ async fn lost_by_agent(
         record.errors_json = json!([PcError::AgentStopped]).to_string();
         record.etag = format!("W/\"{}\"", new_guid());
         record.updated_ms = now_ms();
-        match state.store.update_capture(&record).await {
-            Ok(_) => {
-                tracing::warn!(capture = %record.id, "{message}");
-                let error = json!({"error": {"code": "AgentStopped", "message": message}}).to_string();
-                for kind in [OperationKind::Create, OperationKind::Stop] {
-                    state
-                        .store
-                        .finish_operations_of(&record.id, kind, OperationStatus::Failed, Some(&error), now_ms())
-                        .await?;
-                }
-                return Ok(true);
-            }
-            Err(StoreError::Stale(_)) => match state.store.get_capture(&record.id).await? {
-                Some(fresh) if fresh.status.is_active() => record = fresh,
-                _ => return Ok(false),
-            },
-            Err(err) => return Err(err),
-        }
+        Change::Write(())
+    });
+    match given_up.await {
+        Ok(Some(Modified { written: true, .. })) => {}
+        // Gone, settled by someone else, or still changing: not ours to end.
+        Ok(_) | Err(StoreError::Stale(_)) => return Ok(false),
+        Err(error) => return Err(error),
     }
-    Ok(false)
+    tracing::warn!(capture = %record.id, "{message}");
+    let error = json!({"error": {"code": "AgentStopped", "message": message}}).to_string();
+    for kind in [OperationKind::Create, OperationKind::Stop] {
+        state
+            .store
+            .finish_operations_of(&record.id, kind, OperationStatus::Failed, Some(&error), now_ms())
+            .await?;
+    }
+    Ok(true)
 }
 
 /// The `Start` message of a stored capture.
@@ -592,60 +591,66 @@ pub(crate) fn capture_file_blob_path(target: &str, created_ms: i64, seq: u32) ->
 
 /// Applies one agent report to the capture it names (public for tests).
 pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
-    for _ in 0..STALE_RETRIES {
-        let stop_run = || {
-            state.hub.send(
-                vm,
-                ControllerMessage::Stop {
-                    capture_id: report.capture_id.clone(),
-                },
-            );
-        };
-        let Some((capture, created_ms)) = parse_run_id(&report.capture_id) else {
-            tracing::warn!(vm, run = %report.capture_id, "agent reported on something that is not a capture run; ignored");
-            return Ok(());
-        };
-        let record = state.store.get_capture(capture).await?;
-        let Some(mut record) = record.filter(|record| record.created_ms == created_ms) else {
-            // Deleted (or created again) while it ran: nobody wants this run any more.
-            if report.state == AgentCaptureState::Running {
-                stop_run();
-            }
-            return Ok(());
-        };
+    /// What the report found, decided on the stored capture.
+    enum Found {
+        /// Deleted, or created again, while the run went on.
+        AnotherRun,
+        AnotherHost,
+        /// Ended already while its agent still runs it.
+        Ended,
+        /// Applied: the status and upload state it had before.
+        Applied {
+            before: CaptureStatus,
+            before_upload: Option<UploadState>,
+        },
+    }
+    let stop_run = || {
+        state.hub.send(
+            vm,
+            ControllerMessage::Stop {
+                capture_id: report.capture_id.clone(),
+            },
+        );
+    };
+    let Some((capture, created_ms)) = parse_run_id(&report.capture_id) else {
+        tracing::warn!(vm, run = %report.capture_id, "agent reported on something that is not a capture run; ignored");
+        return Ok(());
+    };
+    let reported = match report.state {
+        AgentCaptureState::Running => CaptureStatus::Running,
+        AgentCaptureState::Stopped => CaptureStatus::Stopped,
+        AgentCaptureState::Error => CaptureStatus::Error,
+    };
+    let stats = NetwatchCaptureStatus {
+        packets_captured: report.stats.packets_captured,
+        bytes_captured: report.stats.bytes_captured,
+        kernel_drops: report.stats.kernel_drops,
+        file_size_in_bytes: report.stats.file_size_in_bytes,
+        upload_state: report.upload,
+        // The field's rule holds whatever the agent's version: 100 when
+        // Succeeded and only then.
+        upload_percent: report
+            .upload
+            .zip(report.upload_progress.as_ref())
+            .map(|(state, progress)| state.percent(u64::from(progress.percent), 100)),
+        upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
+        files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
+        error_message: report.message.clone(),
+        agent_last_seen: None,
+        files: vec![],
+    };
+    let stats_json = serde_json::to_string(&stats).expect("counters always serialize");
+    let applied = state.store.modify_capture(capture, |record| {
+        if record.created_ms != created_ms {
+            return Change::Keep(Found::AnotherRun);
+        }
         if !record.target_id.eq_ignore_ascii_case(vm) {
-            tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
-            return Ok(());
+            return Change::Keep(Found::AnotherHost);
         }
         let before = record.status;
-        let terminal = !before.is_active();
-        if terminal && report.state == AgentCaptureState::Running {
-            stop_run();
-            return Ok(());
+        if !before.is_active() && report.state == AgentCaptureState::Running {
+            return Change::Keep(Found::Ended);
         }
-        let status = match report.state {
-            AgentCaptureState::Running => CaptureStatus::Running,
-            AgentCaptureState::Stopped => CaptureStatus::Stopped,
-            AgentCaptureState::Error => CaptureStatus::Error,
-        };
-        let stats = NetwatchCaptureStatus {
-            packets_captured: report.stats.packets_captured,
-            bytes_captured: report.stats.bytes_captured,
-            kernel_drops: report.stats.kernel_drops,
-            file_size_in_bytes: report.stats.file_size_in_bytes,
-            upload_state: report.upload,
-            // The field's rule holds whatever the agent's version: 100 when
-            // Succeeded and only then.
-            upload_percent: report
-                .upload
-                .zip(report.upload_progress.as_ref())
-                .map(|(state, progress)| state.percent(u64::from(progress.percent), 100)),
-            upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
-            files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
-            error_message: report.message.clone(),
-            agent_last_seen: None,
-            files: vec![],
-        };
         let before_upload = serde_json::from_str::<NetwatchCaptureStatus>(&record.stats_json)
             .ok()
             .and_then(|stats| stats.upload_state);
@@ -662,52 +667,83 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
             }
             record.errors_json = serde_json::to_string(&errors).expect("error lists always serialize");
         } else {
-            record.status = status;
+            record.status = reported;
             if let Some(reason) = &report.stop_reason {
                 record.stop_reason = Some(reason.as_str().to_owned());
             }
             record.errors_json = serde_json::to_string(&report.errors).expect("error lists always serialize");
         }
-        let status = record.status;
         record.started_ms = report.started_ms.or(record.started_ms);
-        record.stats_json = serde_json::to_string(&stats).expect("counters always serialize");
-        if before != status {
+        record.stats_json.clone_from(&stats_json);
+        if before != record.status {
             record.etag = format!("W/\"{}\"", new_guid());
         }
         record.updated_ms = now_ms();
-        match state.store.update_capture(&record).await {
-            Ok(_) => {}
-            Err(StoreError::Stale(_)) => continue,
-            Err(err) => return Err(err),
+        Change::Write(Found::Applied { before, before_upload })
+    });
+    let (record, before, before_upload) = match applied.await {
+        Ok(Some(Modified {
+            record,
+            value: Found::Applied { before, before_upload },
+            ..
+        })) => (record, before, before_upload),
+        Ok(
+            None
+            | Some(Modified {
+                value: Found::AnotherRun,
+                ..
+            }),
+        ) => {
+            // Nobody wants this run any more.
+            if report.state == AgentCaptureState::Running {
+                stop_run();
+            }
+            return Ok(());
         }
-        if before != status {
-            tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
-            settle_create(state, &record, report).await?;
+        Ok(Some(Modified {
+            value: Found::AnotherHost,
+            record,
+            ..
+        })) => {
+            tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
+            return Ok(());
         }
-        // A stop is done once the file is stored, given up, or safe in the
-        // agent's spool while storage is away (it uploads when it is back).
-        let upload_over = matches!(
-            report.upload,
-            None | Some(UploadState::Succeeded | UploadState::Failed | UploadState::Retrying)
-        );
-        if report.state != AgentCaptureState::Running
-            && upload_over
-            && (before != status || before_upload != report.upload)
-        {
-            state
-                .store
-                .finish_operations_of(
-                    &record.id,
-                    OperationKind::Stop,
-                    OperationStatus::Succeeded,
-                    None,
-                    now_ms(),
-                )
-                .await?;
+        Ok(Some(Modified {
+            value: Found::Ended, ..
+        })) => {
+            stop_run();
+            return Ok(());
         }
-        return Ok(());
+        Err(StoreError::Stale(_)) => {
+            tracing::warn!(capture = %report.capture_id, "capture kept changing under an agent report; report dropped");
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    let status = record.status;
+    if before != status {
+        tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
+        settle_create(state, &record, report).await?;
     }
-    tracing::warn!(capture = %report.capture_id, "capture kept changing under an agent report; report dropped");
+    // A stop is done once the file is stored, given up, or safe in the
+    // agent's spool while storage is away (it uploads when it is back).
+    let upload_over = matches!(
+        report.upload,
+        None | Some(UploadState::Succeeded | UploadState::Failed | UploadState::Retrying)
+    );
+    if report.state != AgentCaptureState::Running && upload_over && (before != status || before_upload != report.upload)
+    {
+        state
+            .store
+            .finish_operations_of(
+                &record.id,
+                OperationKind::Stop,
+                OperationStatus::Succeeded,
+                None,
+                now_ms(),
+            )
+            .await?;
+    }
     Ok(())
 }
 

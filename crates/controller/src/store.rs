@@ -184,6 +184,28 @@ stored_enum! {
     }
 }
 
+/// What a [`Store::modify_capture`] change decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<T> {
+    /// Store the record as changed; `T` comes back once it is stored.
+    Write(T),
+    /// Leave the record as it is.
+    Keep(T),
+}
+
+/// A capture after [`Store::modify_capture`]: as stored (its new version
+/// when written), what the change returned, and whether it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Modified<T> {
+    pub record: CaptureRecord,
+    pub value: T,
+    pub written: bool,
+}
+
+/// How often [`Store::modify_capture`] reads a capture again that another
+/// writer changed between its read and its write.
+pub const MODIFY_ATTEMPTS: usize = 5;
+
 /// A packet capture and what is known of it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CaptureRecord {
@@ -631,6 +653,46 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows)
+    }
+
+    /// Reads capture `id`, lets `change` change it, and writes it only if
+    /// nobody else did meanwhile (its version is unchanged); otherwise reads
+    /// it again and asks `change` again, at most [`MODIFY_ATTEMPTS`] times,
+    /// then gives up with [`StoreError::Stale`]. `None`: no such capture.
+    /// `change` sees a fresh record each time, so it decides on what is
+    /// stored, never on a stale copy.
+    pub async fn modify_capture<T>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut CaptureRecord) -> Change<T>,
+    ) -> Result<Option<Modified<T>>, StoreError> {
+        for _ in 0..MODIFY_ATTEMPTS {
+            let Some(mut record) = self.get_capture(id).await? else {
+                return Ok(None);
+            };
+            match change(&mut record) {
+                Change::Keep(value) => {
+                    return Ok(Some(Modified {
+                        record,
+                        value,
+                        written: false,
+                    }));
+                }
+                Change::Write(value) => match self.update_capture(&record).await {
+                    Ok(version) => {
+                        record.version = version;
+                        return Ok(Some(Modified {
+                            record,
+                            value,
+                            written: true,
+                        }));
+                    }
+                    Err(StoreError::Stale(_)) => continue,
+                    Err(error) => return Err(error),
+                },
+            }
+        }
+        Err(StoreError::Stale(format!("packet capture {id}")))
     }
 
     /// Writes a capture's mutable fields if its stored version is still

@@ -3,8 +3,9 @@
 //! `NETWATCH_TEST_POSTGRES`). Each PostgreSQL test gets a database of its own.
 
 use netwatch_controller::store::{
-    AgentCredentialRecord, Backend, CaptureRecord, CaptureStatus, ClientTokenRecord, EnrollmentRecord, OperationKind,
-    OperationRecord, OperationStatus, StorageAccountRecord, Store, StoreError, VmRecord, WatcherRecord,
+    AgentCredentialRecord, Backend, CaptureRecord, CaptureStatus, Change, ClientTokenRecord, EnrollmentRecord,
+    MODIFY_ATTEMPTS, OperationKind, OperationRecord, OperationStatus, StorageAccountRecord, Store, StoreError,
+    VmRecord, WatcherRecord,
 };
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
@@ -98,6 +99,7 @@ both!(enrollments, enrollments_suite);
 both!(storage_accounts, storage_accounts_suite);
 both!(silent_hosts, silent_hosts_suite);
 both!(client_tokens, client_tokens_suite);
+both!(modify_capture, modify_capture_suite);
 
 async fn client_tokens_suite(store: &Store) {
     let token = |digest: &str, name: &str, role: &str| ClientTokenRecord {
@@ -450,6 +452,76 @@ async fn captures_suite(store: &Store) {
     assert!(store.get_watcher(&w.id).await.unwrap().is_none());
     assert!(store.get_capture(&left[0].id).await.unwrap().is_none());
     assert!(!store.delete_watcher(&w.id).await.unwrap());
+}
+
+/// `modify_capture`: the change sees what is stored, a write lost to another
+/// writer is tried again on a fresh read, and text no status names is refused.
+async fn modify_capture_suite(store: &Store) {
+    let w = store.ensure_watcher(&watcher("westus")).await.unwrap();
+    let c = capture(&w, "modified", &vm_id("web1"));
+    store.insert_capture(&c).await.unwrap();
+
+    // Another writer gets in between the first read and its write: the
+    // change runs again on the record as that writer left it.
+    let mut calls = Vec::new();
+    let done = store
+        .modify_capture(&c.id, |record| {
+            calls.push(record.version);
+            if calls.len() == 1 {
+                record.version += 100; // as if read before another write
+            }
+            record.status = CaptureStatus::Running;
+            Change::Write(calls.len())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(calls, [1, 1], "read again after the lost write");
+    assert_eq!((done.value, done.written, done.record.version), (2, true, 2));
+    let stored = store.get_capture(&c.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.version), (CaptureStatus::Running, 2));
+
+    // Keep writes nothing.
+    let kept = store
+        .modify_capture(&c.id, |record| {
+            record.status = CaptureStatus::Error;
+            Change::Keep(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!kept.written);
+    assert_eq!(store.get_capture(&c.id).await.unwrap().unwrap(), stored);
+
+    // Always behind another writer: given up after MODIFY_ATTEMPTS reads.
+    let mut attempts = 0;
+    let stale = store
+        .modify_capture(&c.id, |record| {
+            attempts += 1;
+            record.version = 0;
+            Change::Write(())
+        })
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale(_))), "{stale:?}");
+    assert_eq!(attempts, MODIFY_ATTEMPTS);
+    assert!(
+        store
+            .modify_capture("/no/such/capture", |_| Change::Write(()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A status no version of netwatch wrote is refused where it is read.
+    store
+        .raw_execute_for_tests("UPDATE packet_captures SET status = 'Paused'")
+        .await
+        .unwrap();
+    let error = store.get_capture(&c.id).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Query(sqlx::Error::ColumnDecode { index, .. }) if index == "\"status\"" || index == "status"),
+        "{error:?}"
+    );
 }
 
 async fn operations_suite(store: &Store) {

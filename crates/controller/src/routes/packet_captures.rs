@@ -55,15 +55,13 @@ use super::{
 };
 use crate::hub::{capture_blob_path, start_message};
 use crate::store::{
-    CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, StoreError, WatcherRecord,
+    CaptureRecord, CaptureStatus, Change, Modified, OperationKind, OperationRecord, OperationStatus, StoreError,
+    WatcherRecord,
 };
 
-/// Stored operation statuses (`OperationRecord::status`).
 /// How long a create waits for the agent to start the capture before its
 /// operation reads Failed (the capture stays, and starts when the agent is back).
 pub(crate) const START_TIMEOUT_MS: i64 = 60_000;
-/// How often stop re-reads a capture another writer changed under it.
-const STALE_RETRIES: usize = 3;
 
 pub(super) fn routes() -> Router<AppState> {
     let captures = format!("{WATCHER_PATH}/packetcaptures");
@@ -383,7 +381,7 @@ async fn stop(
     uri: Uri,
 ) -> Result<Response, HttpError> {
     let base = base_url(&state.config, &headers, &uri)?;
-    let mut record = find_capture(&state, &path).await?;
+    let record = find_capture(&state, &path).await?;
     if record.status == CaptureStatus::Running && state.hub.is_connected(&record.target_id) {
         let now = now_ms();
         let operation = OperationRecord {
@@ -415,37 +413,46 @@ async fn stop(
             .finish_operation(&operation.id, OperationStatus::Succeeded, None, now_ms())
             .await?;
     }
-    for _ in 0..STALE_RETRIES {
+    let stopped = state.store.modify_capture(&record.id, |record| {
         if !record.status.is_active() {
-            return Ok(Json(json!({})).into_response());
+            return Change::Keep(());
         }
         record.status = CaptureStatus::Stopped;
         record.stop_reason = Some(StopReason::ManualStop.as_str().to_owned());
         record.etag = format!("W/\"{}\"", new_guid());
         record.updated_ms = now_ms();
-        match state.store.update_capture(&record).await {
-            Ok(_) => {
-                // An agent that has it (or is starting it) stops when it hears this.
-                let stop = ControllerMessage::Stop {
-                    capture_id: run_id(&record.id, record.created_ms),
-                };
-                state.hub.send(&record.target_id, stop);
-                state
-                    .store
-                    .finish_operations_of(
-                        &record.id,
-                        OperationKind::Create,
-                        OperationStatus::Succeeded,
-                        None,
-                        now_ms(),
-                    )
-                    .await?;
-                tracing::info!(capture = %record.id, "packet capture stopped");
-                return Ok(Json(json!({})).into_response());
-            }
-            Err(StoreError::Stale(_)) => record = find_capture(&state, &path).await?,
-            Err(err) => return Err(err.into()),
+        Change::Write(())
+    });
+    match stopped.await {
+        Ok(Some(Modified {
+            record, written: true, ..
+        })) => {
+            // An agent that has it (or is starting it) stops when it hears this.
+            let stop = ControllerMessage::Stop {
+                capture_id: run_id(&record.id, record.created_ms),
+            };
+            state.hub.send(&record.target_id, stop);
+            state
+                .store
+                .finish_operations_of(
+                    &record.id,
+                    OperationKind::Create,
+                    OperationStatus::Succeeded,
+                    None,
+                    now_ms(),
+                )
+                .await?;
+            tracing::info!(capture = %record.id, "packet capture stopped");
+            return Ok(Json(json!({})).into_response());
         }
+        // Ended already: stopping it again changes nothing.
+        Ok(Some(_)) => return Ok(Json(json!({})).into_response()),
+        // Deleted meanwhile: answered as a capture not found.
+        Ok(None) => {
+            find_capture(&state, &path).await?;
+        }
+        Err(StoreError::Stale(_)) => {}
+        Err(error) => return Err(error.into()),
     }
     let message = "the packet capture keeps changing under this request; try again";
     Err(ApiError::conflict(message).into())
