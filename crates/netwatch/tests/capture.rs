@@ -642,9 +642,20 @@ u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
 for i in range(5):
     u.sendto(b"ping %d" % i, ("10.203.0.1", 5005)); assert u.recvfrom(100)[0] == b"ping %d" % i
 "#;
+    let mut server = serve(&pair.a, SERVER, &[]);
+    netwatch_testkit::run(NetnsPair::exec(&pair.b, "python3").args(["-c", CLIENT]));
+    assert!(server.wait().unwrap().success());
+    // let the last FIN/ACKs cross
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// Starts the Python `script` in namespace `ns` with `args` and waits for it
+/// to print `ready` (its sockets are bound).
+fn serve(ns: &str, script: &str, args: &[&str]) -> std::process::Child {
     use std::io::BufRead;
-    let mut server = NetnsPair::exec(&pair.a, "python3")
-        .args(["-c", SERVER])
+    let mut server = NetnsPair::exec(ns, "python3")
+        .args(["-c", script])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 server");
@@ -653,10 +664,7 @@ for i in range(5):
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    netwatch_testkit::run(NetnsPair::exec(&pair.b, "python3").args(["-c", CLIENT]));
-    assert!(server.wait().unwrap().success());
-    // let the last FIN/ACKs cross
-    std::thread::sleep(Duration::from_millis(200));
+    server
 }
 
 /// The port both hosts serve and connect out to in [`two_way_traffic`].
@@ -697,29 +705,16 @@ u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10)
 for i in range(3):
     u.sendto(b"ping %d" % i, (v4, 9443)); assert u.recvfrom(100)[0] == b"ping %d" % i
 "#;
-    use std::io::BufRead;
-    let serve = |ns: &str, v4: &str, v6: &str| {
-        let mut server = NetnsPair::exec(ns, "python3")
-            .args(["-c", SERVER, v4, v6])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 server");
-        let mut line = String::new();
-        std::io::BufReader::new(server.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        server
-    };
+    let serve_on = |ns: &str, v4: &str, v6: &str| serve(ns, SERVER, &[v4, v6]);
     let connect = |ns: &str, v4: &str, v6: &str| {
         netwatch_testkit::run(NetnsPair::exec(ns, "python3").args(["-c", CLIENT, v4, v6]));
     };
     if loopback {
-        let server = serve(&pair.b, "127.0.0.1", "::1");
+        let server = serve_on(&pair.b, "127.0.0.1", "::1");
         connect(&pair.b, "127.0.0.1", "::1");
         assert!(server.wait_with_output().unwrap().status.success());
     } else {
-        let servers = [serve(&pair.a, A4[0], A6[0]), serve(&pair.b, B4, B6)];
+        let servers = [serve_on(&pair.a, A4[0], A6[0]), serve_on(&pair.b, B4, B6)];
         connect(&pair.b, A4[0], A6[0]);
         connect(&pair.a, B4, B6);
         for server in servers {
