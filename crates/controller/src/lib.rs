@@ -10,7 +10,8 @@
 //!   agent extension, storage accounts, file upload/download, Azure AD-style
 //!   logins, the OpenAPI document, the agent channel's upgrade.
 //! - [`hub`]: the connected agents and their channel: hellos register hosts,
-//!   reports drive captures' state and settle their operations.
+//!   reports go to [`lifecycle`], which decides what they, a stop, or a
+//!   lost agent do to a capture and settles its operations.
 //! - [`auth`]: bearer tokens by digest and the middleware checking them;
 //!   [`identity`]: the signed access tokens Azure's clients log in for.
 //! - [`store`]: VMs, network watchers, packet captures and long-running operations
@@ -26,6 +27,7 @@ pub mod errors;
 mod extract;
 pub mod hub;
 pub mod identity;
+pub mod lifecycle;
 pub mod routes;
 pub mod server;
 pub mod store;

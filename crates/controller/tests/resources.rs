@@ -16,7 +16,8 @@ use base64::Engine as _;
 use netwatch_api::agent::{AgentCaptureState, CaptureReport, ReportStats, UploadProgress, run_id};
 use netwatch_api::packet_capture::{PcError, StopReason, UploadState};
 use netwatch_controller::app::{ApiConfig, AppState};
-use netwatch_controller::hub::{apply_report, sweep_lost_agents};
+use netwatch_controller::hub::sweep_lost_agents;
+use netwatch_controller::lifecycle::apply_report;
 use netwatch_controller::routes::router;
 use netwatch_controller::store::{
     AgentCredentialRecord, CaptureRecord, CaptureStatus, EnrollmentRecord, OperationKind, OperationRecord,

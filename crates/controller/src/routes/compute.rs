@@ -147,7 +147,7 @@ async fn delete_extension(
     let revoked = state.store.revoke_agent_credentials(&vm_id, now_ms()).await?;
     let disconnected = state.hub.disconnect(&vm_id);
     let ended =
-        crate::hub::give_up_captures_of(&state, &vm_id, "the agent extension was removed from the host").await?;
+        crate::lifecycle::give_up_captures_of(&state, &vm_id, "the agent extension was removed from the host").await?;
     tracing::info!(vm = %vm_id, revoked, disconnected, ended, "agent extension removed: the host's agent is cut off");
     Ok(StatusCode::OK.into_response())
 }

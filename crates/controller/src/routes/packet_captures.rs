@@ -54,9 +54,9 @@ use super::{
     retry_after, rfc3339, subscription,
 };
 use crate::hub::{capture_blob_path, start_message};
+use crate::lifecycle::{self, Stopped};
 use crate::store::{
-    CaptureRecord, CaptureStatus, Change, Modified, OperationKind, OperationRecord, OperationStatus, StoreError,
-    WatcherRecord,
+    CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, StoreError, WatcherRecord,
 };
 
 /// How long a create waits for the agent to start the capture before its
@@ -413,46 +413,13 @@ async fn stop(
             .finish_operation(&operation.id, OperationStatus::Succeeded, None, now_ms())
             .await?;
     }
-    let stopped = state.store.modify_capture(&record.id, |record| {
-        if !record.status.is_active() {
-            return Change::Keep(());
-        }
-        record.status = CaptureStatus::Stopped;
-        record.stop_reason = Some(StopReason::ManualStop.as_str().to_owned());
-        record.etag = format!("W/\"{}\"", new_guid());
-        record.updated_ms = now_ms();
-        Change::Write(())
-    });
-    match stopped.await {
-        Ok(Some(Modified {
-            record, written: true, ..
-        })) => {
-            // An agent that has it (or is starting it) stops when it hears this.
-            let stop = ControllerMessage::Stop {
-                capture_id: run_id(&record.id, record.created_ms),
-            };
-            state.hub.send(&record.target_id, stop);
-            state
-                .store
-                .finish_operations_of(
-                    &record.id,
-                    OperationKind::Create,
-                    OperationStatus::Succeeded,
-                    None,
-                    now_ms(),
-                )
-                .await?;
-            tracing::info!(capture = %record.id, "packet capture stopped");
-            return Ok(Json(json!({})).into_response());
-        }
-        // Ended already: stopping it again changes nothing.
-        Ok(Some(_)) => return Ok(Json(json!({})).into_response()),
+    match lifecycle::stop(&state, &record.id).await? {
+        Stopped::Now | Stopped::Already => return Ok(Json(json!({})).into_response()),
         // Deleted meanwhile: answered as a capture not found.
-        Ok(None) => {
+        Stopped::Gone => {
             find_capture(&state, &path).await?;
         }
-        Err(StoreError::Stale(_)) => {}
-        Err(error) => return Err(error.into()),
+        Stopped::KeptChanging => {}
     }
     let message = "the packet capture keeps changing under this request; try again";
     Err(ApiError::conflict(message).into())

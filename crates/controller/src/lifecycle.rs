@@ -1,0 +1,314 @@
+//! A capture's life, in one place for the API and the agent hub alike
+//! (DESIGN §3, §6): what an agent's report does to a capture, stopping one,
+//! and giving one up when its agent is lost or cut off. Every change goes
+//! through [`Store::modify_capture`](crate::store::Store::modify_capture), so
+//! it is decided on the capture as stored and written only if nobody changed
+//! it meanwhile.
+//!
+//! Rules a report follows:
+//! - it never moves a capture out of `Stopped`/`Error` back to `Running`: the
+//!   capture was stopped (or deleted) while the agent could not hear it, so the
+//!   agent is told to stop it;
+//! - it never moves a capture out of `Error`: an agent given up as lost that
+//!   comes back (having recovered the file it was writing) adds its counters,
+//!   upload and errors; its files are stored and listed all the same;
+//! - it settles the capture's long-running operations: the create succeeds
+//!   when the agent starts the capture (fails when it cannot), a stop when the
+//!   capture has stopped and its upload is over.
+
+use netwatch_api::agent::{AgentCaptureState, CaptureReport, ControllerMessage, parse_run_id, run_id};
+use netwatch_api::packet_capture::{NetwatchCaptureStatus, PcError, StopReason, UploadState};
+use serde_json::json;
+
+use crate::app::{AppState, new_guid};
+use crate::clock::now_ms;
+use crate::store::{CaptureRecord, CaptureStatus, Change, Modified, OperationKind, OperationStatus, StoreError};
+
+/// Stop reason of a capture whose agent was not heard from in time, or was cut off.
+pub(crate) const AGENT_LOST: &str = "AgentLost";
+
+/// How a stop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// Stopped now; its agent was told.
+    Now,
+    /// It had ended already.
+    Already,
+    /// No such capture (deleted meanwhile).
+    Gone,
+    /// It kept changing under the stop: try again.
+    KeptChanging,
+}
+
+/// Stops capture `id` (`Stopped`, `ManualStop`) unless it has ended, tells
+/// its agent, and settles its create operation.
+pub(crate) async fn stop(state: &AppState, id: &str) -> Result<Stopped, StoreError> {
+    let stopped = state.store.modify_capture(id, |record| {
+        if !record.status.is_active() {
+            return Change::Keep(());
+        }
+        record.status = CaptureStatus::Stopped;
+        record.stop_reason = Some(StopReason::ManualStop.as_str().to_owned());
+        record.etag = format!("W/\"{}\"", new_guid());
+        record.updated_ms = now_ms();
+        Change::Write(())
+    });
+    let record = match stopped.await {
+        Ok(Some(Modified {
+            record, written: true, ..
+        })) => record,
+        Ok(Some(_)) => return Ok(Stopped::Already),
+        Ok(None) => return Ok(Stopped::Gone),
+        Err(StoreError::Stale(_)) => return Ok(Stopped::KeptChanging),
+        Err(error) => return Err(error),
+    };
+    // An agent that has it (or is starting it) stops when it hears this.
+    let stop = ControllerMessage::Stop {
+        capture_id: run_id(&record.id, record.created_ms),
+    };
+    state.hub.send(&record.target_id, stop);
+    state
+        .store
+        .finish_operations_of(
+            &record.id,
+            OperationKind::Create,
+            OperationStatus::Succeeded,
+            None,
+            now_ms(),
+        )
+        .await?;
+    tracing::info!(capture = %record.id, "packet capture stopped");
+    Ok(Stopped::Now)
+}
+
+/// Gives up the captures of host `vm_id` not yet ended (its agent was cut
+/// off): `Error` with `AgentStopped`; how many.
+pub(crate) async fn give_up_captures_of(state: &AppState, vm_id: &str, message: &str) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for record in state.store.captures_for_target(vm_id).await? {
+        if record.status.is_active() && give_up(state, record, Some(AGENT_LOST), message).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
+/// Gives a capture up: marks a capture its agent lost as `Error` with `AgentStopped` (and
+/// `stop_reason`, when given), and fails its operations still in progress;
+/// whether it did (false: another writer settled the capture first).
+pub(crate) async fn give_up(
+    state: &AppState,
+    record: CaptureRecord,
+    stop_reason: Option<&str>,
+    message: &str,
+) -> Result<bool, StoreError> {
+    let given_up = state.store.modify_capture(&record.id, |record| {
+        if !record.status.is_active() {
+            // Another writer settled it first.
+            return Change::Keep(());
+        }
+        record.status = CaptureStatus::Error;
+        if let Some(reason) = stop_reason {
+            record.stop_reason = Some(reason.to_owned());
+        }
+        record.errors_json = json!([PcError::AgentStopped]).to_string();
+        record.etag = format!("W/\"{}\"", new_guid());
+        record.updated_ms = now_ms();
+        Change::Write(())
+    });
+    match given_up.await {
+        Ok(Some(Modified { written: true, .. })) => {}
+        // Gone, settled by someone else, or still changing: not ours to end.
+        Ok(_) | Err(StoreError::Stale(_)) => return Ok(false),
+        Err(error) => return Err(error),
+    }
+    tracing::warn!(capture = %record.id, "{message}");
+    let error = json!({"error": {"code": "AgentStopped", "message": message}}).to_string();
+    for kind in [OperationKind::Create, OperationKind::Stop] {
+        state
+            .store
+            .finish_operations_of(&record.id, kind, OperationStatus::Failed, Some(&error), now_ms())
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Applies one agent report to the capture it names (public for tests).
+pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
+    /// What the report found, decided on the stored capture.
+    enum Found {
+        /// Deleted, or created again, while the run went on.
+        AnotherRun,
+        AnotherHost,
+        /// Ended already while its agent still runs it.
+        Ended,
+        /// Applied: the status and upload state it had before.
+        Applied {
+            before: CaptureStatus,
+            before_upload: Option<UploadState>,
+        },
+    }
+    let stop_run = || {
+        state.hub.send(
+            vm,
+            ControllerMessage::Stop {
+                capture_id: report.capture_id.clone(),
+            },
+        );
+    };
+    let Some((capture, created_ms)) = parse_run_id(&report.capture_id) else {
+        tracing::warn!(vm, run = %report.capture_id, "agent reported on something that is not a capture run; ignored");
+        return Ok(());
+    };
+    let reported = match report.state {
+        AgentCaptureState::Running => CaptureStatus::Running,
+        AgentCaptureState::Stopped => CaptureStatus::Stopped,
+        AgentCaptureState::Error => CaptureStatus::Error,
+    };
+    let stats = NetwatchCaptureStatus {
+        packets_captured: report.stats.packets_captured,
+        bytes_captured: report.stats.bytes_captured,
+        kernel_drops: report.stats.kernel_drops,
+        file_size_in_bytes: report.stats.file_size_in_bytes,
+        upload_state: report.upload,
+        // The field's rule holds whatever the agent's version: 100 when
+        // Succeeded and only then.
+        upload_percent: report
+            .upload
+            .zip(report.upload_progress.as_ref())
+            .map(|(state, progress)| state.percent(u64::from(progress.percent), 100)),
+        upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
+        files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
+        error_message: report.message.clone(),
+        agent_last_seen: None,
+        files: vec![],
+    };
+    let stats_json = serde_json::to_string(&stats).expect("counters always serialize");
+    let applied = state.store.modify_capture(capture, |record| {
+        if record.created_ms != created_ms {
+            return Change::Keep(Found::AnotherRun);
+        }
+        if !record.target_id.eq_ignore_ascii_case(vm) {
+            return Change::Keep(Found::AnotherHost);
+        }
+        let before = record.status;
+        if !before.is_active() && report.state == AgentCaptureState::Running {
+            return Change::Keep(Found::Ended);
+        }
+        let before_upload = serde_json::from_str::<NetwatchCaptureStatus>(&record.stats_json)
+            .ok()
+            .and_then(|stats| stats.upload_state);
+        if before == CaptureStatus::Error {
+            // Error is final (the agent was given up, or the capture failed):
+            // a later report of the run, such as an agent back from the dead
+            // with the file it recovered, brings its counters, upload and
+            // errors, not a new status or stop reason.
+            let mut errors: Vec<PcError> = serde_json::from_str(&record.errors_json).unwrap_or_default();
+            for error in &report.errors {
+                if !errors.contains(error) {
+                    errors.push(*error);
+                }
+            }
+            record.errors_json = serde_json::to_string(&errors).expect("error lists always serialize");
+        } else {
+            record.status = reported;
+            if let Some(reason) = &report.stop_reason {
+                record.stop_reason = Some(reason.as_str().to_owned());
+            }
+            record.errors_json = serde_json::to_string(&report.errors).expect("error lists always serialize");
+        }
+        record.started_ms = report.started_ms.or(record.started_ms);
+        record.stats_json.clone_from(&stats_json);
+        if before != record.status {
+            record.etag = format!("W/\"{}\"", new_guid());
+        }
+        record.updated_ms = now_ms();
+        Change::Write(Found::Applied { before, before_upload })
+    });
+    let (record, before, before_upload) = match applied.await {
+        Ok(Some(Modified {
+            record,
+            value: Found::Applied { before, before_upload },
+            ..
+        })) => (record, before, before_upload),
+        Ok(
+            None
+            | Some(Modified {
+                value: Found::AnotherRun,
+                ..
+            }),
+        ) => {
+            // Nobody wants this run any more.
+            if report.state == AgentCaptureState::Running {
+                stop_run();
+            }
+            return Ok(());
+        }
+        Ok(Some(Modified {
+            value: Found::AnotherHost,
+            record,
+            ..
+        })) => {
+            tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
+            return Ok(());
+        }
+        Ok(Some(Modified {
+            value: Found::Ended, ..
+        })) => {
+            stop_run();
+            return Ok(());
+        }
+        Err(StoreError::Stale(_)) => {
+            tracing::warn!(capture = %report.capture_id, "capture kept changing under an agent report; report dropped");
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    let status = record.status;
+    if before != status {
+        tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
+        settle_create(state, &record, report).await?;
+    }
+    // A stop is done once the file is stored, given up, or safe in the
+    // agent's spool while storage is away (it uploads when it is back).
+    let upload_over = matches!(
+        report.upload,
+        None | Some(UploadState::Succeeded | UploadState::Failed | UploadState::Retrying)
+    );
+    if report.state != AgentCaptureState::Running && upload_over && (before != status || before_upload != report.upload)
+    {
+        state
+            .store
+            .finish_operations_of(
+                &record.id,
+                OperationKind::Stop,
+                OperationStatus::Succeeded,
+                None,
+                now_ms(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Ends the capture's create operation: Succeeded once the agent ran it,
+/// Failed (with the agent's explanation) when it could not start it.
+async fn settle_create(state: &AppState, record: &CaptureRecord, report: &CaptureReport) -> Result<(), StoreError> {
+    let (status, error) = match report.state {
+        AgentCaptureState::Running | AgentCaptureState::Stopped => (OperationStatus::Succeeded, None),
+        AgentCaptureState::Error => {
+            let code = report.errors.first().copied().unwrap_or(PcError::CaptureFailed);
+            let message = report
+                .message
+                .clone()
+                .unwrap_or_else(|| "the agent could not start the capture".to_owned());
+            let body = json!({"error": {"code": code, "message": message}});
+            (OperationStatus::Failed, Some(body.to_string()))
+        }
+    };
+    state
+        .store
+        .finish_operations_of(&record.id, OperationKind::Create, status, error.as_deref(), now_ms())
+        .await?;
+    Ok(())
+}
