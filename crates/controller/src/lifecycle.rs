@@ -16,16 +16,219 @@
 //!   when the agent starts the capture (fails when it cannot), a stop when the
 //!   capture has stopped and its upload is over.
 
-use netwatch_api::agent::{AgentCaptureState, CaptureReport, ControllerMessage, parse_run_id, run_id};
-use netwatch_api::packet_capture::{NetwatchCaptureStatus, PcError, StopReason, UploadState};
+use netwatch_api::agent::{AgentCaptureState, CaptureReport, ControllerMessage, DOWNLOAD_PREFIX, parse_run_id, run_id};
+use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_api::packet_capture::{
+    NetwatchCaptureStatus, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture,
+};
+use netwatch_api::resource::ResourceId;
 use serde_json::json;
 
+use crate::accounts::LookupError;
 use crate::app::{AppState, new_guid};
 use crate::clock::now_ms;
-use crate::store::{CaptureRecord, CaptureStatus, Change, Modified, OperationKind, OperationStatus, StoreError};
+use crate::errors::HttpError;
+use crate::hub::{capture_blob_path, start_message};
+use crate::store::{
+    CaptureRecord, CaptureStatus, Change, Modified, OperationKind, OperationRecord, OperationStatus, StoreError,
+    WatcherRecord,
+};
 
 /// Stop reason of a capture whose agent was not heard from in time, or was cut off.
 pub(crate) const AGENT_LOST: &str = "AgentLost";
+
+/// A capture to create: its id, the validated request, the watcher it goes
+/// under (`new_watcher`: not stored yet), and the scheme and host clients
+/// reach this server at (for the file's `storagePath`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewCapture<'a> {
+    pub id: &'a ResourceId,
+    pub capture: &'a ValidatedCapture,
+    pub watcher: &'a WatcherRecord,
+    pub new_watcher: bool,
+    pub base: &'a str,
+}
+
+/// A capture created, and the operation that follows its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Created {
+    pub record: CaptureRecord,
+    pub operation: OperationRecord,
+}
+
+/// Why a capture was not created; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CreateError {
+    #[error(
+        "{noun} {target} is not registered: no netwatch agent runs on it; install the agent on the host \
+         (`netwatch vm extension set` prints the command)"
+    )]
+    NotRegistered { noun: &'static str, target: String },
+    #[error(
+        "virtual machine {vm} is in {vm_location}, but network watcher {watcher} serves {watcher_location}: \
+         use the watcher of {vm_location}"
+    )]
+    WrongLocation {
+        vm: String,
+        vm_location: String,
+        watcher: String,
+        watcher_location: String,
+    },
+    #[error("packet capture {name} is {status}: stop it (POST …/stop) or delete it before creating it again")]
+    StillActive { name: String, status: CaptureStatus },
+    #[error(
+        "storage account {name:?} is not configured on this controller: use one of [{known}] \
+         (`netwatch storage account list` shows them)"
+    )]
+    NoSuchAccount { name: String, known: String },
+    #[error("packet capture {name} was created by another request meanwhile")]
+    CreatedMeanwhile { name: String },
+    #[error("stored VM id {0} is unreadable")]
+    UnreadableVm(String),
+    #[error("serialize the capture definition")]
+    Serialize(#[source] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Accounts(#[from] LookupError),
+}
+
+impl From<CreateError> for HttpError {
+    fn from(error: CreateError) -> Self {
+        let message = error.to_string();
+        match error {
+            CreateError::NotRegistered { .. } => ApiError::new(ErrorCode::InvalidRequestFormat, message)
+                .with_target("properties.target")
+                .into(),
+            CreateError::WrongLocation { .. } => ApiError::bad_request("properties.target", message).into(),
+            CreateError::NoSuchAccount { .. } => {
+                ApiError::bad_request("properties.storageLocation.storageId", message).into()
+            }
+            CreateError::StillActive { .. } | CreateError::CreatedMeanwhile { .. } => {
+                ApiError::conflict(message).into()
+            }
+            CreateError::Store(error) => error.into(),
+            CreateError::Accounts(error) => error.into(),
+            error @ (CreateError::UnreadableVm(_) | CreateError::Serialize(_)) => {
+                ApiError::internal("create the packet capture", error).into()
+            }
+        }
+    }
+}
+
+/// Creates a capture (or creates again one that has ended): checks that its
+/// target runs an agent in the watcher's location, that no run of it is
+/// active, and that its storage account exists; then stores it `NotStarted`
+/// with its create operation `InProgress`, and pushes it to its agent.
+pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Created, CreateError> {
+    let NewCapture {
+        id,
+        capture,
+        watcher,
+        new_watcher,
+        base,
+    } = new;
+    let target = capture.target();
+    let Some(vm) = state.store.get_vm(&target.to_string()).await? else {
+        return Err(CreateError::NotRegistered {
+            noun: target.kind().noun(),
+            target: target.to_string(),
+        });
+    };
+    if !vm.location.eq_ignore_ascii_case(&watcher.location) {
+        return Err(CreateError::WrongLocation {
+            vm: target.name().to_string(),
+            vm_location: vm.location.clone(),
+            watcher: id.names()[0].to_string(),
+            watcher_location: watcher.location.clone(),
+        });
+    }
+    let existing = state.store.get_capture(&id.to_string()).await?;
+    if let Some(existing) = &existing
+        && existing.status.is_active()
+    {
+        return Err(CreateError::StillActive {
+            name: id.name().to_string(),
+            status: existing.status,
+        });
+    }
+    let storage = match capture.output().storage_account() {
+        Some(account_id) => {
+            let name = account_id.name().as_str();
+            if state.storage.get(name).await?.is_none() {
+                return Err(CreateError::NoSuchAccount {
+                    name: name.to_owned(),
+                    known: state.storage.names().await?.join(", "),
+                });
+            }
+            Some(name.to_owned())
+        }
+        None => None,
+    };
+
+    // Everything is checked; write.
+    let now = now_ms();
+    let mut parameters = capture.to_parameters();
+    if let Some(account) = &storage {
+        let blob = capture_blob_path(&vm.id, now).ok_or_else(|| CreateError::UnreadableVm(vm.id.clone()))?;
+        parameters.storage_location.storage_path = Some(format!("{base}{DOWNLOAD_PREFIX}/{account}/{blob}"));
+    }
+    let request = PacketCapture { properties: parameters };
+    let request_json = serde_json::to_string(&request).map_err(CreateError::Serialize)?;
+    let record = CaptureRecord {
+        id: id.to_string(),
+        watcher_id: watcher.id.clone(),
+        target_id: vm.id.clone(),
+        request_json,
+        status: CaptureStatus::NotStarted,
+        stop_reason: None,
+        errors_json: "[]".to_owned(),
+        started_ms: None,
+        stats_json: "{}".to_owned(),
+        etag: format!("W/\"{}\"", new_guid()),
+        version: 1,
+        created_ms: now,
+        updated_ms: now,
+    };
+    let operation = OperationRecord {
+        id: new_guid(),
+        resource_id: id.to_string(),
+        kind: OperationKind::Create,
+        status: OperationStatus::InProgress,
+        error_json: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    if new_watcher {
+        state.store.ensure_watcher(watcher).await?;
+    }
+    let written = match &existing {
+        Some(existing) => state.store.replace_capture(existing, &record).await,
+        None => state.store.insert_capture(&record).await,
+    };
+    match written {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_) | StoreError::Stale(_)) => {
+            return Err(CreateError::CreatedMeanwhile {
+                name: id.name().to_string(),
+            });
+        }
+        Err(error) => return Err(error.into()),
+    }
+    // After the capture: an operation whose capture failed to insert would
+    // otherwise stay InProgress until it times out.
+    state.store.insert_operation(&operation).await?;
+    match start_message(&record) {
+        Ok(start) => {
+            let pushed = state.hub.send(&vm.id, ControllerMessage::Start(start));
+            tracing::info!(capture = %id, target = %vm.id, pushed, "packet capture created");
+        }
+        // It was serialized a moment ago; should it not read back, its agent
+        // is told at its next hello (which logs why it cannot be started).
+        Err(error) => tracing::error!(capture = %id, error = %error, "created capture cannot be started"),
+    }
+    Ok(Created { record, operation })
+}
 
 /// How a stop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

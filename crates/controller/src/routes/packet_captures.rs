@@ -39,7 +39,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use netwatch_api::agent::{ControllerMessage, DOWNLOAD_PREFIX, run_id};
+use netwatch_api::agent::{ControllerMessage, run_id};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::packet_capture::{
     NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, PacketCaptureQueryStatusResult, PacketCaptureResult,
@@ -53,11 +53,8 @@ use super::{
     AZURE_ASYNC_OPERATION, AppState, ArmBody, ArmVersion, HttpError, base_url, header_value, new_guid, now_ms,
     retry_after, rfc3339, subscription,
 };
-use crate::hub::{capture_blob_path, start_message};
-use crate::lifecycle::{self, Stopped};
-use crate::store::{
-    CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, StoreError, WatcherRecord,
-};
+use crate::lifecycle::{self, Created, NewCapture, Stopped};
+use crate::store::{CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, WatcherRecord};
 
 /// How long a create waits for the agent to start the capture before its
 /// operation reads Failed (the capture stays, and starts when the agent is back).
@@ -186,114 +183,17 @@ async fn create(
     let capture = parse_packet_capture(&body)?.validate()?;
     let (watcher, new_watcher) = watcher_for_create(&state, &path).await?;
 
-    let target = capture.target();
-    let Some(vm) = state.store.get_vm(&target.to_string()).await? else {
-        let message = format!(
-            "{} {target} is not registered: no netwatch agent runs on it; install the agent on the host \
-             (`netwatch vm extension set` prints the command)",
-            target.kind().noun()
-        );
-        return Err(ApiError::new(ErrorCode::InvalidRequestFormat, message)
-            .with_target("properties.target")
-            .into());
-    };
-    if !vm.location.eq_ignore_ascii_case(&watcher.location) {
-        let message = format!(
-            "virtual machine {} is in {}, but network watcher {} serves {}: use the watcher of {}",
-            target.name(),
-            vm.location,
-            id.names()[0],
-            watcher.location,
-            vm.location
-        );
-        return Err(ApiError::bad_request("properties.target", message).into());
-    }
-    let existing = state.store.get_capture(&id.to_string()).await?;
-    if let Some(existing) = &existing
-        && existing.status.is_active()
-    {
-        let message = format!(
-            "packet capture {} is {}: stop it (POST …/stop) or delete it before creating it again",
-            id.name(),
-            existing.status
-        );
-        return Err(ApiError::conflict(message).into());
-    }
-
-    let storage = match capture.output().storage_account() {
-        Some(account_id) => {
-            let name = account_id.name().as_str();
-            if state.storage.get(name).await?.is_none() {
-                let known = state.storage.names().await?;
-                let message = format!(
-                    "storage account {name:?} is not configured on this controller: use one of [{}] \
-                     (`netwatch storage account list` shows them)",
-                    known.join(", ")
-                );
-                return Err(ApiError::bad_request("properties.storageLocation.storageId", message).into());
-            }
-            Some(name.to_owned())
-        }
-        None => None,
-    };
-
-    // Everything is checked; write.
-    let now = now_ms();
-    let mut parameters = capture.to_parameters();
-    if let Some(account) = &storage {
-        let blob = capture_blob_path(&vm.id, now)
-            .ok_or_else(|| ApiError::internal(format!("stored VM id {} is unreadable", vm.id), NoSource))?;
-        parameters.storage_location.storage_path = Some(format!("{base}{DOWNLOAD_PREFIX}/{account}/{blob}"));
-    }
-    let request = PacketCapture { properties: parameters };
-    let request_json =
-        serde_json::to_string(&request).map_err(|err| ApiError::internal("serialize the capture definition", err))?;
-    let etag = format!("W/\"{}\"", new_guid());
-    let record = CaptureRecord {
-        id: id.to_string(),
-        watcher_id: watcher.id.clone(),
-        target_id: vm.id.clone(),
-        request_json,
-        status: CaptureStatus::NotStarted,
-        stop_reason: None,
-        errors_json: "[]".to_owned(),
-        started_ms: None,
-        stats_json: "{}".to_owned(),
-        etag: etag.clone(),
-        version: 1,
-        created_ms: now,
-        updated_ms: now,
-    };
-    let operation = OperationRecord {
-        id: new_guid(),
-        resource_id: id.to_string(),
-        kind: OperationKind::Create,
-        status: OperationStatus::InProgress,
-        error_json: None,
-        created_ms: now,
-        updated_ms: now,
-    };
-    if new_watcher {
-        state.store.ensure_watcher(&watcher).await?;
-    }
-    let written = match &existing {
-        Some(existing) => state.store.replace_capture(existing, &record).await,
-        None => state.store.insert_capture(&record).await,
-    };
-    match written {
-        Ok(()) => {}
-        Err(StoreError::Conflict(_) | StoreError::Stale(_)) => {
-            let message = format!("packet capture {} was created by another request meanwhile", id.name());
-            return Err(ApiError::conflict(message).into());
-        }
-        Err(err) => return Err(err.into()),
-    }
-    // After the capture: an operation whose capture failed to insert would
-    // otherwise stay InProgress until it times out.
-    state.store.insert_operation(&operation).await?;
-    let start = start_message(&record).map_err(|err| ApiError::internal("build the agent's start message", err))?;
-    let pushed = state.hub.send(&vm.id, ControllerMessage::Start(start));
-    tracing::info!(capture = %id, target = %vm.id, pushed, "packet capture created");
+    let Created { record, operation } = lifecycle::create(
+        &state,
+        NewCapture {
+            id: &id,
+            capture: &capture,
+            watcher: &watcher,
+            new_watcher,
+            base: &base,
+        },
+    )
+    .await?;
 
     let monitor = format!(
         "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operations/{}?api-version={version}",
@@ -312,11 +212,6 @@ async fn create(
     body.properties.provisioning_state = ProvisioningState::Succeeded;
     Ok((StatusCode::CREATED, headers, Json(body)).into_response())
 }
-
-/// A message-only cause for [`ApiError::internal`].
-#[derive(Debug, thiserror::Error)]
-#[error("no further cause")]
-struct NoSource;
 
 /// `POST …/queryStatus`: 200 with what the store knows.
 async fn query_status(
