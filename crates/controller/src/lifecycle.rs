@@ -233,7 +233,10 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
 /// How a stop ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stopped {
-    /// Stopped now; its agent was told.
+    /// Its agent, connected, was asked to stop it; operation `operation`
+    /// (kind stop) ends when the agent reports it stopped and its upload over.
+    Asked { operation: String },
+    /// Stopped here (its agent was told, if it hears); no operation follows.
     Now,
     /// It had ended already.
     Already,
@@ -243,9 +246,40 @@ pub(crate) enum Stopped {
     KeptChanging,
 }
 
-/// Stops capture `id` (`Stopped`, `ManualStop`) unless it has ended, tells
-/// its agent, and settles its create operation.
-pub(crate) async fn stop(state: &AppState, id: &str) -> Result<Stopped, StoreError> {
+/// Stops `capture` (as read) unless it has ended. A capture running on a
+/// connected agent is stopped by that agent, which reports the end and
+/// uploads the file: a stop operation follows it. Otherwise it is stopped
+/// here (`Stopped`, `ManualStop`), its agent told in case it hears, and its
+/// create operation settled.
+pub(crate) async fn stop(state: &AppState, capture: &CaptureRecord) -> Result<Stopped, StoreError> {
+    if capture.status == CaptureStatus::Running && state.hub.is_connected(&capture.target_id) {
+        let now = now_ms();
+        let operation = OperationRecord {
+            id: new_guid(),
+            resource_id: capture.id.clone(),
+            kind: OperationKind::Stop,
+            status: OperationStatus::InProgress,
+            error_json: None,
+            created_ms: now,
+            updated_ms: now,
+        };
+        state.store.insert_operation(&operation).await?;
+        let stop = ControllerMessage::Stop {
+            capture_id: run_id(&capture.id, capture.created_ms),
+        };
+        if state.hub.send(&capture.target_id, stop) {
+            tracing::info!(capture = %capture.id, "packet capture stop sent to its agent");
+            return Ok(Stopped::Asked {
+                operation: operation.id,
+            });
+        }
+        // The agent went away between the check and the send: stop it here.
+        state
+            .store
+            .finish_operation(&operation.id, OperationStatus::Succeeded, None, now_ms())
+            .await?;
+    }
+    let id = capture.id.as_str();
     let stopped = state.store.modify_capture(id, |record| {
         if !record.status.is_active() {
             return Change::Keep(());

@@ -45,7 +45,6 @@ use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::resource::SubscriptionId;
 use tower::Layer;
 
-use crate::app::new_guid;
 use crate::app::{ApiConfig, AppState};
 use crate::auth;
 // What the handlers in `routes/` reach as `super::…`.

@@ -50,8 +50,8 @@ use serde_json::{Value, json};
 
 use super::network_watchers::{WATCHER_PATH, watcher_id};
 use super::{
-    AZURE_ASYNC_OPERATION, AppState, ArmBody, ArmVersion, HttpError, base_url, header_value, new_guid, now_ms,
-    retry_after, rfc3339, subscription,
+    AZURE_ASYNC_OPERATION, AppState, ArmBody, ArmVersion, HttpError, base_url, header_value, now_ms, retry_after,
+    rfc3339, subscription,
 };
 use crate::lifecycle::{self, Created, NewCapture, Stopped};
 use crate::store::{CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, WatcherRecord};
@@ -277,38 +277,16 @@ async fn stop(
 ) -> Result<Response, HttpError> {
     let base = base_url(&state.config, &headers, &uri)?;
     let record = find_capture(&state, &path).await?;
-    if record.status == CaptureStatus::Running && state.hub.is_connected(&record.target_id) {
-        let now = now_ms();
-        let operation = OperationRecord {
-            id: new_guid(),
-            resource_id: record.id.clone(),
-            kind: OperationKind::Stop,
-            status: OperationStatus::InProgress,
-            error_json: None,
-            created_ms: now,
-            updated_ms: now,
-        };
-        state.store.insert_operation(&operation).await?;
-        let stop = ControllerMessage::Stop {
-            capture_id: run_id(&record.id, record.created_ms),
-        };
-        if state.hub.send(&record.target_id, stop) {
-            tracing::info!(capture = %record.id, "packet capture stop sent to its agent");
+    match lifecycle::stop(&state, &record).await? {
+        Stopped::Asked { operation } => {
             let watcher = find_watcher(&state, (&path.0, &path.1, &path.2)).await?;
             let monitor = format!(
-                "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operationResults/{}?api-version={version}",
-                path.0, watcher.location, operation.id
+                "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operationResults/{operation}?api-version={version}",
+                path.0, watcher.location
             );
             let headers = [(header::LOCATION, header_value(&monitor)?), retry_after()];
             return Ok((StatusCode::ACCEPTED, headers, Json(json!({}))).into_response());
         }
-        // The agent went away between the check and the send: stop it here.
-        state
-            .store
-            .finish_operation(&operation.id, OperationStatus::Succeeded, None, now_ms())
-            .await?;
-    }
-    match lifecycle::stop(&state, &record.id).await? {
         Stopped::Now | Stopped::Already => return Ok(Json(json!({})).into_response()),
         // Deleted meanwhile: answered as a capture not found.
         Stopped::Gone => {
