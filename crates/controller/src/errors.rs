@@ -1,13 +1,13 @@
 //! [`HttpError`], the one error type of the API's handlers, extractors and
-//! middleware: an [`ApiError`] rendered as ARM's error body with its status.
+//! middleware: an [`ApiError`] rendered as ARM's error body with its status;
+//! the domain's errors (a [`CreateError`], …) become one here, at the edge.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use netwatch_api::error::ApiError;
-#[cfg(doc)]
-use netwatch_api::error::ErrorCode;
+use netwatch_api::error::{ApiError, ErrorCode};
 
 use crate::accounts::LookupError;
+use crate::lifecycle::CreateError;
 use crate::store::StoreError;
 
 /// An API failure on its way out: an [`ApiError`], rendered as ARM's error body
@@ -72,5 +72,28 @@ impl IntoResponse for HttpError {
         let mut body = self.error.to_response();
         self.code.clone_into(&mut body.error.code);
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<CreateError> for HttpError {
+    fn from(error: CreateError) -> Self {
+        let message = error.to_string();
+        match error {
+            CreateError::NotRegistered { .. } => ApiError::new(ErrorCode::InvalidRequestFormat, message)
+                .with_target("properties.target")
+                .into(),
+            CreateError::WrongLocation { .. } => ApiError::bad_request("properties.target", message).into(),
+            CreateError::NoSuchAccount { .. } => {
+                ApiError::bad_request("properties.storageLocation.storageId", message).into()
+            }
+            CreateError::StillActive { .. } | CreateError::CreatedMeanwhile { .. } => {
+                ApiError::conflict(message).into()
+            }
+            CreateError::Store(error) => error.into(),
+            CreateError::Accounts(error) => error.into(),
+            error @ (CreateError::UnreadableVm(_) | CreateError::Serialize(_)) => {
+                ApiError::internal("create the packet capture", error).into()
+            }
+        }
     }
 }

@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use netwatch_api::agent::{
-    AgentCaptureState, AgentMessage, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, StartCapture, Upload, Welcome,
-    run_id,
+    AgentCaptureState, AgentMessage, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, Welcome, run_id,
 };
-use netwatch_api::packet_capture::PacketCapture;
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -28,9 +26,7 @@ use crate::app::AppState;
 use crate::auth::AgentIdentity;
 use crate::clock::now_ms;
 use crate::lifecycle::{self, AGENT_LOST};
-use crate::store::{
-    AgentCredentialRecord, CaptureRecord, CaptureStatus, EnrollmentRecord, StoreError, VmRecord, WatcherRecord,
-};
+use crate::store::{AgentCredentialRecord, CaptureStatus, EnrollmentRecord, StoreError, VmRecord, WatcherRecord};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -403,7 +399,7 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
     // What the host runs is named by run (resource id and creation time).
     for record in state.store.captures_for_target(vm).await? {
         match record.status {
-            CaptureStatus::NotStarted => match start_message(&record) {
+            CaptureStatus::NotStarted => match lifecycle::start_message(&record) {
                 Ok(start) => {
                     state.hub.send(vm, ControllerMessage::Start(start));
                 }
@@ -478,49 +474,4 @@ pub async fn sweep_lost_agents(state: &AppState, now_ms: i64) -> Result<usize, S
         }
     }
     Ok(marked)
-}
-
-/// The `Start` message of a stored capture.
-pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serde_json::Error> {
-    let request: PacketCapture = serde_json::from_str(&record.request_json)?;
-    let upload = request
-        .properties
-        .storage_location
-        .storage_id
-        .as_deref()
-        .zip(request.properties.storage_location.storage_path.as_deref())
-        .map(|(_, storage_path)| Upload {
-            storage_path: storage_path.to_owned(),
-        });
-    Ok(StartCapture {
-        capture_id: run_id(&record.id, record.created_ms),
-        parameters: request.properties,
-        created_ms: record.created_ms,
-        upload,
-    })
-}
-
-/// Azure's blob path of a capture created at `created_ms` on `target` (DESIGN
-/// §3 "Files"), in lower case as Azure writes it; none for a target id that
-/// does not parse (stored ids always do).
-pub(crate) fn capture_blob_path(target: &str, created_ms: i64) -> Option<String> {
-    let id = ResourceId::parse("target", target).ok()?;
-    Some(netwatch_storage::capture_blob_path(
-        id.subscription().as_str(),
-        id.resource_group().as_str(),
-        id.name().as_str(),
-        created_ms,
-    ))
-}
-
-/// The blob path of file `seq` of a capture: [`capture_blob_path`] for the
-/// one file (0), with `_{seq:05}` before `.cap` for a continuous capture's
-/// n-th file, as the agent names its ring files.
-pub(crate) fn capture_file_blob_path(target: &str, created_ms: i64, seq: u32) -> Option<String> {
-    let path = capture_blob_path(target, created_ms)?;
-    if seq == 0 {
-        return Some(path);
-    }
-    let stem = path.strip_suffix(".cap")?;
-    Some(format!("{stem}_{seq:05}.cap"))
 }

@@ -16,8 +16,9 @@
 //!   when the agent starts the capture (fails when it cannot), a stop when the
 //!   capture has stopped and its upload is over.
 
-use netwatch_api::agent::{AgentCaptureState, CaptureReport, ControllerMessage, DOWNLOAD_PREFIX, parse_run_id, run_id};
-use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_api::agent::{
+    AgentCaptureState, CaptureReport, ControllerMessage, DOWNLOAD_PREFIX, StartCapture, Upload, parse_run_id, run_id,
+};
 use netwatch_api::packet_capture::{
     NetwatchCaptureStatus, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture,
 };
@@ -27,8 +28,6 @@ use serde_json::json;
 use crate::accounts::LookupError;
 use crate::app::{AppState, new_guid};
 use crate::clock::now_ms;
-use crate::errors::HttpError;
-use crate::hub::{capture_blob_path, start_message};
 use crate::store::{
     CaptureRecord, CaptureStatus, Change, Modified, OperationKind, OperationRecord, OperationStatus, StoreError,
     WatcherRecord,
@@ -36,6 +35,51 @@ use crate::store::{
 
 /// Stop reason of a capture whose agent was not heard from in time, or was cut off.
 pub(crate) const AGENT_LOST: &str = "AgentLost";
+
+/// The `Start` message of a stored capture.
+pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serde_json::Error> {
+    let request: PacketCapture = serde_json::from_str(&record.request_json)?;
+    let upload = request
+        .properties
+        .storage_location
+        .storage_id
+        .as_deref()
+        .zip(request.properties.storage_location.storage_path.as_deref())
+        .map(|(_, storage_path)| Upload {
+            storage_path: storage_path.to_owned(),
+        });
+    Ok(StartCapture {
+        capture_id: run_id(&record.id, record.created_ms),
+        parameters: request.properties,
+        created_ms: record.created_ms,
+        upload,
+    })
+}
+
+/// Azure's blob path of a capture created at `created_ms` on `target` (DESIGN
+/// §3 "Files"), in lower case as Azure writes it; none for a target id that
+/// does not parse (stored ids always do).
+pub(crate) fn capture_blob_path(target: &str, created_ms: i64) -> Option<String> {
+    let id = ResourceId::parse("target", target).ok()?;
+    Some(netwatch_storage::capture_blob_path(
+        id.subscription().as_str(),
+        id.resource_group().as_str(),
+        id.name().as_str(),
+        created_ms,
+    ))
+}
+
+/// The blob path of file `seq` of a capture: [`capture_blob_path`] for the
+/// one file (0), with `_{seq:05}` before `.cap` for a continuous capture's
+/// n-th file, as the agent names its ring files.
+pub(crate) fn capture_file_blob_path(target: &str, created_ms: i64, seq: u32) -> Option<String> {
+    let path = capture_blob_path(target, created_ms)?;
+    if seq == 0 {
+        return Some(path);
+    }
+    let stem = path.strip_suffix(".cap")?;
+    Some(format!("{stem}_{seq:05}.cap"))
+}
 
 /// A capture to create: its id, the validated request, the watcher it goes
 /// under (`new_watcher`: not stored yet), and the scheme and host clients
@@ -91,29 +135,6 @@ pub(crate) enum CreateError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Accounts(#[from] LookupError),
-}
-
-impl From<CreateError> for HttpError {
-    fn from(error: CreateError) -> Self {
-        let message = error.to_string();
-        match error {
-            CreateError::NotRegistered { .. } => ApiError::new(ErrorCode::InvalidRequestFormat, message)
-                .with_target("properties.target")
-                .into(),
-            CreateError::WrongLocation { .. } => ApiError::bad_request("properties.target", message).into(),
-            CreateError::NoSuchAccount { .. } => {
-                ApiError::bad_request("properties.storageLocation.storageId", message).into()
-            }
-            CreateError::StillActive { .. } | CreateError::CreatedMeanwhile { .. } => {
-                ApiError::conflict(message).into()
-            }
-            CreateError::Store(error) => error.into(),
-            CreateError::Accounts(error) => error.into(),
-            error @ (CreateError::UnreadableVm(_) | CreateError::Serialize(_)) => {
-                ApiError::internal("create the packet capture", error).into()
-            }
-        }
-    }
 }
 
 /// Creates a capture (or creates again one that has ended): checks that its

@@ -29,7 +29,7 @@ use netwatch_storage::{Backend, BlobPath, Storage, UploadError};
 
 use super::{AppState, ArmBody, HttpError, now_ms};
 use crate::auth::AgentIdentity;
-use crate::hub::capture_file_blob_path;
+use crate::lifecycle::capture_file_blob_path;
 use crate::store::{CaptureFileRecord, CaptureRecord};
 
 /// Most parts granted in one answer; an agent asks again for the rest.
