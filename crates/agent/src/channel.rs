@@ -54,14 +54,19 @@ pub(crate) struct Identity {
     pub(crate) vm_name: String,
     pub(crate) resource_group: String,
     pub(crate) location: String,
+    /// Which host this is, for good ([`crate::credential::host_id`]).
+    pub(crate) host_id: Option<String>,
+    pub(crate) capture_interface: Option<String>,
 }
 
 impl Identity {
-    pub(crate) fn from_config(config: &AgentConfig) -> Self {
+    pub(crate) fn from_config(config: &AgentConfig, host_id: String) -> Self {
         Self {
             vm_name: config.vm_name.clone(),
             resource_group: config.resource_group.clone(),
             location: config.location.clone(),
+            host_id: Some(host_id),
+            capture_interface: Some(config.interface.clone()),
         }
     }
 
@@ -71,6 +76,8 @@ impl Identity {
             resource_group: self.resource_group.clone(),
             location: self.location.clone(),
             hostname: host::hostname().unwrap_or_else(|| self.vm_name.clone()),
+            host_id: self.host_id.clone(),
+            capture_interface: self.capture_interface.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             interfaces,
             captures,

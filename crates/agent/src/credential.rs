@@ -1,5 +1,8 @@
 //! The agent's own credential, handed out once by the controller when the
-//! agent enrolled with a one-time token, kept in `DATA_DIR/credential` (0600).
+//! agent enrolled with a one-time token or joined a scale set, kept in
+//! `DATA_DIR/credential` (0600); and the host's id, `DATA_DIR/host-id`, made
+//! once at random, which tells the controller this is the same host when it
+//! joins a scale set again (it keeps its instance id).
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,6 +12,27 @@ use crate::AgentError;
 
 /// The file's name in the data directory.
 pub(crate) const FILE: &str = "credential";
+
+/// The host id file's name in the data directory.
+pub(crate) const HOST_ID_FILE: &str = "host-id";
+
+/// The host's id: the one saved at `path`, or a new random one (32 hex
+/// digits) saved there first.
+pub(crate) fn host_id(path: &Path) -> Result<String, AgentError> {
+    if let Some(id) = load(path)? {
+        return Ok(id);
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|err| AgentError::Credential {
+        what: "make a random host id for",
+        path: path.to_owned(),
+        source: std::io::Error::other(err.to_string()),
+    })?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    save(path, &id)?;
+    tracing::info!(file = %path.display(), "this host's id made");
+    Ok(id)
+}
 
 /// The saved credential, if there is one.
 pub(crate) fn load(path: &Path) -> Result<Option<String>, AgentError> {

@@ -191,7 +191,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         spool,
         cancel.child_token(),
     );
-    let identity = channel::Identity::from_config(&config);
+    let host_id = credential::host_id(&config.data_dir.join(credential::HOST_ID_FILE))?;
+    let identity = channel::Identity::from_config(&config, host_id);
     tracing::info!(server = %config.server, vm = %config.vm_name, interface = %config.interface, "agent starting");
     tokio::join!(
         async {

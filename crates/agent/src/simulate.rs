@@ -54,6 +54,8 @@ pub async fn run_simulated(
                 vm_name: format!("{}-{i:04}", config.vm_name),
                 resource_group: config.resource_group.clone(),
                 location: config.location.clone(),
+                host_id: Some(format!("simulated-{}-{i}", config.vm_name)),
+                capture_interface: Some(config.interface.clone()),
             },
             interfaces: Arc::clone(&interfaces),
             gate: Arc::clone(&gate),

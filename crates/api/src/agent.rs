@@ -124,6 +124,15 @@ pub struct Hello {
     pub location: String,
     /// The host's own name.
     pub hostname: String,
+    /// A random id the agent made once and keeps in its data directory: which
+    /// host this is when it joins a scale set, so a host that joins again
+    /// keeps its instance id. Left out by agents before scale sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// The interface the agent captures on (`eth0`, `any`): merged files
+    /// name each host's packets `host/interface`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_interface: Option<String>,
     /// The agent's version (`CARGO_PKG_VERSION`).
     pub agent_version: String,
     pub interfaces: Vec<InterfaceInfo>,

@@ -490,6 +490,59 @@ pub struct NetwatchCaptureStatus {
     /// `captureStartTime`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_last_seen: Option<String>,
+    /// A capture over many hosts (a scale set): how many instances are in
+    /// each state, and why those that failed did. Left out for one VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<FleetSummary>,
+    /// A capture over many hosts: one entry per instance in its scope, in
+    /// instance order. The counters above are their sums.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// How a capture over many hosts stands, instance by instance counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetSummary {
+    pub total: u32,
+    pub not_started: u32,
+    pub running: u32,
+    pub stopped: u32,
+    /// Instances in `Error`: their agent was lost, or could not start or
+    /// finish the capture.
+    pub failed: u32,
+    /// `running 37, stopped 0, failed 3`, and each failure's reason.
+    pub text: String,
+    /// One line per failed instance: `"3: AgentStopped: the agent …"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+/// One host's part of a capture over many hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// The scale-set instance id (`"0"`, `"1"`, …), or the VM's name for a
+    /// capture over hosts chosen otherwise.
+    pub instance_id: String,
+    /// The host's resource id.
+    pub vm_id: String,
+    /// The host's own name, as its agent said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub packet_capture_status: PcStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    #[serde(default)]
+    pub packet_capture_error: Vec<PcError>,
+    /// Where this host's file goes (Azure's path for the instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<String>,
+    /// Its counters, upload state, files and last contact, as for one VM.
+    #[serde(flatten)]
+    pub status: Box<NetwatchCaptureStatus>,
 }
 
 /// One capture file in a storage account.
@@ -1060,6 +1113,13 @@ impl PacketCaptureParameters {
         };
         let include = parse(include, "include")?;
         let exclude = parse(exclude, "exclude")?;
+        for (list, field) in [(&include, "include"), (&exclude, "exclude")] {
+            if let Some((index, instance)) = list.iter().enumerate().find(|(i, id)| list[..*i].contains(id)) {
+                let target = format!("{SCOPE}.{field}[{index}]");
+                let message = format!("{target} \"{instance}\" is named twice in {SCOPE}.{field}: name each instance once");
+                return Err(ApiError::bad_request(target, message));
+            }
+        }
         if let Some((index, instance)) = exclude.iter().enumerate().find(|(_, id)| include.contains(id)) {
             let target = format!("{SCOPE}.exclude[{index}]");
             let message = format!(

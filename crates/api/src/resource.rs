@@ -475,6 +475,9 @@ pub enum ResourceKind {
     VmExtension,
     /// `Microsoft.Compute/virtualMachineScaleSets`: a named group of hosts.
     ScaleSet,
+    /// `Microsoft.Compute/virtualMachineScaleSets/virtualMachines`: one host
+    /// of a scale set, named by its instance id (`0`, `1`, …).
+    ScaleSetVm,
     /// `Microsoft.Network/networkWatchers`: one per location.
     NetworkWatcher,
     /// `Microsoft.Network/networkWatchers/packetCaptures`.
@@ -518,6 +521,13 @@ const SCALE_SET: KindSpec = KindSpec {
     noun: "scale set",
     placeholders: &["{vmss}"],
 };
+const SCALE_SET_VM: KindSpec = KindSpec {
+    kind: ResourceKind::ScaleSetVm,
+    namespace: "Microsoft.Compute",
+    types: &["virtualMachineScaleSets", "virtualMachines"],
+    noun: "scale-set instance",
+    placeholders: &["{vmss}", "{instance}"],
+};
 const NETWORK_WATCHER: KindSpec = KindSpec {
     kind: ResourceKind::NetworkWatcher,
     namespace: "Microsoft.Network",
@@ -539,10 +549,11 @@ const STORAGE_ACCOUNT: KindSpec = KindSpec {
     noun: "storage account",
     placeholders: &["{account}"],
 };
-const KINDS: [&KindSpec; 6] = [
+const KINDS: [&KindSpec; 7] = [
     &VIRTUAL_MACHINE,
     &VM_EXTENSION,
     &SCALE_SET,
+    &SCALE_SET_VM,
     &NETWORK_WATCHER,
     &PACKET_CAPTURE,
     &STORAGE_ACCOUNT,
@@ -689,6 +700,17 @@ impl ResourceId {
     /// `…/providers/Microsoft.Compute/virtualMachineScaleSets/{vmss}`.
     pub fn scale_set(subscription: &SubscriptionId, group: &ResourceGroupName, vmss: &ResourceName) -> Self {
         Self::known(&SCALE_SET, subscription, group, &[vmss])
+    }
+
+    /// `…/virtualMachineScaleSets/{vmss}/virtualMachines/{instance}`: one host of a scale set.
+    pub fn scale_set_vm(
+        subscription: &SubscriptionId,
+        group: &ResourceGroupName,
+        vmss: &ResourceName,
+        instance: u32,
+    ) -> Self {
+        let instance = ResourceName(instance.to_string());
+        Self::known(&SCALE_SET_VM, subscription, group, &[vmss, &instance])
     }
 
     /// `…/providers/Microsoft.Network/networkWatchers/{watcher}`.

@@ -233,6 +233,10 @@ pub enum AgentIdentity {
     /// A one-time enrollment token, on the channel only: the VM is the
     /// enrollment's, and the agent is handed a credential of its own.
     Enrollment(EnrollmentRecord),
+    /// A scale set's reusable enrollment key, on the channel only: the host
+    /// joins the scale set (its instance id kept across re-joins) and is
+    /// handed a credential of its own.
+    ScaleSetKey(crate::store::ScaleSetKeyRecord),
     /// An enrolled agent's own credential: it speaks for its VM only.
     Credential { vm_id: String },
 }
@@ -329,7 +333,18 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
                 );
             }
             Ok(Some(enrollment)) => Some(AgentIdentity::Enrollment(enrollment)),
-            Ok(None) => None,
+            Ok(None) => match state.store.get_scale_set_key(&token_digest).await {
+                Ok(Some(key)) => match key.refusal(crate::clock::now_ms()) {
+                    Some(why) => {
+                        return unauthorized(&format!(
+                            "this scale-set enrollment key {why}: run `netwatch vmss extension set` for a new one"
+                        ));
+                    }
+                    None => Some(AgentIdentity::ScaleSetKey(key)),
+                },
+                Ok(None) => None,
+                Err(err) => return HttpError::from(err).into_response(),
+            },
             Err(err) => return HttpError::from(err).into_response(),
         },
         Ok(None) => None,

@@ -82,7 +82,11 @@ impl From<CreateError> for HttpError {
             CreateError::NotRegistered { .. } => ApiError::new(ErrorCode::InvalidRequestFormat, message)
                 .with_target("properties.target")
                 .into(),
-            CreateError::WrongLocation { .. } => ApiError::bad_request("properties.target", message).into(),
+            CreateError::WrongLocation { .. } | CreateError::NoSuchScaleSet { .. } => {
+                ApiError::bad_request("properties.target", message).into()
+            }
+            CreateError::UnknownInstances { ref field, .. } => ApiError::bad_request(field.clone(), message).into(),
+            CreateError::NoInstances { .. } => ApiError::bad_request("properties.scope", message).into(),
             CreateError::NoSuchAccount { .. } => {
                 ApiError::bad_request("properties.storageLocation.storageId", message).into()
             }

@@ -26,6 +26,7 @@ use crate::app::AppState;
 use crate::auth::AgentIdentity;
 use crate::clock::now_ms;
 use crate::lifecycle::{self, AGENT_LOST};
+use crate::store::ScaleSetKeyRecord;
 use crate::store::{AgentCredentialRecord, CaptureStatus, EnrollmentRecord, StoreError, VmRecord, WatcherRecord};
 
 /// How long a new connection may take to say hello.
@@ -285,34 +286,51 @@ async fn send(socket: &mut WebSocket, message: &ControllerMessage) -> Result<(),
 }
 
 /// Checks the hello and registers (or refreshes) the host as a VM; its id,
-/// and the agent's new credential when it enrolled with a one-time token.
-/// The host's location gets its network watcher if it has none.
+/// and the agent's new credential when it enrolled with a one-time token or
+/// joined a scale set with its key. The host's location gets its network
+/// watcher if it has none.
 ///
-/// Which VM the host is: an enrollment's VM and location; the credential's
-/// VM (a hello naming another is refused); with a shared token, the hello's.
+/// Which VM the host is: an enrollment's VM and location; a scale set's next
+/// instance (or the one the host had: the hello's `hostId` says which host it
+/// is), in the scale set's location; the credential's VM (a hello naming
+/// another plain VM is refused); with a shared token, the hello's.
 async fn register_vm(
     state: &AppState,
     hello: &Hello,
     identity: &AgentIdentity,
 ) -> Result<(String, Option<String>), ChannelError> {
     let bad = |err: netwatch_api::resource::ResourceError| ChannelError::BadHello(err.to_string());
-    let (group, name, location) = match identity {
+    let subscription = &state.config.subscription;
+    let (id, location) = match identity {
         AgentIdentity::Enrollment(enrollment) => {
             let id = ResourceId::parse("vmId", &enrollment.vm_id).map_err(bad)?;
             let location = Location::parse("location", &enrollment.location).map_err(bad)?;
             if !id.name().as_str().eq_ignore_ascii_case(&hello.vm_name) {
                 tracing::info!(vm = %id, hello = %hello.vm_name, "enrolled host registers as its enrollment's VM");
             }
-            (id.resource_group().clone(), id.name().clone(), location)
+            (ResourceId::virtual_machine(subscription, id.resource_group(), id.name()), location)
         }
-        AgentIdentity::Credential { .. } | AgentIdentity::Shared => (
-            ResourceGroupName::parse("resourceGroup", &hello.resource_group).map_err(bad)?,
-            ResourceName::parse("vmName", &hello.vm_name).map_err(bad)?,
-            Location::parse("location", &hello.location).map_err(bad)?,
-        ),
+        AgentIdentity::ScaleSetKey(key) => join_scale_set(state, hello, key).await?,
+        AgentIdentity::Credential { vm_id } if lifecycle::fleet::instance_of(vm_id).is_some() => {
+            // A scale set's instance: who it is comes from its credential.
+            let id = ResourceId::parse("vmId", vm_id).map_err(bad)?;
+            let set = id.parent().map(|set| set.to_string()).unwrap_or_default();
+            let Some(set) = state.store.get_scale_set(&set).await? else {
+                return Err(ChannelError::BadHello(format!(
+                    "scale set {set} of this host is gone: join it again (`netwatch vmss extension set`)"
+                )));
+            };
+            (id, Location::parse("location", &set.location).map_err(bad)?)
+        }
+        AgentIdentity::Credential { .. } | AgentIdentity::Shared => {
+            let group = ResourceGroupName::parse("resourceGroup", &hello.resource_group).map_err(bad)?;
+            let name = ResourceName::parse("vmName", &hello.vm_name).map_err(bad)?;
+            let location = Location::parse("location", &hello.location).map_err(bad)?;
+            (ResourceId::virtual_machine(subscription, &group, &name), location)
+        }
     };
     if let AgentIdentity::Credential { vm_id } = identity {
-        let said = ResourceId::virtual_machine(&state.config.subscription, &group, &name).to_string();
+        let said = id.to_string();
         if !said.eq_ignore_ascii_case(vm_id) {
             return Err(ChannelError::BadHello(format!(
                 "this agent's credential is for {vm_id}, not {said}: an agent speaks for its own VM only"
@@ -326,12 +344,13 @@ async fn register_vm(
             known.join(", ")
         )));
     }
-    let id = ResourceId::virtual_machine(&state.config.subscription, &group, &name).to_string();
+    let id = id.to_string();
     let now = now_ms();
     let facts = json!({
         "hostname": hello.hostname,
         "agentVersion": hello.agent_version,
         "interfaces": hello.interfaces,
+        "captureInterface": hello.capture_interface,
         "connectedMs": now,
     });
     let record = VmRecord {
@@ -346,7 +365,6 @@ async fn register_vm(
     // Azure enables Network Watcher in a region as soon as something is there
     // (az's capture commands look the watcher up before they create): so does
     // the first host of a location, unless that location has a watcher already.
-    let subscription = &state.config.subscription;
     let watchers = state.store.list_watchers(subscription.as_str()).await?;
     if !watchers.iter().any(|watcher| watcher.location == location.as_str()) {
         let watcher = WatcherRecord {
@@ -360,9 +378,70 @@ async fn register_vm(
     }
     let credential = match identity {
         AgentIdentity::Enrollment(enrollment) => Some(redeem(state, enrollment, &id).await?),
+        AgentIdentity::ScaleSetKey(_) => Some(new_credential(state, &id).await?),
         AgentIdentity::Credential { .. } | AgentIdentity::Shared => None,
     };
+    // A scale set's host joins the captures of its scale set that run.
+    if let Some((set, instance)) = lifecycle::fleet::instance_of(&id) {
+        lifecycle::fleet::join(state, &set.to_string(), instance, &record).await?;
+    }
     Ok((id, credential))
+}
+
+/// The longest `hostId` a hello may carry.
+const MAX_HOST_ID: usize = 128;
+
+/// Joins the host saying `hello` to the scale set of `key`: its instance id
+/// (the one it had, or the next) and the scale set's location.
+async fn join_scale_set(
+    state: &AppState,
+    hello: &Hello,
+    key: &ScaleSetKeyRecord,
+) -> Result<(ResourceId, Location), ChannelError> {
+    let bad = |err: netwatch_api::resource::ResourceError| ChannelError::BadHello(err.to_string());
+    let Some(set) = state.store.get_scale_set(&key.scale_set_key).await? else {
+        return Err(ChannelError::BadHello(
+            "the scale set of this enrollment key is gone: run `netwatch vmss extension set` again".to_owned(),
+        ));
+    };
+    let host = hello.host_id.as_deref().unwrap_or_default();
+    if host.is_empty()
+        || host.len() > MAX_HOST_ID
+        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ChannelError::BadHello(
+            "this agent says no hostId (letters, digits and '-', at most 128): upgrade it to join a scale set"
+                .to_owned(),
+        ));
+    }
+    let set_id = ResourceId::parse("scaleSetId", &set.id).map_err(bad)?;
+    let joined = state
+        .store
+        .join_scale_set(&set.id, &host.to_lowercase(), &key.digest, now_ms())
+        .await?;
+    let Some(joined) = joined else {
+        return Err(ChannelError::BadHello(
+            "this scale-set enrollment key has been used by as many hosts as it was made for (or was revoked \
+             or expired meanwhile): run `netwatch vmss extension set` for a new one"
+                .to_owned(),
+        ));
+    };
+    let id = ResourceId::scale_set_vm(set_id.subscription(), set_id.resource_group(), set_id.name(), joined.instance);
+    tracing::info!(vm = %id, new = joined.new, "host joined scale set {}", set_id.name());
+    Ok((id, Location::parse("location", &set.location).map_err(bad)?))
+}
+
+/// A new credential for `vm`'s agent.
+async fn new_credential(state: &AppState, vm: &str) -> Result<String, ChannelError> {
+    let token = crate::auth::new_token().map_err(|err| ChannelError::BadHello(format!("make a credential: {err}")))?;
+    let record = AgentCredentialRecord {
+        digest: crate::auth::digest(&token),
+        vm_id: vm.to_owned(),
+        created_ms: now_ms(),
+        revoked_ms: None,
+    };
+    state.store.insert_agent_credential(&record).await?;
+    Ok(token)
 }
 
 /// Spends `enrollment` for a new credential of `vm`'s agent.

@@ -20,7 +20,7 @@ use netwatch_api::agent::{
     AgentCaptureState, CaptureReport, ControllerMessage, DOWNLOAD_PREFIX, StartCapture, Upload, parse_run_id, run_id,
 };
 use netwatch_api::packet_capture::{
-    NetwatchCaptureStatus, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture,
+    NetwatchCaptureStatus, PacketCapture, PcError, StopReason, TargetType, UploadState, ValidatedCapture,
 };
 use netwatch_api::resource::ResourceId;
 use serde_json::json;
@@ -32,6 +32,8 @@ use crate::store::{
     CaptureRecord, CaptureStatus, Change, Modified, OperationKind, OperationRecord, OperationStatus, StoreError,
     WatcherRecord,
 };
+
+pub(crate) mod fleet;
 
 /// Stop reason of a capture whose agent was not heard from in time, or was cut off.
 pub(crate) const AGENT_LOST: &str = "AgentLost";
@@ -61,10 +63,19 @@ pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serd
 /// does not parse (stored ids always do).
 pub(crate) fn capture_blob_path(target: &str, created_ms: i64) -> Option<String> {
     let id = ResourceId::parse("target", target).ok()?;
-    Some(netwatch_storage::capture_blob_path(
+    // `microsoft.compute/virtualmachines/{vm}`, or for a scale set's
+    // instance `…/virtualmachinescalesets/{vmss}/virtualmachines/{n}`.
+    let mut resource = id.resource_type().namespace().to_owned();
+    for (kind, name) in id.resource_type().types().iter().zip(id.names()) {
+        resource.push('/');
+        resource.push_str(kind);
+        resource.push('/');
+        resource.push_str(name.as_str());
+    }
+    Some(netwatch_storage::capture_blob_path_of(
         id.subscription().as_str(),
         id.resource_group().as_str(),
-        id.name().as_str(),
+        &resource,
         created_ms,
     ))
 }
@@ -129,6 +140,24 @@ pub(crate) enum CreateError {
     CreatedMeanwhile { name: String },
     #[error("stored VM id {0} is unreadable")]
     UnreadableVm(String),
+    #[error(
+        "scale set {target} does not exist: hosts join it with the command `netwatch vmss extension set \
+         --vmss-name NAME …` prints"
+    )]
+    NoSuchScaleSet { target: String },
+    #[error("{field} {ids} {verb} not an instance of scale set {scale_set}: its instances are [{known}]")]
+    UnknownInstances {
+        field: String,
+        ids: String,
+        verb: &'static str,
+        scale_set: String,
+        known: String,
+    },
+    #[error(
+        "the scope selects no instance of scale set {scale_set} (its instances are [{known}]): \
+         nothing would be captured; widen properties.scope or join hosts first"
+    )]
+    NoInstances { scale_set: String, known: String },
     #[error("serialize the capture definition")]
     Serialize(#[source] serde_json::Error),
     #[error(transparent)]
@@ -150,28 +179,38 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
         base,
     } = new;
     let target = capture.target();
-    let Some(vm) = state.store.get_vm(&target.to_string()).await? else {
-        return Err(CreateError::NotRegistered {
-            noun: target.kind().noun(),
-            target: target.to_string(),
-        });
+    let (target_id, target_location, hosts) = match capture.target_type() {
+        TargetType::AzureVm => {
+            let Some(vm) = state.store.get_vm(&target.to_string()).await? else {
+                return Err(CreateError::NotRegistered {
+                    noun: target.kind().noun(),
+                    target: target.to_string(),
+                });
+            };
+            (vm.id.clone(), vm.location.clone(), None)
+        }
+        TargetType::AzureVmss => {
+            let (set, hosts) = fleet::hosts(state, capture).await?;
+            (set.id, set.location, Some(hosts))
+        }
     };
-    if !vm.location.eq_ignore_ascii_case(&watcher.location) {
+    if !target_location.eq_ignore_ascii_case(&watcher.location) {
         return Err(CreateError::WrongLocation {
             vm: target.name().to_string(),
-            vm_location: vm.location.clone(),
+            vm_location: target_location,
             watcher: id.names()[0].to_string(),
             watcher_location: watcher.location.clone(),
         });
     }
     let existing = state.store.get_capture(&id.to_string()).await?;
-    if let Some(existing) = &existing
-        && existing.status.is_active()
-    {
-        return Err(CreateError::StillActive {
-            name: id.name().to_string(),
-            status: existing.status,
-        });
+    if let Some(existing) = &existing {
+        let status = fleet::status_of(state, existing).await?;
+        if status.is_active() {
+            return Err(CreateError::StillActive {
+                name: id.name().to_string(),
+                status,
+            });
+        }
     }
     let storage = match capture.output().storage_account() {
         Some(account_id) => {
@@ -189,27 +228,36 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
 
     // Everything is checked; write.
     let now = now_ms();
-    let mut parameters = capture.to_parameters();
-    if let Some(account) = &storage {
-        let blob = capture_blob_path(&vm.id, now).ok_or_else(|| CreateError::UnreadableVm(vm.id.clone()))?;
-        parameters.storage_location.storage_path = Some(format!("{base}{DOWNLOAD_PREFIX}/{account}/{blob}"));
-    }
-    let request = PacketCapture { properties: parameters };
-    let request_json = serde_json::to_string(&request).map_err(CreateError::Serialize)?;
-    let record = CaptureRecord {
-        id: id.to_string(),
-        watcher_id: watcher.id.clone(),
-        target_id: vm.id.clone(),
-        request_json,
-        status: CaptureStatus::NotStarted,
-        stop_reason: None,
-        errors_json: "[]".to_owned(),
-        started_ms: None,
-        stats_json: "{}".to_owned(),
-        etag: format!("W/\"{}\"", new_guid()),
-        version: 1,
-        created_ms: now,
-        updated_ms: now,
+    let parameters = capture.to_parameters();
+    let record = new_record(
+        CaptureRecord {
+            id: id.to_string(),
+            watcher_id: watcher.id.clone(),
+            target_id,
+            request_json: String::new(),
+            status: CaptureStatus::NotStarted,
+            stop_reason: None,
+            errors_json: "[]".to_owned(),
+            started_ms: None,
+            stats_json: "{}".to_owned(),
+            etag: format!("W/\"{}\"", new_guid()),
+            version: 1,
+            created_ms: now,
+            updated_ms: now,
+            parent_key: None,
+            instance: None,
+        },
+        parameters.clone(),
+        storage.as_deref().map(|account| (base, account)),
+    )?;
+    let parts = match &hosts {
+        Some(hosts) => hosts
+            .iter()
+            .map(|(instance, vm)| {
+                fleet::part_record(&record, instance, vm, parameters.clone(), storage.as_deref().map(|a| (base, a)))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![],
     };
     let operation = OperationRecord {
         id: new_guid(),
@@ -223,10 +271,7 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
     if new_watcher {
         state.store.ensure_watcher(watcher).await?;
     }
-    let written = match &existing {
-        Some(existing) => state.store.replace_capture(existing, &record).await,
-        None => state.store.insert_capture(&record).await,
-    };
+    let written = state.store.write_capture(existing.as_ref(), &record, &parts).await;
     match written {
         Ok(()) => {}
         Err(StoreError::Conflict(_) | StoreError::Stale(_)) => {
@@ -239,16 +284,50 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
     // After the capture: an operation whose capture failed to insert would
     // otherwise stay InProgress until it times out.
     state.store.insert_operation(&operation).await?;
-    match start_message(&record) {
+    if hosts.is_none() {
+        push_start(state, &record);
+        tracing::info!(capture = %id, target = %record.target_id, "packet capture created");
+    } else {
+        for part in &parts {
+            push_start(state, part);
+        }
+        tracing::info!(capture = %id, target = %record.target_id, hosts = parts.len(), "packet capture over many hosts created");
+        // Hosts none of which is connected: nothing will report; settle now
+        // what can be settled (the create waits for hosts that are there).
+        fleet::settle(state, &record.id).await?;
+    }
+    Ok(Created { record, operation })
+}
+
+/// A capture record with its request: `parameters` with `storagePath` set
+/// for `storage` (the scheme and host clients reach this server at, and the
+/// account) to where the record's target's file goes.
+fn new_record(
+    mut record: CaptureRecord,
+    mut parameters: netwatch_api::packet_capture::PacketCaptureParameters,
+    storage: Option<(&str, &str)>,
+) -> Result<CaptureRecord, CreateError> {
+    if let Some((base, account)) = storage {
+        let blob = capture_blob_path(&record.target_id, record.created_ms)
+            .ok_or_else(|| CreateError::UnreadableVm(record.target_id.clone()))?;
+        parameters.storage_location.storage_path = Some(format!("{base}{DOWNLOAD_PREFIX}/{account}/{blob}"));
+    }
+    let request = PacketCapture { properties: parameters };
+    record.request_json = serde_json::to_string(&request).map_err(CreateError::Serialize)?;
+    Ok(record)
+}
+
+/// Pushes a capture's start to its host's agent, if connected (otherwise
+/// the agent gets it at its next hello).
+fn push_start(state: &AppState, record: &CaptureRecord) {
+    match start_message(record) {
         Ok(start) => {
-            let pushed = state.hub.send(&vm.id, ControllerMessage::Start(start));
-            tracing::info!(capture = %id, target = %vm.id, pushed, "packet capture created");
+            state.hub.send(&record.target_id, ControllerMessage::Start(start));
         }
         // It was serialized a moment ago; should it not read back, its agent
         // is told at its next hello (which logs why it cannot be started).
-        Err(error) => tracing::error!(capture = %id, error = %error, "created capture cannot be started"),
+        Err(error) => tracing::error!(capture = %record.id, error = %error, "created capture cannot be started"),
     }
-    Ok(Created { record, operation })
 }
 
 /// How a stop ended.
@@ -273,6 +352,9 @@ pub(crate) enum Stopped {
 /// here (`Stopped`, `ManualStop`), its agent told in case it hears, and its
 /// create operation settled.
 pub(crate) async fn stop(state: &AppState, capture: &CaptureRecord) -> Result<Stopped, StoreError> {
+    if fleet::is_fleet(capture) {
+        return fleet::stop(state, capture).await;
+    }
     if capture.status == CaptureStatus::Running && state.hub.is_connected(&capture.target_id) {
         let now = now_ms();
         let operation = OperationRecord {
@@ -336,6 +418,9 @@ pub(crate) async fn stop(state: &AppState, capture: &CaptureRecord) -> Result<St
         )
         .await?;
     tracing::info!(capture = %record.id, "packet capture stopped");
+    if let Some(parent) = &record.parent_key {
+        fleet::settle(state, parent).await?;
+    }
     Ok(Stopped::Now)
 }
 
@@ -387,6 +472,9 @@ pub(crate) async fn give_up(
             .store
             .finish_operations_of(&record.id, kind, OperationStatus::Failed, Some(&error), now_ms())
             .await?;
+    }
+    if let Some(parent) = &record.parent_key {
+        fleet::settle(state, parent).await?;
     }
     Ok(true)
 }
@@ -440,6 +528,8 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
         error_message: report.message.clone(),
         agent_last_seen: None,
         files: vec![],
+        summary: None,
+        instances: vec![],
     };
     let stats_json = serde_json::to_string(&stats).expect("counters always serialize");
     let applied = state.store.modify_capture(capture, |record| {
@@ -533,9 +623,10 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
         report.upload,
         None | Some(UploadState::Succeeded | UploadState::Failed | UploadState::Retrying)
     );
+    let mut settled = false;
     if report.state != AgentCaptureState::Running && upload_over && (before != status || before_upload != report.upload)
     {
-        state
+        settled = state
             .store
             .finish_operations_of(
                 &record.id,
@@ -544,7 +635,13 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
                 None,
                 now_ms(),
             )
-            .await?;
+            .await?
+            > 0;
+    }
+    if let Some(parent) = &record.parent_key
+        && (before != status || settled)
+    {
+        fleet::settle(state, parent).await?;
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ mod identity;
 mod network_watchers;
 mod openapi;
 mod packet_captures;
+mod scale_sets;
 mod storage_accounts;
 mod tokens;
 mod uploads;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(network_watchers::routes())
         .merge(packet_captures::routes())
         .merge(compute::routes())
+        .merge(scale_sets::routes())
         .merge(storage_accounts::routes())
         .merge(tokens::routes())
         .merge(files::routes())

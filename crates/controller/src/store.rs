@@ -19,6 +19,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod scale_sets;
+
+pub use scale_sets::{Joined, ScaleSetInstanceRecord, ScaleSetKeyRecord, ScaleSetRecord};
+
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
@@ -227,6 +231,12 @@ pub struct CaptureRecord {
     pub version: i64,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// One host's part of a capture over many hosts: the key of the capture
+    /// it belongs to (`None` for a capture clients name).
+    pub parent_key: Option<String>,
+    /// That host's instance id (`"3"`), or its VM name for hosts chosen by
+    /// other means; `None` for a capture clients name.
+    pub instance: Option<String>,
 }
 
 /// A capture file in storage.
@@ -310,7 +320,8 @@ macro_rules! capture_select {
     ($tail:literal) => {
         concat!(
             "SELECT c.id, w.id AS watcher_id, c.target_id, c.request_json, c.status, c.stop_reason,
-             c.errors_json, c.started_ms, c.stats_json, c.etag, c.version, c.created_ms, c.updated_ms
+             c.errors_json, c.started_ms, c.stats_json, c.etag, c.version, c.created_ms, c.updated_ms,
+             c.parent_key, c.instance
              FROM packet_captures c JOIN network_watchers w ON w.key = c.watcher_key ",
             $tail
         )
@@ -328,8 +339,9 @@ where
 {
     let result = sqlx::query(
         "INSERT INTO packet_captures (key, id, watcher_key, target_key, target_id, request_json, status,
-             stop_reason, errors_json, started_ms, stats_json, etag, version, created_ms, updated_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             stop_reason, errors_json, started_ms, stats_json, etag, version, created_ms, updated_ms,
+             parent_key, instance)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(key(&c.id))
     .bind(&c.id)
@@ -346,6 +358,8 @@ where
     .bind(c.version)
     .bind(c.created_ms)
     .bind(c.updated_ms)
+    .bind(c.parent_key.as_deref().map(key))
+    .bind(&c.instance)
     .execute(executor)
     .await;
     match result {
@@ -561,19 +575,104 @@ impl Store {
     /// Replaces capture `old` (as read: its version must be unchanged) by `new`
     /// under the same id, in one transaction: a PUT over a finished capture.
     pub async fn replace_capture(&self, old: &CaptureRecord, new: &CaptureRecord) -> Result<(), StoreError> {
+        self.write_capture(Some(old), new, &[]).await
+    }
+
+    /// Writes capture `new` and its hosts' rows (`parts`, a capture over many
+    /// hosts) in one transaction, in place of `old` (as read: its version
+    /// must be unchanged; its parts go with it) when given.
+    /// [`StoreError::Conflict`] when `old` is `None` and the capture exists.
+    pub async fn write_capture(
+        &self,
+        old: Option<&CaptureRecord>,
+        new: &CaptureRecord,
+        parts: &[CaptureRecord],
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let gone = sqlx::query("DELETE FROM packet_captures WHERE key = $1 AND version = $2")
-            .bind(key(&old.id))
-            .bind(old.version)
-            .execute(&mut *tx)
-            .await?;
-        if gone.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Err(StoreError::Stale(format!("packet capture {}", old.id)));
+        if let Some(old) = old {
+            let gone = sqlx::query("DELETE FROM packet_captures WHERE key = $1 AND version = $2")
+                .bind(key(&old.id))
+                .bind(old.version)
+                .execute(&mut *tx)
+                .await?;
+            if gone.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Stale(format!("packet capture {}", old.id)));
+            }
+            sqlx::query("DELETE FROM packet_captures WHERE parent_key = $1")
+                .bind(key(&old.id))
+                .execute(&mut *tx)
+                .await?;
         }
         insert_capture_with(&mut *tx, new).await?;
+        for part in parts {
+            insert_capture_with(&mut *tx, part).await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The hosts' rows of capture `id` (a capture over many hosts), by key.
+    pub async fn capture_parts(&self, id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+        let rows = sqlx::query_as(capture_select!("WHERE c.parent_key = $1 ORDER BY c.key"))
+            .bind(key(id))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    /// The hosts' rows of every capture over many hosts of a watcher, by key.
+    pub async fn capture_parts_of_watcher(&self, watcher_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+        let rows = sqlx::query_as(capture_select!(
+            "WHERE c.watcher_key = $1 AND c.parent_key IS NOT NULL ORDER BY c.key"
+        ))
+        .bind(key(watcher_id))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// How many hosts' rows of capture `id` have `status`.
+    pub async fn count_parts(&self, id: &str, status: CaptureStatus) -> Result<i64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packet_captures WHERE parent_key = $1 AND status = $2")
+            .bind(key(id))
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count)
+    }
+
+    /// The targets of capture `id`'s hosts' rows that have `status`.
+    pub async fn part_targets(&self, id: &str, status: CaptureStatus) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query_scalar("SELECT target_id FROM packet_captures WHERE parent_key = $1 AND status = $2")
+            .bind(key(id))
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    /// How many stop operations of capture `id`'s hosts are in progress.
+    pub async fn part_stops_in_progress(&self, id: &str) -> Result<i64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM operations o JOIN packet_captures c ON o.resource_key = c.key
+             WHERE c.parent_key = $1 AND o.kind = 'stop' AND o.status = 'InProgress'",
+        )
+        .bind(key(id))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
+    /// Adds one host's row to capture `parent` (a host that joined a scale
+    /// set while the capture runs), unless the capture is gone or a row of
+    /// that host is there already: whether it was added.
+    pub async fn add_capture_part(&self, part: &CaptureRecord) -> Result<bool, StoreError> {
+        match insert_capture_with(&self.pool, part).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     pub async fn get_capture(&self, id: &str) -> Result<Option<CaptureRecord>, StoreError> {
@@ -625,7 +724,9 @@ impl Store {
 
     /// Captures of a network watcher, by id.
     pub async fn list_captures(&self, watcher_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
-        let rows = sqlx::query_as(capture_select!("WHERE c.watcher_key = $1 ORDER BY c.key"))
+        let rows = sqlx::query_as(capture_select!(
+            "WHERE c.watcher_key = $1 AND c.parent_key IS NULL ORDER BY c.key"
+        ))
             .bind(key(watcher_id))
             .fetch_all(&self.pool)
             .await?;
@@ -721,12 +822,40 @@ impl Store {
         }
     }
 
-    /// Removes a capture (never its files). Returns false when it did not exist.
+    /// Removes a capture and its hosts' rows (never its files). Returns false
+    /// when it did not exist.
     pub async fn delete_capture(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM packet_captures WHERE parent_key = $1")
+            .bind(key(id))
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM packet_captures WHERE key = $1")
             .bind(key(id))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets a host: its VM row and its credentials (a scale-set instance
+    /// removed). Returns false when there was no such VM.
+    pub async fn delete_vm(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE agent_credentials SET revoked_ms = $1 WHERE vm_key = $2 AND revoked_ms IS NULL")
+            .bind(now_ms)
+            .bind(key(id))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM scale_set_instances WHERE vm_key = $1")
+            .bind(key(id))
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM vms WHERE key = $1")
+            .bind(key(id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -809,6 +938,21 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records an agent's credential (a host that joined a scale set).
+    pub async fn insert_agent_credential(&self, credential: &AgentCredentialRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_credentials (digest, vm_key, vm_id, created_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&credential.digest)
+        .bind(key(&credential.vm_id))
+        .bind(&credential.vm_id)
+        .bind(credential.created_ms)
+        .bind(credential.revoked_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The agent credential with `digest`, revoked or not.

@@ -238,6 +238,8 @@ impl Api {
             version: 1,
             created_ms: CREATED_MS,
             updated_ms: CREATED_MS,
+            parent_key: None,
+            instance: None,
         };
         self.store.insert_capture(&record).await.unwrap();
         Run {

@@ -40,6 +40,8 @@ fn capture(w: &WatcherRecord, name: &str, target: &str) -> CaptureRecord {
         version: 1,
         created_ms: 10,
         updated_ms: 10,
+        parent_key: None,
+        instance: None,
     }
 }
 

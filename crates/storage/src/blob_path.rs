@@ -131,16 +131,29 @@ enum Problem {
 /// The names are ARM names (a GUID, a resource group, a VM name), which hold
 /// no `/` or control character, so the result is a valid [`BlobPath`].
 pub fn capture_blob_path(subscription: &str, resource_group: &str, vm: &str, created_ms: i64) -> String {
+    capture_blob_path_of(
+        subscription,
+        resource_group,
+        &format!("microsoft.compute/virtualmachines/{vm}"),
+        created_ms,
+    )
+}
+
+/// [`capture_blob_path`] for any target below its provider: `resource` is
+/// `{namespace}/{type}/{name}[/{type}/{name}…]`, e.g.
+/// `microsoft.compute/virtualmachinescalesets/web/virtualmachines/3` for a
+/// scale set's instance, Azure's path for one instance's file.
+pub fn capture_blob_path_of(subscription: &str, resource_group: &str, resource: &str, created_ms: i64) -> String {
     let (year, month, day) = civil_from_days(created_ms.div_euclid(86_400_000));
     let ms_of_day = created_ms.rem_euclid(86_400_000);
     let (hours, minutes) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
     let (seconds, millis) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
     format!(
-        "{CAPTURE_CONTAINER}/subscriptions/{}/resourcegroups/{}/providers/microsoft.compute/virtualmachines/{}/\
+        "{CAPTURE_CONTAINER}/subscriptions/{}/resourcegroups/{}/providers/{}/\
          {year:04}/{month:02}/{day:02}/packetcapture_{hours:02}_{minutes:02}_{seconds:02}_{millis:03}.cap",
         subscription.to_lowercase(),
         resource_group.to_lowercase(),
-        vm.to_lowercase(),
+        resource.to_lowercase(),
     )
 }
 

@@ -51,7 +51,7 @@ pub use account::{
     DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_RESOURCE_GROUP, Endpoint, EndpointError, MAX_PART_SIZE,
     MIN_LOCAL_PART_SIZE, MIN_OBJECT_PART_SIZE, Secret,
 };
-pub use blob_path::{BlobPath, BlobPathError, CAPTURE_CONTAINER, capture_blob_path};
+pub use blob_path::{BlobPath, BlobPathError, CAPTURE_CONTAINER, capture_blob_path, capture_blob_path_of};
 pub use error::{BackendError, ClientError, OpenError, PutError, UploadError};
 pub use local::LocalStorage;
 pub use object::ObjectStorage;

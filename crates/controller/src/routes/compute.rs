@@ -37,12 +37,12 @@ const VMS_IN_GROUP: &str =
 
 /// The namespace of `vmId`s: a fixed, random UUID, so that ids derived from
 /// the same VM id are the same everywhere.
-const VM_ID_NAMESPACE: Uuid = uuid::uuid!("6f1f0f43-2a7c-4c1e-9a4b-3f0d2b9c8e15");
+pub(super) const VM_ID_NAMESPACE: Uuid = uuid::uuid!("6f1f0f43-2a7c-4c1e-9a4b-3f0d2b9c8e15");
 
 /// The agent's extension as Azure names it (api-contract.md §5).
-const AGENT_PUBLISHER: &str = "Microsoft.Azure.NetworkWatcher";
+pub(super) const AGENT_PUBLISHER: &str = "Microsoft.Azure.NetworkWatcher";
 /// The handler version Azure installs (`typeHandlerVersion`, api-contract.md §5).
-const AGENT_HANDLER_VERSION: &str = "1.4";
+pub(super) const AGENT_HANDLER_VERSION: &str = "1.4";
 
 pub(super) fn routes() -> Router<AppState> {
     let vm = format!("{VMS_IN_GROUP}/{{vm}}");
@@ -153,22 +153,87 @@ async fn delete_extension(
 }
 
 /// How long an enrollment token may wait for its host: a day.
-const ENROLLMENT_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+pub(super) const ENROLLMENT_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+
+/// The agent extension a PUT names and its body: 400 for any other extension
+/// (named at `field`), publisher or type, or a body that is not one.
+pub(super) fn parse_agent_extension(
+    field: &str,
+    extension: &str,
+    body: &[u8],
+) -> Result<(ResourceName, ExtensionBody), HttpError> {
+    let extension = ResourceName::parse(field, extension)?;
+    if extension.as_str().eq_ignore_ascii_case("NetworkWatcherAgentWindows") {
+        let message = "the netwatch agent runs on Linux only: use --name NetworkWatcherAgentLinux";
+        return Err(ApiError::bad_request(field, message).into());
+    }
+    if !extension.as_str().eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
+        let message = format!(
+            "extension {extension} is not one netwatch installs: the agent is {AGENT_EXTENSION_NAME} \
+             (publisher {AGENT_PUBLISHER})"
+        );
+        return Err(ApiError::bad_request(field, message).into());
+    }
+    let body: ExtensionBody = serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_body(format!("the body is not a VM extension: {err}")))?;
+    if let Some(publisher) = &body.properties.publisher
+        && !publisher.eq_ignore_ascii_case(AGENT_PUBLISHER)
+    {
+        let message = format!("publisher {publisher:?} is not the agent's: use {AGENT_PUBLISHER}");
+        return Err(ApiError::bad_request("properties.publisher", message).into());
+    }
+    if let Some(kind) = &body.properties.extension_type
+        && !kind.eq_ignore_ascii_case(AGENT_EXTENSION_NAME)
+    {
+        let message = format!("type {kind:?} is not the agent's: use {AGENT_EXTENSION_NAME}");
+        return Err(ApiError::bad_request("properties.type", message).into());
+    }
+    Ok((extension, body))
+}
+
+/// Where a host enrolled without a location goes: the location given (one
+/// this controller serves), or the first served (the guide's `vm extension
+/// set` gives none); `what` names the resource in messages.
+pub(super) fn enroll_location(state: &AppState, given: Option<&str>, what: &str) -> Result<Location, HttpError> {
+    let location = match given {
+        Some(location) => Location::parse("location", location)?,
+        None => match state.config.locations.first() {
+            Some(first) => first.name.clone(),
+            None => {
+                let message = format!("{what} has no agent yet: give its location to enroll it");
+                return Err(ApiError::bad_request("location", message).into());
+            }
+        },
+    };
+    if !state.config.locations.iter().any(|known| known.name == location) {
+        let known: Vec<&str> = state.config.locations.iter().map(|l| l.name.as_str()).collect();
+        let message = format!(
+            "location {location} is not served here: use one of {}",
+            known.join(", ")
+        );
+        return Err(ApiError::bad_request("location", message).into());
+    }
+    Ok(location)
+}
 
 /// The extension PUT body as az sends it; other fields are accepted and ignored.
 #[derive(Debug, Deserialize)]
-struct ExtensionBody {
-    location: Option<String>,
+pub(super) struct ExtensionBody {
+    pub(super) location: Option<String>,
     #[serde(default)]
-    properties: ExtensionProperties,
+    pub(super) properties: ExtensionProperties,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ExtensionProperties {
+pub(super) struct ExtensionProperties {
     publisher: Option<String>,
     #[serde(rename = "type")]
     extension_type: Option<String>,
+    /// The extension's public settings; netwatch reads its scale-set key's
+    /// `keyExpiresInSeconds` and `keyMaxUses` there.
+    #[serde(default)]
+    pub(super) settings: Option<Value>,
 }
 
 /// `PUT …/virtualMachines/{vm}/extensions/{name}` (`vm extension set`): 200
@@ -186,32 +251,7 @@ async fn set_extension(
     let sub = subscription(&state.config, &sub)?;
     let group = ResourceGroupName::parse("resourceGroupName", &group)?;
     let vm = ResourceName::parse("vmName", &vm)?;
-    let extension = ResourceName::parse("vmExtensionName", &extension)?;
-    if extension.as_str().eq_ignore_ascii_case("NetworkWatcherAgentWindows") {
-        let message = "the netwatch agent runs on Linux only: use --name NetworkWatcherAgentLinux";
-        return Err(ApiError::bad_request("vmExtensionName", message).into());
-    }
-    if !extension.as_str().eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
-        let message = format!(
-            "extension {extension} is not one netwatch installs: the agent is {AGENT_EXTENSION_NAME} \
-             (publisher {AGENT_PUBLISHER})"
-        );
-        return Err(ApiError::bad_request("vmExtensionName", message).into());
-    }
-    let body: ExtensionBody = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_body(format!("the body is not a VM extension: {err}")))?;
-    if let Some(publisher) = &body.properties.publisher
-        && !publisher.eq_ignore_ascii_case(AGENT_PUBLISHER)
-    {
-        let message = format!("publisher {publisher:?} is not the agent's: use {AGENT_PUBLISHER}");
-        return Err(ApiError::bad_request("properties.publisher", message).into());
-    }
-    if let Some(kind) = &body.properties.extension_type
-        && !kind.eq_ignore_ascii_case(AGENT_EXTENSION_NAME)
-    {
-        let message = format!("type {kind:?} is not the agent's: use {AGENT_EXTENSION_NAME}");
-        return Err(ApiError::bad_request("properties.type", message).into());
-    }
+    let (_, body) = parse_agent_extension("vmExtensionName", &extension, &body)?;
     let id = ResourceId::virtual_machine(&sub, &group, &vm);
     if let Some(record) = state.store.get_vm(&id.to_string()).await? {
         let id = ResourceId::parse("id", &record.id).unwrap_or(id);
@@ -221,24 +261,7 @@ async fn set_extension(
     // Not seen yet: an enrollment for the host to use. Without a location
     // (the guide's `vm extension set` gives none) the host goes to the first
     // location served.
-    let location = match body.location.as_deref() {
-        Some(location) => Location::parse("location", location)?,
-        None => match state.config.locations.first() {
-            Some(first) => first.name.clone(),
-            None => {
-                let message = format!("virtual machine {vm} has no agent yet: give its location to enroll it");
-                return Err(ApiError::bad_request("location", message).into());
-            }
-        },
-    };
-    if !state.config.locations.iter().any(|known| known.name == location) {
-        let known: Vec<&str> = state.config.locations.iter().map(|l| l.name.as_str()).collect();
-        let message = format!(
-            "location {location} is not served here: use one of {}",
-            known.join(", ")
-        );
-        return Err(ApiError::bad_request("location", message).into());
-    }
+    let location = enroll_location(&state, body.location.as_deref(), &format!("virtual machine {vm}"))?;
     let base = base_url(&state.config, &headers, &uri)?;
     let token = new_token().map_err(|err| ApiError::internal("make an enrollment token", err))?;
     let now = now_ms();
@@ -410,7 +433,7 @@ fn extension_json(id: &ResourceId, record: &VmRecord) -> Value {
 
 /// The agent facts the hub stored (hostname, agentVersion, interfaces, …); an
 /// empty object when there are none or they do not parse.
-fn agent_facts(record: &VmRecord) -> Map<String, Value> {
+pub(super) fn agent_facts(record: &VmRecord) -> Map<String, Value> {
     match serde_json::from_str(&record.agent_json) {
         Ok(Value::Object(facts)) => facts,
         _ => Map::new(),
@@ -419,7 +442,7 @@ fn agent_facts(record: &VmRecord) -> Map<String, Value> {
 
 /// The `netwatch` block: every stored agent fact, plus `addresses` (those of
 /// all interfaces) and `lastSeen`.
-fn netwatch_block(record: &VmRecord, mut facts: Map<String, Value>) -> Value {
+pub(super) fn netwatch_block(record: &VmRecord, mut facts: Map<String, Value>) -> Value {
     let addresses: Vec<Value> = facts
         .get("interfaces")
         .and_then(Value::as_array)

@@ -42,8 +42,9 @@ use axum::{Json, Router};
 use netwatch_api::agent::{ControllerMessage, run_id};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::packet_capture::{
-    NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult, PacketCaptureQueryStatusResult, PacketCaptureResult,
-    PacketCaptureResultProperties, PcError, PcStatus, ProvisioningState, StopReason, StoredFile, parse_packet_capture,
+    FleetSummary, InstanceStatus, NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult,
+    PacketCaptureQueryStatusResult, PacketCaptureResult, PacketCaptureResultProperties, PcError, PcStatus,
+    ProvisioningState, StopReason, StoredFile, UploadState, parse_packet_capture,
 };
 use netwatch_api::resource::{Location, NETWORK_WATCHER_RESOURCE_GROUP, ResourceId, ResourceName};
 use serde_json::{Value, json};
@@ -54,7 +55,10 @@ use super::{
     rfc3339, subscription,
 };
 use crate::lifecycle::{self, Created, NewCapture, Stopped};
-use crate::store::{CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, WatcherRecord};
+use crate::store::{
+    CaptureFileRecord, CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, VmRecord,
+    WatcherRecord,
+};
 
 /// How long a create waits for the agent to start the capture before its
 /// operation reads Failed (the capture stays, and starts when the agent is back).
@@ -213,19 +217,51 @@ async fn create(
     Ok((StatusCode::CREATED, headers, Json(body)).into_response())
 }
 
-/// `POST …/queryStatus`: 200 with what the store knows.
+/// `POST …/queryStatus`: 200 with what the store knows; for a capture over
+/// many hosts, Azure's fields rolled up and each host under `netwatch.instances`.
 async fn query_status(
     State(state): State<AppState>,
     Path(path): Path<CapturePath>,
     _version: ArmVersion,
 ) -> Result<Json<PacketCaptureQueryStatusResult>, HttpError> {
     let record = find_capture(&state, &path).await?;
-    let status = match record.status {
+    if lifecycle::fleet::is_fleet(&record) {
+        return Ok(Json(fleet_status(&state, &record).await?));
+    }
+    let last_seen = state
+        .store
+        .get_vm(&record.target_id)
+        .await?
+        .and_then(|vm| vm.last_seen_ms);
+    let files = state.store.capture_files(&record.id, record.created_ms).await?;
+    let (status, errors, netwatch) = host_status(&record, last_seen, files)?;
+    Ok(Json(PacketCaptureQueryStatusResult {
+        name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
+        id: record.id.clone(),
+        capture_start_time: record.started_ms.map(rfc3339),
+        packet_capture_status: status,
+        stop_reason: record.stop_reason.clone().map(StopReason::from),
+        packet_capture_error: errors,
+        netwatch,
+    }))
+}
+
+fn pc_status(status: CaptureStatus) -> PcStatus {
+    match status {
         CaptureStatus::NotStarted => PcStatus::NotStarted,
         CaptureStatus::Running => PcStatus::Running,
         CaptureStatus::Stopped => PcStatus::Stopped,
         CaptureStatus::Error => PcStatus::Error,
-    };
+    }
+}
+
+/// One host's capture as queryStatus shows it: status, errors, and netwatch's
+/// view (its counters, when its agent was last heard from, its stored files).
+fn host_status(
+    record: &CaptureRecord,
+    last_seen_ms: Option<i64>,
+    files: Vec<CaptureFileRecord>,
+) -> Result<(PcStatus, Vec<PcError>, Option<NetwatchCaptureStatus>), HttpError> {
     let errors: Vec<PcError> = serde_json::from_str(&record.errors_json)
         .map_err(|err| ApiError::internal(format!("stored errors of capture {} are unreadable", record.id), err))?;
     let mut netwatch = match record.stats_json.trim() {
@@ -234,17 +270,11 @@ async fn query_status(
     };
     // When the target's agent was last heard from: a Running capture whose
     // agent went quiet long ago is one to worry about.
-    let last_seen = state
-        .store
-        .get_vm(&record.target_id)
-        .await?
-        .and_then(|vm| vm.last_seen_ms);
-    if let Some(seen) = last_seen {
+    if let Some(seen) = last_seen_ms {
         netwatch
             .get_or_insert_with(NetwatchCaptureStatus::default)
             .agent_last_seen = Some(rfc3339(seen));
     }
-    let files = state.store.capture_files(&record.id, record.created_ms).await?;
     if !files.is_empty() {
         netwatch.get_or_insert_with(NetwatchCaptureStatus::default).files = files
             .into_iter()
@@ -255,15 +285,136 @@ async fn query_status(
             })
             .collect();
     }
-    Ok(Json(PacketCaptureQueryStatusResult {
+    Ok((pc_status(record.status), errors, netwatch))
+}
+
+/// queryStatus of a capture over many hosts: `packetCaptureStatus` rolled up
+/// (Running while any host may capture, Stopped once all ended), the most
+/// common stop reason, the union of errors, counters summed, and each host
+/// under `netwatch.instances` with a summary.
+async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<PacketCaptureQueryStatusResult, HttpError> {
+    let mut parts = state.store.capture_parts(&record.id).await?;
+    parts.sort_by_key(|part| part.instance.as_deref().and_then(|i| i.parse::<u64>().ok()).unwrap_or(u64::MAX));
+    let status = lifecycle::fleet::rolled_status(record, &parts);
+    let subscription = ResourceId::parse("id", &record.id)
+        .map(|id| id.subscription().to_string())
+        .unwrap_or_default();
+    let vms: std::collections::HashMap<String, VmRecord> = state
+        .store
+        .list_vms(&subscription)
+        .await?
+        .into_iter()
+        .map(|vm| (vm.id.to_lowercase(), vm))
+        .collect();
+    let mut total = NetwatchCaptureStatus::default();
+    let mut summary = FleetSummary::default();
+    let mut errors: Vec<PcError> = Vec::new();
+    let mut reasons: Vec<(String, u32)> = Vec::new();
+    let mut uploads = Vec::new();
+    for part in &parts {
+        let vm = vms.get(&part.target_id.to_lowercase());
+        let files = state.store.capture_files(&part.id, part.created_ms).await?;
+        let (part_status, part_errors, netwatch) = host_status(part, vm.and_then(|vm| vm.last_seen_ms), files)?;
+        let netwatch = netwatch.unwrap_or_default();
+        total.packets_captured += netwatch.packets_captured;
+        total.bytes_captured += netwatch.bytes_captured;
+        total.kernel_drops += netwatch.kernel_drops;
+        total.file_size_in_bytes += netwatch.file_size_in_bytes;
+        uploads.extend(netwatch.upload_state);
+        for error in &part_errors {
+            if !errors.contains(error) {
+                errors.push(*error);
+            }
+        }
+        let instance = part.instance.clone().unwrap_or_default();
+        summary.total += 1;
+        match part.status {
+            CaptureStatus::NotStarted => summary.not_started += 1,
+            CaptureStatus::Running => summary.running += 1,
+            CaptureStatus::Stopped => summary.stopped += 1,
+            CaptureStatus::Error => {
+                summary.failed += 1;
+                let why = netwatch
+                    .error_message
+                    .clone()
+                    .or_else(|| part.stop_reason.clone())
+                    .unwrap_or_else(|| "no reason given".to_owned());
+                let codes: Vec<String> = part_errors.iter().map(|error| format!("{error:?}")).collect();
+                summary.failures.push(format!("{instance}: {}: {why}", codes.join(", ")));
+            }
+        }
+        if let Some(reason) = &part.stop_reason {
+            match reasons.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((reason.clone(), 1)),
+            }
+        }
+        let host = vm.and_then(|vm| {
+            serde_json::from_str::<Value>(&vm.agent_json)
+                .ok()
+                .and_then(|facts| facts.get("hostname").and_then(Value::as_str).map(str::to_owned))
+        });
+        let storage_path = serde_json::from_str::<PacketCapture>(&part.request_json)
+            .ok()
+            .and_then(|request| request.properties.storage_location.storage_path);
+        total.instances.push(InstanceStatus {
+            instance_id: instance,
+            vm_id: part.target_id.clone(),
+            host,
+            packet_capture_status: part_status,
+            capture_start_time: part.started_ms.map(rfc3339),
+            stop_reason: part.stop_reason.clone().map(StopReason::from),
+            packet_capture_error: part_errors,
+            storage_path,
+            status: Box::new(netwatch),
+        });
+    }
+    total.upload_state = [
+        UploadState::Failed,
+        UploadState::Retrying,
+        UploadState::Uploading,
+        UploadState::Pending,
+        UploadState::Succeeded,
+    ]
+    .into_iter()
+    .find(|state| uploads.contains(state));
+    summary.text = format!(
+        "running {}, stopped {}, failed {}{}",
+        summary.running,
+        summary.stopped,
+        summary.failed,
+        if summary.not_started > 0 {
+            format!(", not started {}", summary.not_started)
+        } else {
+            String::new()
+        }
+    );
+    if !summary.failures.is_empty() {
+        summary.text.push_str(": ");
+        summary.text.push_str(&summary.failures.join("; "));
+    }
+    total.summary = Some(summary);
+    // The whole stopped for the reason most of its hosts did (a client's
+    // stop for all of them when it stopped the whole).
+    let stop_reason = if status.is_active() {
+        None
+    } else {
+        record.stop_reason.clone().or_else(|| {
+            reasons
+                .iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(reason, _)| reason.clone())
+        })
+    };
+    Ok(PacketCaptureQueryStatusResult {
         name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
         id: record.id.clone(),
-        capture_start_time: record.started_ms.map(rfc3339),
-        packet_capture_status: status,
-        stop_reason: record.stop_reason.clone().map(StopReason::from),
+        capture_start_time: parts.iter().filter_map(|p| p.started_ms).min().map(rfc3339),
+        packet_capture_status: pc_status(status),
+        stop_reason: stop_reason.map(StopReason::from),
         packet_capture_error: errors,
-        netwatch,
-    }))
+        netwatch: Some(total),
+    })
 }
 
 /// `POST …/stop`: 202 + `Location` while the agent stops the capture and
@@ -307,13 +458,15 @@ async fn delete(
 ) -> Result<StatusCode, HttpError> {
     let id = capture_id(&state, &path)?;
     find_watcher(&state, (&path.0, &path.1, &path.2)).await?;
-    if let Some(record) = state.store.get_capture(&id.to_string()).await?
-        && record.status.is_active()
-    {
-        let stop = ControllerMessage::Stop {
-            capture_id: run_id(&record.id, record.created_ms),
-        };
-        state.hub.send(&record.target_id, stop);
+    if let Some(record) = state.store.get_capture(&id.to_string()).await? {
+        if lifecycle::fleet::is_fleet(&record) {
+            lifecycle::fleet::stop_parts(&state, &record).await?;
+        } else if record.status.is_active() {
+            let stop = ControllerMessage::Stop {
+                capture_id: run_id(&record.id, record.created_ms),
+            };
+            state.hub.send(&record.target_id, stop);
+        }
     }
     if state.store.delete_capture(&id.to_string()).await? {
         tracing::info!(capture = %id, "packet capture deleted");

@@ -1,0 +1,409 @@
+//! Captures over many hosts (issue 13, DESIGN §8 "Fleets"): a scale-set
+//! target (`targetType: AzureVMSS`, `scope.include/exclude`).
+//!
+//! A capture over many hosts is a *parent* row, the one clients name (its
+//! target the scale set), and one *part* per host in scope: a capture row of
+//! its own (`parent_key` the parent's key, `instance` its instance id, its
+//! target the host, its `storagePath` Azure's path for the instance), run by
+//! that host's agent exactly as a VM's capture is: the same reports, limits
+//! (per host, Azure's semantics), uploads, files, give-ups. What this module
+//! adds is what is about the whole:
+//! - which hosts a create covers ([`hosts`]) and their parts ([`part_record`]);
+//! - the rolled-up status ([`rolled_status`], [`status_of`]): `NotStarted`
+//!   until a host starts, `Running` while any host may still capture,
+//!   `Stopped` once all ended (`Error` when every host failed);
+//! - the parent's operations ([`settle`]): the create succeeds once every
+//!   connected host has started or failed and at least one runs (a host that
+//!   is away starts when it connects, and does not hold the create up); a
+//!   stop succeeds once every host ended and its upload is over;
+//! - stop ([`stop`]) and delete ([`stop_parts`]) act on every host;
+//! - a host that joins the scale set while a capture runs, and falls in its
+//!   scope, joins it ([`join`]) for the time the capture has left.
+//!
+//! The parent row's own `status` says only whether a client stopped it
+//! (`Stopped`); everything else is read from its parts.
+
+use netwatch_api::agent::{ControllerMessage, run_id};
+use netwatch_api::packet_capture::{PacketCapture, PacketCaptureParameters, ValidatedCapture};
+use netwatch_api::resource::{ResourceId, ResourceKind, ResourceName};
+
+use super::{CreateError, Stopped, new_record, push_start};
+use crate::app::{AppState, new_guid};
+use crate::clock::now_ms;
+use crate::store::{
+    CaptureRecord, CaptureStatus, Change, OperationKind, OperationRecord, OperationStatus, ScaleSetRecord,
+    StoreError, VmRecord,
+};
+
+/// Whether `record` is the parent of a capture over many hosts.
+pub(crate) fn is_fleet(record: &CaptureRecord) -> bool {
+    record.parent_key.is_none()
+        && ResourceId::parse("target", &record.target_id).is_ok_and(|id| id.kind() == ResourceKind::ScaleSet)
+}
+
+/// The scale set a create targets and its hosts in scope, by instance id:
+/// a 400 (nothing written) for a scale set that does not exist, scope ids
+/// that are not its instances, or a scope that selects none.
+pub(crate) async fn hosts(
+    state: &AppState,
+    capture: &ValidatedCapture,
+) -> Result<(ScaleSetRecord, Vec<(String, VmRecord)>), CreateError> {
+    let target = capture.target();
+    let Some(set) = state.store.get_scale_set(&target.to_string()).await? else {
+        return Err(CreateError::NoSuchScaleSet {
+            target: target.to_string(),
+        });
+    };
+    let instances = state.store.scale_set_instances(&set.id).await?;
+    let numbers: Vec<u32> = instances
+        .iter()
+        .filter_map(|i| u32::try_from(i.instance).ok())
+        .collect();
+    let known = || {
+        numbers
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let scope = capture.scope();
+    for (list, field, verb) in [(scope.include(), "include", "are"), (scope.exclude(), "exclude", "are")] {
+        let unknown: Vec<(usize, u32)> = list
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, id)| !numbers.contains(id))
+            .collect();
+        if let Some((index, _)) = unknown.first() {
+            let ids: Vec<String> = unknown.iter().map(|(_, id)| format!("\"{id}\"")).collect();
+            let verb = if unknown.len() == 1 { "is" } else { verb };
+            return Err(CreateError::UnknownInstances {
+                field: format!("properties.scope.{field}[{index}]"),
+                ids: ids.join(", "),
+                verb,
+                scale_set: target.name().to_string(),
+                known: known(),
+            });
+        }
+    }
+    let mut hosts = Vec::new();
+    for instance in &instances {
+        let Ok(number) = u32::try_from(instance.instance) else {
+            continue;
+        };
+        if !scope.selects(number) {
+            continue;
+        }
+        // The VM row comes with the instance (the hub writes both as the host joins).
+        if let Some(vm) = state.store.get_vm(&instance.vm_key).await? {
+            hosts.push((number.to_string(), vm));
+        }
+    }
+    if hosts.is_empty() {
+        return Err(CreateError::NoInstances {
+            scale_set: target.name().to_string(),
+            known: known(),
+        });
+    }
+    Ok((set, hosts))
+}
+
+/// The id of host `instance`'s part of capture `parent`.
+fn part_id(parent: &str, instance: &str) -> String {
+    format!("{parent}/instances/{instance}")
+}
+
+/// Host `instance`'s part of `parent`: the parent's request (so its agent
+/// validates the very capture the client asked for), with the host's own
+/// `storagePath`.
+pub(crate) fn part_record(
+    parent: &CaptureRecord,
+    instance: &str,
+    vm: &VmRecord,
+    parameters: PacketCaptureParameters,
+    storage: Option<(&str, &str)>,
+) -> Result<CaptureRecord, CreateError> {
+    let record = CaptureRecord {
+        id: part_id(&parent.id, instance),
+        target_id: vm.id.clone(),
+        etag: format!("W/\"{}\"", new_guid()),
+        parent_key: Some(parent.id.to_lowercase()),
+        instance: Some(instance.to_owned()),
+        ..parent.clone()
+    };
+    new_record(record, parameters, storage)
+}
+
+/// A capture's status as clients see it: its own, or for a capture over many
+/// hosts the roll-up of its parts.
+pub(crate) async fn status_of(state: &AppState, record: &CaptureRecord) -> Result<CaptureStatus, StoreError> {
+    if !is_fleet(record) {
+        return Ok(record.status);
+    }
+    let parts = state.store.capture_parts(&record.id).await?;
+    Ok(rolled_status(record, &parts))
+}
+
+/// The status of a capture over many hosts, from its parts: `NotStarted`
+/// until one starts, `Running` while any may still capture, `Stopped` once
+/// all ended, `Error` when all ended in error. A parent a client stopped
+/// whose hosts have all ended is `Stopped` too.
+pub(crate) fn rolled_status(parent: &CaptureRecord, parts: &[CaptureRecord]) -> CaptureStatus {
+    let count = |status| parts.iter().filter(|p| p.status == status).count();
+    let (waiting, running) = (count(CaptureStatus::NotStarted), count(CaptureStatus::Running));
+    let (stopped, failed) = (count(CaptureStatus::Stopped), count(CaptureStatus::Error));
+    if running > 0 || (waiting > 0 && stopped > 0) {
+        CaptureStatus::Running
+    } else if waiting > 0 {
+        CaptureStatus::NotStarted
+    } else if failed > 0 && stopped == 0 && parent.status != CaptureStatus::Stopped {
+        CaptureStatus::Error
+    } else {
+        CaptureStatus::Stopped
+    }
+}
+
+/// Settles the parent's operations from its parts, after a part changed
+/// (module doc); a no-op when there is nothing to settle yet.
+pub(crate) async fn settle(state: &AppState, parent_key: &str) -> Result<(), StoreError> {
+    let waiting = state.store.count_parts(parent_key, CaptureStatus::NotStarted).await?;
+    let connected_waiting = if waiting == 0 {
+        0
+    } else {
+        let targets = state.store.part_targets(parent_key, CaptureStatus::NotStarted).await?;
+        targets.iter().filter(|t| state.hub.is_connected(t)).count()
+    };
+    if connected_waiting == 0 {
+        let running = state.store.count_parts(parent_key, CaptureStatus::Running).await?;
+        let stopped = state.store.count_parts(parent_key, CaptureStatus::Stopped).await?;
+        let failed = state.store.count_parts(parent_key, CaptureStatus::Error).await?;
+        if running + stopped > 0 {
+            state
+                .store
+                .finish_operations_of(parent_key, OperationKind::Create, OperationStatus::Succeeded, None, now_ms())
+                .await?;
+        } else if failed > 0 && waiting == 0 {
+            let message = "no host of the scale set could start the capture: queryStatus shows each one's reason";
+            let error = serde_json::json!({"error": {"code": "CaptureFailed", "message": message}}).to_string();
+            state
+                .store
+                .finish_operations_of(
+                    parent_key,
+                    OperationKind::Create,
+                    OperationStatus::Failed,
+                    Some(&error),
+                    now_ms(),
+                )
+                .await?;
+        }
+        if waiting == 0 && running == 0 && state.store.part_stops_in_progress(parent_key).await? == 0 {
+            state
+                .store
+                .finish_operations_of(parent_key, OperationKind::Stop, OperationStatus::Succeeded, None, now_ms())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stops every host's part of `parent` not yet ended, and marks the parent
+/// stopped (no host joins it any more). A stop operation follows the hosts
+/// that were asked to stop; none when all stopped here.
+pub(crate) async fn stop(state: &AppState, parent: &CaptureRecord) -> Result<Stopped, StoreError> {
+    let marked = state.store.modify_capture(&parent.id, |record| {
+        if record.status == CaptureStatus::Stopped {
+            return Change::Keep(());
+        }
+        record.status = CaptureStatus::Stopped;
+        record.stop_reason = Some("ManualStop".to_owned());
+        record.etag = format!("W/\"{}\"", new_guid());
+        record.updated_ms = now_ms();
+        Change::Write(())
+    });
+    match marked.await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(Stopped::Gone),
+        Err(StoreError::Stale(_)) => return Ok(Stopped::KeptChanging),
+        Err(error) => return Err(error),
+    }
+    let parts = state.store.capture_parts(&parent.id).await?;
+    if !parts.iter().any(|p| p.status.is_active()) {
+        return Ok(Stopped::Already);
+    }
+    // The operation first, so a host that stops at once cannot settle
+    // before it exists.
+    let now = now_ms();
+    let operation = OperationRecord {
+        id: new_guid(),
+        resource_id: parent.id.clone(),
+        kind: OperationKind::Stop,
+        status: OperationStatus::InProgress,
+        error_json: None,
+        created_ms: now,
+        updated_ms: now,
+    };
+    state.store.insert_operation(&operation).await?;
+    for part in parts.iter().filter(|p| p.status.is_active()) {
+        // Each host's stop: asked of its agent, or done here.
+        Box::pin(super::stop(state, part)).await?;
+    }
+    tracing::info!(capture = %parent.id, hosts = parts.len(), "packet capture over many hosts stopped");
+    settle(state, &parent.id.to_lowercase()).await?;
+    match state.store.get_operation(&operation.id).await? {
+        Some(op) if op.status == OperationStatus::InProgress => Ok(Stopped::Asked {
+            operation: operation.id,
+        }),
+        _ => Ok(Stopped::Now),
+    }
+}
+
+/// Tells every host of `parent` still capturing to stop (a delete: the rows
+/// go, the files stay).
+pub(crate) async fn stop_parts(state: &AppState, parent: &CaptureRecord) -> Result<(), StoreError> {
+    for part in state.store.capture_parts(&parent.id).await? {
+        if part.status.is_active() {
+            let stop = ControllerMessage::Stop {
+                capture_id: run_id(&part.id, part.created_ms),
+            };
+            state.hub.send(&part.target_id, stop);
+        }
+    }
+    Ok(())
+}
+
+/// A host that joined scale set `set_id` as `instance` joins the captures of
+/// that scale set still running whose scope selects it, for the time each has
+/// left; how many it joined.
+pub(crate) async fn join(
+    state: &AppState,
+    set_id: &str,
+    instance: u32,
+    vm: &VmRecord,
+) -> Result<usize, StoreError> {
+    let mut joined = 0;
+    for parent in state.store.captures_for_target(set_id).await? {
+        if parent.parent_key.is_some() || parent.status == CaptureStatus::Stopped {
+            continue;
+        }
+        let Ok(request) = serde_json::from_str::<PacketCapture>(&parent.request_json) else {
+            continue;
+        };
+        let Ok(capture) = request.validate() else {
+            continue;
+        };
+        if !capture.scope().selects(instance) {
+            continue;
+        }
+        let parts = state.store.capture_parts(&parent.id).await?;
+        if parts.iter().any(|p| p.instance.as_deref() == Some(&instance.to_string())) {
+            continue;
+        }
+        if !rolled_status(&parent, &parts).is_active() {
+            continue;
+        }
+        // The time the capture has left, counted from its creation.
+        let elapsed_s = (now_ms() - parent.created_ms).max(0) / 1000;
+        let limit_s = i64::from(capture.limits().time_limit_in_seconds());
+        let left_s = limit_s - elapsed_s;
+        if left_s <= 0 {
+            continue;
+        }
+        let mut parameters = capture.to_parameters();
+        parameters.time_limit_in_seconds = Some(left_s);
+        let storage = storage_of(&request.properties);
+        let part = match part_record(
+            &parent,
+            &instance.to_string(),
+            vm,
+            parameters,
+            storage.as_ref().map(|(b, a)| (b.as_str(), a.as_str())),
+        ) {
+            Ok(part) => part,
+            Err(error) => {
+                tracing::error!(capture = %parent.id, error = %error, "a joining host's part cannot be made");
+                continue;
+            }
+        };
+        if state.store.add_capture_part(&part).await? {
+            push_start(state, &part);
+            tracing::info!(capture = %parent.id, instance, "a host that joined the scale set joins its running capture");
+            joined += 1;
+        }
+    }
+    Ok(joined)
+}
+
+/// Where a capture's files go: the scheme and host its `storagePath` was
+/// made with, and its storage account; none without a storage account.
+fn storage_of(parameters: &PacketCaptureParameters) -> Option<(String, String)> {
+    let location = &parameters.storage_location;
+    let account = location.storage_id.as_deref()?.rsplit('/').next()?.to_owned();
+    let (base, _) = location
+        .storage_path
+        .as_deref()?
+        .split_once(netwatch_api::agent::DOWNLOAD_PREFIX)?;
+    Some((base.to_owned(), account))
+}
+
+/// The scale set of a scale-set instance id and the instance's number.
+pub(crate) fn instance_of(vm_id: &str) -> Option<(ResourceId, u32)> {
+    let id = ResourceId::parse("vmId", vm_id).ok()?;
+    if id.kind() != ResourceKind::ScaleSetVm {
+        return None;
+    }
+    let number = id.name().as_str().parse().ok()?;
+    let set = id.parent()?;
+    Some((set, number))
+}
+
+/// `{vmss}_{instance}`: the name Azure gives a scale set's instance.
+pub(crate) fn instance_name(set: &ResourceName, instance: u32) -> String {
+    format!("{set}_{instance}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: CaptureStatus) -> CaptureRecord {
+        CaptureRecord {
+            id: "p".into(),
+            watcher_id: "w".into(),
+            target_id: "t".into(),
+            request_json: "{}".into(),
+            status,
+            stop_reason: None,
+            errors_json: "[]".into(),
+            started_ms: None,
+            stats_json: "{}".into(),
+            etag: String::new(),
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+            parent_key: None,
+            instance: None,
+        }
+    }
+
+    #[test]
+    fn the_roll_up_runs_while_any_host_may_capture_and_ends_when_all_ended() {
+        use CaptureStatus::{Error, NotStarted, Running, Stopped};
+        let parent = record(NotStarted);
+        let cases: &[(&[CaptureStatus], CaptureStatus)] = &[
+            (&[NotStarted, NotStarted], NotStarted),
+            (&[NotStarted, Running], Running),
+            (&[Running, Error], Running),
+            (&[Stopped, NotStarted], Running),
+            (&[Stopped, Error], Stopped),
+            (&[Error, Error], Error),
+            (&[Error, NotStarted], NotStarted),
+            (&[Stopped, Stopped], Stopped),
+        ];
+        for (parts, expected) in cases {
+            let parts: Vec<CaptureRecord> = parts.iter().map(|s| record(*s)).collect();
+            assert_eq!(rolled_status(&parent, &parts), *expected, "{parts:?}");
+        }
+        // A capture a client stopped whose hosts all failed reads Stopped.
+        assert_eq!(rolled_status(&record(Stopped), &[record(Error)]), Stopped);
+    }
+}
