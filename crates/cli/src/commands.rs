@@ -3,14 +3,16 @@
 //! controller, returning the value to print (already in az's shape) or
 //! `None` when az prints nothing.
 
+mod extension;
 pub mod login;
 pub mod network;
 pub mod packet_capture;
 pub mod storage;
 pub mod token;
 pub mod vm;
+pub mod vmss;
 
-use netwatch_api::resource::{ResourceError, SubscriptionId};
+use netwatch_api::resource::{ResourceError, ResourceGroupName, ResourceName, SubscriptionId};
 use serde_json::Value;
 
 use crate::error::CliError;
@@ -20,6 +22,7 @@ use crate::{Command, Context};
 #[derive(Debug)]
 pub(crate) enum Prepared {
     Vm(Box<vm::Prepared>),
+    Vmss(Box<vmss::Prepared>),
     Network(Box<network::Prepared>),
     Storage(Box<storage::Prepared>),
     Token(token::Prepared),
@@ -30,6 +33,7 @@ pub(crate) enum Prepared {
 pub(crate) fn prepare(command: Command, subscription: &SubscriptionId) -> Result<Prepared, CliError> {
     Ok(match command {
         Command::Vm(args) => Prepared::Vm(Box::new(vm::prepare(args.command, subscription)?)),
+        Command::Vmss(args) => Prepared::Vmss(Box::new(vmss::prepare(args.command)?)),
         Command::Network(args) => Prepared::Network(Box::new(network::prepare(args.command, subscription)?)),
         Command::Storage(args) => Prepared::Storage(Box::new(storage::prepare(args.command, subscription)?)),
         Command::Token(args) => Prepared::Token(token::prepare(args.command, subscription)?),
@@ -39,10 +43,25 @@ pub(crate) fn prepare(command: Command, subscription: &SubscriptionId) -> Result
 
 /// The JMESPath expression az applies for `-o table` (without `--query`)
 /// to this command's output, when it has one (azure-cli `vm/commands.py`,
-/// `vm/_format.py`).
+/// `vm/_format.py`; netwatch's own for a scale-set capture's `show-status`).
 pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
     match prepared {
         Prepared::Vm(prepared) => vm::table_transformer(prepared),
+        Prepared::Vmss(prepared) => vmss::table_transformer(prepared),
+        Prepared::Network(prepared) => network::table_transformer(prepared),
+        _ => None,
+    }
+}
+
+/// What a command prints on standard error after its `-o table` output
+/// (without `--query`), made from the output: a scale-set capture's
+/// `show-status` summary line.
+pub(crate) type TableFooter = fn(&Value) -> Option<String>;
+
+/// This command's [`TableFooter`], when it has one.
+pub(crate) fn table_footer(prepared: &Prepared) -> Option<TableFooter> {
+    match prepared {
+        Prepared::Network(prepared) => network::table_footer(prepared),
         _ => None,
     }
 }
@@ -51,6 +70,7 @@ pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
 pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Option<Value>, CliError> {
     match prepared {
         Prepared::Vm(prepared) => vm::execute(*prepared, context).await,
+        Prepared::Vmss(prepared) => vmss::execute(*prepared, context).await,
         Prepared::Network(prepared) => network::execute(*prepared, context).await,
         Prepared::Storage(prepared) => storage::execute(*prepared, context).await,
         Prepared::Token(prepared) => token::execute(prepared, context).await,
@@ -67,6 +87,16 @@ pub(crate) fn flag_error(flag: &str, err: &ResourceError) -> CliError {
         .unwrap_or(&err.message)
         .trim_start();
     CliError::Usage(format!("argument {flag}: {detail}"))
+}
+
+/// `-g/--resource-group`.
+pub(crate) fn group_arg(text: &str) -> Result<ResourceGroupName, CliError> {
+    ResourceGroupName::parse("--resource-group", text).map_err(|err| flag_error("--resource-group/-g", &err))
+}
+
+/// A resource name given with `flag`.
+pub(crate) fn name_arg(flag: &str, text: &str) -> Result<ResourceName, CliError> {
+    ResourceName::parse(flag, text).map_err(|err| flag_error(flag, &err))
 }
 
 /// A JSON argument, inline or `@file` (az's convention for `--filters` and

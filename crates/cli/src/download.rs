@@ -12,6 +12,10 @@
 //! writes the host the capture's creator reached it by). The file is written
 //! to `NAME.partial` and renamed when complete, so an interrupted download
 //! never leaves a truncated `.cap` behind; `-` writes to standard output.
+//!
+//! `--merged` fetches `{capture id}/merged` instead: one pcapng the server
+//! merges from every host's files while it sends it (chunked, no size known
+//! in advance, no SHA-256 to check), saved the same way.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -28,6 +32,10 @@ use crate::error::CliError;
 
 /// The progress bar's look: bytes, rate, time left.
 const BAR_TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}";
+/// Without a size: a spinner, bytes so far, rate, time taken.
+const SPINNER_TEMPLATE: &str = "{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}";
+/// How often the spinner turns.
+const SPINNER_TICK: std::time::Duration = std::time::Duration::from_millis(120);
 
 /// Downloads the file of `capture` (a GET of the capture, at `capture_path`)
 /// to `output_file`.
@@ -146,19 +154,51 @@ async fn fetch(
         Err(err) if err.is_not_found() => return Err(not_uploaded(context, name, capture_path, err).await),
         Err(err) => return Err(err),
     };
-    let total = response.content_length();
-    let bar = match total {
-        Some(total) => ProgressBar::new(total),
-        None => ProgressBar::no_length(),
-    };
-    if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
-        bar.set_style(style.progress_chars("=> "));
+    let written = save(response, &url, name, output_file, sha256).await?;
+    if !context.only_show_errors && output_file != "-" {
+        let checked = if sha256.is_some() { ", SHA-256 checked" } else { "" };
+        eprintln!("Downloaded {name} ({written} bytes{checked}) to {output_file}");
     }
-    bar.set_message(name.to_owned());
+    Ok(())
+}
+
+/// `download --merged`: the capture's merged pcapng (`GET {capture}/merged`),
+/// streamed to `output_file` as the server makes it; its size is not known
+/// in advance, so the progress shows a spinner and the bytes so far.
+pub(crate) async fn download_merged(
+    context: &Context,
+    name: &str,
+    capture_path: &str,
+    output_file: &str,
+) -> Result<(), CliError> {
+    let url = context.client.url(&format!("{capture_path}/merged"), API_VERSION);
+    let response = context.client.download(&url).await?;
+    let written = save(response, &url, name, output_file, None).await?;
+    if !context.only_show_errors && output_file != "-" {
+        eprintln!("Downloaded {name}, merged ({written} bytes), to {output_file}");
+    }
+    Ok(())
+}
+
+/// Streams the body of `response` (from `url`) to `output_file`, `-` for
+/// standard output, with a progress bar named `name`. A file is written as
+/// `{output_file}.partial` beside it and renamed into place only once the
+/// whole body arrived (as long as its `Content-Length`, with the SHA-256
+/// `sha256` when one is given) and is on disk; on any failure the partial
+/// file is removed. Returns the bytes written.
+async fn save(
+    response: reqwest::Response,
+    url: &str,
+    name: &str,
+    output_file: &str,
+    sha256: Option<&str>,
+) -> Result<u64, CliError> {
+    let total = response.content_length();
+    let bar = progress_bar(name, total);
     let mut hasher = Sha256::new();
-    let written = if output_file == "-" {
+    if output_file == "-" {
         let mut stdout = std::io::stdout().lock();
-        let written = copy(response, &mut stdout, &mut hasher, &bar, &url).await;
+        let written = copy(response, &mut stdout, &mut hasher, &bar, url).await;
         bar.finish_and_clear();
         let written = written?;
         stdout.flush().map_err(|source| CliError::File {
@@ -166,38 +206,64 @@ async fn fetch(
             path: PathBuf::from("standard output"),
             source,
         })?;
-        written
-    } else {
-        let path = PathBuf::from(output_file);
-        let partial = PathBuf::from(format!("{output_file}.partial"));
-        let file_error = |what: &'static str, path: &PathBuf| {
-            let path = path.clone();
-            move |source| CliError::File { what, path, source }
-        };
-        let mut file = std::fs::File::create(&partial).map_err(file_error("create", &partial))?;
-        let written = copy(response, &mut file, &mut hasher, &bar, &url).await;
-        bar.finish_and_clear();
-        let written = match written {
-            Ok(written) => written,
-            Err(err) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(err);
-            }
-        };
-        let digest = hex(&hasher.clone().finalize());
-        if let Some(expected) = sha256
-            && digest != expected
-        {
-            let _ = std::fs::remove_file(&partial);
-            return Err(CliError::Unexpected(format!(
-                "the download of {name} has SHA-256 {digest} where the agent uploaded {expected}: it was damaged \
-                 on the way or in storage, and was not kept"
-            )));
-        }
-        file.sync_all().map_err(file_error("write", &partial))?;
-        std::fs::rename(&partial, &path).map_err(file_error("write", &path))?;
-        written
+        // Already written: the check can only tell.
+        check(name, written, total, &hasher, sha256, false)?;
+        return Ok(written);
+    }
+    let path = PathBuf::from(output_file);
+    let partial = PathBuf::from(format!("{output_file}.partial"));
+    let file_error = |what: &'static str, path: &PathBuf| {
+        let path = path.clone();
+        move |source| CliError::File { what, path, source }
     };
+    let mut file = std::fs::File::create(&partial).map_err(file_error("create", &partial))?;
+    let written = async {
+        let written = copy(response, &mut file, &mut hasher, &bar, url).await?;
+        check(name, written, total, &hasher, sha256, true)?;
+        file.sync_all().map_err(file_error("write", &partial))?;
+        Ok(written)
+    }
+    .await;
+    bar.finish_and_clear();
+    let renamed = written.and_then(|written| {
+        std::fs::rename(&partial, &path).map_err(file_error("write", &path))?;
+        Ok(written)
+    });
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    renamed
+}
+
+/// A progress bar on standard error: bytes, rate and time left when the
+/// size is known, a spinner and the bytes so far when it is not.
+fn progress_bar(name: &str, total: Option<u64>) -> ProgressBar {
+    let (bar, template) = match total {
+        Some(total) => (ProgressBar::new(total), BAR_TEMPLATE),
+        None => {
+            let bar = ProgressBar::no_length();
+            // The spinner turns while the server works out what comes next.
+            bar.enable_steady_tick(SPINNER_TICK);
+            (bar, SPINNER_TEMPLATE)
+        }
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_owned());
+    bar
+}
+
+/// Whether a download arrived whole: as long as announced, with the
+/// expected SHA-256. `to_file`: the bytes went to a file that is not kept.
+fn check(
+    name: &str,
+    written: u64,
+    total: Option<u64>,
+    hasher: &Sha256,
+    sha256: Option<&str>,
+    to_file: bool,
+) -> Result<(), CliError> {
     if let Some(total) = total
         && written != total
     {
@@ -205,17 +271,15 @@ async fn fetch(
             "the download of {name} ended after {written} of {total} bytes"
         )));
     }
-    if output_file == "-"
-        && let Some(expected) = sha256
-        && hex(&hasher.finalize()) != expected
-    {
-        return Err(CliError::Unexpected(format!(
-            "the download of {name} does not have the SHA-256 {expected} the agent uploaded: it was damaged on the way or in storage"
-        )));
-    }
-    if !context.only_show_errors && output_file != "-" {
-        let checked = if sha256.is_some() { ", SHA-256 checked" } else { "" };
-        eprintln!("Downloaded {name} ({written} bytes{checked}) to {output_file}");
+    if let Some(expected) = sha256 {
+        let digest = hex(&hasher.clone().finalize());
+        if digest != expected {
+            let kept = if to_file { ", and was not kept" } else { "" };
+            return Err(CliError::Unexpected(format!(
+                "the download of {name} has SHA-256 {digest} where the agent uploaded {expected}: it was damaged \
+                 on the way or in storage{kept}"
+            )));
+        }
     }
     Ok(())
 }
@@ -282,4 +346,78 @@ async fn not_uploaded(context: &Context, name: &str, capture_path: &str, err: Cl
     CliError::Validation(format!(
         "the file of packet capture {name} is not available yet: {hint}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{block_on, context, serve};
+
+    const CAPTURE: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/NetworkWatcherRG/\
+                           providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus/packetCaptures/fleet";
+
+    fn merged(base: &str, output_file: &str) -> Result<(), CliError> {
+        block_on(download_merged(&context(base), "fleet", CAPTURE, output_file))
+    }
+
+    /// A chunked pcapng answer with these chunks, ended (`0` chunk) or cut off.
+    fn chunked(chunks: &[&[u8]], ended: bool) -> Vec<u8> {
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-pcapng\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for chunk in chunks {
+            answer.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            answer.extend_from_slice(chunk);
+            answer.extend_from_slice(b"\r\n");
+        }
+        if ended {
+            answer.extend_from_slice(b"0\r\n\r\n");
+        }
+        answer
+    }
+
+    #[test]
+    fn issue_13_a_merged_download_streams_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("all.pcapng");
+        let (base, server) = serve(vec![chunked(&[b"\x0a\x0d\x0d\x0a", b"blocks", b" more blocks"], true)]);
+        merged(&base, target.to_str().unwrap()).unwrap();
+        assert_eq!(
+            server.join().unwrap()[0].line,
+            format!("GET {CAPTURE}/merged?api-version=2022-01-01 HTTP/1.1")
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"\x0a\x0d\x0d\x0ablocks more blocks");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the file, no .partial: {left:?}");
+    }
+
+    #[test]
+    fn issue_13_a_cut_off_merged_download_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("all.pcapng");
+        let (base, server) = serve(vec![chunked(&[b"\x0a\x0d\x0d\x0a", b"half"], false)]);
+        let err = merged(&base, target.to_str().unwrap()).unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, CliError::Connection { .. }), "{err}");
+        assert_eq!(err.exit_code(), 1);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "neither the file nor its .partial: {left:?}");
+    }
+
+    #[test]
+    fn issue_13_a_merged_download_of_no_capture_is_az_s_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("all.pcapng");
+        let body = serde_json::json!({"error": {"code": "ResourceNotFound", "message": "packet capture \"fleet\" was not found"}});
+        let (base, server) = serve(vec![crate::testing::json_answer("404 Not Found", &body)]);
+        let err = merged(&base, target.to_str().unwrap()).unwrap_err();
+        server.join().unwrap();
+        assert_eq!(err.exit_code(), 3);
+        assert!(
+            err.render()
+                .starts_with("ERROR: (ResourceNotFound) packet capture \"fleet\" was not found"),
+            "{}",
+            err.render()
+        );
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
 }

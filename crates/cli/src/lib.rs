@@ -17,9 +17,10 @@
 //! - [`client`]: HTTPS to the controller, ARM errors, long-running operations.
 //! - [`shape`]: az's flattening, output schemas and `resourceGroup`.
 //! - [`error`]: [`error::CliError`], its exit code and az's error text.
-//! - `commands`: `vm`, `network watcher [packet-capture]`, `storage account`,
-//!   `login`.
-//! - `download`: a capture's file, through the controller, with a progress bar.
+//! - `commands`: `vm`, `vmss`, `network watcher [packet-capture]`, `storage
+//!   account`, `token`, `login`.
+//! - `download`: a capture's file (or a scale-set capture's merged pcapng),
+//!   through the controller, with a progress bar.
 
 pub mod client;
 mod commands;
@@ -28,6 +29,8 @@ pub mod error;
 pub mod output;
 pub mod settings;
 pub mod shape;
+#[cfg(test)]
+mod testing;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -46,12 +49,15 @@ pub use commands::network::NetworkArgs;
 pub use commands::storage::StorageArgs;
 pub use commands::token::TokenArgs;
 pub use commands::vm::VmArgs;
+pub use commands::vmss::VmssArgs;
 
 /// The client commands, for the binary's command line.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Manage virtual machines: the hosts that run the netwatch agent.
     Vm(VmArgs),
+    /// Manage virtual machine scale sets: named groups of hosts that joined with one key.
+    Vmss(VmssArgs),
     /// Manage network watchers and their packet captures.
     Network(NetworkArgs),
     /// Manage storage accounts: where capture files are kept.
@@ -66,6 +72,7 @@ impl Command {
     fn global(&self) -> &GlobalArgs {
         match self {
             Self::Vm(args) => &args.global,
+            Self::Vmss(args) => &args.global,
             Self::Network(args) => &args.global,
             Self::Storage(args) => &args.global,
             Self::Token(args) => &args.global,
@@ -102,6 +109,7 @@ pub fn run_with(command: Command, env: impl Fn(&str) -> Option<std::ffi::OsStrin
     let subscription = settings::subscription(global.subscription.as_deref())?;
     let prepared = commands::prepare(command, &subscription)?;
     let table_transformer = commands::table_transformer(&prepared);
+    let table_footer = commands::table_footer(&prepared);
     let config_path = settings::config_path(env);
     if let commands::Prepared::Login(login) = prepared {
         return commands::login::execute(login, &global, config_path.as_deref(), &printer);
@@ -125,6 +133,12 @@ pub fn run_with(command: Command, env: impl Fn(&str) -> Option<std::ffi::OsStrin
     let output = runtime.block_on(commands::execute(prepared, &context))?;
     if let Some(value) = output {
         printer.print_with(&value, table_transformer)?;
+        if printer.shows_table()
+            && !global.only_show_errors
+            && let Some(footer) = table_footer.and_then(|footer| footer(&value))
+        {
+            eprintln!("{footer}");
+        }
     }
     Ok(())
 }
@@ -170,6 +184,12 @@ impl Printer {
             None => None,
         };
         Ok(Self { format, query })
+    }
+
+    /// Whether the output is az's table as the command shapes it (`-o table`
+    /// without `--query`).
+    pub fn shows_table(&self) -> bool {
+        self.format == OutputFormat::Table && self.query.is_none()
     }
 
     /// Renders `value` in the chosen format and writes it to standard output.
@@ -372,6 +392,106 @@ mod tests {
                 "use --name NetworkWatcherAgentLinux",
             ),
             (&["vm", "show", "-g", "r g", "-n", "vm"], "argument --resource-group/-g"),
+            (
+                &[
+                    "vmss",
+                    "delete-instances",
+                    "-g",
+                    "rg",
+                    "-n",
+                    "web",
+                    "--instance-ids",
+                    "1",
+                    "x",
+                ],
+                "argument --instance-ids: \"x\" is not an instance id",
+            ),
+            (
+                &["vmss", "show", "-g", "rg", "-n", "web", "--instance-id", "-1"],
+                "argument --instance-id",
+            ),
+            (
+                &["vmss", "list-instances", "-g", "rg", "-n", "w/b"],
+                "argument --name/-n",
+            ),
+            (
+                &[
+                    "vmss",
+                    "extension",
+                    "set",
+                    "-g",
+                    "rg",
+                    "--vmss-name",
+                    "web",
+                    "-n",
+                    "NetworkWatcherAgentLinux",
+                    "--publisher",
+                    "Microsoft.Azure.NetworkWatcher",
+                    "--key-expires-in",
+                    "2592001",
+                ],
+                "argument --key-expires-in: 2592001 is more than the maximum 2592000",
+            ),
+            (
+                &[
+                    "vmss",
+                    "extension",
+                    "set",
+                    "-g",
+                    "rg",
+                    "--vmss-name",
+                    "web",
+                    "-n",
+                    "NetworkWatcherAgentLinux",
+                    "--publisher",
+                    "Microsoft.Azure.NetworkWatcher",
+                    "--key-max-uses",
+                    "0",
+                ],
+                "argument --key-max-uses",
+            ),
+            (
+                &["vmss", "extension", "list", "-g", "rg", "--vmss-name", "web."],
+                "argument --vmss-name",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "create",
+                    "-g",
+                    "rg",
+                    "-n",
+                    "pc",
+                    "--target-type",
+                    "AzureVMSS",
+                    "--target",
+                    "web",
+                    "--storage-account",
+                    "st",
+                    "--include",
+                    "0",
+                    "0",
+                ],
+                "argument --include/--exclude: scope.include[1] \"0\" is named twice",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "packet-capture",
+                    "download",
+                    "-n",
+                    "pc",
+                    "-l",
+                    "westus",
+                    "--merged",
+                    "-f",
+                    "",
+                ],
+                "argument --output-file/-f",
+            ),
             (
                 &["storage", "account", "show", "-g", "rg", "-n", "bad name"],
                 "argument --name/-n",

@@ -305,8 +305,17 @@ pub fn network_watcher(value: &Value) -> Value {
     finish(flatten(project(value, &NETWORK_WATCHER)))
 }
 
-/// A VM extension as `vm extension show/set` print it.
+/// A VM or scale-set extension as `vm extension show/set` and `vmss
+/// extension show/set` print it.
 pub fn vm_extension(value: &Value) -> Value {
+    finish(flatten(value.clone()))
+}
+
+/// A scale set (`vmss list/show`) or one of its instances (`vmss
+/// list-instances`, `vmss show --instance-id`), flattened as aaz's schemas
+/// print them: `sku` and `upgradePolicy` stay objects (az's table reads
+/// `sku.capacity` and `upgradePolicy.mode`).
+pub fn scale_set(value: &Value) -> Value {
     finish(flatten(value.clone()))
 }
 

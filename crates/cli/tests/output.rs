@@ -333,6 +333,65 @@ fn table_transformers_match_az() {
     assert_all_match(&cases);
 }
 
+/// Issue 13: the scale-set tables. `vmss list` and `vmss show` declare az's
+/// transformers (azure-cli `vm/_format.py`, with zones); `packet-capture
+/// show-status` netwatch's own, one row per instance of a capture over a
+/// scale set, the status itself for one VM. The texts are those of
+/// `commands/vmss.rs` and `commands/packet_capture.rs`.
+#[test]
+fn issue_13_scale_set_tables_match_az() {
+    const VMSS: &str = "{Name:name, ResourceGroup:resourceGroup, Location:location, \
+                        Zones: (!zones && ' ') || join(' ', zones), Capacity:sku.capacity, \
+                        Overprovision:overprovision, UpgradePolicy:upgradePolicy.mode}";
+    const STATUS: &str = "netwatch.instances && netwatch.instances[].{InstanceId:instanceId, Host:host || '', \
+                          Status:packetCaptureStatus, StopReason:stopReason || '', \
+                          Errors:join(', ', packetCaptureError || `[]`), Packets:packetsCaptured, \
+                          Drops:kernelDrops, Upload:uploadState || '', Files:length(files || `[]`)} || @";
+    let read = |name: &str| std::fs::read_to_string(data_dir().join("results").join(name)).unwrap();
+    let list = read("vmss_list.json");
+    let first: Value = serde_json::from_str::<Value>(&list).unwrap()[0].clone();
+    let tables = [
+        ("vmss list", list.clone(), format!("[].{VMSS}")),
+        ("vmss show", first.to_string(), VMSS.to_owned()),
+        (
+            "vmss show (zones)",
+            json!({"name": "z", "zones": ["1", "3"], "sku": {"capacity": 2}}).to_string(),
+            VMSS.to_owned(),
+        ),
+        ("vmss list-instances", read("vmss_list_instances.json"), "@".to_owned()),
+        (
+            "show-status (scale set)",
+            read("packet_capture_show_status_vmss.json"),
+            STATUS.to_owned(),
+        ),
+        (
+            "show-status (vm)",
+            read("packet_capture_show_status.json"),
+            STATUS.to_owned(),
+        ),
+        (
+            "show-status (stopped vm)",
+            read("packet_capture_status_stopped.json"),
+            STATUS.to_owned(),
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (label, result, transformer) in tables {
+        for query in [None, Some("name")] {
+            for format in [OutputFormat::Table, OutputFormat::Json, OutputFormat::Tsv] {
+                cases.push(Case {
+                    label: format!("{label} -o {format} --query {query:?}"),
+                    result: result.clone(),
+                    format,
+                    query: query.map(str::to_owned),
+                    transformer: Some(transformer.clone()),
+                });
+            }
+        }
+    }
+    assert_all_match(&cases);
+}
+
 /// Which `--query` texts az accepts: the parse must agree (az rejects the
 /// others before the command runs).
 #[test]

@@ -29,6 +29,7 @@ mod compute;
 mod drain;
 mod files;
 mod health;
+mod merged;
 mod identity;
 mod network_watchers;
 mod openapi;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(network_watchers::routes())
         .merge(packet_captures::routes())
+        .merge(merged::routes())
         .merge(compute::routes())
         .merge(scale_sets::routes())
         .merge(storage_accounts::routes())

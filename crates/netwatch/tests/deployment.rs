@@ -38,6 +38,104 @@ pub(crate) fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/azure_sdk.py")
 }
 
+/// Runs one step of the SDK script in namespace `ns` against the controller
+/// at `url` with `token`, trusting `ca`; its JSON output. A failure shows `logs()`.
+pub(crate) fn run_sdk(
+    ns: &str,
+    (url, token, ca): (&str, &str, &Path),
+    args: &[&str],
+    logs: impl Fn() -> String,
+) -> Value {
+    let output = NetnsPair::exec(ns, python())
+        .arg(script())
+        .args(args)
+        .env("NETWATCH_URL", url)
+        .env("NETWATCH_TOKEN", token)
+        .env("NETWATCH_CA", ca)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the SDK script");
+    assert!(
+        output.status.success(),
+        "SDK step {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        logs()
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "SDK step {args:?} printed no JSON ({err}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Azure's CLI, from the environment; a clear failure without it.
+pub(crate) fn az() -> PathBuf {
+    match std::env::var_os("NETWATCH_TEST_AZ") {
+        Some(az) => PathBuf::from(az),
+        None => panic!(
+            "NETWATCH_TEST_AZ is not set: it names Azure's `az` (PyPI azure-cli). scripts/test.sh installs it; \
+             by hand: python3 -m venv V && V/bin/pip install azure-cli==2.91.0 && NETWATCH_TEST_AZ=V/bin/az cargo test"
+        ),
+    }
+}
+
+/// Azure's `az ARGS` in namespace `ns` with its configuration in `config`
+/// (logged in by [`az_login`]), trusting `ca`.
+pub(crate) fn az_in(ns: &str, config: &Path, ca: &Path, args: &[&str]) -> std::process::Output {
+    NetnsPair::exec(ns, az())
+        .args(args)
+        .env("AZURE_CONFIG_DIR", config)
+        .env("REQUESTS_CA_BUNDLE", ca)
+        .env("AZURE_CORE_COLLECT_TELEMETRY", "false")
+        .env("AZURE_CORE_SURVEY_MESSAGE", "false")
+        .env("AZURE_CORE_NO_COLOR", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run az")
+}
+
+/// Points `az` at netwatch (`url`) as a cloud of its own and logs in with a
+/// service principal whose secret is the netwatch `token`.
+pub(crate) fn az_login(ns: &str, config: &Path, ca: &Path, (url, token): (&str, &str)) {
+    let url = format!("{url}/");
+    for (what, args) in [
+        (
+            "cloud register",
+            vec![
+                "cloud",
+                "register",
+                "--name",
+                "netwatch",
+                "--endpoint-resource-manager",
+                &url,
+            ],
+        ),
+        ("cloud set", vec!["cloud", "set", "--name", "netwatch"]),
+        ("config set", vec!["config", "set", "core.instance_discovery=false"]),
+        (
+            "login",
+            vec![
+                "login",
+                "--service-principal",
+                "-u",
+                "netwatch",
+                "-p",
+                token,
+                "--tenant",
+                SUB,
+            ],
+        ),
+    ] {
+        let output = az_in(ns, config, ca, &args);
+        assert!(
+            output.status.success(),
+            "az {what}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
 /// A child process killed when the test ends, pass or fail.
 pub(crate) struct Guard(pub(crate) Child);
 
@@ -178,27 +276,7 @@ impl Deployment {
 
     /// Runs one SDK step; its JSON output.
     pub(crate) fn sdk(&self, args: &[&str]) -> Value {
-        let output = NetnsPair::exec(&self.pair.b, python())
-            .arg(script())
-            .args(args)
-            .env("NETWATCH_URL", &self.url)
-            .env("NETWATCH_TOKEN", &self.token)
-            .env("NETWATCH_CA", &self.ca)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the SDK script");
-        assert!(
-            output.status.success(),
-            "SDK step {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            self.logs()
-        );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
-            panic!(
-                "SDK step {args:?} printed no JSON ({err}): {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })
+        run_sdk(&self.pair.b, (&self.url, &self.token, &self.ca), args, || self.logs())
     }
 
     pub(crate) fn logs(&self) -> String {

@@ -7,6 +7,7 @@ mod agent_faults;
 mod capture;
 mod deployment;
 mod faults;
+mod fleet;
 mod schemathesis;
 mod sdk;
 mod storage;

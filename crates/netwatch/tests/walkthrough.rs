@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use netwatch_testkit::{A4, IF_A, NetnsPair};
 use serde_json::{Value, json};
 
-use crate::deployment::{Deployment, Guard, SUB, VM, azure_time, send_udp, udp_packets};
+use crate::deployment::{Deployment, Guard, SUB, VM, az_in, az_login, azure_time, send_udp, udp_packets};
 use crate::util::netwatch;
 
 /// The guide's filters, with this test's addresses and ports: a TCP filter
@@ -98,27 +98,7 @@ impl Deployment {
 
     /// Azure's `az ARGS` in b, logged in to netwatch.
     fn az(&self, args: &[&str]) -> Output {
-        NetnsPair::exec(&self.pair.b, az())
-            .args(args)
-            .env("AZURE_CONFIG_DIR", self.dir.path().join("az"))
-            .env("REQUESTS_CA_BUNDLE", &self.ca)
-            .env("AZURE_CORE_COLLECT_TELEMETRY", "false")
-            .env("AZURE_CORE_SURVEY_MESSAGE", "false")
-            .env("AZURE_CORE_NO_COLOR", "true")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run az")
-    }
-}
-
-/// Azure's CLI, from the environment; a clear failure without it.
-fn az() -> PathBuf {
-    match std::env::var_os("NETWATCH_TEST_AZ") {
-        Some(az) => PathBuf::from(az),
-        None => panic!(
-            "NETWATCH_TEST_AZ is not set: it names Azure's `az` (PyPI azure-cli). scripts/test.sh installs it; \
-             by hand: python3 -m venv V && V/bin/pip install azure-cli==2.91.0 && NETWATCH_TEST_AZ=V/bin/az cargo test"
-        ),
+        az_in(&self.pair.b, &self.dir.path().join("az"), &self.ca, args)
     }
 }
 
@@ -550,43 +530,7 @@ fn tcpdump_count(file: &Path) -> usize {
 /// principal whose secret is the netwatch token; what each command printed.
 fn guide_with_az(nw: &Deployment) -> Vec<(&'static str, Value)> {
     let mut printed = Vec::new();
-    let url = format!("{}/", nw.url);
-    let tenant = SUB;
-    for (what, args) in [
-        (
-            "cloud register",
-            vec![
-                "cloud",
-                "register",
-                "--name",
-                "netwatch",
-                "--endpoint-resource-manager",
-                &url,
-            ],
-        ),
-        ("cloud set", vec!["cloud", "set", "--name", "netwatch"]),
-        ("config set", vec!["config", "set", "core.instance_discovery=false"]),
-        (
-            "login",
-            vec![
-                "login",
-                "--service-principal",
-                "-u",
-                "netwatch",
-                "-p",
-                &nw.token,
-                "--tenant",
-                tenant,
-            ],
-        ),
-    ] {
-        let output = nw.az(&args);
-        assert!(
-            output.status.success(),
-            "az {what}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    az_login(&nw.pair.b, &nw.dir.path().join("az"), &nw.ca, (&nw.url, &nw.token));
 
     let set = json_of(
         "az vm extension set",

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`NetnsPair`]: two hosts, `a` and `b`, with IPv4 and IPv6 addresses.
+//! - [`NetnsFleet`]: a switch (a bridge in namespace `hub`) and N hosts on it.
 //! - [`Frame`]: Ethernet frames built with etherparse, sent by [`NetnsPair::inject`].
 //! - [`read_pcap`]: every record of a pcap file, via the independent `pcap-file` reader.
 //! - [`servers`]: [`Azurite`] (Azure Blob) and [`Moto`] (S3) on 127.0.0.1, each with a fresh container or bucket.
@@ -220,6 +221,94 @@ impl Default for NetnsPair {
 impl Drop for NetnsPair {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// The fleet's subnet: the hub is `10.204.0.1`, host `i` is `10.204.0.{10 + i}`.
+pub const FLEET_HUB4: &str = "10.204.0.1";
+/// Each fleet host's interface (`vH`), its peer on the hub's bridge `p{i}`.
+pub const IF_HOST: &str = "vH";
+
+/// Test hosts on one switch: namespace `hub` holds a bridge (`br0`,
+/// [`FLEET_HUB4`]) and one veth per host; each host namespace has its end
+/// ([`IF_HOST`]) with address [`NetnsFleet::host_addr`]. A controller runs in
+/// `hub`, an agent per host. Every namespace is deleted on drop.
+#[derive(Debug)]
+pub struct NetnsFleet {
+    pub hub: String,
+    pub hosts: Vec<String>,
+}
+
+impl NetnsFleet {
+    /// `count` hosts (at most 200) and the hub, every link up.
+    pub fn new(count: usize) -> Self {
+        assert!(count <= 200, "a fleet has at most 200 hosts");
+        require_root();
+        remove_leftovers();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{NS_PREFIX}{}x{n}", std::process::id());
+        let fleet = NetnsFleet {
+            hub: format!("{base}h"),
+            hosts: (0..count).map(|i| format!("{base}n{i}")).collect(),
+        };
+        ip(&["netns", "add", &fleet.hub]);
+        ip(&["-n", &fleet.hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            &fleet.hub,
+            "addr",
+            "add",
+            &format!("{FLEET_HUB4}/24"),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", &fleet.hub, "link", "set", "lo", "up"]);
+        ip(&["-n", &fleet.hub, "link", "set", "br0", "up"]);
+        for (i, ns) in fleet.hosts.iter().enumerate() {
+            ip(&["netns", "add", ns]);
+            let peer = format!("p{i}");
+            ip(&[
+                "link", "add", IF_HOST, "netns", ns, "type", "veth", "peer", "name", &peer, "netns", &fleet.hub,
+            ]);
+            ip(&["-n", &fleet.hub, "link", "set", &peer, "master", "br0"]);
+            ip(&["-n", &fleet.hub, "link", "set", &peer, "up"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", Self::host_addr(i)),
+                "dev",
+                IF_HOST,
+            ]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "link", "set", IF_HOST, "up"]);
+        }
+        let up = |ns: &str, dev: &str| {
+            let out = ip(&["-n", ns, "-o", "link", "show", dev]);
+            String::from_utf8_lossy(&out.stdout).contains("state UP")
+        };
+        assert!(
+            eventually(50, Duration::from_millis(100), || fleet
+                .hosts
+                .iter()
+                .all(|ns| up(ns, IF_HOST))),
+            "the fleet's links did not come up within 5 s"
+        );
+        fleet
+    }
+
+    /// Host `i`'s IPv4 address.
+    pub fn host_addr(i: usize) -> String {
+        format!("10.204.0.{}", 10 + i)
+    }
+}
+
+impl Drop for NetnsFleet {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain([&self.hub]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }

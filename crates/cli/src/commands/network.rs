@@ -79,6 +79,22 @@ pub(crate) enum Prepared {
     PacketCapture(Box<packet_capture::Prepared>),
 }
 
+/// The command's table transformer (see [`super::table_transformer`]).
+pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
+    match prepared {
+        Prepared::PacketCapture(prepared) => packet_capture::table_transformer(prepared),
+        _ => None,
+    }
+}
+
+/// The command's table footer (see [`super::table_footer`]).
+pub(crate) fn table_footer(prepared: &Prepared) -> Option<super::TableFooter> {
+    match prepared {
+        Prepared::PacketCapture(prepared) => packet_capture::table_footer(prepared),
+        _ => None,
+    }
+}
+
 pub(crate) fn prepare(command: NetworkCommand, subscription: &SubscriptionId) -> Result<Prepared, CliError> {
     let NetworkCommand::Watcher { command } = command;
     Ok(match command {

@@ -15,6 +15,13 @@
 //!   with the flag named, never a request.
 //! - Long-running commands wait (`--no-wait` prints nothing at once, as az);
 //!   `stop` and `delete` print nothing.
+//! - `show-status -o table` of a capture over a scale set (its status has
+//!   `netwatch.instances`) shows one row per instance, and the summary
+//!   (`netwatch.summary`: how many run, stopped, failed, and why) on standard
+//!   error after the table; any other output is the server's status as is.
+//! - `download --merged` fetches the capture's one merged pcapng (every
+//!   host's packets, an interface block per host and interface: DESIGN §8)
+//!   from `{capture id}/merged`, streamed as the server makes it.
 //!
 //! *Our choices* where az is lax: `--include/--exclude` without
 //! `--target-type AzureVMSS` is an error (az drops them silently); `--vm` is
@@ -25,8 +32,8 @@ use clap::{ArgAction, Subcommand};
 use netwatch_api::error::ApiError;
 use netwatch_api::filter::parse_wire_filters_json;
 use netwatch_api::packet_capture::{
-    DEFAULT_BYTES_TO_CAPTURE_PER_PACKET, DEFAULT_TIME_LIMIT_IN_SECONDS, DEFAULT_TOTAL_BYTES_PER_SESSION, MAX_BYTES,
-    MAX_TIME_LIMIT_IN_SECONDS, PacketCapture, PacketCaptureMachineScope, PacketCaptureParameters,
+    DEFAULT_BYTES_TO_CAPTURE_PER_PACKET, DEFAULT_TIME_LIMIT_IN_SECONDS, DEFAULT_TOTAL_BYTES_PER_SESSION, FleetSummary,
+    MAX_BYTES, MAX_TIME_LIMIT_IN_SECONDS, PacketCapture, PacketCaptureMachineScope, PacketCaptureParameters,
     PacketCaptureStorageLocation,
 };
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceKind, ResourceName, SubscriptionId};
@@ -82,10 +89,11 @@ pub struct CreateArgs {
     #[arg(long, value_name = "TYPE")]
     target_type: Option<String>,
     /// Space-separated list of VMSS instances to include in packet capture, like 0 1 2.
-    #[arg(long, value_name = "INSTANCE", num_args = 1.., action = ArgAction::Append)]
+    // Negative numbers reach the validation, which names the bad id.
+    #[arg(long, value_name = "INSTANCE", num_args = 1.., action = ArgAction::Append, allow_negative_numbers = true)]
     include: Vec<String>,
     /// Space-separated list of VMSS instances to exclude in packet capture.
-    #[arg(long, value_name = "INSTANCE", num_args = 1.., action = ArgAction::Append)]
+    #[arg(long, value_name = "INSTANCE", num_args = 1.., action = ArgAction::Append, allow_negative_numbers = true)]
     exclude: Vec<String>,
     /// Number of bytes captured per packet; excess bytes are truncated (0 keeps whole packets).
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
@@ -156,9 +164,13 @@ pub struct DownloadArgs {
     name: NameArg,
     #[command(flatten)]
     location: LocationArg,
-    /// Where to write the capture file; `-` writes it to standard output. Default NAME.cap.
+    /// Where to write the capture file; `-` writes it to standard output. Default NAME.cap
+    /// (NAME.pcapng with --merged).
     #[arg(long, short = 'f', value_name = "FILE")]
     output_file: Option<String>,
+    /// netwatch: download one pcapng merged from every host's files (a capture over a scale set).
+    #[arg(long)]
+    merged: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,7 +244,46 @@ pub(crate) enum Prepared {
         watcher: WatcherRef,
         name: ResourceName,
         output_file: String,
+        /// `--merged`: the server's merged pcapng instead of the stored files.
+        merged: bool,
     },
+}
+
+/// `show-status -o table`: one row per instance for a capture over many
+/// hosts (`netwatch.instances`, the api's `InstanceStatus`), else the status
+/// itself as az's default table shows it. Missing texts become '' so every
+/// row has every column (knack drops null cells, and a column nobody fills).
+const STATUS_TABLE: &str = "netwatch.instances && netwatch.instances[].{InstanceId:instanceId, Host:host || '', \
+     Status:packetCaptureStatus, StopReason:stopReason || '', Errors:join(', ', packetCaptureError || `[]`), \
+     Packets:packetsCaptured, Drops:kernelDrops, Upload:uploadState || '', Files:length(files || `[]`)} || @";
+
+/// The command's table transformer (see [`super::table_transformer`]).
+pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
+    match prepared {
+        Prepared::ShowStatus(..) => Some(STATUS_TABLE),
+        _ => None,
+    }
+}
+
+/// The command's table footer (see [`super::table_footer`]).
+pub(crate) fn table_footer(prepared: &Prepared) -> Option<super::TableFooter> {
+    match prepared {
+        Prepared::ShowStatus(..) => Some(status_summary),
+        _ => None,
+    }
+}
+
+/// The summary of a capture over many hosts (`netwatch.summary`): its text,
+/// then each failure the text does not already give, one a line.
+fn status_summary(status: &Value) -> Option<String> {
+    let summary: FleetSummary = serde_json::from_value(status.pointer("/netwatch/summary")?.clone()).ok()?;
+    let mut text = summary.text.clone();
+    for failure in &summary.failures {
+        if !summary.text.contains(failure.as_str()) {
+            text.push_str(&format!("\n  {failure}"));
+        }
+    }
+    (!text.is_empty()).then_some(text)
 }
 
 #[derive(Debug)]
@@ -277,7 +328,8 @@ pub(crate) fn prepare(command: PacketCaptureCommand, subscription: &Subscription
         PacketCaptureCommand::Wait(args) => prepare_wait(args)?,
         PacketCaptureCommand::Download(args) => {
             let name = capture_name(&args.name.name)?;
-            let output_file = args.output_file.unwrap_or_else(|| format!("{name}.cap"));
+            let extension = if args.merged { "pcapng" } else { "cap" };
+            let output_file = args.output_file.unwrap_or_else(|| format!("{name}.{extension}"));
             if output_file.is_empty() {
                 return Err(CliError::Usage(
                     "argument --output-file/-f: give a file name, or - for standard output".to_owned(),
@@ -287,6 +339,7 @@ pub(crate) fn prepare(command: PacketCaptureCommand, subscription: &Subscription
                 watcher: location_ref(&args.location.location)?,
                 name,
                 output_file,
+                merged: args.merged,
             }
         }
     })
@@ -404,10 +457,8 @@ fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Pr
         }
     };
     // The target: --vm for a VM (az copies it to --target), --target for a scale set.
+    // (A scale set's --include/--exclude ids are checked by the validation below.)
     let target = if target_type == "AzureVMSS" {
-        if !args.include.is_empty() || !args.exclude.is_empty() {
-            // Checked by validation below (instance ids); nothing to do here.
-        }
         let text = args.target.as_deref().or(args.vm.as_deref()).ok_or_else(|| {
             CliError::Usage("usage error: --target NAME_OR_ID is required when --target-type is AzureVMSS".to_owned())
         })?;
@@ -727,9 +778,14 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             watcher,
             name,
             output_file,
+            merged,
         } => {
             let watcher = resolve(context, &watcher).await?;
             let path = capture_path(context, &watcher, &name);
+            if merged {
+                crate::download::download_merged(context, name.as_str(), &path, &output_file).await?;
+                return Ok(None);
+            }
             let capture = client.get(&path, API_VERSION).await?;
             crate::download::download(context, &capture, &path, &output_file).await?;
             Ok(None)
@@ -1051,6 +1107,222 @@ mod tests {
             ),
         ];
         crate::error::assert_usage_errors(&cases, prepared);
+    }
+
+    /// Issue 13: a capture over a scale set, and the merged download.
+    #[test]
+    fn issue_13_bad_scale_set_invocations_fail_before_any_request() {
+        let vmss = |extra: &[&'static str]| {
+            let mut args = vec![
+                "create",
+                "-g",
+                "RG",
+                "-n",
+                "pc",
+                "--storage-account",
+                "st",
+                "--target-type",
+                "AzureVMSS",
+            ];
+            args.extend_from_slice(extra);
+            args
+        };
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vmss(&["--target", "web", "--include", "x"]),
+                "argument --include/--exclude: scope.include[0] \"x\" is not a scale-set instance id",
+            ),
+            (
+                vmss(&["--target", "web", "--exclude", "-1"]),
+                "argument --include/--exclude: scope.exclude[0] \"-1\" is not a scale-set instance id",
+            ),
+            (
+                vmss(&["--target", "web", "--include", "1", "2", "1"]),
+                "argument --include/--exclude: scope.include[2] \"1\" is named twice",
+            ),
+            (
+                vmss(&["--target", "web", "--include", "1", "--exclude", "1"]),
+                "argument --include/--exclude: scope.exclude[0] \"1\" is also in properties.scope.include",
+            ),
+            (
+                vmss(&[
+                    "--target",
+                    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm",
+                ]),
+                "is a virtual machine id, but it must be a scale set id",
+            ),
+            (
+                vmss(&["--target", "w b"]),
+                "argument --target: \"w b\" is not a valid name",
+            ),
+            (
+                vec![
+                    "create",
+                    "-g",
+                    "RG",
+                    "-n",
+                    "pc",
+                    "--storage-account",
+                    "st",
+                    "--target",
+                    "web",
+                ],
+                "--target names a scale set: use it with --target-type AzureVMSS",
+            ),
+            (
+                vec![
+                    "create",
+                    "-g",
+                    "RG",
+                    "-n",
+                    "pc",
+                    "--storage-account",
+                    "st",
+                    "--target-type",
+                    "VMSS",
+                    "--target",
+                    "web",
+                ],
+                "'VMSS' is not a valid value for '--target-type'",
+            ),
+            (
+                vec!["download", "-n", "pc", "-l", "westus", "--merged", "-f", ""],
+                "argument --output-file/-f",
+            ),
+            (vec!["download", "-n", "pc", "--merged"], "--location <LOCATION>"),
+            (
+                vec!["download", "-n", "p c", "-l", "westus", "--merged"],
+                "argument --name/-n: \"p c\"",
+            ),
+        ];
+        crate::error::assert_usage_errors(&cases, prepared);
+    }
+
+    #[test]
+    fn issue_13_a_scale_set_capture_targets_the_set_and_its_instances() {
+        let body = body(&[
+            "create",
+            "-g",
+            "RG",
+            "-n",
+            "fleet",
+            "--target-type",
+            "AzureVMSS",
+            "--target",
+            "web",
+            "--storage-account",
+            "st",
+            "--exclude",
+            "3",
+        ]);
+        assert_eq!(
+            body["properties"]["target"],
+            format!("{SUB}/resourceGroups/RG/providers/Microsoft.Compute/virtualMachineScaleSets/web")
+        );
+        assert_eq!(body["properties"]["scope"], json!({"exclude": ["3"]}));
+        match prepared(&[
+            "create",
+            "-g",
+            "RG",
+            "-n",
+            "fleet",
+            "--target-type",
+            "AzureVMSS",
+            "--target",
+            "web",
+            "--file-path",
+            "/var/captures/f.cap",
+        ])
+        .unwrap()
+        {
+            // The scale set is what create reads for its location (as az's get_network_watcher_from_vmss).
+            Prepared::Create { target, .. } => assert_eq!(target.kind(), ResourceKind::ScaleSet),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_13_merged_downloads_default_to_a_pcapng() {
+        let download = |extra: &[&'static str]| {
+            let mut args = vec!["download", "-n", "fleet", "-l", "westus"];
+            args.extend_from_slice(extra);
+            match prepared(&args).unwrap() {
+                Prepared::Download {
+                    output_file, merged, ..
+                } => (output_file, merged),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(download(&["--merged"]), ("fleet.pcapng".to_owned(), true));
+        assert_eq!(
+            download(&["--merged", "--output-file", "all.pcapng"]),
+            ("all.pcapng".to_owned(), true)
+        );
+        assert_eq!(download(&["-f", "-", "--merged"]), ("-".to_owned(), true));
+        assert_eq!(download(&[]), ("fleet.cap".to_owned(), false));
+    }
+
+    /// The server's status of a capture over a scale set, shaped as
+    /// `show-status` prints it (the corpus the output tests render with az).
+    fn fleet_status() -> Value {
+        serde_json::from_str(include_str!(
+            "../../tests/data/output/results/packet_capture_show_status_vmss.json"
+        ))
+        .unwrap()
+    }
+
+    fn table(value: &Value) -> String {
+        let transformer = Query::parse(STATUS_TABLE).unwrap();
+        crate::output::render_with(value, crate::output::OutputFormat::Table, None, Some(&transformer)).unwrap()
+    }
+
+    #[test]
+    fn issue_13_the_fleet_status_sample_is_the_api_s_wire_shape() {
+        // Read with the api's types and written back, the sample is unchanged:
+        // every key the table reads is one the server writes.
+        let typed: netwatch_api::packet_capture::PacketCaptureQueryStatusResult =
+            serde_json::from_value(fleet_status()).unwrap();
+        let netwatch = typed.netwatch.as_ref().unwrap();
+        assert_eq!(netwatch.instances.len(), 3);
+        assert_eq!(netwatch.summary.as_ref().unwrap().failed, 1);
+        assert_eq!(
+            shape::query_status(&serde_json::to_value(&typed).unwrap()),
+            fleet_status()
+        );
+    }
+
+    #[test]
+    fn issue_13_show_status_table_has_a_row_per_instance() {
+        assert_eq!(
+            table(&fleet_status()),
+            "InstanceId    Host    Status    StopReason    Errors                       Packets    Drops    Upload     Files\n\
+             ------------  ------  --------  ------------  ---------------------------  ---------  -------  ---------  -------\n\
+             0             web-a   Running                                              1200       0        Pending    0\n\
+             1             web-b   Stopped   TimeExceeded                               53000      12       Succeeded  1\n\
+             3                     Error     AgentStopped  AgentStopped, StorageFailed  0          0                   0\n"
+        );
+        assert_eq!(
+            status_summary(&fleet_status()).as_deref(),
+            Some("running 1, stopped 1, failed 1\n  3: AgentStopped: the agent was not heard from for 60 seconds")
+        );
+    }
+
+    #[test]
+    fn issue_13_one_vm_s_status_table_is_unchanged() {
+        let status: Value = serde_json::from_str(include_str!(
+            "../../tests/data/output/results/packet_capture_status_stopped.json"
+        ))
+        .unwrap();
+        let plain = crate::output::render(&status, crate::output::OutputFormat::Table, None).unwrap();
+        assert_eq!(table(&status), plain);
+        assert_eq!(status_summary(&status), None);
+        // Nor does the transformer touch any other format.
+        let transformer = Query::parse(STATUS_TABLE).unwrap();
+        let json = crate::output::OutputFormat::Json;
+        assert_eq!(
+            crate::output::render_with(&fleet_status(), json, None, Some(&transformer)).unwrap(),
+            crate::output::render(&fleet_status(), json, None).unwrap()
+        );
     }
 
     #[test]

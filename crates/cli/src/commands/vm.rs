@@ -14,27 +14,25 @@
 //!   when given, else the VM's own (GET of the VM, as az reads it); a host
 //!   not registered yet has none, and the server enrolls it in the first
 //!   location it serves (the printed command says which).
+//!
+//! The extension's checks and the enrollment text are shared with `vmss
+//! extension` ([`super::extension`]).
 
 use clap::Subcommand;
-use netwatch_api::resource::{AGENT_EXTENSION_NAME, Location, ResourceGroupName, ResourceName, SubscriptionId};
+use netwatch_api::resource::{Location, ResourceGroupName, ResourceName, SubscriptionId};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{flag_error, json_argument};
+use super::extension::{EXTENSION_API_VERSION, Enrolling, enrollment_text, properties};
+use super::{flag_error, group_arg as group, name_arg as name};
 use crate::error::CliError;
 use crate::settings::GlobalArgs;
 use crate::{Context, shape};
 
 /// What az's `vm list/show` send.
 const VM_API_VERSION: &str = "2026-04-01";
-/// What az's `vm extension show/list/set` send.
-const EXTENSION_API_VERSION: &str = "2024-11-01";
-/// The agent extension's publisher (api-contract.md §5).
-const PUBLISHER: &str = "Microsoft.Azure.NetworkWatcher";
-/// The Windows agent's extension name, refused with a clear message.
-const WINDOWS_AGENT: &str = "NetworkWatcherAgentWindows";
-/// The handler version az installs when none is given.
-const DEFAULT_VERSION: &str = "1.4";
+/// What has the agent extension, for messages.
+const HOLDERS: &str = "VMs";
 
 #[derive(Debug, clap::Args)]
 pub struct VmArgs {
@@ -184,29 +182,9 @@ pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
     })
 }
 
-fn group(text: &str) -> Result<ResourceGroupName, CliError> {
-    ResourceGroupName::parse("--resource-group", text).map_err(|err| flag_error("--resource-group/-g", &err))
-}
-
-fn name(flag: &str, text: &str) -> Result<ResourceName, CliError> {
-    ResourceName::parse(flag, text).map_err(|err| flag_error(flag, &err))
-}
-
 /// The extension name: only the Linux agent exists.
 fn extension_name(text: &str) -> Result<ResourceName, CliError> {
-    let name = name("--name/-n", text)?;
-    if text.eq_ignore_ascii_case(WINDOWS_AGENT) {
-        return Err(CliError::Usage(format!(
-            "argument --name/-n: {WINDOWS_AGENT} is not available: the netwatch agent runs on Linux only; \
-             use --name {AGENT_EXTENSION_NAME}"
-        )));
-    }
-    if !text.eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
-        return Err(CliError::Usage(format!(
-            "argument --name/-n: netwatch VMs have one extension, the agent: use --name {AGENT_EXTENSION_NAME}, not {text:?}"
-        )));
-    }
-    Ok(name)
+    super::extension::extension_name(text, HOLDERS)
 }
 
 pub(crate) fn prepare(command: VmCommand, _subscription: &SubscriptionId) -> Result<Prepared, CliError> {
@@ -249,45 +227,17 @@ fn prepare_set(args: SetArgs) -> Result<Prepared, CliError> {
     let group = group(&args.resource_group)?;
     let vm = name("--vm-name", &args.vm_name)?;
     let extension = extension_name(&args.name)?;
-    if !args.publisher.eq_ignore_ascii_case(PUBLISHER) {
-        return Err(CliError::Usage(format!(
-            "argument --publisher: the netwatch agent is published as {PUBLISHER}, not {:?}",
-            args.publisher
-        )));
-    }
-    let version = args.version.unwrap_or_else(|| DEFAULT_VERSION.to_owned());
-    let well_formed = !version.is_empty()
-        && version.split('.').count() <= 4
-        && version
-            .split('.')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-    if !well_formed {
-        return Err(CliError::Usage(format!(
-            "argument --version: {version:?} is not a version such as 1.4"
-        )));
-    }
+    let properties = properties(
+        &args.publisher,
+        args.version,
+        args.settings.as_deref(),
+        args.no_auto_upgrade,
+    )?;
     let location = args
         .location
         .as_deref()
         .map(|text| Location::parse("--location", text).map_err(|err| flag_error("--location/-l", &err)))
         .transpose()?;
-    let mut properties = json!({
-        "publisher": PUBLISHER,
-        "type": AGENT_EXTENSION_NAME,
-        "typeHandlerVersion": version,
-        "autoUpgradeMinorVersion": !args.no_auto_upgrade,
-    });
-    if let Some(text) = &args.settings {
-        let json = json_argument("--settings", text)?;
-        let settings: Value = serde_json::from_str(&json)
-            .map_err(|err| CliError::Usage(format!("argument --settings: not valid JSON: {err}")))?;
-        if !settings.is_object() {
-            return Err(CliError::Usage(
-                "argument --settings: must be a JSON object, such as {}".to_owned(),
-            ));
-        }
-        properties["settings"] = settings;
-    }
     Ok(Prepared::ExtensionSet {
         group,
         vm,
@@ -376,7 +326,10 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             let first = client.begin(Method::PUT, &url, Some(&body), &[200, 201, 202]).await?;
             if let Some(enrollment) = first.body.pointer("/properties/netwatch/enrollment") {
                 // The host has to act: print the command and the extension as it is now.
-                eprintln!("{}", enrollment_text(enrollment, context.settings.ca.as_deref()));
+                eprintln!(
+                    "{}",
+                    enrollment_text(enrollment, context.settings.ca.as_deref(), Enrolling::Vm)
+                );
                 return Ok(Some(shape::vm_extension(&first.body)));
             }
             if no_wait {
@@ -385,44 +338,6 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             let result = client.wait(&Method::PUT, &url, first).await?;
             Ok(result.map(|value| shape::vm_extension(&value)))
         }
-    }
-}
-
-/// What to tell the user about an enrollment: the command to run on the
-/// host, with `--ca FILE` when this client trusts a CA file.
-fn enrollment_text(enrollment: &Value, ca: Option<&std::path::Path>) -> String {
-    let command = enrollment.get("command").and_then(Value::as_str).unwrap_or_default();
-    let expires = enrollment.get("expiresOn").and_then(Value::as_str);
-    let mut command = command.to_owned();
-    if let Some(ca) = ca
-        && !command.contains("--ca ")
-    {
-        command.push_str(&format!(" --ca {}", shell_word(&ca.display().to_string())));
-    }
-    let mut text = String::from("The agent is not installed yet. Run this on the host, as root");
-    if let Some(expires) = expires {
-        text.push_str(&format!(" (the token can be used once, until {expires})"));
-    }
-    text.push_str(&format!(":\n\n    {command}\n"));
-    if let Some(ca) = ca {
-        text.push_str(&format!(
-            "\nCopy {} to the same path on the host first if it is another machine.",
-            ca.display()
-        ));
-    }
-    text
-}
-
-/// `text` quoted for a POSIX shell when it needs to be.
-fn shell_word(text: &str) -> String {
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b':' | b'=' | b'@' | b'+'));
-    if plain {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -469,7 +384,7 @@ mod tests {
             } => {
                 assert_eq!(
                     properties,
-                    json!({"publisher": PUBLISHER, "type": "NetworkWatcherAgentLinux", "typeHandlerVersion": "1.4", "autoUpgradeMinorVersion": true})
+                    json!({"publisher": "Microsoft.Azure.NetworkWatcher", "type": "NetworkWatcherAgentLinux", "typeHandlerVersion": "1.4", "autoUpgradeMinorVersion": true})
                 );
                 assert_eq!(location, None);
             }
@@ -551,22 +466,5 @@ mod tests {
             ),
         ];
         crate::error::assert_usage_errors(&cases, prepared);
-    }
-
-    #[test]
-    fn the_enrollment_command_gets_the_ca() {
-        let enrollment = json!({
-            "token": "t", "expiresOn": "2026-12-01T00:00:00.0000000Z",
-            "command": "netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus"
-        });
-        let text = enrollment_text(&enrollment, Some(std::path::Path::new("/data/my ca.pem")));
-        assert!(
-            text.contains("    netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus --ca '/data/my ca.pem'\n"),
-            "{text}"
-        );
-        assert!(text.contains("until 2026-12-01T00:00:00.0000000Z"), "{text}");
-        let text = enrollment_text(&enrollment, None);
-        assert!(text.contains("-l westus\n"), "{text}");
-        assert!(!text.contains("--ca"), "{text}");
     }
 }

@@ -31,8 +31,8 @@ use super::{CreateError, Stopped, new_record, push_start};
 use crate::app::{AppState, new_guid};
 use crate::clock::now_ms;
 use crate::store::{
-    CaptureRecord, CaptureStatus, Change, OperationKind, OperationRecord, OperationStatus, ScaleSetRecord,
-    StoreError, VmRecord,
+    CaptureRecord, CaptureStatus, Change, OperationKind, OperationRecord, OperationStatus, ScaleSetRecord, StoreError,
+    VmRecord,
 };
 
 /// Whether `record` is the parent of a capture over many hosts.
@@ -180,7 +180,13 @@ pub(crate) async fn settle(state: &AppState, parent_key: &str) -> Result<(), Sto
         if running + stopped > 0 {
             state
                 .store
-                .finish_operations_of(parent_key, OperationKind::Create, OperationStatus::Succeeded, None, now_ms())
+                .finish_operations_of(
+                    parent_key,
+                    OperationKind::Create,
+                    OperationStatus::Succeeded,
+                    None,
+                    now_ms(),
+                )
                 .await?;
         } else if failed > 0 && waiting == 0 {
             let message = "no host of the scale set could start the capture: queryStatus shows each one's reason";
@@ -199,7 +205,13 @@ pub(crate) async fn settle(state: &AppState, parent_key: &str) -> Result<(), Sto
         if waiting == 0 && running == 0 && state.store.part_stops_in_progress(parent_key).await? == 0 {
             state
                 .store
-                .finish_operations_of(parent_key, OperationKind::Stop, OperationStatus::Succeeded, None, now_ms())
+                .finish_operations_of(
+                    parent_key,
+                    OperationKind::Stop,
+                    OperationStatus::Succeeded,
+                    None,
+                    now_ms(),
+                )
                 .await?;
         }
     }
@@ -274,12 +286,7 @@ pub(crate) async fn stop_parts(state: &AppState, parent: &CaptureRecord) -> Resu
 /// A host that joined scale set `set_id` as `instance` joins the captures of
 /// that scale set still running whose scope selects it, for the time each has
 /// left; how many it joined.
-pub(crate) async fn join(
-    state: &AppState,
-    set_id: &str,
-    instance: u32,
-    vm: &VmRecord,
-) -> Result<usize, StoreError> {
+pub(crate) async fn join(state: &AppState, set_id: &str, instance: u32, vm: &VmRecord) -> Result<usize, StoreError> {
     let mut joined = 0;
     for parent in state.store.captures_for_target(set_id).await? {
         if parent.parent_key.is_some() || parent.status == CaptureStatus::Stopped {
@@ -295,7 +302,10 @@ pub(crate) async fn join(
             continue;
         }
         let parts = state.store.capture_parts(&parent.id).await?;
-        if parts.iter().any(|p| p.instance.as_deref() == Some(&instance.to_string())) {
+        if parts
+            .iter()
+            .any(|p| p.instance.as_deref() == Some(&instance.to_string()))
+        {
             continue;
         }
         if !rolled_status(&parent, &parts).is_active() {

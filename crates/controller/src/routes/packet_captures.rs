@@ -64,9 +64,15 @@ use crate::store::{
 /// operation reads Failed (the capture stays, and starts when the agent is back).
 pub(crate) const START_TIMEOUT_MS: i64 = 60_000;
 
+/// A packet capture's path (its watcher's, then `packetcaptures/{capture}`).
+pub(super) const CAPTURE_PATH: &str = concat!(
+    "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}",
+    "/packetcaptures/{capture}"
+);
+
 pub(super) fn routes() -> Router<AppState> {
     let captures = format!("{WATCHER_PATH}/packetcaptures");
-    let capture = format!("{captures}/{{capture}}");
+    let capture = CAPTURE_PATH.to_owned();
     Router::new()
         .route(&captures, get(list))
         .route(&capture, get(show).put(create).delete(delete))
@@ -82,7 +88,7 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
-type CapturePath = (String, String, String, String);
+pub(super) type CapturePath = (String, String, String, String);
 
 /// The capture id the path names, and its watcher's stored record.
 async fn find_watcher(state: &AppState, (sub, group, watcher): (&str, &str, &str)) -> Result<WatcherRecord, HttpError> {
@@ -101,7 +107,7 @@ fn capture_id(state: &AppState, path: &CapturePath) -> Result<ResourceId, HttpEr
 }
 
 /// The capture the path names, under a watcher that exists.
-async fn find_capture(state: &AppState, path: &CapturePath) -> Result<CaptureRecord, HttpError> {
+pub(super) async fn find_capture(state: &AppState, path: &CapturePath) -> Result<CaptureRecord, HttpError> {
     let id = capture_id(state, path)?;
     find_watcher(state, (&path.0, &path.1, &path.2)).await?;
     state

@@ -348,8 +348,8 @@ async fn set_extension(
     let id = set_id(&state, (&sub, &group, &vmss))?;
     let (_, body) = parse_agent_extension("vmssExtensionName", &extension, &body)?;
     let settings = body.properties.settings.clone().unwrap_or(Value::Null);
-    let lifetime_s = key_setting(&settings, "keyExpiresInSeconds", 1, MAX_KEY_LIFETIME_S)?
-        .unwrap_or(ENROLLMENT_LIFETIME_MS / 1000);
+    let lifetime_s =
+        key_setting(&settings, "keyExpiresInSeconds", 1, MAX_KEY_LIFETIME_S)?.unwrap_or(ENROLLMENT_LIFETIME_MS / 1000);
     let max_uses = key_setting(&settings, "keyMaxUses", 1, i64::from(u32::MAX))?;
     let existing = state.store.get_scale_set(&id.to_string()).await?;
     let record = match existing.clone() {
@@ -498,10 +498,10 @@ fn set_json(id: &ResourceId, record: &ScaleSetRecord, instances: usize) -> Value
 fn instance_json(set: &ResourceId, number: u32, vm: &VmRecord) -> Value {
     let id = ResourceId::scale_set_vm(set.subscription(), set.resource_group(), set.name(), number);
     let facts = agent_facts(vm);
-    let computer_name = facts
-        .get("hostname")
-        .and_then(Value::as_str)
-        .map_or_else(|| crate::lifecycle::fleet::instance_name(set.name(), number), str::to_owned);
+    let computer_name = facts.get("hostname").and_then(Value::as_str).map_or_else(
+        || crate::lifecycle::fleet::instance_name(set.name(), number),
+        str::to_owned,
+    );
     json!({
         "id": vm.id,
         "name": crate::lifecycle::fleet::instance_name(set.name(), number),

@@ -68,7 +68,8 @@ pub struct Joined {
     pub new: bool,
 }
 
-const SCALE_SET_COLUMNS: &str = "SELECT id, subscription, location, tags_json, next_instance, created_ms FROM scale_sets";
+const SCALE_SET_COLUMNS: &str =
+    "SELECT id, subscription, location, tags_json, next_instance, created_ms FROM scale_sets";
 
 impl Store {
     /// Creates the scale set unless it exists; the stored one either way.
@@ -145,6 +146,17 @@ impl Store {
     ) -> Result<Option<Joined>, StoreError> {
         let set_key = key(id);
         let mut tx = self.pool.begin().await?;
+        // Write first: it takes SQLite's write lock (a transaction that read
+        // first could not upgrade past another writer's commit: SQLITE_BUSY)
+        // and PostgreSQL's row lock, so joins to one scale set take turns.
+        let set = sqlx::query("UPDATE scale_sets SET next_instance = next_instance WHERE key = $1")
+            .bind(&set_key)
+            .execute(&mut *tx)
+            .await?;
+        if set.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT instance FROM scale_set_instances WHERE scale_set_key = $1 AND host_key = $2")
                 .bind(&set_key)

@@ -1,0 +1,763 @@
+//! Captures over many hosts (issue 13): a scale set of six test hosts on one
+//! switch ([`NetnsFleet`]), each with its own agent, joined with one reusable
+//! key; the controller (`netwatch up --no-agent`) and the clients in the hub.
+//!
+//! One test walks the whole story, because each step needs the hosts the
+//! one before made: hosts join (one twice, keeping its instance id), a
+//! capture excluding one instance via Azure's Python SDK while one host's
+//! disk is full and another's agent is killed mid-way, a host joining during
+//! the capture, every host's file checked packet by packet, the merged
+//! pcapng read by tshark; then a capture choosing instances with the real
+//! `az`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use netwatch_testkit::{FLEET_HUB4, IF_HOST, NetnsFleet, NetnsPair, read_pcap};
+use serde_json::{Value, json};
+
+use crate::deployment::{Guard, SUB, az_in, az_login, run_sdk, start_up};
+use crate::util::netwatch;
+
+const SET: &str = "web";
+const HOSTS: usize = 6;
+/// The capture's port; traffic to [`OTHER_PORT`] must not be captured.
+const PORT: u16 = 7101;
+const OTHER_PORT: u16 = 7109;
+/// Datagrams each host sends each other host per round, per port.
+const PER_ROUND: usize = 5;
+
+fn set_id() -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachineScaleSets/{SET}")
+}
+
+/// A tmpfs mounted at a directory while it lives: a host's data directory
+/// that can be filled.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        netwatch_testkit::run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(path),
+        );
+        Tmpfs(path.to_owned())
+    }
+
+    /// Fills it to the last byte.
+    fn fill(&self) {
+        let fill = self.0.join("fill");
+        // dd stops at ENOSPC with an error status: that is the point.
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", fill.display()))
+            .args(["bs=4096"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+struct Fleet {
+    net: NetnsFleet,
+    dir: tempfile::TempDir,
+    url: String,
+    token: String,
+    ca: PathBuf,
+    _up: Guard,
+    agents: Vec<Option<Guard>>,
+}
+
+impl Fleet {
+    /// The controller in the hub, with agents given up after 3 s of silence.
+    fn start() -> Fleet {
+        let net = NetnsFleet::new(HOSTS);
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("{FLEET_HUB4}:0");
+        let (up, url) = start_up(&net.hub, dir.path(), &listen);
+        // A top-level key, before the first table; then the controller again.
+        let path = dir.path().join("up/config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let at = text.find("\n[").map_or(text.len(), |i| i + 1);
+        std::fs::write(&path, format!("{}agent_lost_seconds = 3\n{}", &text[..at], &text[at..])).unwrap();
+        drop(up);
+        let listen = url.trim_start_matches("https://").to_owned();
+        let (up, again) = start_up(&net.hub, dir.path(), &listen);
+        assert_eq!(again, url);
+        let credentials: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.path().join("up/credentials.toml")).unwrap()).unwrap();
+        let token = credentials["admin_token"].as_str().unwrap().to_owned();
+        let ca = dir.path().join("up/ca.pem");
+        Fleet {
+            net,
+            dir,
+            url,
+            token,
+            ca,
+            _up: up,
+            agents: (0..HOSTS).map(|_| None).collect(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut logs = String::new();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        names.sort();
+        for name in names {
+            let text = std::fs::read_to_string(&name).unwrap_or_default();
+            // The last lines of each: enough to see why.
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            logs.push_str(&format!("--- {}\n", name.display()));
+            for line in tail.iter().rev() {
+                logs.push_str(line);
+                logs.push('\n');
+            }
+        }
+        logs
+    }
+
+    fn sdk(&self, args: &[&str]) -> Value {
+        run_sdk(&self.net.hub, (&self.url, &self.token, &self.ca), args, || self.logs())
+    }
+
+    fn rest(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string());
+        let mut args = vec!["rest", method, path];
+        if let Some(body) = &body {
+            args.push(body);
+        }
+        self.sdk(&args)
+    }
+
+    /// `netwatch ARGS` in the hub, as the admin.
+    fn netwatch(&self, args: &[&str]) -> std::process::Output {
+        NetnsPair::exec(&self.net.hub, netwatch())
+            .args(args)
+            .env("NETWATCH_URL", &self.url)
+            .env("NETWATCH_TOKEN", &self.token)
+            .env("NETWATCH_CA", &self.ca)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run netwatch")
+    }
+
+    fn data_dir(&self, host: usize) -> PathBuf {
+        self.dir.path().join(format!("agent-{host}"))
+    }
+
+    /// Host `host`'s agent, with `key`, logging to agent-{host}-{n}.log.
+    fn start_agent(&mut self, host: usize, key: &str) {
+        let n = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("agent-{host}-")))
+            .count();
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{host}-{n}.log"))).unwrap();
+        let agent = NetnsPair::exec(&self.net.hosts[host], netwatch())
+            .args(["agent", "--server", &self.url, "--enroll-token", key, "--ca"])
+            .arg(&self.ca)
+            .args(["-g", "rg1", "-l", "westus", "-i", IF_HOST, "--data-dir"])
+            .arg(self.data_dir(host))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn netwatch agent");
+        self.agents[host] = Some(Guard(agent));
+    }
+
+    fn instances(&self) -> Vec<Value> {
+        let listed = self.rest(
+            "GET",
+            &format!("{}/virtualMachines?api-version=2024-07-01", set_id()),
+            None,
+        );
+        assert_eq!(listed["status"], 200, "{listed}");
+        listed["body"]["value"].as_array().unwrap().clone()
+    }
+
+    /// Host `host`'s instance id (by its address), once it joined.
+    fn instance_of(&self, host: usize) -> Option<String> {
+        let address = format!("{}/24", NetnsFleet::host_addr(host));
+        self.instances()
+            .iter()
+            .find(|i| {
+                i["properties"]["netwatch"]["addresses"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a == address.as_str()))
+            })
+            .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+    }
+
+    fn wait_joined(&self, host: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(id) = self.instance_of(host) {
+                return id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host {host} did not join within 20 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn status(&self, name: &str) -> Value {
+        self.sdk(&["status", name])
+    }
+
+    /// queryStatus until `done` holds (bounded: 40 s).
+    fn status_until(&self, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let status = self.status(name);
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "capture {name} not {what} within 40 s: {status:#}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Every host sends every other host `PER_ROUND` datagrams to [`PORT`]
+    /// and as many to [`OTHER_PORT`], each naming sender, receiver, round and
+    /// number; what was sent to [`PORT`], as (receiver, payload).
+    fn traffic(&self, round: usize) -> Vec<(usize, String)> {
+        let mut sent = Vec::new();
+        let mut senders = Vec::new();
+        for from in 0..HOSTS {
+            let mut program =
+                String::from("import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n");
+            for to in (0..HOSTS).filter(|&to| to != from) {
+                for n in 0..PER_ROUND {
+                    let payload = format!("h{from}-h{to}-r{round}-n{n}");
+                    for port in [PORT, OTHER_PORT] {
+                        program.push_str(&format!(
+                            "s.sendto(b'{payload}', ('{}', {port}))\ntime.sleep(0.002)\n",
+                            NetnsFleet::host_addr(to)
+                        ));
+                    }
+                    sent.push((to, payload));
+                }
+            }
+            senders.push(
+                NetnsPair::exec(&self.net.hosts[from], "python3")
+                    .args(["-c", &program])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("python3 runs"),
+            );
+        }
+        for mut sender in senders {
+            assert!(sender.wait().unwrap().success(), "a sender failed");
+        }
+        sent
+    }
+}
+
+/// The UDP payloads to [`PORT`] in a pcap file, and whether any packet went
+/// to another port.
+fn payloads(path: &Path) -> (BTreeSet<String>, usize) {
+    let (_, packets) = read_pcap(path);
+    let mut found = BTreeSet::new();
+    let mut others = 0;
+    for packet in &packets {
+        let Ok(sliced) = LaxSlicedPacket::from_ethernet(&packet.data) else {
+            others += 1;
+            continue;
+        };
+        let (Some(LaxNetSlice::Ipv4(_)), Some(TransportSlice::Udp(udp))) = (&sliced.net, &sliced.transport) else {
+            others += 1;
+            continue;
+        };
+        if udp.destination_port() != PORT {
+            others += 1;
+            continue;
+        }
+        let text = String::from_utf8_lossy(udp.payload()).into_owned();
+        assert!(
+            found.insert(text.clone()),
+            "{text} captured twice in {}",
+            path.display()
+        );
+    }
+    (found, others)
+}
+
+fn instance<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["netwatch"]["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["instanceId"] == id))
+        .unwrap_or_else(|| panic!("no instance {id} in {status:#}"))
+}
+
+#[test]
+fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng() {
+    let mut fleet = Fleet::start();
+
+    // One reusable key for the scale set, capped to the six hosts (az's
+    // `vmss extension set`, with netwatch's cap on the key).
+    let made = fleet.netwatch(&[
+        "vmss",
+        "extension",
+        "set",
+        "-g",
+        "rg1",
+        "--vmss-name",
+        SET,
+        "--name",
+        "NetworkWatcherAgentLinux",
+        "--publisher",
+        "Microsoft.Azure.NetworkWatcher",
+        "--version",
+        "1.4",
+        "--key-max-uses",
+        "6",
+        "-o",
+        "json",
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let key = made["netwatch"]["enrollment"]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key in {made:#}"))
+        .to_owned();
+    let command = made["netwatch"]["enrollment"]["command"].as_str().unwrap();
+    assert!(
+        command.starts_with("netwatch agent --server ") && command.contains(&key),
+        "{command}"
+    );
+
+    // Host 2 keeps its data on a small disk, filled before the capture.
+    let full = Tmpfs::mount(&fleet.data_dir(2), "2m");
+    for host in 0..5 {
+        fleet.start_agent(host, &key);
+    }
+    let mut ids: Vec<String> = (0..5).map(|host| fleet.wait_joined(host)).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["0", "1", "2", "3", "4"], "each host its own id");
+
+    // Host 1 joins again with the key (its credential gone): same instance.
+    drop(fleet.agents[1].take());
+    std::fs::remove_file(fleet.data_dir(1).join("credential")).unwrap();
+    fleet.start_agent(1, &key);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        fleet.wait_joined(1),
+        ids[1],
+        "a host that joins again keeps its instance id"
+    );
+    assert_eq!(fleet.instances().len(), 5, "joining again makes no new instance");
+    let shown = fleet.rest("GET", &format!("{}?api-version=2024-07-01", set_id()), None);
+    assert_eq!(shown["body"]["sku"]["capacity"], 5, "{shown}");
+    let table = fleet.netwatch(&["vmss", "list-instances", "-g", "rg1", "-n", SET, "-o", "table"]);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(
+        table.lines().count(),
+        2 + 5,
+        "a header, a rule and a row per instance:\n{table}"
+    );
+
+    full.fill();
+    let excluded = ids[4].clone();
+    let body = json!({"properties": {
+        "target": set_id(),
+        "targetType": "AzureVMSS",
+        "scope": {"include": [], "exclude": [excluded]},
+        "filters": [{"protocol": "UDP", "localPort": PORT.to_string()}],
+        "timeLimitInSeconds": 300,
+        "storageLocation": {"storageId": format!(
+            "/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/netwatchlocal"
+        )},
+    }});
+    // begin_create().result() returns once every connected host started or failed.
+    let created = fleet.sdk(&["create", "fleet-sdk", &body.to_string()]);
+    assert_eq!(created["properties"]["provisioningState"], "Succeeded", "{created}");
+    assert_eq!(created["properties"]["targetType"], "AzureVMSS", "{created}");
+    let started = fleet.status_until("fleet-sdk", "started everywhere", |s| {
+        s["netwatch"]["summary"]["running"] == 3 && s["netwatch"]["summary"]["failed"] == 1
+    });
+    assert_eq!(started["packetCaptureStatus"], "Running", "{started:#}");
+    let full_disk = instance(&started, &ids[2]);
+    assert_eq!(full_disk["packetCaptureStatus"], "Error", "{started:#}");
+    assert!(
+        started["netwatch"]["summary"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("running 3, stopped 0, failed 1: "),
+        "{started:#}"
+    );
+    assert!(
+        started["netwatch"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["instanceId"] != excluded.as_str()),
+        "the excluded instance has no part: {started:#}"
+    );
+
+    // Round 1, then host 3's agent dies; host 5 joins; round 2.
+    let round1 = fleet.traffic(1);
+    let expected_in = |host: usize, rounds: &[&Vec<(usize, String)>]| -> BTreeSet<String> {
+        rounds
+            .iter()
+            .flat_map(|r| r.iter())
+            .filter(|(to, _)| *to == host)
+            .map(|(_, p)| p.clone())
+            .collect()
+    };
+    let per_host_round = (HOSTS - 1) * PER_ROUND;
+    fleet.status_until("fleet-sdk", "counting round 1", |s| {
+        [0, 1, 3]
+            .iter()
+            .all(|&h| instance(s, &ids[h])["packetsCaptured"] == per_host_round)
+    });
+    drop(fleet.agents[3].take());
+    let lost = fleet.status_until("fleet-sdk", "giving host 3 up", |s| {
+        instance(s, &ids[3])["packetCaptureStatus"] == "Error"
+    });
+    assert_eq!(lost["packetCaptureStatus"], "Running", "the others go on: {lost:#}");
+    fleet.start_agent(5, &key);
+    ids.push(fleet.wait_joined(5));
+    assert_eq!(ids[5], "5", "the next id");
+    fleet.status_until("fleet-sdk", "host 5 joined", |s| {
+        s["netwatch"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["instanceId"] == "5" && i["packetCaptureStatus"] == "Running")
+    });
+    let round2 = fleet.traffic(2);
+    fleet.status_until("fleet-sdk", "counting round 2", |s| {
+        [0, 1]
+            .iter()
+            .all(|&h| instance(s, &ids[h])["packetsCaptured"] == 2 * per_host_round)
+            && instance(s, "5")["packetsCaptured"] == per_host_round
+    });
+
+    // begin_stop().result() returns once every running host stopped and stored its file.
+    fleet.sdk(&["stop", "fleet-sdk"]);
+    let stopped = fleet.status("fleet-sdk");
+    assert_eq!(stopped["packetCaptureStatus"], "Stopped", "{stopped:#}");
+    assert_eq!(stopped["stopReason"], "ManualStop", "{stopped:#}");
+    let errors = stopped["packetCaptureError"].as_array().unwrap();
+    assert!(errors.contains(&json!("AgentStopped")), "{stopped:#}");
+    assert!(errors.contains(&json!("LocalFileFailed")), "{stopped:#}");
+    let summary = &stopped["netwatch"]["summary"];
+    assert_eq!(
+        (summary["stopped"].clone(), summary["failed"].clone()),
+        (json!(3), json!(2)),
+        "{stopped:#}"
+    );
+    let failures = summary["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with(&format!("{}: AgentStopped", ids[3]))),
+        "{stopped:#}"
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with(&format!("{}: LocalFileFailed", ids[2]))),
+        "{stopped:#}"
+    );
+
+    // Each running host's file: exactly the datagrams sent to it on the port, at Azure's VMSS path.
+    let mut files = Vec::new();
+    for (host, rounds) in [
+        (0, vec![&round1, &round2]),
+        (1, vec![&round1, &round2]),
+        (5, vec![&round2]),
+    ] {
+        let part = instance(&stopped, &ids[host]);
+        assert_eq!(part["uploadState"], "Succeeded", "{part:#}");
+        let stored = part["files"].as_array().unwrap();
+        assert_eq!(stored.len(), 1, "{part:#}");
+        let path = stored[0]["storagePath"].as_str().unwrap();
+        let azure_path = format!(
+            "/providers/microsoft.compute/virtualmachinescalesets/{SET}/virtualmachines/{}/",
+            ids[host]
+        );
+        assert!(path.contains(&azure_path), "{path}");
+        let file = fleet.dir.path().join(format!("host-{host}.cap"));
+        fleet.sdk(&["download", path, file.to_str().unwrap()]);
+        let (found, others) = payloads(&file);
+        assert_eq!(others, 0, "host {host}'s file holds packets the filter refuses");
+        assert_eq!(found, expected_in(host, &rounds), "host {host}'s file");
+        files.push((host, file));
+    }
+    for host in [2, 3] {
+        let part = instance(&stopped, &ids[host]);
+        assert!(
+            part.get("files").is_none_or(|f| f.as_array().unwrap().is_empty()),
+            "{part:#}"
+        );
+    }
+
+    // The merged pcapng: the union, in time order, each packet on its host's interface.
+    let merged_url = format!(
+        "{}/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/\
+         NetworkWatcher_westus/packetCaptures/fleet-sdk/merged?api-version=2024-07-01",
+        fleet.url
+    );
+    let merged = fleet.dir.path().join("merged.pcapng");
+    fleet.sdk(&["download", &merged_url, merged.to_str().unwrap()]);
+    let capinfos = Command::new("capinfos")
+        .arg(&merged)
+        .output()
+        .expect("capinfos runs (apt-get install -y tshark)");
+    assert!(
+        capinfos.status.success(),
+        "{}",
+        String::from_utf8_lossy(&capinfos.stderr)
+    );
+    let tshark = Command::new("tshark")
+        .args(["-r"])
+        .arg(&merged)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "frame.interface_description",
+            "-e",
+            "data.text",
+            "-o",
+            "data.show_as_text:TRUE",
+        ])
+        .output()
+        .expect("tshark runs");
+    assert!(tshark.status.success(), "{}", String::from_utf8_lossy(&tshark.stderr));
+    let text = String::from_utf8_lossy(&tshark.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let total: usize = files.iter().map(|(_, f)| read_pcap(f).1.len()).sum();
+    assert_eq!(rows.len(), total, "the merged file holds every host's packets:\n{text}");
+    let times: Vec<f64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    for row in &rows {
+        let payload = row.get(3).copied().unwrap_or_default();
+        let to: usize = payload
+            .split('-')
+            .nth(1)
+            .and_then(|h| h.trim_start_matches('h').parse().ok())
+            .unwrap_or_else(|| panic!("a packet that is not the test's: {row:?}"));
+        assert!(row[1].ends_with(&format!("/{IF_HOST}")), "{row:?}");
+        assert!(
+            row[2].ends_with(&format!("/virtualMachines/{}", ids[to])),
+            "packet to host {to} on the interface of {}: {row:?}",
+            row[2]
+        );
+    }
+    // mergecap of the hosts' files gives the same packets in the same order.
+    let reference = fleet.dir.path().join("reference.pcapng");
+    let mut mergecap = Command::new("mergecap");
+    mergecap.arg("-w").arg(&reference);
+    for (_, file) in &files {
+        mergecap.arg(file);
+    }
+    netwatch_testkit::run(&mut mergecap);
+    let fields = |path: &Path| {
+        let out = netwatch_testkit::run(Command::new("tshark").arg("-r").arg(path).args([
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.len",
+            "-e",
+            "udp.payload",
+        ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        fields(&merged),
+        fields(&reference),
+        "netwatch's merge and mergecap's differ"
+    );
+    // The CLI: a row per instance, and the same merged file.
+    let table = fleet.netwatch(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "show-status",
+        "-l",
+        "westus",
+        "-n",
+        "fleet-sdk",
+        "-o",
+        "table",
+    ]);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let rows = String::from_utf8_lossy(&table.stdout).lines().count();
+    assert_eq!(rows, 2 + 5, "{}", String::from_utf8_lossy(&table.stdout));
+    assert!(
+        String::from_utf8_lossy(&table.stderr).contains("running 0, stopped 3, failed 2"),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    let by_cli = fleet.dir.path().join("by-cli.pcapng");
+    let downloaded = fleet.netwatch(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "download",
+        "-l",
+        "westus",
+        "-n",
+        "fleet-sdk",
+        "--merged",
+        "--output-file",
+        by_cli.to_str().unwrap(),
+    ]);
+    assert!(
+        downloaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&downloaded.stderr)
+    );
+    assert_eq!(std::fs::read(&by_cli).unwrap(), std::fs::read(&merged).unwrap());
+    drop(full);
+
+    // The real az, choosing two instances: only they capture.
+    let config = fleet.dir.path().join("az");
+    az_login(&fleet.net.hub, &config, &fleet.ca, (&fleet.url, &fleet.token));
+    let filters = json!([{"protocol": "UDP", "localPort": PORT.to_string()}]).to_string();
+    let created = az_in(
+        &fleet.net.hub,
+        &config,
+        &fleet.ca,
+        &[
+            "network",
+            "watcher",
+            "packet-capture",
+            "create",
+            "--resource-group",
+            "rg1",
+            "--name",
+            "fleet-az",
+            "--target-type",
+            "AzureVMSS",
+            "--target",
+            SET,
+            "--include",
+            &ids[0],
+            &ids[5],
+            "--storage-account",
+            "netwatchlocal",
+            "--filters",
+            &filters,
+            "--time-limit",
+            "120",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "az create: {}\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        fleet.logs()
+    );
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(created["targetType"], "AzureVMSS", "{created:#}");
+    assert_eq!(created["scope"]["include"], json!([ids[0], ids[5]]), "{created:#}");
+    let running = fleet.status_until("fleet-az", "running on two hosts", |s| {
+        s["netwatch"]["summary"]["running"] == 2
+    });
+    assert_eq!(running["netwatch"]["summary"]["total"], 2, "{running:#}");
+    let round3 = fleet.traffic(3);
+    fleet.status_until("fleet-az", "counting round 3", |s| {
+        [&ids[0], &ids[5]]
+            .iter()
+            .all(|id| instance(s, id)["packetsCaptured"] == per_host_round)
+    });
+    let stopped = az_in(
+        &fleet.net.hub,
+        &config,
+        &fleet.ca,
+        &[
+            "network",
+            "watcher",
+            "packet-capture",
+            "stop",
+            "-l",
+            "westus",
+            "-n",
+            "fleet-az",
+        ],
+    );
+    assert!(
+        stopped.status.success(),
+        "az stop: {}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let shown = az_in(
+        &fleet.net.hub,
+        &config,
+        &fleet.ca,
+        &[
+            "network",
+            "watcher",
+            "packet-capture",
+            "show-status",
+            "-l",
+            "westus",
+            "-n",
+            "fleet-az",
+        ],
+    );
+    assert!(
+        shown.status.success(),
+        "az show-status: {}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["packetCaptureStatus"], "Stopped", "{shown:#}");
+    let done = fleet.status_until("fleet-az", "stored", |s| {
+        s["netwatch"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["uploadState"] == "Succeeded")
+    });
+    for host in [0, 5] {
+        let path = instance(&done, &ids[host])["files"][0]["storagePath"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let file = fleet.dir.path().join(format!("az-host-{host}.cap"));
+        fleet.sdk(&["download", &path, file.to_str().unwrap()]);
+        let (found, others) = payloads(&file);
+        assert_eq!(others, 0);
+        assert_eq!(
+            found,
+            expected_in(host, &[&round3]),
+            "host {host}'s file of the az capture"
+        );
+    }
+}
