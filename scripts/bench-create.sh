@@ -17,14 +17,17 @@
 # Everything it starts runs in its own process group, killed when the script ends.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-[ "$(id -u)" = 0 ] || { echo "run as root: the real agent opens a packet socket" >&2; exit 2; }
+# BENCH_TARGET: the bench binary (scripts/bench-fleet.sh runs fleet_create, no real agent).
+BENCH_TARGET=${BENCH_TARGET:-create_latency}
+[ "$BENCH_TARGET" != create_latency ] || [ "$(id -u)" = 0 ] ||
+  { echo "run as root: the real agent opens a packet socket" >&2; exit 2; }
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 export NETWATCH_BIN=${NETWATCH_BIN:-$TARGET/release/netwatch}
 export BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-600}
 
 cd "$ROOT"
 cargo build --release --locked -q -p netwatch
-cargo bench --locked -q -p netwatch --bench create_latency --no-run
+cargo bench --locked -q -p netwatch --bench "$BENCH_TARGET" --no-run
 
 echo "## netwatch $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(uname -r), $(nproc) CPUs"
 # The benchmark in a process group of its own (job control: its group id is its pid), so
@@ -32,7 +35,7 @@ echo "## netwatch $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(uname
 # a minute past the benchmark's own deadline.
 set -m
 timeout --kill-after=10 $((BENCH_DEADLINE_S + 60)) \
-  cargo bench --locked -q -p netwatch --bench create_latency &
+  cargo bench --locked -q -p netwatch --bench "$BENCH_TARGET" &
 BENCH=$!
 set +m
 cleanup() {

@@ -57,6 +57,7 @@ pub(crate) struct Identity {
     /// Which host this is, for good ([`crate::credential::host_id`]).
     pub(crate) host_id: Option<String>,
     pub(crate) capture_interface: Option<String>,
+    pub(crate) tags: std::collections::BTreeMap<String, String>,
 }
 
 impl Identity {
@@ -67,6 +68,7 @@ impl Identity {
             location: config.location.clone(),
             host_id: Some(host_id),
             capture_interface: Some(config.interface.clone()),
+            tags: config.tags.clone(),
         }
     }
 
@@ -78,6 +80,7 @@ impl Identity {
             hostname: host::hostname().unwrap_or_else(|| self.vm_name.clone()),
             host_id: self.host_id.clone(),
             capture_interface: self.capture_interface.clone(),
+            tags: self.tags.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             interfaces,
             captures,

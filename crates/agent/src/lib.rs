@@ -99,6 +99,8 @@ pub struct AgentConfig {
     /// Cap of the files waiting in the upload spool (`{data_dir}/spool`), in
     /// bytes ([`DEFAULT_SPOOL_MAX_BYTES`]).
     pub spool_max_bytes: u64,
+    /// ARM tags the host enrolls with (its VM's tags when first registered).
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// The token is a secret: `Debug` leaves it out.
@@ -114,6 +116,7 @@ impl fmt::Debug for AgentConfig {
             .field("data_dir", &self.data_dir)
             .field("interface", &self.interface)
             .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("tags", &self.tags)
             .finish()
     }
 }
@@ -239,6 +242,7 @@ mod tests {
             data_dir: "/var/lib/netwatch".into(),
             interface: DEFAULT_INTERFACE.into(),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            tags: Default::default(),
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret") && text.contains("redacted"), "{text}");

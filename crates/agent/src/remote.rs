@@ -213,6 +213,7 @@ mod tests {
             data_dir: "/tmp".into(),
             interface: "any".into(),
             spool_max_bytes: crate::DEFAULT_SPOOL_MAX_BYTES,
+            tags: Default::default(),
         }
     }
 

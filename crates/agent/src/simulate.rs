@@ -56,6 +56,7 @@ pub async fn run_simulated(
                 location: config.location.clone(),
                 host_id: Some(format!("simulated-{}-{i}", config.vm_name)),
                 capture_interface: Some(config.interface.clone()),
+                tags: config.tags.clone(),
             },
             interfaces: Arc::clone(&interfaces),
             gate: Arc::clone(&gate),

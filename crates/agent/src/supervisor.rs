@@ -1482,6 +1482,7 @@ mod tests {
             data_dir: dir.path().into(),
             interface: "any".into(),
             spool_max_bytes: crate::DEFAULT_SPOOL_MAX_BYTES,
+            tags: Default::default(),
         };
         let remote = crate::remote::Remote::new(&config).unwrap();
         let supervisor = Supervisor::new(

@@ -251,6 +251,7 @@ impl FakeController {
             data_dir: data_dir.to_owned(),
             interface: interface.to_owned(),
             spool_max_bytes: netwatch_agent::DEFAULT_SPOOL_MAX_BYTES,
+            tags: Default::default(),
         }
     }
 }

@@ -129,6 +129,10 @@ pub struct Hello {
     /// keeps its instance id. Left out by agents before scale sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
+    /// ARM tags the host enrolls with (`netwatch agent --tag role=web`):
+    /// its VM's tags when it registers for the first time.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
     /// The interface the agent captures on (`eth0`, `any`): merged files
     /// name each host's packets `host/interface`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

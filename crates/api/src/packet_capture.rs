@@ -104,6 +104,10 @@ pub const CAPTURE_DIR: &str = "/var/captures";
 /// JSON paths of the fields validation names (the serde attributes spell the
 /// same names; `wire_names_match_the_paths` keeps them in step).
 const TARGET: &str = "properties.target";
+const HOSTS: &str = "properties.netwatch.targets";
+/// What [`ValidatedCapture::target`] holds for a capture whose hosts
+/// `netwatch.targets` chose: a well-formed id that names nothing.
+const SELECTOR_TARGET: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/netwatch/providers/Microsoft.Compute/virtualMachines/selector";
 const TARGET_TYPE: &str = "properties.targetType";
 const SCOPE: &str = "properties.scope";
 const STORAGE_LOCATION: &str = "properties.storageLocation";
@@ -225,7 +229,9 @@ pub struct PacketCapture {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PacketCaptureParameters {
-    /// The id of the VM or scale set to capture on. Required.
+    /// The id of the VM or scale set to capture on. Required, unless
+    /// `netwatch.targets` chooses the hosts.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
     /// `AzureVM` or `AzureVMSS`; follows `target` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +260,31 @@ pub struct PacketCaptureParameters {
     /// File count, size and session time when `continuousCapture` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_settings: Option<PacketCaptureSettings>,
+    /// netwatch's own parameters (never needed by Azure's clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netwatch: Option<NetwatchCaptureParameters>,
+}
+
+/// `properties.netwatch` of a capture: netwatch's own parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetwatchCaptureParameters {
+    /// The hosts to capture on, in place of `target`: a capture over hosts
+    /// that are not one scale set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetSelector>,
+}
+
+/// `properties.netwatch.targets`: hosts by id, or by tag (exactly one of the two).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSelector {
+    /// VM (or scale-set instance) ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vms: Option<Vec<String>>,
+    /// Tags every chosen host has (its own, or its scale set's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `PacketCaptureMachineScope` (api-contract.md §2.6): scale-set instance ids.
@@ -621,6 +652,28 @@ impl TargetType {
     }
 }
 
+/// Hosts a capture runs on, chosen by `netwatch.targets` rather than `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSelector {
+    /// These VMs (or scale-set instances), by id.
+    Vms(Vec<ResourceId>),
+    /// Every host with all these tags (its own, or its scale set's).
+    Tags(std::collections::BTreeMap<String, String>),
+}
+
+impl HostSelector {
+    /// Whether a host with `tags` (its own and its scale set's) and id `id` is chosen.
+    pub fn chooses(&self, id: &ResourceId, tags: &std::collections::BTreeMap<String, String>) -> bool {
+        match self {
+            Self::Vms(ids) => ids.contains(id),
+            Self::Tags(wanted) => wanted.iter().all(|(name, value)| {
+                tags.iter()
+                    .any(|(have, v)| have.eq_ignore_ascii_case(name) && v == value)
+            }),
+        }
+    }
+}
+
 /// The scale-set instances a capture runs on: all of them when `include` is
 /// empty, less `exclude`. Always empty for a VM.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -860,6 +913,8 @@ impl CaptureOutput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidatedCapture {
     target: ResourceId,
+    /// Hosts chosen by `netwatch.targets` (then `target` is unused).
+    hosts: Option<HostSelector>,
     target_type: TargetType,
     scope: MachineScope,
     filters: Vec<CaptureFilter>,
@@ -870,9 +925,14 @@ pub struct ValidatedCapture {
 }
 
 impl ValidatedCapture {
-    /// The VM or scale set to capture on.
+    /// The VM or scale set to capture on (meaningless with [`ValidatedCapture::hosts`]).
     pub fn target(&self) -> &ResourceId {
         &self.target
+    }
+
+    /// The hosts `netwatch.targets` chose, if it did.
+    pub fn hosts(&self) -> Option<&HostSelector> {
+        self.hosts.as_ref()
     }
 
     /// `AzureVM` or `AzureVMSS`, matching [`ValidatedCapture::target`].
@@ -930,8 +990,12 @@ impl ValidatedCapture {
             Some(_) => (None, path),
         };
         PacketCaptureParameters {
-            target: self.target.to_string(),
-            target_type: Some(self.target_type.as_str().to_owned()),
+            target: if self.hosts.is_some() {
+                String::new()
+            } else {
+                self.target.to_string()
+            },
+            target_type: self.hosts.is_none().then(|| self.target_type.as_str().to_owned()),
             scope: (self.target_type == TargetType::AzureVmss).then(|| PacketCaptureMachineScope {
                 include: strings(&self.scope.include),
                 exclude: strings(&self.scope.exclude),
@@ -951,6 +1015,18 @@ impl ValidatedCapture {
                 file_count: Some(i64::from(files.file_count)),
                 file_size_in_bytes: Some(i64::from(files.file_size_in_bytes)),
                 session_time_limit_in_seconds: Some(i64::from(files.session_time_limit_in_seconds)),
+            }),
+            netwatch: self.hosts.as_ref().map(|hosts| NetwatchCaptureParameters {
+                targets: Some(match hosts {
+                    HostSelector::Vms(ids) => TargetSelector {
+                        vms: Some(ids.iter().map(ResourceId::to_string).collect()),
+                        tags: None,
+                    },
+                    HostSelector::Tags(tags) => TargetSelector {
+                        vms: None,
+                        tags: Some(tags.clone()),
+                    },
+                }),
             }),
         }
     }
@@ -987,9 +1063,21 @@ fn set(value: &Option<String>) -> Option<&str> {
 impl PacketCaptureParameters {
     /// [`PacketCapture::validate`] for the `properties` object.
     pub fn validate(&self) -> Result<ValidatedCapture, ApiError> {
-        let target = self.validate_target()?;
-        let target_type = self.validate_target_type(&target)?;
-        let scope = self.validate_scope(target_type)?;
+        let hosts = self.validate_hosts()?;
+        let (target, target_type, scope) = match &hosts {
+            // Unused: the hosts are chosen otherwise.
+            Some(_) => (
+                ResourceId::parse(TARGET, SELECTOR_TARGET).expect("a well-formed id"),
+                TargetType::AzureVm,
+                MachineScope::default(),
+            ),
+            None => {
+                let target = self.validate_target()?;
+                let target_type = self.validate_target_type(&target)?;
+                let scope = self.validate_scope(target_type)?;
+                (target, target_type, scope)
+            }
+        };
         let limits = CaptureLimits {
             bytes_to_capture_per_packet: BYTES_TO_CAPTURE_PER_PACKET.check(self.bytes_to_capture_per_packet)?,
             total_bytes_per_session: TOTAL_BYTES_PER_SESSION.check(self.total_bytes_per_session)?,
@@ -1006,6 +1094,7 @@ impl PacketCaptureParameters {
         output.files = self.validate_capture_settings()?;
         Ok(ValidatedCapture {
             target,
+            hosts,
             target_type,
             scope,
             filters,
@@ -1013,6 +1102,70 @@ impl PacketCaptureParameters {
             limits,
             output,
         })
+    }
+
+    /// `netwatch.targets`: hosts by id or by tag, in place of `target`,
+    /// `targetType` and `scope`.
+    fn validate_hosts(&self) -> Result<Option<HostSelector>, ApiError> {
+        let Some(selector) = self.netwatch.as_ref().and_then(|n| n.targets.as_ref()) else {
+            return Ok(None);
+        };
+        for (field, given) in [
+            (TARGET, !self.target.is_empty()),
+            (TARGET_TYPE, set(&self.target_type).is_some()),
+            (SCOPE, self.scope.is_some()),
+        ] {
+            if given {
+                let message = format!(
+                    "{field} and {HOSTS} both choose where to capture: give {HOSTS} alone (hosts by id or by \
+                     tag), or {TARGET} without {HOSTS}"
+                );
+                return Err(ApiError::bad_request(field, message));
+            }
+        }
+        match (&selector.vms, &selector.tags) {
+            (Some(ids), None) => {
+                if ids.is_empty() {
+                    let message = format!("{HOSTS}.vms is empty: name at least one VM id");
+                    return Err(ApiError::bad_request(format!("{HOSTS}.vms"), message));
+                }
+                let mut parsed: Vec<ResourceId> = Vec::with_capacity(ids.len());
+                for (index, text) in ids.iter().enumerate() {
+                    let field = format!("{HOSTS}.vms[{index}]");
+                    let id = ResourceId::parse_kind(
+                        &field,
+                        text,
+                        &[ResourceKind::VirtualMachine, ResourceKind::ScaleSetVm],
+                    )?;
+                    if parsed.contains(&id) {
+                        let message = format!("{field} {text:?} is named twice: name each VM once");
+                        return Err(ApiError::bad_request(field, message));
+                    }
+                    parsed.push(id);
+                }
+                Ok(Some(HostSelector::Vms(parsed)))
+            }
+            (None, Some(tags)) => {
+                if tags.is_empty() {
+                    let message =
+                        format!("{HOSTS}.tags is empty: give the tags the hosts have, as {{\"role\":\"web\"}}");
+                    return Err(ApiError::bad_request(format!("{HOSTS}.tags"), message));
+                }
+                if let Some((name, _)) = tags.iter().find(|(name, _)| name.is_empty() || name.len() > 512) {
+                    let message = format!("{HOSTS}.tags has the tag name {name:?}: tag names are 1 to 512 characters");
+                    return Err(ApiError::bad_request(format!("{HOSTS}.tags"), message));
+                }
+                Ok(Some(HostSelector::Tags(tags.clone())))
+            }
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                HOSTS,
+                format!("{HOSTS} has both vms and tags: choose hosts by id or by tag, not both"),
+            )),
+            (None, None) => Err(ApiError::bad_request(
+                HOSTS,
+                format!("{HOSTS} chooses no host: give vms (VM ids) or tags (as {{\"role\":\"web\"}})"),
+            )),
+        }
     }
 
     fn validate_target(&self) -> Result<ResourceId, ApiError> {
@@ -1116,7 +1269,8 @@ impl PacketCaptureParameters {
         for (list, field) in [(&include, "include"), (&exclude, "exclude")] {
             if let Some((index, instance)) = list.iter().enumerate().find(|(i, id)| list[..*i].contains(id)) {
                 let target = format!("{SCOPE}.{field}[{index}]");
-                let message = format!("{target} \"{instance}\" is named twice in {SCOPE}.{field}: name each instance once");
+                let message =
+                    format!("{target} \"{instance}\" is named twice in {SCOPE}.{field}: name each instance once");
                 return Err(ApiError::bad_request(target, message));
             }
         }
@@ -1883,6 +2037,9 @@ mod tests {
                 file_size_in_bytes: Some(1),
                 session_time_limit_in_seconds: Some(1),
             }),
+            netwatch: Some(NetwatchCaptureParameters {
+                targets: Some(TargetSelector::default()),
+            }),
         };
         let json = serde_json::to_value(&full).unwrap();
         let pointer = |path: &str| format!("/{}", path.trim_start_matches("properties.").replace('.', "/"));
@@ -1890,6 +2047,7 @@ mod tests {
             TARGET,
             TARGET_TYPE,
             SCOPE,
+            HOSTS,
             STORAGE_LOCATION,
             STORAGE_ID,
             STORAGE_PATH,

@@ -7,6 +7,7 @@ mod extension;
 pub mod login;
 pub mod network;
 pub mod packet_capture;
+pub mod resource;
 pub mod storage;
 pub mod token;
 pub mod vm;
@@ -26,6 +27,7 @@ pub(crate) enum Prepared {
     Network(Box<network::Prepared>),
     Storage(Box<storage::Prepared>),
     Token(token::Prepared),
+    Resource(resource::Prepared),
     Login(login::Prepared),
 }
 
@@ -37,6 +39,7 @@ pub(crate) fn prepare(command: Command, subscription: &SubscriptionId) -> Result
         Command::Network(args) => Prepared::Network(Box::new(network::prepare(args.command, subscription)?)),
         Command::Storage(args) => Prepared::Storage(Box::new(storage::prepare(args.command, subscription)?)),
         Command::Token(args) => Prepared::Token(token::prepare(args.command, subscription)?),
+        Command::Resource(args) => Prepared::Resource(resource::prepare(args.command, subscription)?),
         Command::Login(args) => Prepared::Login(login::prepare(&args)?),
     })
 }
@@ -74,6 +77,7 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
         Prepared::Network(prepared) => network::execute(*prepared, context).await,
         Prepared::Storage(prepared) => storage::execute(*prepared, context).await,
         Prepared::Token(prepared) => token::execute(prepared, context).await,
+        Prepared::Resource(prepared) => resource::execute(prepared, context).await,
         Prepared::Login(_) => Err(CliError::Unexpected("login runs without a client".to_owned())),
     }
 }

@@ -46,6 +46,7 @@ use crate::settings::{ConfigFile, GlobalArgs, Settings};
 
 pub use commands::login::LoginArgs;
 pub use commands::network::NetworkArgs;
+pub use commands::resource::ResourceArgs;
 pub use commands::storage::StorageArgs;
 pub use commands::token::TokenArgs;
 pub use commands::vm::VmArgs;
@@ -64,6 +65,8 @@ pub enum Command {
     Storage(StorageArgs),
     /// Manage client tokens and their roles (reader, operator, admin).
     Token(TokenArgs),
+    /// Tag resources (VMs, scale sets): captures may choose hosts by tag.
+    Resource(ResourceArgs),
     /// Check a controller's URL and token and save them for the client commands.
     Login(LoginArgs),
 }
@@ -76,6 +79,7 @@ impl Command {
             Self::Network(args) => &args.global,
             Self::Storage(args) => &args.global,
             Self::Token(args) => &args.global,
+            Self::Resource(args) => &args.global,
             Self::Login(args) => &args.global,
         }
     }

@@ -85,7 +85,9 @@ impl From<CreateError> for HttpError {
             CreateError::WrongLocation { .. } | CreateError::NoSuchScaleSet { .. } => {
                 ApiError::bad_request("properties.target", message).into()
             }
-            CreateError::UnknownInstances { ref field, .. } => ApiError::bad_request(field.clone(), message).into(),
+            CreateError::UnknownInstances { ref field, .. } | CreateError::BadHost { ref field, .. } => {
+                ApiError::bad_request(field.clone(), message).into()
+            }
             CreateError::NoInstances { .. } => ApiError::bad_request("properties.scope", message).into(),
             CreateError::NoSuchAccount { .. } => {
                 ApiError::bad_request("properties.storageLocation.storageId", message).into()

@@ -308,7 +308,10 @@ async fn register_vm(
             if !id.name().as_str().eq_ignore_ascii_case(&hello.vm_name) {
                 tracing::info!(vm = %id, hello = %hello.vm_name, "enrolled host registers as its enrollment's VM");
             }
-            (ResourceId::virtual_machine(subscription, id.resource_group(), id.name()), location)
+            (
+                ResourceId::virtual_machine(subscription, id.resource_group(), id.name()),
+                location,
+            )
         }
         AgentIdentity::ScaleSetKey(key) => join_scale_set(state, hello, key).await?,
         AgentIdentity::Credential { vm_id } if lifecycle::fleet::instance_of(vm_id).is_some() => {
@@ -360,7 +363,17 @@ async fn register_vm(
         agent_json: facts.to_string(),
         last_seen_ms: Some(now),
         created_ms: now,
+        tags_json: json!(hello.tags).to_string(),
     };
+    if let Some((name, _)) = hello
+        .tags
+        .iter()
+        .find(|(name, value)| name.is_empty() || name.len() > 512 || value.len() > 256)
+    {
+        return Err(ChannelError::BadHello(format!(
+            "tag {name:?} is not one: tag names are 1 to 512 characters, values at most 256"
+        )));
+    }
     state.store.upsert_vm(&record).await?;
     // Azure enables Network Watcher in a region as soon as something is there
     // (az's capture commands look the watcher up before they create): so does
@@ -381,10 +394,13 @@ async fn register_vm(
         AgentIdentity::ScaleSetKey(_) => Some(new_credential(state, &id).await?),
         AgentIdentity::Credential { .. } | AgentIdentity::Shared => None,
     };
-    // A scale set's host joins the captures of its scale set that run.
+    // A scale set's host joins the captures of its scale set that run, and
+    // any host the captures whose selector chooses it.
+    let record = state.store.get_vm(&id).await?.unwrap_or(record);
     if let Some((set, instance)) = lifecycle::fleet::instance_of(&id) {
         lifecycle::fleet::join(state, &set.to_string(), instance, &record).await?;
     }
+    lifecycle::fleet::join_selected(state, &record).await?;
     Ok((id, credential))
 }
 
@@ -405,10 +421,7 @@ async fn join_scale_set(
         ));
     };
     let host = hello.host_id.as_deref().unwrap_or_default();
-    if host.is_empty()
-        || host.len() > MAX_HOST_ID
-        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
+    if host.is_empty() || host.len() > MAX_HOST_ID || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(ChannelError::BadHello(
             "this agent says no hostId (letters, digits and '-', at most 128): upgrade it to join a scale set"
                 .to_owned(),
@@ -426,7 +439,12 @@ async fn join_scale_set(
                 .to_owned(),
         ));
     };
-    let id = ResourceId::scale_set_vm(set_id.subscription(), set_id.resource_group(), set_id.name(), joined.instance);
+    let id = ResourceId::scale_set_vm(
+        set_id.subscription(),
+        set_id.resource_group(),
+        set_id.name(),
+        joined.instance,
+    );
     tracing::info!(vm = %id, new = joined.new, "host joined scale set {}", set_id.name());
     Ok((id, Location::parse("location", &set.location).map_err(bad)?))
 }

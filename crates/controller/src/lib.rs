@@ -28,6 +28,7 @@ mod extract;
 pub mod hub;
 pub mod identity;
 pub mod lifecycle;
+pub mod merge;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -158,6 +158,8 @@ pub(crate) enum CreateError {
          nothing would be captured; widen properties.scope or join hosts first"
     )]
     NoInstances { scale_set: String, known: String },
+    #[error("{message}")]
+    BadHost { field: String, message: String },
     #[error("serialize the capture definition")]
     Serialize(#[source] serde_json::Error),
     #[error(transparent)]
@@ -180,6 +182,13 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
     } = new;
     let target = capture.target();
     let (target_id, target_location, hosts) = match capture.target_type() {
+        // Hosts chosen by a selector: the capture targets itself (there is no
+        // one resource), each host's location is checked as it is chosen.
+        _ if capture.hosts().is_some() => {
+            let selector = capture.hosts().expect("checked");
+            let hosts = fleet::chosen_hosts(state, selector, &watcher.location).await?;
+            (id.to_string(), watcher.location.clone(), Some(hosts))
+        }
         TargetType::AzureVm => {
             let Some(vm) = state.store.get_vm(&target.to_string()).await? else {
                 return Err(CreateError::NotRegistered {

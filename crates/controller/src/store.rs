@@ -92,6 +92,8 @@ pub struct VmRecord {
     pub agent_json: String,
     pub last_seen_ms: Option<i64>,
     pub created_ms: i64,
+    /// ARM tags, a JSON object: those it enrolled with, until changed through the API.
+    pub tags_json: String,
 }
 
 /// A network watcher (one per location).
@@ -476,11 +478,12 @@ impl Store {
 
     // ---- VMs ----
 
-    /// Registers a host, or updates its location and agent facts.
+    /// Registers a host, or updates its location and agent facts (its tags
+    /// are written only when it is new).
     pub async fn upsert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO vms (key, id, subscription, location, agent_json, last_seen_ms, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO vms (key, id, subscription, location, agent_json, last_seen_ms, created_ms, tags_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (key) DO UPDATE SET location = $4, agent_json = $5, last_seen_ms = $6",
         )
         .bind(key(&vm.id))
@@ -490,9 +493,20 @@ impl Store {
         .bind(&vm.agent_json)
         .bind(vm.last_seen_ms)
         .bind(vm.created_ms)
+        .bind(&vm.tags_json)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Sets a VM's tags; false when there is no such VM.
+    pub async fn set_vm_tags(&self, id: &str, tags_json: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE vms SET tags_json = $1 WHERE key = $2")
+            .bind(tags_json)
+            .bind(key(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Records a heartbeat. Returns false when no such VM exists.
@@ -507,7 +521,7 @@ impl Store {
 
     pub async fn get_vm(&self, id: &str) -> Result<Option<VmRecord>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms FROM vms WHERE key = $1",
+            "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms, tags_json FROM vms WHERE key = $1",
         )
         .bind(key(id))
         .fetch_optional(&self.pool)
@@ -517,7 +531,7 @@ impl Store {
     /// VMs of a subscription, by id.
     pub async fn list_vms(&self, subscription: &str) -> Result<Vec<VmRecord>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms FROM vms
+            "SELECT id, subscription, location, agent_json, last_seen_ms, created_ms, tags_json FROM vms
              WHERE lower(subscription) = $1 ORDER BY key",
         )
         .bind(key(subscription))
@@ -640,6 +654,17 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(count)
+    }
+
+    /// Captures over hosts chosen by a selector (they target themselves) that
+    /// no client stopped: what a host that registers may join.
+    pub async fn selector_captures(&self) -> Result<Vec<CaptureRecord>, StoreError> {
+        let rows = sqlx::query_as(capture_select!(
+            "WHERE c.parent_key IS NULL AND c.target_key = c.key AND c.status = 'NotStarted' ORDER BY c.key"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
     }
 
     /// The targets of capture `id`'s hosts' rows that have `status`.

@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = netwatch_agent::DEFAULT_SPOOL_MAX_BYTES / (1024 * 1024))]
     spool_max: u64,
 
+    /// A tag of this host, KEY=VALUE (repeat for more): its VM's tags when it
+    /// first registers; captures may choose hosts by tag.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+
     /// Benchmarks only: connect this many simulated agents that acknowledge captures without capturing.
     #[arg(long, value_name = "COUNT", hide = true)]
     simulate: Option<usize>,
@@ -65,6 +70,7 @@ pub fn run(args: Args) -> Result<()> {
         data_dir: args.data_dir,
         interface: args.interface,
         spool_max_bytes: args.spool_max.saturating_mul(1024 * 1024),
+        tags: args.tags.into_iter().collect(),
     };
     crate::runtime()?.block_on(async move {
         match args.simulate {
@@ -73,6 +79,18 @@ pub fn run(args: Args) -> Result<()> {
         }
         .context("run the agent")
     })
+}
+
+/// `--tag KEY=VALUE`.
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && name.len() <= 512 && value.len() <= 256 => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not a tag: write KEY=VALUE, the key 1 to 512 characters, the value at most 256"
+        )),
+    }
 }
 
 /// This host's name as a VM name: ARM names take letters, digits, `_ - .`.

@@ -127,6 +127,7 @@ pub fn run(args: Args) -> Result<()> {
         data_dir: dir.join("agent"),
         interface: "any".to_owned(),
         spool_max_bytes: netwatch_agent::DEFAULT_SPOOL_MAX_BYTES,
+        tags: Default::default(),
     });
     crate::runtime()?.block_on(async move {
         let (stop_server, server_stops) = tokio::sync::oneshot::channel::<()>();

@@ -23,7 +23,8 @@ use crate::deployment::{Guard, SUB, az_in, az_login, run_sdk, start_up};
 use crate::util::netwatch;
 
 const SET: &str = "web";
-const HOSTS: usize = 6;
+/// Hosts 0-5 join the scale set; host 6 is a plain VM (`db-1`, tagged at enrollment).
+const HOSTS: usize = 7;
 /// The capture's port; traffic to [`OTHER_PORT`] must not be captured.
 const PORT: u16 = 7101;
 const OTHER_PORT: u16 = 7109;
@@ -163,6 +164,11 @@ impl Fleet {
 
     /// Host `host`'s agent, with `key`, logging to agent-{host}-{n}.log.
     fn start_agent(&mut self, host: usize, key: &str) {
+        self.start_agent_with(host, key, &[]);
+    }
+
+    /// [`Fleet::start_agent`] with more flags.
+    fn start_agent_with(&mut self, host: usize, key: &str, extra: &[&str]) {
         let n = std::fs::read_dir(self.dir.path())
             .unwrap()
             .filter_map(Result::ok)
@@ -174,6 +180,7 @@ impl Fleet {
             .arg(&self.ca)
             .args(["-g", "rg1", "-l", "westus", "-i", IF_HOST, "--data-dir"])
             .arg(self.data_dir(host))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -760,4 +767,117 @@ fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng()
             "host {host}'s file of the az capture"
         );
     }
+
+    // Hosts that are not one scale set: a plain VM, tagged as it enrolls, and
+    // instance 0, chosen by id (netwatch's own `--target-vms`).
+    let shared: toml::Table =
+        toml::from_str(&std::fs::read_to_string(fleet.dir.path().join("up/credentials.toml")).unwrap()).unwrap();
+    let agent_token = shared["agent_token"].as_str().unwrap().to_owned();
+    fleet.start_agent_with(6, &agent_token, &["--vm-name", "db-1", "--tag", "role=db"]);
+    let db = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/db-1");
+    let registered = netwatch_testkit::eventually(100, Duration::from_millis(200), || {
+        fleet.rest("GET", &format!("{db}?api-version=2024-07-01"), None)["status"] == 200
+    });
+    assert!(registered, "db-1 did not register\n{}", fleet.logs());
+    let shown = fleet.rest("GET", &format!("{db}?api-version=2024-07-01"), None);
+    assert_eq!(shown["body"]["tags"], json!({"role": "db"}), "{shown}");
+    let instance0 = format!("{}/virtualMachines/{}", set_id(), ids[0]);
+    let created = fleet.netwatch(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "create",
+        "-g",
+        "rg1",
+        "-n",
+        "some-hosts",
+        "--target-vms",
+        "db-1",
+        &instance0,
+        "--storage-account",
+        "netwatchlocal",
+        "--filters",
+        &filters,
+        "--time-limit",
+        "120",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        fleet.logs()
+    );
+    let running = fleet.status_until("some-hosts", "running on its two hosts", |s| {
+        s["netwatch"]["summary"]["running"] == 2
+    });
+    assert_eq!(running["netwatch"]["summary"]["total"], 2, "{running:#}");
+    let round4 = fleet.traffic(4);
+    let label0 = format!("{SET}_{}", ids[0]);
+    fleet.status_until("some-hosts", "counting round 4", |s| {
+        ["db-1", label0.as_str()]
+            .iter()
+            .all(|id| instance(s, id)["packetsCaptured"] == per_host_round)
+    });
+    fleet.sdk(&["stop", "some-hosts"]);
+    let done = fleet.status("some-hosts");
+    for (host, id) in [(6, "db-1"), (0, label0.as_str())] {
+        let part = instance(&done, id);
+        assert_eq!(part["uploadState"], "Succeeded", "{part:#}");
+        let path = part["files"][0]["storagePath"].as_str().unwrap().to_owned();
+        let file = fleet.dir.path().join(format!("some-host-{host}.cap"));
+        fleet.sdk(&["download", &path, file.to_str().unwrap()]);
+        let (found, others) = payloads(&file);
+        assert_eq!(others, 0);
+        assert_eq!(
+            found,
+            expected_in(host, &[&round4]),
+            "host {host}'s file of the capture by id"
+        );
+    }
+
+    // By tag: the tag db-1 enrolled with, then one set through the API.
+    let by_tag = |name: &str, tag: &str| {
+        let path = format!("/var/captures/{name}.cap");
+        fleet.netwatch(&[
+            "network",
+            "watcher",
+            "packet-capture",
+            "create",
+            "-g",
+            "rg1",
+            "-n",
+            name,
+            "--target-tags",
+            tag,
+            "-l",
+            "westus",
+            "--file-path",
+            &path,
+            "--time-limit",
+            "60",
+        ])
+    };
+    let created = by_tag("by-tag", "role=db");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let chosen = fleet.status_until("by-tag", "running", |s| s["netwatch"]["summary"]["running"] == 1);
+    assert_eq!(
+        chosen["netwatch"]["instances"][0]["vmId"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
+        db.to_lowercase()
+    );
+    let refused = by_tag("by-tag-2", "role=cache");
+    assert_eq!(refused.status.code(), Some(1), "no host has role=cache yet");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("choose no host"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let tagged = fleet.netwatch(&["resource", "tag", "--ids", &db, "--tags", "role=cache"]);
+    assert!(tagged.status.success(), "{}", String::from_utf8_lossy(&tagged.stderr));
+    let created = by_tag("by-tag-2", "role=cache");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let chosen = fleet.status_until("by-tag-2", "running", |s| s["netwatch"]["summary"]["running"] == 1);
+    assert_eq!(chosen["netwatch"]["summary"]["total"], 1, "{chosen:#}");
 }

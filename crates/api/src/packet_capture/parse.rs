@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{
     BYTES_TO_CAPTURE_PER_PACKET, FILE_COUNT, FILE_SIZE_IN_BYTES, Limit, PacketCapture, SESSION_TIME_LIMIT_IN_SECONDS,
-    STORAGE_LOCATION_HINT, TARGET_HINT, TIME_LIMIT_IN_SECONDS, TOTAL_BYTES_PER_SESSION,
+    STORAGE_LOCATION_HINT, TIME_LIMIT_IN_SECONDS, TOTAL_BYTES_PER_SESSION,
 };
 use crate::error::ApiError;
 
@@ -40,6 +40,8 @@ enum Shape {
     Texts(&'static str),
     /// An array of objects; the example is shown in messages.
     Objects(&'static [Field], &'static str),
+    /// An object of any names, each with a string; the example is shown in messages.
+    TextMap(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,13 @@ const SCOPE: [Field; 2] = [
     optional("exclude", Shape::Texts(r#"["0","1"]"#)),
 ];
 
+const TARGETS: [Field; 2] = [
+    optional("vms", Shape::Texts(r#"["/subscriptions/…/virtualMachines/web-1"]"#)),
+    optional("tags", Shape::TextMap(r#"{"role":"web"}"#)),
+];
+
+const NETWATCH: [Field; 1] = [optional("targets", Shape::Object(&TARGETS))];
+
 const STORAGE_LOCATION: [Field; 4] = [
     optional("storageId", Shape::Text),
     optional("storagePath", Shape::Text),
@@ -124,9 +133,11 @@ const CAPTURE_SETTINGS: [Field; 3] = [
     ),
 ];
 
-/// `PacketCaptureParameters`, in Azure's order (api-contract.md §2.2).
-const PARAMETERS: [Field; 11] = [
-    required("target", Shape::Text, TARGET_HINT),
+/// `PacketCaptureParameters`, in Azure's order (api-contract.md §2.2), then
+/// netwatch's own. `target` is required unless `netwatch.targets` is given
+/// (`PacketCaptureParameters::validate` says so).
+const PARAMETERS: [Field; 12] = [
+    optional("target", Shape::Text),
     optional("targetType", Shape::Text),
     optional("scope", Shape::Object(&SCOPE)),
     optional("bytesToCapturePerPacket", Shape::Integer(&BYTES_TO_CAPTURE_PER_PACKET)),
@@ -143,6 +154,7 @@ const PARAMETERS: [Field; 11] = [
     ),
     optional("continuousCapture", Shape::Boolean),
     optional("captureSettings", Shape::Object(&CAPTURE_SETTINGS)),
+    optional("netwatch", Shape::Object(&NETWATCH)),
     read_only("provisioningState"),
 ];
 
@@ -262,6 +274,19 @@ fn check_value(value: &Value, shape: Shape, path: &str) -> Result<(), ApiError> 
         (Shape::Texts(example), _) => Err(type_error(
             path,
             &format!("an array of strings such as {example}"),
+            value,
+        )),
+        (Shape::TextMap(_), Value::Object(members)) => {
+            for (name, item) in members {
+                if !item.is_string() {
+                    return Err(type_error(&join(path, name), "a string", item));
+                }
+            }
+            Ok(())
+        }
+        (Shape::TextMap(example), _) => Err(type_error(
+            path,
+            &format!("an object of strings such as {example}"),
             value,
         )),
         (Shape::Objects(fields, _), Value::Array(items)) => items

@@ -33,8 +33,8 @@ use netwatch_api::error::ApiError;
 use netwatch_api::filter::parse_wire_filters_json;
 use netwatch_api::packet_capture::{
     DEFAULT_BYTES_TO_CAPTURE_PER_PACKET, DEFAULT_TIME_LIMIT_IN_SECONDS, DEFAULT_TOTAL_BYTES_PER_SESSION, FleetSummary,
-    MAX_BYTES, MAX_TIME_LIMIT_IN_SECONDS, PacketCapture, PacketCaptureMachineScope, PacketCaptureParameters,
-    PacketCaptureStorageLocation,
+    MAX_BYTES, MAX_TIME_LIMIT_IN_SECONDS, NetwatchCaptureParameters, PacketCapture, PacketCaptureMachineScope,
+    PacketCaptureParameters, PacketCaptureStorageLocation, TargetSelector,
 };
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceKind, ResourceName, SubscriptionId};
 use reqwest::Method;
@@ -119,6 +119,15 @@ pub struct CreateArgs {
     /// Do not wait for the long-running operation to finish.
     #[arg(long)]
     no_wait: bool,
+    /// netwatch: capture on these VMs (names in -g, or ids), not one VM or scale set.
+    #[arg(long, value_name = "NAME_OR_ID", num_args = 1.., action = ArgAction::Append)]
+    target_vms: Vec<String>,
+    /// netwatch: capture on every host with these tags (KEY=VALUE …; its own or its scale set's).
+    #[arg(long, value_name = "KEY=VALUE", num_args = 1.., action = ArgAction::Append)]
+    target_tags: Vec<String>,
+    /// netwatch: the location of the hosts --target-tags chooses (its network watcher's).
+    #[arg(long, short = 'l', value_name = "LOCATION")]
+    location: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,11 +228,20 @@ pub(crate) enum WatcherRef {
     Named(ResourceGroupName, ResourceName),
 }
 
+/// Where a create finds its network watcher's location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Locate {
+    /// The target's (or the first chosen VM's) location, read with a GET.
+    Resource(ResourceId),
+    /// Given (`--location`, with `--target-tags`).
+    Location(String),
+}
+
 #[derive(Debug)]
 pub(crate) enum Prepared {
     Create {
-        /// The VM or scale set, read for its location.
-        target: ResourceId,
+        /// The VM or scale set read for its location, or the location.
+        target: Locate,
         name: ResourceName,
         body: Box<PacketCapture>,
         no_wait: bool,
@@ -411,7 +429,10 @@ fn in_range(flag: &str, value: Option<i64>, max: u32, default: u32) -> Result<i6
 
 /// The flag a create body's field comes from, for messages.
 fn flag_of(target: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 11] = [
+    const FLAGS: [(&str, &str); 14] = [
+        ("properties.netwatch.targets.vms", "--target-vms"),
+        ("properties.netwatch.targets.tags", "--target-tags"),
+        ("properties.netwatch.targets", "--target-vms/--target-tags"),
         ("properties.filters", "--filters"),
         ("properties.storageLocation.storageId", "--storage-account"),
         ("properties.storageLocation.storagePath", "--storage-path"),
@@ -446,6 +467,15 @@ fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Pr
     let group = ResourceGroupName::parse("--resource-group", &args.resource_group)
         .map_err(|err| flag_error("--resource-group/-g", &err))?;
     let name = capture_name(&args.name)?;
+    if !args.target_vms.is_empty() || !args.target_tags.is_empty() {
+        return prepare_selected(args, subscription, &group, name);
+    }
+    if args.location.is_some() {
+        return Err(CliError::Usage(
+            "usage error: --location goes with --target-tags (the VM or scale set tells the location otherwise)"
+                .to_owned(),
+        ));
+    }
     let target_type = match args.target_type.as_deref() {
         None => "AzureVM",
         Some(text) if text.eq_ignore_ascii_case("AzureVM") => "AzureVM",
@@ -507,13 +537,6 @@ fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Pr
         )?),
         None => None,
     };
-    let filters = match &args.filters {
-        Some(text) => {
-            let json = json_argument("--filters", text)?;
-            Some(parse_wire_filters_json(&json).map_err(|err| CliError::Usage(format!("argument --filters: {err}")))?)
-        }
-        None => None,
-    };
     let scope = (target_type == "AzureVMSS").then(|| PacketCaptureMachineScope {
         include: (!args.include.is_empty()).then(|| args.include.clone()),
         exclude: (!args.exclude.is_empty()).then(|| args.exclude.clone()),
@@ -546,11 +569,140 @@ fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Pr
             file_path: args.file_path.clone(),
             local_path: None,
         },
-        filters,
+        filters: filters_of(args)?,
         continuous_capture: None,
         capture_settings: None,
+        netwatch: None,
     };
     // The server's own checks, before anything is sent.
+    properties.validate().map_err(|err| body_error(&err))?;
+    Ok(Prepared::Create {
+        target: Locate::Resource(target),
+        name,
+        body: Box::new(PacketCapture { properties }),
+        no_wait: args.no_wait,
+    })
+}
+
+/// `--filters` as the wire's filters.
+fn filters_of(args: &CreateArgs) -> Result<Option<Vec<netwatch_api::filter::PacketCaptureFilter>>, CliError> {
+    match &args.filters {
+        Some(text) => {
+            let json = json_argument("--filters", text)?;
+            Ok(Some(parse_wire_filters_json(&json).map_err(|err| {
+                CliError::Usage(format!("argument --filters: {err}"))
+            })?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A create over hosts chosen by `--target-vms` or `--target-tags`
+/// (netwatch's `properties.netwatch.targets`).
+fn prepare_selected(
+    args: &CreateArgs,
+    subscription: &SubscriptionId,
+    group: &ResourceGroupName,
+    name: ResourceName,
+) -> Result<Prepared, CliError> {
+    let usage = |text: &str| Err(CliError::Usage(format!("usage error: {text}")));
+    if args.vm.is_some() || args.target.is_some() || args.target_type.is_some() {
+        return usage("--target-vms/--target-tags choose the hosts: leave out --vm, --target and --target-type");
+    }
+    if !args.include.is_empty() || !args.exclude.is_empty() {
+        return usage("--include/--exclude select scale-set instances: use them with --target-type AzureVMSS");
+    }
+    if !args.target_vms.is_empty() && !args.target_tags.is_empty() {
+        return usage("choose hosts with --target-vms or with --target-tags, not both");
+    }
+    let (selector, target) = if args.target_vms.is_empty() {
+        let Some(location) = &args.location else {
+            return usage("--target-tags needs --location: the hosts' location");
+        };
+        let mut tags = std::collections::BTreeMap::new();
+        for text in &args.target_tags {
+            let Some((key, value)) = text.split_once('=').filter(|(key, _)| !key.is_empty()) else {
+                return Err(CliError::Usage(format!(
+                    "argument --target-tags: {text:?} is not a tag: write KEY=VALUE"
+                )));
+            };
+            tags.insert(key.to_owned(), value.to_owned());
+        }
+        let selector = TargetSelector {
+            vms: None,
+            tags: Some(tags),
+        };
+        (selector, Locate::Location(location.clone()))
+    } else {
+        if args.location.is_some() {
+            return usage("--location goes with --target-tags (the first of --target-vms tells the location)");
+        }
+        let ids = args
+            .target_vms
+            .iter()
+            .map(|text| {
+                // A scale set's instance by id, or a VM by name or id.
+                match ResourceId::parse_kind("--target-vms", text, &[ResourceKind::ScaleSetVm]) {
+                    Ok(instance) => Ok(instance),
+                    Err(_) => name_or_id("--target-vms", text, subscription, group, ResourceKind::VirtualMachine),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = ids[0].clone();
+        let selector = TargetSelector {
+            vms: Some(ids.iter().map(ResourceId::to_string).collect()),
+            tags: None,
+        };
+        (selector, Locate::Resource(first))
+    };
+    if args.storage_account.is_none() && (args.storage_path.is_some() || args.file_path.is_none()) {
+        return usage("--storage-account NAME_OR_ID [--storage-path PATH] [--file-path PATH] | --file-path PATH");
+    }
+    let storage_id = args
+        .storage_account
+        .as_deref()
+        .map(|text| {
+            name_or_id(
+                "--storage-account",
+                text,
+                subscription,
+                group,
+                ResourceKind::StorageAccount,
+            )
+        })
+        .transpose()?;
+    let properties = PacketCaptureParameters {
+        target: String::new(),
+        bytes_to_capture_per_packet: Some(in_range(
+            "--capture-size",
+            args.capture_size,
+            MAX_BYTES,
+            DEFAULT_BYTES_TO_CAPTURE_PER_PACKET,
+        )?),
+        total_bytes_per_session: Some(in_range(
+            "--capture-limit",
+            args.capture_limit,
+            MAX_BYTES,
+            DEFAULT_TOTAL_BYTES_PER_SESSION,
+        )?),
+        time_limit_in_seconds: Some(in_range(
+            "--time-limit",
+            args.time_limit,
+            MAX_TIME_LIMIT_IN_SECONDS,
+            DEFAULT_TIME_LIMIT_IN_SECONDS,
+        )?),
+        storage_location: PacketCaptureStorageLocation {
+            storage_id: storage_id.as_ref().map(ResourceId::to_string),
+            storage_path: args.storage_path.clone(),
+            file_path: args.file_path.clone(),
+            local_path: None,
+        },
+        filters: filters_of(args)?,
+        netwatch: Some(NetwatchCaptureParameters {
+            targets: Some(selector),
+        }),
+        ..PacketCaptureParameters::default()
+    };
     properties.validate().map_err(|err| body_error(&err))?;
     Ok(Prepared::Create {
         target,
@@ -675,9 +827,18 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             body,
             no_wait,
         } => {
-            let resource = client.get(&target.to_string(), COMPUTE_API_VERSION).await?;
-            let location = resource.get("location").and_then(Value::as_str).unwrap_or_default();
-            let watcher = find_watcher(context, location).await?;
+            let location = match target {
+                Locate::Resource(target) => {
+                    let resource = client.get(&target.to_string(), COMPUTE_API_VERSION).await?;
+                    resource
+                        .get("location")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+                Locate::Location(location) => location,
+            };
+            let watcher = find_watcher(context, &location).await?;
             let url = client.url(&capture_path(context, &watcher, &name), API_VERSION);
             let body = serde_json::to_value(&body)
                 .map_err(|err| CliError::Unexpected(format!("serialize the capture: {err}")))?;
@@ -1236,8 +1397,82 @@ mod tests {
         .unwrap()
         {
             // The scale set is what create reads for its location (as az's get_network_watcher_from_vmss).
-            Prepared::Create { target, .. } => assert_eq!(target.kind(), ResourceKind::ScaleSet),
+            Prepared::Create {
+                target: Locate::Resource(target),
+                ..
+            } => assert_eq!(target.kind(), ResourceKind::ScaleSet),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_13_hosts_chosen_by_id_or_tag_go_in_netwatch_targets() {
+        let create = |extra: &[&'static str]| {
+            let mut args = vec![
+                "create",
+                "-g",
+                "rg1",
+                "-n",
+                "some",
+                "--file-path",
+                "/var/captures/s.cap",
+            ];
+            args.extend_from_slice(extra);
+            prepared(&args)
+        };
+        match create(&["--target-vms", "web-1", "web-2"]).unwrap() {
+            Prepared::Create {
+                target: Locate::Resource(first),
+                body,
+                ..
+            } => {
+                assert_eq!(first.name().as_str(), "web-1");
+                let json = serde_json::to_value(&body).unwrap();
+                assert_eq!(json["properties"].get("target"), None, "{json}");
+                let vms = &json["properties"]["netwatch"]["targets"]["vms"];
+                assert_eq!(vms.as_array().unwrap().len(), 2, "{json}");
+                assert!(
+                    vms[1]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/web-2")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match create(&["--target-tags", "role=web", "tier=edge", "-l", "westus"]).unwrap() {
+            Prepared::Create {
+                target: Locate::Location(location),
+                body,
+                ..
+            } => {
+                assert_eq!(location, "westus");
+                let json = serde_json::to_value(&body).unwrap();
+                assert_eq!(
+                    json["properties"]["netwatch"]["targets"]["tags"],
+                    serde_json::json!({"role": "web", "tier": "edge"})
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for (extra, names) in [
+            (&["--target-tags", "role=web"][..], "--location"),
+            (&["--target-tags", "role", "-l", "westus"][..], "--target-tags"),
+            (
+                &["--target-vms", "a", "--target-tags", "r=w", "-l", "westus"][..],
+                "not both",
+            ),
+            (&["--target-vms", "a", "--vm", "b"][..], "--vm"),
+            (&["--target-vms", "a", "--include", "1"][..], "--include"),
+            (&["--target-vms", "a", "-l", "westus"][..], "--location"),
+            (&["--target-vms", "a", "a"][..], "--target-vms"),
+            (&["--target-vms", "bad name!"][..], "--target-vms"),
+            (&["--vm", "a", "-l", "westus"][..], "--location"),
+        ] {
+            match create(extra) {
+                Err(CliError::Usage(message)) => assert!(message.contains(names), "{extra:?}: {message}"),
+                other => panic!("{extra:?}: {other:?}"),
+            }
         }
     }
 

@@ -24,7 +24,9 @@
 //! (`Stopped`); everything else is read from its parts.
 
 use netwatch_api::agent::{ControllerMessage, run_id};
-use netwatch_api::packet_capture::{PacketCapture, PacketCaptureParameters, ValidatedCapture};
+use std::collections::BTreeMap;
+
+use netwatch_api::packet_capture::{HostSelector, PacketCapture, PacketCaptureParameters, ValidatedCapture};
 use netwatch_api::resource::{ResourceId, ResourceKind, ResourceName};
 
 use super::{CreateError, Stopped, new_record, push_start};
@@ -35,10 +37,93 @@ use crate::store::{
     VmRecord,
 };
 
-/// Whether `record` is the parent of a capture over many hosts.
+/// Whether `record` is the parent of a capture over many hosts: a scale
+/// set's, or one whose hosts a selector chose (it targets itself).
 pub(crate) fn is_fleet(record: &CaptureRecord) -> bool {
     record.parent_key.is_none()
-        && ResourceId::parse("target", &record.target_id).is_ok_and(|id| id.kind() == ResourceKind::ScaleSet)
+        && (record.target_id.eq_ignore_ascii_case(&record.id)
+            || ResourceId::parse("target", &record.target_id).is_ok_and(|id| id.kind() == ResourceKind::ScaleSet))
+}
+
+/// The field of `netwatch.targets`, for messages.
+const HOSTS: &str = "properties.netwatch.targets";
+
+/// A host's tags: its scale set's (for an instance), then its own over them.
+pub(crate) async fn host_tags(state: &AppState, vm: &VmRecord) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut tags = BTreeMap::new();
+    if let Some((set, _)) = instance_of(&vm.id)
+        && let Some(set) = state.store.get_scale_set(&set.to_string()).await?
+    {
+        tags.extend(serde_json::from_str::<BTreeMap<String, String>>(&set.tags_json).unwrap_or_default());
+    }
+    tags.extend(serde_json::from_str::<BTreeMap<String, String>>(&vm.tags_json).unwrap_or_default());
+    Ok(tags)
+}
+
+/// What a host is called among a capture's hosts chosen by a selector: its
+/// VM name (`{vmss}_{n}` for a scale set's instance).
+fn host_label(vm: &VmRecord) -> String {
+    match instance_of(&vm.id) {
+        Some((set, instance)) => instance_name(set.name(), instance),
+        None => ResourceId::parse("vmId", &vm.id).map_or_else(|_| vm.id.clone(), |id| id.name().to_string()),
+    }
+}
+
+/// The hosts `selector` chooses, all in `location`: a 400 (nothing written)
+/// naming the VM that is not registered or is elsewhere, or saying that the
+/// tags choose no host.
+pub(crate) async fn chosen_hosts(
+    state: &AppState,
+    selector: &HostSelector,
+    location: &str,
+) -> Result<Vec<(String, VmRecord)>, CreateError> {
+    let mut hosts = Vec::new();
+    match selector {
+        HostSelector::Vms(ids) => {
+            for (index, id) in ids.iter().enumerate() {
+                let field = format!("{HOSTS}.vms[{index}]");
+                let Some(vm) = state.store.get_vm(&id.to_string()).await? else {
+                    let message = format!(
+                        "{field} {id} is not registered: no netwatch agent runs on it (`netwatch vm extension set` \
+                         prints the command that installs one)"
+                    );
+                    return Err(CreateError::BadHost { field, message });
+                };
+                if !vm.location.eq_ignore_ascii_case(location) {
+                    let message = format!(
+                        "{field} {id} is in {}, but this network watcher serves {location}: choose hosts of one location",
+                        vm.location
+                    );
+                    return Err(CreateError::BadHost { field, message });
+                }
+                hosts.push((host_label(&vm), vm));
+            }
+        }
+        HostSelector::Tags(wanted) => {
+            let subscription = state.config.subscription.to_string();
+            for vm in state.store.list_vms(&subscription).await? {
+                let Ok(id) = ResourceId::parse("vmId", &vm.id) else {
+                    continue;
+                };
+                if vm.location.eq_ignore_ascii_case(location) && selector.chooses(&id, &host_tags(state, &vm).await?) {
+                    hosts.push((host_label(&vm), vm));
+                }
+            }
+            if hosts.is_empty() {
+                let wanted: Vec<String> = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let message = format!(
+                    "{HOSTS}.tags [{}] choose no host in {location}: tag hosts at enrollment (`netwatch agent --tag \
+                     KEY=VALUE`) or with `netwatch resource tag`",
+                    wanted.join(", ")
+                );
+                return Err(CreateError::BadHost {
+                    field: format!("{HOSTS}.tags"),
+                    message,
+                });
+            }
+        }
+    }
+    Ok(hosts)
 }
 
 /// The scale set a create targets and its hosts in scope, by instance id:
@@ -292,55 +377,95 @@ pub(crate) async fn join(state: &AppState, set_id: &str, instance: u32, vm: &VmR
         if parent.parent_key.is_some() || parent.status == CaptureStatus::Stopped {
             continue;
         }
-        let Ok(request) = serde_json::from_str::<PacketCapture>(&parent.request_json) else {
-            continue;
-        };
-        let Ok(capture) = request.validate() else {
+        let Ok(Ok(capture)) = serde_json::from_str::<PacketCapture>(&parent.request_json).map(|r| r.validate()) else {
             continue;
         };
         if !capture.scope().selects(instance) {
             continue;
         }
-        let parts = state.store.capture_parts(&parent.id).await?;
-        if parts
-            .iter()
-            .any(|p| p.instance.as_deref() == Some(&instance.to_string()))
-        {
-            continue;
-        }
-        if !rolled_status(&parent, &parts).is_active() {
-            continue;
-        }
-        // The time the capture has left, counted from its creation.
-        let elapsed_s = (now_ms() - parent.created_ms).max(0) / 1000;
-        let limit_s = i64::from(capture.limits().time_limit_in_seconds());
-        let left_s = limit_s - elapsed_s;
-        if left_s <= 0 {
-            continue;
-        }
-        let mut parameters = capture.to_parameters();
-        parameters.time_limit_in_seconds = Some(left_s);
-        let storage = storage_of(&request.properties);
-        let part = match part_record(
-            &parent,
-            &instance.to_string(),
-            vm,
-            parameters,
-            storage.as_ref().map(|(b, a)| (b.as_str(), a.as_str())),
-        ) {
-            Ok(part) => part,
-            Err(error) => {
-                tracing::error!(capture = %parent.id, error = %error, "a joining host's part cannot be made");
-                continue;
-            }
-        };
-        if state.store.add_capture_part(&part).await? {
-            push_start(state, &part);
+        if add_part(state, &parent, &capture, &instance.to_string(), vm).await? {
             tracing::info!(capture = %parent.id, instance, "a host that joined the scale set joins its running capture");
             joined += 1;
         }
     }
     Ok(joined)
+}
+
+/// A host that registers joins the running captures whose selector chooses
+/// it (by id or by tag), for the time each has left; how many it joined.
+pub(crate) async fn join_selected(state: &AppState, vm: &VmRecord) -> Result<usize, StoreError> {
+    let selected = state.store.selector_captures().await?;
+    if selected.is_empty() {
+        return Ok(0);
+    }
+    let Ok(id) = ResourceId::parse("vmId", &vm.id) else {
+        return Ok(0);
+    };
+    let tags = host_tags(state, vm).await?;
+    let mut joined = 0;
+    for parent in selected {
+        let Ok(Ok(capture)) = serde_json::from_str::<PacketCapture>(&parent.request_json).map(|r| r.validate()) else {
+            continue;
+        };
+        let Some(selector) = capture.hosts() else {
+            continue;
+        };
+        let watcher_location = state.store.get_watcher(&parent.watcher_id).await?.map(|w| w.location);
+        if !selector.chooses(&id, &tags) || watcher_location.is_none_or(|l| !l.eq_ignore_ascii_case(&vm.location)) {
+            continue;
+        }
+        if add_part(state, &parent, &capture, &host_label(vm), vm).await? {
+            tracing::info!(capture = %parent.id, vm = %vm.id, "a host its selector chooses joins a running capture");
+            joined += 1;
+        }
+    }
+    Ok(joined)
+}
+
+/// Adds host `vm`'s part (as `instance`) to running capture `parent`, with
+/// the time the capture has left, and starts it; false when the host has a
+/// part already, the capture has ended, or its time is up.
+async fn add_part(
+    state: &AppState,
+    parent: &CaptureRecord,
+    capture: &ValidatedCapture,
+    instance: &str,
+    vm: &VmRecord,
+) -> Result<bool, StoreError> {
+    let parts = state.store.capture_parts(&parent.id).await?;
+    if parts.iter().any(|p| p.instance.as_deref() == Some(instance)) || !rolled_status(parent, &parts).is_active() {
+        return Ok(false);
+    }
+    // The time the capture has left, counted from its creation.
+    let elapsed_s = (now_ms() - parent.created_ms).max(0) / 1000;
+    let left_s = i64::from(capture.limits().time_limit_in_seconds()) - elapsed_s;
+    if left_s <= 0 {
+        return Ok(false);
+    }
+    let Ok(request) = serde_json::from_str::<PacketCapture>(&parent.request_json) else {
+        return Ok(false);
+    };
+    let mut parameters = capture.to_parameters();
+    parameters.time_limit_in_seconds = Some(left_s);
+    let storage = storage_of(&request.properties);
+    let part = match part_record(
+        parent,
+        instance,
+        vm,
+        parameters,
+        storage.as_ref().map(|(b, a)| (b.as_str(), a.as_str())),
+    ) {
+        Ok(part) => part,
+        Err(error) => {
+            tracing::error!(capture = %parent.id, error = %error, "a joining host's part cannot be made");
+            return Ok(false);
+        }
+    };
+    if !state.store.add_capture_part(&part).await? {
+        return Ok(false);
+    }
+    push_start(state, &part);
+    Ok(true)
 }
 
 /// Where a capture's files go: the scheme and host its `storagePath` was

@@ -52,7 +52,7 @@ pub(super) fn routes() -> Router<AppState> {
             get(list_all),
         )
         .route(VMS_IN_GROUP, get(list_group))
-        .route(&vm, get(show))
+        .route(&vm, get(show).patch(update))
         .route(&format!("{vm}/extensions"), get(list_extensions))
         .route(
             &format!("{vm}/extensions/{{extension}}"),
@@ -96,6 +96,53 @@ async fn show(
 ) -> Result<Json<Value>, HttpError> {
     let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
     Ok(Json(vm_json(&id, &record)))
+}
+
+/// `PATCH …/virtualMachines/{vm}` (ARM's update, what `az resource tag`
+/// sends): replaces the VM's tags, the one thing of a VM netwatch lets a
+/// client change. 200 with the VM.
+async fn update(
+    State(state): State<AppState>,
+    Path((sub, group, vm)): Path<(String, String, String)>,
+    _version: ArmVersion,
+    ArmBody(body): ArmBody,
+) -> Result<Json<Value>, HttpError> {
+    let (id, _) = find_vm(&state, (&sub, &group, &vm)).await?;
+    let tags = tags_of_update(&body, "virtual machine")?;
+    state.store.set_vm_tags(&id.to_string(), &tags).await?;
+    tracing::info!(vm = %id, tags, "VM tags set");
+    let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
+    Ok(Json(vm_json(&id, &record)))
+}
+
+/// The tags of an ARM update (`PATCH` body `{"tags": {...}}`), as stored
+/// JSON; 400 for anything else in the body, or a tag that is not one.
+pub(super) fn tags_of_update(body: &[u8], what: &str) -> Result<String, HttpError> {
+    let body: Value =
+        serde_json::from_slice(body).map_err(|err| ApiError::bad_body(format!("the body is not JSON: {err}")))?;
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::bad_body("the body must be an object: {\"tags\": {\"role\": \"web\"}}").into());
+    };
+    if let Some(other) = object.keys().find(|key| key.as_str() != "tags") {
+        let message =
+            format!("{other} cannot be changed on a netwatch {what}: only tags can (send {{\"tags\": {{…}}}})");
+        return Err(ApiError::bad_request(other.clone(), message).into());
+    }
+    let Some(tags) = object.get("tags").and_then(Value::as_object) else {
+        let message = "tags is missing or not an object: send {\"tags\": {\"role\": \"web\"}} ({} removes them all)";
+        return Err(ApiError::bad_request("tags", message).into());
+    };
+    for (name, value) in tags {
+        let Some(text) = value.as_str() else {
+            let message = format!("tag {name:?} is not a string: tags map names to strings");
+            return Err(ApiError::bad_request(format!("tags.{name}"), message).into());
+        };
+        if name.is_empty() || name.len() > 512 || text.len() > 256 {
+            let message = format!("tag {name:?} is not one: names are 1 to 512 characters, values at most 256");
+            return Err(ApiError::bad_request(format!("tags.{name}"), message).into());
+        }
+    }
+    Ok(Value::Object(tags.clone()).to_string())
 }
 
 /// `GET …/virtualMachines/{vm}/extensions`: the agent, the one extension there is.
@@ -354,7 +401,7 @@ fn vm_json(id: &ResourceId, record: &VmRecord) -> Value {
         "name": id.name().as_str(),
         "type": "Microsoft.Compute/virtualMachines",
         "location": record.location,
-        "tags": {},
+        "tags": serde_json::from_str::<Value>(&record.tags_json).ok().filter(Value::is_object).unwrap_or_else(|| json!({})),
         "properties": {
             "provisioningState": "Succeeded",
             "vmId": Uuid::new_v5(&VM_ID_NAMESPACE, id.key().as_bytes()).to_string(),

@@ -56,7 +56,7 @@ pub(super) fn routes() -> Router<AppState> {
             get(list_all),
         )
         .route(SETS_IN_GROUP, get(list_group))
-        .route(&set, get(show).put(put))
+        .route(&set, get(show).put(put).patch(update))
         .route(&format!("{set}/virtualmachines"), get(list_instances))
         .route(&format!("{set}/virtualmachines/{{instance}}"), get(show_instance))
         .route(&format!("{set}/delete"), post(delete_instances))
@@ -204,6 +204,23 @@ async fn put(
     let record = state.store.ensure_scale_set(&record).await?;
     tracing::info!(scale_set = %id, "scale set created");
     Ok((StatusCode::CREATED, Json(set_json(&id, &record, 0))).into_response())
+}
+
+/// `PATCH …/virtualMachineScaleSets/{name}` (ARM's update, `az resource
+/// tag`): replaces the scale set's tags, which its instances have too when a
+/// capture chooses hosts by tag. 200 with the scale set.
+async fn update(
+    State(state): State<AppState>,
+    Path((sub, group, vmss)): Path<SetPath>,
+    _version: ArmVersion,
+    ArmBody(body): ArmBody,
+) -> Result<Json<Value>, HttpError> {
+    let (_, record) = find_set(&state, (&sub, &group, &vmss)).await?;
+    let tags = super::compute::tags_of_update(&body, "scale set")?;
+    state.store.set_scale_set_tags(&record.id, &tags).await?;
+    let (id, record) = find_set(&state, (&sub, &group, &vmss)).await?;
+    let count = state.store.scale_set_instances(&record.id).await?.len();
+    Ok(Json(set_json(&id, &record, count)))
 }
 
 async fn list_instances(
@@ -508,7 +525,7 @@ fn instance_json(set: &ResourceId, number: u32, vm: &VmRecord) -> Value {
         "instanceId": number.to_string(),
         "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
         "location": vm.location,
-        "tags": {},
+        "tags": serde_json::from_str::<Value>(&vm.tags_json).ok().filter(Value::is_object).unwrap_or_else(|| json!({})),
         "sku": {"name": "Standard_netwatch", "tier": "Standard"},
         "properties": {
             "latestModelApplied": true,
