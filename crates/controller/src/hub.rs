@@ -300,6 +300,17 @@ async fn register_vm(
     identity: &AgentIdentity,
 ) -> Result<(String, Option<String>), ChannelError> {
     let bad = |err: netwatch_api::resource::ResourceError| ChannelError::BadHello(err.to_string());
+    // Checked before anything is written: joining a scale set spends a use
+    // of its key and an instance id.
+    if let Some((name, _)) = hello
+        .tags
+        .iter()
+        .find(|(name, value)| name.is_empty() || name.len() > 512 || value.len() > 256)
+    {
+        return Err(ChannelError::BadHello(format!(
+            "tag {name:?} is not one: tag names are 1 to 512 characters, values at most 256"
+        )));
+    }
     let subscription = &state.config.subscription;
     let (id, location) = match identity {
         AgentIdentity::Enrollment(enrollment) => {
@@ -365,15 +376,6 @@ async fn register_vm(
         created_ms: now,
         tags_json: json!(hello.tags).to_string(),
     };
-    if let Some((name, _)) = hello
-        .tags
-        .iter()
-        .find(|(name, value)| name.is_empty() || name.len() > 512 || value.len() > 256)
-    {
-        return Err(ChannelError::BadHello(format!(
-            "tag {name:?} is not one: tag names are 1 to 512 characters, values at most 256"
-        )));
-    }
     state.store.upsert_vm(&record).await?;
     // Azure enables Network Watcher in a region as soon as something is there
     // (az's capture commands look the watcher up before they create): so does

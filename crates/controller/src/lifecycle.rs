@@ -120,10 +120,11 @@ pub(crate) enum CreateError {
     )]
     NotRegistered { noun: &'static str, target: String },
     #[error(
-        "virtual machine {vm} is in {vm_location}, but network watcher {watcher} serves {watcher_location}: \
+        "{noun} {vm} is in {vm_location}, but network watcher {watcher} serves {watcher_location}: \
          use the watcher of {vm_location}"
     )]
     WrongLocation {
+        noun: &'static str,
         vm: String,
         vm_location: String,
         watcher: String,
@@ -145,7 +146,7 @@ pub(crate) enum CreateError {
          --vmss-name NAME …` prints"
     )]
     NoSuchScaleSet { target: String },
-    #[error("{field} {ids} {verb} not an instance of scale set {scale_set}: its instances are [{known}]")]
+    #[error("{field} {ids} {verb} of scale set {scale_set}: its instances are [{known}]")]
     UnknownInstances {
         field: String,
         ids: String,
@@ -205,6 +206,7 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
     };
     if !target_location.eq_ignore_ascii_case(&watcher.location) {
         return Err(CreateError::WrongLocation {
+            noun: target.kind().noun(),
             vm: target.name().to_string(),
             vm_location: target_location,
             watcher: id.names()[0].to_string(),
@@ -263,7 +265,13 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
         Some(hosts) => hosts
             .iter()
             .map(|(instance, vm)| {
-                fleet::part_record(&record, instance, vm, parameters.clone(), storage.as_deref().map(|a| (base, a)))
+                fleet::part_record(
+                    &record,
+                    instance,
+                    vm,
+                    parameters.clone(),
+                    storage.as_deref().map(|a| (base, a)),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?,
         None => vec![],

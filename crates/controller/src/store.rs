@@ -648,11 +648,12 @@ impl Store {
 
     /// How many hosts' rows of capture `id` have `status`.
     pub async fn count_parts(&self, id: &str, status: CaptureStatus) -> Result<i64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packet_captures WHERE parent_key = $1 AND status = $2")
-            .bind(key(id))
-            .bind(status.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM packet_captures WHERE parent_key = $1 AND status = $2")
+                .bind(key(id))
+                .bind(status.as_str())
+                .fetch_one(&self.pool)
+                .await?;
         Ok(count)
     }
 
@@ -667,13 +668,16 @@ impl Store {
         Ok(rows)
     }
 
-    /// The targets of capture `id`'s hosts' rows that have `status`.
-    pub async fn part_targets(&self, id: &str, status: CaptureStatus) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query_scalar("SELECT target_id FROM packet_captures WHERE parent_key = $1 AND status = $2")
-            .bind(key(id))
-            .bind(status.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+    /// The targets of capture `id`'s hosts' rows that have `status`, at most `limit`.
+    pub async fn part_targets(&self, id: &str, status: CaptureStatus, limit: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query_scalar(
+            "SELECT target_id FROM packet_captures WHERE parent_key = $1 AND status = $2 ORDER BY key LIMIT $3",
+        )
+        .bind(key(id))
+        .bind(status.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows)
     }
 
@@ -752,9 +756,9 @@ impl Store {
         let rows = sqlx::query_as(capture_select!(
             "WHERE c.watcher_key = $1 AND c.parent_key IS NULL ORDER BY c.key"
         ))
-            .bind(key(watcher_id))
-            .fetch_all(&self.pool)
-            .await?;
+        .bind(key(watcher_id))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows)
     }
 

@@ -63,6 +63,7 @@ impl Api {
                 agent_json: "{}".into(),
                 last_seen_ms: None,
                 created_ms: 1,
+                tags_json: "{}".to_owned(),
             };
             store.upsert_vm(&vm).await.unwrap();
         }

@@ -4,7 +4,9 @@
 mod api;
 mod bad_requests;
 mod early_answers;
+mod fleet_requests;
 mod identity;
+mod merge;
 mod openapi;
 mod resources;
 mod store;

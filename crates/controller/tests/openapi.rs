@@ -8,10 +8,11 @@
 //!   ([`ROUTES`] lists them; a tripwire counts the `.route(` calls in the
 //!   sources, so a new route fails here until it is listed and documented);
 //! - the answers of a whole session (bootstrap, watchers, a capture's life and
-//!   its monitors, VMs, storage accounts, an agent's upload of a capture file
-//!   and its downloads, errors) have documented statuses, headers and content
-//!   types, and their JSON bodies match the documented schemas, by
-//!   `openapi-schema-validator`.
+//!   its monitors, VMs, scale sets with their instances and keys and a capture
+//!   over them, storage accounts, an agent's upload of a capture file and its
+//!   downloads, the merged download of the capture over a scale set, errors)
+//!   have documented statuses, headers and content types, and their JSON
+//!   bodies match the documented schemas, by `openapi-schema-validator`.
 //!
 //! The two validators run in the Python that `NETWATCH_TEST_PYTHON` names
 //! (scripts/test.sh makes it); without it these tests fail, they never skip.
@@ -72,7 +73,7 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 34] = [
+const ROUTES: [(&str, &[&str]); 43] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -103,6 +104,10 @@ const ROUTES: [(&str, &[&str]); 34] = [
         &["POST"],
     ),
     (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/packetcaptures/{capture}/merged",
+        &["GET"],
+    ),
+    (
         "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operations/{operation}",
         &["GET"],
     ),
@@ -120,7 +125,7 @@ const ROUTES: [(&str, &[&str]); 34] = [
     ),
     (
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}",
-        &["GET"],
+        &["GET", "PATCH"],
     ),
     (
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}/extensions",
@@ -128,6 +133,38 @@ const ROUTES: [(&str, &[&str]); 34] = [
     ),
     (
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachines/{vm}/extensions/{extension}",
+        &["GET", "PUT", "DELETE"],
+    ),
+    (
+        "/subscriptions/{subscription}/providers/microsoft.compute/virtualmachinescalesets",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachinescalesets",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachinescalesets/{vmss}",
+        &["GET", "PUT", "PATCH"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachinescalesets/{vmss}/virtualmachines",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachinescalesets/{vmss}/virtualmachines/{instance}",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachinescalesets/{vmss}/delete",
+        &["POST"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachinescalesets/{vmss}/extensions",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.compute/virtualmachinescalesets/{vmss}/extensions/{extension}",
         &["GET", "PUT", "DELETE"],
     ),
     (
@@ -161,7 +198,7 @@ const ROUTES: [(&str, &[&str]); 34] = [
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
-const ROUTE_VALUES: [(&str, &str); 13] = [
+const ROUTE_VALUES: [(&str, &str); 15] = [
     ("{subscription}", SUB),
     ("{group}", "rg1"),
     ("{watcher}", "nw1"),
@@ -170,6 +207,8 @@ const ROUTE_VALUES: [(&str, &str); 13] = [
     ("{operation}", "op-1"),
     ("{namespace}", "Microsoft.Network"),
     ("{vm}", "vm1"),
+    ("{vmss}", "ss1"),
+    ("{instance}", "0"),
     ("{extension}", "NetworkWatcherAgentLinux"),
     ("{account}", "captures"),
     ("{*path}", "a/b.cap"),
@@ -290,6 +329,7 @@ impl Api {
             agent_json: facts.to_string(),
             last_seen_ms: Some(1_738_341_581_077),
             created_ms: 1,
+            tags_json: "{}".to_owned(),
         };
         store.upsert_vm(&vm).await.unwrap();
         let account = AccountConfig::new(
@@ -902,6 +942,24 @@ fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// A classic pcap file (Ethernet) of one small packet captured at `seconds`.
+fn pcap_file(seconds: u32) -> Vec<u8> {
+    // Destination, source, EtherType IPv4, then zeros to Ethernet's minimum.
+    let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    frame.resize(60, 0);
+    let length = u32::try_from(frame.len()).unwrap();
+    // The header: magic, version 2.4, zone, sigfigs, snap length, LINKTYPE_ETHERNET.
+    let mut file = 0xa1b2_c3d4_u32.to_le_bytes().to_vec();
+    file.extend_from_slice(&2_u16.to_le_bytes());
+    file.extend_from_slice(&4_u16.to_le_bytes());
+    // Then the record: seconds, microseconds, captured and original length.
+    for field in [0_u32, 0, 65_535, 1, seconds, 0, length, length] {
+        file.extend_from_slice(&field.to_le_bytes());
+    }
+    file.extend_from_slice(&frame);
+    file
+}
+
 fn now_ms() -> i64 {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1180,6 +1238,29 @@ async fn answers_match_their_schemas() {
         .await;
     s.call("VirtualMachines_Get", get(format!("{group_vms}/vm%201?{V}")), 400)
         .await;
+    // Tags, the one thing of a VM a client changes (ARM's update).
+    let vm_update = |vm: &str, body: Value| Call::new(Method::PATCH, format!("{group_vms}/{vm}?{V}")).json(&body);
+    let tagged = s
+        .call(
+            "VirtualMachines_Update",
+            vm_update("vm1", json!({"tags": {"role": "web"}})),
+            200,
+        )
+        .await;
+    assert_eq!(tagged.json()["tags"], json!({"role": "web"}));
+    for bad in [
+        json!({"tags": {"role": 1}}),
+        json!({"tags": {"role": "web"}, "location": "eastus"}),
+        json!({"tags": "role=web"}),
+    ] {
+        s.call("VirtualMachines_Update", vm_update("vm1", bad), 400).await;
+    }
+    s.call("VirtualMachines_Update", vm_update("vm9", json!({"tags": {}})), 404)
+        .await;
+    let text = Call::new(Method::PATCH, format!("{group_vms}/vm1?{V}"))
+        .header("content-type", "text/plain")
+        .body(b"role=web".to_vec());
+    s.call("VirtualMachines_Update", text, 415).await;
     s.call(
         "VirtualMachineExtensions_List",
         get(format!("{group_vms}/vm1/extensions?{V}")),
@@ -1233,6 +1314,343 @@ async fn answers_match_their_schemas() {
         400,
     )
     .await;
+
+    // Scale sets: made by a PUT and by `vmss extension set`, hosts joined
+    // with its key (the instance and VM rows the hub writes as a host joins),
+    // a capture over them and its rolled-up status.
+    let sets = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachineScaleSets");
+    let set_uri = |name: &str| format!("{sets}/{name}?{V}");
+    s.call(
+        "VirtualMachineScaleSets_ListAll",
+        get(format!(
+            "/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachineScaleSets?{V}"
+        )),
+        200,
+    )
+    .await;
+    let made = s
+        .call(
+            "VirtualMachineScaleSets_CreateOrUpdate",
+            put(&set_uri("ss1"), &json!({"location": "westus", "tags": {"team": "net"}})),
+            201,
+        )
+        .await;
+    let ss1 = made.json()["id"].as_str().unwrap().to_owned();
+    s.call(
+        "VirtualMachineScaleSets_CreateOrUpdate",
+        put(&set_uri("ss1"), &json!({"tags": {"team": "ops"}})),
+        200,
+    )
+    .await;
+    for bad in [
+        json!({"location": "eastus"}),
+        json!({"tags": {"team": 1}}),
+        json!({"tags": "team"}),
+    ] {
+        s.call(
+            "VirtualMachineScaleSets_CreateOrUpdate",
+            put(&set_uri("ss1"), &bad),
+            400,
+        )
+        .await;
+    }
+    s.call(
+        "VirtualMachineScaleSets_CreateOrUpdate",
+        put(&set_uri("ss3"), &json!({"tags": {}})),
+        400,
+    )
+    .await;
+    let text = Call::new(Method::PUT, set_uri("ss1"))
+        .header("content-type", "text/plain")
+        .body(b"location=westus".to_vec());
+    s.call("VirtualMachineScaleSets_CreateOrUpdate", text, 415).await;
+    s.call("VirtualMachineScaleSets_Get", get(set_uri("ss1")), 200).await;
+    s.call("VirtualMachineScaleSets_Get", get(set_uri("ss9")), 404).await;
+    s.call("VirtualMachineScaleSets_Get", get(set_uri("ss%201")), 400).await;
+    s.call("VirtualMachineScaleSets_List", get(format!("{sets}?{V}")), 200)
+        .await;
+    let all_sets = s
+        .call(
+            "VirtualMachineScaleSets_ListAll",
+            get(format!(
+                "/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachineScaleSets?{V}"
+            )),
+            200,
+        )
+        .await;
+    assert_eq!(all_sets.json()["value"][0]["tags"], json!({"team": "ops"}));
+    let set_update = |set: &str, body: Value| Call::new(Method::PATCH, set_uri(set)).json(&body);
+    let retagged = s
+        .call(
+            "VirtualMachineScaleSets_Update",
+            set_update("ss1", json!({"tags": {"team": "ops", "tier": "db"}})),
+            200,
+        )
+        .await;
+    assert_eq!(retagged.json()["tags"]["tier"], "db");
+    s.call(
+        "VirtualMachineScaleSets_Update",
+        set_update("ss1", json!({"location": "eastus"})),
+        400,
+    )
+    .await;
+    s.call(
+        "VirtualMachineScaleSets_Update",
+        set_update("ss9", json!({"tags": {}})),
+        404,
+    )
+    .await;
+
+    let set_extension = |set: &str, name: &str| format!("{sets}/{set}/extensions/{name}?{V}");
+    let agent_key = |settings: Value| {
+        json!({"properties": {"publisher": "Microsoft.Azure.NetworkWatcher", "type": "NetworkWatcherAgentLinux",
+            "typeHandlerVersion": "1.4", "settings": settings}})
+    };
+    let keyed = s
+        .call(
+            "VirtualMachineScaleSetExtensions_CreateOrUpdate",
+            put(
+                &set_extension("ss1", "NetworkWatcherAgentLinux"),
+                &agent_key(json!({"keyMaxUses": 3})),
+            ),
+            200,
+        )
+        .await;
+    let key = keyed.json()["properties"]["netwatch"]["enrollment"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A scale set netwatch has not seen: made with the first location served.
+    let second = s
+        .call(
+            "VirtualMachineScaleSetExtensions_CreateOrUpdate",
+            put(
+                &set_extension("ss2", "NetworkWatcherAgentLinux"),
+                &agent_key(Value::Null),
+            ),
+            201,
+        )
+        .await;
+    assert_eq!(
+        second.json()["properties"]["netwatch"]["enrollment"]["maxUses"],
+        Value::Null
+    );
+    for (name, settings) in [
+        ("CustomScript", Value::Null),
+        ("NetworkWatcherAgentLinux", json!({"keyMaxUses": 0})),
+        ("NetworkWatcherAgentLinux", json!({"keyExpiresInSeconds": 2_592_001})),
+    ] {
+        s.call(
+            "VirtualMachineScaleSetExtensions_CreateOrUpdate",
+            put(&set_extension("ss1", name), &agent_key(settings)),
+            400,
+        )
+        .await;
+    }
+    // Each host's VM row as the hub writes it: vm1's, with the instance's id, facts and no tags.
+    let registered = api.store.get_vm(VM1).await.unwrap().unwrap();
+    for (host, name) in [("host-a", "web-a"), ("host-b", "web-b"), ("host-c", "web-c")] {
+        let joined = api
+            .store
+            .join_scale_set(&ss1, host, &digest(&key), now_ms())
+            .await
+            .unwrap()
+            .expect("the key admits three hosts");
+        let facts = json!({"hostname": name, "agentVersion": "0.1.0", "connectedMs": 5, "captureInterface": "eth0",
+            "interfaces": [{"name": "eth0", "addresses": ["10.0.1.4/24"]}]});
+        let vm = VmRecord {
+            id: format!("{ss1}/virtualMachines/{}", joined.instance),
+            agent_json: facts.to_string(),
+            last_seen_ms: Some(now_ms()),
+            created_ms: now_ms(),
+            tags_json: "{}".to_owned(),
+            ..registered.clone()
+        };
+        api.store.upsert_vm(&vm).await.unwrap();
+    }
+    let instances = format!("{sets}/ss1/virtualMachines");
+    let listed = s
+        .call("VirtualMachineScaleSetVMs_List", get(format!("{instances}?{V}")), 200)
+        .await;
+    assert_eq!(listed.json()["value"].as_array().unwrap().len(), 3);
+    s.call(
+        "VirtualMachineScaleSetVMs_List",
+        get(format!("{sets}/ss9/virtualMachines?{V}")),
+        404,
+    )
+    .await;
+    let instance = s
+        .call("VirtualMachineScaleSetVMs_Get", get(format!("{instances}/0?{V}")), 200)
+        .await;
+    assert_eq!(instance.json()["name"], "ss1_0");
+    s.call("VirtualMachineScaleSetVMs_Get", get(format!("{instances}/7?{V}")), 404)
+        .await;
+    s.call("VirtualMachineScaleSetVMs_Get", get(format!("{instances}/x?{V}")), 400)
+        .await;
+    s.call(
+        "VirtualMachineScaleSetExtensions_List",
+        get(format!("{sets}/ss1/extensions?{V}")),
+        200,
+    )
+    .await;
+    let extension = s
+        .call(
+            "VirtualMachineScaleSetExtensions_Get",
+            get(set_extension("ss1", "NetworkWatcherAgentLinux")),
+            200,
+        )
+        .await;
+    assert_eq!(extension.json()["properties"]["netwatch"]["instances"], 3);
+    assert_eq!(extension.json()["properties"]["netwatch"]["keys"][0]["uses"], 3);
+    s.call(
+        "VirtualMachineScaleSetExtensions_Get",
+        get(set_extension("ss1", "CustomScript")),
+        404,
+    )
+    .await;
+    s.call(
+        "VirtualMachineScaleSetExtensions_Get",
+        get(set_extension("ss9", "NetworkWatcherAgentLinux")),
+        404,
+    )
+    .await;
+
+    // A capture over two of the three hosts: one runs, the other failed.
+    let captures =
+        format!("/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/captures");
+    let fleet = json!({"properties": {
+        "target": ss1, "targetType": "AzureVMSS", "scope": {"include": ["0", "1"]},
+        "storageLocation": {"storageId": captures}, "timeLimitInSeconds": 60}});
+    let pcss = format!("{NW_WEST}/packetCaptures/pcss");
+    let created = s
+        .call("PacketCaptures_Create", put(&format!("{pcss}?{V}"), &fleet), 201)
+        .await;
+    let mut unknown = fleet.clone();
+    unknown["properties"]["scope"] = json!({"include": ["0", "7"]});
+    s.call(
+        "PacketCaptures_Create",
+        put(&format!("{NW_WEST}/packetCaptures/pcss2?{V}"), &unknown),
+        400,
+    )
+    .await;
+    s.call("PacketCaptures_Get", get(format!("{pcss}?{V}")), 200).await;
+    let status = format!("{pcss}/queryStatus?{V}");
+    let waiting = s
+        .call("PacketCaptures_GetStatus", Call::new(Method::POST, &status), 200)
+        .await;
+    assert_eq!(waiting.json()["netwatch"]["summary"]["notStarted"], 2);
+    let parent = created.json()["id"].as_str().unwrap().to_owned();
+    let mut parts = api.store.capture_parts(&parent).await.unwrap();
+    parts.sort_by(|a, b| a.instance.cmp(&b.instance));
+    let [running, failed] = &mut parts[..] else {
+        panic!("two parts: {parts:?}");
+    };
+    running.status = CaptureStatus::Running;
+    running.started_ms = Some(now_ms());
+    running.stats_json = json!({"packetsCaptured": 10, "bytesCaptured": 1000, "kernelDrops": 0,
+        "fileSizeInBytes": 1184, "uploadState": "Pending", "uploadPercent": 0})
+    .to_string();
+    failed.status = CaptureStatus::Error;
+    failed.stop_reason = Some("AgentLost".to_owned());
+    failed.errors_json = r#"["AgentStopped"]"#.to_owned();
+    failed.stats_json = json!({"packetsCaptured": 0, "bytesCaptured": 0, "kernelDrops": 0, "fileSizeInBytes": 0,
+        "errorMessage": "the agent was not heard from for 600 s"})
+    .to_string();
+    api.store.update_capture(running).await.unwrap();
+    api.store.update_capture(failed).await.unwrap();
+    let rolled = s
+        .call("PacketCaptures_GetStatus", Call::new(Method::POST, &status), 200)
+        .await
+        .json();
+    assert_eq!(rolled["packetCaptureStatus"], "Running", "{rolled}");
+    let summary = &rolled["netwatch"]["summary"];
+    assert_eq!(
+        (&summary["running"], &summary["failed"]),
+        (&json!(1), &json!(1)),
+        "{rolled}"
+    );
+    assert_eq!(rolled["netwatch"]["instances"][0]["host"], "web-a", "{rolled}");
+    assert_eq!(
+        rolled["netwatch"]["instances"][1]["packetCaptureError"],
+        json!(["AgentStopped"])
+    );
+    // No host has stored a file yet; a VM's capture is not over many hosts.
+    let merged = |capture: &str| get(format!("{NW_WEST}/packetCaptures/{capture}/merged?{V}"));
+    s.call("PacketCaptures_GetMerged", merged("pcss"), 409).await;
+    s.call("PacketCaptures_GetMerged", merged("pc2"), 409).await;
+    s.call("PacketCaptures_GetMerged", merged("pc9"), 404).await;
+
+    // Hosts chosen by tag and by id (`properties.netwatch.targets`), in
+    // place of a target.
+    let by_tag = json!({"properties": {
+        "netwatch": {"targets": {"tags": {"role": "web"}}},
+        "storageLocation": {"storageId": captures}, "timeLimitInSeconds": 60}});
+    let pcsel = format!("{NW_WEST}/packetCaptures/pcsel");
+    let chosen = s
+        .call("PacketCaptures_Create", put(&format!("{pcsel}?{V}"), &by_tag), 201)
+        .await;
+    assert_eq!(
+        chosen.json()["properties"]["netwatch"]["targets"],
+        json!({"tags": {"role": "web"}})
+    );
+    s.call("PacketCaptures_Get", get(format!("{pcsel}?{V}")), 200).await;
+    let selected = s
+        .call(
+            "PacketCaptures_GetStatus",
+            Call::new(Method::POST, format!("{pcsel}/queryStatus?{V}")),
+            200,
+        )
+        .await;
+    let instances_chosen = &selected.json()["netwatch"]["instances"];
+    assert_eq!(instances_chosen.as_array().map(Vec::len), Some(1), "{instances_chosen}");
+    assert_eq!(instances_chosen[0]["instanceId"], "vm1", "{instances_chosen}");
+    let by_id = json!({"properties": {
+        "netwatch": {"targets": {"vms": [VM1, format!("{ss1}/virtualMachines/0")]}},
+        "storageLocation": {"filePath": "/var/captures/pcids.cap"}}});
+    s.call(
+        "PacketCaptures_Create",
+        put(&format!("{NW_WEST}/packetCaptures/pcids?{V}"), &by_id),
+        201,
+    )
+    .await;
+    let mut both = by_id.clone();
+    both["properties"]["target"] = json!(VM1);
+    s.call(
+        "PacketCaptures_Create",
+        put(&format!("{NW_WEST}/packetCaptures/pcbad?{V}"), &both),
+        400,
+    )
+    .await;
+
+    // An instance removed: it is no longer listed.
+    let delete = |set: &str, body: &Value| Call::new(Method::POST, format!("{sets}/{set}/delete?{V}")).json(body);
+    for bad in [
+        json!({"instanceIds": []}),
+        json!({"instanceIds": ["9"]}),
+        json!({"instanceIds": ["x"]}),
+        json!({"instanceIds": ["2"], "force": true}),
+    ] {
+        s.call("VirtualMachineScaleSets_DeleteInstances", delete("ss1", &bad), 400)
+            .await;
+    }
+    s.call(
+        "VirtualMachineScaleSets_DeleteInstances",
+        delete("ss9", &json!({"instanceIds": ["2"]})),
+        404,
+    )
+    .await;
+    let text = Call::new(Method::POST, format!("{sets}/ss1/delete?{V}"))
+        .header("content-type", "text/plain")
+        .body(b"2".to_vec());
+    s.call("VirtualMachineScaleSets_DeleteInstances", text, 415).await;
+    s.call(
+        "VirtualMachineScaleSets_DeleteInstances",
+        delete("ss1", &json!({"instanceIds": ["2"]})),
+        200,
+    )
+    .await;
+    s.call("VirtualMachineScaleSetVMs_Get", get(format!("{instances}/2?{V}")), 404)
+        .await;
 
     // Storage accounts.
     s.call(
@@ -1499,6 +1917,34 @@ async fn answers_match_their_schemas() {
             .await;
     }
 
+    // The capture over the scale set: each host uploads its file, then the
+    // files download merged into one.
+    let mut parts = api.store.capture_parts(&parent).await.unwrap();
+    parts.sort_by(|a, b| a.instance.cmp(&b.instance));
+    for (index, part) in parts.iter().enumerate() {
+        let file = pcap_file(1_700_000_000 + u32::try_from(index).unwrap());
+        let run = run_id(&part.id, part.created_ms);
+        let request = json!({"captureId": run, "seq": 0, "size": file.len(), "sha256": sha256_hex(&file)});
+        let grant = s.call("Uploads_Grant", agent_post(UPLOADS, &request), 200).await.json();
+        let url = grant["parts"][0]["url"].as_str().unwrap().to_owned();
+        let stored = Call::new(Method::PUT, &url).token(Some(AGENT)).body(file.clone());
+        let receipt = s
+            .call("Files_Upload", stored, 200)
+            .await
+            .header("etag")
+            .unwrap()
+            .to_owned();
+        let commit = json!({"captureId": run, "seq": 0, "uploadId": grant["uploadId"], "size": file.len(),
+            "sha256": sha256_hex(&file), "parts": [{"part": 1, "id": receipt}]});
+        s.call("Uploads_Complete", agent_post(UPLOADS_COMPLETE, &commit), 200)
+            .await;
+    }
+    let whole = s.call("PacketCaptures_GetMerged", merged("pcss"), 200).await;
+    // A pcapng section header block comes first.
+    assert_eq!(whole.bytes.get(..4), Some(&[0x0a, 0x0d, 0x0d, 0x0a][..]));
+    s.call("PacketCaptures_GetMerged", merged("pcss").token(None), 401)
+        .await;
+
     // The agent channel (oneshot connections cannot be upgraded) and this document.
     let channel = || {
         get("/netwatch/v1/agent/channel")
@@ -1654,6 +2100,35 @@ async fn answers_match_their_schemas() {
         404,
     )
     .await;
+
+    // The agent removed from a scale set: its keys revoked, its hosts cut off.
+    let delete_extension = |set: &str, name: &str| Call::new(Method::DELETE, set_extension(set, name));
+    s.call(
+        "VirtualMachineScaleSetExtensions_Delete",
+        delete_extension("ss1", "NetworkWatcherAgentLinux"),
+        200,
+    )
+    .await;
+    s.call(
+        "VirtualMachineScaleSetExtensions_Delete",
+        delete_extension("ss1", "CustomScript"),
+        204,
+    )
+    .await;
+    s.call(
+        "VirtualMachineScaleSetExtensions_Delete",
+        delete_extension("ss9", "NetworkWatcherAgentLinux"),
+        404,
+    )
+    .await;
+    let revoked = s
+        .call(
+            "VirtualMachineScaleSetExtensions_Get",
+            get(set_extension("ss1", "NetworkWatcherAgentLinux")),
+            200,
+        )
+        .await;
+    assert_eq!(revoked.json()["properties"]["netwatch"]["keys"][0]["revoked"], true);
 
     // Every documented operation took part.
     let called: BTreeSet<&str> = s.answers.iter().map(|a| a["operation"].as_str().unwrap()).collect();

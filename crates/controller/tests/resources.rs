@@ -150,6 +150,7 @@ impl Api {
                 agent_json,
                 last_seen_ms,
                 created_ms: 1,
+                tags_json: "{}".to_owned(),
             };
             store.upsert_vm(&vm).await.unwrap();
         }

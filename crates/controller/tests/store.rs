@@ -161,6 +161,7 @@ async fn silent_hosts_suite(store: &Store) {
         agent_json: "{}".into(),
         last_seen_ms,
         created_ms: 50,
+        tags_json: "{}".to_owned(),
     };
     for vm in [host("heard", Some(500)), host("quiet", Some(100)), host("never", None)] {
         store.upsert_vm(&vm).await.unwrap();
@@ -327,6 +328,7 @@ async fn vms_suite(store: &Store) {
         agent_json: r#"{"version":"0.1.0"}"#.into(),
         last_seen_ms: None,
         created_ms: 5,
+        tags_json: "{}".to_owned(),
     };
     store.upsert_vm(&vm).await.unwrap();
     // ids are found whatever their case, and kept as first written

@@ -152,7 +152,7 @@ pub(crate) async fn hosts(
             .join(", ")
     };
     let scope = capture.scope();
-    for (list, field, verb) in [(scope.include(), "include", "are"), (scope.exclude(), "exclude", "are")] {
+    for (list, field) in [(scope.include(), "include"), (scope.exclude(), "exclude")] {
         let unknown: Vec<(usize, u32)> = list
             .iter()
             .copied()
@@ -161,7 +161,11 @@ pub(crate) async fn hosts(
             .collect();
         if let Some((index, _)) = unknown.first() {
             let ids: Vec<String> = unknown.iter().map(|(_, id)| format!("\"{id}\"")).collect();
-            let verb = if unknown.len() == 1 { "is" } else { verb };
+            let verb = if unknown.len() == 1 {
+                "is not an instance"
+            } else {
+                "are not instances"
+            };
             return Err(CreateError::UnknownInstances {
                 field: format!("properties.scope.{field}[{index}]"),
                 ids: ids.join(", "),
@@ -171,16 +175,23 @@ pub(crate) async fn hosts(
             });
         }
     }
+    // The VM row comes with the instance (the hub writes both as the host
+    // joins); one query for all of them.
+    let mut vms: std::collections::HashMap<String, VmRecord> = state
+        .store
+        .list_vms(&set.subscription)
+        .await?
+        .into_iter()
+        .map(|vm| (vm.id.to_lowercase(), vm))
+        .collect();
     let mut hosts = Vec::new();
     for instance in &instances {
         let Ok(number) = u32::try_from(instance.instance) else {
             continue;
         };
-        if !scope.selects(number) {
-            continue;
-        }
-        // The VM row comes with the instance (the hub writes both as the host joins).
-        if let Some(vm) = state.store.get_vm(&instance.vm_key).await? {
+        if scope.selects(number)
+            && let Some(vm) = vms.remove(&instance.vm_key)
+        {
             hosts.push((number.to_string(), vm));
         }
     }
@@ -248,17 +259,30 @@ pub(crate) fn rolled_status(parent: &CaptureRecord, parts: &[CaptureRecord]) -> 
     }
 }
 
+/// How many waiting hosts [`settle`] looks at first.
+const FEW: i64 = 8;
+
 /// Settles the parent's operations from its parts, after a part changed
 /// (module doc); a no-op when there is nothing to settle yet.
 pub(crate) async fn settle(state: &AppState, parent_key: &str) -> Result<(), StoreError> {
     let waiting = state.store.count_parts(parent_key, CaptureStatus::NotStarted).await?;
-    let connected_waiting = if waiting == 0 {
-        0
-    } else {
-        let targets = state.store.part_targets(parent_key, CaptureStatus::NotStarted).await?;
-        targets.iter().filter(|t| state.hub.is_connected(t)).count()
-    };
-    if connected_waiting == 0 {
+    // Whether a host still to start is connected (its start is on its way):
+    // a few of them first, which while many start is nearly always so, and
+    // all of them only when those few are away.
+    let mut connected_waiting = false;
+    if waiting > 0 {
+        for limit in [FEW, i64::MAX] {
+            let targets = state
+                .store
+                .part_targets(parent_key, CaptureStatus::NotStarted, limit)
+                .await?;
+            connected_waiting = targets.iter().any(|t| state.hub.is_connected(t));
+            if connected_waiting || i64::try_from(targets.len()).unwrap_or(i64::MAX) < limit {
+                break;
+            }
+        }
+    }
+    if !connected_waiting {
         let running = state.store.count_parts(parent_key, CaptureStatus::Running).await?;
         let stopped = state.store.count_parts(parent_key, CaptureStatus::Stopped).await?;
         let failed = state.store.count_parts(parent_key, CaptureStatus::Error).await?;

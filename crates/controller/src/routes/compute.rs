@@ -21,7 +21,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::resource::{
-    AGENT_EXTENSION_NAME, Location, ResourceGroupName, ResourceId, ResourceName, SubscriptionId,
+    AGENT_EXTENSION_NAME, Location, ResourceGroupName, ResourceId, ResourceKind, ResourceName, SubscriptionId,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -369,7 +369,9 @@ async fn registered_vms(state: &AppState, sub: &SubscriptionId) -> Result<Vec<(R
     Ok(records
         .into_iter()
         .filter_map(|record| match ResourceId::parse("id", &record.id) {
-            Ok(id) => Some((id, record)),
+            Ok(id) if id.kind() == ResourceKind::VirtualMachine => Some((id, record)),
+            // A scale set's instance: listed under its scale set, as in Azure.
+            Ok(_) => None,
             Err(err) => {
                 tracing::warn!(vm = %record.id, error = %err, "stored VM id does not parse; left out");
                 None

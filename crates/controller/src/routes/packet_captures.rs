@@ -300,7 +300,12 @@ fn host_status(
 /// under `netwatch.instances` with a summary.
 async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<PacketCaptureQueryStatusResult, HttpError> {
     let mut parts = state.store.capture_parts(&record.id).await?;
-    parts.sort_by_key(|part| part.instance.as_deref().and_then(|i| i.parse::<u64>().ok()).unwrap_or(u64::MAX));
+    parts.sort_by_key(|part| {
+        part.instance
+            .as_deref()
+            .and_then(|i| i.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    });
     let status = lifecycle::fleet::rolled_status(record, &parts);
     let subscription = ResourceId::parse("id", &record.id)
         .map(|id| id.subscription().to_string())
@@ -346,7 +351,9 @@ async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<Packet
                     .or_else(|| part.stop_reason.clone())
                     .unwrap_or_else(|| "no reason given".to_owned());
                 let codes: Vec<String> = part_errors.iter().map(|error| format!("{error:?}")).collect();
-                summary.failures.push(format!("{instance}: {}: {why}", codes.join(", ")));
+                summary
+                    .failures
+                    .push(format!("{instance}: {}: {why}", codes.join(", ")));
             }
         }
         if let Some(reason) = &part.stop_reason {
@@ -405,12 +412,10 @@ async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<Packet
     let stop_reason = if status.is_active() {
         None
     } else {
-        record.stop_reason.clone().or_else(|| {
-            reasons
-                .iter()
-                .max_by_key(|(_, n)| *n)
-                .map(|(reason, _)| reason.clone())
-        })
+        record
+            .stop_reason
+            .clone()
+            .or_else(|| reasons.iter().max_by_key(|(_, n)| *n).map(|(reason, _)| reason.clone()))
     };
     Ok(PacketCaptureQueryStatusResult {
         name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),

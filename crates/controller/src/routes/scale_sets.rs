@@ -28,7 +28,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use netwatch_api::error::ApiError;
-use netwatch_api::resource::{AGENT_EXTENSION_NAME, ResourceGroupName, ResourceId, ResourceName, SubscriptionId};
+use netwatch_api::resource::{
+    AGENT_EXTENSION_NAME, Location, ResourceGroupName, ResourceId, ResourceName, SubscriptionId,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -175,7 +177,7 @@ async fn put(
     let tags_json = Value::Object(tags).to_string();
     if let Some(existing) = state.store.get_scale_set(&id.to_string()).await? {
         if let Some(location) = &body.location
-            && !location.eq_ignore_ascii_case(&existing.location)
+            && Location::parse("location", location)?.as_str() != existing.location
         {
             let message = format!(
                 "scale set {vmss} is in {}: a scale set cannot move; leave location out or give {}",
@@ -365,6 +367,7 @@ async fn set_extension(
     let id = set_id(&state, (&sub, &group, &vmss))?;
     let (_, body) = parse_agent_extension("vmssExtensionName", &extension, &body)?;
     let settings = body.properties.settings.clone().unwrap_or(Value::Null);
+    check_key_settings(&settings)?;
     let lifetime_s =
         key_setting(&settings, "keyExpiresInSeconds", 1, MAX_KEY_LIFETIME_S)?.unwrap_or(ENROLLMENT_LIFETIME_MS / 1000);
     let max_uses = key_setting(&settings, "keyMaxUses", 1, i64::from(u32::MAX))?;
@@ -372,7 +375,7 @@ async fn set_extension(
     let record = match existing.clone() {
         Some(record) => {
             if let Some(location) = &body.location
-                && !location.eq_ignore_ascii_case(&record.location)
+                && Location::parse("location", location)?.as_str() != record.location
             {
                 let message = format!("scale set {vmss} is in {}: give that location or none", record.location);
                 return Err(ApiError::bad_request("location", message).into());
@@ -425,6 +428,35 @@ async fn set_extension(
         StatusCode::CREATED
     };
     Ok((status, Json(answer)).into_response())
+}
+
+/// The key settings netwatch reads, spelt exactly so.
+const KEY_SETTINGS: [&str; 2] = ["keyExpiresInSeconds", "keyMaxUses"];
+
+/// `properties.settings`: null or an object, in which a key setting spelt
+/// in another case is refused, not ignored (a `KeyMaxUses` ignored would make
+/// an uncapped key). Other settings are left alone.
+fn check_key_settings(settings: &Value) -> Result<(), HttpError> {
+    let map = match settings {
+        Value::Null => return Ok(()),
+        Value::Object(map) => map,
+        _ => {
+            let message =
+                format!("properties.settings must be an object such as {{\"keyMaxUses\": 10}}, not {settings}");
+            return Err(ApiError::bad_request("properties.settings", message).into());
+        }
+    };
+    for key in map.keys() {
+        let near = KEY_SETTINGS
+            .iter()
+            .find(|known| known.eq_ignore_ascii_case(key) && *known != key);
+        if let Some(known) = near {
+            let field = format!("properties.settings.{key}");
+            let message = format!("{field} is not a setting: did you mean {known}? (settings are case-sensitive)");
+            return Err(ApiError::bad_request(field, message).into());
+        }
+    }
+    Ok(())
 }
 
 /// A whole-number key setting within `min..=max`, if given.
