@@ -311,7 +311,9 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
         tracing::info!(capture = %id, target = %record.target_id, hosts = parts.len(), "packet capture over many hosts created");
         // Hosts none of which is connected: nothing will report; settle now
         // what can be settled (the create waits for hosts that are there).
-        fleet::settle(state, &record.id).await?;
+        if !parts.iter().any(|part| state.hub.is_connected(&part.target_id)) {
+            fleet::settle(state, &record.id).await?;
+        }
     }
     Ok(Created { record, operation })
 }
@@ -631,8 +633,14 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
     };
     let status = record.status;
     if before != status {
-        tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
-        settle_create(state, &record, report).await?;
+        if record.parent_key.is_some() {
+            // One host of many: the whole is what the log follows.
+            tracing::debug!(capture = %record.id, from = %before, to = %status, "host's part changed state");
+        } else {
+            tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
+            // A host's part has no create of its own: the whole's settles in fleet::settle.
+            settle_create(state, &record, report).await?;
+        }
     }
     // A stop is done once the file is stored, given up, or safe in the
     // agent's spool while storage is away (it uploads when it is back).

@@ -241,6 +241,15 @@ pub struct CaptureRecord {
     pub instance: Option<String>,
 }
 
+/// How many hosts' rows of a capture over many hosts are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartCounts {
+    pub not_started: i64,
+    pub running: i64,
+    pub stopped: i64,
+    pub failed: i64,
+}
+
 /// A capture file in storage.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CaptureFileRecord {
@@ -371,6 +380,62 @@ where
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Rows per multi-row `INSERT` of capture rows: 17 parameters each, well
+/// under SQLite's limit of 32,766 per statement.
+const INSERT_BATCH: usize = 64;
+
+/// Inserts capture rows with `executor`, [`INSERT_BATCH`] per statement (a
+/// capture over a thousand hosts is a thousand rows: one round trip each
+/// would be most of its create).
+async fn insert_captures_with(executor: &mut sqlx::AnyConnection, records: &[CaptureRecord]) -> Result<(), StoreError> {
+    for chunk in records.chunks(INSERT_BATCH) {
+        let mut sql = String::from(
+            "INSERT INTO packet_captures (key, id, watcher_key, target_key, target_id, request_json, status,
+             stop_reason, errors_json, started_ms, stats_json, etag, version, created_ms, updated_ms,
+             parent_key, instance) VALUES ",
+        );
+        for row in 0..chunk.len() {
+            sql.push_str(if row > 0 { ",(" } else { "(" });
+            for column in 0..17 {
+                if column > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", row * 17 + column + 1));
+            }
+            sql.push(')');
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            query = query
+                .bind(key(&c.id))
+                .bind(c.id.clone())
+                .bind(key(&c.watcher_id))
+                .bind(key(&c.target_id))
+                .bind(c.target_id.clone())
+                .bind(c.request_json.clone())
+                .bind(c.status.as_str())
+                .bind(c.stop_reason.clone())
+                .bind(c.errors_json.clone())
+                .bind(c.started_ms)
+                .bind(c.stats_json.clone())
+                .bind(c.etag.clone())
+                .bind(c.version)
+                .bind(c.created_ms)
+                .bind(c.updated_ms)
+                .bind(c.parent_key.as_deref().map(key))
+                .bind(c.instance.clone());
+        }
+        match query.execute(&mut *executor).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("packet capture {}", chunk[0].id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Creates the SQLite file of `url` readable by its owner only, if it does
@@ -619,9 +684,7 @@ impl Store {
                 .await?;
         }
         insert_capture_with(&mut *tx, new).await?;
-        for part in parts {
-            insert_capture_with(&mut *tx, part).await?;
-        }
+        insert_captures_with(&mut tx, parts).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -646,15 +709,26 @@ impl Store {
         Ok(rows)
     }
 
-    /// How many hosts' rows of capture `id` have `status`.
-    pub async fn count_parts(&self, id: &str, status: CaptureStatus) -> Result<i64, StoreError> {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM packet_captures WHERE parent_key = $1 AND status = $2")
+    /// How many hosts' rows of capture `id` are in each status, in one query.
+    pub async fn count_parts(&self, id: &str) -> Result<PartCounts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM packet_captures WHERE parent_key = $1 GROUP BY status")
                 .bind(key(id))
-                .bind(status.as_str())
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-        Ok(count)
+        let mut counts = PartCounts::default();
+        // A status this controller does not know counts as none (it is
+        // refused where its row is read).
+        for (status, count) in rows {
+            match CaptureStatus::try_from(status) {
+                Ok(CaptureStatus::NotStarted) => counts.not_started = count,
+                Ok(CaptureStatus::Running) => counts.running = count,
+                Ok(CaptureStatus::Stopped) => counts.stopped = count,
+                Ok(CaptureStatus::Error) => counts.failed = count,
+                Err(_) => {}
+            }
+        }
+        Ok(counts)
     }
 
     /// Captures over hosts chosen by a selector (they target themselves) that
@@ -671,7 +745,8 @@ impl Store {
     /// The targets of capture `id`'s hosts' rows that have `status`, at most `limit`.
     pub async fn part_targets(&self, id: &str, status: CaptureStatus, limit: i64) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query_scalar(
-            "SELECT target_id FROM packet_captures WHERE parent_key = $1 AND status = $2 ORDER BY key LIMIT $3",
+            // No ORDER BY: any `limit` of them, found without a sort.
+            "SELECT target_id FROM packet_captures WHERE parent_key = $1 AND status = $2 LIMIT $3",
         )
         .bind(key(id))
         .bind(status.as_str())

@@ -19,6 +19,7 @@
 //!    stops it on every host). The first `WARMUP` are not counted.
 //!
 //! Bounded: every wait has a deadline, the whole run `BENCH_DEADLINE_S`.
+//! `BENCH_KEEP=1` keeps the data directory and the processes' logs.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark stops loudly on any unexpected error")]
 
@@ -308,4 +309,8 @@ async fn run(settings: Settings) {
     println!("controller VmRSS: {rss_joined} KiB with every host joined, {rss_end} KiB after the captures");
     drop(sims);
     drop(up);
+    if std::env::var_os("BENCH_KEEP").is_some_and(|keep| keep == "1") {
+        let kept = dir.keep();
+        println!("data and logs kept in {}", kept.display());
+    }
 }

@@ -265,64 +265,59 @@ const FEW: i64 = 8;
 /// Settles the parent's operations from its parts, after a part changed
 /// (module doc); a no-op when there is nothing to settle yet.
 pub(crate) async fn settle(state: &AppState, parent_key: &str) -> Result<(), StoreError> {
-    let waiting = state.store.count_parts(parent_key, CaptureStatus::NotStarted).await?;
     // Whether a host still to start is connected (its start is on its way):
-    // a few of them first, which while many start is nearly always so, and
-    // all of them only when those few are away.
-    let mut connected_waiting = false;
-    if waiting > 0 {
-        for limit in [FEW, i64::MAX] {
-            let targets = state
-                .store
-                .part_targets(parent_key, CaptureStatus::NotStarted, limit)
-                .await?;
-            connected_waiting = targets.iter().any(|t| state.hub.is_connected(t));
-            if connected_waiting || i64::try_from(targets.len()).unwrap_or(i64::MAX) < limit {
-                break;
-            }
+    // a few of them first, which while many start is nearly always so (one
+    // cheap query per report), and all of them only when those few are away.
+    for limit in [FEW, i64::MAX] {
+        let targets = state
+            .store
+            .part_targets(parent_key, CaptureStatus::NotStarted, limit)
+            .await?;
+        if targets.iter().any(|t| state.hub.is_connected(t)) {
+            return Ok(());
+        }
+        if i64::try_from(targets.len()).unwrap_or(i64::MAX) < limit {
+            break;
         }
     }
-    if !connected_waiting {
-        let running = state.store.count_parts(parent_key, CaptureStatus::Running).await?;
-        let stopped = state.store.count_parts(parent_key, CaptureStatus::Stopped).await?;
-        let failed = state.store.count_parts(parent_key, CaptureStatus::Error).await?;
-        if running + stopped > 0 {
-            state
-                .store
-                .finish_operations_of(
-                    parent_key,
-                    OperationKind::Create,
-                    OperationStatus::Succeeded,
-                    None,
-                    now_ms(),
-                )
-                .await?;
-        } else if failed > 0 && waiting == 0 {
-            let message = "no host of the scale set could start the capture: queryStatus shows each one's reason";
-            let error = serde_json::json!({"error": {"code": "CaptureFailed", "message": message}}).to_string();
-            state
-                .store
-                .finish_operations_of(
-                    parent_key,
-                    OperationKind::Create,
-                    OperationStatus::Failed,
-                    Some(&error),
-                    now_ms(),
-                )
-                .await?;
-        }
-        if waiting == 0 && running == 0 && state.store.part_stops_in_progress(parent_key).await? == 0 {
-            state
-                .store
-                .finish_operations_of(
-                    parent_key,
-                    OperationKind::Stop,
-                    OperationStatus::Succeeded,
-                    None,
-                    now_ms(),
-                )
-                .await?;
-        }
+    let counts = state.store.count_parts(parent_key).await?;
+    let waiting = counts.not_started;
+    if counts.running + counts.stopped > 0 {
+        state
+            .store
+            .finish_operations_of(
+                parent_key,
+                OperationKind::Create,
+                OperationStatus::Succeeded,
+                None,
+                now_ms(),
+            )
+            .await?;
+    } else if counts.failed > 0 && waiting == 0 {
+        let message = "no host of the scale set could start the capture: queryStatus shows each one's reason";
+        let error = serde_json::json!({"error": {"code": "CaptureFailed", "message": message}}).to_string();
+        state
+            .store
+            .finish_operations_of(
+                parent_key,
+                OperationKind::Create,
+                OperationStatus::Failed,
+                Some(&error),
+                now_ms(),
+            )
+            .await?;
+    }
+    if waiting == 0 && counts.running == 0 && state.store.part_stops_in_progress(parent_key).await? == 0 {
+        state
+            .store
+            .finish_operations_of(
+                parent_key,
+                OperationKind::Stop,
+                OperationStatus::Succeeded,
+                None,
+                now_ms(),
+            )
+            .await?;
     }
     Ok(())
 }
