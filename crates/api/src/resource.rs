@@ -1252,8 +1252,7 @@ mod tests {
         );
         let err = ResourceId::parse_kind("properties.target", &instance, &targets).unwrap_err();
         assert!(
-            err.message
-                .contains("is a Microsoft.Compute/virtualMachineScaleSets/virtualMachines id, but it must be"),
+            err.message.contains("is a scale-set instance id, but it must be"),
             "{}",
             err.message
         );

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use netwatch_api::agent::{
-    AgentCaptureState, AgentMessage, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, Welcome, run_id,
+    AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, Welcome, run_id,
 };
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -53,7 +53,16 @@ pub struct Hub {
     /// The channels being served and the sweep: what writes to the store
     /// outside a request, so a shutdown can wait for their last writes.
     tasks: TaskTracker,
+    /// Where the channels hand their reports to be applied in batches
+    /// ([`submit_report`]); made with the first report.
+    reports: Arc<Mutex<Option<mpsc::UnboundedSender<QueuedReport>>>>,
 }
+
+/// A report waiting to be applied, and where its result goes.
+type QueuedReport = (String, CaptureReport, oneshot::Sender<Result<(), StoreError>>);
+
+/// The most reports applied in one transaction.
+const REPORT_BATCH: usize = 512;
 
 #[derive(Debug)]
 struct Connection {
@@ -121,6 +130,22 @@ impl Hub {
     /// Channels and sweeps not finished yet.
     pub fn unfinished(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// The queue of reports to apply, its applier started with the first
+    /// report; none once the hub is closing.
+    fn report_queue(&self, state: &AppState) -> Option<mpsc::UnboundedSender<QueuedReport>> {
+        if self.closing.is_cancelled() {
+            return None;
+        }
+        let mut queue = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = queue.as_ref() {
+            return Some(sender.clone());
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.tasks.spawn(apply_queued_reports(state.clone(), receiver));
+        *queue = Some(sender.clone());
+        Some(sender)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
@@ -246,7 +271,7 @@ async fn run_connection(
                 };
                 *heard_ms = now_ms();
                 match message {
-                    AgentMessage::Report(report) => lifecycle::apply_report(state, vm, &report).await?,
+                    AgentMessage::Report(report) => submit_report(state, vm, report).await?,
                     AgentMessage::Heartbeat => {}
                     AgentMessage::Hello(_) => tracing::warn!(vm, "agent said hello twice; ignored"),
                 }
@@ -255,6 +280,54 @@ async fn run_connection(
                     touched = Instant::now();
                 }
             }
+        }
+    }
+}
+
+/// Applies `report` of `vm`'s agent with the reports other channels hand in
+/// at the same moment, in one transaction ([`lifecycle::apply_reports`]):
+/// when a thousand hosts report at once, one commit, not a thousand. Waits
+/// for its result, so a channel's reports are applied in the order it sent
+/// them. Applied alone when the queue is gone (the hub is closing).
+async fn submit_report(state: &AppState, vm: &str, report: CaptureReport) -> Result<(), StoreError> {
+    if let Some(queue) = state.hub.report_queue(state) {
+        let (reply, result) = oneshot::channel();
+        if queue.send((vm.to_owned(), report.clone(), reply)).is_ok()
+            && let Ok(result) = result.await
+        {
+            return result;
+        }
+    }
+    lifecycle::apply_report(state, vm, &report).await
+}
+
+/// Applies queued reports until the hub closes: whatever has queued up
+/// while the last batch was applied (at most [`REPORT_BATCH`]) goes in the
+/// next, so batches grow with the load and a lone report waits for nothing.
+async fn apply_queued_reports(state: AppState, mut queue: mpsc::UnboundedReceiver<QueuedReport>) {
+    loop {
+        let first = tokio::select! {
+            () = state.hub.closing.cancelled() => return,
+            next = queue.recv() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < REPORT_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (reports, replies): (Vec<(String, CaptureReport)>, Vec<_>) = batch
+            .into_iter()
+            .map(|(vm, report, reply)| ((vm, report), reply))
+            .unzip();
+        let results = lifecycle::apply_reports(&state, &reports).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A channel that ended meanwhile no longer waits.
+            let _ = reply.send(result);
         }
     }
 }

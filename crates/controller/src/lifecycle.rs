@@ -498,64 +498,79 @@ pub(crate) async fn give_up(
     Ok(true)
 }
 
-/// Applies one agent report to the capture it names (public for tests).
-pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
-    /// What the report found, decided on the stored capture.
-    enum Found {
-        /// Deleted, or created again, while the run went on.
-        AnotherRun,
-        AnotherHost,
-        /// Ended already while its agent still runs it.
-        Ended,
-        /// Applied: the status and upload state it had before.
-        Applied {
-            before: CaptureStatus,
-            before_upload: Option<UploadState>,
-        },
-    }
-    let stop_run = || {
-        state.hub.send(
+/// What a report found, decided on the stored capture.
+enum Found {
+    /// Deleted, or created again, while the run went on.
+    AnotherRun,
+    AnotherHost,
+    /// Ended already while its agent still runs it.
+    Ended,
+    /// Applied: the status and upload state it had before.
+    Applied {
+        before: CaptureStatus,
+        before_upload: Option<UploadState>,
+    },
+}
+
+/// A report read, ready to be applied to the capture it names.
+struct Report<'a> {
+    vm: &'a str,
+    report: &'a CaptureReport,
+    capture: &'a str,
+    created_ms: i64,
+    reported: CaptureStatus,
+    stats_json: String,
+}
+
+impl<'a> Report<'a> {
+    /// `None` (logged) for a report on something that is not a capture run.
+    fn read(vm: &'a str, report: &'a CaptureReport) -> Option<Self> {
+        let Some((capture, created_ms)) = parse_run_id(&report.capture_id) else {
+            tracing::warn!(vm, run = %report.capture_id, "agent reported on something that is not a capture run; ignored");
+            return None;
+        };
+        let reported = match report.state {
+            AgentCaptureState::Running => CaptureStatus::Running,
+            AgentCaptureState::Stopped => CaptureStatus::Stopped,
+            AgentCaptureState::Error => CaptureStatus::Error,
+        };
+        let stats = NetwatchCaptureStatus {
+            packets_captured: report.stats.packets_captured,
+            bytes_captured: report.stats.bytes_captured,
+            kernel_drops: report.stats.kernel_drops,
+            file_size_in_bytes: report.stats.file_size_in_bytes,
+            upload_state: report.upload,
+            // The field's rule holds whatever the agent's version: 100 when
+            // Succeeded and only then.
+            upload_percent: report
+                .upload
+                .zip(report.upload_progress.as_ref())
+                .map(|(state, progress)| state.percent(u64::from(progress.percent), 100)),
+            upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
+            files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
+            error_message: report.message.clone(),
+            agent_last_seen: None,
+            files: vec![],
+            summary: None,
+            instances: vec![],
+        };
+        Some(Self {
             vm,
-            ControllerMessage::Stop {
-                capture_id: report.capture_id.clone(),
-            },
-        );
-    };
-    let Some((capture, created_ms)) = parse_run_id(&report.capture_id) else {
-        tracing::warn!(vm, run = %report.capture_id, "agent reported on something that is not a capture run; ignored");
-        return Ok(());
-    };
-    let reported = match report.state {
-        AgentCaptureState::Running => CaptureStatus::Running,
-        AgentCaptureState::Stopped => CaptureStatus::Stopped,
-        AgentCaptureState::Error => CaptureStatus::Error,
-    };
-    let stats = NetwatchCaptureStatus {
-        packets_captured: report.stats.packets_captured,
-        bytes_captured: report.stats.bytes_captured,
-        kernel_drops: report.stats.kernel_drops,
-        file_size_in_bytes: report.stats.file_size_in_bytes,
-        upload_state: report.upload,
-        // The field's rule holds whatever the agent's version: 100 when
-        // Succeeded and only then.
-        upload_percent: report
-            .upload
-            .zip(report.upload_progress.as_ref())
-            .map(|(state, progress)| state.percent(u64::from(progress.percent), 100)),
-        upload_message: report.upload_progress.as_ref().and_then(|p| p.message.clone()),
-        files_pending: report.upload_progress.as_ref().map(|p| p.files_pending),
-        error_message: report.message.clone(),
-        agent_last_seen: None,
-        files: vec![],
-        summary: None,
-        instances: vec![],
-    };
-    let stats_json = serde_json::to_string(&stats).expect("counters always serialize");
-    let applied = state.store.modify_capture(capture, |record| {
-        if record.created_ms != created_ms {
+            report,
+            capture,
+            created_ms,
+            reported,
+            stats_json: serde_json::to_string(&stats).expect("counters always serialize"),
+        })
+    }
+
+    /// What the report does to `record` as stored (module doc, "Rules a report follows").
+    fn decide(&self, record: &mut CaptureRecord) -> Change<Found> {
+        let report = self.report;
+        if record.created_ms != self.created_ms {
             return Change::Keep(Found::AnotherRun);
         }
-        if !record.target_id.eq_ignore_ascii_case(vm) {
+        if !record.target_id.eq_ignore_ascii_case(self.vm) {
             return Change::Keep(Found::AnotherHost);
         }
         let before = record.status;
@@ -578,97 +593,174 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
             }
             record.errors_json = serde_json::to_string(&errors).expect("error lists always serialize");
         } else {
-            record.status = reported;
+            record.status = self.reported;
             if let Some(reason) = &report.stop_reason {
                 record.stop_reason = Some(reason.as_str().to_owned());
             }
             record.errors_json = serde_json::to_string(&report.errors).expect("error lists always serialize");
         }
         record.started_ms = report.started_ms.or(record.started_ms);
-        record.stats_json.clone_from(&stats_json);
+        record.stats_json.clone_from(&self.stats_json);
         if before != record.status {
             record.etag = format!("W/\"{}\"", new_guid());
         }
         record.updated_ms = now_ms();
         Change::Write(Found::Applied { before, before_upload })
-    });
-    let (record, before, before_upload) = match applied.await {
-        Ok(Some(Modified {
-            record,
-            value: Found::Applied { before, before_upload },
-            ..
-        })) => (record, before, before_upload),
-        Ok(
-            None
-            | Some(Modified {
-                value: Found::AnotherRun,
+    }
+
+    /// What follows the decision once it is stored: the agent told to stop
+    /// a run nobody wants, the operations the change settles.
+    async fn follow_up(
+        &self,
+        state: &AppState,
+        outcome: Result<Option<Modified<Found>>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let (vm, report) = (self.vm, self.report);
+        let stop_run = || {
+            state.hub.send(
+                vm,
+                ControllerMessage::Stop {
+                    capture_id: report.capture_id.clone(),
+                },
+            );
+        };
+        let (record, before, before_upload) = match outcome {
+            Ok(Some(Modified {
+                record,
+                value: Found::Applied { before, before_upload },
                 ..
-            }),
-        ) => {
-            // Nobody wants this run any more.
-            if report.state == AgentCaptureState::Running {
-                stop_run();
+            })) => (record, before, before_upload),
+            Ok(
+                None
+                | Some(Modified {
+                    value: Found::AnotherRun,
+                    ..
+                }),
+            ) => {
+                // Nobody wants this run any more.
+                if report.state == AgentCaptureState::Running {
+                    stop_run();
+                }
+                return Ok(());
             }
-            return Ok(());
+            Ok(Some(Modified {
+                value: Found::AnotherHost,
+                record,
+                ..
+            })) => {
+                tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
+                return Ok(());
+            }
+            Ok(Some(Modified {
+                value: Found::Ended, ..
+            })) => {
+                stop_run();
+                return Ok(());
+            }
+            Err(StoreError::Stale(_)) => {
+                tracing::warn!(capture = %report.capture_id, "capture kept changing under an agent report; report dropped");
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        let status = record.status;
+        if before != status {
+            if record.parent_key.is_some() {
+                // One host of many: the whole is what the log follows.
+                tracing::debug!(capture = %record.id, from = %before, to = %status, "host's part changed state");
+            } else {
+                tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
+                // A host's part has no create of its own: the whole's settles in fleet::settle.
+                settle_create(state, &record, report).await?;
+            }
         }
-        Ok(Some(Modified {
-            value: Found::AnotherHost,
-            record,
-            ..
-        })) => {
-            tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
-            return Ok(());
+        // A stop is done once the file is stored, given up, or safe in the
+        // agent's spool while storage is away (it uploads when it is back).
+        let upload_over = matches!(
+            report.upload,
+            None | Some(UploadState::Succeeded | UploadState::Failed | UploadState::Retrying)
+        );
+        let mut settled = false;
+        if report.state != AgentCaptureState::Running
+            && upload_over
+            && (before != status || before_upload != report.upload)
+        {
+            settled = state
+                .store
+                .finish_operations_of(
+                    &record.id,
+                    OperationKind::Stop,
+                    OperationStatus::Succeeded,
+                    None,
+                    now_ms(),
+                )
+                .await?
+                > 0;
         }
-        Ok(Some(Modified {
-            value: Found::Ended, ..
-        })) => {
-            stop_run();
-            return Ok(());
+        if let Some(parent) = &record.parent_key
+            && (before != status || settled)
+        {
+            fleet::settle(state, parent).await?;
         }
-        Err(StoreError::Stale(_)) => {
-            tracing::warn!(capture = %report.capture_id, "capture kept changing under an agent report; report dropped");
-            return Ok(());
-        }
-        Err(error) => return Err(error),
+        Ok(())
+    }
+}
+
+/// Applies one agent report to the capture it names (public for tests).
+pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) -> Result<(), StoreError> {
+    let Some(read) = Report::read(vm, report) else {
+        return Ok(());
     };
-    let status = record.status;
-    if before != status {
-        if record.parent_key.is_some() {
-            // One host of many: the whole is what the log follows.
-            tracing::debug!(capture = %record.id, from = %before, to = %status, "host's part changed state");
-        } else {
-            tracing::info!(capture = %record.id, from = %before, to = %status, "packet capture changed state");
-            // A host's part has no create of its own: the whole's settles in fleet::settle.
-            settle_create(state, &record, report).await?;
+    let outcome = state
+        .store
+        .modify_capture(read.capture, |record| read.decide(record))
+        .await;
+    read.follow_up(state, outcome).await
+}
+
+/// Applies reports of many agents, as [`apply_report`] applies each, but
+/// decided and written in one transaction: a thousand hosts reporting at once
+/// cost one commit (one `fsync`), not a thousand. A report whose capture
+/// another writer changed meanwhile is applied again alone. One result per
+/// report, in order.
+pub(crate) async fn apply_reports(
+    state: &AppState,
+    reports: &[(String, CaptureReport)],
+) -> Vec<Result<(), StoreError>> {
+    let read: Vec<Option<Report<'_>>> = reports.iter().map(|(vm, report)| Report::read(vm, report)).collect();
+    let wanted: Vec<&Report<'_>> = read.iter().flatten().collect();
+    let ids: Vec<&str> = wanted.iter().map(|r| r.capture).collect();
+    let outcomes = match state
+        .store
+        .modify_captures(&ids, |i, record| wanted[i].decide(record))
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            // The batch did not commit: each on its own, as ever.
+            tracing::debug!(error = %error, reports = reports.len(), "a batch of reports failed; applying each alone");
+            let mut results = Vec::with_capacity(reports.len());
+            for (vm, report) in reports {
+                results.push(apply_report(state, vm, report).await);
+            }
+            return results;
         }
+    };
+    let mut outcomes = outcomes.into_iter();
+    let mut results = Vec::with_capacity(reports.len());
+    for (read, (vm, report)) in read.iter().zip(reports) {
+        let Some(read) = read else {
+            results.push(Ok(()));
+            continue;
+        };
+        let result = match outcomes.next() {
+            Some(Err(StoreError::Stale(_))) => apply_report(state, vm, report).await,
+            Some(outcome) => read.follow_up(state, outcome).await,
+            None => apply_report(state, vm, report).await,
+        };
+        results.push(result);
     }
-    // A stop is done once the file is stored, given up, or safe in the
-    // agent's spool while storage is away (it uploads when it is back).
-    let upload_over = matches!(
-        report.upload,
-        None | Some(UploadState::Succeeded | UploadState::Failed | UploadState::Retrying)
-    );
-    let mut settled = false;
-    if report.state != AgentCaptureState::Running && upload_over && (before != status || before_upload != report.upload)
-    {
-        settled = state
-            .store
-            .finish_operations_of(
-                &record.id,
-                OperationKind::Stop,
-                OperationStatus::Succeeded,
-                None,
-                now_ms(),
-            )
-            .await?
-            > 0;
-    }
-    if let Some(parent) = &record.parent_key
-        && (before != status || settled)
-    {
-        fleet::settle(state, parent).await?;
-    }
-    Ok(())
+    results
 }
 
 /// Ends the capture's create operation: Succeeded once the agent ran it,

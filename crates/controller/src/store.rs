@@ -382,6 +382,31 @@ where
     }
 }
 
+/// Writes a capture's mutable fields with `executor` if its stored version
+/// is still `c.version` (and bumps it); whether it did.
+async fn update_capture_with<'e, E>(executor: E, c: &CaptureRecord) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "UPDATE packet_captures SET status = $1, stop_reason = $2, errors_json = $3, started_ms = $4,
+             stats_json = $5, etag = $6, updated_ms = $7, version = version + 1
+         WHERE key = $8 AND version = $9",
+    )
+    .bind(c.status.as_str())
+    .bind(&c.stop_reason)
+    .bind(&c.errors_json)
+    .bind(c.started_ms)
+    .bind(&c.stats_json)
+    .bind(&c.etag)
+    .bind(c.updated_ms)
+    .bind(key(&c.id))
+    .bind(c.version)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Rows per multi-row `INSERT` of capture rows: 17 parameters each, well
 /// under SQLite's limit of 32,766 per statement.
 const INSERT_BATCH: usize = 64;
@@ -900,26 +925,63 @@ impl Store {
         Err(StoreError::Stale(format!("packet capture {id}")))
     }
 
+    /// [`Store::modify_capture`] for many captures in one transaction: each
+    /// read, changed by `change` (called with its index in `ids`) and written
+    /// in turn, all committed at once. One outcome per id, in order: `None`
+    /// for no such capture, [`StoreError::Stale`] for one another writer
+    /// changed between its read and its write (PostgreSQL replicas; the
+    /// caller tries it again alone). `Err` when the transaction failed:
+    /// nothing was written.
+    pub async fn modify_captures<T>(
+        &self,
+        ids: &[&str],
+        mut change: impl FnMut(usize, &mut CaptureRecord) -> Change<T>,
+    ) -> Result<Vec<Result<Option<Modified<T>>, StoreError>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A write first: it takes SQLite's write lock before any read (a
+        // transaction that read first could not upgrade past another
+        // writer's commit).
+        sqlx::query("UPDATE packet_captures SET version = version WHERE key = ''")
+            .execute(&mut *tx)
+            .await?;
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for (index, id) in ids.iter().enumerate() {
+            let record: Option<CaptureRecord> = sqlx::query_as(capture_select!("WHERE c.key = $1"))
+                .bind(key(id))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(mut record) = record else {
+                outcomes.push(Ok(None));
+                continue;
+            };
+            match change(index, &mut record) {
+                Change::Keep(value) => outcomes.push(Ok(Some(Modified {
+                    record,
+                    value,
+                    written: false,
+                }))),
+                Change::Write(value) => {
+                    if update_capture_with(&mut *tx, &record).await? {
+                        record.version += 1;
+                        outcomes.push(Ok(Some(Modified {
+                            record,
+                            value,
+                            written: true,
+                        })));
+                    } else {
+                        outcomes.push(Err(StoreError::Stale(format!("packet capture {id}"))));
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
     /// Writes a capture's mutable fields if its stored version is still
     /// `c.version`; returns the new version, or [`StoreError::Stale`].
     pub async fn update_capture(&self, c: &CaptureRecord) -> Result<i64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE packet_captures SET status = $1, stop_reason = $2, errors_json = $3, started_ms = $4,
-                 stats_json = $5, etag = $6, updated_ms = $7, version = version + 1
-             WHERE key = $8 AND version = $9",
-        )
-        .bind(c.status.as_str())
-        .bind(&c.stop_reason)
-        .bind(&c.errors_json)
-        .bind(c.started_ms)
-        .bind(&c.stats_json)
-        .bind(&c.etag)
-        .bind(c.updated_ms)
-        .bind(key(&c.id))
-        .bind(c.version)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
+        if update_capture_with(&self.pool, c).await? {
             Ok(c.version + 1)
         } else {
             Err(StoreError::Stale(format!("packet capture {}", c.id)))
