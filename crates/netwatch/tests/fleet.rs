@@ -650,6 +650,24 @@ fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng()
         String::from_utf8_lossy(&downloaded.stderr)
     );
     assert_eq!(std::fs::read(&by_cli).unwrap(), std::fs::read(&merged).unwrap());
+    let one_file = fleet.netwatch(&[
+        "network",
+        "watcher",
+        "packet-capture",
+        "download",
+        "-l",
+        "westus",
+        "-n",
+        "fleet-sdk",
+        "--output-file",
+        by_cli.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        one_file.status.code(),
+        Some(2),
+        "a capture over many hosts has no one file"
+    );
+    assert!(String::from_utf8_lossy(&one_file.stderr).contains("--merged"));
     drop(full);
 
     // The real az, choosing two instances: only they capture.

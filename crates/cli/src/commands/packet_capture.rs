@@ -948,6 +948,18 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
                 return Ok(None);
             }
             let capture = client.get(&path, API_VERSION).await?;
+            let properties = &capture["properties"];
+            let many = properties["targetType"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case("AzureVMSS"))
+                || properties["netwatch"]["targets"].is_object();
+            if many {
+                return Err(CliError::Usage(format!(
+                    "usage error: packet capture {name} runs on many hosts, each with its own file: add --merged for \
+                     one pcapng of them all, or download a host's file from the storagePath `show-status` lists \
+                     under netwatch.instances"
+                )));
+            }
             crate::download::download(context, &capture, &path, &output_file).await?;
             Ok(None)
         }
