@@ -609,12 +609,14 @@ impl<'a> Report<'a> {
     }
 
     /// What follows the decision once it is stored: the agent told to stop
-    /// a run nobody wants, the operations the change settles.
+    /// a run nobody wants, the operations the change settles; and the key of
+    /// the capture over many hosts whose operations the caller must settle
+    /// ([`fleet::settle`]), when the report was one host's and changed it.
     async fn follow_up(
         &self,
         state: &AppState,
         outcome: Result<Option<Modified<Found>>, StoreError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let (vm, report) = (self.vm, self.report);
         let stop_run = || {
             state.hub.send(
@@ -641,7 +643,7 @@ impl<'a> Report<'a> {
                 if report.state == AgentCaptureState::Running {
                     stop_run();
                 }
-                return Ok(());
+                return Ok(None);
             }
             Ok(Some(Modified {
                 value: Found::AnotherHost,
@@ -649,17 +651,17 @@ impl<'a> Report<'a> {
                 ..
             })) => {
                 tracing::warn!(vm, capture = %record.id, "agent reported on a capture of another host; ignored");
-                return Ok(());
+                return Ok(None);
             }
             Ok(Some(Modified {
                 value: Found::Ended, ..
             })) => {
                 stop_run();
-                return Ok(());
+                return Ok(None);
             }
             Err(StoreError::Stale(_)) => {
                 tracing::warn!(capture = %report.capture_id, "capture kept changing under an agent report; report dropped");
-                return Ok(());
+                return Ok(None);
             }
             Err(error) => return Err(error),
         };
@@ -697,12 +699,7 @@ impl<'a> Report<'a> {
                 .await?
                 > 0;
         }
-        if let Some(parent) = &record.parent_key
-            && (before != status || settled)
-        {
-            fleet::settle(state, parent).await?;
-        }
-        Ok(())
+        Ok(record.parent_key.filter(|_| before != status || settled))
     }
 }
 
@@ -715,7 +712,10 @@ pub async fn apply_report(state: &AppState, vm: &str, report: &CaptureReport) ->
         .store
         .modify_capture(read.capture, |record| read.decide(record))
         .await;
-    read.follow_up(state, outcome).await
+    if let Some(parent) = read.follow_up(state, outcome).await? {
+        fleet::settle(state, &parent).await?;
+    }
+    Ok(())
 }
 
 /// Applies reports of many agents, as [`apply_report`] applies each, but
@@ -748,17 +748,30 @@ pub(crate) async fn apply_reports(
     };
     let mut outcomes = outcomes.into_iter();
     let mut results = Vec::with_capacity(reports.len());
+    // Captures over many hosts to settle: once each, after the whole batch
+    // (a thousand hosts starting at once settle their capture once).
+    let mut parents: Vec<String> = Vec::new();
     for (read, (vm, report)) in read.iter().zip(reports) {
         let Some(read) = read else {
             results.push(Ok(()));
             continue;
         };
         let result = match outcomes.next() {
-            Some(Err(StoreError::Stale(_))) => apply_report(state, vm, report).await,
-            Some(outcome) => read.follow_up(state, outcome).await,
-            None => apply_report(state, vm, report).await,
+            Some(Err(StoreError::Stale(_))) | None => apply_report(state, vm, report).await,
+            Some(outcome) => read.follow_up(state, outcome).await.map(|parent| {
+                if let Some(parent) = parent
+                    && !parents.contains(&parent)
+                {
+                    parents.push(parent);
+                }
+            }),
         };
         results.push(result);
+    }
+    for parent in parents {
+        if let Err(error) = fleet::settle(state, &parent).await {
+            tracing::warn!(capture = %parent, error = %error, "a capture over many hosts could not be settled");
+        }
     }
     results
 }
