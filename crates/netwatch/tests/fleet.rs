@@ -673,6 +673,31 @@ fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng()
     // The real az, choosing two instances: only they capture.
     let config = fleet.dir.path().join("az");
     az_login(&fleet.net.hub, &config, &fleet.ca, (&fleet.url, &fleet.token));
+    // az's own scale-set commands read what netwatch serves.
+    let az_json = |args: &[&str]| -> Value {
+        let output = az_in(&fleet.net.hub, &config, &fleet.ca, args);
+        assert!(
+            output.status.success(),
+            "az {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("az {args:?} printed no JSON: {err}"))
+    };
+    let listed = az_json(&["vmss", "list", "-g", "rg1"]);
+    assert_eq!(listed[0]["name"], SET, "{listed:#}");
+    assert_eq!(listed[0]["sku"]["capacity"], 6, "{listed:#}");
+    let shown = az_json(&["vmss", "show", "-g", "rg1", "-n", SET]);
+    assert_eq!(shown["location"], "westus", "{shown:#}");
+    let instances = az_json(&["vmss", "list-instances", "-g", "rg1", "-n", SET]);
+    let mut listed_ids: Vec<String> = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instanceId"].as_str().unwrap().to_owned())
+        .collect();
+    listed_ids.sort();
+    assert_eq!(listed_ids, ["0", "1", "2", "3", "4", "5"], "{instances:#}");
+
     let filters = json!([{"protocol": "UDP", "localPort": PORT.to_string()}]).to_string();
     let created = az_in(
         &fleet.net.hub,
