@@ -210,16 +210,67 @@ impl FailureLog {
     }
 }
 
+/// What the channel knows of the agent's enrollment.
+#[derive(Debug)]
+pub(crate) struct Enrollment<'a> {
+    /// Where a credential handed out in a welcome is saved.
+    pub(crate) credential_file: &'a Path,
+    /// Where the digest of the token it came from is saved.
+    pub(crate) used_token_file: &'a Path,
+    pub(crate) token_digest: &'a str,
+    /// The saved credential, when the channel starts with a new enrollment
+    /// token: used if the controller refuses the token.
+    pub(crate) fallback: Option<String>,
+}
+
+/// What the agent authenticates with right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Using {
+    /// The token it was given (an enrollment token or a shared agent token).
+    Token,
+    /// Its saved credential.
+    Credential,
+}
+
+/// The controller's 401 for a connection, with its reason: the token or
+/// credential is not (or no longer) good.
+fn refusal(error: &ChannelError) -> Option<String> {
+    let ChannelError::Connect {
+        source: tungstenite::Error::Http(response),
+        ..
+    } = error
+    else {
+        return None;
+    };
+    if response.status() != tungstenite::http::StatusCode::UNAUTHORIZED {
+        return None;
+    }
+    let reason = response
+        .body()
+        .as_deref()
+        .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
+        .and_then(|body| body["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "no reason given".to_owned());
+    Some(format!("401 Unauthorized: {reason}"))
+}
+
 /// Holds the channel until `cancel`: connect, hello, session, and again.
 pub(crate) async fn run(
     remote: &Remote,
     identity: &Identity,
-    credential_file: &Path,
+    mut enrollment: Enrollment<'_>,
     supervisor: &Supervisor,
     cancel: &CancellationToken,
 ) {
+    let credential_file = enrollment.credential_file;
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_CAP);
     let mut failures = FailureLog::default();
+    let mut using = if credential_file.exists() && enrollment.fallback.is_none() {
+        Using::Credential
+    } else {
+        Using::Token
+    };
+    let mut refusals: u32 = 0;
     loop {
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
@@ -240,6 +291,13 @@ pub(crate) async fn run(
                         .and_then(|()| remote.set_token(credential))
                     {
                         Ok(()) => {
+                            using = Using::Credential;
+                            enrollment.fallback = None;
+                            if let Err(error) =
+                                crate::credential::save(enrollment.used_token_file, enrollment.token_digest)
+                            {
+                                tracing::warn!(error = %crate::error_chain(&error), "could not note the enrollment token as used");
+                            }
                             tracing::info!(file = %credential_file.display(), "enrolled: the agent's credential is saved")
                         }
                         Err(error) => {
@@ -256,6 +314,41 @@ pub(crate) async fn run(
             }
             Err(error) => error,
         };
+        if let Some(reason) = refusal(&error) {
+            refusals += 1;
+            match (using, enrollment.fallback.take()) {
+                (Using::Token, Some(credential)) => {
+                    tracing::error!(
+                        "the controller refused the enrollment token ({reason}): the agent goes on with its saved \
+                         credential"
+                    );
+                    // Spent or not this controller's: not tried again at the next start.
+                    if let Err(error) = crate::credential::save(enrollment.used_token_file, enrollment.token_digest) {
+                        tracing::warn!(error = %crate::error_chain(&error), "could not note the enrollment token as used");
+                    }
+                    if remote.set_token(&credential).is_ok() {
+                        using = Using::Credential;
+                        refusals = 0;
+                        continue;
+                    }
+                }
+                // Said at once, then every so often while it lasts.
+                (Using::Credential, _) if (refusals - 1).is_multiple_of(WARN_EVERY) => tracing::error!(
+                    attempts = refusals,
+                    "the controller refused this agent's saved credential ({reason}): the host was removed \
+                     (`vm extension delete`) or this is another controller. Enroll the host again with the command \
+                     `netwatch vm extension set` prints: its --enroll-token wins over the saved credential"
+                ),
+                (Using::Token, None) if (refusals - 1).is_multiple_of(WARN_EVERY) => tracing::error!(
+                    attempts = refusals,
+                    "the controller refused the agent's token ({reason}): an enrollment token works once and \
+                     expires; get a new one with `netwatch vm extension set` (or `vmss extension set`)"
+                ),
+                _ => {}
+            }
+        } else {
+            refusals = 0;
+        }
         let delay = backoff.next_delay();
         failures.failed("no channel to the controller", &error, delay);
         tokio::select! {

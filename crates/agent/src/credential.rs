@@ -13,6 +13,20 @@ use crate::AgentError;
 /// The file's name in the data directory.
 pub(crate) const FILE: &str = "credential";
 
+/// The file naming the enrollment token this agent has used (its SHA-256 in
+/// hex, never the token): given again, it is spent, and the saved credential
+/// is used; any other token is a new enrollment, which wins.
+pub(crate) const USED_TOKEN_FILE: &str = "enrollment-token.sha256";
+
+/// The SHA-256 of `token`, in hex.
+pub(crate) fn token_digest(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The host id file's name in the data directory.
 pub(crate) const HOST_ID_FILE: &str = "host-id";
 

@@ -171,11 +171,27 @@ pub enum AgentError {
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let credential_file = config.data_dir.join(credential::FILE);
     let remote = Remote::new(&config)?;
-    if let Some(credential) = credential::load(&credential_file)? {
-        // Enrolled before: the enrollment token has been spent.
-        remote.set_token(&credential)?;
-        tracing::info!(file = %credential_file.display(), "using the agent's saved credential");
-    }
+    let used_token_file = config.data_dir.join(credential::USED_TOKEN_FILE);
+    let token_digest = credential::token_digest(&config.token);
+    // Which token goes first: the saved credential when the token given is
+    // the one it came from (spent); any other token is a new enrollment and
+    // wins, the saved credential kept in case the controller refuses it.
+    let fallback = match credential::load(&credential_file)? {
+        Some(credential) if credential::load(&used_token_file)?.as_deref() == Some(token_digest.as_str()) => {
+            remote.set_token(&credential)?;
+            tracing::info!(file = %credential_file.display(), "using the agent's saved credential");
+            None
+        }
+        Some(credential) => {
+            tracing::info!(
+                file = %credential_file.display(),
+                "an enrollment token this agent has not used is given: it enrolls with it (the saved credential \
+                 is used only if the controller refuses the token)"
+            );
+            Some(credential)
+        }
+        None => None,
+    };
     let captures_dir = config.data_dir.join(CAPTURES_DIR);
     std::fs::create_dir_all(&captures_dir).map_err(|source| AgentError::DataDir {
         path: captures_dir.clone(),
@@ -202,7 +218,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             shutdown.await;
             cancel.cancel();
         },
-        channel::run(&remote, &identity, &credential_file, &supervisor, &cancel),
+        channel::run(
+            &remote,
+            &identity,
+            channel::Enrollment {
+                credential_file: &credential_file,
+                used_token_file: &used_token_file,
+                token_digest: &token_digest,
+                fallback,
+            },
+            &supervisor,
+            &cancel
+        ),
     );
     tracing::info!("agent stopping");
     supervisor.shutdown(SHUTDOWN_GRACE).await;

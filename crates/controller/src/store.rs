@@ -1191,6 +1191,19 @@ impl Store {
     }
 
     /// Revokes every credential of VM `vm_id`'s agents; how many.
+    /// Whether host `vm_id` was cut off: it had credentials of its own and
+    /// every one was revoked (`vm extension delete`).
+    pub async fn is_cut_off(&self, vm_id: &str) -> Result<bool, StoreError> {
+        let (total, active): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN revoked_ms IS NULL THEN 1 ELSE 0 END), 0)
+             FROM agent_credentials WHERE vm_key = $1",
+        )
+        .bind(key(vm_id))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(total > 0 && active == 0)
+    }
+
     pub async fn revoke_agent_credentials(&self, vm_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("UPDATE agent_credentials SET revoked_ms = $1 WHERE vm_key = $2 AND revoked_ms IS NULL")
             .bind(now_ms)

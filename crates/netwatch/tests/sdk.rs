@@ -262,4 +262,67 @@ fn a_host_enrolls_once_and_keeps_its_own_credential() {
         "a spent enrollment token was not refused:\n{}",
         std::fs::read_to_string(nw.dir.path().join("thief.log")).unwrap_or_default()
     );
+
+    // Issue 14: cut off, the agent says at once what happened and what to run.
+    let removed = nw.sdk(&["rest", "DELETE", &extension]);
+    assert_eq!(removed["status"], 200, "{removed}");
+    let cut_off = std::time::Instant::now();
+    let said = netwatch_testkit::eventually(50, Duration::from_millis(100), || {
+        std::fs::read_to_string(nw.dir.path().join("agent-again.log"))
+            .unwrap_or_default()
+            .contains("refused this agent's saved credential")
+    });
+    assert!(
+        said,
+        "a refused credential was not explained ({:?} after the cut):\n{}",
+        cut_off.elapsed(),
+        nw.logs()
+    );
+    let log = std::fs::read_to_string(nw.dir.path().join("agent-again.log")).unwrap_or_default();
+    assert!(log.contains("netwatch vm extension set"), "{log}");
+    drop(nw.agent.take());
+
+    // `vm extension set` again: a new token, which wins over the stale credential.
+    let set = nw.sdk(&["rest", "PUT", &extension, &body]);
+    assert_eq!(set["status"], 201, "a host cut off is enrolled again: {set}");
+    let new_token = set["body"]["properties"]["netwatch"]["enrollment"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_token, token);
+    nw.agent = Some(nw.start_agent(&new_token, &data, "agent-third.log"));
+    let enrolled = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        std::fs::read_to_string(data.join("credential")).is_ok_and(|saved| saved.trim() != credential.trim())
+    });
+    assert!(enrolled, "the new token did not enroll the host again:\n{}", nw.logs());
+    let shown = nw.sdk(&["rest", "GET", &extension]);
+    assert_eq!(shown["body"]["properties"]["provisioningState"], "Succeeded", "{shown}");
+    // And at the next start with the same (now spent) token, the new credential is used.
+    drop(nw.agent.take());
+    nw.agent = Some(nw.start_agent(&new_token, &data, "agent-fourth.log"));
+    let back = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        std::fs::read_to_string(nw.dir.path().join("agent-fourth.log"))
+            .unwrap_or_default()
+            .contains("connected to the controller")
+    });
+    assert!(
+        back,
+        "the agent did not come back with its new credential:\n{}",
+        nw.logs()
+    );
+    let log = std::fs::read_to_string(nw.dir.path().join("agent-fourth.log")).unwrap_or_default();
+    assert!(log.contains("using the agent's saved credential"), "{log}");
+
+    // A token the controller refuses does not cost the host its credential.
+    drop(nw.agent.take());
+    nw.agent = Some(nw.start_agent(&"0".repeat(64), &data, "agent-fifth.log"));
+    let fell_back = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        let log = std::fs::read_to_string(nw.dir.path().join("agent-fifth.log")).unwrap_or_default();
+        log.contains("refused the enrollment token") && log.contains("connected to the controller")
+    });
+    assert!(
+        fell_back,
+        "a refused token left the agent without its credential:\n{}",
+        nw.logs()
+    );
 }

@@ -284,7 +284,8 @@ pub(super) struct ExtensionProperties {
 }
 
 /// `PUT …/virtualMachines/{vm}/extensions/{name}` (`vm extension set`): 200
-/// with the extension when the VM's agent registered already; otherwise 201
+/// with the extension when the VM's agent registered already (and was not
+/// cut off since by `vm extension delete`); otherwise 201
 /// with provisioningState `Creating` and, under `properties.netwatch.enrollment`,
 /// a one-time token and the command that installs the agent with it.
 async fn set_extension(
@@ -300,15 +301,23 @@ async fn set_extension(
     let vm = ResourceName::parse("vmName", &vm)?;
     let (_, body) = parse_agent_extension("vmExtensionName", &extension, &body)?;
     let id = ResourceId::virtual_machine(&sub, &group, &vm);
-    if let Some(record) = state.store.get_vm(&id.to_string()).await? {
-        let id = ResourceId::parse("id", &record.id).unwrap_or(id);
-        return Ok(Json(extension_json(&id, &record)).into_response());
+    let known = state.store.get_vm(&id.to_string()).await?;
+    if let Some(record) = &known {
+        // A host cut off (`vm extension delete`) is enrolled again: a new token.
+        if !state.store.is_cut_off(&record.id).await? {
+            let id = ResourceId::parse("id", &record.id).unwrap_or(id);
+            return Ok(Json(extension_json(&id, record)).into_response());
+        }
     }
 
-    // Not seen yet: an enrollment for the host to use. Without a location
-    // (the guide's `vm extension set` gives none) the host goes to the first
-    // location served.
-    let location = enroll_location(&state, body.location.as_deref(), &format!("virtual machine {vm}"))?;
+    // Not seen yet, or cut off: an enrollment for the host to use. Without a
+    // location (the guide's `vm extension set` gives none) the host goes to
+    // its own, or to the first location served.
+    let given = body
+        .location
+        .as_deref()
+        .or(known.as_ref().map(|record| record.location.as_str()));
+    let location = enroll_location(&state, given, &format!("virtual machine {vm}"))?;
     let base = base_url(&state.config, &headers, &uri)?;
     let token = new_token().map_err(|err| ApiError::internal("make an enrollment token", err))?;
     let now = now_ms();
