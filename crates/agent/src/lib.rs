@@ -177,7 +177,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     // the one it came from (spent); any other token is a new enrollment and
     // wins, the saved credential kept in case the controller refuses it.
     let fallback = match credential::load(&credential_file)? {
-        Some(credential) if credential::load(&used_token_file)?.as_deref() == Some(token_digest.as_str()) => {
+        Some(credential)
+            if config.token.is_empty()
+                || credential::load(&used_token_file)?.as_deref() == Some(token_digest.as_str()) =>
+        {
             remote.set_token(&credential)?;
             tracing::info!(file = %credential_file.display(), "using the agent's saved credential");
             None

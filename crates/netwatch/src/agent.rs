@@ -1,21 +1,41 @@
 //! `netwatch agent`: the host agent (DESIGN §6), the "VM extension" of Azure's
-//! guide. Runs as root, connects out to the controller, registers this host as
-//! a VM and runs the captures the controller pushes.
+//! guide. Connects out to the controller, registers this host as a VM and
+//! runs the captures the controller pushes.
+//!
+//! Settings come from flags, then from `--config FILE` (TOML, the keys below,
+//! what an installer writes to `/etc/netwatch/agent.toml`), then from
+//! defaults: a flag overrides the file. A bad file is refused with the key and
+//! line at fault. The enrollment token is needed only until the agent has a
+//! credential of its own (`DATA_DIR/credential`).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use netwatch_agent::AgentConfig;
 
-#[derive(Debug, clap::Args)]
+/// Defaults of the settings a flag or the file may give.
+const DEFAULT_RESOURCE_GROUP: &str = "netwatch";
+const DEFAULT_LOCATION: &str = "westus";
+const DEFAULT_DATA_DIR: &str = "/var/lib/netwatch/agent";
+const DEFAULT_INTERFACE: &str = "any";
+
+#[derive(Debug, Default, clap::Args)]
 pub struct Args {
+    /// A config file (TOML) with any of the settings below (keys as the flags,
+    /// with `_`: server, enroll_token, ca, vm_name, resource_group, location,
+    /// data_dir, interface, spool_max_mib, tags); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// The controller's URL, e.g. https://controller.example:8443.
     #[arg(long, env = "NETWATCH_URL", value_name = "URL")]
-    server: String,
+    server: Option<String>,
 
-    /// The enrollment token the controller's operator gave out.
+    /// The enrollment token the controller's operator gave out; not needed
+    /// once the agent has a credential of its own (DATA_DIR/credential).
     #[arg(long, env = "NETWATCH_ENROLL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
-    enroll_token: String,
+    enroll_token: Option<String>,
 
     /// A CA certificate (PEM) to trust for the controller, e.g. the ca.pem `netwatch up` made.
     #[arg(long, env = "NETWATCH_CA", value_name = "FILE")]
@@ -25,25 +45,25 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     vm_name: Option<String>,
 
-    /// The resource group the VM is in.
-    #[arg(long, short = 'g', value_name = "GROUP", default_value = "netwatch")]
-    resource_group: String,
+    /// The resource group the VM is in [default: netwatch].
+    #[arg(long, short = 'g', value_name = "GROUP")]
+    resource_group: Option<String>,
 
-    /// The location (region) the VM is in; must be one the controller serves.
-    #[arg(long, short = 'l', value_name = "LOCATION", default_value = "westus")]
-    location: String,
+    /// The location (region) the VM is in; must be one the controller serves [default: westus].
+    #[arg(long, short = 'l', value_name = "LOCATION")]
+    location: Option<String>,
 
-    /// Where captures are written before upload.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/netwatch/agent")]
-    data_dir: PathBuf,
+    /// Where captures are written before upload [default: /var/lib/netwatch/agent].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 
-    /// Interface to capture on; `any` captures on all of them.
-    #[arg(long, short = 'i', value_name = "IFACE", default_value = "any")]
-    interface: String,
+    /// Interface to capture on; `any` captures on all of them [default: any].
+    #[arg(long, short = 'i', value_name = "IFACE")]
+    interface: Option<String>,
     /// Cap of the capture files waiting for upload in DATA_DIR/spool, in MiB
-    /// (new captures are refused while it is full).
-    #[arg(long, value_name = "MIB", default_value_t = netwatch_agent::DEFAULT_SPOOL_MAX_BYTES / (1024 * 1024))]
-    spool_max: u64,
+    /// (new captures are refused while it is full) [default: 1024].
+    #[arg(long, value_name = "MIB")]
+    spool_max: Option<u64>,
 
     /// A tag of this host, KEY=VALUE (repeat for more): its VM's tags when it
     /// first registers; captures may choose hosts by tag.
@@ -55,23 +75,97 @@ pub struct Args {
     simulate: Option<usize>,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let vm_name = match args.vm_name {
+/// The config file's settings (`--config`): the flags' names with `_`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    enroll_token: Option<String>,
+    ca: Option<PathBuf>,
+    vm_name: Option<String>,
+    resource_group: Option<String>,
+    location: Option<String>,
+    data_dir: Option<PathBuf>,
+    interface: Option<String>,
+    spool_max_mib: Option<u64>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// Reads `--config`: a TOML error names the line and the key.
+fn read_config(path: &Path) -> Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read the agent's config file {}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).map_err(|err| anyhow::anyhow!("config file {}: {err}", path.display()))?;
+    for (name, value) in &file.tags {
+        parse_tag(&format!("{name}={value}"))
+            .map_err(|err| anyhow::anyhow!("config file {}: tags: {err}", path.display()))?;
+    }
+    Ok(file)
+}
+
+/// The agent's settings: each from its flag, else the file, else its default.
+fn settings(args: &Args, file: FileConfig, host_name: impl FnOnce() -> Result<String>) -> Result<AgentConfig> {
+    let Some(server) = args.server.clone().or(file.server) else {
+        bail!("no controller to connect to: give --server URL (or `server` in the config file)");
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let token = args.enroll_token.clone().or(file.enroll_token).unwrap_or_default();
+    if token.is_empty() && !data_dir.join("credential").exists() {
+        bail!(
+            "no enrollment token, and no credential in {}: give --enroll-token TOKEN (or `enroll_token` in the \
+             config file), the token `netwatch vm extension set` prints",
+            data_dir.display()
+        );
+    }
+    let vm_name = match args.vm_name.clone().or(file.vm_name) {
         Some(name) => name,
-        None => host_vm_name()?,
+        None => host_name()?,
     };
-    let config = AgentConfig {
-        server: args.server,
-        token: args.enroll_token,
-        ca_file: args.ca,
+    let mut tags = file.tags;
+    tags.extend(args.tags.iter().cloned());
+    Ok(AgentConfig {
+        server,
+        token,
+        ca_file: args.ca.clone().or(file.ca),
         vm_name,
-        resource_group: args.resource_group,
-        location: args.location,
-        data_dir: args.data_dir,
-        interface: args.interface,
-        spool_max_bytes: args.spool_max.saturating_mul(1024 * 1024),
-        tags: args.tags.into_iter().collect(),
+        resource_group: args
+            .resource_group
+            .clone()
+            .or(file.resource_group)
+            .unwrap_or_else(|| DEFAULT_RESOURCE_GROUP.to_owned()),
+        location: args
+            .location
+            .clone()
+            .or(file.location)
+            .unwrap_or_else(|| DEFAULT_LOCATION.to_owned()),
+        data_dir,
+        interface: args
+            .interface
+            .clone()
+            .or(file.interface)
+            .unwrap_or_else(|| DEFAULT_INTERFACE.to_owned()),
+        spool_max_bytes: args
+            .spool_max
+            .or(file.spool_max_mib)
+            .map_or(netwatch_agent::DEFAULT_SPOOL_MAX_BYTES, |mib| {
+                mib.saturating_mul(1024 * 1024)
+            }),
+        tags,
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
     };
+    let config = settings(&args, file, host_vm_name)?;
     crate::runtime()?.block_on(async move {
         match args.simulate {
             Some(count) => netwatch_agent::run_simulated(config, count, crate::shutdown_signal()).await,
@@ -108,4 +202,74 @@ pub fn host_vm_name() -> Result<String> {
         })
         .collect();
     Ok(name.trim_end_matches('.').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<FileConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        read_config(&path)
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "server = \"https://c:8443\"\nenroll_token = \"t\"\nresource_group = \"rg-file\"\ninterface = \"eth0\"\n\
+             data_dir = \"{}\"\nspool_max_mib = 5\ntags = {{ role = \"web\" }}\n",
+            dir.path().display()
+        );
+        let args = Args {
+            resource_group: Some("rg-flag".into()),
+            tags: vec![("tier".into(), "edge".into())],
+            ..Args::default()
+        };
+        let config = settings(&args, file(&text).unwrap(), || Ok("host-1".into())).unwrap();
+        assert_eq!(config.server, "https://c:8443");
+        assert_eq!(config.resource_group, "rg-flag", "a flag overrides the file");
+        assert_eq!(config.interface, "eth0");
+        assert_eq!(config.location, DEFAULT_LOCATION);
+        assert_eq!(config.vm_name, "host-1");
+        assert_eq!(config.spool_max_bytes, 5 * 1024 * 1024);
+        assert_eq!(config.tags.len(), 2);
+    }
+
+    #[test]
+    fn bad_config_files_name_the_key_and_the_line() {
+        for (text, expect) in [
+            ("server = \"x\"\nservr = \"y\"\n", ["line 2", "servr"]),
+            (
+                "server = \"x\"\n\nspool_max_mib = \"big\"\n",
+                ["line 3", "spool_max_mib"],
+            ),
+            ("interface = 5\n", ["line 1", "interface"]),
+            ("tags = { \"\" = \"x\" }\n", ["tags", "not a tag"]),
+        ] {
+            let err = format!("{:#}", file(text).unwrap_err());
+            for word in expect {
+                assert!(err.contains(word), "{text:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_is_needed_until_the_agent_has_a_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args {
+            server: Some("https://c:8443".into()),
+            data_dir: Some(dir.path().to_owned()),
+            ..Args::default()
+        };
+        let err = settings(&args, FileConfig::default(), || Ok("h".into())).unwrap_err();
+        assert!(err.to_string().contains("--enroll-token"), "{err}");
+        std::fs::write(dir.path().join("credential"), "c").unwrap();
+        let config = settings(&args, FileConfig::default(), || Ok("h".into())).unwrap();
+        assert!(config.token.is_empty());
+        let err = settings(&Args::default(), FileConfig::default(), || Ok("h".into())).unwrap_err();
+        assert!(err.to_string().contains("--server"), "{err}");
+    }
 }

@@ -325,4 +325,39 @@ fn a_host_enrolls_once_and_keeps_its_own_credential() {
         "a refused token left the agent without its credential:\n{}",
         nw.logs()
     );
+
+    // Issue 14: started as a service would be, from a config file and without
+    // a token (an enrolled agent needs none).
+    drop(nw.agent.take());
+    let config = nw.dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nca = \"{}\"\nvm_name = \"{VM}\"\nresource_group = \"rg1\"\nlocation = \"westus\"\n\
+             interface = \"{}\"\ndata_dir = \"{}\"\n",
+            nw.url,
+            nw.ca.display(),
+            netwatch_testkit::IF_A,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let agent = netwatch_testkit::NetnsPair::exec(&nw.pair.a, crate::util::netwatch())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env_remove("NETWATCH_ENROLL_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(nw.dir.path().join("agent-config.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    nw.agent = Some(crate::deployment::Guard(agent));
+    let from_file = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        std::fs::read_to_string(nw.dir.path().join("agent-config.log"))
+            .unwrap_or_default()
+            .contains("connected to the controller")
+    });
+    assert!(from_file, "the agent did not run from its config file:\n{}", nw.logs());
 }
