@@ -213,6 +213,21 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         spool,
         cancel.child_token(),
     );
+    // What captures would fail with, said now rather than at the first one.
+    match netwatch_capture::session::check_can_capture(&netwatch_capture::Interface::parse(&config.interface)) {
+        Ok(()) => tracing::info!(interface = %config.interface, "this agent can capture"),
+        Err(netwatch_capture::session::OpenError::NoPermission(error)) => tracing::error!(
+            error = %error,
+            "this agent cannot capture: CAP_NET_RAW is not in its effective capabilities. Run it as root, or \
+             grant it CAP_NET_RAW (a systemd unit: AmbientCapabilities=CAP_NET_RAW CAP_SYS_NICE); captures it is \
+             sent fail until then"
+        ),
+        Err(error) => tracing::error!(
+            error = %crate::error_chain(&error),
+            "this agent cannot capture on interface {}: captures it is sent fail until that is fixed (--interface)",
+            config.interface
+        ),
+    }
     let host_id = credential::host_id(&config.data_dir.join(credential::HOST_ID_FILE))?;
     let identity = channel::Identity::from_config(&config, host_id);
     tracing::info!(server = %config.server, vm = %config.vm_name, interface = %config.interface, "agent starting");

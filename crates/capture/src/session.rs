@@ -468,6 +468,19 @@ impl Capture {
     }
 }
 
+/// Whether this process may capture on `interface`: a packet socket opened
+/// and closed, and the interface looked up. What a capture would fail with,
+/// known before one is asked for (the agent says it as it starts).
+pub fn check_can_capture(interface: &Interface) -> Result<(), OpenError> {
+    drop(open_socket(SocketKind::Dgram)?);
+    match interface {
+        Interface::Any => Ok(()),
+        Interface::Named(name) => sys::interface_index(name)
+            .map(|_| ())
+            .ok_or_else(|| OpenError::NoSuchInterface(name.clone())),
+    }
+}
+
 fn open_socket(kind: SocketKind) -> Result<PacketSocket, OpenError> {
     PacketSocket::open(kind).map_err(|e| match e.errno() {
         Some(libc::EPERM) | Some(libc::EACCES) => OpenError::NoPermission(e),

@@ -1033,6 +1033,57 @@ fn missing_cap_net_raw_is_explained() {
     assert!(!out.exists());
 }
 
+/// Issue 14: an agent says as it starts what keeps it from capturing (no
+/// CAP_NET_RAW, no such interface), not at the first capture it is sent.
+#[test]
+fn an_agent_that_cannot_capture_says_why_as_it_starts() {
+    netwatch_testkit::require_root();
+    let dir = tmp();
+    for (name, privileges, interface, expected) in [
+        (
+            "no-cap",
+            &["--inh-caps=-all", "--bounding-set=-net_raw"][..],
+            "lo",
+            "CAP_NET_RAW is not in its effective capabilities",
+        ),
+        (
+            "no-if",
+            &["--inh-caps=-all"][..],
+            "nosuchif0",
+            "cannot capture on interface nosuchif0",
+        ),
+    ] {
+        let log = dir.path().join(format!("{name}.log"));
+        // No controller listens on port 9: the agent keeps trying, which is fine here.
+        let mut agent = std::process::Command::new("setpriv")
+            .args(privileges)
+            .arg("--")
+            .arg(crate::util::netwatch())
+            .args([
+                "agent",
+                "--server",
+                "http://127.0.0.1:9",
+                "--enroll-token",
+                "t",
+                "-i",
+                interface,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join(name))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("setpriv (util-linux) runs");
+        let said = netwatch_testkit::eventually(100, Duration::from_millis(50), || {
+            std::fs::read_to_string(&log).unwrap_or_default().contains(expected)
+        });
+        let _ = agent.kill();
+        let _ = agent.wait();
+        assert!(said, "{name}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+}
+
 /// The capture thread runs ahead of ordinary work by default (BENCHMARKS.md: what a
 /// busy CPU costs a capture at nice 0), and `--nice 0` leaves it alone.
 #[test]
