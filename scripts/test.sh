@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 # missing-capability test), PostgreSQL (the store runs its suite on it too),
 # tshark/capinfos and trafgen (the benchmark), curl (early answers over HTTP/1.1
 # and HTTP/2, crates/controller/tests/early_answers.rs), npm (installs Azurite, the
-# Azure Blob server the storage tests start), g++ (libFuzzer, built for fuzz/).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl)
+# Azure Blob server the storage tests start), g++ (libFuzzer, built for fuzz/),
+# systemd (systemd-analyze verify/security on the agent's unit, tests/service.rs).
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"

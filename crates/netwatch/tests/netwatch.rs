@@ -10,6 +10,7 @@ mod faults;
 mod fleet;
 mod schemathesis;
 mod sdk;
+mod service;
 mod storage;
 mod up;
 mod util;
