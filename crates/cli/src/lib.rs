@@ -18,7 +18,7 @@
 //! - [`shape`]: az's flattening, output schemas and `resourceGroup`.
 //! - [`error`]: [`error::CliError`], its exit code and az's error text.
 //! - `commands`: `vm`, `vmss`, `network watcher [packet-capture]`, `storage
-//!   account`, `token`, `login`.
+//!   account`, `token`, `resource tag`, `login`.
 //! - `download`: a capture's file (or a scale-set capture's merged pcapng),
 //!   through the controller, with a progress bar.
 

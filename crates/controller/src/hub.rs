@@ -524,8 +524,8 @@ async fn join_scale_set(
     Ok((id, Location::parse("location", &set.location).map_err(bad)?))
 }
 
-/// A new credential for `vm`'s agent.
-async fn new_credential(state: &AppState, vm: &str) -> Result<String, ChannelError> {
+/// A fresh credential for `vm`'s agent, and its record (the digest only).
+fn make_credential(vm: &str) -> Result<(String, AgentCredentialRecord), ChannelError> {
     let token = crate::auth::new_token().map_err(|err| ChannelError::BadHello(format!("make a credential: {err}")))?;
     let record = AgentCredentialRecord {
         digest: crate::auth::digest(&token),
@@ -533,19 +533,19 @@ async fn new_credential(state: &AppState, vm: &str) -> Result<String, ChannelErr
         created_ms: now_ms(),
         revoked_ms: None,
     };
+    Ok((token, record))
+}
+
+/// A new credential for `vm`'s agent (a host that joined a scale set).
+async fn new_credential(state: &AppState, vm: &str) -> Result<String, ChannelError> {
+    let (token, record) = make_credential(vm)?;
     state.store.insert_agent_credential(&record).await?;
     Ok(token)
 }
 
 /// Spends `enrollment` for a new credential of `vm`'s agent.
 async fn redeem(state: &AppState, enrollment: &EnrollmentRecord, vm: &str) -> Result<String, ChannelError> {
-    let token = crate::auth::new_token().map_err(|err| ChannelError::BadHello(format!("make a credential: {err}")))?;
-    let record = AgentCredentialRecord {
-        digest: crate::auth::digest(&token),
-        vm_id: vm.to_owned(),
-        created_ms: now_ms(),
-        revoked_ms: None,
-    };
+    let (token, record) = make_credential(vm)?;
     if !state
         .store
         .redeem_enrollment(&enrollment.digest, &record, now_ms())

@@ -7,14 +7,17 @@
 //!   out; `extract`: the API's extractors; `clock`: times as kept and as shown.
 //! - [`routes`]: the ARM-compatible HTTP API ([`routes::router`]): bootstrap,
 //!   network watchers, packet captures and their operation monitors, VMs and the
-//!   agent extension, storage accounts, file upload/download, Azure AD-style
+//!   agent extension, scale sets and their keys, the merged pcapng of a capture
+//!   over many hosts, storage accounts, file upload/download, Azure AD-style
 //!   logins, the OpenAPI document, the agent channel's upgrade.
-//! - [`hub`]: the connected agents and their channel: hellos register hosts,
-//!   reports go to [`lifecycle`], which decides what they, a stop, or a
-//!   lost agent do to a capture and settles its operations.
+//! - [`hub`]: the connected agents and their channel: hellos register hosts
+//!   (and join scale sets), reports go, in batches, to [`lifecycle`], which
+//!   decides what they, a stop, or a lost agent do to a capture and settles
+//!   its operations (`lifecycle::fleet`: captures over many hosts).
+//! - [`merge`]: the streaming k-way merge of pcap files into one pcapng.
 //! - [`auth`]: bearer tokens by digest and the middleware checking them;
 //!   [`identity`]: the signed access tokens Azure's clients log in for.
-//! - [`store`]: VMs, network watchers, packet captures and long-running operations
+//! - [`store`]: VMs, scale sets, network watchers, packet captures and long-running operations
 //!   in SQLite or PostgreSQL, with the same SQL and migrations on both.
 //! - [`server`]: the configuration file and [`server::run`] (HTTPS);
 //!   [`tls`]: the CA and certificate `netwatch up` makes.

@@ -276,15 +276,7 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
             .collect::<Result<Vec<_>, _>>()?,
         None => vec![],
     };
-    let operation = OperationRecord {
-        id: new_guid(),
-        resource_id: id.to_string(),
-        kind: OperationKind::Create,
-        status: OperationStatus::InProgress,
-        error_json: None,
-        created_ms: now,
-        updated_ms: now,
-    };
+    let operation = new_operation(&id.to_string(), OperationKind::Create, now);
     if new_watcher {
         state.store.ensure_watcher(watcher).await?;
     }
@@ -336,6 +328,19 @@ fn new_record(
     Ok(record)
 }
 
+/// A new operation of `kind` on `resource_id`, in progress since `now`.
+fn new_operation(resource_id: &str, kind: OperationKind, now: i64) -> OperationRecord {
+    OperationRecord {
+        id: new_guid(),
+        resource_id: resource_id.to_owned(),
+        kind,
+        status: OperationStatus::InProgress,
+        error_json: None,
+        created_ms: now,
+        updated_ms: now,
+    }
+}
+
 /// Pushes a capture's start to its host's agent, if connected (otherwise
 /// the agent gets it at its next hello).
 fn push_start(state: &AppState, record: &CaptureRecord) {
@@ -375,16 +380,7 @@ pub(crate) async fn stop(state: &AppState, capture: &CaptureRecord) -> Result<St
         return fleet::stop(state, capture).await;
     }
     if capture.status == CaptureStatus::Running && state.hub.is_connected(&capture.target_id) {
-        let now = now_ms();
-        let operation = OperationRecord {
-            id: new_guid(),
-            resource_id: capture.id.clone(),
-            kind: OperationKind::Stop,
-            status: OperationStatus::InProgress,
-            error_json: None,
-            created_ms: now,
-            updated_ms: now,
-        };
+        let operation = new_operation(&capture.id, OperationKind::Stop, now_ms());
         state.store.insert_operation(&operation).await?;
         let stop = ControllerMessage::Stop {
             capture_id: run_id(&capture.id, capture.created_ms),
@@ -443,9 +439,35 @@ pub(crate) async fn stop(state: &AppState, capture: &CaptureRecord) -> Result<St
     Ok(Stopped::Now)
 }
 
+/// What cutting a host off did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CutOff {
+    /// Its credentials revoked.
+    pub revoked: u64,
+    /// Whether its channel was open (it is closed now).
+    pub disconnected: bool,
+    /// Its captures given up.
+    pub ended: usize,
+}
+
+/// Cuts host `vm_id`'s agent off (`vm extension delete`, a scale set's
+/// extension deleted or its instance removed): its credentials revoked, its
+/// channel closed, its captures not yet ended given up (`AgentStopped`,
+/// `why`): it can no longer report them.
+pub(crate) async fn cut_off(state: &AppState, vm_id: &str, why: &str) -> Result<CutOff, StoreError> {
+    let revoked = state.store.revoke_agent_credentials(vm_id, now_ms()).await?;
+    let disconnected = state.hub.disconnect(vm_id);
+    let ended = give_up_captures_of(state, vm_id, why).await?;
+    Ok(CutOff {
+        revoked,
+        disconnected,
+        ended,
+    })
+}
+
 /// Gives up the captures of host `vm_id` not yet ended (its agent was cut
 /// off): `Error` with `AgentStopped`; how many.
-pub(crate) async fn give_up_captures_of(state: &AppState, vm_id: &str, message: &str) -> Result<usize, StoreError> {
+async fn give_up_captures_of(state: &AppState, vm_id: &str, message: &str) -> Result<usize, StoreError> {
     let mut ended = 0;
     for record in state.store.captures_for_target(vm_id).await? {
         if record.status.is_active() && give_up(state, record, Some(AGENT_LOST), message).await? {

@@ -723,17 +723,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// The hosts' rows of every capture over many hosts of a watcher, by key.
-    pub async fn capture_parts_of_watcher(&self, watcher_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
-        let rows = sqlx::query_as(capture_select!(
-            "WHERE c.watcher_key = $1 AND c.parent_key IS NOT NULL ORDER BY c.key"
-        ))
-        .bind(key(watcher_id))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
-    }
-
     /// How many hosts' rows of capture `id` are in each status, in one query.
     pub async fn count_parts(&self, id: &str) -> Result<PartCounts, StoreError> {
         let rows: Vec<(String, i64)> =
@@ -849,6 +838,33 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
+    }
+
+    /// The stored files of every host's part of capture `id` (each part's
+    /// own run), by the part's key, in order: one query for them all.
+    pub async fn part_files(
+        &self,
+        id: &str,
+    ) -> Result<std::collections::HashMap<String, Vec<CaptureFileRecord>>, StoreError> {
+        let rows: Vec<(String, i64, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT f.capture_key, f.seq, f.storage_path, f.size, f.sha256, f.stored_ms FROM capture_files f \
+             JOIN packet_captures c ON c.key = f.capture_key AND c.created_ms = f.created_ms \
+             WHERE c.parent_key = $1 ORDER BY f.capture_key, f.seq",
+        )
+        .bind(key(id))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut files: std::collections::HashMap<String, Vec<CaptureFileRecord>> = std::collections::HashMap::new();
+        for (part, seq, storage_path, size, sha256, stored_ms) in rows {
+            files.entry(part).or_default().push(CaptureFileRecord {
+                seq,
+                storage_path,
+                size,
+                sha256,
+                stored_ms,
+            });
+        }
+        Ok(files)
     }
 
     /// Captures of a network watcher, by id.

@@ -229,35 +229,14 @@ async fn one_capture(api: &Api, target: &str, name: &str, poll: Duration) -> Res
         "timeLimitInSeconds": 1,
         "filters": [{"protocol": "UDP", "localPort": QUIET_PORT}],
     }});
-    let sent = Instant::now();
-    let (status, headers, answer) = api
-        .call(
-            Method::PUT,
+    let (put, running) = api
+        .create_until_running(
             &format!("{capture}?api-version={NETWORK_API}"),
-            Some(&body),
+            &body,
+            poll,
+            CAPTURE_DEADLINE,
         )
-        .await;
-    let put = sent.elapsed();
-    if status != StatusCode::CREATED {
-        return Err(format!("PUT {name} answered {status}: {answer}"));
-    }
-    let monitor = headers
-        .get("azure-asyncoperation")
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| format!("PUT {name} answered no Azure-AsyncOperation"))?
-        .to_owned();
-    let running = loop {
-        let (status, _, operation) = api.call(Method::GET, &monitor, None).await;
-        match (status, operation["status"].as_str()) {
-            (StatusCode::OK, Some("Succeeded")) => break sent.elapsed(),
-            (StatusCode::OK, Some("InProgress")) => {}
-            _ => return Err(format!("create {name}: monitor answered {status}: {operation}")),
-        }
-        if sent.elapsed() > CAPTURE_DEADLINE {
-            return Err(format!("create {name}: not Running within {CAPTURE_DEADLINE:?}"));
-        }
-        tokio::time::sleep(poll).await;
-    };
+        .await?;
     // Stop it and wait until its agent finalized it, so one runs at a time.
     let (status, headers, answer) = api
         .call(Method::POST, &format!("{capture}/stop?api-version={NETWORK_API}"), None)
@@ -401,15 +380,14 @@ fn print_latency(rows: &[Row]) {
     }
 }
 
-/// Starts `netwatch up --no-agent`; the guard, URL, admin and agent tokens.
-fn start_controller(settings: &Settings, dir: &Path) -> (Guard, String, String, String) {
+/// Starts `netwatch up --no-agent`; the guard, URL and agent token.
+fn start_controller(settings: &Settings, dir: &Path) -> (Guard, String, String) {
     let data = dir.join("up");
     let (up, url) = support::start_up(&settings.binary, dir, dir.join("up.log"), Duration::from_secs(30));
     let credentials: toml::Table =
         toml::from_str(&std::fs::read_to_string(data.join("credentials.toml")).unwrap()).unwrap();
-    let admin = credentials["admin_token"].as_str().unwrap().to_owned();
     let agent = credentials["agent_token"].as_str().unwrap().to_owned();
-    (up, url, admin, agent)
+    (up, url, agent)
 }
 
 /// `netwatch agent …` against the controller, simulated when `simulate` is set.
@@ -467,21 +445,8 @@ async fn run(settings: Settings) {
     );
     println!("binary {}, data in {}", settings.binary.display(), dir.path().display());
 
-    let (mut up, url, admin, agent_token) = start_controller(&settings, dir.path());
-    let ca = std::fs::read(dir.path().join("up/ca.pem")).unwrap();
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let api = Api {
-        client,
-        url: url.clone(),
-        authorization: format!("Bearer {admin}"),
-    };
+    let (mut up, url, agent_token) = start_controller(&settings, dir.path());
+    let api = Api::of_up(dir.path(), &url, Duration::from_secs(30));
     assert!(api.vms("").await.is_empty(), "a fresh controller has no VMs");
     tokio::time::sleep(SETTLE).await;
     let rss_idle = rss_kib(up.pid()).expect("the controller runs");

@@ -98,35 +98,14 @@ async fn one_capture(api: &Api, name: &str, agents: usize, poll: Duration) -> Re
         "storageLocation": {"filePath": format!("/var/captures/{name}.cap")},
         "timeLimitInSeconds": 600,
     }});
-    let sent = Instant::now();
-    let (status, headers, answer) = api
-        .call(
-            Method::PUT,
+    let (put, running) = api
+        .create_until_running(
             &format!("{capture}?api-version={NETWORK_API}"),
-            Some(&body),
+            &body,
+            poll,
+            CAPTURE_DEADLINE,
         )
-        .await;
-    let put = sent.elapsed();
-    if status != StatusCode::CREATED {
-        return Err(format!("PUT {name} answered {status}: {answer}"));
-    }
-    let monitor = headers
-        .get("azure-asyncoperation")
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| format!("PUT {name} answered no Azure-AsyncOperation"))?
-        .to_owned();
-    let running = loop {
-        let (status, _, operation) = api.call(Method::GET, &monitor, None).await;
-        match (status, operation["status"].as_str()) {
-            (StatusCode::OK, Some("Succeeded")) => break sent.elapsed(),
-            (StatusCode::OK, Some("InProgress")) => {}
-            _ => return Err(format!("create {name}: monitor answered {status}: {operation}")),
-        }
-        if sent.elapsed() > CAPTURE_DEADLINE {
-            return Err(format!("create {name}: not Running within {CAPTURE_DEADLINE:?}"));
-        }
-        tokio::time::sleep(poll).await;
-    };
+        .await?;
     // Not timed: the rollup must say every instance runs.
     let (status, _, answer) = api
         .call(
@@ -209,23 +188,7 @@ async fn run(settings: Settings) {
         dir.path().join("up.log"),
         Duration::from_secs(30),
     );
-    let credentials: toml::Table =
-        toml::from_str(&std::fs::read_to_string(dir.path().join("up/credentials.toml")).unwrap()).unwrap();
-    let admin = credentials["admin_token"].as_str().unwrap().to_owned();
-    let ca = std::fs::read(dir.path().join("up/ca.pem")).unwrap();
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(1)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let api = Api {
-        client,
-        url: url.clone(),
-        authorization: format!("Bearer {admin}"),
-    };
+    let api = Api::of_up(dir.path(), &url, Duration::from_secs(60));
     let extension = format!(
         "{}/extensions/NetworkWatcherAgentLinux?api-version={COMPUTE_API}",
         set_id()

@@ -1,17 +1,20 @@
 //! The netwatch agent as a compute extension, shared by `vm extension …`
 //! and `vmss extension …`: the one extension there is
 //! (`NetworkWatcherAgentLinux` by `Microsoft.Azure.NetworkWatcher`; agents
-//! run on Linux only), the properties `extension set` sends, and what to
-//! tell the user when the answer carries an enrollment (the command to run on
-//! the host, or on every host of a scale set).
+//! run on Linux only), the properties `extension set` sends, the requests of
+//! `show`, `list`, `set` and `delete` under a holder (a VM or a scale set),
+//! and what to tell the user when the answer carries an enrollment (the
+//! command to run on the host, or on every host of a scale set).
 
 use std::path::Path;
 
 use netwatch_api::resource::{AGENT_EXTENSION_NAME, ResourceName};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{json_argument, name_arg};
 use crate::error::CliError;
+use crate::{Context, shape};
 
 /// What az's `vm extension show/list/set` send (the compute api-version of
 /// az's extension commands; a scale set's extension routes take the same).
@@ -92,6 +95,68 @@ pub(crate) fn properties(
 pub(crate) enum Enrolling<'a> {
     Vm,
     ScaleSet(&'a str),
+}
+
+/// `GET {holder}/extensions/{name}`: the extension, in az's shape.
+pub(crate) async fn show(context: &Context, holder: &str, name: &ResourceName) -> Result<Option<Value>, CliError> {
+    let path = format!("{holder}/extensions/{name}");
+    let value = context.client.get(&path, EXTENSION_API_VERSION).await?;
+    Ok(Some(shape::vm_extension(&value)))
+}
+
+/// `GET {holder}/extensions`: the extensions, in az's shape.
+pub(crate) async fn list(context: &Context, holder: &str) -> Result<Option<Value>, CliError> {
+    let value = context
+        .client
+        .get(&format!("{holder}/extensions"), EXTENSION_API_VERSION)
+        .await?;
+    Ok(Some(shape::list(&value, shape::vm_extension)))
+}
+
+/// `DELETE {holder}/extensions/{name}`, its operation followed when `wait`;
+/// az prints nothing.
+pub(crate) async fn delete(
+    context: &Context,
+    holder: &str,
+    name: &ResourceName,
+    wait: bool,
+) -> Result<Option<Value>, CliError> {
+    let client = &context.client;
+    let url = client.url(&format!("{holder}/extensions/{name}"), EXTENSION_API_VERSION);
+    let first = client.begin(Method::DELETE, &url, None, &[200, 202, 204]).await?;
+    if wait {
+        client.wait(&Method::DELETE, &url, first).await?;
+    }
+    Ok(None)
+}
+
+/// `PUT {holder}/extensions/{name}` with `body`: when the answer carries an
+/// enrollment, the command to run is printed on standard error and the
+/// extension as it is now returned (the host has to act); otherwise the
+/// operation is followed unless `no_wait`.
+pub(crate) async fn set(
+    context: &Context,
+    holder: &str,
+    name: &ResourceName,
+    body: &Value,
+    no_wait: bool,
+    enrolling: Enrolling<'_>,
+) -> Result<Option<Value>, CliError> {
+    let client = &context.client;
+    let url = client.url(&format!("{holder}/extensions/{name}"), EXTENSION_API_VERSION);
+    let first = client.begin(Method::PUT, &url, Some(body), &[200, 201, 202]).await?;
+    if let Some(enrollment) = first.body.pointer("/properties/netwatch/enrollment") {
+        eprintln!(
+            "{}",
+            enrollment_text(enrollment, context.settings.ca.as_deref(), enrolling)
+        );
+        return Ok(Some(shape::vm_extension(&first.body)));
+    }
+    if no_wait {
+        return Ok(None);
+    }
+    let result = client.wait(&Method::PUT, &url, first).await?;
+    Ok(result.map(|value| shape::vm_extension(&value)))
 }
 
 /// What to tell the user about an enrollment (`properties.netwatch.enrollment`

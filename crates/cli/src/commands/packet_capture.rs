@@ -513,7 +513,26 @@ fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Pr
         })?;
         name_or_id("--vm", text, subscription, &group, ResourceKind::VirtualMachine)?
     };
-    // Storage, as az's pre_operations checks it.
+    let properties = PacketCaptureParameters {
+        target: target.to_string(),
+        target_type: Some(target_type.to_owned()),
+        scope: (target_type == "AzureVMSS").then(|| PacketCaptureMachineScope {
+            include: (!args.include.is_empty()).then(|| args.include.clone()),
+            exclude: (!args.exclude.is_empty()).then(|| args.exclude.clone()),
+        }),
+        ..session_properties(args, subscription, &group)?
+    };
+    checked_create(properties, Locate::Resource(target), name, args.no_wait)
+}
+
+/// What every create sends whatever its hosts: storage (as az's
+/// pre_operations checks it), limits (defaults applied, as az sends them) and
+/// filters. The hosts are the caller's to add.
+fn session_properties(
+    args: &CreateArgs,
+    subscription: &SubscriptionId,
+    group: &ResourceGroupName,
+) -> Result<PacketCaptureParameters, CliError> {
     if args.storage_account.is_none() && (args.storage_path.is_some() || args.file_path.is_none()) {
         return Err(CliError::Usage(
             "usage error: --storage-account NAME_OR_ID [--storage-path PATH] [--file-path PATH] | --file-path PATH"
@@ -527,24 +546,20 @@ fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Pr
             "usage error: --file-path PATH must end with the '*.cap' extension".to_owned(),
         ));
     }
-    let storage_id = match &args.storage_account {
-        Some(text) => Some(name_or_id(
-            "--storage-account",
-            text,
-            subscription,
-            &group,
-            ResourceKind::StorageAccount,
-        )?),
-        None => None,
-    };
-    let scope = (target_type == "AzureVMSS").then(|| PacketCaptureMachineScope {
-        include: (!args.include.is_empty()).then(|| args.include.clone()),
-        exclude: (!args.exclude.is_empty()).then(|| args.exclude.clone()),
-    });
-    let properties = PacketCaptureParameters {
-        target: target.to_string(),
-        target_type: Some(target_type.to_owned()),
-        scope,
+    let storage_id = args
+        .storage_account
+        .as_deref()
+        .map(|text| {
+            name_or_id(
+                "--storage-account",
+                text,
+                subscription,
+                group,
+                ResourceKind::StorageAccount,
+            )
+        })
+        .transpose()?;
+    Ok(PacketCaptureParameters {
         bytes_to_capture_per_packet: Some(in_range(
             "--capture-size",
             args.capture_size,
@@ -570,17 +585,23 @@ fn prepare_create(args: &CreateArgs, subscription: &SubscriptionId) -> Result<Pr
             local_path: None,
         },
         filters: filters_of(args)?,
-        continuous_capture: None,
-        capture_settings: None,
-        netwatch: None,
-    };
-    // The server's own checks, before anything is sent.
+        ..PacketCaptureParameters::default()
+    })
+}
+
+/// A create whose body passed the server's own checks, before anything is sent.
+fn checked_create(
+    properties: PacketCaptureParameters,
+    target: Locate,
+    name: ResourceName,
+    no_wait: bool,
+) -> Result<Prepared, CliError> {
     properties.validate().map_err(|err| body_error(&err))?;
     Ok(Prepared::Create {
-        target: Locate::Resource(target),
+        target,
         name,
         body: Box::new(PacketCapture { properties }),
-        no_wait: args.no_wait,
+        no_wait,
     })
 }
 
@@ -655,61 +676,13 @@ fn prepare_selected(
         };
         (selector, Locate::Resource(first))
     };
-    if args.storage_account.is_none() && (args.storage_path.is_some() || args.file_path.is_none()) {
-        return usage("--storage-account NAME_OR_ID [--storage-path PATH] [--file-path PATH] | --file-path PATH");
-    }
-    let storage_id = args
-        .storage_account
-        .as_deref()
-        .map(|text| {
-            name_or_id(
-                "--storage-account",
-                text,
-                subscription,
-                group,
-                ResourceKind::StorageAccount,
-            )
-        })
-        .transpose()?;
     let properties = PacketCaptureParameters {
-        target: String::new(),
-        bytes_to_capture_per_packet: Some(in_range(
-            "--capture-size",
-            args.capture_size,
-            MAX_BYTES,
-            DEFAULT_BYTES_TO_CAPTURE_PER_PACKET,
-        )?),
-        total_bytes_per_session: Some(in_range(
-            "--capture-limit",
-            args.capture_limit,
-            MAX_BYTES,
-            DEFAULT_TOTAL_BYTES_PER_SESSION,
-        )?),
-        time_limit_in_seconds: Some(in_range(
-            "--time-limit",
-            args.time_limit,
-            MAX_TIME_LIMIT_IN_SECONDS,
-            DEFAULT_TIME_LIMIT_IN_SECONDS,
-        )?),
-        storage_location: PacketCaptureStorageLocation {
-            storage_id: storage_id.as_ref().map(ResourceId::to_string),
-            storage_path: args.storage_path.clone(),
-            file_path: args.file_path.clone(),
-            local_path: None,
-        },
-        filters: filters_of(args)?,
         netwatch: Some(NetwatchCaptureParameters {
             targets: Some(selector),
         }),
-        ..PacketCaptureParameters::default()
+        ..session_properties(args, subscription, group)?
     };
-    properties.validate().map_err(|err| body_error(&err))?;
-    Ok(Prepared::Create {
-        target,
-        name,
-        body: Box::new(PacketCapture { properties }),
-        no_wait: args.no_wait,
-    })
+    checked_create(properties, target, name, args.no_wait)
 }
 
 /// A `--vm`, `--target` or `--storage-account` value: an id of `kind`, or a

@@ -20,10 +20,9 @@
 
 use clap::Subcommand;
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceName, SubscriptionId};
-use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::extension::{EXTENSION_API_VERSION, Enrolling, enrollment_text, properties};
+use super::extension::{self, Enrolling, properties};
 use super::{flag_error, group_arg as group, name_arg as name};
 use crate::error::CliError;
 use crate::settings::GlobalArgs;
@@ -278,22 +277,13 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             Ok(Some(shape::virtual_machine(&value)))
         }
         Prepared::ExtensionShow(group, vm, extension) => {
-            let path = format!("{}/extensions/{extension}", vm_path(context, &group, &vm));
-            let value = client.get(&path, EXTENSION_API_VERSION).await?;
-            Ok(Some(shape::vm_extension(&value)))
+            extension::show(context, &vm_path(context, &group, &vm), &extension).await
         }
+        // Answered at once: the agent is cut off before the answer.
         Prepared::ExtensionDelete(group, vm, extension) => {
-            // Answered at once: the agent is cut off before the answer.
-            let path = format!("{}/extensions/{extension}", vm_path(context, &group, &vm));
-            let url = client.url(&path, EXTENSION_API_VERSION);
-            client.begin(Method::DELETE, &url, None, &[200, 202, 204]).await?;
-            Ok(None)
+            extension::delete(context, &vm_path(context, &group, &vm), &extension, false).await
         }
-        Prepared::ExtensionList(group, vm) => {
-            let path = format!("{}/extensions", vm_path(context, &group, &vm));
-            let value = client.get(&path, EXTENSION_API_VERSION).await?;
-            Ok(Some(shape::list(&value, shape::vm_extension)))
-        }
+        Prepared::ExtensionList(group, vm) => extension::list(context, &vm_path(context, &group, &vm)).await,
         Prepared::ExtensionSet {
             group,
             vm,
@@ -317,26 +307,12 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
                     Err(err) => return Err(err),
                 },
             };
-            let path = format!("{}/extensions/{name}", vm_path(context, &group, &vm));
-            let url = client.url(&path, EXTENSION_API_VERSION);
             let mut body = json!({ "properties": properties });
             if let Some(location) = location {
                 body["location"] = Value::String(location);
             }
-            let first = client.begin(Method::PUT, &url, Some(&body), &[200, 201, 202]).await?;
-            if let Some(enrollment) = first.body.pointer("/properties/netwatch/enrollment") {
-                // The host has to act: print the command and the extension as it is now.
-                eprintln!(
-                    "{}",
-                    enrollment_text(enrollment, context.settings.ca.as_deref(), Enrolling::Vm)
-                );
-                return Ok(Some(shape::vm_extension(&first.body)));
-            }
-            if no_wait {
-                return Ok(None);
-            }
-            let result = client.wait(&Method::PUT, &url, first).await?;
-            Ok(result.map(|value| shape::vm_extension(&value)))
+            let holder = vm_path(context, &group, &vm);
+            extension::set(context, &holder, &name, &body, no_wait, Enrolling::Vm).await
         }
     }
 }

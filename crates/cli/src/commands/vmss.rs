@@ -31,7 +31,7 @@ use netwatch_api::resource::{Location, ResourceGroupName, ResourceName};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::extension::{EXTENSION_API_VERSION, Enrolling, enrollment_text, properties};
+use super::extension::{self, Enrolling, properties};
 use super::{flag_error, group_arg as group, name_arg as name};
 use crate::error::CliError;
 use crate::settings::GlobalArgs;
@@ -472,23 +472,11 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             Ok(None)
         }
         Prepared::ExtensionShow(group, vmss, extension) => {
-            let path = format!("{}/extensions/{extension}", vmss_path(context, &group, &vmss));
-            let value = client.get(&path, EXTENSION_API_VERSION).await?;
-            Ok(Some(shape::vm_extension(&value)))
+            extension::show(context, &vmss_path(context, &group, &vmss), &extension).await
         }
-        Prepared::ExtensionList(group, vmss) => {
-            let path = format!("{}/extensions", vmss_path(context, &group, &vmss));
-            let value = client.get(&path, EXTENSION_API_VERSION).await?;
-            Ok(Some(shape::list(&value, shape::vm_extension)))
-        }
+        Prepared::ExtensionList(group, vmss) => extension::list(context, &vmss_path(context, &group, &vmss)).await,
         Prepared::ExtensionDelete(group, vmss, extension, no_wait) => {
-            let path = format!("{}/extensions/{extension}", vmss_path(context, &group, &vmss));
-            let url = client.url(&path, EXTENSION_API_VERSION);
-            let first = client.begin(Method::DELETE, &url, None, &[200, 202, 204]).await?;
-            if !no_wait {
-                client.wait(&Method::DELETE, &url, first).await?;
-            }
-            Ok(None)
+            extension::delete(context, &vmss_path(context, &group, &vmss), &extension, !no_wait).await
         }
         Prepared::ExtensionSet {
             group,
@@ -502,30 +490,20 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             if protected_settings {
                 context.warn("--protected-settings is ignored: the netwatch agent takes no protected settings");
             }
-            let path = format!("{}/extensions/{name}", vmss_path(context, &group, &vmss));
-            let url = client.url(&path, EXTENSION_API_VERSION);
             let mut body = json!({ "properties": properties });
             if let Some(location) = location {
                 body["location"] = Value::String(location.to_string());
             }
-            let first = client.begin(Method::PUT, &url, Some(&body), &[200, 201, 202]).await?;
-            if let Some(enrollment) = first.body.pointer("/properties/netwatch/enrollment") {
-                // The hosts have to act: print the command and the extension as it is now.
-                eprintln!(
-                    "{}",
-                    enrollment_text(
-                        enrollment,
-                        context.settings.ca.as_deref(),
-                        Enrolling::ScaleSet(vmss.as_str())
-                    )
-                );
-                return Ok(Some(shape::vm_extension(&first.body)));
-            }
-            if no_wait {
-                return Ok(None);
-            }
-            let result = client.wait(&Method::PUT, &url, first).await?;
-            Ok(result.map(|value| shape::vm_extension(&value)))
+            let holder = vmss_path(context, &group, &vmss);
+            extension::set(
+                context,
+                &holder,
+                &name,
+                &body,
+                no_wait,
+                Enrolling::ScaleSet(vmss.as_str()),
+            )
+            .await
         }
     }
 }

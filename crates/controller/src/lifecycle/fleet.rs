@@ -33,8 +33,7 @@ use super::{CreateError, Stopped, new_record, push_start};
 use crate::app::{AppState, new_guid};
 use crate::clock::now_ms;
 use crate::store::{
-    CaptureRecord, CaptureStatus, Change, OperationKind, OperationRecord, OperationStatus, ScaleSetRecord, StoreError,
-    VmRecord,
+    CaptureRecord, CaptureStatus, Change, OperationKind, OperationStatus, ScaleSetRecord, StoreError, VmRecord,
 };
 
 /// Whether `record` is the parent of a capture over many hosts: a scale
@@ -230,6 +229,19 @@ pub(crate) fn part_record(
     new_record(record, parameters, storage)
 }
 
+/// The hosts' parts of capture `parent_id`, by instance id (`"2"` before
+/// `"10"`), then those named otherwise (hosts a selector chose), by key.
+pub(crate) async fn parts(state: &AppState, parent_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
+    let mut parts = state.store.capture_parts(parent_id).await?;
+    parts.sort_by_key(|part| {
+        part.instance
+            .as_deref()
+            .and_then(|i| i.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    });
+    Ok(parts)
+}
+
 /// A capture's status as clients see it: its own, or for a capture over many
 /// hosts the roll-up of its parts.
 pub(crate) async fn status_of(state: &AppState, record: &CaptureRecord) -> Result<CaptureStatus, StoreError> {
@@ -348,16 +360,7 @@ pub(crate) async fn stop(state: &AppState, parent: &CaptureRecord) -> Result<Sto
     }
     // The operation first, so a host that stops at once cannot settle
     // before it exists.
-    let now = now_ms();
-    let operation = OperationRecord {
-        id: new_guid(),
-        resource_id: parent.id.clone(),
-        kind: OperationKind::Stop,
-        status: OperationStatus::InProgress,
-        error_json: None,
-        created_ms: now,
-        updated_ms: now,
-    };
+    let operation = super::new_operation(&parent.id, OperationKind::Stop, now_ms());
     state.store.insert_operation(&operation).await?;
     for part in parts.iter().filter(|p| p.status.is_active()) {
         // Each host's stop: asked of its agent, or done here.

@@ -191,11 +191,14 @@ async fn delete_extension(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let vm_id = id.to_string();
-    let revoked = state.store.revoke_agent_credentials(&vm_id, now_ms()).await?;
-    let disconnected = state.hub.disconnect(&vm_id);
-    let ended =
-        crate::lifecycle::give_up_captures_of(&state, &vm_id, "the agent extension was removed from the host").await?;
-    tracing::info!(vm = %vm_id, revoked, disconnected, ended, "agent extension removed: the host's agent is cut off");
+    let done = crate::lifecycle::cut_off(&state, &vm_id, "the agent extension was removed from the host").await?;
+    tracing::info!(
+        vm = %vm_id,
+        revoked = done.revoked,
+        disconnected = done.disconnected,
+        ended = done.ended,
+        "agent extension removed: the host's agent is cut off"
+    );
     Ok(StatusCode::OK.into_response())
 }
 

@@ -27,7 +27,7 @@ use super::packet_captures::{CapturePath, find_capture};
 use super::{AppState, ArmVersion, HttpError};
 use crate::lifecycle::{self, capture_file_blob_path};
 use crate::merge::{self, FileOpener, Section, Source};
-use crate::store::CaptureRecord;
+use crate::store::{CaptureRecord, VmRecord};
 
 /// The media type of a pcapng file.
 const PCAPNG: &str = "application/x-pcapng";
@@ -77,16 +77,19 @@ async fn merged(
             return Err(ApiError::conflict(message).into());
         }
     };
-    let mut parts = state.store.capture_parts(&record.id).await?;
-    parts.sort_by_key(|part| {
-        part.instance
-            .as_deref()
-            .and_then(|i| i.parse::<u64>().ok())
-            .unwrap_or(u64::MAX)
-    });
+    let parts = lifecycle::fleet::parts(&state, &record.id).await?;
+    let mut files_of = state.store.part_files(&record.id).await?;
+    let subscription = state.config.subscription.to_string();
+    let vms: std::collections::HashMap<String, VmRecord> = state
+        .store
+        .list_vms(&subscription)
+        .await?
+        .into_iter()
+        .map(|vm| (vm.id.to_lowercase(), vm))
+        .collect();
     let mut sources = Vec::new();
     for part in &parts {
-        let files = state.store.capture_files(&part.id, part.created_ms).await?;
+        let files = files_of.remove(&part.id.to_lowercase()).unwrap_or_default();
         if files.is_empty() {
             continue;
         }
@@ -105,7 +108,7 @@ async fn merged(
                 .boxed()
             }));
         }
-        sources.push(source(&state, part, &filters, openers).await?);
+        sources.push(source(part, vms.get(&part.target_id.to_lowercase()), &filters, openers));
     }
     // Hosts of a scale set may share a name: then the instance tells them apart.
     let names: Vec<String> = sources.iter().map(|(_, host, _)| host.clone()).collect();
@@ -144,16 +147,13 @@ async fn merged(
 /// One host's part as a merge source: its interface, its addresses (for
 /// packet directions) and counters, from the facts its agent reported; with
 /// its host name and instance id, which `if_name` begins with.
-async fn source(
-    state: &AppState,
+fn source(
     part: &CaptureRecord,
+    vm: Option<&VmRecord>,
     filters: &str,
     files: Vec<FileOpener>,
-) -> Result<(Source, String, String), HttpError> {
-    let facts: Value = state
-        .store
-        .get_vm(&part.target_id)
-        .await?
+) -> (Source, String, String) {
+    let facts: Value = vm
         .and_then(|vm| serde_json::from_str(&vm.agent_json).ok())
         .unwrap_or(Value::Null);
     let host = facts["hostname"].as_str().unwrap_or("host");
@@ -184,7 +184,7 @@ async fn source(
         dropped: Some(stats.kernel_drops),
         files,
     };
-    Ok((source, host.to_owned(), instance.to_owned()))
+    (source, host.to_owned(), instance.to_owned())
 }
 
 /// `aa:bb:cc:dd:ee:ff` as bytes.

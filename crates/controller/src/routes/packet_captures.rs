@@ -299,13 +299,8 @@ fn host_status(
 /// common stop reason, the union of errors, counters summed, and each host
 /// under `netwatch.instances` with a summary.
 async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<PacketCaptureQueryStatusResult, HttpError> {
-    let mut parts = state.store.capture_parts(&record.id).await?;
-    parts.sort_by_key(|part| {
-        part.instance
-            .as_deref()
-            .and_then(|i| i.parse::<u64>().ok())
-            .unwrap_or(u64::MAX)
-    });
+    let parts = lifecycle::fleet::parts(state, &record.id).await?;
+    let mut files_of = state.store.part_files(&record.id).await?;
     let status = lifecycle::fleet::rolled_status(record, &parts);
     let subscription = ResourceId::parse("id", &record.id)
         .map(|id| id.subscription().to_string())
@@ -324,7 +319,7 @@ async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<Packet
     let mut uploads = Vec::new();
     for part in &parts {
         let vm = vms.get(&part.target_id.to_lowercase());
-        let files = state.store.capture_files(&part.id, part.created_ms).await?;
+        let files = files_of.remove(&part.id.to_lowercase()).unwrap_or_default();
         let (part_status, part_errors, netwatch) = host_status(part, vm.and_then(|vm| vm.last_seen_ms), files)?;
         let netwatch = netwatch.unwrap_or_default();
         total.packets_captured += netwatch.packets_captured;

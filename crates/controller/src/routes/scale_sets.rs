@@ -310,20 +310,11 @@ async fn delete_instances(
         }
     }
     for (number, vm) in chosen {
-        cut_off(&state, &vm.id, "the instance was removed from its scale set").await?;
+        crate::lifecycle::cut_off(&state, &vm.id, "the instance was removed from its scale set").await?;
         state.store.delete_vm(&vm.id, now_ms()).await?;
         tracing::info!(scale_set = %id, instance = number, "scale-set instance removed");
     }
     Ok(Json(json!({})).into_response())
-}
-
-/// Cuts a host's agent off: credentials revoked, channel closed, captures not
-/// yet ended given up.
-async fn cut_off(state: &AppState, vm_id: &str, why: &str) -> Result<(), HttpError> {
-    state.store.revoke_agent_credentials(vm_id, now_ms()).await?;
-    state.hub.disconnect(vm_id);
-    crate::lifecycle::give_up_captures_of(state, vm_id, why).await?;
-    Ok(())
 }
 
 async fn list_extensions(
@@ -490,7 +481,7 @@ async fn delete_extension(
     let revoked = state.store.revoke_scale_set_keys(&record.id, now_ms()).await?;
     let hosts = instances(&state, &record).await?;
     for (_, vm) in &hosts {
-        cut_off(&state, &vm.id, "the agent extension was removed from the scale set").await?;
+        crate::lifecycle::cut_off(&state, &vm.id, "the agent extension was removed from the scale set").await?;
     }
     tracing::info!(scale_set = %id, keys = revoked, hosts = hosts.len(), "agent extension removed from the scale set");
     Ok(StatusCode::OK.into_response())

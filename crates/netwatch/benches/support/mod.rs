@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -97,6 +97,63 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// The API of the `netwatch up` whose data is in `dir/up`, at `url`, as
+    /// its admin, trusting its CA; each request may take `timeout`.
+    pub(crate) fn of_up(dir: &Path, url: &str, timeout: Duration) -> Api {
+        let ca = std::fs::read(dir.join("up/ca.pem")).unwrap();
+        let credentials: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join("up/credentials.toml")).unwrap()).unwrap();
+        let admin = credentials["admin_token"].as_str().unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1)
+            .timeout(timeout)
+            .build()
+            .unwrap();
+        Api {
+            client,
+            url: url.to_owned(),
+            authorization: format!("Bearer {admin}"),
+        }
+    }
+
+    /// `PUT {capture}` with `body`, then its `Azure-AsyncOperation` monitor
+    /// every `poll` until `Succeeded` (within `deadline`): PUT sent → 201 read,
+    /// and PUT sent → the first `Succeeded` read.
+    pub(crate) async fn create_until_running(
+        &self,
+        capture: &str,
+        body: &Value,
+        poll: Duration,
+        deadline: Duration,
+    ) -> Result<(Duration, Duration), String> {
+        let sent = Instant::now();
+        let (status, headers, answer) = self.call(Method::PUT, capture, Some(body)).await;
+        let put = sent.elapsed();
+        if status != StatusCode::CREATED {
+            return Err(format!("PUT {capture} answered {status}: {answer}"));
+        }
+        let monitor = headers
+            .get("azure-asyncoperation")
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| format!("PUT {capture} answered no Azure-AsyncOperation"))?
+            .to_owned();
+        loop {
+            let (status, _, operation) = self.call(Method::GET, &monitor, None).await;
+            match (status, operation["status"].as_str()) {
+                (StatusCode::OK, Some("Succeeded")) => return Ok((put, sent.elapsed())),
+                (StatusCode::OK, Some("InProgress")) => {}
+                _ => return Err(format!("create {capture}: monitor answered {status}: {operation}")),
+            }
+            if sent.elapsed() > deadline {
+                return Err(format!("create {capture}: not Running within {deadline:?}"));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     pub(crate) async fn call(
         &self,
         method: Method,
