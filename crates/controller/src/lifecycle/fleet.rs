@@ -33,7 +33,8 @@ use super::{CreateError, Stopped, new_record, push_start};
 use crate::app::{AppState, new_guid};
 use crate::clock::now_ms;
 use crate::store::{
-    CaptureRecord, CaptureStatus, Change, OperationKind, OperationStatus, ScaleSetRecord, StoreError, VmRecord,
+    CaptureFileRecord, CaptureRecord, CaptureStatus, Change, OperationKind, OperationStatus, ScaleSetRecord,
+    StoreError, VmRecord,
 };
 
 /// Whether `record` is the parent of a capture over many hosts: a scale
@@ -229,17 +230,42 @@ pub(crate) fn part_record(
     new_record(record, parameters, storage)
 }
 
+/// One host's part of a capture over many hosts, with its host (when still
+/// registered) and its stored files.
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub record: CaptureRecord,
+    pub vm: Option<VmRecord>,
+    pub files: Vec<CaptureFileRecord>,
+}
+
 /// The hosts' parts of capture `parent_id`, by instance id (`"2"` before
-/// `"10"`), then those named otherwise (hosts a selector chose), by key.
-pub(crate) async fn parts(state: &AppState, parent_id: &str) -> Result<Vec<CaptureRecord>, StoreError> {
-    let mut parts = state.store.capture_parts(parent_id).await?;
-    parts.sort_by_key(|part| {
+/// `"10"`), then those named otherwise (hosts a selector chose), by key;
+/// three queries whatever the number of hosts.
+pub(crate) async fn parts(state: &AppState, parent_id: &str) -> Result<Vec<Part>, StoreError> {
+    let mut records = state.store.capture_parts(parent_id).await?;
+    records.sort_by_key(|part| {
         part.instance
             .as_deref()
             .and_then(|i| i.parse::<u64>().ok())
             .unwrap_or(u64::MAX)
     });
-    Ok(parts)
+    let mut files = state.store.part_files(parent_id).await?;
+    let mut vms: std::collections::HashMap<String, VmRecord> = state
+        .store
+        .list_vms(state.config.subscription.as_str())
+        .await?
+        .into_iter()
+        .map(|vm| (vm.id.to_lowercase(), vm))
+        .collect();
+    Ok(records
+        .into_iter()
+        .map(|record| Part {
+            vm: vms.remove(&record.target_id.to_lowercase()),
+            files: files.remove(&record.id.to_lowercase()).unwrap_or_default(),
+            record,
+        })
+        .collect())
 }
 
 /// A capture's status as clients see it: its own, or for a capture over many
@@ -256,8 +282,12 @@ pub(crate) async fn status_of(state: &AppState, record: &CaptureRecord) -> Resul
 /// until one starts, `Running` while any may still capture, `Stopped` once
 /// all ended, `Error` when all ended in error. A parent a client stopped
 /// whose hosts have all ended is `Stopped` too.
-pub(crate) fn rolled_status(parent: &CaptureRecord, parts: &[CaptureRecord]) -> CaptureStatus {
-    let count = |status| parts.iter().filter(|p| p.status == status).count();
+pub(crate) fn rolled_status<'a>(
+    parent: &CaptureRecord,
+    parts: impl IntoIterator<Item = &'a CaptureRecord>,
+) -> CaptureStatus {
+    let statuses: Vec<CaptureStatus> = parts.into_iter().map(|part| part.status).collect();
+    let count = |status| statuses.iter().filter(|s| **s == status).count();
     let (waiting, running) = (count(CaptureStatus::NotStarted), count(CaptureStatus::Running));
     let (stopped, failed) = (count(CaptureStatus::Stopped), count(CaptureStatus::Error));
     if running > 0 || (waiting > 0 && stopped > 0) {

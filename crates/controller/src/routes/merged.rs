@@ -78,23 +78,18 @@ async fn merged(
         }
     };
     let parts = lifecycle::fleet::parts(&state, &record.id).await?;
-    let mut files_of = state.store.part_files(&record.id).await?;
-    let subscription = state.config.subscription.to_string();
-    let vms: std::collections::HashMap<String, VmRecord> = state
-        .store
-        .list_vms(&subscription)
-        .await?
-        .into_iter()
-        .map(|vm| (vm.id.to_lowercase(), vm))
-        .collect();
     let mut sources = Vec::new();
-    for part in &parts {
-        let files = files_of.remove(&part.id.to_lowercase()).unwrap_or_default();
+    for lifecycle::fleet::Part {
+        record: part,
+        vm,
+        files,
+    } in &parts
+    {
         if files.is_empty() {
             continue;
         }
         let mut openers: Vec<FileOpener> = Vec::new();
-        for file in &files {
+        for file in files {
             let seq = u32::try_from(file.seq).unwrap_or_default();
             let blob = capture_file_blob_path(&part.target_id, part.created_ms, seq)
                 .and_then(|text| BlobPath::parse(&text).ok())
@@ -108,7 +103,7 @@ async fn merged(
                 .boxed()
             }));
         }
-        sources.push(source(part, vms.get(&part.target_id.to_lowercase()), &filters, openers));
+        sources.push(source(part, vm.as_ref(), &filters, openers));
     }
     // Hosts of a scale set may share a name: then the instance tells them apart.
     let names: Vec<String> = sources.iter().map(|(_, host, _)| host.clone()).collect();

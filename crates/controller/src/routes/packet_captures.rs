@@ -56,8 +56,7 @@ use super::{
 };
 use crate::lifecycle::{self, Created, NewCapture, Stopped};
 use crate::store::{
-    CaptureFileRecord, CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, VmRecord,
-    WatcherRecord,
+    CaptureFileRecord, CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, WatcherRecord,
 };
 
 /// How long a create waits for the agent to start the capture before its
@@ -240,7 +239,7 @@ async fn query_status(
         .await?
         .and_then(|vm| vm.last_seen_ms);
     let files = state.store.capture_files(&record.id, record.created_ms).await?;
-    let (status, errors, netwatch) = host_status(&record, last_seen, files)?;
+    let (status, errors, netwatch) = host_status(&record, last_seen, &files)?;
     Ok(Json(PacketCaptureQueryStatusResult {
         name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
         id: record.id.clone(),
@@ -266,7 +265,7 @@ fn pc_status(status: CaptureStatus) -> PcStatus {
 fn host_status(
     record: &CaptureRecord,
     last_seen_ms: Option<i64>,
-    files: Vec<CaptureFileRecord>,
+    files: &[CaptureFileRecord],
 ) -> Result<(PcStatus, Vec<PcError>, Option<NetwatchCaptureStatus>), HttpError> {
     let errors: Vec<PcError> = serde_json::from_str(&record.errors_json)
         .map_err(|err| ApiError::internal(format!("stored errors of capture {} are unreadable", record.id), err))?;
@@ -283,11 +282,11 @@ fn host_status(
     }
     if !files.is_empty() {
         netwatch.get_or_insert_with(NetwatchCaptureStatus::default).files = files
-            .into_iter()
+            .iter()
             .map(|file| StoredFile {
-                storage_path: file.storage_path,
+                storage_path: file.storage_path.clone(),
                 size_in_bytes: u64::try_from(file.size).unwrap_or(0),
-                sha256: file.sha256,
+                sha256: file.sha256.clone(),
             })
             .collect();
     }
@@ -300,26 +299,19 @@ fn host_status(
 /// under `netwatch.instances` with a summary.
 async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<PacketCaptureQueryStatusResult, HttpError> {
     let parts = lifecycle::fleet::parts(state, &record.id).await?;
-    let mut files_of = state.store.part_files(&record.id).await?;
-    let status = lifecycle::fleet::rolled_status(record, &parts);
-    let subscription = ResourceId::parse("id", &record.id)
-        .map(|id| id.subscription().to_string())
-        .unwrap_or_default();
-    let vms: std::collections::HashMap<String, VmRecord> = state
-        .store
-        .list_vms(&subscription)
-        .await?
-        .into_iter()
-        .map(|vm| (vm.id.to_lowercase(), vm))
-        .collect();
+    let status = lifecycle::fleet::rolled_status(record, parts.iter().map(|part| &part.record));
     let mut total = NetwatchCaptureStatus::default();
     let mut summary = FleetSummary::default();
     let mut errors: Vec<PcError> = Vec::new();
     let mut reasons: Vec<(String, u32)> = Vec::new();
     let mut uploads = Vec::new();
-    for part in &parts {
-        let vm = vms.get(&part.target_id.to_lowercase());
-        let files = files_of.remove(&part.id.to_lowercase()).unwrap_or_default();
+    for lifecycle::fleet::Part {
+        record: part,
+        vm,
+        files,
+    } in &parts
+    {
+        let vm = vm.as_ref();
         let (part_status, part_errors, netwatch) = host_status(part, vm.and_then(|vm| vm.last_seen_ms), files)?;
         let netwatch = netwatch.unwrap_or_default();
         total.packets_captured += netwatch.packets_captured;
@@ -415,7 +407,7 @@ async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<Packet
     Ok(PacketCaptureQueryStatusResult {
         name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
         id: record.id.clone(),
-        capture_start_time: parts.iter().filter_map(|p| p.started_ms).min().map(rfc3339),
+        capture_start_time: parts.iter().filter_map(|p| p.record.started_ms).min().map(rfc3339),
         packet_capture_status: pc_status(status),
         stop_reason: stop_reason.map(StopReason::from),
         packet_capture_error: errors,
