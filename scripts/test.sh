@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # tshark/capinfos and trafgen (the benchmark), curl (early answers over HTTP/1.1
 # and HTTP/2, crates/controller/tests/early_answers.rs), npm (installs Azurite, the
 # Azure Blob server the storage tests start), g++ (libFuzzer, built for fuzz/),
-# systemd (systemd-analyze verify/security on the agent's unit, tests/service.rs).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd)
+# systemd (systemd-analyze verify/security on the agent's unit, tests/service.rs),
+# binutils (objcopy strips the binary scripts/package.sh packages, readelf checks
+# it; the package is built with dpkg's dpkg-deb and installed by tests/package.rs).
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use netwatch_api::agent::{
-    AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, InterfaceInfo, Welcome,
+    AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, InterfaceInfo, UpgradeFailure,
+    Welcome,
 };
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::remote::{Backoff, Remote};
 use crate::supervisor::Supervisor;
+use crate::upgrade::Upgrades;
 use crate::{AgentConfig, error_chain, host};
 
 /// An open channel.
@@ -58,6 +60,7 @@ pub(crate) struct Identity {
     pub(crate) host_id: Option<String>,
     pub(crate) capture_interface: Option<String>,
     pub(crate) tags: std::collections::BTreeMap<String, String>,
+    pub(crate) version: String,
 }
 
 impl Identity {
@@ -69,10 +72,16 @@ impl Identity {
             host_id: Some(host_id),
             capture_interface: Some(config.interface.clone()),
             tags: config.tags.clone(),
+            version: config.version.clone(),
         }
     }
 
-    pub(crate) fn hello(&self, interfaces: Vec<InterfaceInfo>, captures: Vec<CaptureReport>) -> AgentMessage {
+    pub(crate) fn hello(
+        &self,
+        interfaces: Vec<InterfaceInfo>,
+        captures: Vec<CaptureReport>,
+        upgrade_failure: Option<UpgradeFailure>,
+    ) -> AgentMessage {
         AgentMessage::Hello(Hello {
             vm_name: self.vm_name.clone(),
             resource_group: self.resource_group.clone(),
@@ -81,7 +90,9 @@ impl Identity {
             host_id: self.host_id.clone(),
             capture_interface: self.capture_interface.clone(),
             tags: self.tags.clone(),
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            agent_version: self.version.clone(),
+            arch: Some(std::env::consts::ARCH.to_owned()),
+            upgrade_failure,
             interfaces,
             captures,
         })
@@ -232,6 +243,14 @@ enum Using {
     Credential,
 }
 
+/// Why the controller refused: its 401 or its `Refused` message.
+pub(crate) fn refusal_reason(error: &ChannelError) -> Option<String> {
+    match error {
+        ChannelError::Refused(message) => Some(message.clone()),
+        other => refusal(other),
+    }
+}
+
 /// The controller's 401 for a connection, with its reason: the token or
 /// credential is not (or no longer) good.
 fn refusal(error: &ChannelError) -> Option<String> {
@@ -260,6 +279,7 @@ pub(crate) async fn run(
     identity: &Identity,
     mut enrollment: Enrollment<'_>,
     supervisor: &Supervisor,
+    upgrades: &Upgrades,
     cancel: &CancellationToken,
 ) {
     let credential_file = enrollment.credential_file;
@@ -276,7 +296,7 @@ pub(crate) async fn run(
             () = cancel.cancelled() => return,
             opened = async {
                 let mut ws = connect(remote, ws_config()).await?;
-                let hello = identity.hello(host::interfaces(), supervisor.reports());
+                let hello = identity.hello(host::interfaces(), supervisor.reports(), upgrades.last_failure());
                 let welcome = handshake(&mut ws, &hello).await?;
                 Ok::<_, ChannelError>((ws, welcome))
             } => opened,
@@ -307,7 +327,7 @@ pub(crate) async fn run(
                 }
                 backoff.reset();
                 failures.succeeded();
-                match session(ws, supervisor, cancel).await {
+                match session(ws, supervisor, upgrades, cancel).await {
                     Ok(()) => return,
                     Err(error) => error,
                 }
@@ -361,7 +381,12 @@ pub(crate) async fn run(
 /// One welcomed connection: every report once (they may not have reached the
 /// last connection), then work in and reports out until the connection is lost
 /// (an error) or `cancel` (closed politely, `Ok`).
-async fn session(mut ws: Ws, supervisor: &Supervisor, cancel: &CancellationToken) -> Result<(), ChannelError> {
+async fn session(
+    mut ws: Ws,
+    supervisor: &Supervisor,
+    upgrades: &Upgrades,
+    cancel: &CancellationToken,
+) -> Result<(), ChannelError> {
     let heartbeat = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
     supervisor.mark_all_dirty();
     let mut last_sent = Instant::now();
@@ -377,8 +402,16 @@ async fn session(mut ws: Ws, supervisor: &Supervisor, cancel: &CancellationToken
                 Some(ControllerMessage::Stop { capture_id }) => supervisor.stop(&capture_id),
                 Some(ControllerMessage::Refused { message }) => return Err(ChannelError::Refused(message)),
                 Some(ControllerMessage::Welcome(_)) => tracing::debug!("repeated welcome: ignored"),
+                Some(ControllerMessage::Upgrade(upgrade)) => upgrades.want(upgrade),
+                Some(ControllerMessage::Uninstall { purge }) => upgrades.uninstall(purge),
                 None => {}
             },
+            () = upgrades.failed() => {
+                if let Some(failure) = upgrades.take_unsent() {
+                    send(&mut ws, &AgentMessage::UpgradeFailed(failure)).await?;
+                    last_sent = Instant::now();
+                }
+            }
             () = supervisor.changed() => {
                 for (report, seq) in supervisor.take_dirty() {
                     let id = report.capture_id.clone();

@@ -21,10 +21,7 @@ pub(crate) const USED_TOKEN_FILE: &str = "enrollment-token.sha256";
 /// The SHA-256 of `token`, in hex.
 pub(crate) fn token_digest(token: &str) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::spool::hex(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// The host id file's name in the data directory.
@@ -42,7 +39,7 @@ pub(crate) fn host_id(path: &Path) -> Result<String, AgentError> {
         path: path.to_owned(),
         source: std::io::Error::other(err.to_string()),
     })?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::spool::hex(&bytes);
     save(path, &id)?;
     tracing::info!(file = %path.display(), "this host's id made");
     Ok(id)

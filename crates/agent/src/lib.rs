@@ -33,6 +33,7 @@
 //! - `upload`: one file's upload: grants, parts, commit, resume.
 //! - `host`: host name and network interfaces for the hello.
 //! - `credential`: the agent's credential file.
+//! - `upgrade`: upgrades (download, verify, stage) and uninstall as the controller asks.
 
 mod channel;
 mod credential;
@@ -43,6 +44,8 @@ mod simulate;
 mod spool;
 pub use spool::SpoolError;
 mod supervisor;
+mod upgrade;
+pub use upgrade::{Exit, FAILED_FILE, STAGED_BINARY, STAGED_FILE, UNINSTALL_FILE, UPGRADE_DIR};
 mod upload;
 
 use std::fmt;
@@ -101,6 +104,12 @@ pub struct AgentConfig {
     pub spool_max_bytes: u64,
     /// ARM tags the host enrolls with (its VM's tags when first registered).
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The agent's version, as the binary says it (`netwatch --version`).
+    pub version: String,
+    /// The installer's record (`/etc/netwatch/install.json`) when netwatch's
+    /// installer installed this agent: it can then be upgraded and uninstalled
+    /// by the controller (`upgrade`).
+    pub installed: Option<PathBuf>,
 }
 
 /// The token is a secret: `Debug` leaves it out.
@@ -117,6 +126,8 @@ impl fmt::Debug for AgentConfig {
             .field("interface", &self.interface)
             .field("spool_max_bytes", &self.spool_max_bytes)
             .field("tags", &self.tags)
+            .field("version", &self.version)
+            .field("installed", &self.installed)
             .finish()
     }
 }
@@ -164,11 +175,12 @@ pub enum AgentError {
     },
 }
 
-/// Runs the agent until `shutdown` completes: connects to the controller (again
+/// Runs the agent until `shutdown` completes, or until it stops to be upgraded
+/// or uninstalled ([`Exit`]): connects to the controller (again
 /// and again, with backoff, whenever the connection is lost), runs the captures it
 /// is sent and reports on them. On shutdown, running captures are stopped and
 /// their files finalized (waiting up to a few seconds).
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<Exit, AgentError> {
     let credential_file = config.data_dir.join(credential::FILE);
     let remote = Remote::new(&config)?;
     let used_token_file = config.data_dir.join(credential::USED_TOKEN_FILE);
@@ -201,6 +213,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         source,
     })?;
     let uploader = upload::Uploader::new(&remote)?;
+    // Agent builds come from the controller by a client of their own.
+    let downloads = upload::Uploader::new(&remote)?;
     let spool_dir = config.data_dir.join(spool::SPOOL_DIR);
     let spool = spool::Spool::open(spool_dir, config.spool_max_bytes).map_err(AgentError::Spool)?;
     let cancel = CancellationToken::new();
@@ -230,12 +244,27 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     }
     let host_id = credential::host_id(&config.data_dir.join(credential::HOST_ID_FILE))?;
     let identity = channel::Identity::from_config(&config, host_id);
-    tracing::info!(server = %config.server, vm = %config.vm_name, interface = %config.interface, "agent starting");
+    let upgrades = upgrade::Upgrades::new(
+        &config.data_dir,
+        &config.version,
+        config.installed.clone(),
+        cancel.clone(),
+    );
+    tracing::info!(
+        server = %config.server,
+        vm = %config.vm_name,
+        interface = %config.interface,
+        version = %config.version,
+        "agent starting"
+    );
     tokio::join!(
         async {
-            shutdown.await;
-            cancel.cancel();
+            tokio::select! {
+                () = shutdown => cancel.cancel(),
+                () = cancel.cancelled() => {}
+            }
         },
+        upgrades.run(&supervisor, &downloads, &remote),
         channel::run(
             &remote,
             &identity,
@@ -246,12 +275,80 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
                 fallback,
             },
             &supervisor,
+            &upgrades,
             &cancel
         ),
     );
     tracing::info!("agent stopping");
     supervisor.shutdown(SHUTDOWN_GRACE).await;
-    Ok(())
+    Ok(upgrades.exit())
+}
+
+/// Why [`enroll`] did not enroll the host.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    Setup(#[from] AgentError),
+    /// The controller said no (a spent, expired or unknown token, a bad hello).
+    #[error(
+        "the controller refused the enrollment: {0}. An enrollment token works once and expires after a day: get a \
+         new one with `netwatch vm extension set` (or `vmss extension set`)"
+    )]
+    Refused(String),
+    #[error("could not reach the controller to enroll")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Enrolls the host once, now, with `config`'s token (what an installer
+/// does before it installs anything): the credential the controller hands
+/// out is saved in the data directory, where [`run`] finds it. Returns the
+/// VM id the host registered as.
+pub async fn enroll(config: &AgentConfig) -> Result<String, EnrollError> {
+    let remote = Remote::new(config)?;
+    let host_id = credential::host_id(&config.data_dir.join(credential::HOST_ID_FILE))?;
+    let identity = channel::Identity::from_config(config, host_id);
+    let hello = identity.hello(host::interfaces(), Vec::new(), None);
+    let welcome = async {
+        let mut ws = channel::connect(&remote, channel::ws_config()).await?;
+        let welcome = channel::handshake(&mut ws, &hello).await?;
+        let _ = ws.close(None).await;
+        Ok::<_, channel::ChannelError>(welcome)
+    }
+    .await
+    .map_err(|error| match channel::refusal_reason(&error) {
+        Some(reason) => EnrollError::Refused(reason),
+        None => EnrollError::Unreachable(Box::new(error)),
+    })?;
+    let Some(credential) = welcome.credential else {
+        return Err(EnrollError::Refused(
+            "it took the token as an agent's own credential and handed out none: give an enrollment token".to_owned(),
+        ));
+    };
+    credential::save(&config.data_dir.join(credential::FILE), &credential)?;
+    credential::save(
+        &config.data_dir.join(credential::USED_TOKEN_FILE),
+        &credential::token_digest(&config.token),
+    )?;
+    Ok(welcome.vm_id)
+}
+
+/// The agent builds the controller `config` names publishes (their SHA-256s):
+/// what a staged upgrade is checked against before it is installed.
+pub async fn published_builds(config: &AgentConfig) -> Result<Vec<netwatch_api::agent::AgentBuild>, EnrollError> {
+    let remote = Remote::new(config)?;
+    let client = upload::Uploader::new(&remote)?;
+    let url = remote.http_url(netwatch_api::agent::AGENT_BUILDS_PATH);
+    let unreachable = |error: reqwest::Error| EnrollError::Unreachable(Box::new(error));
+    client
+        .controller()
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(unreachable)?
+        .json()
+        .await
+        .map_err(unreachable)
 }
 
 /// Milliseconds since the Unix epoch, as the channel's `*_ms` fields count.
@@ -288,6 +385,8 @@ mod tests {
             interface: DEFAULT_INTERFACE.into(),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             tags: Default::default(),
+            version: "0.1.0".into(),
+            installed: None,
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret") && text.contains("redacted"), "{text}");

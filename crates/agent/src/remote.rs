@@ -214,6 +214,8 @@ mod tests {
             interface: "any".into(),
             spool_max_bytes: crate::DEFAULT_SPOOL_MAX_BYTES,
             tags: Default::default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            installed: None,
         }
     }
 

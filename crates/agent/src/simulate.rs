@@ -57,6 +57,7 @@ pub async fn run_simulated(
                 host_id: Some(format!("simulated-{}-{i}", config.vm_name)),
                 capture_interface: Some(config.interface.clone()),
                 tags: config.tags.clone(),
+                version: config.version.clone(),
             },
             interfaces: Arc::clone(&interfaces),
             gate: Arc::clone(&gate),
@@ -122,7 +123,7 @@ impl FakeHost {
             .max_frame_size(Some(1 << 20));
         let mut ws = channel::connect(&self.remote, config).await?;
         let captures = self.running.iter().map(|(id, started)| running(id, *started)).collect();
-        let hello = self.identity.hello(self.interfaces.to_vec(), captures);
+        let hello = self.identity.hello(self.interfaces.to_vec(), captures, None);
         channel::handshake(&mut ws, &hello).await?;
         Ok(ws)
     }
@@ -149,7 +150,9 @@ impl FakeHost {
                         .remove(&capture_id)
                         .map(|started| AgentMessage::Report(stopped(&capture_id, started))),
                     Some(ControllerMessage::Refused { message }) => return Err(ChannelError::Refused(message)),
-                    Some(ControllerMessage::Welcome(_)) | None => None,
+                    // Simulated hosts neither upgrade nor uninstall.
+                    Some(ControllerMessage::Welcome(_) | ControllerMessage::Upgrade(_) | ControllerMessage::Uninstall { .. })
+                    | None => None,
                 },
             };
             if let Some(message) = reply {

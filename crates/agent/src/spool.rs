@@ -351,7 +351,7 @@ fn key(capture_id: &str) -> String {
     hex(&Sha256::digest(capture_id.as_bytes())[..8])
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

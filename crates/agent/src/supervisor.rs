@@ -673,6 +673,12 @@ impl Supervisor {
         }
     }
 
+    /// How many captures are running (opening or capturing, not ended):
+    /// an upgrade waits for none.
+    pub(crate) fn running(&self) -> usize {
+        self.book().captures.values().filter(|slot| !slot.ended).count()
+    }
+
     /// The latest report of every capture, for the hello.
     pub(crate) fn reports(&self) -> Vec<CaptureReport> {
         self.book()
@@ -1483,6 +1489,8 @@ mod tests {
             interface: "any".into(),
             spool_max_bytes: crate::DEFAULT_SPOOL_MAX_BYTES,
             tags: Default::default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            installed: None,
         };
         let remote = crate::remote::Remote::new(&config).unwrap();
         let supervisor = Supervisor::new(

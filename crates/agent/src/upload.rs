@@ -181,6 +181,11 @@ impl Uploader {
         })
     }
 
+    /// The client to the controller (its TLS trust): agent builds come by it.
+    pub(crate) fn controller(&self) -> &reqwest::Client {
+        &self.controller
+    }
+
     /// Uploads `ticket`'s file, resuming from its saved progress, which is
     /// kept up to date in `spool`; `progress` hears the bytes stored so far.
     pub(crate) async fn upload(

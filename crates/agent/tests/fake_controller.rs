@@ -252,6 +252,8 @@ impl FakeController {
             interface: interface.to_owned(),
             spool_max_bytes: netwatch_agent::DEFAULT_SPOOL_MAX_BYTES,
             tags: Default::default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            installed: None,
         }
     }
 }
@@ -534,7 +536,7 @@ impl Conn {
 pub struct Agent {
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), AgentError>>,
+    task: JoinHandle<Result<netwatch_agent::Exit, AgentError>>,
 }
 
 impl Agent {

@@ -76,6 +76,20 @@ pub const UPLOADS_PATH: &str = "/netwatch/v1/agent/uploads";
 /// Agents `POST` an [`UploadComplete`] here once every part is stored.
 pub const UPLOADS_COMPLETE_PATH: &str = "/netwatch/v1/agent/uploads/complete";
 
+/// The installer a host runs as root (`curl … | sh -s -- --enroll-token …`),
+/// the command `vm extension set` answers; anyone may read it.
+pub const INSTALLER_PATH: &str = "/netwatch/v1/agent/install.sh";
+
+/// The agent builds the controller serves: `GET` lists them ([`AgentBuild`]);
+/// `GET {AGENT_BUILDS_PATH}/{arch}/{version}` is one binary. Anyone may read
+/// them (the open-source binary; hosts check its SHA-256).
+pub const AGENT_BUILDS_PATH: &str = "/netwatch/v1/agent/builds";
+
+/// What the agent's process exits with when it stopped to be upgraded (a
+/// verified binary staged): its unit restarts it (`Restart=on-failure`) after
+/// `ExecStopPost` installed the binary (`netwatch agent apply`).
+pub const EXIT_UPGRADE: i32 = 75;
+
 /// How often an agent sends counters of a running capture.
 pub const STATS_INTERVAL_MS: u64 = 1_000;
 
@@ -92,6 +106,42 @@ pub enum AgentMessage {
     Report(CaptureReport),
     /// "Still here", when nothing else was sent for a while.
     Heartbeat,
+    /// An upgrade the controller asked for did not happen; the agent goes on
+    /// with its version.
+    UpgradeFailed(UpgradeFailure),
+}
+
+/// Why an upgrade to `version` failed (a corrupt download, no room, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeFailure {
+    pub version: String,
+    pub message: String,
+    /// When it failed (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// One agent binary the controller serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentBuild {
+    pub version: String,
+    /// As `uname -m` says it: `x86_64`, `aarch64`.
+    pub arch: String,
+    /// Lower-case hex SHA-256 of the binary.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// An upgrade for the agent: the build to run next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgrade {
+    pub build: AgentBuild,
+    /// Upgrade even while captures run (`vm extension set --force-update`);
+    /// otherwise the agent waits until none runs.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// A message from the controller to an agent.
@@ -111,6 +161,11 @@ pub enum ControllerMessage {
     Stop { capture_id: String },
     /// The controller refuses the connection; the agent logs it and retries later.
     Refused { message: String },
+    /// Run this build next ([`Upgrade`]): download, verify, restart into it.
+    Upgrade(Upgrade),
+    /// The host's extension was deleted: the agent uninstalls itself (when
+    /// netwatch's installer installed it), leaving captures unless `purge`.
+    Uninstall { purge: bool },
 }
 
 /// Who the host is and what it has.
@@ -139,6 +194,13 @@ pub struct Hello {
     pub capture_interface: Option<String>,
     /// The agent's version (`CARGO_PKG_VERSION`).
     pub agent_version: String,
+    /// The host's architecture as `uname -m` says it (`x86_64`): which build
+    /// it upgrades to. Left out by agents before upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// The last upgrade that failed on this host, until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_failure: Option<UpgradeFailure>,
     pub interfaces: Vec<InterfaceInfo>,
     /// Captures the agent still owns or has not finished reporting.
     #[serde(default)]

@@ -51,6 +51,11 @@ pub struct ApiConfig {
     /// How long a host's agent may go unheard before its captures are given
     /// up (`Error`, `AgentStopped`; [`crate::hub::sweep_lost_agents`]).
     pub agent_lost_after: std::time::Duration,
+    /// The agent builds served to installers and upgrades.
+    pub agent_builds: std::sync::Arc<crate::agent_builds::AgentBuilds>,
+    /// How hosts trust this controller before they have its CA (the
+    /// installer's pin); `None` over plain HTTP.
+    pub trust: Option<crate::tls::Trust>,
 }
 
 /// Default [`ApiConfig::grant_ttl`]: long enough for a part on a slow link,
@@ -81,6 +86,8 @@ impl Default for ApiConfig {
             grant_ttl: DEFAULT_GRANT_TTL,
             accounts_dir: None,
             agent_lost_after: crate::hub::DEFAULT_AGENT_LOST_AFTER,
+            agent_builds: std::sync::Arc::new(crate::agent_builds::AgentBuilds::none()),
+            trust: None,
         }
     }
 }

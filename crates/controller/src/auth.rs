@@ -43,7 +43,17 @@ const PUBLIC_PATHS: &[&str] = &[
     "/metadata/endpoints",
     "/netwatch/v1/health",
     "/netwatch/v1/openapi.json",
+    // The agent installer and builds (routes/agent_install.rs): hosts have no
+    // credential yet, and check what they get by the pin and SHA-256.
+    netwatch_api::agent::INSTALLER_PATH,
+    netwatch_api::agent::AGENT_BUILDS_PATH,
 ];
+
+/// Whether `path` is one agent build's download (public, as the list).
+fn is_agent_build_path(path: &str) -> bool {
+    path.strip_prefix(netwatch_api::agent::AGENT_BUILDS_PATH)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
 
 /// Where agents' routes live.
 const AGENT_PREFIX: &str = "/netwatch/v1/agent/";
@@ -208,7 +218,7 @@ pub fn digest(token: &str) -> String {
 }
 
 /// `bytes` in lower-case hex.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(2 * bytes.len());
     for byte in bytes {
         write!(text, "{byte:02x}").expect("writing to a String cannot fail");
@@ -251,7 +261,7 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if PUBLIC_PATHS.contains(&path) || is_login_path(path) {
+    if PUBLIC_PATHS.contains(&path) || is_login_path(path) || is_agent_build_path(path) {
         return next.run(request).await;
     }
     let agent_path = path.starts_with(AGENT_PREFIX);

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use netwatch_api::agent::{
-    AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, Welcome, run_id,
+    AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, Upgrade,
+    UpgradeFailure, Welcome, run_id,
 };
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
 use serde_json::json;
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agent_builds::{self, ExtensionSettings};
 use crate::app::AppState;
 use crate::auth::AgentIdentity;
 use crate::clock::now_ms;
@@ -240,6 +242,14 @@ async fn run_connection(
         lifecycle::apply_report(state, vm, report).await?;
     }
     reconcile(state, vm, &hello).await?;
+    let running = RunningAgent {
+        version: &hello.agent_version,
+        arch: hello.arch.as_deref(),
+        failure: hello.upgrade_failure.as_ref(),
+    };
+    if let Some(upgrade) = upgrade_of(state, vm, &running).await {
+        send(socket, &ControllerMessage::Upgrade(upgrade)).await?;
+    }
     let mut touched = Instant::now();
     loop {
         tokio::select! {
@@ -274,6 +284,7 @@ async fn run_connection(
                     AgentMessage::Report(report) => submit_report(state, vm, report).await?,
                     AgentMessage::Heartbeat => {}
                     AgentMessage::Hello(_) => tracing::warn!(vm, "agent said hello twice; ignored"),
+                    AgentMessage::UpgradeFailed(failure) => record_upgrade_failure(state, vm, failure).await?,
                 }
                 if touched.elapsed() >= TOUCH_INTERVAL {
                     state.store.touch_vm(vm, *heard_ms).await?;
@@ -282,6 +293,66 @@ async fn run_connection(
             }
         }
     }
+}
+
+/// What the controller knows of an agent for its upgrade.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunningAgent<'a> {
+    pub(crate) version: &'a str,
+    pub(crate) arch: Option<&'a str>,
+    pub(crate) failure: Option<&'a UpgradeFailure>,
+}
+
+/// The upgrade `vm`'s agent should make, if any ([`agent_builds::upgrade_for`]
+/// with the extension's settings). An upgrade that failed on the host is
+/// not asked for again until `vm extension set` is run again.
+pub(crate) async fn upgrade_of(state: &AppState, vm: &str, agent: &RunningAgent<'_>) -> Option<Upgrade> {
+    let arch = agent.arch?;
+    let settings = match state.store.get_extension_settings(vm).await {
+        Ok(settings) => settings
+            .and_then(|json| serde_json::from_str::<ExtensionSettings>(&json).ok())
+            .unwrap_or_default(),
+        Err(err) => {
+            tracing::warn!(vm, error = %err, "could not read the agent extension's settings: no upgrade offered now");
+            return None;
+        }
+    };
+    let builds = match state.config.agent_builds.list().await {
+        Ok(builds) => builds.into_iter().map(|served| served.build).collect::<Vec<_>>(),
+        Err(err) => {
+            tracing::warn!(vm, error = %err, "no agent builds to offer");
+            return None;
+        }
+    };
+    let build = agent_builds::upgrade_for(&builds, agent.version, arch, &settings)?;
+    if let Some(failure) = agent.failure
+        && failure.version == build.version
+        && failure.at_ms >= settings.set_ms
+    {
+        tracing::debug!(vm, to = %build.version, "the upgrade failed on the host before: not asked again");
+        return None;
+    }
+    tracing::info!(vm, from = agent.version, to = %build.version, force = settings.force, "agent upgrade asked for");
+    Some(Upgrade {
+        build,
+        force: settings.force,
+    })
+}
+
+/// Keeps an upgrade failure among the agent's facts (`vm extension show`).
+async fn record_upgrade_failure(state: &AppState, vm: &str, failure: UpgradeFailure) -> Result<(), StoreError> {
+    tracing::warn!(vm, to = %failure.version, message = %failure.message, "agent upgrade failed on the host");
+    let Some(record) = state.store.get_vm(vm).await? else {
+        return Ok(());
+    };
+    let mut facts: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&record.agent_json).unwrap_or_default();
+    facts.insert("upgradeFailure".to_owned(), json!(failure));
+    state
+        .store
+        .set_vm_agent_json(vm, &serde_json::Value::Object(facts).to_string())
+        .await?;
+    Ok(())
 }
 
 /// Applies `report` of `vm`'s agent with the reports other channels hand in
@@ -438,6 +509,8 @@ async fn register_vm(
         "agentVersion": hello.agent_version,
         "interfaces": hello.interfaces,
         "captureInterface": hello.capture_interface,
+        "arch": hello.arch,
+        "upgradeFailure": hello.upgrade_failure,
         "connectedMs": now,
     });
     let record = VmRecord {

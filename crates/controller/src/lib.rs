@@ -23,6 +23,7 @@
 //!   [`tls`]: the CA and certificate `netwatch up` makes.
 
 pub mod accounts;
+pub mod agent_builds;
 pub mod app;
 pub mod auth;
 mod clock;

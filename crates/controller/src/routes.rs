@@ -23,6 +23,7 @@
 //!
 //! TLS is the server's ([`crate::server::run`]).
 
+mod agent_install;
 mod agents;
 mod bootstrap;
 mod compute;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
             get(bootstrap::get_provider),
         )
         .merge(agents::routes())
+        .merge(agent_install::routes())
         .merge(network_watchers::routes())
         .merge(packet_captures::routes())
         .merge(merged::routes())

@@ -59,6 +59,15 @@ pub struct ServerConfig {
     /// How long the grants agents upload with work, in seconds (default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_grant_seconds: Option<u64>,
+    /// Agent builds to serve besides the controller's own binary (other
+    /// architectures, other versions): `netwatch-VERSION-ARCH` files and
+    /// their `SHA256SUMS` (`agent_builds.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_dir: Option<PathBuf>,
+    /// The version of the running binary, served as this architecture's agent
+    /// build (set by the `netwatch` binary; not read from the file).
+    #[serde(skip)]
+    pub build_version: Option<String>,
 }
 
 /// PEM files of the server's certificate chain and key.
@@ -128,6 +137,9 @@ impl ServerConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(key) = &mut config.token_signing_key {
             *key = base.join(&*key);
+        }
+        if let Some(dir) = &mut config.agents_dir {
+            *dir = base.join(&*dir);
         }
         if let Some(tls) = &mut config.tls {
             tls.cert = base.join(&tls.cert);
@@ -219,6 +231,34 @@ pub async fn run(
         api.agent_lost_after = std::time::Duration::from_secs(seconds);
     }
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
+    if let Some(tls) = &config.tls {
+        api.trust = Some(crate::tls::trust(&tls.cert).map_err(|err| ServerError::BadConfig {
+            path: tls.cert.clone(),
+            message: err.to_string(),
+        })?);
+    }
+    if let Some(dir) = &config.agents_dir
+        && !dir.is_dir()
+    {
+        return Err(ServerError::BadConfig {
+            path: dir.clone(),
+            message: "agents_dir is not a directory: make it, with the agent builds and their SHA256SUMS, or leave \
+                      agents_dir out"
+                .to_owned(),
+        });
+    }
+    let version = config
+        .build_version
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
+    let exe = std::env::current_exe()
+        .inspect_err(|err| tracing::warn!(error = %err, "this controller cannot find its own binary: it serves no agent build of its own"))
+        .ok();
+    api.agent_builds = std::sync::Arc::new(crate::agent_builds::AgentBuilds::new(
+        exe,
+        &version,
+        config.agents_dir.clone(),
+    ));
     let accounts = Accounts::try_new(config.storage.clone()).map_err(|err| ServerError::BadConfig {
         path: PathBuf::from("storage"),
         message: err.to_string(),

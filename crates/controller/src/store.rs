@@ -599,6 +599,39 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Replaces a VM's agent facts (an upgrade failure the agent reported).
+    pub async fn set_vm_agent_json(&self, id: &str, agent_json: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE vms SET agent_json = $1 WHERE key = $2")
+            .bind(agent_json)
+            .bind(key(id))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The agent extension's settings of VM `id` (JSON), when `vm extension
+    /// set` gave any.
+    pub async fn get_extension_settings(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT settings_json FROM agent_extensions WHERE vm_key = $1")
+            .bind(key(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(json,)| json))
+    }
+
+    /// Sets the agent extension's settings of VM `id` (JSON).
+    pub async fn set_extension_settings(&self, id: &str, settings_json: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_extensions (vm_key, settings_json) VALUES ($1, $2)
+             ON CONFLICT (vm_key) DO UPDATE SET settings_json = $2",
+        )
+        .bind(key(id))
+        .bind(settings_json)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records a heartbeat. Returns false when no such VM exists.
     pub async fn touch_vm(&self, id: &str, seen_ms: i64) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE vms SET last_seen_ms = $1 WHERE key = $2")

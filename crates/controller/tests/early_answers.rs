@@ -88,6 +88,8 @@ impl Served {
             accounts_dir: Some(dir.path().join("accounts")),
             agent_lost_seconds: None,
             upload_grant_seconds: None,
+            agents_dir: None,
+            build_version: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

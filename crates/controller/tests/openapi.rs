@@ -73,12 +73,15 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 43] = [
+const ROUTES: [(&str, &[&str]); 46] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
     ("/subscriptions/{subscription}/providers/{namespace}", &["GET"]),
     ("/netwatch/v1/agent/channel", &["GET"]),
+    ("/netwatch/v1/agent/install.sh", &["GET"]),
+    ("/netwatch/v1/agent/builds", &["GET"]),
+    ("/netwatch/v1/agent/builds/{arch}/{version}", &["GET"]),
     (
         "/subscriptions/{subscription}/providers/microsoft.network/networkwatchers",
         &["GET"],
@@ -198,7 +201,7 @@ const ROUTES: [(&str, &[&str]); 43] = [
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
-const ROUTE_VALUES: [(&str, &str); 15] = [
+const ROUTE_VALUES: [(&str, &str); 17] = [
     ("{subscription}", SUB),
     ("{group}", "rg1"),
     ("{watcher}", "nw1"),
@@ -214,6 +217,8 @@ const ROUTE_VALUES: [(&str, &str); 15] = [
     ("{*path}", "a/b.cap"),
     ("{path}", "a/b.cap"),
     ("{tenant}", "00000000-0000-0000-0000-000000000000"),
+    ("{arch}", "x86_64"),
+    ("{version}", "0.1.0"),
 ];
 
 /// The HTTP methods an OpenAPI path item may have.
@@ -1299,7 +1304,8 @@ async fn answers_match_their_schemas() {
         .unwrap()
         .to_owned();
     assert!(
-        command.starts_with("netwatch agent --server http://netwatch.test:8443 --enroll-token "),
+        command
+            .starts_with("curl -fsS http://netwatch.test:8443/netwatch/v1/agent/install.sh | sh -s -- --enroll-token "),
         "{command}"
     );
     s.call(

@@ -11,8 +11,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result, bail};
-use netwatch_agent::AgentConfig;
+use netwatch_agent::{AgentConfig, Exit};
+use netwatch_api::agent::EXIT_UPGRADE;
 
 /// Defaults of the settings a flag or the file may give.
 const DEFAULT_RESOURCE_GROUP: &str = "netwatch";
@@ -21,7 +24,11 @@ const DEFAULT_DATA_DIR: &str = "/var/lib/netwatch/agent";
 const DEFAULT_INTERFACE: &str = "any";
 
 #[derive(Debug, Default, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    action: Option<Box<Action>>,
+
     /// A config file (TOML) with any of the settings below (keys as the flags,
     /// with `_`: server, enroll_token, ca, vm_name, resource_group, location,
     /// data_dir, interface, spool_max_mib, tags); flags override it.
@@ -73,6 +80,19 @@ pub struct Args {
     /// Benchmarks only: connect this many simulated agents that acknowledge captures without capturing.
     #[arg(long, value_name = "COUNT", hide = true)]
     simulate: Option<usize>,
+}
+
+/// The agent as an installed service (`install.rs`).
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Install this binary as the agent's system service, enrolled with the
+    /// controller: what the controller's install.sh runs (as root).
+    Install(Box<crate::install::InstallArgs>),
+    /// Carry out what the agent prepared as it stopped (an upgrade, an
+    /// uninstall): its unit's ExecStopPost runs it as root.
+    Apply(crate::install::ApplyArgs),
+    /// Remove the agent the installer installed (its captures stay unless --purge).
+    Uninstall(crate::install::UninstallArgs),
 }
 
 /// The config file's settings (`--config`): the flags' names with `_`.
@@ -157,26 +177,60 @@ fn settings(args: &Args, file: FileConfig, host_name: impl FnOnce() -> Result<St
                 mib.saturating_mul(1024 * 1024)
             }),
         tags,
+        version: crate::VERSION.to_owned(),
+        installed: None,
     })
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<ExitCode> {
+    match args.action.take().map(|action| *action) {
+        Some(Action::Install(install)) => {
+            return crate::install::install(*install, crate::VERSION).map(|()| ExitCode::SUCCESS);
+        }
+        Some(Action::Apply(apply)) => return crate::install::apply(apply).map(|()| ExitCode::SUCCESS),
+        Some(Action::Uninstall(uninstall)) => {
+            return crate::install::uninstall(uninstall).map(|()| ExitCode::SUCCESS);
+        }
+        None => {}
+    }
     let file = match &args.config {
         Some(path) => read_config(path)?,
         None => FileConfig::default(),
     };
-    let config = settings(&args, file, host_vm_name)?;
-    crate::runtime()?.block_on(async move {
+    let mut config = settings(&args, file, host_vm_name)?;
+    config.installed = installed_by(args.config.as_deref());
+    let exit = crate::runtime()?.block_on(async move {
         match args.simulate {
-            Some(count) => netwatch_agent::run_simulated(config, count, crate::shutdown_signal()).await,
+            Some(count) => netwatch_agent::run_simulated(config, count, crate::shutdown_signal())
+                .await
+                .map(|()| Exit::Stopped),
             None => netwatch_agent::run(config, crate::shutdown_signal()).await,
         }
         .context("run the agent")
+    })?;
+    Ok(match exit {
+        Exit::Stopped | Exit::Uninstall { .. } => ExitCode::SUCCESS,
+        // The unit restarts it (Restart=on-failure) once ExecStopPost installed the build.
+        Exit::Upgrade { .. } => ExitCode::from(u8::try_from(EXIT_UPGRADE).unwrap_or(1)),
     })
 }
 
+/// The installer's record when it installed this agent with `config`.
+fn installed_by(config: Option<&Path>) -> Option<PathBuf> {
+    let record: crate::install::Record =
+        serde_json::from_str(&std::fs::read_to_string(crate::install::RECORD).ok()?).ok()?;
+    (config? == record.config).then(|| PathBuf::from(crate::install::RECORD))
+}
+
+/// The agent's settings from its config file alone (`netwatch agent apply`
+/// asks the controller with them).
+pub(crate) fn config_for_apply(path: &Path) -> Result<AgentConfig> {
+    let file = read_config(path)?;
+    settings(&Args::default(), file, host_vm_name)
+}
+
 /// `--tag KEY=VALUE`.
-fn parse_tag(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_tag(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() && name.len() <= 512 && value.len() <= 256 => {
             Ok((name.to_owned(), value.to_owned()))

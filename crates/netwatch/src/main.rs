@@ -12,12 +12,13 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod capture;
+mod install;
 mod server;
 mod up;
 
 /// Remote packet capture for fleets of Linux hosts, compatible with Azure Network Watcher.
 #[derive(Debug, Parser)]
-#[command(name = "netwatch", version, about, propagate_version = true)]
+#[command(name = "netwatch", version = VERSION, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +37,15 @@ enum Command {
     #[command(flatten)]
     Client(netwatch_cli::Command),
 }
+
+/// This build's version: the crate's, or `NETWATCH_BUILD_VERSION` when the
+/// build was made with it set (a release pipeline, the upgrade tests'
+/// second build). The agent reports it; the controller serves its own binary
+/// as the agent build of this version.
+pub const VERSION: &str = match option_env!("NETWATCH_BUILD_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 /// An error that is the user's to fix (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +72,7 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args),
         Command::Up(args) => up::run(args).map(|()| ExitCode::SUCCESS),
         Command::Server(args) => server::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Agent(args) => agent::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(code) => code,
@@ -78,7 +88,7 @@ fn main() -> ExitCode {
 }
 
 /// The async runtime of the long-running roles.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context as _;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -30,6 +30,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    config.build_version = Some(crate::VERSION.to_owned());
     let listener = bind(config.listen)?;
     let url = format!(
         "{}://{}",

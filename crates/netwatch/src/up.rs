@@ -49,6 +49,11 @@ pub struct Args {
     /// Run the controller only, without an agent for this machine.
     #[arg(long)]
     no_agent: bool,
+
+    /// Agent builds to serve besides this binary (other architectures,
+    /// newer versions): netwatch-VERSION-ARCH files and their SHA256SUMS.
+    #[arg(long, value_name = "DIR")]
+    agents_dir: Option<PathBuf>,
 }
 
 /// Tokens in clear, kept beside the configuration that holds their digests.
@@ -77,6 +82,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if args.agents_dir.is_some() {
+        config.agents_dir.clone_from(&args.agents_dir);
+    }
+    config.build_version = Some(crate::VERSION.to_owned());
     let credentials: Credentials = toml::from_str(
         &std::fs::read_to_string(dir.join("credentials.toml")).context("read the data directory's credentials")?,
     )
@@ -128,6 +137,8 @@ pub fn run(args: Args) -> Result<()> {
         interface: "any".to_owned(),
         spool_max_bytes: netwatch_agent::DEFAULT_SPOOL_MAX_BYTES,
         tags: Default::default(),
+        version: crate::VERSION.to_owned(),
+        installed: None,
     });
     crate::runtime()?.block_on(async move {
         let (stop_server, server_stops) = tokio::sync::oneshot::channel::<()>();
@@ -152,7 +163,7 @@ pub fn run(args: Args) -> Result<()> {
             Some(agent) => agent
                 .await
                 .context("the agent task failed")
-                .and_then(|run| run.context("run the agent")),
+                .and_then(|run| run.map(|_| ()).context("run the agent")),
             None => Ok(()),
         };
         let _ = stop_server.send(());
@@ -222,6 +233,8 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
         accounts_dir: None,
         agent_lost_seconds: None,
         upload_grant_seconds: None,
+        agents_dir: None,
+        build_version: None,
     };
     write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;
     write_file(
@@ -287,7 +300,7 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
 }
 
 /// Whether this process runs as root (from /proc, without unsafe code).
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
             .lines()

@@ -351,7 +351,7 @@ fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng()
         .as_str()
         .unwrap_or_else(|| panic!("no key in {made:#}"))
         .to_owned();
-    let command = made["netwatch"]["enrollment"]["command"].as_str().unwrap();
+    let command = made["netwatch"]["enrollment"]["foregroundCommand"].as_str().unwrap();
     assert!(
         command.starts_with("netwatch agent --server ") && command.contains(&key),
         "{command}"

@@ -8,6 +8,8 @@ mod capture;
 mod deployment;
 mod faults;
 mod fleet;
+mod install;
+mod package;
 mod schemathesis;
 mod sdk;
 mod service;

@@ -12,6 +12,18 @@ pub fn netwatch() -> &'static str {
     env!("CARGO_BIN_EXE_netwatch")
 }
 
+/// Held by a test while it changes the machine's own system files (the
+/// package test's `dpkg -i`), and by a test host while it copies `/etc`, so
+/// that copy never holds another test's user or config.
+pub static SYSTEM_FILES: Mutex<()> = Mutex::new(());
+
+/// The version the built `netwatch` says it is (`netwatch --version`).
+pub fn version() -> String {
+    let out = netwatch_testkit::run(Command::new(netwatch()).arg("--version"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().nth(1).unwrap_or_default().to_owned()
+}
+
 /// `netwatch capture …` running in a namespace; stderr collected as it comes.
 #[derive(Debug)]
 pub struct Running {

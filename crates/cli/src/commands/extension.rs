@@ -160,18 +160,14 @@ pub(crate) async fn set(
 }
 
 /// What to tell the user about an enrollment (`properties.netwatch.enrollment`
-/// of the PUT's answer): the command to run on the host (or hosts), with
-/// `--ca FILE` when this client trusts a CA file, and how long and how often
-/// its token or key may be used.
+/// of the PUT's answer): the one line that installs the agent as a service
+/// on the host (or hosts; it carries the controller's key pin, so the host
+/// needs nothing else), how long and how often its token or key may be
+/// used, and the agent in the foreground instead, with `--ca FILE` when this
+/// client trusts a CA file.
 pub(crate) fn enrollment_text(enrollment: &Value, ca: Option<&Path>, enrolling: Enrolling<'_>) -> String {
     let command = enrollment.get("command").and_then(Value::as_str).unwrap_or_default();
     let expires = enrollment.get("expiresOn").and_then(Value::as_str);
-    let mut command = command.to_owned();
-    if let Some(ca) = ca
-        && !command.contains("--ca ")
-    {
-        command.push_str(&format!(" --ca {}", shell_word(&ca.display().to_string())));
-    }
     let mut text = match enrolling {
         Enrolling::Vm => {
             let mut text = String::from("The agent is not installed yet. Run this on the host, as root");
@@ -195,13 +191,34 @@ pub(crate) fn enrollment_text(enrollment: &Value, ca: Option<&Path>, enrolling: 
             text
         }
     };
-    text.push_str(&format!(":\n\n    {command}\n"));
-    if let Some(ca) = ca {
-        let hosts = match enrolling {
-            Enrolling::Vm => "the host first if it is another machine",
-            Enrolling::ScaleSet(_) => "each host first if they are other machines",
-        };
-        text.push_str(&format!("\nCopy {} to the same path on {hosts}.", ca.display()));
+    text.push_str(&format!(
+        ":
+
+    {command}
+
+It installs the agent as the service netwatch-agent (its own user, only the \
+         capabilities a capture needs), enrolled."
+    ));
+    if let Some(foreground) = enrollment.get("foregroundCommand").and_then(Value::as_str) {
+        let mut foreground = foreground.to_owned();
+        if let Some(ca) = ca
+            && !foreground.contains("--ca ")
+        {
+            foreground.push_str(&format!(" --ca {}", shell_word(&ca.display().to_string())));
+        }
+        text.push_str(&format!(
+            " To run the agent in the foreground instead (no service):\n\n    {foreground}\n"
+        ));
+        if let Some(ca) = ca {
+            let hosts = match enrolling {
+                Enrolling::Vm => "the host first if it is another machine",
+                Enrolling::ScaleSet(_) => "each host first if they are other machines",
+            };
+            text.push_str(&format!(
+                "\nFor that, copy {} to the same path on {hosts}.",
+                ca.display()
+            ));
+        }
     }
     text
 }
@@ -224,19 +241,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_enrollment_command_gets_the_ca() {
+    fn the_install_line_comes_first_and_the_foreground_command_gets_the_ca() {
+        let install = "curl -fsSk --pinnedpubkey 'sha256//p=' 'https://h:8443/netwatch/v1/agent/install.sh' | sh -s -- \
+                       --enroll-token 't'";
         let enrollment = json!({
             "token": "t", "expiresOn": "2026-12-01T00:00:00.0000000Z",
-            "command": "netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus"
+            "command": install,
+            "foregroundCommand": "netwatch agent --server 'https://h:8443' --enroll-token 't' --vm-name 'vm'"
         });
         let text = enrollment_text(&enrollment, Some(Path::new("/data/my ca.pem")), Enrolling::Vm);
+        assert!(text.contains(&format!(":\n\n    {install}\n")), "{text}");
         assert!(
-            text.contains("    netwatch agent --server https://127.0.0.1:8443 --enroll-token t --vm-name vm -g rg -l westus --ca '/data/my ca.pem'\n"),
+            text.contains("    netwatch agent --server 'https://h:8443' --enroll-token 't' --vm-name 'vm' --ca '/data/my ca.pem'\n"),
             "{text}"
         );
         assert!(text.contains("until 2026-12-01T00:00:00.0000000Z"), "{text}");
         let text = enrollment_text(&enrollment, None, Enrolling::Vm);
-        assert!(text.contains("-l westus\n"), "{text}");
         assert!(!text.contains("--ca"), "{text}");
     }
 
@@ -245,7 +265,8 @@ mod tests {
         let command =
             "netwatch agent --server https://10.0.0.1:8443 --enroll-token k --resource-group rg --location westus";
         let enrollment = json!({
-            "key": "k", "expiresOn": "2026-12-01T00:00:00.0000000Z", "maxUses": 40, "command": command
+            "key": "k", "expiresOn": "2026-12-01T00:00:00.0000000Z", "maxUses": 40, "command": "install",
+            "foregroundCommand": command
         });
         let text = enrollment_text(
             &enrollment,
@@ -263,10 +284,11 @@ mod tests {
             text.contains(&format!("    {command} --ca /etc/netwatch/ca.pem\n")),
             "{text}"
         );
-        assert!(
-            text.ends_with("Copy /etc/netwatch/ca.pem to the same path on each host first if they are other machines.")
-        );
-        let unlimited = json!({"key": "k", "maxUses": null, "command": command});
+        assert!(text.ends_with(
+            "For that, copy /etc/netwatch/ca.pem to the same path on each host first if they are other machines."
+        ));
+        assert!(text.contains(":\n\n    install\n"), "{text}");
+        let unlimited = json!({"key": "k", "maxUses": null, "command": "install", "foregroundCommand": command});
         let text = enrollment_text(&unlimited, None, Enrolling::ScaleSet("web"));
         assert!(text.contains("(the key can be used by any number of hosts):"), "{text}");
         assert!(text.ends_with(&format!("    {command}\n")), "{text}");

@@ -14,7 +14,7 @@
 //! stable across restarts and replicas without being stored; an extension
 //! other than the agent is a 404; times are RFC 3339 UTC.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,8 +28,11 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{AppState, ArmBody, ArmVersion, HttpError, base_url, now_ms, rfc3339, subscription};
+use crate::agent_builds::ExtensionSettings;
 use crate::auth::{digest, new_token};
+use crate::hub::{RunningAgent, upgrade_of};
 use crate::store::{EnrollmentRecord, VmRecord};
+use netwatch_api::agent::ControllerMessage;
 
 /// Virtual machines of a resource group, below a subscription.
 const VMS_IN_GROUP: &str =
@@ -152,6 +155,10 @@ async fn list_extensions(
     _version: ArmVersion,
 ) -> Result<Json<Value>, HttpError> {
     let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
+    // Deleted (`vm extension delete`): the VM has none until it enrolls again.
+    if state.store.is_cut_off(&record.id).await? {
+        return Ok(Json(json!({ "value": [] })));
+    }
     Ok(Json(json!({ "value": [extension_json(&id, &record)] })))
 }
 
@@ -171,6 +178,14 @@ async fn show_extension(
         );
         return Err(ApiError::new(ErrorCode::ResourceNotFound, message).into());
     }
+    if state.store.is_cut_off(&record.id).await? {
+        let gone = ResourceId::vm_extension(id.subscription(), id.resource_group(), id.name(), &extension);
+        let message = format!(
+            "{}: it was deleted (`vm extension delete`); `vm extension set` enrolls the host again",
+            ApiError::not_found(&gone)
+        );
+        return Err(ApiError::new(ErrorCode::ResourceNotFound, message).into());
+    }
     Ok(Json(extension_json(&id, &record)))
 }
 
@@ -184,13 +199,18 @@ async fn delete_extension(
     State(state): State<AppState>,
     Path((sub, group, vm, extension)): Path<(String, String, String, String)>,
     _version: ArmVersion,
+    Query(query): Query<DeleteQuery>,
 ) -> Result<Response, HttpError> {
     let (id, _record) = find_vm(&state, (&sub, &group, &vm)).await?;
     let extension = ResourceName::parse("vmExtensionName", &extension)?;
     if !extension.as_str().eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let purge = purge_of(&query)?;
     let vm_id = id.to_string();
+    // Sent before the cut-off closes the channel: the agent uninstalls itself.
+    let told = state.hub.send(&vm_id, ControllerMessage::Uninstall { purge });
+    tracing::info!(vm = %vm_id, purge, told, "agent asked to uninstall itself");
     let done = crate::lifecycle::cut_off(&state, &vm_id, "the agent extension was removed from the host").await?;
     tracing::info!(
         vm = %vm_id,
@@ -200,6 +220,22 @@ async fn delete_extension(
         "agent extension removed: the host's agent is cut off"
     );
     Ok(StatusCode::OK.into_response())
+}
+
+/// The query of an extension's DELETE: netwatch's `purge`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DeleteQuery {
+    purge: Option<String>,
+}
+
+/// `purge=true|false` (`vm extension delete --purge`): whether the agent's
+/// uninstall removes its captures too.
+pub(super) fn purge_of(query: &DeleteQuery) -> Result<bool, HttpError> {
+    match query.purge.as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request("purge", format!("purge is true or false, not {other:?}")).into()),
+    }
 }
 
 /// How long an enrollment token may wait for its host: a day.
@@ -280,10 +316,47 @@ pub(super) struct ExtensionProperties {
     publisher: Option<String>,
     #[serde(rename = "type")]
     extension_type: Option<String>,
+    /// `--version`: Azure's `1.4`, or the agent build to run (`0.2`).
+    type_handler_version: Option<String>,
+    /// az sends true unless `--no-auto-upgrade-minor-version`.
+    auto_upgrade_minor_version: Option<bool>,
+    /// `--force-update`: a new tag each time.
+    force_update_tag: Option<String>,
     /// The extension's public settings; netwatch reads its scale-set key's
     /// `keyExpiresInSeconds` and `keyMaxUses` there.
     #[serde(default)]
     pub(super) settings: Option<Value>,
+}
+
+impl ExtensionProperties {
+    /// What the extension says about the agent's version.
+    pub(super) fn settings_of_versions(&self) -> ExtensionSettings {
+        ExtensionSettings {
+            auto_upgrade_minor_version: self.auto_upgrade_minor_version.unwrap_or(true),
+            version: self.type_handler_version.clone().filter(|version| !version.is_empty()),
+            force: self.force_update_tag.as_deref().is_some_and(|tag| !tag.is_empty()),
+            set_ms: now_ms(),
+        }
+    }
+}
+
+/// Asks `record`'s agent, when connected, to upgrade if its extension's
+/// settings and the builds served say so.
+pub(super) async fn offer_upgrade(state: &AppState, record: &VmRecord) {
+    let facts = agent_facts(record);
+    let failure = facts
+        .get("upgradeFailure")
+        .and_then(|failure| serde_json::from_value(failure.clone()).ok());
+    let agent = RunningAgent {
+        version: facts.get("agentVersion").and_then(Value::as_str).unwrap_or(""),
+        arch: facts.get("arch").and_then(Value::as_str),
+        failure: failure.as_ref(),
+    };
+    if let Some(upgrade) = upgrade_of(state, &record.id, &agent).await
+        && !state.hub.send(&record.id, ControllerMessage::Upgrade(upgrade))
+    {
+        tracing::info!(vm = %record.id, "the agent is not connected: it is asked to upgrade when it connects");
+    }
 }
 
 /// `PUT …/virtualMachines/{vm}/extensions/{name}` (`vm extension set`): 200
@@ -304,10 +377,16 @@ async fn set_extension(
     let vm = ResourceName::parse("vmName", &vm)?;
     let (_, body) = parse_agent_extension("vmExtensionName", &extension, &body)?;
     let id = ResourceId::virtual_machine(&sub, &group, &vm);
+    let settings = body.properties.settings_of_versions();
+    state
+        .store
+        .set_extension_settings(&id.to_string(), &serde_json::to_string(&settings).unwrap_or_default())
+        .await?;
     let known = state.store.get_vm(&id.to_string()).await?;
     if let Some(record) = &known {
         // A host cut off (`vm extension delete`) is enrolled again: a new token.
         if !state.store.is_cut_off(&record.id).await? {
+            offer_upgrade(&state, record).await;
             let id = ResourceId::parse("id", &record.id).unwrap_or(id);
             return Ok(Json(extension_json(&id, record)).into_response());
         }
@@ -334,8 +413,15 @@ async fn set_extension(
     };
     state.store.insert_enrollment(&enrollment).await?;
     tracing::info!(vm = %id, "enrollment made for a host to install the agent with");
-    let command = format!(
-        "netwatch agent --server {base} --enroll-token {token} --vm-name {vm} --resource-group {group} --location {location}"
+    let (command, foreground) = super::agent_install::enrollment_commands(
+        &state,
+        &base,
+        &[
+            ("--enroll-token", &token),
+            ("--vm-name", vm.as_str()),
+            ("--resource-group", group.as_str()),
+            ("--location", location.as_str()),
+        ],
     );
     let extension_id = ResourceId::agent_extension(&sub, &group, &vm);
     let answer = json!({
@@ -354,6 +440,7 @@ async fn set_extension(
                     "token": token,
                     "expiresOn": rfc3339(enrollment.expires_ms),
                     "command": command,
+                    "foregroundCommand": foreground,
                 },
             },
         },

@@ -400,10 +400,14 @@ async fn set_extension(
     };
     state.store.insert_scale_set_key(&key_record).await?;
     tracing::info!(scale_set = %id, max_uses, lifetime_s, "scale-set enrollment key made");
-    let command = format!(
-        "netwatch agent --server {base} --enroll-token {key} --resource-group {} --location {}",
-        id.resource_group(),
-        record.location
+    let (command, foreground) = super::agent_install::enrollment_commands(
+        &state,
+        &base,
+        &[
+            ("--enroll-token", &key),
+            ("--resource-group", id.resource_group().as_str()),
+            ("--location", &record.location),
+        ],
     );
     let id = ResourceId::parse("id", &record.id).unwrap_or(id);
     let mut answer = extension_json(&state, &id, &record).await?;
@@ -412,6 +416,7 @@ async fn set_extension(
         "expiresOn": rfc3339(key_record.expires_ms),
         "maxUses": max_uses,
         "command": command,
+        "foregroundCommand": foreground,
     });
     let status = if existing.is_some() {
         StatusCode::OK
@@ -472,15 +477,21 @@ async fn delete_extension(
     State(state): State<AppState>,
     Path((sub, group, vmss, extension)): Path<(String, String, String, String)>,
     _version: ArmVersion,
+    axum::extract::Query(query): axum::extract::Query<super::compute::DeleteQuery>,
 ) -> Result<Response, HttpError> {
     let (id, record) = find_set(&state, (&sub, &group, &vmss)).await?;
     let extension = ResourceName::parse("vmssExtensionName", &extension)?;
     if !extension.as_str().eq_ignore_ascii_case(AGENT_EXTENSION_NAME) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let purge = super::compute::purge_of(&query)?;
     let revoked = state.store.revoke_scale_set_keys(&record.id, now_ms()).await?;
     let hosts = instances(&state, &record).await?;
     for (_, vm) in &hosts {
+        // Before the cut-off closes its channel: the agent uninstalls itself.
+        state
+            .hub
+            .send(&vm.id, netwatch_api::agent::ControllerMessage::Uninstall { purge });
         crate::lifecycle::cut_off(&state, &vm.id, "the agent extension was removed from the scale set").await?;
     }
     tracing::info!(scale_set = %id, keys = revoked, hosts = hosts.len(), "agent extension removed from the scale set");
