@@ -14,8 +14,10 @@ cd "$(dirname "$0")/.."
 # and HTTP/2, crates/controller/tests/early_answers.rs), npm (installs Azurite, the
 # Azure Blob server the storage tests start), g++ (libFuzzer, built for fuzz/),
 # systemd (systemd-analyze verify/security on the agent's unit, tests/service.rs),
-# binutils (objcopy strips the binary scripts/package.sh packages, readelf checks
-# it; the package is built with dpkg's dpkg-deb and installed by tests/package.rs).
+# binutils (objcopy strips the binary scripts/package.sh packages and the one the
+# controller serves to agent installs, readelf checks them; the package is built
+# with dpkg's dpkg-deb and installed by tests/package.rs), curl and unshare/nsenter
+# (the agent installer run on a test host, tests/install.rs).
 need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
@@ -40,6 +42,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; fi
 # Each crate builds alone: the workspace cannot hide a missing dependency.
 for crate in netwatch-api netwatch-capture netwatch-storage netwatch-controller netwatch-agent netwatch-cli; do cargo check -q -p "$crate" --locked; done
+# The upgrade test's newer agent (crates/netwatch/tests/install.rs): the same
+# sources built with the next minor version; `cargo test` then builds the
+# binary again with its own version (only the netwatch crate is rebuilt).
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IFS=. read -r major minor _ <<<"$version"
+NETWATCH_BUILD_VERSION="$major.$((minor + 1)).0" cargo build -q --locked -p netwatch --bin netwatch
+mkdir -p target/upgrade-test
+cp target/debug/netwatch target/upgrade-test/netwatch-next
+export NETWATCH_TEST_NEXT_AGENT=$PWD/target/upgrade-test/netwatch-next
 log=$(mktemp)
 eval "$(scripts/test-postgres.sh start)"
 trap 'rm -f "$log"; scripts/test-postgres.sh stop "$PG_TEST_DIR"' EXIT

@@ -159,6 +159,11 @@ pub(crate) struct Deployment {
 
 /// Starts `netwatch up --no-agent` in `ns` on `listen` over `data`; the process and its URL.
 pub(crate) fn start_up(ns: &str, dir: &Path, listen: &str) -> (Guard, String) {
+    start_up_with(ns, dir, listen, &[])
+}
+
+/// [`start_up`] with more arguments for `netwatch up`.
+pub(crate) fn start_up_with(ns: &str, dir: &Path, listen: &str, more: &[&std::ffi::OsStr]) -> (Guard, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -167,6 +172,7 @@ pub(crate) fn start_up(ns: &str, dir: &Path, listen: &str) -> (Guard, String) {
     let mut up = NetnsPair::exec(ns, netwatch())
         .args(["up", "--no-agent", "--listen", listen, "--data-dir"])
         .arg(dir.join("up"))
+        .args(more)
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -268,8 +274,13 @@ impl Deployment {
 
     /// Starts the controller again on the same data and address.
     pub(crate) fn restart_controller(&mut self) {
+        self.restart_controller_with(&[]);
+    }
+
+    /// [`Deployment::restart_controller`] with more arguments for `netwatch up`.
+    pub(crate) fn restart_controller_with(&mut self, more: &[&std::ffi::OsStr]) {
         let listen = self.url.trim_start_matches("https://").to_owned();
-        let (up, url) = start_up(&self.pair.b, self.dir.path(), &listen);
+        let (up, url) = start_up_with(&self.pair.b, self.dir.path(), &listen, more);
         assert_eq!(url, self.url);
         self.up = Some(up);
     }

@@ -487,3 +487,138 @@ fn the_one_line_install_runs_a_least_privilege_service_and_its_removal_leaves_on
     let gone = nw.sdk(&["rest", "GET", &extension_url()]);
     assert_eq!(gone["status"], 404, "the extension reads as gone: {gone}");
 }
+
+/// The second build the upgrade tests serve: the same sources built with
+/// another version (`NETWATCH_BUILD_VERSION`; scripts/test.sh makes it).
+fn next_build() -> (PathBuf, String) {
+    let path = std::env::var_os("NETWATCH_TEST_NEXT_AGENT").map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "NETWATCH_TEST_NEXT_AGENT is not set: it names a netwatch built with a newer version. scripts/test.sh \
+             makes one; by hand: NETWATCH_BUILD_VERSION=0.2.0 cargo build -p netwatch --bin netwatch && cp \
+             target/debug/netwatch target/netwatch-next && cargo build -p netwatch --bin netwatch && \
+             NETWATCH_TEST_NEXT_AGENT=$PWD/target/netwatch-next cargo test …"
+        )
+    });
+    let out = netwatch_testkit::run(Command::new(&path).arg("--version"));
+    let version = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(version, crate::util::version(), "{} is not another version", path.display());
+    (path, version)
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The version `vm extension show` says the host runs, and its upgrade failure.
+fn shown_version(nw: &Deployment) -> (String, Value) {
+    let shown = nw.sdk(&["rest", "GET", &extension_url()]);
+    let properties = &shown["body"]["properties"];
+    (
+        properties["instanceView"]["typeHandlerVersion"].as_str().unwrap_or_default().to_owned(),
+        properties["netwatch"]["upgradeFailure"].clone(),
+    )
+}
+
+fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool, logs: impl Fn() -> String) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}\n{}", logs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_corrupt_build() {
+    let (next, next_version) = next_build();
+    let mut nw = Deployment::controller_only();
+    let host = Host::new(&nw.pair.a);
+    let installed = host.sh(&install_line(&nw));
+    assert!(installed.status.success(), "{}", text(&installed));
+    let service = Service::start(&host, nw.dir.path().join("service.log"));
+    service.wait_log("connected to the controller", 0, Duration::from_secs(20));
+    let version = crate::util::version();
+    let credential = std::fs::read(host.path("/var/lib/netwatch/agent/credential")).unwrap();
+    let host_id = std::fs::read(host.path("/var/lib/netwatch/agent/host-id")).unwrap();
+
+    // Busy: a capture runs when the controller comes back with a newer build.
+    nw.create(
+        "busy",
+        json!({"filters": [{"protocol": "UDP", "localPort": "7401"}], "timeLimitInSeconds": 300}),
+    );
+    send_udp(&nw.pair, &[7401], 10, 100);
+    nw.status_until("busy", "counting", |s| s["netwatch"]["packetsCaptured"] == 10);
+
+    // The newer build, damaged on the controller's disk after its release
+    // digest was written: same size, one byte changed.
+    let agents = nw.dir.path().join("agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    let served = agents.join(format!("netwatch-{next_version}-{}", std::env::consts::ARCH));
+    std::fs::copy(&next, &served).unwrap();
+    let sums = format!("{}  {}\n", sha256_hex(&served), served.file_name().unwrap().to_string_lossy());
+    std::fs::write(agents.join("SHA256SUMS"), sums).unwrap();
+    let mut bytes = std::fs::read(&served).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&served, &bytes).unwrap();
+    drop(bytes);
+    nw.kill_controller();
+    let mark = service.log().len();
+    nw.restart_controller_with(&[std::ffi::OsStr::new("--agents-dir"), agents.as_os_str()]);
+    service.wait_log("upgrade waits until no capture runs", mark, Duration::from_secs(40));
+    let pid = service.pid();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(shown_version(&nw).0, version, "still the old version while the capture runs");
+    assert_eq!(service.pid(), pid, "the agent was not restarted mid-capture");
+
+    // The capture ends: the agent downloads, finds the build corrupt, refuses it, goes on.
+    nw.sdk(&["stop", "busy"]);
+    until(
+        "the corrupt build is reported",
+        Duration::from_secs(60),
+        || shown_version(&nw).1["message"].as_str().is_some_and(|m| m.contains("corrupt")),
+        || format!("{}\n{}", service.log(), nw.logs()),
+    );
+    assert_eq!(service.pid(), pid, "a refused build leaves the agent running");
+    let (shown, failure) = shown_version(&nw);
+    assert_eq!(shown, version);
+    assert_eq!(failure["version"], next_version, "{failure}");
+    let capture = nw.sdk(&["get", "busy"]);
+    assert_eq!(udp_packets(&nw.download(&capture)).len(), 10, "the capture was kept");
+
+    // Repaired, and `vm extension set` again: the idle agent upgrades.
+    std::fs::copy(&next, &served).unwrap();
+    let set = extension_set(&nw, json!({"typeHandlerVersion": "1.4", "autoUpgradeMinorVersion": true}));
+    assert_eq!(set["status"], 200, "{set}");
+    until(
+        "the agent runs the new build",
+        Duration::from_secs(90),
+        || shown_version(&nw).0 == next_version,
+        || format!("{}\n{}", service.log(), nw.logs()),
+    );
+    assert!(service.log().contains(&format!("agent {next_version} installed")), "{}", service.log());
+    assert_eq!(sha256_hex(&host.path("/usr/local/bin/netwatch")), sha256_hex(&next));
+    assert_eq!(owner_and_mode(&host, "/usr/local/bin/netwatch"), "root:root 755");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.path("/etc/netwatch/install.json")).unwrap()).unwrap();
+    assert_eq!(record["version"], next_version);
+    // Same host, same credential: nothing enrolled again.
+    assert_eq!(std::fs::read(host.path("/var/lib/netwatch/agent/credential")).unwrap(), credential);
+    assert_eq!(std::fs::read(host.path("/var/lib/netwatch/agent/host-id")).unwrap(), host_id);
+    assert!(!host.path("/var/lib/netwatch/agent/upgrade/netwatch").exists(), "the staged build was cleaned up");
+
+    // The new build captures.
+    nw.create(
+        "after",
+        json!({"filters": [{"protocol": "UDP", "localPort": "7403"}], "timeLimitInSeconds": 120}),
+    );
+    send_udp(&nw.pair, &[7403], 7, 100);
+    nw.status_until("after", "counting", |s| s["netwatch"]["packetsCaptured"] == 7);
+    nw.sdk(&["stop", "after"]);
+    drop(service);
+}
