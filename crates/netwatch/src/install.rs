@@ -143,7 +143,7 @@ impl Undo {
             let _ = std::fs::remove_dir_all(dir);
         }
         if self.user {
-            let _ = Command::new("userdel").arg(USER).output();
+            let _ = Command::new("userdel").args(["--force", USER]).output();
         }
     }
 }
@@ -159,20 +159,6 @@ pub fn install(args: InstallArgs, version: &str) -> Result<()> {
         ));
     }
     // Everything checked before anything changes.
-    let binary = match &args.binary {
-        Some(binary) => binary.clone(),
-        None => std::env::current_exe().context("find this binary")?,
-    };
-    let (digest, _) = digest_file(&binary).with_context(|| format!("read the agent binary {}", binary.display()))?;
-    if let Some(expected) = &args.sha256
-        && !expected.eq_ignore_ascii_case(&digest)
-    {
-        bail!(
-            "the agent binary {} has SHA-256 {digest}, not {expected}: it is not the build the controller published; \
-             nothing was installed",
-            binary.display()
-        );
-    }
     let ca_pem = match &args.ca_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("read the CA file {}", path.display()))?;
@@ -202,6 +188,20 @@ pub fn install(args: InstallArgs, version: &str) -> Result<()> {
     }
     for dir in ["/usr/local/bin", "/etc", "/var/lib"] {
         writable(Path::new(dir))?;
+    }
+    let binary = match &args.binary {
+        Some(binary) => binary.clone(),
+        None => std::env::current_exe().context("find this binary")?,
+    };
+    let (digest, _) = digest_file(&binary).with_context(|| format!("read the agent binary {}", binary.display()))?;
+    if let Some(expected) = &args.sha256
+        && !expected.eq_ignore_ascii_case(&digest)
+    {
+        bail!(
+            "the agent binary {} has SHA-256 {digest}, not {expected}: it is not the build the controller published; \
+             nothing was installed",
+            binary.display()
+        );
     }
 
     let data_dir = PathBuf::from(DATA_DIR);
@@ -727,7 +727,9 @@ fn uninstall_recorded(record: &Record, record_path: &Path, purge: bool, stop: bo
                 let _ = Command::new("chown").args(["-R", "root:root"]).arg(kept).output();
             }
         }
-        match Command::new("userdel").arg(USER).output() {
+        // Forced: the service has stopped, and a process of the same uid
+        // elsewhere (another container) must not keep the user here.
+        match Command::new("userdel").args(["--force", USER]).output() {
             Ok(output) if output.status.success() => println!("netwatch uninstall: user {USER} removed"),
             Ok(output) => eprintln!(
                 "netwatch uninstall: userdel {USER}: {}",

@@ -82,8 +82,15 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    if args.agents_dir.is_some() {
-        config.agents_dir.clone_from(&args.agents_dir);
+    if let Some(agents) = &args.agents_dir {
+        if !agents.is_dir() {
+            bail!(crate::UsageError(format!(
+                "--agents-dir {}: agents_dir is not a directory: make it, with the agent builds \
+                 (netwatch-VERSION-ARCH) and their SHA256SUMS",
+                agents.display()
+            )));
+        }
+        config.agents_dir = Some(agents.clone());
     }
     config.build_version = Some(crate::VERSION.to_owned());
     let credentials: Credentials = toml::from_str(
@@ -142,7 +149,7 @@ pub fn run(args: Args) -> Result<()> {
     });
     crate::runtime()?.block_on(async move {
         let (stop_server, server_stops) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(netwatch_controller::server::run(config, listener, async move {
+        let mut server = tokio::spawn(netwatch_controller::server::run(config, listener, async move {
             let _ = server_stops.await;
         }));
         let (stop_agent, agent_stops) = tokio::sync::oneshot::channel::<()>();
@@ -151,7 +158,17 @@ pub fn run(args: Args) -> Result<()> {
                 let _ = agent_stops.await;
             }))
         });
-        crate::shutdown_signal().await;
+        // The controller may fail as it starts (its configuration): then
+        // `up` ends with its error rather than wait for a signal.
+        tokio::select! {
+            () = crate::shutdown_signal() => {}
+            ended = &mut server => {
+                return ended
+                    .context("the controller task failed")
+                    .and_then(|run| run.context("run the controller"))
+                    .and_then(|()| anyhow::bail!("the controller stopped by itself"));
+            }
+        }
         eprintln!("stopping…");
         // In order: the agent first (its captures finalized, its channel
         // closed, which the controller records), then the controller (no new

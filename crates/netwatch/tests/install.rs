@@ -491,21 +491,28 @@ fn the_one_line_install_runs_a_least_privilege_service_and_its_removal_leaves_on
 /// The second build the upgrade tests serve: the same sources built with
 /// another version (`NETWATCH_BUILD_VERSION`; scripts/test.sh makes it).
 fn next_build() -> (PathBuf, String) {
-    let path = std::env::var_os("NETWATCH_TEST_NEXT_AGENT").map(PathBuf::from).unwrap_or_else(|| {
-        panic!(
-            "NETWATCH_TEST_NEXT_AGENT is not set: it names a netwatch built with a newer version. scripts/test.sh \
+    let path = std::env::var_os("NETWATCH_TEST_NEXT_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "NETWATCH_TEST_NEXT_AGENT is not set: it names a netwatch built with a newer version. scripts/test.sh \
              makes one; by hand: NETWATCH_BUILD_VERSION=0.2.0 cargo build -p netwatch --bin netwatch && cp \
              target/debug/netwatch target/netwatch-next && cargo build -p netwatch --bin netwatch && \
              NETWATCH_TEST_NEXT_AGENT=$PWD/target/netwatch-next cargo test …"
-        )
-    });
+            )
+        });
     let out = netwatch_testkit::run(Command::new(&path).arg("--version"));
     let version = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .nth(1)
         .unwrap_or_default()
         .to_owned();
-    assert_ne!(version, crate::util::version(), "{} is not another version", path.display());
+    assert_ne!(
+        version,
+        crate::util::version(),
+        "{} is not another version",
+        path.display()
+    );
     (path, version)
 }
 
@@ -520,7 +527,10 @@ fn shown_version(nw: &Deployment) -> (String, Value) {
     let shown = nw.sdk(&["rest", "GET", &extension_url()]);
     let properties = &shown["body"]["properties"];
     (
-        properties["instanceView"]["typeHandlerVersion"].as_str().unwrap_or_default().to_owned(),
+        properties["instanceView"]["typeHandlerVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         properties["netwatch"]["upgradeFailure"].clone(),
     )
 }
@@ -560,7 +570,11 @@ fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_cor
     std::fs::create_dir_all(&agents).unwrap();
     let served = agents.join(format!("netwatch-{next_version}-{}", std::env::consts::ARCH));
     std::fs::copy(&next, &served).unwrap();
-    let sums = format!("{}  {}\n", sha256_hex(&served), served.file_name().unwrap().to_string_lossy());
+    let sums = format!(
+        "{}  {}\n",
+        sha256_hex(&served),
+        served.file_name().unwrap().to_string_lossy()
+    );
     std::fs::write(agents.join("SHA256SUMS"), sums).unwrap();
     let mut bytes = std::fs::read(&served).unwrap();
     let middle = bytes.len() / 2;
@@ -573,7 +587,11 @@ fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_cor
     service.wait_log("upgrade waits until no capture runs", mark, Duration::from_secs(40));
     let pid = service.pid();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(shown_version(&nw).0, version, "still the old version while the capture runs");
+    assert_eq!(
+        shown_version(&nw).0,
+        version,
+        "still the old version while the capture runs"
+    );
     assert_eq!(service.pid(), pid, "the agent was not restarted mid-capture");
 
     // The capture ends: the agent downloads, finds the build corrupt, refuses it, goes on.
@@ -581,7 +599,11 @@ fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_cor
     until(
         "the corrupt build is reported",
         Duration::from_secs(60),
-        || shown_version(&nw).1["message"].as_str().is_some_and(|m| m.contains("corrupt")),
+        || {
+            shown_version(&nw).1["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("corrupt"))
+        },
         || format!("{}\n{}", service.log(), nw.logs()),
     );
     assert_eq!(service.pid(), pid, "a refused build leaves the agent running");
@@ -593,7 +615,10 @@ fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_cor
 
     // Repaired, and `vm extension set` again: the idle agent upgrades.
     std::fs::copy(&next, &served).unwrap();
-    let set = extension_set(&nw, json!({"typeHandlerVersion": "1.4", "autoUpgradeMinorVersion": true}));
+    let set = extension_set(
+        &nw,
+        json!({"typeHandlerVersion": "1.4", "autoUpgradeMinorVersion": true}),
+    );
     assert_eq!(set["status"], 200, "{set}");
     until(
         "the agent runs the new build",
@@ -601,16 +626,29 @@ fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_cor
         || shown_version(&nw).0 == next_version,
         || format!("{}\n{}", service.log(), nw.logs()),
     );
-    assert!(service.log().contains(&format!("agent {next_version} installed")), "{}", service.log());
+    assert!(
+        service.log().contains(&format!("agent {next_version} installed")),
+        "{}",
+        service.log()
+    );
     assert_eq!(sha256_hex(&host.path("/usr/local/bin/netwatch")), sha256_hex(&next));
     assert_eq!(owner_and_mode(&host, "/usr/local/bin/netwatch"), "root:root 755");
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(host.path("/etc/netwatch/install.json")).unwrap()).unwrap();
     assert_eq!(record["version"], next_version);
     // Same host, same credential: nothing enrolled again.
-    assert_eq!(std::fs::read(host.path("/var/lib/netwatch/agent/credential")).unwrap(), credential);
-    assert_eq!(std::fs::read(host.path("/var/lib/netwatch/agent/host-id")).unwrap(), host_id);
-    assert!(!host.path("/var/lib/netwatch/agent/upgrade/netwatch").exists(), "the staged build was cleaned up");
+    assert_eq!(
+        std::fs::read(host.path("/var/lib/netwatch/agent/credential")).unwrap(),
+        credential
+    );
+    assert_eq!(
+        std::fs::read(host.path("/var/lib/netwatch/agent/host-id")).unwrap(),
+        host_id
+    );
+    assert!(
+        !host.path("/var/lib/netwatch/agent/upgrade/netwatch").exists(),
+        "the staged build was cleaned up"
+    );
 
     // The new build captures.
     nw.create(
@@ -621,4 +659,304 @@ fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_cor
     nw.status_until("after", "counting", |s| s["netwatch"]["packetsCaptured"] == 7);
     nw.sdk(&["stop", "after"]);
     drop(service);
+}
+
+/// One refused input: what to run, and what the refusal must say.
+struct Refusal {
+    what: &'static str,
+    output: Output,
+    says: &'static str,
+}
+
+impl Refusal {
+    fn check(&self) {
+        let said = text(&self.output);
+        assert!(!self.output.status.success(), "{}: accepted\n{said}", self.what);
+        assert!(
+            said.contains(self.says),
+            "{}: the refusal does not say {:?}:\n{said}",
+            self.what,
+            self.says
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_to_the_install_surface_are_refused_with_the_fix_and_nothing_half_installed() {
+    let nw = Deployment::controller_only();
+    let host = Host::new(&nw.pair.a);
+    let set = extension_set(&nw, json!({"typeHandlerVersion": "1.4"}));
+    let token = set["body"]["properties"]["netwatch"]["enrollment"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ca = nw.ca.display().to_string();
+    let base: Vec<String> = [
+        "agent",
+        "install",
+        "--server",
+        &nw.url,
+        "--ca-file",
+        &ca,
+        "--enroll-token",
+        &token,
+        "--vm-name",
+        VM,
+        "-g",
+        "rg1",
+        "-l",
+        "westus",
+        "-i",
+        IF_A,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    // `netwatch agent install` with `flag` set to `value` (added when not there; removed when `None`).
+    let install = |flag: &str, value: Option<&str>| -> Output {
+        let mut args = base.clone();
+        match args.iter().position(|a| a == flag) {
+            Some(i) => match value {
+                Some(value) => args[i + 1] = value.to_owned(),
+                None => {
+                    args.drain(i..i + 2);
+                }
+            },
+            None => {
+                args.push(flag.to_owned());
+                args.extend(value.map(str::to_owned));
+            }
+        }
+        host.command(crate::util::netwatch()).args(&args).output().unwrap()
+    };
+    let mut refusals = vec![
+        Refusal {
+            what: "not root",
+            output: host
+                .command("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(crate::util::netwatch())
+                .args(&base)
+                .output()
+                .unwrap(),
+            says: "run it as root",
+        },
+        Refusal {
+            what: "a binary that is not the published build",
+            output: install("--sha256", Some(&"0".repeat(64))),
+            says: "is not the build the controller published",
+        },
+        Refusal {
+            what: "a CA file that is not one",
+            output: install("--ca-file", Some("/etc/hostname")),
+            says: "holds no PEM certificate",
+        },
+        Refusal {
+            what: "a CA file that is not there",
+            output: install("--ca-file", Some("/nonexistent/ca.pem")),
+            says: "read the CA file /nonexistent/ca.pem",
+        },
+        Refusal {
+            what: "a bad VM name",
+            output: install("--vm-name", Some("bad name!")),
+            says: "is not a valid name",
+        },
+        Refusal {
+            what: "a bad resource group",
+            output: install("-g", Some("rg/1")),
+            says: "is not a valid resource group name",
+        },
+        Refusal {
+            what: "a bad location",
+            output: install("-l", Some("west us!")),
+            says: "--location",
+        },
+        Refusal {
+            what: "an interface the host does not have",
+            output: install("-i", Some("nope0")),
+            says: "this host has no interface \"nope0\"",
+        },
+        Refusal {
+            what: "a tag that is not KEY=VALUE",
+            output: install("--tag", Some("novalue")),
+            says: "is not a tag: write KEY=VALUE",
+        },
+        Refusal {
+            what: "no token and not enrolled",
+            output: install("--enroll-token", None),
+            says: "no --enroll-token, and this host is not enrolled",
+        },
+        Refusal {
+            what: "a server that is not a URL of one",
+            output: install("--server", Some("ftp://controller")),
+            says: "is not a valid controller address",
+        },
+        Refusal {
+            what: "a controller that does not answer",
+            output: install("--server", Some("https://10.203.0.2:9")),
+            says: "could not reach the controller",
+        },
+        Refusal {
+            what: "a token the controller never gave",
+            output: install("--enroll-token", Some(&"ab".repeat(32))),
+            says: "the controller refused the enrollment",
+        },
+    ];
+    for refusal in &refusals {
+        refusal.check();
+        host.assert_untouched(refusal.what);
+    }
+
+    // A spent token: another host used it first.
+    let other = Host::new(&nw.pair.a);
+    let spent = other
+        .command(crate::util::netwatch())
+        .args(&base)
+        .args(["--no-start"])
+        .output()
+        .unwrap();
+    assert!(spent.status.success(), "{}", text(&spent));
+    refusals.push(Refusal {
+        what: "a spent token",
+        output: install("--vm-name", Some("host-b")),
+        says: "An enrollment token works once",
+    });
+
+    // Directories it cannot write: a read-only /usr/local.
+    let ro = host.sh("mount -o remount,bind,ro /usr/local");
+    assert!(ro.status.success(), "{}", text(&ro));
+    refusals.push(Refusal {
+        what: "a read-only /usr/local",
+        output: install("--vm-name", Some("host-c")),
+        says: "cannot write in /usr/local/bin",
+    });
+    assert!(host.sh("mount -o remount,bind,rw /usr/local").status.success());
+
+    // An architecture the controller has no build for: install.sh says so
+    // before it downloads anything (uname answers mips64 here).
+    let fake = host.path("/var/tmp/fake-bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join("uname"), "#!/bin/sh\necho mips64\n").unwrap();
+    netwatch_testkit::run(Command::new("chmod").arg("+x").arg(fake.join("uname")));
+    let line = set["body"]["properties"]["netwatch"]["enrollment"]["command"]
+        .as_str()
+        .unwrap()
+        .replace("| sh -s --", "| PATH=/var/tmp/fake-bin:$PATH sh -s --");
+    refusals.push(Refusal {
+        what: "an architecture with no build",
+        output: host
+            .command("bash")
+            .args(["-o", "pipefail", "-c", &line])
+            .output()
+            .unwrap(),
+        says: "no agent build for this host's architecture mips64",
+    });
+    let curl = |path: &str| {
+        host.command("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--cacert", &ca])
+            .arg(format!("{}{path}", nw.url))
+            .output()
+            .unwrap()
+    };
+    let unknown_arch = curl("/netwatch/v1/agent/builds/mips64/0.1.0");
+    assert!(text(&unknown_arch).ends_with("404"), "{}", text(&unknown_arch));
+    assert!(
+        text(&unknown_arch).contains("no agent build for mips64"),
+        "{}",
+        text(&unknown_arch)
+    );
+    let unknown_version = curl("/netwatch/v1/agent/builds/x86_64/9.9.9");
+    assert!(
+        text(&unknown_version).contains("version 9.9.9"),
+        "{}",
+        text(&unknown_version)
+    );
+
+    for refusal in &refusals[refusals.len() - 3..] {
+        refusal.check();
+        host.assert_untouched(refusal.what);
+    }
+
+    // The agent's config file: a key it does not know, and a broken line.
+    let config = host.path("/var/tmp/agent.toml");
+    for (body, says) in [
+        ("sever = \"https://x\"\n", "unknown field `sever`"),
+        ("server = \"https://x\"\ninterface = \n", "line 2"),
+    ] {
+        std::fs::write(&config, body).unwrap();
+        let output = host
+            .command(crate::util::netwatch())
+            .args(["agent", "--config", "/var/tmp/agent.toml"])
+            .output()
+            .unwrap();
+        Refusal {
+            what: "a bad config file",
+            output,
+            says,
+        }
+        .check();
+    }
+    // apply and uninstall where nothing was installed, and a damaged record.
+    let apply = host
+        .command(crate::util::netwatch())
+        .args(["agent", "apply"])
+        .output()
+        .unwrap();
+    assert!(
+        apply.status.success(),
+        "nothing installed, nothing to apply: {}",
+        text(&apply)
+    );
+    Refusal {
+        what: "uninstall of nothing installed",
+        output: host
+            .command(crate::util::netwatch())
+            .args(["agent", "uninstall"])
+            .output()
+            .unwrap(),
+        says: "was the agent installed by netwatch's installer?",
+    }
+    .check();
+    std::fs::write(host.path("/var/tmp/install.json"), "{not json").unwrap();
+    Refusal {
+        what: "a damaged install record",
+        output: host
+            .command(crate::util::netwatch())
+            .args(["agent", "apply", "--record", "/var/tmp/install.json"])
+            .output()
+            .unwrap(),
+        says: "is damaged",
+    }
+    .check();
+    // The API: purge is true or false.
+    let purge = nw.sdk(&["rest", "DELETE", &format!("{}&purge=maybe", extension_url())]);
+    assert_eq!(purge["status"], 400, "{purge}");
+    assert!(
+        purge["body"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("purge is true or false")
+    );
+    // The controller: an agents_dir that is not there.
+    let up_dir = tempfile::tempdir().unwrap();
+    let refused_up = Command::new(crate::util::netwatch())
+        .args([
+            "up",
+            "--no-agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--agents-dir",
+            "/nonexistent/agents",
+            "--data-dir",
+        ])
+        .arg(up_dir.path())
+        .env("XDG_CONFIG_HOME", up_dir.path().join("config"))
+        .output()
+        .unwrap();
+    Refusal {
+        what: "an agents_dir that is not a directory",
+        output: refused_up,
+        says: "agents_dir is not a directory",
+    }
+    .check();
 }
