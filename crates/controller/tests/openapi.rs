@@ -44,8 +44,11 @@ use tower::ServiceExt;
 const DOCUMENT: &str = include_str!("../openapi.json");
 const OPENAPI_PATH: &str = "/netwatch/v1/openapi.json";
 /// The paths anyone may call (auth.rs's `PUBLIC_PATHS` that have a route).
-const PUBLIC: [&str; 7] = [
+const PUBLIC: [&str; 10] = [
     "/metadata/endpoints",
+    "/netwatch/v1/agent/install.sh",
+    "/netwatch/v1/agent/builds",
+    "/netwatch/v1/agent/builds/{arch}/{version}",
     "/netwatch/v1/health",
     OPENAPI_PATH,
     "/{tenant}/v2.0/.well-known/openid-configuration",
@@ -1965,6 +1968,32 @@ async fn answers_match_their_schemas() {
     s.call("OpenApi_Get", get(OPENAPI_PATH).token(None), 200).await;
 
     s.call("Health_Get", get("/netwatch/v1/health").token(None), 200).await;
+    // The agent installer and builds, public. In-process, the controller has
+    // no binary of its own to serve: the list is empty, a build is a 404.
+    let installer = s
+        .call(
+            "Agents_Installer",
+            get("/netwatch/v1/agent/install.sh").token(None),
+            200,
+        )
+        .await;
+    assert!(installer.text().starts_with("#!/bin/sh\n"), "{}", installer.text());
+    let builds = s
+        .call("Agents_ListBuilds", get("/netwatch/v1/agent/builds").token(None), 200)
+        .await;
+    assert_eq!(builds.json(), json!([]));
+    let missing = s
+        .call(
+            "Agents_DownloadBuild",
+            get("/netwatch/v1/agent/builds/x86_64/0.1.0").token(None),
+            404,
+        )
+        .await;
+    assert!(
+        missing.text().contains("no agent build for x86_64"),
+        "{}",
+        missing.text()
+    );
 
     // Logins of Azure's own clients.
     let tenant = SUB;

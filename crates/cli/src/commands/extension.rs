@@ -47,12 +47,13 @@ pub(crate) fn extension_name(text: &str, holders: &str) -> Result<ResourceName, 
 
 /// The `properties` of `extension set`'s PUT, as az builds them from
 /// `--publisher`, `--version` (default 1.4), `--settings` (a JSON object,
-/// inline or `@file`) and `--no-auto-upgrade`.
+/// inline or `@file`), `--no-auto-upgrade` and `--force-update` (a new
+/// `forceUpdateTag`: the agent upgrades even while it captures).
 pub(crate) fn properties(
     publisher: &str,
     version: Option<String>,
     settings: Option<&str>,
-    no_auto_upgrade: bool,
+    (no_auto_upgrade, force_update): (bool, bool),
 ) -> Result<Value, CliError> {
     if !publisher.eq_ignore_ascii_case(PUBLISHER) {
         return Err(CliError::Usage(format!(
@@ -76,6 +77,12 @@ pub(crate) fn properties(
         "typeHandlerVersion": version,
         "autoUpgradeMinorVersion": !no_auto_upgrade,
     });
+    if force_update {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis());
+        properties["forceUpdateTag"] = json!(now.to_string());
+    }
     if let Some(text) = settings {
         let json = json_argument("--settings", text)?;
         let settings: Value = serde_json::from_str(&json)
@@ -114,15 +121,18 @@ pub(crate) async fn list(context: &Context, holder: &str) -> Result<Option<Value
 }
 
 /// `DELETE {holder}/extensions/{name}`, its operation followed when `wait`;
-/// az prints nothing.
+/// az prints nothing. `purge`: the agent's uninstall removes its captures too.
 pub(crate) async fn delete(
     context: &Context,
     holder: &str,
     name: &ResourceName,
-    wait: bool,
+    (wait, purge): (bool, bool),
 ) -> Result<Option<Value>, CliError> {
     let client = &context.client;
-    let url = client.url(&format!("{holder}/extensions/{name}"), EXTENSION_API_VERSION);
+    let mut url = client.url(&format!("{holder}/extensions/{name}"), EXTENSION_API_VERSION);
+    if purge {
+        url.push_str("&purge=true");
+    }
     let first = client.begin(Method::DELETE, &url, None, &[200, 202, 204]).await?;
     if wait {
         client.wait(&Method::DELETE, &url, first).await?;

@@ -100,6 +100,10 @@ pub enum ExtensionCommand {
         /// The extension's name: NetworkWatcherAgentLinux.
         #[arg(long, short = 'n', value_name = "NAME")]
         name: String,
+        /// netwatch: the agent's uninstall removes its captures too (they
+        /// stay on the host otherwise).
+        #[arg(long)]
+        purge: bool,
         /// Do not wait for the long-running operation to finish.
         #[arg(long)]
         no_wait: bool,
@@ -131,6 +135,10 @@ pub struct SetArgs {
     /// Do not let the agent upgrade to a newer minor version.
     #[arg(long)]
     no_auto_upgrade: bool,
+    /// Upgrade the agent even while it captures (its capture resumes after
+    /// the restart); otherwise it waits until none runs.
+    #[arg(long)]
+    force_update: bool,
     /// netwatch: the location the VM is (or will be) in; default the VM's own.
     #[arg(long, short = 'l', value_name = "LOCATION")]
     location: Option<String>,
@@ -145,7 +153,7 @@ pub(crate) enum Prepared {
     Show(ResourceGroupName, ResourceName),
     ExtensionShow(ResourceGroupName, ResourceName, ResourceName),
     ExtensionList(ResourceGroupName, ResourceName),
-    ExtensionDelete(ResourceGroupName, ResourceName, ResourceName),
+    ExtensionDelete(ResourceGroupName, ResourceName, ResourceName, bool),
     ExtensionSet {
         group: ResourceGroupName,
         vm: ResourceName,
@@ -212,11 +220,13 @@ pub(crate) fn prepare(command: VmCommand, _subscription: &SubscriptionId) -> Res
                 resource_group,
                 vm_name,
                 name: extension,
+                purge,
                 no_wait: _,
             } => Prepared::ExtensionDelete(
                 group(&resource_group)?,
                 name("--vm-name", &vm_name)?,
                 extension_name(&extension)?,
+                purge,
             ),
         },
     })
@@ -230,7 +240,7 @@ fn prepare_set(args: SetArgs) -> Result<Prepared, CliError> {
         &args.publisher,
         args.version,
         args.settings.as_deref(),
-        args.no_auto_upgrade,
+        (args.no_auto_upgrade, args.force_update),
     )?;
     let location = args
         .location
@@ -280,8 +290,8 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             extension::show(context, &vm_path(context, &group, &vm), &extension).await
         }
         // Answered at once: the agent is cut off before the answer.
-        Prepared::ExtensionDelete(group, vm, extension) => {
-            extension::delete(context, &vm_path(context, &group, &vm), &extension, false).await
+        Prepared::ExtensionDelete(group, vm, extension, purge) => {
+            extension::delete(context, &vm_path(context, &group, &vm), &extension, (false, purge)).await
         }
         Prepared::ExtensionList(group, vm) => extension::list(context, &vm_path(context, &group, &vm)).await,
         Prepared::ExtensionSet {

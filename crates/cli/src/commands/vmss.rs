@@ -154,6 +154,10 @@ pub enum ExtensionCommand {
         /// The extension's name: NetworkWatcherAgentLinux.
         #[arg(long, short = 'n', value_name = "NAME")]
         name: String,
+        /// netwatch: the agents' uninstall removes their captures too (they
+        /// stay on the hosts otherwise).
+        #[arg(long)]
+        purge: bool,
         /// Do not wait for the long-running operation to finish.
         #[arg(long)]
         no_wait: bool,
@@ -185,6 +189,10 @@ pub struct SetArgs {
     /// Do not let the agent upgrade to a newer minor version.
     #[arg(long)]
     no_auto_upgrade: bool,
+    /// Upgrade the agent even while it captures (its capture resumes after
+    /// the restart); otherwise it waits until none runs.
+    #[arg(long)]
+    force_update: bool,
     /// netwatch: how long the hosts' join key stays valid, in seconds (at most 2592000, 30 days).
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     key_expires_in: Option<String>,
@@ -212,7 +220,7 @@ pub(crate) enum Prepared {
     },
     ExtensionShow(ResourceGroupName, ResourceName, ResourceName),
     ExtensionList(ResourceGroupName, ResourceName),
-    ExtensionDelete(ResourceGroupName, ResourceName, ResourceName, bool),
+    ExtensionDelete(ResourceGroupName, ResourceName, ResourceName, (bool, bool)),
     ExtensionSet {
         group: ResourceGroupName,
         vmss: ResourceName,
@@ -337,12 +345,13 @@ pub(crate) fn prepare(command: VmssCommand) -> Result<Prepared, CliError> {
                 resource_group,
                 vmss_name,
                 name: extension,
+                purge,
                 no_wait,
             } => Prepared::ExtensionDelete(
                 group(&resource_group)?,
                 name("--vmss-name", &vmss_name)?,
                 extension_name(&extension)?,
-                no_wait,
+                (no_wait, purge),
             ),
         },
     })
@@ -356,7 +365,7 @@ fn prepare_set(args: SetArgs) -> Result<Prepared, CliError> {
         &args.publisher,
         args.version,
         args.settings.as_deref(),
-        args.no_auto_upgrade,
+        (args.no_auto_upgrade, args.force_update),
     )?;
     let expires_in = args
         .key_expires_in
@@ -475,8 +484,14 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             extension::show(context, &vmss_path(context, &group, &vmss), &extension).await
         }
         Prepared::ExtensionList(group, vmss) => extension::list(context, &vmss_path(context, &group, &vmss)).await,
-        Prepared::ExtensionDelete(group, vmss, extension, no_wait) => {
-            extension::delete(context, &vmss_path(context, &group, &vmss), &extension, !no_wait).await
+        Prepared::ExtensionDelete(group, vmss, extension, (no_wait, purge)) => {
+            extension::delete(
+                context,
+                &vmss_path(context, &group, &vmss),
+                &extension,
+                (!no_wait, purge),
+            )
+            .await
         }
         Prepared::ExtensionSet {
             group,

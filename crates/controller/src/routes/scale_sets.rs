@@ -388,6 +388,12 @@ async fn set_extension(
     let base = base_url(&state.config, &headers, &uri)?;
     let key = new_token().map_err(|err| ApiError::internal("make a scale-set enrollment key", err))?;
     let record = state.store.ensure_scale_set(&record).await?;
+    // Versions, for the hosts there (upgraded at once when connected and idle).
+    let versions = serde_json::to_string(&body.properties.settings_of_versions()).unwrap_or_default();
+    for (_, vm) in instances(&state, &record).await? {
+        state.store.set_extension_settings(&vm.id, &versions).await?;
+        super::compute::offer_upgrade(&state, &vm).await;
+    }
     let now = now_ms();
     let key_record = ScaleSetKeyRecord {
         digest: digest(&key),
