@@ -57,7 +57,7 @@ trap 'rm -f "$log"; scripts/test-postgres.sh stop "$PG_TEST_DIR"' EXIT
 # The fault scenarios (crates/netwatch/tests/faults.rs, agent_faults.rs) each write a row here.
 rm -rf target/tmp/fault-table target/tmp/schemathesis
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 if compgen -G 'target/tmp/schemathesis/*.txt' >/dev/null; then

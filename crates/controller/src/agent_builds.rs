@@ -198,12 +198,17 @@ fn prepare(exe: &Path, version: &str) -> Result<(Served, Option<tempfile::TempDi
 
 /// SHA-256 (hex) and size of the file at `path`.
 fn digest_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
+    sha256_of(std::fs::File::open(path)?)
+}
+
+/// SHA-256 (hex) and length of what `reader` reads, read once in 1 MiB
+/// pieces (the installer checks agent binaries with it too).
+pub fn sha256_of(mut reader: impl Read) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let read = file.read(&mut buffer)?;
+        let read = reader.read(&mut buffer)?;
         if read == 0 {
             break;
         }

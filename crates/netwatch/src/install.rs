@@ -537,22 +537,11 @@ fn read_record(path: &Path) -> Result<Record> {
 /// SHA-256 (hex) and size of a file, not followed if it is a link (the
 /// agent's user could have made one where its build is staged).
 pub fn digest_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        size += read as u64;
-        hasher.update(&buffer[..read]);
-    }
-    Ok((hex(&hasher.finalize()), size))
+    netwatch_controller::agent_builds::sha256_of(file)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -263,22 +263,43 @@ fn a_host_enrolls_once_and_keeps_its_own_credential() {
         std::fs::read_to_string(nw.dir.path().join("thief.log")).unwrap_or_default()
     );
 
-    // Issue 14: cut off, the agent says at once what happened and what to run.
+    // Issue 14: its extension deleted, an agent run by hand (nothing of the
+    // installer's to remove) says so, with what to do, and stops.
     let removed = nw.sdk(&["rest", "DELETE", &extension]);
     assert_eq!(removed["status"], 200, "{removed}");
-    let cut_off = std::time::Instant::now();
+    let stopped = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        nw.agent
+            .as_mut()
+            .is_some_and(|agent| matches!(agent.0.try_wait(), Ok(Some(_))))
+    });
+    let log = std::fs::read_to_string(nw.dir.path().join("agent-again.log")).unwrap_or_default();
+    assert!(
+        stopped,
+        "the agent of a deleted extension did not stop:
+{log}"
+    );
+    assert!(
+        log.contains("agent extension was deleted") && log.contains("not installed by netwatch's installer"),
+        "{log}"
+    );
+    drop(nw.agent.take());
+
+    // Started again with its stale credential: the refusal is logged at once,
+    // with what to run.
+    let started = std::time::Instant::now();
+    nw.agent = Some(nw.start_agent(&token, &data, "agent-stale.log"));
     let said = netwatch_testkit::eventually(50, Duration::from_millis(100), || {
-        std::fs::read_to_string(nw.dir.path().join("agent-again.log"))
+        std::fs::read_to_string(nw.dir.path().join("agent-stale.log"))
             .unwrap_or_default()
             .contains("refused this agent's saved credential")
     });
     assert!(
         said,
-        "a refused credential was not explained ({:?} after the cut):\n{}",
-        cut_off.elapsed(),
+        "a refused credential was not explained ({:?} after the start):\n{}",
+        started.elapsed(),
         nw.logs()
     );
-    let log = std::fs::read_to_string(nw.dir.path().join("agent-again.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(nw.dir.path().join("agent-stale.log")).unwrap_or_default();
     assert!(log.contains("netwatch vm extension set"), "{log}");
     drop(nw.agent.take());
 
