@@ -106,6 +106,9 @@ struct Inner {
     tracker: TaskTracker,
     /// Cancelled on shutdown: uploads give up.
     cancel: CancellationToken,
+    /// The agent stops to restart (a forced upgrade): captures stopped now are
+    /// not ended but left journaled as running, to resume after the restart.
+    suspending: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +235,7 @@ impl Supervisor {
                 changed: Notify::new(),
                 tracker: TaskTracker::new(),
                 cancel,
+                suspending: AtomicBool::new(false),
             }),
         };
         supervisor.recover();
@@ -508,6 +512,12 @@ impl Supervisor {
                 if let Some(spooling) = spooling {
                     let _ = spooling.await;
                 }
+                if supervisor.inner.suspending.load(Ordering::Relaxed) && matches!(ended, Ended::Ran { .. }) {
+                    // Its file is whole and synced; the journal still says it
+                    // runs: the restarted agent spools the file and resumes it.
+                    tracing::info!("capture suspended for the agent's restart: it resumes after");
+                    return;
+                }
                 supervisor.finish(plan, ended).await;
             }
             .instrument(span),
@@ -731,6 +741,12 @@ impl Supervisor {
     /// Resolves when a report changed since the channel last took them.
     pub(crate) fn changed(&self) -> Notified<'_> {
         self.inner.changed.notified()
+    }
+
+    /// From now on, captures stopped by [`Supervisor::shutdown`] are left to
+    /// resume after the agent's restart instead of ending (a forced upgrade).
+    pub(crate) fn suspend_on_shutdown(&self) {
+        self.inner.suspending.store(true, Ordering::Relaxed);
     }
 
     /// Stops every capture and waits up to `grace` for them to finalize their

@@ -263,6 +263,10 @@ impl Upgrades {
                         self.wanted.send_replace(Some(upgrade));
                         continue;
                     }
+                    if supervisor.running() > 0 {
+                        // Forced: its captures resume after the restart.
+                        supervisor.suspend_on_shutdown();
+                    }
                     tracing::info!(
                         to = %upgrade.build.version,
                         "upgrade staged and verified: the agent stops so its unit installs it and starts it again"

@@ -544,7 +544,7 @@ fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool, logs: im
 }
 
 #[test]
-fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_corrupt_build() {
+fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_refuses_a_corrupt_build_and_is_forced_back() {
     let (next, next_version) = next_build();
     let mut nw = Deployment::controller_only();
     let host = Host::new(&nw.pair.a);
@@ -657,7 +657,40 @@ fn an_installed_agent_upgrades_when_idle_waits_for_its_capture_and_refuses_a_cor
     );
     send_udp(&nw.pair, &[7403], 7, 100);
     nw.status_until("after", "counting", |s| s["netwatch"]["packetsCaptured"] == 7);
+
+    // Forced (`--force-update`), mid-capture, back to the controller's own
+    // version by name (`--version`, minor upgrades off): the agent restarts
+    // into it at once and its capture goes on.
+    let set = extension_set(
+        &nw,
+        json!({"typeHandlerVersion": version, "autoUpgradeMinorVersion": false, "forceUpdateTag": "1"}),
+    );
+    assert_eq!(set["status"], 200, "{set}");
+    until(
+        "the forced change of version",
+        Duration::from_secs(90),
+        || shown_version(&nw).0 == version,
+        || format!("{}\n{}", service.log(), nw.logs()),
+    );
+    let status = nw.sdk(&["status", "after"]);
+    assert_eq!(
+        status["packetCaptureStatus"], "Running",
+        "the capture goes on: {status}"
+    );
     nw.sdk(&["stop", "after"]);
+    nw.status_until("after", "stopped and stored", |s| {
+        s["packetCaptureStatus"] == "Stopped" && s["netwatch"]["uploadState"] == "Succeeded"
+    });
+    assert_eq!(sha256_hex(&host.path("/usr/local/bin/netwatch")), {
+        let builds = nw.sdk(&["rest", "GET", "/netwatch/v1/agent/builds"]);
+        builds["body"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|build| build["version"] == version)
+            .map(|build| build["sha256"].as_str().unwrap().to_owned())
+            .unwrap()
+    });
     drop(service);
 }
 
