@@ -493,6 +493,9 @@ fn create_private(url: &str) -> Result<(), StoreError> {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Bumped whenever an operation ends here: requests waiting for one
+    /// ([`Store::wait_operation`]) look again.
+    operations_ended: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -538,7 +541,11 @@ impl Store {
             .await
             .map_err(|source| StoreError::Connect { backend, source })?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            operations_ended: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
     }
 
     /// Whether the database answers a trivial query.
@@ -1398,6 +1405,9 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() > 0 {
+            self.operations_ended.send_modify(|count| *count += 1);
+        }
         Ok(done.rows_affected() == 1)
     }
 
@@ -1422,7 +1432,36 @@ impl Store {
         .bind(kind.as_str())
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() > 0 {
+            self.operations_ended.send_modify(|count| *count += 1);
+        }
         Ok(done.rows_affected())
+    }
+
+    /// Operation `id` once it has ended, or as it is after `within` (still
+    /// in progress): what a request that answers when the work is done waits
+    /// on. Woken by every operation this process ends, it reads the row again.
+    pub async fn wait_operation(
+        &self,
+        id: &str,
+        within: std::time::Duration,
+    ) -> Result<Option<OperationRecord>, StoreError> {
+        let deadline = tokio::time::Instant::now() + within;
+        // Subscribed before the first read: an end in between is not missed.
+        let mut ended = self.operations_ended.subscribe();
+        loop {
+            let operation = self.get_operation(id).await?;
+            if operation
+                .as_ref()
+                .is_none_or(|operation| operation.status != OperationStatus::InProgress)
+            {
+                return Ok(operation);
+            }
+            match tokio::time::timeout_at(deadline, ended.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Ok(operation),
+            }
+        }
     }
 
     pub async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {

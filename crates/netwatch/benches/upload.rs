@@ -529,33 +529,14 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
         "totalBytesPerSession": MAX_SESSION_BYTES,
         "bytesToCapturePerPacket": 0,
     }});
-    let (status, headers, answer) = api
-        .call(
-            Method::PUT,
-            &format!("{capture}?api-version={NETWORK_API}"),
-            Some(&body),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "PUT {name}: {answer}");
-    let monitor = headers
-        .get("azure-asyncoperation")
-        .and_then(|value| value.to_str().ok())
-        .unwrap()
-        .to_owned();
-    let created = Instant::now();
-    loop {
-        let (status, _, operation) = api.call(Method::GET, &monitor, None).await;
-        match (status, operation["status"].as_str()) {
-            (StatusCode::OK, Some("Succeeded")) => break,
-            (StatusCode::OK, Some("InProgress")) => {}
-            _ => panic!("create {name}: monitor answered {status}: {operation}"),
-        }
-        assert!(
-            created.elapsed() < CAPTURE_DEADLINE,
-            "{name} not Running within {CAPTURE_DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    api.create_until_running(
+        &format!("{capture}?api-version={NETWORK_API}"),
+        &body,
+        Duration::from_millis(20),
+        CAPTURE_DEADLINE,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("create {name}: {err}"));
 
     // The traffic, then the counters settled. A probe first: how many records
     // one datagram makes (one since the engine skips loopback's outgoing copy;

@@ -382,3 +382,70 @@ fn a_host_enrolls_once_and_keeps_its_own_credential() {
     });
     assert!(from_file, "the agent did not run from its config file:\n{}", nw.logs());
 }
+
+/// Issue 15: with the agent connected, a capture's PUT answers once the
+/// capture runs and its stop once its file is stored, final, without a
+/// monitor to poll (az and the SDK then finish at once); with the agent away,
+/// the answers point at a monitor as before.
+#[test]
+fn create_and_stop_answer_when_the_work_is_done_and_a_monitor_otherwise() {
+    let mut nw = Deployment::start();
+    let capture = |name: &str| {
+        format!(
+            "/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/\
+             NetworkWatcher_westus/packetCaptures/{name}"
+        )
+    };
+    let body = json!({"properties": {
+        "target": format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{VM}"),
+        "storageLocation": {"storageId": format!(
+            "/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/netwatchlocal"
+        )},
+        "filters": [{"protocol": "UDP", "localPort": "7311"}],
+        "timeLimitInSeconds": 120,
+    }})
+    .to_string();
+    let put = nw.sdk(&[
+        "rest",
+        "PUT",
+        &format!("{}?api-version=2024-05-01", capture("fast")),
+        &body,
+    ]);
+    assert_eq!(put["status"], 201, "{put}");
+    assert!(
+        put["headers"].get("azure-asyncoperation").is_none(),
+        "a final answer has no monitor: {put}"
+    );
+    assert_eq!(put["body"]["properties"]["provisioningState"], "Succeeded", "{put}");
+    // It answered when the capture ran: the packets sent now are captured.
+    let status = nw.sdk(&["status", "fast"]);
+    assert_eq!(status["packetCaptureStatus"], "Running", "{status}");
+    send_udp(&nw.pair, &[7311], 4, 100);
+    nw.status_until("fast", "counting", |s| s["netwatch"]["packetsCaptured"] == 4);
+    let stop = nw.sdk(&[
+        "rest",
+        "POST",
+        &format!("{}/stop?api-version=2024-05-01", capture("fast")),
+    ]);
+    assert_eq!(stop["status"], 200, "{stop}");
+    assert!(stop["headers"].get("location").is_none(), "{stop}");
+    // It answered when the file was stored.
+    let status = nw.sdk(&["status", "fast"]);
+    assert_eq!(status["packetCaptureStatus"], "Stopped", "{status}");
+    assert_eq!(status["netwatch"]["uploadState"], "Succeeded", "{status}");
+    let file = nw.download(&nw.sdk(&["get", "fast"]));
+    assert_eq!(udp_packets(&file).len(), 4);
+
+    // The agent away: a monitor, with Retry-After.
+    drop(nw.agent.take());
+    std::thread::sleep(Duration::from_millis(500));
+    let put = nw.sdk(&[
+        "rest",
+        "PUT",
+        &format!("{}?api-version=2024-05-01", capture("slow")),
+        &body,
+    ]);
+    assert_eq!(put["status"], 201, "{put}");
+    assert!(put["headers"].get("azure-asyncoperation").is_some(), "{put}");
+    assert_eq!(put["headers"]["retry-after"], "1", "{put}");
+}

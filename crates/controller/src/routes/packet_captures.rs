@@ -5,10 +5,17 @@
 //! validated in full (`netwatch_api`), the store read, and only then written,
 //! so a request that fails changes nothing. ARM JSON out.
 //!
-//! Status codes: PUT 201 + `Azure-AsyncOperation` + `Retry-After` (never 200:
-//! clients.md §5.4); GET and list 200; queryStatus 200 with the status; stop
-//! 202 + `Location` while the agent finalizes and uploads the file (200 `{}`
-//! when there is nothing to wait for); DELETE 204.
+//! Status codes: PUT 201 (never 200: clients.md §5.4); GET and list 200;
+//! queryStatus 200 with the status; stop 200 `{}` or 202 + `Location`; DELETE 204.
+//!
+//! As fast as the work (issue 15): the PUT waits up to [`CREATE_WAIT`] for
+//! the agent to report the capture Running and then answers 201 with the
+//! final state and no monitor (`provisioningState: Succeeded`, no
+//! `Azure-AsyncOperation`: az and Azure's SDKs then finish without a poll,
+//! clients.md §5.4); a stop waits up to [`STOP_WAIT`] for the capture to end
+//! with its file stored and answers 200. When the agent is slower (or away,
+//! or the work failed), the answer is today's: 201 + `Azure-AsyncOperation`
+//! or 202 + `Location`, with `Retry-After`, and the monitor says the rest.
 //!
 //! *Our choices* where the contract is silent:
 //! - the target must be a VM whose agent registered, in the watcher's
@@ -204,6 +211,17 @@ async fn create(
     )
     .await?;
 
+    // The agent (or every host of a fleet) usually reports Running within
+    // tens of milliseconds: answered then, final, without a monitor to poll.
+    if lifecycle::fleet::is_fleet(&record) || state.hub.is_connected(&record.target_id) {
+        let waited = state.store.wait_operation(&operation.id, CREATE_WAIT).await?;
+        if waited.is_some_and(|operation| operation.status == OperationStatus::Succeeded) {
+            let record = state.store.get_capture(&record.id).await?.unwrap_or(record);
+            let mut body = result_of(&record)?;
+            body.properties.provisioning_state = ProvisioningState::Succeeded;
+            return Ok((StatusCode::CREATED, Json(body)).into_response());
+        }
+    }
     let monitor = format!(
         "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operations/{}?api-version={version}",
         id.subscription(),
@@ -221,6 +239,15 @@ async fn create(
     body.properties.provisioning_state = ProvisioningState::Succeeded;
     Ok((StatusCode::CREATED, headers, Json(body)).into_response())
 }
+
+/// How long a capture PUT waits for the agent to report the capture Running
+/// before it answers with a monitor instead: an agent starts one in tens of
+/// milliseconds.
+pub const CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a stop waits for the capture to end and its file to be stored
+/// before it answers with a monitor instead.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `POST …/queryStatus`: 200 with what the store knows; for a capture over
 /// many hosts, Azure's fields rolled up and each host under `netwatch.instances`.
@@ -415,8 +442,9 @@ async fn fleet_status(state: &AppState, record: &CaptureRecord) -> Result<Packet
     })
 }
 
-/// `POST …/stop`: 202 + `Location` while the agent stops the capture and
-/// uploads its file; 200 `{}` when there is nothing to wait for (module doc).
+/// `POST …/stop`: 200 `{}` once the capture ended and its file is stored (or
+/// when there is nothing to wait for); 202 + `Location` when that takes
+/// longer than [`STOP_WAIT`] (module doc).
 async fn stop(
     State(state): State<AppState>,
     Path(path): Path<CapturePath>,
@@ -428,6 +456,12 @@ async fn stop(
     let record = find_capture(&state, &path).await?;
     match lifecycle::stop(&state, &record).await? {
         Stopped::Asked { operation } => {
+            // Answered once the capture ended and its file is stored, when
+            // that comes soon; otherwise the monitor follows it.
+            let waited = state.store.wait_operation(&operation, STOP_WAIT).await?;
+            if waited.is_some_and(|operation| operation.status == OperationStatus::Succeeded) {
+                return Ok(Json(json!({})).into_response());
+            }
             let watcher = find_watcher(&state, (&path.0, &path.1, &path.2)).await?;
             let monitor = format!(
                 "{base}/subscriptions/{}/providers/Microsoft.Network/locations/{}/operationResults/{operation}?api-version={version}",

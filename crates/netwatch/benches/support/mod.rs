@@ -119,9 +119,10 @@ impl Api {
         }
     }
 
-    /// `PUT {capture}` with `body`, then its `Azure-AsyncOperation` monitor
-    /// every `poll` until `Succeeded` (within `deadline`): PUT sent → 201 read,
-    /// and PUT sent → the first `Succeeded` read.
+    /// `PUT {capture}` with `body`, then, when it answered with one, its
+    /// `Azure-AsyncOperation` monitor every `poll` until `Succeeded` (within
+    /// `deadline`): PUT sent → 201 read, and PUT sent → Running known (the
+    /// 201 itself when it is final, without a monitor: issue 15).
     pub(crate) async fn create_until_running(
         &self,
         capture: &str,
@@ -135,11 +136,18 @@ impl Api {
         if status != StatusCode::CREATED {
             return Err(format!("PUT {capture} answered {status}: {answer}"));
         }
-        let monitor = headers
+        let Some(monitor) = headers
             .get("azure-asyncoperation")
             .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| format!("PUT {capture} answered no Azure-AsyncOperation"))?
-            .to_owned();
+            .map(str::to_owned)
+        else {
+            return match answer["properties"]["provisioningState"].as_str() {
+                Some("Succeeded") => Ok((put, put)),
+                _ => Err(format!(
+                    "PUT {capture} answered neither a final state nor a monitor: {answer}"
+                )),
+            };
+        };
         loop {
             let (status, _, operation) = self.call(Method::GET, &monitor, None).await;
             match (status, operation["status"].as_str()) {
