@@ -143,6 +143,10 @@ fn run(name: &str, dir: &Path, url: &str, token: &str, config: Option<&Path>) ->
     let server_errors: Vec<String> = entries
         .iter()
         .filter(|entry| entry["response"]["status"].as_u64().is_some_and(|status| status >= 500))
+        // Not a fault of the server: a download from a storage account the
+        // generated requests made themselves, at an endpoint that does not
+        // answer, is 503 StorageUnavailable (documented), as it must be.
+        .filter(|entry| !storage_unreachable(entry))
         .map(|entry| {
             format!(
                 "{} {} -> {}",
@@ -255,4 +259,16 @@ fn no_generated_request_gets_a_server_error_and_answers_fit_the_document() {
     .unwrap();
     run("known-resources", dir.path(), &url, &token, Some(&config));
     still_up("known-resources");
+}
+
+/// A HAR entry that is a download answered 503 `StorageUnavailable`.
+fn storage_unreachable(entry: &Value) -> bool {
+    entry["response"]["status"] == 503
+        && entry["request"]["url"]
+            .as_str()
+            .is_some_and(|url| url.contains("/netwatch/v1/storage/"))
+        && (entry["request"]["method"] == "HEAD"
+            || entry["response"]["content"]["text"]
+                .as_str()
+                .is_some_and(|text| text.contains("StorageUnavailable")))
 }
