@@ -17,8 +17,9 @@ cd "$(dirname "$0")/.."
 # binutils (objcopy strips the binary scripts/package.sh packages and the one the
 # controller serves to agent installs, readelf checks them; the package is built
 # with dpkg's dpkg-deb and installed by tests/package.rs), curl and unshare/nsenter
-# (the agent installer run on a test host, tests/install.rs).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils)
+# (the agent installer run on a test host, tests/install.rs), prometheus (scrapes a
+# controller during a capture, tests/metrics.rs).
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils prometheus)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"

@@ -56,6 +56,8 @@ pub struct ApiConfig {
     /// How hosts trust this controller before they have its CA (the
     /// installer's pin); `None` over plain HTTP.
     pub trust: Option<crate::tls::Trust>,
+    /// The running binary's version (metrics' build info).
+    pub build_version: String,
 }
 
 /// Default [`ApiConfig::grant_ttl`]: long enough for a part on a slow link,
@@ -88,6 +90,7 @@ impl Default for ApiConfig {
             agent_lost_after: crate::hub::DEFAULT_AGENT_LOST_AFTER,
             agent_builds: std::sync::Arc::new(crate::agent_builds::AgentBuilds::none()),
             trust: None,
+            build_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
 }
@@ -108,16 +111,20 @@ pub struct AppState {
     pub storage: Arc<StorageAccounts>,
     /// The connected agents.
     pub hub: Hub,
+    /// What `GET /metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
     /// State over `store` with no agent connected yet.
     pub fn new(store: Store, config: ApiConfig, storage: Accounts) -> Self {
+        let metrics = crate::metrics::Metrics::new(&config.build_version);
         Self {
             storage: Arc::new(StorageAccounts::new(storage, store.clone())),
             store,
             config,
-            hub: Hub::default(),
+            hub: Hub::counting(metrics.pushes.clone()),
+            metrics,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct Hub {
     /// Where the channels hand their reports to be applied in batches
     /// ([`submit_report`]); made with the first report.
     reports: Arc<Mutex<Option<mpsc::UnboundedSender<QueuedReport>>>>,
+    /// Messages pushed to agents (`netwatch_pushes_total`).
+    pushes: prometheus_client::metrics::counter::Counter,
 }
 
 /// A report waiting to be applied, and where its result goes.
@@ -103,11 +105,24 @@ impl Hub {
         self.lock().get(&vm_id.to_lowercase()).is_some_and(|c| c.id == id)
     }
 
+    /// A hub that counts its pushes in `pushes`.
+    pub fn counting(pushes: prometheus_client::metrics::counter::Counter) -> Self {
+        Self {
+            pushes,
+            ..Self::default()
+        }
+    }
+
     /// Pushes `message` to `vm_id`'s agent; false when it is not connected.
     pub fn send(&self, vm_id: &str, message: ControllerMessage) -> bool {
-        self.lock()
+        let sent = self
+            .lock()
             .get(&vm_id.to_lowercase())
-            .is_some_and(|connection| connection.outbox.send(message).is_ok())
+            .is_some_and(|connection| connection.outbox.send(message).is_ok());
+        if sent {
+            self.pushes.inc();
+        }
+        sent
     }
 
     /// Whether `vm_id`'s agent is connected.
@@ -361,6 +376,7 @@ async fn record_upgrade_failure(state: &AppState, vm: &str, failure: UpgradeFail
 /// for its result, so a channel's reports are applied in the order it sent
 /// them. Applied alone when the queue is gone (the hub is closing).
 async fn submit_report(state: &AppState, vm: &str, report: CaptureReport) -> Result<(), StoreError> {
+    state.metrics.reports.inc();
     if let Some(queue) = state.hub.report_queue(state) {
         let (reply, result) = oneshot::channel();
         if queue.send((vm.to_owned(), report.clone(), reply)).is_ok()
@@ -395,7 +411,9 @@ async fn apply_queued_reports(state: AppState, mut queue: mpsc::UnboundedReceive
             .into_iter()
             .map(|(vm, report, reply)| ((vm, report), reply))
             .unzip();
+        let started = Instant::now();
         let results = lifecycle::apply_reports(&state, &reports).await;
+        state.metrics.store_batch.observe(started.elapsed().as_secs_f64());
         for (reply, result) in replies.into_iter().zip(results) {
             // A channel that ended meanwhile no longer waits.
             let _ = reply.send(result);

@@ -33,6 +33,7 @@ pub mod hub;
 pub mod identity;
 pub mod lifecycle;
 pub mod merge;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod store;

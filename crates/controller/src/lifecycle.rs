@@ -813,9 +813,15 @@ async fn settle_create(state: &AppState, record: &CaptureRecord, report: &Captur
             (OperationStatus::Failed, Some(body.to_string()))
         }
     };
-    state
+    let now = now_ms();
+    let ended = state
         .store
-        .finish_operations_of(&record.id, OperationKind::Create, status, error.as_deref(), now_ms())
+        .finish_operations_of(&record.id, OperationKind::Create, status, error.as_deref(), now)
         .await?;
+    if ended > 0 && report.state == AgentCaptureState::Running {
+        let waited_ms = u64::try_from(now - record.created_ms).unwrap_or(0);
+        #[allow(clippy::cast_precision_loss, reason = "milliseconds as seconds for a histogram")]
+        state.metrics.create_to_running.observe(waited_ms as f64 / 1000.0);
+    }
     Ok(())
 }

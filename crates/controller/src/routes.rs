@@ -32,6 +32,7 @@ mod files;
 mod health;
 mod identity;
 mod merged;
+mod metrics;
 mod network_watchers;
 mod openapi;
 mod packet_captures;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .merge(identity::routes())
         .merge(health::routes())
+        .merge(metrics::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

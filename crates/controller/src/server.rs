@@ -251,6 +251,7 @@ pub async fn run(
         .build_version
         .clone()
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
+    api.build_version.clone_from(&version);
     let exe = std::env::current_exe()
         .inspect_err(|err| tracing::warn!(error = %err, "this controller cannot find its own binary: it serves no agent build of its own"))
         .ok();

@@ -1438,6 +1438,21 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// How many captures on a host there are in each status (a capture over
+    /// many hosts counts once per host; its parent row not at all).
+    pub async fn count_host_captures(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) FROM packet_captures
+             WHERE parent_key IS NOT NULL
+                OR (target_key <> key
+                    AND (target_key NOT LIKE '%/virtualmachinescalesets/%'
+                         OR target_key LIKE '%/virtualmachinescalesets/%/virtualmachines/%'))
+             GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Operation `id` once it has ended, or as it is after `within` (still
     /// in progress): what a request that answers when the work is done waits
     /// on. Woken by every operation this process ends, it reads the row again.

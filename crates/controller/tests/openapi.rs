@@ -76,13 +76,14 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 46] = [
+const ROUTES: [(&str, &[&str]); 47] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
     ("/subscriptions/{subscription}/providers/{namespace}", &["GET"]),
     ("/netwatch/v1/agent/channel", &["GET"]),
     ("/netwatch/v1/agent/install.sh", &["GET"]),
+    ("/metrics", &["GET"]),
     ("/netwatch/v1/agent/builds", &["GET"]),
     ("/netwatch/v1/agent/builds/{arch}/{version}", &["GET"]),
     (
@@ -1968,6 +1969,12 @@ async fn answers_match_their_schemas() {
     s.call("OpenApi_Get", get(OPENAPI_PATH).token(None), 200).await;
 
     s.call("Health_Get", get("/netwatch/v1/health").token(None), 200).await;
+    let metrics = s.call("Metrics_Get", get("/metrics"), 200).await;
+    assert!(
+        metrics.text().contains("netwatch_agents_connected 0"),
+        "{}",
+        metrics.text()
+    );
     // The agent installer and builds, public. In-process, the controller has
     // no binary of its own to serve: the list is empty, a build is a 404.
     let installer = s

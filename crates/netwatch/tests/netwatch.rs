@@ -9,6 +9,7 @@ mod deployment;
 mod faults;
 mod fleet;
 mod install;
+mod metrics;
 mod package;
 mod schemathesis;
 mod sdk;

@@ -163,8 +163,13 @@ async fn complete(
                 size: request.size,
             }));
         }
-        Err(err) => return Err(upload_error(&target.account, err)),
+        Err(err) => {
+            state.metrics.upload_failures.inc();
+            state.metrics.storage_errors.inc();
+            return Err(upload_error(&target.account, err));
+        }
     };
+    state.metrics.upload_bytes.inc_by(size);
     let file = CaptureFileRecord {
         seq: i64::from(request.seq),
         storage_path: target.storage_path.clone(),
