@@ -49,9 +49,11 @@ pub enum Backend {
 pub enum StoreError {
     #[error("database URL {0:?} is neither sqlite:// nor postgres://")]
     Url(String),
-    #[error("connect to the {backend:?} database")]
+    #[error("connect to the {backend:?} database {url}")]
     Connect {
         backend: Backend,
+        /// The URL, its password hidden.
+        url: String,
         #[source]
         source: sqlx::Error,
     },
@@ -463,6 +465,22 @@ async fn insert_captures_with(executor: &mut sqlx::AnyConnection, records: &[Cap
     Ok(())
 }
 
+/// `url` with the password of its user part (`user:password@`) shown as `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _password)) => format!("{scheme}://{name}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Creates the SQLite file of `url` readable by its owner only, if it does
 /// not exist yet: it holds the secrets of storage accounts made through the
 /// API. SQLite gives its `-wal` and `-shm` files the same mode.
@@ -520,7 +538,26 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        let options = AnyConnectOptions::from_str(&url).map_err(|source| StoreError::Connect { backend, source })?;
+        let shown = without_password(&url);
+        let connect_error = |source| StoreError::Connect {
+            backend,
+            url: shown.clone(),
+            source,
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(connect_error)?;
+        // One connection first: when the server is not there, its error (refused,
+        // no such host, bad password) is the cause to show, not the pool's
+        // "timed out" that would hide it.
+        if backend == Backend::Postgres {
+            let first = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&options);
+            match tokio::time::timeout(ACQUIRE_TIMEOUT, first).await {
+                Ok(Ok(connection)) => {
+                    let _ = sqlx::Connection::close(connection).await;
+                }
+                Ok(Err(source)) => return Err(connect_error(source)),
+                Err(_) => return Err(connect_error(sqlx::Error::PoolTimedOut)),
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -539,7 +576,7 @@ impl Store {
             })
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect { backend, source })?;
+            .map_err(connect_error)?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
         Ok(Store {
             pool,

@@ -608,6 +608,21 @@ async fn a_url_of_another_kind_is_refused() {
 }
 
 #[tokio::test]
+async fn a_postgresql_that_is_not_there_is_named_with_the_cause_and_no_password() {
+    // Nothing listens on port 1.
+    let err = Store::open("postgres://netwatch:s3cret@127.0.0.1:1/state")
+        .await
+        .unwrap_err();
+    let text = netwatch_api::error::error_chain(&err);
+    assert!(
+        text.starts_with("connect to the Postgres database postgres://netwatch:***@127.0.0.1:1/state: "),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("refused"), "the cause is shown: {text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[tokio::test]
 async fn sqlite_state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("state.db").display());
