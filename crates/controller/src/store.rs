@@ -63,6 +63,11 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "another netwatch controller uses the SQLite file {path}: SQLite serves one controller; several share \
+         one PostgreSQL (database = \"postgres://…\" in each one's configuration)"
+    )]
+    SqliteInUse { path: String },
     #[error("apply the database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error("{0} already exists")]
@@ -465,6 +470,33 @@ async fn insert_captures_with(executor: &mut sqlx::AnyConnection, records: &[Cap
     Ok(())
 }
 
+/// The SQLite file of `url`, locked for this controller (an advisory
+/// `flock`, apart from SQLite's own locks); `None` for an in-memory database.
+fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, StoreError> {
+    let path = sqlite_path(url);
+    if path.is_empty() || path == ":memory:" {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(path).map_err(|source| StoreError::CreateFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::SqliteInUse { path: path.to_owned() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::CreateFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The file path of a `sqlite:` URL.
+fn sqlite_path(url: &str) -> &str {
+    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    path.split('?').next().unwrap_or_default()
+}
+
 /// `url` with the password of its user part (`user:password@`) shown as `***`.
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -486,8 +518,7 @@ fn without_password(url: &str) -> String {
 /// API. SQLite gives its `-wal` and `-shm` files the same mode.
 fn create_private(url: &str) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    let path = path.split('?').next().unwrap_or_default();
+    let path = sqlite_path(url);
     if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
         return Ok(());
     }
@@ -514,6 +545,9 @@ pub struct Store {
     /// Bumped whenever an operation ends here: requests waiting for one
     /// ([`Store::wait_operation`]) look again.
     operations_ended: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// On SQLite, the file held locked (`flock`) while the store is open: a
+    /// second controller on the same file is refused ([`StoreError::SqliteInUse`]).
+    sqlite_lock: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl Store {
@@ -528,9 +562,12 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_owned()));
         };
-        if backend == Backend::Sqlite {
+        let sqlite_lock = if backend == Backend::Sqlite {
             create_private(url)?;
-        }
+            lock_sqlite(url)?
+        } else {
+            None
+        };
         let url = match backend {
             // create the file on first use
             Backend::Sqlite if !url.contains("mode=") => {
@@ -582,6 +619,7 @@ impl Store {
             pool,
             backend,
             operations_ended: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            sqlite_lock: std::sync::Arc::new(std::sync::Mutex::new(sqlite_lock)),
         })
     }
 
@@ -598,6 +636,11 @@ impl Store {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        // The file is free for the next controller.
+        self.sqlite_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 
     /// Runs one statement of administration SQL (tests create and drop their

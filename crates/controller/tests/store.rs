@@ -635,6 +635,23 @@ async fn sqlite_state_survives_reopening() {
 }
 
 #[tokio::test]
+async fn a_second_controller_on_one_sqlite_file_is_refused_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("state.db").display());
+    let first = Store::open(&url).await.unwrap();
+    let err = Store::open(&url).await.unwrap_err();
+    assert!(matches!(err, StoreError::SqliteInUse { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("another netwatch controller uses the SQLite file") && text.contains("postgres://"),
+        "{text}"
+    );
+    // Free again once the first is closed (or its process ended).
+    first.close().await;
+    Store::open(&url).await.unwrap().close().await;
+}
+
+#[tokio::test]
 async fn a_new_sqlite_file_is_its_owners_only() {
     use std::os::unix::fs::PermissionsExt as _;
     let (store, dir) = sqlite().await;
