@@ -332,6 +332,31 @@ pub async fn enroll(config: &AgentConfig) -> Result<String, EnrollError> {
     Ok(welcome.vm_id)
 }
 
+/// Where the host stands with enrollment, by its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enrolled {
+    /// No credential of its own.
+    No,
+    /// A credential, which `token` gave (that token is spent here).
+    ByThisToken,
+    /// A credential, from another token.
+    Otherwise,
+}
+
+/// Whether the host of `data_dir` holds a credential, and whether `token` is
+/// the one it came from (an installer run again with it has nothing to do).
+pub fn enrolled(data_dir: &std::path::Path, token: &str) -> Result<Enrolled, AgentError> {
+    if credential::load(&data_dir.join(credential::FILE))?.is_none() {
+        return Ok(Enrolled::No);
+    }
+    let used = credential::load(&data_dir.join(credential::USED_TOKEN_FILE))?;
+    Ok(if used.as_deref() == Some(credential::token_digest(token).as_str()) {
+        Enrolled::ByThisToken
+    } else {
+        Enrolled::Otherwise
+    })
+}
+
 /// The agent builds the controller `config` names publishes (their SHA-256s):
 /// what a staged upgrade is checked against before it is installed.
 pub async fn published_builds(config: &AgentConfig) -> Result<Vec<netwatch_api::agent::AgentBuild>, EnrollError> {

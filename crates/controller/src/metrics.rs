@@ -78,7 +78,7 @@ impl Metrics {
         let storage_errors = Counter::default();
         registry.register(
             "storage_errors",
-            "Storage account calls that failed (grants, commits, reads)",
+            "Storage account calls of uploads that failed (begin, grants, parts, commits)",
             storage_errors.clone(),
         );
         let store_batch = Histogram::new(exponential_buckets(0.0005, 2.0, 14));

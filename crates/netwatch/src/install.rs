@@ -21,7 +21,6 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use netwatch_api::agent::AgentBuild;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::UsageError;
 
@@ -341,21 +340,22 @@ fn install_steps(
 /// Enrolls with the token given, unless this host holds a credential and no
 /// new token is given (then it keeps it).
 fn enroll(config: &netwatch_agent::AgentConfig, data_dir: &Path) -> Result<()> {
-    let has_credential = data_dir.join("credential").exists();
-    if config.token.is_empty() {
-        if has_credential {
+    let enrolled = netwatch_agent::enrolled(data_dir, &config.token)
+        .map_err(|err| anyhow::anyhow!("{}", netwatch_api::error::error_chain(&err)))?;
+    match (config.token.is_empty(), enrolled) {
+        (true, netwatch_agent::Enrolled::No) => bail!(UsageError(
+            "no --enroll-token, and this host is not enrolled: give the token `netwatch vm extension set` printed"
+                .to_owned()
+        )),
+        (true, _) => {
             say("enrolled already: the host keeps its credential");
             return Ok(());
         }
-        bail!(UsageError(
-            "no --enroll-token, and this host is not enrolled: give the token `netwatch vm extension set` printed"
-                .to_owned()
-        ));
-    }
-    let used = std::fs::read_to_string(data_dir.join("enrollment-token.sha256")).unwrap_or_default();
-    if has_credential && used.trim() == hex(&Sha256::digest(config.token.as_bytes())) {
-        say("enrolled already with this token: the host keeps its credential");
-        return Ok(());
+        (false, netwatch_agent::Enrolled::ByThisToken) => {
+            say("enrolled already with this token: the host keeps its credential");
+            return Ok(());
+        }
+        (false, _) => {}
     }
     let runtime = crate::runtime()?;
     let vm = runtime
@@ -542,10 +542,6 @@ pub fn digest_file(path: &Path) -> std::io::Result<(String, u64)> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     netwatch_controller::agent_builds::sha256_of(file)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// `netwatch agent apply` (root, the unit's `ExecStopPost=+`): carries out

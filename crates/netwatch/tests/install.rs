@@ -970,6 +970,17 @@ fn bad_inputs_to_the_install_surface_are_refused_with_the_fix_and_nothing_half_i
             .unwrap()
             .contains("purge is true or false")
     );
+    // By hand, with --purge: the other host's agent goes with its data.
+    std::fs::create_dir_all(other.path("/var/lib/netwatch/agent/captures")).unwrap();
+    std::fs::write(other.path("/var/lib/netwatch/agent/captures/old.cap"), b"kept?").unwrap();
+    let purged = other
+        .command(crate::util::netwatch())
+        .args(["agent", "uninstall", "--purge"])
+        .output()
+        .unwrap();
+    assert!(purged.status.success(), "{}", text(&purged));
+    other.assert_untouched("uninstall --purge");
+
     // The controller: an agents_dir that is not there.
     let up_dir = tempfile::tempdir().unwrap();
     let refused_up = Command::new(crate::util::netwatch())

@@ -14,9 +14,9 @@ use crate::deployment::{Deployment, Guard, send_udp};
 /// Prometheus's port inside the controller's namespace (its own loopback).
 const PROMETHEUS: &str = "127.0.0.1:9090";
 
-/// The value of the PromQL `query` now, if it has one.
-fn query(nw: &Deployment, query: &str) -> Option<f64> {
-    let out = NetnsPair::exec(&nw.pair.b, "curl")
+/// Prometheus's answer to the PromQL `query` now (`Null` when it gave none).
+fn ask(nw: &Deployment, query: &str) -> Value {
+    NetnsPair::exec(&nw.pair.b, "curl")
         .args([
             "-sS",
             "-G",
@@ -25,9 +25,14 @@ fn query(nw: &Deployment, query: &str) -> Option<f64> {
         ])
         .arg(format!("query={query}"))
         .output()
-        .ok()?;
-    let answer: Value = serde_json::from_slice(&out.stdout).ok()?;
-    answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+        .ok()
+        .and_then(|out| serde_json::from_slice(&out.stdout).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The value of the PromQL `query` now, if it has one.
+fn query(nw: &Deployment, query: &str) -> Option<f64> {
+    ask(nw, query)["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
 /// Waits (bounded) until `query` reads `expected`.
@@ -128,17 +133,7 @@ fn prometheus_scrapes_what_the_api_says_during_a_capture() {
         .collect();
     assert!(exprs.len() >= 10, "{exprs:?}");
     for expr in exprs {
-        let out = NetnsPair::exec(&nw.pair.b, "curl")
-            .args([
-                "-sS",
-                "-G",
-                &format!("http://{PROMETHEUS}/api/v1/query"),
-                "--data-urlencode",
-            ])
-            .arg(format!("query={expr}"))
-            .output()
-            .unwrap();
-        let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let answer = ask(&nw, expr);
         assert_eq!(answer["status"], "success", "{expr}: {answer}");
         assert!(
             answer["data"]["result"]

@@ -103,7 +103,7 @@ async fn upload(
             md5,
         )
         .await
-        .map_err(|err| super::uploads::upload_error(&account, err))?;
+        .map_err(|err| super::uploads::upload_error(&state, &account, err))?;
     tracing::debug!(account, blob = %blob, part = grant.part, length, "part stored");
     let mut response = Json(json!({ "part": receipt.part, "size": length })).into_response();
     response

@@ -79,7 +79,7 @@ async fn grant(
             .backend
             .begin_upload(&target.blob)
             .await
-            .map_err(|err| upload_error(&target.account, err))?,
+            .map_err(|err| upload_error(&state, &target.account, err))?,
     };
     let parts: Vec<u32> = if request.parts.is_empty() {
         (1..=u32::try_from(count).unwrap_or(u32::MAX))
@@ -98,7 +98,7 @@ async fn grant(
         .backend
         .grant_parts(&target.blob, &upload_id, &parts, ttl)
         .await
-        .map_err(|err| upload_error(&target.account, err))?;
+        .map_err(|err| upload_error(&state, &target.account, err))?;
     let parts = match granted {
         Some(grants) => grants
             .into_iter()
@@ -165,8 +165,7 @@ async fn complete(
         }
         Err(err) => {
             state.metrics.upload_failures.inc();
-            state.metrics.storage_errors.inc();
-            return Err(upload_error(&target.account, err));
+            return Err(upload_error(&state, &target.account, err));
         }
     };
     state.metrics.upload_bytes.inc_by(size);
@@ -357,8 +356,10 @@ fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// An upload the backend refused or could not do, as an answer the agent acts on.
-pub(super) fn upload_error(account: &str, err: UploadError) -> HttpError {
+/// An upload the backend refused or could not do, as an answer the agent
+/// acts on; counted in `netwatch_storage_errors_total`.
+pub(super) fn upload_error(state: &AppState, account: &str, err: UploadError) -> HttpError {
+    state.metrics.storage_errors.inc();
     let message = format!("storage account {account:?}: {}", error_chain(&err));
     // A part the local backend staged is missing at the commit (its host
     // rebooted before the commit: parts are not fsynced one by one): the
