@@ -22,6 +22,7 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -122,6 +123,8 @@ pub(crate) enum ChannelError {
     Receive(#[source] tungstenite::Error),
     #[error("the controller closed the channel")]
     Closed,
+    #[error("the controller replica is going away: {0}")]
+    Leaving(String),
 }
 
 /// The WebSocket settings of a real agent: small frames only, both ways.
@@ -167,6 +170,9 @@ pub(crate) async fn send(ws: &mut Ws, message: &AgentMessage) -> Result<(), Chan
 /// pong, binary, text that does not parse). Cancel-safe.
 pub(crate) async fn receive(ws: &mut Ws) -> Result<Option<ControllerMessage>, ChannelError> {
     match ws.next().await {
+        Some(Ok(Message::Close(Some(frame)))) if matches!(frame.code, CloseCode::Restart | CloseCode::Away) => {
+            Err(ChannelError::Leaving(frame.reason.to_string()))
+        }
         None | Some(Ok(Message::Close(_))) => Err(ChannelError::Closed),
         Some(Err(error)) => Err(ChannelError::Receive(error)),
         Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
@@ -303,7 +309,7 @@ pub(crate) async fn run(
         };
         let error = match opened {
             Ok((ws, welcome)) => {
-                tracing::info!(vm_id = %welcome.vm_id, "connected to the controller");
+                tracing::info!(vm_id = %welcome.vm_id, server = remote.authority(), "connected to the controller");
                 if let Some(credential) = &welcome.credential {
                     // Kept before use: losing it would leave the host unable to
                     // connect (the enrollment token worked only once).
@@ -370,7 +376,25 @@ pub(crate) async fn run(
             refusals = 0;
         }
         let delay = backoff.next_delay();
-        failures.failed("no channel to the controller", &error, delay);
+        if remote.servers() > 1 {
+            // Another replica may answer: the next attempt goes there.
+            let next = remote.next_server();
+            if let ChannelError::Leaving(reason) = &error {
+                tracing::info!(
+                    reason,
+                    next,
+                    "the controller replica asked this agent to move: connecting to the next"
+                );
+            } else {
+                failures.failed(
+                    &format!("no channel to the controller; trying {next} next"),
+                    &error,
+                    delay,
+                );
+            }
+        } else {
+            failures.failed("no channel to the controller", &error, delay);
+        }
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}

@@ -84,6 +84,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct AgentConfig {
     /// The controller, `https://host:port` (or `http://` on a test bench): the
     /// channel is `wss://host:port/netwatch/v1/agent/channel` (`ws://` for http).
+    /// Replicas: their addresses separated by commas; the agent holds one
+    /// channel, to one of them, and moves to the next when it fails or drains.
     pub server: String,
     /// Bearer token for the channel and the uploads.
     pub token: String,

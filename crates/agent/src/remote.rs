@@ -10,6 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -23,13 +24,17 @@ use tokio_tungstenite::tungstenite::http::uri::Authority;
 
 use crate::{AgentConfig, AgentError};
 
-/// The controller as the agent reaches it.
+/// The controller as the agent reaches it: one address, or one per replica
+/// (the agent uses one at a time and moves to the next when it fails or
+/// drains; a name with several addresses is tried address by address when
+/// connecting).
 #[derive(Debug, Clone)]
 pub(crate) struct Remote {
-    /// `https` (channel on `wss`) rather than `http` (`ws`).
-    secure: bool,
-    /// `host:port` as configured.
-    authority: String,
+    /// Each address: whether it is `https` (channel on `wss`) rather than
+    /// `http` (`ws`), and `host:port` as configured.
+    servers: Arc<[(bool, String)]>,
+    /// Which of them is used now.
+    current: Arc<AtomicUsize>,
     tls: Arc<ClientConfig>,
     /// `Bearer {token}`, marked sensitive so no debug output shows it; the
     /// token changes once, when an enrollment hands out the agent's credential.
@@ -38,13 +43,21 @@ pub(crate) struct Remote {
 
 impl Remote {
     pub(crate) fn new(config: &AgentConfig) -> Result<Self, AgentError> {
-        let (secure, authority) = parse_server(&config.server).map_err(|reason| AgentError::Server {
-            server: config.server.clone(),
-            reason,
-        })?;
+        let servers = config
+            .server
+            .split(',')
+            .map(|server| {
+                parse_server(server.trim()).map_err(|reason| AgentError::Server {
+                    server: server.trim().to_owned(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Replicas at random: agents started together spread over them.
+        let first = usize::try_from(random_u64() % servers.len() as u64).unwrap_or(0);
         Ok(Self {
-            secure,
-            authority,
+            servers: servers.into(),
+            current: Arc::new(AtomicUsize::new(first)),
             tls: tls_config(config.ca_file.as_deref())?,
             authorization: Arc::new(RwLock::new(bearer(&config.token)?)),
         })
@@ -57,20 +70,44 @@ impl Remote {
         Ok(())
     }
 
+    /// The address used now.
+    fn server(&self) -> &(bool, String) {
+        &self.servers[self.current.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
+    /// Moves to the next address (the one used failed or drains); the
+    /// `host:port` used from now on. One address: stays on it.
+    pub(crate) fn next_server(&self) -> &str {
+        self.current.fetch_add(1, Ordering::Relaxed);
+        &self.server().1
+    }
+
+    /// The `host:port` used now.
+    pub(crate) fn authority(&self) -> &str {
+        &self.server().1
+    }
+
+    /// How many addresses there are.
+    pub(crate) fn servers(&self) -> usize {
+        self.servers.len()
+    }
+
     /// `wss://host:port/netwatch/v1/agent/channel` (`ws://` for an http server).
     pub(crate) fn channel_url(&self) -> String {
-        let scheme = if self.secure { "wss" } else { "ws" };
-        format!("{scheme}://{}{CHANNEL_PATH}", self.authority)
+        let (secure, authority) = self.server();
+        let scheme = if *secure { "wss" } else { "ws" };
+        format!("{scheme}://{authority}{CHANNEL_PATH}")
     }
 
     /// `https://host:port{path}`; `path` starts with `/`.
     pub(crate) fn http_url(&self, path: &str) -> String {
-        let scheme = if self.secure { "https" } else { "http" };
-        format!("{scheme}://{}{path}", self.authority)
+        let (secure, authority) = self.server();
+        let scheme = if *secure { "https" } else { "http" };
+        format!("{scheme}://{authority}{path}")
     }
 
     pub(crate) fn is_secure(&self) -> bool {
-        self.secure
+        self.server().0
     }
 
     pub(crate) fn tls(&self) -> &Arc<ClientConfig> {
@@ -244,6 +281,30 @@ mod tests {
                 (channel, upload)
             );
         }
+    }
+
+    #[test]
+    fn several_servers_are_used_in_turn() {
+        let remote = Remote::new(&config("https://a:1, https://b:2,http://c:3")).unwrap();
+        assert_eq!(remote.servers(), 3);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            seen.insert(remote.channel_url());
+            remote.next_server();
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            [
+                "ws://c:3/netwatch/v1/agent/channel",
+                "wss://a:1/netwatch/v1/agent/channel",
+                "wss://b:2/netwatch/v1/agent/channel"
+            ]
+        );
+        let err = Remote::new(&config("https://a:1,,https://b:2")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "server \"\" is not a valid controller address: the scheme must be https:// or http:// (use https://host:port)"
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 500: our fault; the message is plain and the cause is logged.
     InternalServerError,
+    /// 503: the server cannot answer now (its database is unreachable, it
+    /// is draining); sent with `Retry-After`, which ARM clients honour.
+    ServiceUnavailable,
 }
 
 impl ErrorCode {
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::Conflict => "Conflict",
             Self::UnsupportedMediaType => "UnsupportedMediaType",
             Self::InternalServerError => "InternalServerError",
+            Self::ServiceUnavailable => "ServiceUnavailable",
         }
     }
 
@@ -102,6 +106,7 @@ impl ErrorCode {
             Self::Conflict => 409,
             Self::UnsupportedMediaType => 415,
             Self::InternalServerError => 500,
+            Self::ServiceUnavailable => 503,
         }
     }
 }

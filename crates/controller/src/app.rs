@@ -121,9 +121,9 @@ impl AppState {
         let metrics = crate::metrics::Metrics::new(&config.build_version);
         Self {
             storage: Arc::new(StorageAccounts::new(storage, store.clone())),
+            hub: Hub::new(&store, metrics.pushes.clone()),
             store,
             config,
-            hub: Hub::counting(metrics.pushes.clone()),
             metrics,
         }
     }

@@ -18,11 +18,30 @@ pub struct HttpError {
     error: ApiError,
     status: StatusCode,
     code: &'static str,
+    /// Seconds for `Retry-After` (a 503).
+    retry_after: Option<u32>,
 }
+
+/// How long a client should wait before it tries again when the state store
+/// does not answer: ARM clients honour `Retry-After` on a 503.
+pub(crate) const STORE_RETRY_AFTER: u32 = 2;
 
 impl HttpError {
     pub(crate) fn with_status(status: StatusCode, code: &'static str, error: ApiError) -> Self {
-        Self { error, status, code }
+        Self {
+            error,
+            status,
+            code,
+            retry_after: None,
+        }
+    }
+
+    /// 503 `ServiceUnavailable` with `Retry-After: seconds`.
+    pub(crate) fn unavailable(error: ApiError, seconds: u32) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::from(error)
+        }
     }
 }
 
@@ -30,14 +49,39 @@ impl From<ApiError> for HttpError {
     fn from(error: ApiError) -> Self {
         let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let code = error.code().as_str();
-        Self { error, status, code }
+        Self {
+            error,
+            status,
+            code,
+            retry_after: None,
+        }
     }
 }
 
 impl From<StoreError> for HttpError {
     fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(error = %error_chain(&error), "the state store does not answer: 503 with Retry-After");
+            let message = format!(
+                "the controller's database does not answer right now; try again in {STORE_RETRY_AFTER} s \
+                 (nothing was changed by this request unless it says otherwise when retried)"
+            );
+            return Self::unavailable(ApiError::new(ErrorCode::ServiceUnavailable, message), STORE_RETRY_AFTER);
+        }
         ApiError::internal("the state store failed; try again", error).into()
     }
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl From<LookupError> for HttpError {
@@ -57,7 +101,8 @@ impl From<netwatch_api::resource::ResourceError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // A 503 is logged where it is made, with its cause.
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             // The whole chain, once, here where the error is handled (STYLE 10, 11).
             let mut causes = Vec::new();
             let mut source = std::error::Error::source(&self.error);
@@ -71,7 +116,13 @@ impl IntoResponse for HttpError {
         }
         let mut body = self.error.to_response();
         self.code.clone_into(&mut body.error.code);
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

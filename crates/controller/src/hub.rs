@@ -28,8 +28,12 @@ use crate::app::AppState;
 use crate::auth::AgentIdentity;
 use crate::clock::now_ms;
 use crate::lifecycle::{self, AGENT_LOST};
+use crate::replicas::Bus;
 use crate::store::ScaleSetKeyRecord;
-use crate::store::{AgentCredentialRecord, CaptureStatus, EnrollmentRecord, StoreError, VmRecord, WatcherRecord};
+use crate::store::{
+    AgentCredentialRecord, Backend, CaptureStatus, EnrollmentRecord, REPLICA_ALIVE, Store, StoreError, VmRecord,
+    WatcherRecord,
+};
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,9 +50,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_millis(3 * HEARTBEAT_INTERVAL_MS);
 const TOUCH_INTERVAL: Duration = Duration::from_millis(6 * HEARTBEAT_INTERVAL_MS);
 
 /// The connected agents, by VM key (the lower-case VM resource id).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Hub {
     agents: Arc<Mutex<HashMap<String, Connection>>>,
+    /// This replica: a random id, and when it started.
+    replica: Arc<str>,
+    started_ms: i64,
+    /// The store, when other replicas may hold agents' channels (PostgreSQL):
+    /// work for those goes to them through it ([`crate::replicas`]).
+    shared: Option<Store>,
+    /// Cancelled when this replica drains ([`Hub::drain`]): it takes no new
+    /// agent, its agents move to another replica.
+    draining: CancellationToken,
+    draining_ms: Arc<std::sync::atomic::AtomicI64>,
     next_id: Arc<AtomicU64>,
     /// Cancelled by [`Hub::shut_down`]: every channel ends, the sweep stops.
     closing: CancellationToken,
@@ -75,6 +89,69 @@ struct Connection {
 }
 
 impl Hub {
+    /// The hub of a new replica over `store`, counting its pushes in `pushes`.
+    pub fn new(store: &Store, pushes: prometheus_client::metrics::counter::Counter) -> Self {
+        Self {
+            agents: Arc::default(),
+            replica: crate::app::new_guid().into(),
+            started_ms: now_ms(),
+            shared: (store.backend() == Backend::Postgres).then(|| store.clone()),
+            draining: CancellationToken::new(),
+            draining_ms: Arc::default(),
+            next_id: Arc::default(),
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            reports: Arc::default(),
+            pushes,
+        }
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// When this replica started (ms since the epoch).
+    pub fn started_ms(&self) -> i64 {
+        self.started_ms
+    }
+
+    /// Drains this replica: no new agent channel is taken, every agent is
+    /// asked to reconnect to another replica, and requests waiting for an
+    /// operation answer with its monitor (any replica serves it).
+    pub fn drain(&self, store: &Store) {
+        self.draining_ms
+            .compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed)
+            .ok();
+        self.draining.cancel();
+        store.stop_waiting();
+    }
+
+    /// Whether this replica drains.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Since when this replica drains, if it does.
+    pub fn draining_since(&self) -> Option<i64> {
+        Some(self.draining_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// Cancelled once the hub shuts down.
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
+    /// Where tasks that write to the store until the shutdown are tracked.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
+    /// The VMs whose agents are connected here.
+    pub fn vms(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Registers a connection of `vm_id`, replacing any other of the same VM.
     fn register(&self, vm_id: &str) -> (u64, mpsc::UnboundedReceiver<ControllerMessage>) {
         let (outbox, inbox) = mpsc::unbounded_channel();
@@ -94,10 +171,42 @@ impl Hub {
         }
     }
 
-    /// Closes `vm_id`'s channel, if it has one (its outbox goes, so its loop
-    /// ends); whether it had one.
-    pub fn disconnect(&self, vm_id: &str) -> bool {
+    /// Closes `vm_id`'s channel, here or on the replica that holds it (its
+    /// outbox goes, so its loop ends); whether it had one.
+    pub async fn disconnect(&self, vm_id: &str) -> bool {
+        if self.disconnect_here(vm_id) {
+            return true;
+        }
+        match self.replica_of(vm_id).await {
+            Some((store, replica)) => {
+                let message = Bus::Disconnect {
+                    replica,
+                    vm: vm_id.to_owned(),
+                };
+                crate::replicas::publish(&store, &message).await.is_ok()
+            }
+            None => false,
+        }
+    }
+
+    /// Closes `vm_id`'s channel if this replica holds it; whether it did.
+    pub fn disconnect_here(&self, vm_id: &str) -> bool {
         self.lock().remove(&vm_id.to_lowercase()).is_some()
+    }
+
+    /// The live replica other than this one that holds `vm_id`'s channel,
+    /// with the store to reach it through.
+    async fn replica_of(&self, vm_id: &str) -> Option<(Store, String)> {
+        let store = self.shared.as_ref()?;
+        let alive_since = now_ms() - i64::try_from(REPLICA_ALIVE.as_millis()).unwrap_or(i64::MAX);
+        match store.replica_of(vm_id, alive_since).await {
+            Ok(Some(replica)) if *replica != *self.replica => Some((store.clone(), replica)),
+            Ok(_) => None,
+            Err(err) => {
+                tracing::warn!(vm = vm_id, error = %err, "cannot tell which replica holds the agent's channel");
+                None
+            }
+        }
     }
 
     /// Whether connection `id` is still `vm_id`'s (no newer one replaced it).
@@ -105,32 +214,78 @@ impl Hub {
         self.lock().get(&vm_id.to_lowercase()).is_some_and(|c| c.id == id)
     }
 
-    /// A hub that counts its pushes in `pushes`.
-    pub fn counting(pushes: prometheus_client::metrics::counter::Counter) -> Self {
-        Self {
-            pushes,
-            ..Self::default()
+    /// Pushes `message` to `vm_id`'s agent, connected here or to another
+    /// replica; false when it is connected nowhere.
+    pub async fn send(&self, vm_id: &str, message: ControllerMessage) -> bool {
+        let Some(message) = self.send_here(vm_id, message) else {
+            return true;
+        };
+        let Some((store, replica)) = self.replica_of(vm_id).await else {
+            return false;
+        };
+        let push = Bus::Push {
+            replica,
+            vm: vm_id.to_owned(),
+            message: Box::new(message),
+        };
+        match crate::replicas::publish(&store, &push).await {
+            Ok(()) => {
+                self.pushes.inc();
+                true
+            }
+            Err(err) => {
+                tracing::warn!(vm = vm_id, error = %err, "could not hand work to the replica that holds the agent: it gets it at its next hello");
+                false
+            }
         }
     }
 
-    /// Pushes `message` to `vm_id`'s agent; false when it is not connected.
-    pub fn send(&self, vm_id: &str, message: ControllerMessage) -> bool {
-        let sent = self
-            .lock()
-            .get(&vm_id.to_lowercase())
-            .is_some_and(|connection| connection.outbox.send(message).is_ok());
-        if sent {
+    /// Pushes `message` to `vm_id`'s agent if it is connected here (work
+    /// another replica handed over); whether it was.
+    pub fn deliver(&self, vm_id: &str, message: ControllerMessage) -> bool {
+        self.send_here(vm_id, message).is_none()
+    }
+
+    /// Pushes `message` to `vm_id`'s agent if connected here; the message
+    /// back when it is not.
+    fn send_here(&self, vm_id: &str, message: ControllerMessage) -> Option<ControllerMessage> {
+        let unsent = match self.lock().get(&vm_id.to_lowercase()) {
+            Some(connection) => connection.outbox.send(message).err().map(|unsent| unsent.0),
+            None => Some(message),
+        };
+        if unsent.is_none() {
             self.pushes.inc();
         }
-        sent
+        unsent
     }
 
-    /// Whether `vm_id`'s agent is connected.
-    pub fn is_connected(&self, vm_id: &str) -> bool {
-        self.lock().contains_key(&vm_id.to_lowercase())
+    /// Whether `vm_id`'s agent is connected, here or to another live replica.
+    pub async fn is_connected(&self, vm_id: &str) -> bool {
+        self.lock().contains_key(&vm_id.to_lowercase()) || self.replica_of(vm_id).await.is_some()
     }
 
-    /// How many agents are connected.
+    /// Whether any of `vm_ids`'s agents is connected, here or elsewhere.
+    pub async fn any_connected(&self, vm_ids: &[&str]) -> bool {
+        {
+            let agents = self.lock();
+            if vm_ids.iter().any(|vm| agents.contains_key(&vm.to_lowercase())) {
+                return true;
+            }
+        }
+        let Some(store) = &self.shared else {
+            return false;
+        };
+        let alive_since = now_ms() - i64::try_from(REPLICA_ALIVE.as_millis()).unwrap_or(i64::MAX);
+        match store.connected_elsewhere(&self.replica, alive_since).await {
+            Ok(elsewhere) => vm_ids.iter().any(|vm| elsewhere.contains(&vm.to_lowercase())),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot tell which agents other replicas hold");
+                false
+            }
+        }
+    }
+
+    /// How many agents are connected here.
     pub fn connected(&self) -> usize {
         self.lock().len()
     }
@@ -193,7 +348,7 @@ pub async fn serve_agent(state: AppState, mut socket: WebSocket, identity: Agent
     // a channel upgraded after the shutdown began ends at once.
     let _serving = state.hub.tasks.token();
     let closing = state.hub.closing.clone();
-    if closing.is_cancelled() {
+    if closing.is_cancelled() || state.hub.is_draining() {
         return;
     }
     let hello = tokio::select! {
@@ -224,18 +379,35 @@ pub async fn serve_agent(state: AppState, mut socket: WebSocket, identity: Agent
         }
     };
     let (connection, inbox) = state.hub.register(&vm);
-    tracing::info!(vm = %vm, agent = %hello.agent_version, "agent connected");
+    // Other replicas learn where to push this agent's work before anything
+    // is pushed to it here (the hello's reconciliation reads after this).
+    let claimed = match &state.hub.shared {
+        Some(store) => store.claim_vm(&vm, state.hub.replica()).await,
+        None => Ok(()),
+    };
     let mut heard_ms = now_ms();
-    match run_connection(&state, &mut socket, (&vm, credential), hello, inbox, &mut heard_ms).await {
+    let ended = match claimed {
+        Ok(()) => {
+            tracing::info!(vm = %vm, agent = %hello.agent_version, "agent connected");
+            run_connection(&state, &mut socket, (&vm, credential), hello, inbox, &mut heard_ms).await
+        }
+        Err(err) => Err(err.into()),
+    };
+    match ended {
         Ok(()) => tracing::info!(vm = %vm, "agent disconnected"),
         Err(err) => tracing::warn!(vm = %vm, error = %err, "agent connection ended"),
     }
     // `last_seen` is written only now and then while connected: record when
-    // the agent was last heard from, unless a newer connection of it took over.
-    if state.hub.is_current(&vm, connection)
-        && let Err(err) = state.store.touch_vm(&vm, heard_ms).await
-    {
-        tracing::warn!(vm = %vm, error = %err, "could not record when the agent was last heard from");
+    // the agent was last heard from, unless a newer connection of it took
+    // over (here, or on another replica).
+    if state.hub.is_current(&vm, connection) {
+        let recorded = match &state.hub.shared {
+            Some(store) => store.release_vm(&vm, state.hub.replica(), heard_ms).await,
+            None => state.store.touch_vm(&vm, heard_ms).await,
+        };
+        if let Err(err) = recorded {
+            tracing::warn!(vm = %vm, error = %err, "could not record when the agent was last heard from");
+        }
     }
     state.hub.unregister(&vm, connection);
 }
@@ -274,6 +446,15 @@ async fn run_connection(
                 let close = CloseFrame {
                     code: close_code::AWAY,
                     reason: "the controller is stopping".into(),
+                };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+                return Ok(());
+            }
+            // This replica drains: the agent moves to another one.
+            () = state.hub.draining.cancelled() => {
+                let close = CloseFrame {
+                    code: close_code::RESTART,
+                    reason: "this controller replica is draining: connect to another one".into(),
                 };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
                 return Ok(());
@@ -650,8 +831,8 @@ async fn redeem(state: &AppState, enrollment: &EnrollmentRecord, vm: &str) -> Re
     Ok(token)
 }
 
-/// After a hello: start what the host should run and does not, and mark what
-/// it lost (it restarted) as failed.
+/// After a hello: start what the host should run and does not, stop what
+/// is being stopped, and mark what it lost (it restarted) as failed.
 async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), ChannelError> {
     let owned: HashSet<String> = hello
         .captures
@@ -661,19 +842,44 @@ async fn reconcile(state: &AppState, vm: &str, hello: &Hello) -> Result<(), Chan
         .collect();
     // What the host runs is named by run (resource id and creation time).
     for record in state.store.captures_for_target(vm).await? {
-        match record.status {
-            CaptureStatus::NotStarted => match lifecycle::start_message(&record) {
-                Ok(start) => {
-                    state.hub.send(vm, ControllerMessage::Start(start));
-                }
-                Err(err) => tracing::error!(capture = %record.id, error = %err, "stored capture cannot be started"),
-            },
-            CaptureStatus::Running if !owned.contains(&run_id(&record.id, record.created_ms).to_lowercase()) => {
-                let message = "the agent restarted and no longer runs this capture";
-                lifecycle::give_up(state, record, None, message).await?;
-            }
-            _ => {}
+        let owns = owned.contains(&run_id(&record.id, record.created_ms).to_lowercase());
+        if record.status == CaptureStatus::Running && !owns {
+            let message = "the agent restarted and no longer runs this capture";
+            lifecycle::give_up(state, record, None, message).await?;
+        } else {
+            push_pending(state, vm, &record).await?;
         }
+    }
+    Ok(())
+}
+
+/// Pushes `vm`'s agent, connected here, what it should be doing and may not
+/// have heard (pushes lost while it moved between replicas, or while this
+/// replica could not hear the others): the captures not started yet, and
+/// the stops in progress.
+pub(crate) async fn repush(state: &AppState, vm: &str) -> Result<(), StoreError> {
+    for record in state.store.captures_for_target(vm).await? {
+        push_pending(state, vm, &record).await?;
+    }
+    Ok(())
+}
+
+/// [`repush`] for one capture of `vm`.
+async fn push_pending(state: &AppState, vm: &str, record: &crate::store::CaptureRecord) -> Result<(), StoreError> {
+    match record.status {
+        CaptureStatus::NotStarted => match lifecycle::start_message(record) {
+            Ok(start) => {
+                state.hub.deliver(vm, ControllerMessage::Start(start));
+            }
+            Err(err) => tracing::error!(capture = %record.id, error = %err, "stored capture cannot be started"),
+        },
+        CaptureStatus::Running if state.store.stop_in_progress(&record.id).await? => {
+            let stop = ControllerMessage::Stop {
+                capture_id: run_id(&record.id, record.created_ms),
+            };
+            state.hub.deliver(vm, stop);
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -723,7 +929,7 @@ pub async fn sweep_lost_agents(state: &AppState, now_ms: i64) -> Result<usize, S
         .captures_of_silent_hosts(now_ms.saturating_sub(lost_after))
         .await?
     {
-        if state.hub.is_connected(&record.target_id) {
+        if state.hub.is_connected(&record.target_id).await {
             continue;
         }
         let message = format!(

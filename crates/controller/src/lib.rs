@@ -34,6 +34,7 @@ pub mod identity;
 pub mod lifecycle;
 pub mod merge;
 pub mod metrics;
+pub mod replicas;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -294,16 +294,17 @@ pub(crate) async fn create(state: &AppState, new: NewCapture<'_>) -> Result<Crea
     // otherwise stay InProgress until it times out.
     state.store.insert_operation(&operation).await?;
     if hosts.is_none() {
-        push_start(state, &record);
+        push_start(state, &record).await;
         tracing::info!(capture = %id, target = %record.target_id, "packet capture created");
     } else {
         for part in &parts {
-            push_start(state, part);
+            push_start(state, part).await;
         }
         tracing::info!(capture = %id, target = %record.target_id, hosts = parts.len(), "packet capture over many hosts created");
         // Hosts none of which is connected: nothing will report; settle now
         // what can be settled (the create waits for hosts that are there).
-        if !parts.iter().any(|part| state.hub.is_connected(&part.target_id)) {
+        let targets: Vec<&str> = parts.iter().map(|part| part.target_id.as_str()).collect();
+        if !state.hub.any_connected(&targets).await {
             fleet::settle(state, &record.id).await?;
         }
     }
@@ -343,10 +344,10 @@ fn new_operation(resource_id: &str, kind: OperationKind, now: i64) -> OperationR
 
 /// Pushes a capture's start to its host's agent, if connected (otherwise
 /// the agent gets it at its next hello).
-fn push_start(state: &AppState, record: &CaptureRecord) {
+async fn push_start(state: &AppState, record: &CaptureRecord) {
     match start_message(record) {
         Ok(start) => {
-            state.hub.send(&record.target_id, ControllerMessage::Start(start));
+            state.hub.send(&record.target_id, ControllerMessage::Start(start)).await;
         }
         // It was serialized a moment ago; should it not read back, its agent
         // is told at its next hello (which logs why it cannot be started).
@@ -379,13 +380,13 @@ pub(crate) async fn stop(state: &AppState, capture: &CaptureRecord) -> Result<St
     if fleet::is_fleet(capture) {
         return fleet::stop(state, capture).await;
     }
-    if capture.status == CaptureStatus::Running && state.hub.is_connected(&capture.target_id) {
+    if capture.status == CaptureStatus::Running && state.hub.is_connected(&capture.target_id).await {
         let operation = new_operation(&capture.id, OperationKind::Stop, now_ms());
         state.store.insert_operation(&operation).await?;
         let stop = ControllerMessage::Stop {
             capture_id: run_id(&capture.id, capture.created_ms),
         };
-        if state.hub.send(&capture.target_id, stop) {
+        if state.hub.send(&capture.target_id, stop).await {
             tracing::info!(capture = %capture.id, "packet capture stop sent to its agent");
             return Ok(Stopped::Asked {
                 operation: operation.id,
@@ -421,7 +422,7 @@ pub(crate) async fn stop(state: &AppState, capture: &CaptureRecord) -> Result<St
     let stop = ControllerMessage::Stop {
         capture_id: run_id(&record.id, record.created_ms),
     };
-    state.hub.send(&record.target_id, stop);
+    state.hub.send(&record.target_id, stop).await;
     state
         .store
         .finish_operations_of(
@@ -456,7 +457,7 @@ pub(crate) struct CutOff {
 /// `why`): it can no longer report them.
 pub(crate) async fn cut_off(state: &AppState, vm_id: &str, why: &str) -> Result<CutOff, StoreError> {
     let revoked = state.store.revoke_agent_credentials(vm_id, now_ms()).await?;
-    let disconnected = state.hub.disconnect(vm_id);
+    let disconnected = state.hub.disconnect(vm_id).await;
     let ended = give_up_captures_of(state, vm_id, why).await?;
     Ok(CutOff {
         revoked,
@@ -640,8 +641,9 @@ impl<'a> Report<'a> {
         outcome: Result<Option<Modified<Found>>, StoreError>,
     ) -> Result<Option<String>, StoreError> {
         let (vm, report) = (self.vm, self.report);
+        // The report came through this replica's channel of `vm`.
         let stop_run = || {
-            state.hub.send(
+            state.hub.deliver(
                 vm,
                 ControllerMessage::Stop {
                     capture_id: report.capture_id.clone(),

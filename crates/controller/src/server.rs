@@ -167,10 +167,13 @@ impl ServerConfig {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops in
-/// order: no new connections, open requests finish (a few seconds at most),
+/// Serves the API on `listener` until `shutdown` completes, then drains and
+/// stops in order: no new connections and no new agent channel, agents asked
+/// to reconnect to another replica, requests waiting for an operation
+/// answered with its monitor, open requests finish (a few seconds at most),
 /// agent channels end and record when their agents were last heard from, the
-/// sweep of lost agents stops, and only then the store closes.
+/// sweep of lost agents stops, the replica leaves the store, and only then
+/// the store closes.
 pub async fn run(
     config: ServerConfig,
     listener: std::net::TcpListener,
@@ -266,14 +269,24 @@ pub async fn run(
     })?;
     let state = AppState::new(store.clone(), api, accounts);
     crate::hub::watch_lost_agents(&state);
+    crate::replicas::start(&state);
     let hub = state.hub.clone();
     let app = router(state).into_make_service();
     let address = listener.local_addr().map_err(ServerError::Serve)?;
 
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
+    let (draining, drain_store) = (hub.clone(), store.clone());
     tokio::spawn(async move {
         shutdown.await;
+        // Drain: no new agent, the agents here move to another replica,
+        // waiting requests answer with their monitor, open requests finish.
+        tracing::info!(
+            replica = draining.replica(),
+            agents = draining.connected(),
+            "controller draining: agents move to another replica, open requests finish"
+        );
+        draining.drain(&drain_store);
         stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
     match &config.tls {
@@ -315,6 +328,9 @@ pub async fn run(
             unfinished = hub.unfinished(),
             "agent channels still busy {SHUTDOWN_GRACE:?} after the shutdown; closing the store under them"
         );
+    }
+    if let Err(err) = store.forget_replica(hub.replica(), crate::clock::now_ms()).await {
+        tracing::warn!(error = %err, "could not take this replica out of the state store: the others stop counting it within seconds");
     }
     store.close().await;
     tracing::info!("controller stopped");

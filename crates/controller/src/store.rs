@@ -19,8 +19,10 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod replicas;
 mod scale_sets;
 
+pub use replicas::{MAX_NOTIFY_PAYLOAD, OPERATION_ENDED, REPLICA_ALIVE, REPLICA_BEAT, ReplicaRecord};
 pub use scale_sets::{Joined, ScaleSetInstanceRecord, ScaleSetKeyRecord, ScaleSetRecord};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -33,7 +35,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// share the server's connection budget.
 const MAX_CONNECTIONS: u32 = 8;
 /// How long a query waits for a connection before it fails.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SQLite waits on a lock held by another connection: 5 s.
 const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 5000";
 
@@ -79,6 +81,28 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database is out of reach or overloaded right now (not
+    /// the request's fault): the API answers 503 with `Retry-After`.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Query(error) => match error {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // PostgreSQL: connection exceptions (08…), shutting down or
+                // starting (57P01–57P03); SQLite: busy or locked past the timeout.
+                sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+                    code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "6"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether retrying the same call cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
@@ -548,6 +572,10 @@ pub struct Store {
     /// On SQLite, the file held locked (`flock`) while the store is open: a
     /// second controller on the same file is refused ([`StoreError::SqliteInUse`]).
     sqlite_lock: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
+    /// On PostgreSQL, the URL (for the listener's own connection).
+    postgres_url: Option<String>,
+    /// Set when this replica drains: requests stop waiting for operations.
+    stop_waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -620,6 +648,8 @@ impl Store {
             backend,
             operations_ended: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             sqlite_lock: std::sync::Arc::new(std::sync::Mutex::new(sqlite_lock)),
+            postgres_url: (backend == Backend::Postgres).then_some(url),
+            stop_waiting: std::sync::Arc::default(),
         })
     }
 
@@ -1486,7 +1516,7 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() > 0 {
-            self.operations_ended.send_modify(|count| *count += 1);
+            self.operation_ended().await;
         }
         Ok(done.rows_affected() == 1)
     }
@@ -1513,9 +1543,29 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() > 0 {
-            self.operations_ended.send_modify(|count| *count += 1);
+            self.operation_ended().await;
         }
         Ok(done.rows_affected())
+    }
+
+    /// Wakes the requests waiting for an operation, here and on the other
+    /// replicas (best effort: those time out to their monitor otherwise).
+    async fn operation_ended(&self) {
+        self.operations_ended.send_modify(|count| *count += 1);
+        if let Err(err) = self.notify(OPERATION_ENDED).await {
+            tracing::debug!(error = %err, "could not tell the other replicas that an operation ended");
+        }
+    }
+
+    /// Whether a stop of capture `id` (one host's) is in progress.
+    pub async fn stop_in_progress(&self, id: &str) -> Result<bool, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM operations WHERE resource_key = $1 AND kind = 'stop' AND status = 'InProgress'",
+        )
+        .bind(key(id))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count > 0)
     }
 
     /// How many captures on a host there are in each status (a capture over
@@ -1546,9 +1596,10 @@ impl Store {
         let mut ended = self.operations_ended.subscribe();
         loop {
             let operation = self.get_operation(id).await?;
-            if operation
-                .as_ref()
-                .is_none_or(|operation| operation.status != OperationStatus::InProgress)
+            if self.waiting_stopped()
+                || operation
+                    .as_ref()
+                    .is_none_or(|operation| operation.status != OperationStatus::InProgress)
             {
                 return Ok(operation);
             }

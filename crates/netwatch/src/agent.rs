@@ -35,8 +35,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The controller's URL, e.g. https://controller.example:8443.
-    #[arg(long, env = "NETWATCH_URL", value_name = "URL")]
+    /// The controller's URL, e.g. https://controller.example:8443; with
+    /// replicas, their URLs separated by commas (the agent uses one and moves
+    /// to the next when it fails or drains).
+    #[arg(long, env = "NETWATCH_URL", value_name = "URL[,URL…]")]
     server: Option<String>,
 
     /// The enrollment token the controller's operator gave out; not needed

@@ -11,6 +11,7 @@ mod fleet;
 mod install;
 mod metrics;
 mod package;
+mod replicas;
 mod schemathesis;
 mod sdk;
 mod service;

@@ -18,7 +18,7 @@
 
 pub mod servers;
 
-pub use servers::{Azurite, Moto, Place};
+pub use servers::{Azurite, Moto, Place, Postgres};
 
 use std::io::Write;
 use std::path::Path;

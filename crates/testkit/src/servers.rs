@@ -488,3 +488,104 @@ mod tests {
         );
     }
 }
+
+/// A PostgreSQL server of the test's own (Debian's `postgresql` package, run
+/// as its `postgres` user), at a [`Place`], with one database `netwatch`: what
+/// controller replicas share. [`Postgres::stop`] and [`Postgres::start_again`]
+/// take it away and bring it back with its data, on the same port.
+#[derive(Debug)]
+pub struct Postgres {
+    place: Place,
+    /// The cluster, its socket and its log; owned by `postgres`.
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    /// A fresh cluster at `place`, started, with database `netwatch`.
+    pub fn start_at(place: Place) -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path().join("bin"))
+                    .filter(|bin| bin.join("pg_ctl").exists())
+                    .max()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no PostgreSQL server in /usr/lib/postgresql: apt-get install -y postgresql (scripts/test.sh does)"
+                )
+            });
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        crate::run(Command::new("chown").arg("postgres:postgres").arg(dir.path()));
+        let port = place.run(|| {
+            let listener = std::net::TcpListener::bind((place.host.as_str(), 0)).expect("a free port");
+            listener.local_addr().expect("its address").port()
+        });
+        let initdb = format!(
+            "{}/initdb -D {}/data -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8",
+            bin.display(),
+            dir.path().display()
+        );
+        crate::run(Command::new("su").args(["postgres", "-c", &initdb]));
+        let postgres = Self { place, dir, bin, port };
+        postgres.start_again();
+        let create = format!(
+            "{}/psql -h {} -p {} -U postgres -c 'CREATE DATABASE netwatch'",
+            postgres.bin.display(),
+            postgres.dir.path().display(),
+            postgres.port
+        );
+        crate::run(Command::new("su").args(["postgres", "-c", &create]));
+        postgres
+    }
+
+    /// `postgres://postgres@HOST:PORT/netwatch`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@{}:{}/netwatch", self.place.host, self.port)
+    }
+
+    fn pg_ctl(&self, what: &str) {
+        let dir = self.dir.path().display();
+        let command = format!(
+            "{}/pg_ctl -D {dir}/data -o '-k {dir} -c listen_addresses={} -p {} -c fsync=off' -l {dir}/log -m fast -w {what}",
+            self.bin.display(),
+            self.place.host,
+            self.port
+        );
+        let output = self.place.command("su").args(["postgres", "-c", &command]).output();
+        let output = output.unwrap_or_else(|err| panic!("run pg_ctl {what}: {err}"));
+        assert!(
+            output.status.success(),
+            "pg_ctl {what} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server (`-m fast`: connections are cut). Every query fails
+    /// until [`Postgres::start_again`].
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// Starts the server (again) on the same port with the same data.
+    pub fn start_again(&self) {
+        self.pg_ctl("start");
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let dir = self.dir.path().display();
+        let command = format!("{}/pg_ctl -D {dir}/data -m immediate -w stop", self.bin.display());
+        let _ = Command::new("su")
+            .args(["postgres", "-c", &command])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

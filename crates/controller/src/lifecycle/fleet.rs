@@ -315,7 +315,8 @@ pub(crate) async fn settle(state: &AppState, parent_key: &str) -> Result<(), Sto
             .store
             .part_targets(parent_key, CaptureStatus::NotStarted, limit)
             .await?;
-        if targets.iter().any(|t| state.hub.is_connected(t)) {
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        if state.hub.any_connected(&targets).await {
             return Ok(());
         }
         if i64::try_from(targets.len()).unwrap_or(i64::MAX) < limit {
@@ -414,7 +415,7 @@ pub(crate) async fn stop_parts(state: &AppState, parent: &CaptureRecord) -> Resu
             let stop = ControllerMessage::Stop {
                 capture_id: run_id(&part.id, part.created_ms),
             };
-            state.hub.send(&part.target_id, stop);
+            state.hub.send(&part.target_id, stop).await;
         }
     }
     Ok(())
@@ -516,7 +517,7 @@ async fn add_part(
     if !state.store.add_capture_part(&part).await? {
         return Ok(false);
     }
-    push_start(state, &part);
+    push_start(state, &part).await;
     Ok(true)
 }
 

@@ -3,13 +3,15 @@
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use netwatch_api::agent::CHANNEL_PATH;
+use netwatch_api::error::{ApiError, ErrorCode};
 
 use super::AppState;
 use crate::auth::AgentIdentity;
+use crate::errors::HttpError;
 use crate::hub;
 
 /// Largest message an agent may send: a hello lists interfaces and captures,
@@ -31,6 +33,14 @@ async fn channel(
     // The authentication layer always says who it let in; without it (no
     // tokens configured) the hello is trusted.
     let identity = identity.map_or(AgentIdentity::Shared, |Extension(identity)| identity);
+    if state.hub.is_draining() {
+        // The agent tries its next controller address at once.
+        let error = ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "this controller replica is draining: connect to another one",
+        );
+        return HttpError::unavailable(error, 1).into_response();
+    }
     upgrade
         .max_message_size(MAX_AGENT_MESSAGE)
         // Agents send small frames; axum's default 128 KiB read buffer per

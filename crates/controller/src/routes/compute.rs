@@ -209,7 +209,7 @@ async fn delete_extension(
     let purge = purge_of(&query)?;
     let vm_id = id.to_string();
     // Sent before the cut-off closes the channel: the agent uninstalls itself.
-    let told = state.hub.send(&vm_id, ControllerMessage::Uninstall { purge });
+    let told = state.hub.send(&vm_id, ControllerMessage::Uninstall { purge }).await;
     tracing::info!(vm = %vm_id, purge, told, "agent asked to uninstall itself");
     let done = crate::lifecycle::cut_off(&state, &vm_id, "the agent extension was removed from the host").await?;
     tracing::info!(
@@ -353,7 +353,7 @@ pub(super) async fn offer_upgrade(state: &AppState, record: &VmRecord) {
         failure: failure.as_ref(),
     };
     if let Some(upgrade) = upgrade_of(state, &record.id, &agent).await
-        && !state.hub.send(&record.id, ControllerMessage::Upgrade(upgrade))
+        && !state.hub.send(&record.id, ControllerMessage::Upgrade(upgrade)).await
     {
         tracing::info!(vm = %record.id, "the agent is not connected: it is asked to upgrade when it connects");
     }

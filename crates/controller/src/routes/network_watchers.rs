@@ -168,7 +168,7 @@ async fn delete_watcher(
             let stop = ControllerMessage::Stop {
                 capture_id: run_id(&capture.id, capture.created_ms),
             };
-            state.hub.send(&capture.target_id, stop);
+            state.hub.send(&capture.target_id, stop).await;
         }
     }
     if state.store.delete_watcher(&id.to_string()).await? {

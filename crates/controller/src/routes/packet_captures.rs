@@ -213,7 +213,7 @@ async fn create(
 
     // The agent (or every host of a fleet) usually reports Running within
     // tens of milliseconds: answered then, final, without a monitor to poll.
-    if lifecycle::fleet::is_fleet(&record) || state.hub.is_connected(&record.target_id) {
+    if lifecycle::fleet::is_fleet(&record) || state.hub.is_connected(&record.target_id).await {
         let waited = state.store.wait_operation(&operation.id, CREATE_WAIT).await?;
         if waited.is_some_and(|operation| operation.status == OperationStatus::Succeeded) {
             let record = state.store.get_capture(&record.id).await?.unwrap_or(record);
@@ -497,7 +497,7 @@ async fn delete(
             let stop = ControllerMessage::Stop {
                 capture_id: run_id(&record.id, record.created_ms),
             };
-            state.hub.send(&record.target_id, stop);
+            state.hub.send(&record.target_id, stop).await;
         }
     }
     if state.store.delete_capture(&id.to_string()).await? {

@@ -497,7 +497,8 @@ async fn delete_extension(
         // Before the cut-off closes its channel: the agent uninstalls itself.
         state
             .hub
-            .send(&vm.id, netwatch_api::agent::ControllerMessage::Uninstall { purge });
+            .send(&vm.id, netwatch_api::agent::ControllerMessage::Uninstall { purge })
+            .await;
         crate::lifecycle::cut_off(&state, &vm.id, "the agent extension was removed from the scale set").await?;
     }
     tracing::info!(scale_set = %id, keys = revoked, hosts = hosts.len(), "agent extension removed from the scale set");

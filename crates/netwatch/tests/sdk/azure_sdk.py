@@ -9,6 +9,11 @@ NETWATCH_URL, NETWATCH_TOKEN, NETWATCH_CA.
     azure_sdk.py get NAME | list | status NAME | stop NAME | delete NAME
     azure_sdk.py download URL FILE       GET a storagePath with the token
     azure_sdk.py rest METHOD PATH [BODY] any other request, with the token
+    azure_sdk.py churn SECONDS NAME BODY_JSON
+        for SECONDS, round the URLs in NETWATCH_URLS (comma-separated: the
+        replicas): get NAME, its queryStatus, the list, and a capture made
+        with BODY_JSON and deleted again; prints every request that failed
+        (after the SDK's own retries)
 """
 
 import json
@@ -33,8 +38,8 @@ class NetwatchToken:
         return AccessToken(os.environ["NETWATCH_TOKEN"], int(time.time()) + 3600)
 
 
-def client():
-    url = os.environ["NETWATCH_URL"]
+def client(url=None):
+    url = url or os.environ["NETWATCH_URL"]
     return NetworkManagementClient(
         NetwatchToken(),
         SUBSCRIPTION,
@@ -77,6 +82,8 @@ def main(argv):
         with open(path, "wb") as file:
             file.write(answer.content)
         out = {"bytes": len(answer.content)}
+    elif command == "churn":
+        out = churn(float(args[0]), args[1], json.loads(args[2]))
     elif command == "rest":
         method, path, *body = args
         answer = requests.request(
@@ -96,6 +103,36 @@ def main(argv):
         raise SystemExit(f"unknown command {command}")
     json.dump(out, sys.stdout, default=str)
     print()
+
+
+def churn(seconds, name, body):
+    urls = os.environ["NETWATCH_URLS"].split(",")
+    clients = [client(url).packet_captures for url in urls]
+    done, failures, made = 0, [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        url, captures = urls[done % len(urls)], clients[done % len(clients)]
+        steps = [
+            ("get", lambda: captures.get(GROUP, WATCHER, name)),
+            ("status", lambda: captures.begin_get_status(GROUP, WATCHER, name).result()),
+            ("list", lambda: list(captures.list(GROUP, WATCHER))),
+        ]
+        if done % 4 == 0:
+            made += 1
+            churned = "churn-%d" % made
+            steps.append(
+                ("create", lambda: captures.begin_create(GROUP, WATCHER, churned, PacketCapture(body)).result())
+            )
+            steps.append(("delete", lambda: captures.begin_delete(GROUP, WATCHER, churned).result()))
+        for step, call in steps:
+            started = time.monotonic()
+            try:
+                call()
+            except Exception as error:  # every failure is the test's finding
+                failures.append({"url": url, "step": step, "error": repr(error)[:500],
+                                 "seconds": round(time.monotonic() - started, 3)})
+        done += 1
+    return {"rounds": done, "created": made, "failures": failures}
 
 
 if __name__ == "__main__":
