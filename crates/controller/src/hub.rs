@@ -63,6 +63,8 @@ pub struct Hub {
     /// agent, its agents move to another replica.
     draining: CancellationToken,
     draining_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Set while this replica's heartbeat finds the database out of reach.
+    store_down: Arc<std::sync::atomic::AtomicBool>,
     next_id: Arc<AtomicU64>,
     /// Cancelled by [`Hub::shut_down`]: every channel ends, the sweep stops.
     closing: CancellationToken,
@@ -98,6 +100,7 @@ impl Hub {
             shared: (store.backend() == Backend::Postgres).then(|| store.clone()),
             draining: CancellationToken::new(),
             draining_ms: Arc::default(),
+            store_down: Arc::default(),
             next_id: Arc::default(),
             closing: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -135,6 +138,16 @@ impl Hub {
     /// Since when this replica drains, if it does.
     pub fn draining_since(&self) -> Option<i64> {
         Some(self.draining_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// Whether the last heartbeat found the database out of reach.
+    pub fn store_down(&self) -> bool {
+        self.store_down.load(Ordering::Relaxed)
+    }
+
+    /// What the heartbeat found.
+    pub(crate) fn set_store_down(&self, down: bool) {
+        self.store_down.store(down, Ordering::Relaxed);
     }
 
     /// Cancelled once the hub shuts down.

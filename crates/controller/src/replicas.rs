@@ -96,11 +96,12 @@ pub fn start(state: &AppState) {
                 loop {
                     ticks.tick().await;
                     let hub = &beating.hub;
-                    match beating
+                    let beat = beating
                         .store
                         .beat_replica(hub.replica(), hub.started_ms(), now_ms(), hub.draining_since())
-                        .await
-                    {
+                        .await;
+                    hub.set_store_down(beat.as_ref().is_err_and(StoreError::is_unavailable));
+                    match beat {
                         Ok(()) if failing => {
                             tracing::info!(replica = hub.replica(), "the state store answers again");
                             failing = false;

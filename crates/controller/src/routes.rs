@@ -42,7 +42,7 @@ mod tokens;
 mod uploads;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::routing::get;
 use netwatch_api::error::{ApiError, ErrorCode};
@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), store_gate))
         .with_state(state);
     // Routing happens inside `arm`, so the rewrite must wrap it from outside.
     let normalized = axum::middleware::map_request(normalize_request).layer(arm);
@@ -104,6 +105,29 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .fallback_service(normalized)
         .layer(axum::middleware::from_fn(drain::discard_unread_body))
+}
+
+/// While this replica knows its database is out of reach (its heartbeat
+/// failed, [`crate::hub::Hub::store_down`]), requests are answered 503 with
+/// `Retry-After` at once instead of after the pool's wait for a connection;
+/// the health route still looks for itself.
+async fn store_gate(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if state.hub.store_down() && request.uri().path() != "/netwatch/v1/health" {
+        let message = format!(
+            "the controller's database does not answer right now; try again in {} s",
+            crate::errors::STORE_RETRY_AFTER
+        );
+        let error = ApiError::new(ErrorCode::ServiceUnavailable, message);
+        return axum::response::IntoResponse::into_response(HttpError::unavailable(
+            error,
+            crate::errors::STORE_RETRY_AFTER,
+        ));
+    }
+    next.run(request).await
 }
 
 /// The path as the client sent it, for messages (the router sees [`normalize_path`]'s).

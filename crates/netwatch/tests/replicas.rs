@@ -575,6 +575,13 @@ fn three_replicas_share_the_work_survive_a_kill_a_rolling_restart_and_a_database
         "replicas: database stopped for {:?}; {unavailable} answers 503 meanwhile",
         stopped_at.elapsed()
     );
+    // Answered at once (each request here is a Python process of its own),
+    // not after the pool's wait for a connection.
+    assert!(
+        unavailable >= 12,
+        "only {unavailable} answers in 18 s\n{}",
+        cluster.logs()
+    );
     let count = sent(sender);
     let status = cluster.status_until(2, "outage", "stopped after the outage", |s| {
         s["packetCaptureStatus"] == "Stopped"
