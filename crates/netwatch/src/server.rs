@@ -46,8 +46,26 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// A listener on `address`, with the fix in the message when it is taken.
+///
+/// `SO_REUSEPORT`: a controller started again on its own port while the old
+/// process still runs shares the port (the kernel hands each new connection
+/// to one of them), so a restart is the new one starting, then the old one
+/// draining (SIGTERM): clients connecting meanwhile never find the port
+/// closed. Only processes of the same user may share a port.
 pub fn bind(address: std::net::SocketAddr) -> Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(address).map_err(|err| {
+    let listen = || -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    listen().map_err(|err| {
         let fix = if err.kind() == std::io::ErrorKind::AddrInUse {
             " (another program uses this port: stop it, or pass --listen with another port, 0 for any free one)"
         } else {
