@@ -299,6 +299,19 @@ impl Cluster {
         }
     }
 
+    /// Capture `name` ends on its time limit (queryStatus through
+    /// `replica`), every datagram `tag:0..count` is in its stored file, and
+    /// every live replica says the same.
+    fn ends_on_time_with_every_packet(&self, replica: usize, name: &str, count: usize, what: &str) {
+        let status = self.status_until(replica, name, "stopped on time", |s| {
+            s["packetCaptureStatus"] == "Stopped"
+        });
+        assert_eq!(status["stopReason"], "TimeExceeded", "{status:#}");
+        let file = self.download(replica, name);
+        assert_all(&received(&file, name), count, what);
+        self.same_everywhere(name);
+    }
+
     /// Every live replica says the same status, stop reason and packet count.
     fn same_everywhere(&self, name: &str) -> Value {
         let statuses: Vec<(usize, Value)> = (0..REPLICAS)
@@ -456,12 +469,7 @@ fn three_replicas_share_the_work_survive_a_kill_a_rolling_restart_and_a_database
     let moved = cluster.wait_moved(host, holder);
     println!("replicas: replica {holder} killed; host {host}'s agent moved to replica {moved}");
     let count = sent(sender);
-    let status = cluster.status_until(other, "moving", "stopped on time", |s| {
-        s["packetCaptureStatus"] == "Stopped"
-    });
-    assert_eq!(status["stopReason"], "TimeExceeded", "{status:#}");
-    let file = cluster.download(other, "moving");
-    assert_all(&received(&file, "moving"), count, "replica killed");
+    cluster.ends_on_time_with_every_packet(other, "moving", count, "replica killed");
     let (guard, url) = cluster.spawn_replica(holder, cluster.urls[holder].trim_start_matches("https://"));
     assert_eq!(url, cluster.urls[holder]);
     cluster.replicas[holder] = Some(guard);
@@ -534,13 +542,7 @@ fn three_replicas_share_the_work_survive_a_kill_a_rolling_restart_and_a_database
         cluster.logs()
     );
     let count = sent(sender);
-    let status = cluster.status_until(1, "rolling", "stopped on time", |s| {
-        s["packetCaptureStatus"] == "Stopped"
-    });
-    assert_eq!(status["stopReason"], "TimeExceeded", "{status:#}");
-    let file = cluster.download(2, "rolling");
-    assert_all(&received(&file, "rolling"), count, "rolling restart");
-    cluster.same_everywhere("rolling");
+    cluster.ends_on_time_with_every_packet(1, "rolling", count, "rolling restart");
 
     // 4. PostgreSQL away for 20 s during a capture.
     let host = 0;
@@ -586,11 +588,5 @@ fn three_replicas_share_the_work_survive_a_kill_a_rolling_restart_and_a_database
         cluster.logs()
     );
     let count = sent(sender);
-    let status = cluster.status_until(2, "outage", "stopped after the outage", |s| {
-        s["packetCaptureStatus"] == "Stopped"
-    });
-    assert_eq!(status["stopReason"], "TimeExceeded", "{status:#}");
-    let file = cluster.download(0, "outage");
-    assert_all(&received(&file, "outage"), count, "database outage");
-    cluster.same_everywhere("outage");
+    cluster.ends_on_time_with_every_packet(2, "outage", count, "database outage");
 }
