@@ -82,6 +82,15 @@ impl Remote {
         &self.server().1
     }
 
+    /// The same controller, its addresses tried from the `index`-th on
+    /// (simulated hosts spread themselves over the replicas).
+    pub(crate) fn starting_at(&self, index: usize) -> Remote {
+        Remote {
+            current: Arc::new(AtomicUsize::new(index % self.servers.len())),
+            ..self.clone()
+        }
+    }
+
     /// The `host:port` used now.
     pub(crate) fn authority(&self) -> &str {
         &self.server().1

@@ -41,7 +41,7 @@ pub async fn run_simulated(
     count: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let remote = Arc::new(Remote::new(&config)?);
+    let remote = Remote::new(&config)?;
     let interfaces = Arc::new(host::interfaces());
     let gate = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
     let cancel = CancellationToken::new();
@@ -49,7 +49,8 @@ pub async fn run_simulated(
     tracing::info!(server = %config.server, hosts = count, "simulated agents starting");
     for i in 0..count {
         let host = FakeHost {
-            remote: Arc::clone(&remote),
+            // With several replicas, host i starts on the i-th: spread evenly.
+            remote: remote.starting_at(i),
             identity: Identity {
                 vm_name: format!("{}-{i:04}", config.vm_name),
                 resource_group: config.resource_group.clone(),
@@ -76,7 +77,7 @@ pub async fn run_simulated(
 
 #[derive(Debug)]
 struct FakeHost {
-    remote: Arc<Remote>,
+    remote: Remote,
     identity: Identity,
     interfaces: Arc<Vec<InterfaceInfo>>,
     gate: Arc<Semaphore>,
@@ -105,6 +106,9 @@ impl FakeHost {
                 Err(error) => error,
             };
             let delay = backoff.next_delay();
+            if self.remote.servers() > 1 {
+                self.remote.next_server();
+            }
             failures.failed("simulated host has no channel", &error, delay);
             tokio::select! {
                 () = cancel.cancelled() => return,
