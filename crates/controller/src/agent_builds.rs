@@ -153,36 +153,61 @@ impl Own {
     }
 }
 
-/// A stripped copy of `exe` (binutils' `objcopy --strip-all`) in a directory
-/// of its own, with its digest; `exe` itself when objcopy is missing.
+/// A stripped copy of `exe` (binutils' `objcopy --strip-all`), with its
+/// digest; `exe` itself when objcopy is missing.
+///
+/// The copy is kept in a private cache shared by this user's controllers
+/// ([`cache_dir`]), named by the binary's path, size and modification time:
+/// made once per binary, however many controllers start (a test suite starts
+/// hundreds, each killed at the end), and found again after a crash. Without
+/// a usable cache, in a directory of its own removed when the controller
+/// stops.
 fn prepare(exe: &Path, version: &str) -> Result<(Served, Option<tempfile::TempDir>), String> {
     let arch = std::env::consts::ARCH;
-    let workdir = tempfile::Builder::new()
-        .prefix("netwatch-agent-build")
-        .tempdir()
-        .map_err(|err| format!("make a directory for it: {err}"))?;
-    let stripped = workdir.path().join(format!("netwatch-{version}-{arch}"));
-    let output = std::process::Command::new("objcopy")
-        .arg("--strip-all")
-        .arg(exe)
-        .arg(&stripped)
-        .output();
-    let (path, workdir) = match output {
-        Ok(output) if output.status.success() => (stripped, Some(workdir)),
-        Ok(output) => {
-            return Err(format!(
-                "objcopy --strip-all {}: {}",
-                exe.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
+    let name = format!("netwatch-{version}-{arch}");
+    let (stripped, workdir) = match cache_dir() {
+        Ok(cache) => (cache.join(format!("{name}-{:016x}", binary_key(exe))), None),
         Err(err) => {
-            tracing::warn!(
-                error = %err,
-                "objcopy (binutils) is not installed: agents get this controller's binary as it is, not stripped; \
-                 install binutils to serve it stripped"
-            );
-            (exe.to_owned(), None)
+            tracing::debug!(error = %err, "no cache for the stripped agent build: one of its own");
+            let workdir = tempfile::Builder::new()
+                .prefix("netwatch-agent-build")
+                .tempdir()
+                .map_err(|err| format!("make a directory for it: {err}"))?;
+            (workdir.path().join(&name), Some(workdir))
+        }
+    };
+    let path = if stripped.exists() {
+        stripped
+    } else {
+        // Made under a name of its own, then renamed: a controller starting
+        // meanwhile never serves half a file.
+        let partial = stripped.with_extension(format!("partial-{}", std::process::id()));
+        let output = std::process::Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(exe)
+            .arg(&partial)
+            .output();
+        match output {
+            Ok(output) if output.status.success() => {
+                std::fs::rename(&partial, &stripped).map_err(|err| format!("keep {}: {err}", stripped.display()))?;
+                stripped
+            }
+            Ok(output) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(format!(
+                    "objcopy --strip-all {}: {}",
+                    exe.display(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    "objcopy (binutils) is not installed: agents get this controller's binary as it is, not \
+                     stripped; install binutils to serve it stripped"
+                );
+                exe.to_owned()
+            }
         }
     };
     let (sha256, size) = digest_file(&path).map_err(|err| format!("read {}: {err}", path.display()))?;
@@ -194,6 +219,40 @@ fn prepare(exe: &Path, version: &str) -> Result<(Served, Option<tempfile::TempDi
         size,
     };
     Ok((Served { build, path }, workdir))
+}
+
+/// `$TMPDIR/netwatch-agent-builds-{uid}`: made private (0700) for this
+/// user, or refused when it is anyone else's or open to others (a file
+/// there is served to agents as it is).
+fn cache_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = std::fs::metadata("/proc/self")?.uid();
+    let dir = std::env::temp_dir().join(format!("netwatch-agent-builds-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private directory of this user",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Which binary `exe` is, for the cache: its path, size and modification time.
+fn binary_key(exe: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    exe.hash(&mut hasher);
+    if let Ok(meta) = std::fs::metadata(exe) {
+        meta.len().hash(&mut hasher);
+        meta.modified().ok().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// SHA-256 (hex) and size of the file at `path`.
