@@ -297,6 +297,7 @@ pub(crate) async fn run(
         Using::Token
     };
     let mut refusals: u32 = 0;
+    let mut opened_before = false;
     loop {
         let opened = tokio::select! {
             () = cancel.cancelled() => return,
@@ -333,7 +334,15 @@ pub(crate) async fn run(
                 }
                 backoff.reset();
                 failures.succeeded();
-                match session(ws, supervisor, upgrades, cancel).await {
+                let metrics = supervisor.metrics();
+                if opened_before {
+                    metrics.reconnects.inc();
+                }
+                opened_before = true;
+                metrics.connected.set(1);
+                let ended = session(ws, supervisor, upgrades, cancel).await;
+                metrics.connected.set(0);
+                match ended {
                     Ok(()) => return,
                     Err(error) => error,
                 }

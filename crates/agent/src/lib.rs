@@ -38,6 +38,7 @@
 mod channel;
 mod credential;
 mod host;
+mod metrics;
 mod recovery;
 mod remote;
 mod simulate;
@@ -112,6 +113,9 @@ pub struct AgentConfig {
     /// installer installed this agent: it can then be upgraded and uninstalled
     /// by the controller (`upgrade`).
     pub installed: Option<PathBuf>,
+    /// Where to serve the agent's metrics for Prometheus (`GET /metrics`,
+    /// plain HTTP); none: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The token is a secret: `Debug` leaves it out.
@@ -130,6 +134,7 @@ impl fmt::Debug for AgentConfig {
             .field("tags", &self.tags)
             .field("version", &self.version)
             .field("installed", &self.installed)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -169,6 +174,8 @@ pub enum AgentError {
     },
     #[error("open the upload spool")]
     Spool(#[source] spool::SpoolError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ListenError),
     #[error("create capture directory {path}")]
     DataDir {
         path: PathBuf,
@@ -220,10 +227,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let spool_dir = config.data_dir.join(spool::SPOOL_DIR);
     let spool = spool::Spool::open(spool_dir, config.spool_max_bytes).map_err(AgentError::Spool)?;
     let cancel = CancellationToken::new();
+    // Bound before anything runs: a taken address is a setup error, said at once.
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
     let supervisor = Supervisor::new(
         supervisor::Settings {
             captures_dir,
             interface: netwatch_capture::Interface::parse(&config.interface),
+            metrics: metrics::Metrics::new(&config.version),
         },
         uploader,
         spool,
@@ -259,6 +272,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
         version = %config.version,
         "agent starting"
     );
+    if let Some(listener) = metrics_listener {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!("metrics for Prometheus at http://{address}{}", metrics::METRICS_PATH);
+        }
+        tokio::spawn(metrics::serve(listener, supervisor.clone(), cancel.child_token()));
+    }
     tokio::join!(
         async {
             tokio::select! {
@@ -414,6 +433,7 @@ mod tests {
             tags: Default::default(),
             version: "0.1.0".into(),
             installed: None,
+            metrics_listen: None,
         };
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret") && text.contains("redacted"), "{text}");

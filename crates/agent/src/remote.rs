@@ -262,6 +262,7 @@ mod tests {
             tags: Default::default(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             installed: None,
+            metrics_listen: None,
         }
     }
 

@@ -83,6 +83,8 @@ pub(crate) struct Settings {
     /// `{data_dir}/captures`: every capture file is under it.
     pub(crate) captures_dir: PathBuf,
     pub(crate) interface: Interface,
+    /// What `--metrics-listen` serves.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// The host's captures; cheap to clone (one shared state).
@@ -134,6 +136,8 @@ struct Slot {
     upload: Option<Tally>,
     /// Set to stop the capture thread (`ManualStop`).
     stop: Arc<AtomicBool>,
+    /// The ring's fill in the last second, 0 to 1 (metrics).
+    ring_fill: f64,
 }
 
 impl Slot {
@@ -146,6 +150,7 @@ impl Slot {
             ended: false,
             upload: upload.then(Tally::default),
             stop,
+            ring_fill: 0.0,
         }
     }
 
@@ -605,8 +610,15 @@ impl Supervisor {
             });
             let supervisor = self.clone();
             let progress_id = id.clone();
-            let mut progress =
-                move |bytes: u64| supervisor.update_upload(&progress_id, |tally| tally.bytes_current = bytes);
+            let mut counted = base;
+            let mut progress = move |bytes: u64| {
+                // Counted as parts are stored: `rate()` is the upload's throughput.
+                if bytes > counted {
+                    supervisor.metrics().upload_bytes.inc_by(bytes - counted);
+                    counted = bytes;
+                }
+                supervisor.update_upload(&progress_id, |tally| tally.bytes_current = bytes);
+            };
             let result = self
                 .inner
                 .uploader
@@ -628,6 +640,7 @@ impl Supervisor {
                 }
                 Err(UploadError::Cancelled) => return,
                 Err(error) if !error.is_permanent() => {
+                    self.metrics().upload_failures.inc();
                     let chain = error_chain(&error);
                     let delay = backoff.next_delay();
                     tracing::info!(seq = ticket.seq, delay_ms = delay.as_millis(), error = %chain,
@@ -653,6 +666,7 @@ impl Supervisor {
                     }
                 }
                 Err(error) => {
+                    self.metrics().upload_failures.inc();
                     let chain = error_chain(&error);
                     tracing::warn!(seq = ticket.seq, error = %chain, "upload given up; the file is kept in the spool");
                     ticket.failed = Some(chain.clone());
@@ -687,6 +701,38 @@ impl Supervisor {
     /// an upgrade waits for none.
     pub(crate) fn running(&self) -> usize {
         self.book().captures.values().filter(|slot| !slot.ended).count()
+    }
+
+    /// The agent's metrics.
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.settings.metrics
+    }
+
+    /// The metrics as text, with every capture's counters and the spool's as they are now.
+    pub(crate) fn metrics_text(&self) -> String {
+        let views: Vec<crate::metrics::CaptureView> = self
+            .book()
+            .captures
+            .values()
+            .filter_map(|slot| {
+                let report = slot.report.as_ref()?;
+                Some(crate::metrics::CaptureView {
+                    run_id: report.capture_id.clone(),
+                    state: report.state,
+                    stats: report.stats,
+                    ring_fill: slot.ring_fill,
+                })
+            })
+            .collect();
+        let files = self.queue().len();
+        self.metrics().render(&views, self.inner.spool.used_bytes(), files)
+    }
+
+    /// Notes capture `id`'s ring fill (metrics only: no report follows).
+    fn note_ring_fill(&self, id: &str, fill: f64) {
+        if let Some(slot) = self.book().captures.get_mut(id) {
+            slot.ring_fill = fill;
+        }
     }
 
     /// The latest report of every capture, for the hello.
@@ -902,6 +948,11 @@ impl Supervisor {
         let started_ms = report.started_ms;
         let mut last_stats = Instant::now();
         let outcome = capture.run(stop, &mut |stats: &CaptureStats| {
+            if stats.ring_blocks > 0 {
+                #[allow(clippy::cast_precision_loss, reason = "block counts are small")]
+                let fill = stats.ring_peak_blocks as f64 / stats.ring_blocks as f64;
+                self.note_ring_fill(&report.capture_id, fill);
+            }
             if last_stats.elapsed() >= STATS_MIN_GAP {
                 last_stats = Instant::now();
                 report.stats = recovery::add(prior, report_stats(stats));
@@ -1507,12 +1558,14 @@ mod tests {
             tags: Default::default(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             installed: None,
+            metrics_listen: None,
         };
         let remote = crate::remote::Remote::new(&config).unwrap();
         let supervisor = Supervisor::new(
             Settings {
                 captures_dir: dir.path().into(),
                 interface: Interface::Any,
+                metrics: crate::metrics::Metrics::new("test"),
             },
             Uploader::new(&remote).unwrap(),
             Spool::open(dir.path().join("spool"), 1 << 20).unwrap(),

@@ -254,6 +254,7 @@ impl FakeController {
             tags: Default::default(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             installed: None,
+            metrics_listen: None,
         }
     }
 }

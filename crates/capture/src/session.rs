@@ -182,6 +182,11 @@ pub struct CaptureStats {
     pub file_bytes: u64,
     /// Files created.
     pub files: u64,
+    /// The ring's size in blocks.
+    pub ring_blocks: u64,
+    /// The most blocks that waited for the capture thread at once since the
+    /// previous counters (the ring's fill: at `ring_blocks`, the kernel drops).
+    pub ring_peak_blocks: u64,
 }
 
 /// Why a capture could not start. Nothing was captured.
@@ -240,6 +245,8 @@ pub struct Capture {
     interface: Interface,
     nice: Option<i32>,
     kernel: sys::KernelStats,
+    /// The most blocks taken in one go since the last [`Capture::stats`].
+    ring_peak: u64,
 }
 
 impl Capture {
@@ -322,6 +329,7 @@ impl Capture {
             interface: config.interface,
             nice: config.nice,
             kernel: sys::KernelStats::default(),
+            ring_peak: 0,
         })
     }
 
@@ -438,8 +446,12 @@ impl Capture {
     /// stop reason when a byte or packet limit was reached; stops early at a packet
     /// stamped after `cutoff`.
     fn drain(&mut self, cutoff: Option<u64>) -> Result<Option<StopReason>, CaptureError> {
+        // The blocks ready when the loop comes round are the ring's fill.
+        let mut taken = 0;
         for _ in 0..self.ring.block_count() {
             let Some(block) = self.ring.take_block() else { break };
+            taken += 1;
+            self.ring_peak = self.ring_peak.max(taken);
             let stop = self
                 .encoder
                 .block(block.bytes(), &mut self.output, &self.limits, cutoff)?;
@@ -464,6 +476,8 @@ impl Capture {
             kernel_drops: self.kernel.drops,
             file_bytes: self.output.total_bytes(),
             files: self.output.files_created() as u64,
+            ring_blocks: self.ring.block_count() as u64,
+            ring_peak_blocks: std::mem::take(&mut self.ring_peak),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub storage_errors: Counter,
     /// Seconds the store took to apply one batch of reports.
     pub store_batch: Histogram,
+    /// Seconds of the replica's heartbeat query, every 2 s: the store's
+    /// round trip as this replica sees it.
+    pub store_query: Histogram,
 }
 
 impl Metrics {
@@ -87,6 +90,12 @@ impl Metrics {
             "Time the store took to apply one batch of agent reports",
             store_batch.clone(),
         );
+        let store_query = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "store_query_seconds",
+            "Round trip of this replica's heartbeat query to the state store (every 2 s)",
+            store_query.clone(),
+        );
         registry.register(
             "build",
             "The controller's build",
@@ -105,6 +114,7 @@ impl Metrics {
             upload_failures,
             storage_errors,
             store_batch,
+            store_query,
         }
     }
 

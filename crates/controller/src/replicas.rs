@@ -96,10 +96,14 @@ pub fn start(state: &AppState) {
                 loop {
                     ticks.tick().await;
                     let hub = &beating.hub;
+                    let started = std::time::Instant::now();
                     let beat = beating
                         .store
                         .beat_replica(hub.replica(), hub.started_ms(), now_ms(), hub.draining_since())
                         .await;
+                    if beat.is_ok() {
+                        beating.metrics.store_query.observe(started.elapsed().as_secs_f64());
+                    }
                     hub.set_store_down(beat.as_ref().is_err_and(StoreError::is_unavailable));
                     match beat {
                         Ok(()) if failing => {

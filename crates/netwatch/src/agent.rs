@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
 
+    /// Serve the agent's metrics for Prometheus at http://ADDR:PORT/metrics
+    /// (plain HTTP, no token: bind loopback or a management network).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
+
     /// Benchmarks only: connect this many simulated agents that acknowledge captures without capturing.
     #[arg(long, value_name = "COUNT", hide = true)]
     simulate: Option<usize>,
@@ -112,6 +117,7 @@ struct FileConfig {
     spool_max_mib: Option<u64>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Reads `--config`: a TOML error names the line and the key.
@@ -181,6 +187,7 @@ fn settings(args: &Args, file: FileConfig, host_name: impl FnOnce() -> Result<St
         tags,
         version: crate::VERSION.to_owned(),
         installed: None,
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
     })
 }
 

@@ -252,6 +252,7 @@ fn install_steps(
         tags: args.tags.iter().cloned().collect(),
         version: version.to_owned(),
         installed: Some(PathBuf::from(RECORD)),
+        metrics_listen: None,
     };
     enroll(&config, data_dir)?;
 

@@ -146,6 +146,7 @@ pub fn run(args: Args) -> Result<()> {
         tags: Default::default(),
         version: crate::VERSION.to_owned(),
         installed: None,
+        metrics_listen: None,
     });
     crate::runtime()?.block_on(async move {
         let (stop_server, server_stops) = tokio::sync::oneshot::channel::<()>();

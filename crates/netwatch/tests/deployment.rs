@@ -245,11 +245,17 @@ impl Deployment {
 
     /// `netwatch agent` in a as VM host-a with `token`, its data in `data`, its log in `log`.
     pub(crate) fn start_agent(&self, token: &str, data: &Path, log: &str) -> Guard {
+        self.start_agent_with(token, data, log, &[])
+    }
+
+    /// [`Deployment::start_agent`] with more flags.
+    pub(crate) fn start_agent_with(&self, token: &str, data: &Path, log: &str, more: &[&str]) -> Guard {
         let agent = NetnsPair::exec(&self.pair.a, netwatch())
             .args(["agent", "--server", &self.url, "--enroll-token", token, "--ca"])
             .arg(&self.ca)
             .args(["--vm-name", VM, "-g", "rg1", "-l", "westus", "-i", IF_A, "--data-dir"])
             .arg(data)
+            .args(more)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(log)).unwrap()))

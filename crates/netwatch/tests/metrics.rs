@@ -1,7 +1,9 @@
-//! The controller's metrics scraped by a real Prometheus (issue 15,
-//! "Metrics"): Debian's `prometheus`, started in the controller's namespace,
-//! scrapes `GET /metrics` over HTTPS with a reader's token every second while
-//! a capture runs; PromQL over its HTTP API must find what the API says.
+//! The controller's and the agent's metrics scraped by a real Prometheus
+//! (issue 15, "Metrics"): Debian's `prometheus`, started in the controller's
+//! namespace, scrapes the controller's `GET /metrics` over HTTPS with a
+//! reader's token and the agent's (`--metrics-listen`, in the other
+//! namespace) every second while a capture runs; PromQL over its HTTP API
+//! must find what the API says.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,7 +61,19 @@ fn prometheus_scrapes_what_the_api_says_during_a_capture() {
         prometheus.is_ok_and(|out| out.status.success()),
         "prometheus is not installed: apt-get install -y prometheus (scripts/test.sh does)"
     );
-    let nw = Deployment::start();
+    let mut nw = Deployment::controller_only();
+    let token = nw.credential("agent_token");
+    let agent_dir = nw.dir.path().join("agent");
+    let listen = format!("{}:0", netwatch_testkit::A4[0]);
+    nw.agent = Some(nw.start_agent_with(&token, &agent_dir, "agent.log", &["--metrics-listen", &listen]));
+    nw.wait_for_agent();
+    // Where the agent serves its metrics: it says so in its log.
+    let marker = "metrics for Prometheus at http://";
+    let log = std::fs::read_to_string(nw.dir.path().join("agent.log")).unwrap();
+    let agent_target = log
+        .lines()
+        .find_map(|line| Some(line[line.find(marker)? + marker.len()..].split('/').next()?.to_owned()))
+        .unwrap_or_else(|| panic!("the agent did not say where its metrics are:\n{log}"));
     let dir = nw.dir.path().join("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), &nw.token).unwrap();
@@ -69,7 +83,8 @@ fn prometheus_scrapes_what_the_api_says_during_a_capture() {
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: netwatch\n    \
              scheme: https\n    metrics_path: /metrics\n    authorization:\n      credentials_file: {token}\n    \
-             tls_config:\n      ca_file: {ca}\n    static_configs:\n      - targets: ['{target}']\n",
+             tls_config:\n      ca_file: {ca}\n    static_configs:\n      - targets: ['{target}']\n  - job_name: \
+             netwatch-agent\n    static_configs:\n      - targets: ['{agent_target}']\n",
             token = dir.join("token").display(),
             ca = nw.ca.display(),
         ),
@@ -91,13 +106,26 @@ fn prometheus_scrapes_what_the_api_says_during_a_capture() {
     until(&nw, "up{job=\"netwatch\"}", 1.0);
     until(&nw, "netwatch_agents_connected", 1.0);
     until(&nw, "netwatch_captures{status=\"Running\"}", 0.0);
+    until(&nw, "up{job=\"netwatch-agent\"}", 1.0);
+    until(&nw, "netwatch_agent_connected", 1.0);
+    until(&nw, "netwatch_agent_reconnects_total", 0.0);
 
     nw.create(
         "scraped",
         json!({"filters": [{"protocol": "UDP", "localPort": "7501"}], "timeLimitInSeconds": 120}),
     );
     send_udp(&nw.pair, &[7501], 20, 100);
-    nw.status_until("scraped", "counting", |s| s["netwatch"]["packetsCaptured"] == 20);
+    let counted = nw.status_until("scraped", "counting", |s| s["netwatch"]["packetsCaptured"] == 20);
+    // The agent says what queryStatus says.
+    let packets = counted["netwatch"]["packetsCaptured"].as_f64().unwrap();
+    until(&nw, "netwatch_agent_capture_packets{capture=~\".*/scraped\"}", packets);
+    until(&nw, "netwatch_agent_capture_kernel_drops{capture=~\".*/scraped\"}", 0.0);
+    until(&nw, "netwatch_agent_captures{state=\"Running\"}", 1.0);
+    let fill = query(&nw, "netwatch_agent_capture_ring_fill_ratio{capture=~\".*/scraped\"}");
+    assert!(
+        fill.is_some_and(|fill| (0.0..=1.0).contains(&fill)),
+        "ring fill {fill:?}"
+    );
     until(&nw, "netwatch_captures{status=\"Running\"}", 1.0);
     until(&nw, "netwatch_create_to_running_seconds_count", 1.0);
     // Its Start was pushed; its reports were applied.
@@ -114,7 +142,17 @@ fn prometheus_scrapes_what_the_api_says_during_a_capture() {
     until(&nw, "netwatch_captures{status=\"Stopped\"}", 1.0);
     until(&nw, "netwatch_captures{status=\"Running\"}", 0.0);
     until(&nw, "netwatch_upload_failures_total", 0.0);
+    // The agent uploaded the same bytes, and its spool is empty again.
+    until(&nw, "netwatch_agent_upload_bytes_total", size);
+    until(&nw, "netwatch_agent_spool_files", 0.0);
+    until(&nw, "netwatch_agent_spool_bytes", 0.0);
+    until(&nw, "netwatch_agent_upload_failures_total", 0.0);
+    // Stored and reported: the capture has left the agent, and its series with it.
+    until(&nw, "count(netwatch_agent_capture_packets) or vector(0)", 0.0);
+    assert_eq!(query(&nw, "count(netwatch_agent_build_info)"), Some(1.0));
     assert_eq!(query(&nw, "count(netwatch_build_info)"), Some(1.0));
+    // The store's round trip, measured every 2 s by the replica's heartbeat.
+    assert!(query(&nw, "netwatch_store_query_seconds_count").is_some_and(|beats| beats >= 1.0));
 
     // The shipped dashboard's queries are PromQL Prometheus takes, over these metrics.
     let dashboard: Value = serde_json::from_str(
