@@ -905,7 +905,9 @@ pub const DEFAULT_AGENT_LOST_AFTER: Duration = Duration::from_secs(600);
 /// second, at most each minute), until [`Hub::shut_down`]; errors are logged
 /// and retried. The first sweep waits one whole timeout: while this
 /// controller was down its agents could not be heard, and they get that long
-/// to reconnect.
+/// to reconnect. So does the first after the database was out of reach
+/// (the heartbeat found it so): nobody could record hearing an agent
+/// meanwhile.
 pub fn watch_lost_agents(state: &AppState) {
     let closing = state.hub.closing.clone();
     let state = state.clone();
@@ -916,8 +918,16 @@ pub fn watch_lost_agents(state: &AppState) {
                 let period = (state.config.agent_lost_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
                 let mut ticks = tokio::time::interval(period);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut store_up_since = Instant::now();
                 loop {
                     ticks.tick().await;
+                    if state.hub.store_down() {
+                        store_up_since = Instant::now();
+                        continue;
+                    }
+                    if store_up_since.elapsed() < state.config.agent_lost_after {
+                        continue;
+                    }
                     if let Err(err) = sweep_lost_agents(&state, now_ms()).await {
                         tracing::warn!(error = %err, "could not look for captures whose agent is lost; trying again");
                     }

@@ -5,8 +5,10 @@
 //! left:
 //!
 //! 1. a capture created through one replica runs on an agent connected to
-//!    another, answered final by the create (pushed across replicas), stopped
-//!    through the third, the same on every replica;
+//!    another, answered final by the create (pushed across replicas), kept
+//!    running past `agent_lost_seconds` by the other replicas' sweeps (its
+//!    agent is held, if not by them), stopped through the third, the same on
+//!    every replica;
 //! 2. `kill -9` of the replica holding a running capture's agent: the agent
 //!    moves, the capture ends on time, its file is stored, no packet lost;
 //! 3. a rolling restart of all three during a capture (each started again on
@@ -84,7 +86,10 @@ impl Cluster {
         let path = dir.path().join("up/config.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let at = text.find("\n[").map_or(text.len(), |i| i + 1);
-        let database = format!("database = \"{}\"\n", postgres.url());
+        // Agents not heard from for 10 s are given up: less than the 30 s
+        // between the `last_seen` a replica writes for an agent it holds, so
+        // every replica's sweep meets captures of agents held by another.
+        let database = format!("database = \"{}\"\nagent_lost_seconds = 10\n", postgres.url());
         std::fs::write(&path, format!("{}{database}{}", &text[..at], &text[at..])).unwrap();
         let credentials: toml::Table =
             toml::from_str(&std::fs::read_to_string(dir.path().join("up/credentials.toml")).unwrap()).unwrap();
@@ -445,7 +450,14 @@ fn three_replicas_share_the_work_survive_a_kill_a_rolling_restart_and_a_database
     assert_eq!(running["packetCaptureStatus"], "Running", "{running:#}");
     let sender = cluster.traffic(1, host, "across", 1.0, 10);
     let count = sent(sender);
-    std::thread::sleep(Duration::from_millis(300));
+    // 15 s: the agent's `last_seen` is older than `agent_lost_seconds`, and
+    // the sweeps of the two replicas that do not hold it must find it held.
+    std::thread::sleep(Duration::from_secs(15));
+    let running = cluster.same_everywhere("across");
+    assert_eq!(
+        running["packetCaptureStatus"], "Running",
+        "given up while its agent is connected: {running:#}"
+    );
     let stopped = cluster.sdk_at(&cluster.urls[stopper], &["stop", "across"]);
     println!("replicas: stop through replica {stopper}: {stopped}");
     let status = cluster.same_everywhere("across");
