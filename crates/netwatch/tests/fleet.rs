@@ -111,25 +111,7 @@ impl Fleet {
     }
 
     fn logs(&self) -> String {
-        let mut logs = String::new();
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        names.sort();
-        for name in names {
-            let text = std::fs::read_to_string(&name).unwrap_or_default();
-            // The last lines of each: enough to see why.
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            logs.push_str(&format!("--- {}\n", name.display()));
-            for line in tail.iter().rev() {
-                logs.push_str(line);
-                logs.push('\n');
-            }
-        }
-        logs
+        crate::util::log_tails(self.dir.path(), 40)
     }
 
     fn sdk(&self, args: &[&str]) -> Value {

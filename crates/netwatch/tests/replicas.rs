@@ -241,24 +241,7 @@ impl Cluster {
     }
 
     fn logs(&self) -> String {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        names.sort();
-        let mut logs = String::new();
-        for name in names {
-            let text = std::fs::read_to_string(&name).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(60).collect();
-            logs.push_str(&format!("--- {}\n", name.display()));
-            for line in tail.iter().rev() {
-                logs.push_str(line);
-                logs.push('\n');
-            }
-        }
-        logs
+        crate::util::log_tails(self.dir.path(), 60)
     }
 
     /// One SDK step against replica `url`.

@@ -206,3 +206,26 @@ pub fn wait_for_records(path: &Path, n: usize) {
     });
     assert!(ok, "{} did not reach {n} packets in 10 s", path.display());
 }
+
+/// The last `lines` lines of every `*.log` file in `dir`, by name: enough of
+/// each process's log to see why a test failed.
+pub fn log_tails(dir: &Path, lines: usize) -> String {
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    names.sort();
+    let mut logs = String::new();
+    for name in names {
+        let text = std::fs::read_to_string(&name).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        logs.push_str(&format!("--- {}\n", name.display()));
+        for line in tail.iter().rev() {
+            logs.push_str(line);
+            logs.push('\n');
+        }
+    }
+    logs
+}
