@@ -51,6 +51,9 @@ pub struct ApiConfig {
     /// How long a host's agent may go unheard before its captures are given
     /// up (`Error`, `AgentStopped`; [`crate::hub::sweep_lost_agents`]).
     pub agent_lost_after: std::time::Duration,
+    /// The controller addresses agents are given (every replica's, or a
+    /// load balancer's); empty: the address an installer reached.
+    pub agent_servers: Vec<String>,
     /// The agent builds served to installers and upgrades.
     pub agent_builds: std::sync::Arc<crate::agent_builds::AgentBuilds>,
     /// How hosts trust this controller before they have its CA (the
@@ -88,6 +91,7 @@ impl Default for ApiConfig {
             grant_ttl: DEFAULT_GRANT_TTL,
             accounts_dir: None,
             agent_lost_after: crate::hub::DEFAULT_AGENT_LOST_AFTER,
+            agent_servers: Vec::new(),
             agent_builds: std::sync::Arc::new(crate::agent_builds::AgentBuilds::none()),
             trust: None,
             build_version: env!("CARGO_PKG_VERSION").to_owned(),

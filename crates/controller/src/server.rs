@@ -64,6 +64,11 @@ pub struct ServerConfig {
     /// their `SHA256SUMS` (`agent_builds.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents_dir: Option<PathBuf>,
+    /// The addresses agents installed through this controller are given
+    /// (`https://host:port`, every replica's, or a load balancer's); default
+    /// the one the installer reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_servers: Vec<String>,
     /// The version of the running binary, served as this architecture's agent
     /// build (set by the `netwatch` binary; not read from the file).
     #[serde(skip)]
@@ -233,6 +238,21 @@ pub async fn run(
         }
         api.agent_lost_after = std::time::Duration::from_secs(seconds);
     }
+    for server in &config.agent_servers {
+        let rest = server
+            .strip_prefix("https://")
+            .or_else(|| server.strip_prefix("http://"))
+            .unwrap_or_default();
+        if rest.is_empty() || rest.trim_end_matches('/').contains(['/', ',', ' ', '?', '#', '@']) {
+            return Err(ServerError::BadConfig {
+                path: PathBuf::from("agent_servers"),
+                message: format!(
+                    "{server:?} is not a controller address: give each as https://host:port, without a path"
+                ),
+            });
+        }
+    }
+    api.agent_servers.clone_from(&config.agent_servers);
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
     if let Some(tls) = &config.tls {
         api.trust = Some(crate::tls::trust(&tls.cert).map_err(|err| ServerError::BadConfig {

@@ -89,6 +89,7 @@ impl Served {
             agent_lost_seconds: None,
             upload_grant_seconds: None,
             agents_dir: None,
+            agent_servers: Vec::new(),
             build_version: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

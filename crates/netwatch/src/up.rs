@@ -252,6 +252,7 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
         agent_lost_seconds: None,
         upload_grant_seconds: None,
         agents_dir: None,
+        agent_servers: Vec::new(),
         build_version: None,
     };
     write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;

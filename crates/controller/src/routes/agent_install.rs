@@ -89,7 +89,8 @@ async fn installer(State(state): State<AppState>, headers: HeaderMap, uri: Uri) 
             None => newest.push(served.build),
         }
     }
-    let script = installer_script(&base, state.config.trust.as_ref(), &newest);
+    let servers = agent_servers(&state, &base);
+    let script = installer_script(&base, &servers, state.config.trust.as_ref(), &newest);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -128,8 +129,21 @@ pub(super) fn enrollment_commands(state: &AppState, base: &str, flags: &[(&str, 
         .collect();
     let arguments = arguments.join(" ");
     let install = install_command(base, state.config.trust.as_ref(), &arguments);
-    let foreground = format!("netwatch agent --server {} {arguments}", shell_quote(base));
+    let foreground = format!(
+        "netwatch agent --server {} {arguments}",
+        shell_quote(&agent_servers(state, base))
+    );
     (install, foreground)
+}
+
+/// The controller address(es) an agent is given: the configured replicas'
+/// (`agent_servers`), comma-separated, or the one at `base` it was reached at.
+fn agent_servers(state: &AppState, base: &str) -> String {
+    if state.config.agent_servers.is_empty() {
+        base.to_owned()
+    } else {
+        state.config.agent_servers.join(",")
+    }
 }
 
 /// The one line a host runs as root to install the agent with `arguments`
@@ -145,8 +159,10 @@ fn install_command(base: &str, trust: Option<&Trust>, arguments: &str) -> String
     }
 }
 
-/// The installer for the controller at `base`, serving `builds` (the newest of each architecture).
-fn installer_script(base: &str, trust: Option<&Trust>, builds: &[AgentBuild]) -> String {
+/// The installer for the controller at `base`, serving `builds` (the newest
+/// of each architecture): it downloads from `base` and gives the agent
+/// `servers` (every replica's address, or `base`).
+fn installer_script(base: &str, servers: &str, trust: Option<&Trust>, builds: &[AgentBuild]) -> String {
     let archs: Vec<&str> = builds.iter().map(|build| build.arch.as_str()).collect();
     let archs = if archs.is_empty() {
         "none".to_owned()
@@ -179,6 +195,7 @@ fn installer_script(base: &str, trust: Option<&Trust>, builds: &[AgentBuild]) ->
     };
     let pin = shell_quote(trust.map_or("", |trust| trust.pin.as_str()));
     let server = shell_quote(base);
+    let servers = shell_quote(servers);
     format!(
         r#"#!/bin/sh
 # The netwatch agent's installer, made by the netwatch controller at {base}.
@@ -191,6 +208,7 @@ fn installer_script(base: &str, trust: Option<&Trust>, builds: &[AgentBuild]) ->
 # service netwatch-agent.service. Options: `netwatch agent install --help`.
 set -eu
 server={server}
+servers={servers}
 pin={pin}
 say() {{ printf 'netwatch install: %s\n' "$*" >&2; }}
 fail() {{ say "error: $*"; exit 1; }}
@@ -208,7 +226,7 @@ trap 'exit 1' INT TERM
 curl -fsS {tls} -o "$tmp/netwatch" "$server{AGENT_BUILDS_PATH}/$arch/$version" || fail "the download from $server failed (above): nothing was installed"
 echo "$sha256  $tmp/netwatch" | sha256sum -c --status || fail "the download is corrupt: its SHA-256 is not $sha256; nothing was installed"
 chmod 0755 "$tmp/netwatch"
-"$tmp/netwatch" agent install --binary "$tmp/netwatch" --sha256 "$sha256" --server "$server" {ca_file} "$@"
+"$tmp/netwatch" agent install --binary "$tmp/netwatch" --sha256 "$sha256" --server "$servers" {ca_file} "$@"
 "#
     )
 }
@@ -234,6 +252,21 @@ mod tests {
             command,
             "curl -fsSk --pinnedpubkey 'sha256//abc=' https://h:1/netwatch/v1/agent/install.sh | sh -s -- \
              --enroll-token t"
+        );
+    }
+
+    #[test]
+    fn the_installer_downloads_from_its_controller_and_gives_the_agent_every_replica() {
+        let script = installer_script("https://a:1", "https://a:1,https://b:2", None, &[]);
+        assert!(script.contains("\nserver=https://a:1\n"), "{script}");
+        assert!(script.contains("\nservers=https://a:1,https://b:2\n"), "{script}");
+        assert!(
+            script.contains(r#"-o "$tmp/netwatch" "$server/netwatch/v1/agent/builds/"#),
+            "{script}"
+        );
+        assert!(
+            script.contains(r#"agent install --binary "$tmp/netwatch" --sha256 "$sha256" --server "$servers""#),
+            "{script}"
         );
     }
 }
