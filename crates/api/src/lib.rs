@@ -20,6 +20,7 @@
 //! - [`api_version`]: the `api-version` query parameter's check.
 
 pub mod agent;
+pub mod alerts;
 pub mod api_version;
 pub mod error;
 pub mod filter;
