@@ -69,6 +69,11 @@ pub struct ServerConfig {
     /// the one the installer reached.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agent_servers: Vec<String>,
+    /// Seconds a draining controller (SIGTERM) goes on answering, its health
+    /// 503, before it stops taking connections: long enough for a load
+    /// balancer's health check to send new requests elsewhere (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Option<u64>,
     /// The version of the running binary, served as this architecture's agent
     /// build (set by the `netwatch` binary; not read from the file).
     #[serde(skip)]
@@ -297,6 +302,7 @@ pub async fn run(
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     let (draining, drain_store) = (hub.clone(), store.clone());
+    let drain_for = std::time::Duration::from_secs(config.drain_seconds.unwrap_or(0));
     tokio::spawn(async move {
         shutdown.await;
         // Drain: no new agent, the agents here move to another replica,
@@ -307,6 +313,13 @@ pub async fn run(
             "controller draining: agents move to another replica, open requests finish"
         );
         draining.drain(&drain_store);
+        if !drain_for.is_zero() {
+            tracing::info!(
+                "still answering for {drain_for:?} (drain_seconds), health 503: load balancers send new requests \
+                 elsewhere"
+            );
+            tokio::time::sleep(drain_for).await;
+        }
         stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
     match &config.tls {

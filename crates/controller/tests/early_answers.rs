@@ -90,6 +90,7 @@ impl Served {
             upload_grant_seconds: None,
             agents_dir: None,
             agent_servers: Vec::new(),
+            drain_seconds: None,
             build_version: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -253,6 +253,7 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
         upload_grant_seconds: None,
         agents_dir: None,
         agent_servers: Vec::new(),
+        drain_seconds: None,
         build_version: None,
     };
     write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;
