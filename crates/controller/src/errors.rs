@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use netwatch_api::error::{ApiError, ErrorCode};
+use netwatch_api::error::{ApiError, ErrorCode, error_chain};
 
 use crate::accounts::LookupError;
 use crate::lifecycle::CreateError;
@@ -43,6 +43,13 @@ impl HttpError {
             ..Self::from(error)
         }
     }
+
+    /// 503: the state store does not answer right now.
+    pub(crate) fn store_unavailable() -> Self {
+        let message =
+            format!("the controller's database does not answer right now; try again in {STORE_RETRY_AFTER} s");
+        Self::unavailable(ApiError::new(ErrorCode::ServiceUnavailable, message), STORE_RETRY_AFTER)
+    }
 }
 
 impl From<ApiError> for HttpError {
@@ -62,26 +69,10 @@ impl From<StoreError> for HttpError {
     fn from(error: StoreError) -> Self {
         if error.is_unavailable() {
             tracing::warn!(error = %error_chain(&error), "the state store does not answer: 503 with Retry-After");
-            let message = format!(
-                "the controller's database does not answer right now; try again in {STORE_RETRY_AFTER} s \
-                 (nothing was changed by this request unless it says otherwise when retried)"
-            );
-            return Self::unavailable(ApiError::new(ErrorCode::ServiceUnavailable, message), STORE_RETRY_AFTER);
+            return Self::store_unavailable();
         }
         ApiError::internal("the state store failed; try again", error).into()
     }
-}
-
-/// An error and its causes, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl From<LookupError> for HttpError {

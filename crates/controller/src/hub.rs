@@ -78,6 +78,11 @@ pub struct Hub {
     pushes: prometheus_client::metrics::counter::Counter,
 }
 
+/// Replicas seen since this time (ms) are alive ([`REPLICA_ALIVE`]).
+fn alive_since() -> i64 {
+    now_ms() - i64::try_from(REPLICA_ALIVE.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A report waiting to be applied, and where its result goes.
 type QueuedReport = (String, CaptureReport, oneshot::Sender<Result<(), StoreError>>);
 
@@ -211,8 +216,7 @@ impl Hub {
     /// with the store to reach it through.
     async fn replica_of(&self, vm_id: &str) -> Option<(Store, String)> {
         let store = self.shared.as_ref()?;
-        let alive_since = now_ms() - i64::try_from(REPLICA_ALIVE.as_millis()).unwrap_or(i64::MAX);
-        match store.replica_of(vm_id, alive_since).await {
+        match store.replica_of(vm_id, alive_since()).await {
             Ok(Some(replica)) if *replica != *self.replica => Some((store.clone(), replica)),
             Ok(_) => None,
             Err(err) => {
@@ -241,11 +245,9 @@ impl Hub {
             vm: vm_id.to_owned(),
             message: Box::new(message),
         };
+        // Counted where it reaches the agent ([`Hub::deliver`]), on that replica.
         match crate::replicas::publish(&store, &push).await {
-            Ok(()) => {
-                self.pushes.inc();
-                true
-            }
+            Ok(()) => true,
             Err(err) => {
                 tracing::warn!(vm = vm_id, error = %err, "could not hand work to the replica that holds the agent: it gets it at its next hello");
                 false
@@ -288,8 +290,7 @@ impl Hub {
         let Some(store) = &self.shared else {
             return false;
         };
-        let alive_since = now_ms() - i64::try_from(REPLICA_ALIVE.as_millis()).unwrap_or(i64::MAX);
-        match store.connected_elsewhere(&self.replica, alive_since).await {
+        match store.connected_elsewhere(&self.replica, alive_since()).await {
             Ok(elsewhere) => vm_ids.iter().any(|vm| elsewhere.contains(&vm.to_lowercase())),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot tell which agents other replicas hold");
@@ -456,20 +457,12 @@ async fn run_connection(
             // The controller stops: the connection ends between messages,
             // closed politely (the agent reconnects to the next controller).
             () = state.hub.closing.cancelled() => {
-                let close = CloseFrame {
-                    code: close_code::AWAY,
-                    reason: "the controller is stopping".into(),
-                };
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+                close(socket, close_code::AWAY, "the controller is stopping").await;
                 return Ok(());
             }
             // This replica drains: the agent moves to another one.
             () = state.hub.draining.cancelled() => {
-                let close = CloseFrame {
-                    code: close_code::RESTART,
-                    reason: "this controller replica is draining: connect to another one".into(),
-                };
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+                close(socket, close_code::RESTART, "this controller replica is draining: connect to another one").await;
                 return Ok(());
             }
             outgoing = inbox.recv() => match outgoing {
@@ -633,6 +626,15 @@ async fn next_message(socket: &mut WebSocket) -> Result<Option<AgentMessage>, Ch
             Err(err) => tracing::warn!(error = %err, "agent sent a message that is not one; skipped"),
         }
     }
+}
+
+/// Closes the channel politely (best effort, [`CLOSE_TIMEOUT`] at most).
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
 async fn send(socket: &mut WebSocket, message: &ControllerMessage) -> Result<(), ChannelError> {

@@ -117,15 +117,7 @@ async fn store_gate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     if state.hub.store_down() && request.uri().path() != "/netwatch/v1/health" {
-        let message = format!(
-            "the controller's database does not answer right now; try again in {} s",
-            crate::errors::STORE_RETRY_AFTER
-        );
-        let error = ApiError::new(ErrorCode::ServiceUnavailable, message);
-        return axum::response::IntoResponse::into_response(HttpError::unavailable(
-            error,
-            crate::errors::STORE_RETRY_AFTER,
-        ));
+        return axum::response::IntoResponse::into_response(HttpError::store_unavailable());
     }
     next.run(request).await
 }

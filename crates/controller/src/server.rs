@@ -177,6 +177,17 @@ impl ServerConfig {
     }
 }
 
+/// Whether `server` is `https://host[:port]` (or `http://`), nothing more:
+/// what an agent's `--server` takes, and a comma-separated list of them.
+fn is_controller_address(server: &str) -> bool {
+    let rest = server
+        .strip_prefix("https://")
+        .or_else(|| server.strip_prefix("http://"))
+        .unwrap_or_default();
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    !rest.is_empty() && !rest.contains(['/', ',', ' ', '?', '#', '@'])
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then drains and
 /// stops in order: no new connections and no new agent channel, agents asked
 /// to reconnect to another replica, requests waiting for an operation
@@ -243,19 +254,15 @@ pub async fn run(
         }
         api.agent_lost_after = std::time::Duration::from_secs(seconds);
     }
-    for server in &config.agent_servers {
-        let rest = server
-            .strip_prefix("https://")
-            .or_else(|| server.strip_prefix("http://"))
-            .unwrap_or_default();
-        if rest.is_empty() || rest.trim_end_matches('/').contains(['/', ',', ' ', '?', '#', '@']) {
-            return Err(ServerError::BadConfig {
-                path: PathBuf::from("agent_servers"),
-                message: format!(
-                    "{server:?} is not a controller address: give each as https://host:port, without a path"
-                ),
-            });
-        }
+    if let Some(server) = config
+        .agent_servers
+        .iter()
+        .find(|server| !is_controller_address(server))
+    {
+        return Err(ServerError::BadConfig {
+            path: PathBuf::from("agent_servers"),
+            message: format!("{server:?} is not a controller address: give each as https://host:port, without a path"),
+        });
     }
     api.agent_servers.clone_from(&config.agent_servers);
     api.scheme = if config.tls.is_some() { "https" } else { "http" }.to_owned();
@@ -368,4 +375,27 @@ pub async fn run(
     store.close().await;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_servers_are_controller_addresses() {
+        for good in ["https://a:8443", "http://10.0.0.1:80/", "https://lb.example"] {
+            assert!(is_controller_address(good), "{good}");
+        }
+        for bad in [
+            "a:8443",
+            "https://",
+            "https://a:8443/api",
+            "https://a:1,https://b:2",
+            "https://u@a:1",
+            "https://a :1",
+            "wss://a:1",
+        ] {
+            assert!(!is_controller_address(bad), "{bad}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 mod replicas;
 mod scale_sets;
 
-pub use replicas::{MAX_NOTIFY_PAYLOAD, OPERATION_ENDED, REPLICA_ALIVE, REPLICA_BEAT, ReplicaRecord};
+pub use replicas::{MAX_NOTIFY_PAYLOAD, OPERATION_ENDED, REPLICA_ALIVE, REPLICA_BEAT};
 pub use scale_sets::{Joined, ScaleSetInstanceRecord, ScaleSetKeyRecord, ScaleSetRecord};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -100,15 +100,6 @@ impl StoreError {
                 _ => false,
             },
             _ => false,
-        }
-    }
-
-    /// Whether retrying the same call cannot help.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            StoreError::Query(e) => !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)),
-            StoreError::Connect { .. } => false,
-            _ => true,
         }
     }
 }

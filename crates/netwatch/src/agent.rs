@@ -311,6 +311,10 @@ mod tests {
             ),
             ("interface = 5\n", ["line 1", "interface"]),
             ("tags = { \"\" = \"x\" }\n", ["tags", "not a tag"]),
+            (
+                "server = \"x\"\nmetrics_listen = \"localhost\"\n",
+                ["line 2", "metrics_listen"],
+            ),
         ] {
             let err = format!("{:#}", file(text).unwrap_err());
             for word in expect {

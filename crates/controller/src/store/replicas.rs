@@ -32,15 +32,6 @@ pub const REPLICA_BEAT: Duration = Duration::from_secs(2);
 /// A replica not heard from for this long is gone, and so are its channels.
 pub const REPLICA_ALIVE: Duration = Duration::from_secs(10);
 
-/// A controller replica as the store knows it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ReplicaRecord {
-    pub id: String,
-    pub started_ms: i64,
-    pub seen_ms: i64,
-    pub draining_ms: Option<i64>,
-}
-
 impl Store {
     /// Says replica `id` is alive at `now_ms` (draining since `draining_ms`).
     pub async fn beat_replica(
@@ -78,16 +69,6 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Replicas seen since `alive_since_ms`, by id.
-    pub async fn live_replicas(&self, alive_since_ms: i64) -> Result<Vec<ReplicaRecord>, StoreError> {
-        Ok(
-            sqlx::query_as("SELECT id, started_ms, seen_ms, draining_ms FROM replicas WHERE seen_ms >= $1 ORDER BY id")
-                .bind(alive_since_ms)
-                .fetch_all(&self.pool)
-                .await?,
-        )
     }
 
     /// Marks VM `vm`'s agent as connected to replica `replica`.
