@@ -109,6 +109,57 @@ pub enum AgentMessage {
     /// An upgrade the controller asked for did not happen; the agent goes on
     /// with its version.
     UpgradeFailed(UpgradeFailure),
+    /// Where the host's flight recorder is: sent when it starts, stops or
+    /// fails, and every [`RECORDER_STATUS_INTERVAL_MS`] while it runs.
+    Recorder(RecorderStatus),
+}
+
+/// How often a running flight recorder's status is sent.
+pub const RECORDER_STATUS_INTERVAL_MS: u64 = 10_000;
+
+/// The flight recorder a host runs (issue 16): a continuous capture into a
+/// bounded set of files that always holds the last `seconds` of matching
+/// traffic within `max_bytes`, oldest dropped first, from which a capture
+/// around an alert takes the seconds before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecorderSpec {
+    /// The flight recorder resource's id.
+    pub id: String,
+    /// Azure's filters (validated again by the agent); empty keeps all.
+    #[serde(default)]
+    pub filters: Vec<crate::filter::PacketCaptureFilter>,
+    /// Seconds of traffic to keep at least (when `max_bytes` allows).
+    pub seconds: u32,
+    /// Bytes of files the recorder keeps at most.
+    pub max_bytes: u64,
+    /// Bytes kept of each packet; 0 keeps whole packets.
+    pub bytes_to_capture_per_packet: u32,
+}
+
+/// A flight recorder's state on its host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecorderStatus {
+    /// The recorder this is ([`RecorderSpec::id`]); none once stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Recording now.
+    pub running: bool,
+    /// The oldest packet held (ms since the epoch): the window starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ms: Option<i64>,
+    /// Bytes of files held (a capture around an alert holds on to its own
+    /// beyond them until it is stored).
+    pub bytes: u64,
+    pub files: u32,
+    /// Packets recorded since it started.
+    pub packets: u64,
+    /// Packets the kernel dropped since it started (the ring was full).
+    pub kernel_drops: u64,
+    /// Why it is not recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Why an upgrade to `version` failed (a corrupt download, no room, …).
@@ -166,6 +217,9 @@ pub enum ControllerMessage {
     /// The host's extension was deleted: the agent uninstalls itself (when
     /// netwatch's installer installed it), leaving captures unless `purge`.
     Uninstall { purge: bool },
+    /// Run this flight recorder (replacing the one running), or none: sent
+    /// after each welcome and whenever the host's recorder changes.
+    Recorder { recorder: Option<RecorderSpec> },
 }
 
 /// Who the host is and what it has.
@@ -404,6 +458,10 @@ pub struct ReportStats {
     pub bytes_captured: u64,
     pub kernel_drops: u64,
     pub file_size_in_bytes: u64,
+    /// A capture around an alert: the first moment its file covers (ms
+    /// since the epoch), from the flight recorder or from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_from_ms: Option<i64>,
 }
 
 #[cfg(test)]

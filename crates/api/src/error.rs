@@ -157,6 +157,27 @@ pub struct ApiError {
     cause: Option<Cause>,
 }
 
+/// Reads a JSON request body as `T` (`what` names it, `example` shows a
+/// good one): a 400 whose target is the JSON path of the first value that
+/// does not fit (`properties.seconds`), or the body's when it is no object.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str, example: &str) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_body(format!(
+            "the body is not {what}: a JSON object is expected, as {example}"
+        )));
+    }
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut reader).map_err(|err| {
+        let path = err.path().to_string();
+        let message = format!("the body is not {what}: {} (expected as {example})", err.inner());
+        if path == "." || path == "?" {
+            ApiError::bad_body(message)
+        } else {
+            ApiError::bad_request(path, message)
+        }
+    })
+}
+
 impl ApiError {
     /// An error with `code` and `message`, no target.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {

@@ -25,4 +25,6 @@ pub mod api_version;
 pub mod error;
 pub mod filter;
 pub mod packet_capture;
+pub mod recorder;
 pub mod resource;
+pub mod trigger;

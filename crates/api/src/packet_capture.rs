@@ -98,6 +98,12 @@ pub const MAX_FILE_COUNT: u32 = 10_000;
 /// Maximum `captureSettings.sessionTimeLimitInSeconds`: 7 days.
 pub const MAX_SESSION_TIME_LIMIT_IN_SECONDS: u32 = 604_800;
 
+/// Most `netwatch.alert.secondsBefore`: an hour.
+pub const MAX_SECONDS_BEFORE: u32 = 3_600;
+/// Default `netwatch.alert.secondsBefore` and `secondsAfter`.
+pub const DEFAULT_SECONDS_BEFORE: u32 = 60;
+pub const DEFAULT_SECONDS_AFTER: u32 = 60;
+
 /// Where Linux capture files must be (api-contract.md §2.4, §6).
 pub const CAPTURE_DIR: &str = "/var/captures";
 
@@ -170,6 +176,20 @@ const FILE_SIZE_IN_BYTES: Limit = Limit {
     default: DEFAULT_FILE_SIZE_IN_BYTES,
     unit: "bytes",
     note: " (the default is 104857600, 100 MiB)",
+};
+const SECONDS_BEFORE: Limit = Limit {
+    path: "properties.netwatch.alert.secondsBefore",
+    max: MAX_SECONDS_BEFORE,
+    default: DEFAULT_SECONDS_BEFORE,
+    unit: "seconds",
+    note: " (the host's flight recorder keeps them; the default is 60)",
+};
+const SECONDS_AFTER: Limit = Limit {
+    path: "properties.netwatch.alert.secondsAfter",
+    max: MAX_TIME_LIMIT_IN_SECONDS,
+    default: DEFAULT_SECONDS_AFTER,
+    unit: "seconds",
+    note: " (5 hours; the default is 60)",
 };
 const SESSION_TIME_LIMIT_IN_SECONDS: Limit = Limit {
     path: "properties.captureSettings.sessionTimeLimitInSeconds",
@@ -273,6 +293,36 @@ pub struct NetwatchCaptureParameters {
     /// that are not one scale set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<TargetSelector>,
+    /// A capture around an alert: the seconds before it come from the
+    /// host's flight recorder (issue 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertCaptureParameters>,
+}
+
+/// `properties.netwatch.alert`: the capture covers `secondsBefore` before
+/// the alert fired (kept by the host's flight recorder) to `secondsAfter`
+/// after it, in one file. A trigger fills in which trigger and alert.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertCaptureParameters {
+    /// When the alert fired (RFC 3339), the alert's own time.
+    #[serde(default)]
+    pub fired_date_time: String,
+    /// Seconds before `firedDateTime` to cover, 0-3600 (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_before: Option<i64>,
+    /// Seconds after `firedDateTime` to cover, 0-18000 (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_after: Option<i64>,
+    /// The trigger that started the capture (its resource id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The alert (Azure's `alertId`, Alertmanager's `fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// The alert's rule (`alertRule`, `alertname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_rule: Option<String>,
 }
 
 /// `properties.netwatch.targets`: hosts by id, or by tag (exactly one of the two).
@@ -922,9 +972,76 @@ pub struct ValidatedCapture {
     filters_echo: Vec<PacketCaptureFilter>,
     limits: CaptureLimits,
     output: CaptureOutput,
+    /// `netwatch.alert`: a capture around an alert.
+    alert: Option<AlertWindow>,
+}
+
+/// A capture around an alert, validated (`netwatch.alert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertWindow {
+    /// When the alert fired, ms since the epoch.
+    pub fired_ms: i64,
+    /// As sent, for the echo.
+    fired_text: String,
+    pub seconds_before: u32,
+    pub seconds_after: u32,
+    pub trigger: Option<String>,
+    pub alert_id: Option<String>,
+    pub alert_rule: Option<String>,
+}
+
+impl AlertWindow {
+    /// The window around an alert fired at `fired_ms`.
+    pub fn new(fired_ms: i64, seconds_before: u32, seconds_after: u32) -> Self {
+        let fired_text = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(fired_ms) * 1_000_000)
+            .ok()
+            .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        Self {
+            fired_ms,
+            fired_text,
+            seconds_before: seconds_before.min(MAX_SECONDS_BEFORE),
+            seconds_after: seconds_after.min(MAX_TIME_LIMIT_IN_SECONDS),
+            trigger: None,
+            alert_id: None,
+            alert_rule: None,
+        }
+    }
+
+    /// The first moment covered, ms since the epoch.
+    pub fn from_ms(&self) -> i64 {
+        self.fired_ms - i64::from(self.seconds_before) * 1000
+    }
+
+    /// The last moment covered, ms since the epoch.
+    pub fn to_ms(&self) -> i64 {
+        self.fired_ms + i64::from(self.seconds_after) * 1000
+    }
+
+    /// As `netwatch.alert` echoes it.
+    pub fn to_parameters(&self) -> AlertCaptureParameters {
+        AlertCaptureParameters {
+            fired_date_time: self.fired_text.clone(),
+            seconds_before: Some(i64::from(self.seconds_before)),
+            seconds_after: Some(i64::from(self.seconds_after)),
+            trigger: self.trigger.clone(),
+            alert_id: self.alert_id.clone(),
+            alert_rule: self.alert_rule.clone(),
+        }
+    }
 }
 
 impl ValidatedCapture {
+    /// `netwatch.alert`: the window around an alert this capture covers.
+    pub fn alert(&self) -> Option<&AlertWindow> {
+        self.alert.as_ref()
+    }
+
+    /// Sets (or clears) the alert window, as a trigger does.
+    pub fn set_alert(&mut self, alert: Option<AlertWindow>) {
+        self.alert = alert;
+    }
+
     /// The VM or scale set to capture on (meaningless with [`ValidatedCapture::hosts`]).
     pub fn target(&self) -> &ResourceId {
         &self.target
@@ -1016,8 +1133,8 @@ impl ValidatedCapture {
                 file_size_in_bytes: Some(i64::from(files.file_size_in_bytes)),
                 session_time_limit_in_seconds: Some(i64::from(files.session_time_limit_in_seconds)),
             }),
-            netwatch: self.hosts.as_ref().map(|hosts| NetwatchCaptureParameters {
-                targets: Some(match hosts {
+            netwatch: (self.hosts.is_some() || self.alert.is_some()).then(|| NetwatchCaptureParameters {
+                targets: self.hosts.as_ref().map(|hosts| match hosts {
                     HostSelector::Vms(ids) => TargetSelector {
                         vms: Some(ids.iter().map(ResourceId::to_string).collect()),
                         tags: None,
@@ -1027,6 +1144,7 @@ impl ValidatedCapture {
                         tags: Some(tags.clone()),
                     },
                 }),
+                alert: self.alert.as_ref().map(AlertWindow::to_parameters),
             }),
         }
     }
@@ -1092,6 +1210,7 @@ impl PacketCaptureParameters {
             .map(|(f, sent)| echo_filter(f, sent))
             .collect();
         output.files = self.validate_capture_settings()?;
+        let alert = self.validate_alert(output.files.is_some())?;
         Ok(ValidatedCapture {
             target,
             hosts,
@@ -1101,7 +1220,56 @@ impl PacketCaptureParameters {
             filters_echo,
             limits,
             output,
+            alert,
         })
+    }
+
+    /// `netwatch.alert`: when the alert fired and the seconds around it.
+    fn validate_alert(&self, continuous: bool) -> Result<Option<AlertWindow>, ApiError> {
+        const ALERT: &str = "properties.netwatch.alert";
+        let Some(alert) = self.netwatch.as_ref().and_then(|n| n.alert.as_ref()) else {
+            return Ok(None);
+        };
+        if continuous {
+            let message = format!(
+                "{ALERT} and {CAPTURE_SETTINGS} do not go together: a capture around an alert is one file; \
+                 leave out continuousCapture and captureSettings"
+            );
+            return Err(ApiError::bad_request(ALERT, message));
+        }
+        let path = format!("{ALERT}.firedDateTime");
+        if alert.fired_date_time.is_empty() {
+            let message = format!("{path} is required: when the alert fired, as 2026-12-06T10:00:00Z");
+            return Err(ApiError::bad_request(path, message));
+        }
+        let fired = time::OffsetDateTime::parse(&alert.fired_date_time, &time::format_description::well_known::Rfc3339)
+            .map_err(|err| {
+                let message = format!(
+                    "{path} {:?} is not an RFC 3339 time ({err}): write it as 2026-12-06T10:00:00Z",
+                    alert.fired_date_time
+                );
+                ApiError::bad_request(path.clone(), message)
+            })?;
+        let fired_ms = i64::try_from(fired.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .filter(|ms| (0..=253_402_300_799_000).contains(ms))
+            .ok_or_else(|| {
+                let message = format!(
+                    "{path} {:?} is out of range: use a time after 1970",
+                    alert.fired_date_time
+                );
+                ApiError::bad_request(path.clone(), message)
+            })?;
+        let text = |value: &Option<String>| value.as_deref().filter(|text| !text.is_empty()).map(str::to_owned);
+        Ok(Some(AlertWindow {
+            fired_ms,
+            fired_text: alert.fired_date_time.clone(),
+            seconds_before: SECONDS_BEFORE.check(alert.seconds_before)?,
+            seconds_after: SECONDS_AFTER.check(alert.seconds_after)?,
+            trigger: text(&alert.trigger),
+            alert_id: text(&alert.alert_id),
+            alert_rule: text(&alert.alert_rule),
+        }))
     }
 
     /// `netwatch.targets`: hosts by id or by tag, in place of `target`,
@@ -2039,6 +2207,7 @@ mod tests {
             }),
             netwatch: Some(NetwatchCaptureParameters {
                 targets: Some(TargetSelector::default()),
+                alert: Some(AlertCaptureParameters::default()),
             }),
         };
         let json = serde_json::to_value(&full).unwrap();

@@ -484,6 +484,12 @@ pub enum ResourceKind {
     PacketCapture,
     /// `Microsoft.Storage/storageAccounts`: a configured storage backend.
     StorageAccount,
+    /// `Microsoft.Network/networkWatchers/netwatchFlightRecorders`: hosts'
+    /// always-on recording of recent traffic (netwatch's own).
+    FlightRecorder,
+    /// `Microsoft.Network/networkWatchers/netwatchTriggers`: alerts that
+    /// start captures (netwatch's own).
+    Trigger,
     /// Any other type: parsed and kept, never served.
     Other,
 }
@@ -549,7 +555,21 @@ const STORAGE_ACCOUNT: KindSpec = KindSpec {
     noun: "storage account",
     placeholders: &["{account}"],
 };
-const KINDS: [&KindSpec; 7] = [
+const FLIGHT_RECORDER: KindSpec = KindSpec {
+    kind: ResourceKind::FlightRecorder,
+    namespace: "Microsoft.Network",
+    types: &["networkWatchers", "netwatchFlightRecorders"],
+    noun: "flight recorder",
+    placeholders: &["{watcher}", "{recorder}"],
+};
+const TRIGGER: KindSpec = KindSpec {
+    kind: ResourceKind::Trigger,
+    namespace: "Microsoft.Network",
+    types: &["networkWatchers", "netwatchTriggers"],
+    noun: "trigger",
+    placeholders: &["{watcher}", "{trigger}"],
+};
+const KINDS: [&KindSpec; 9] = [
     &VIRTUAL_MACHINE,
     &VM_EXTENSION,
     &SCALE_SET,
@@ -557,6 +577,8 @@ const KINDS: [&KindSpec; 7] = [
     &NETWORK_WATCHER,
     &PACKET_CAPTURE,
     &STORAGE_ACCOUNT,
+    &FLIGHT_RECORDER,
+    &TRIGGER,
 ];
 
 /// The known kind with this namespace and these types, in any case.
@@ -732,6 +754,26 @@ impl ResourceId {
         capture: &ResourceName,
     ) -> Self {
         Self::known(&PACKET_CAPTURE, subscription, group, &[watcher, capture])
+    }
+
+    /// `…/networkWatchers/{watcher}/netwatchFlightRecorders/{recorder}`.
+    pub fn flight_recorder(
+        subscription: &SubscriptionId,
+        group: &ResourceGroupName,
+        watcher: &ResourceName,
+        recorder: &ResourceName,
+    ) -> Self {
+        Self::known(&FLIGHT_RECORDER, subscription, group, &[watcher, recorder])
+    }
+
+    /// `…/networkWatchers/{watcher}/netwatchTriggers/{trigger}`.
+    pub fn trigger(
+        subscription: &SubscriptionId,
+        group: &ResourceGroupName,
+        watcher: &ResourceName,
+        trigger: &ResourceName,
+    ) -> Self {
+        Self::known(&TRIGGER, subscription, group, &[watcher, trigger])
     }
 
     /// `…/providers/Microsoft.Storage/storageAccounts/{account}`.

@@ -18,8 +18,8 @@
 use serde_json::Value;
 
 use super::{
-    BYTES_TO_CAPTURE_PER_PACKET, FILE_COUNT, FILE_SIZE_IN_BYTES, Limit, PacketCapture, SESSION_TIME_LIMIT_IN_SECONDS,
-    STORAGE_LOCATION_HINT, TIME_LIMIT_IN_SECONDS, TOTAL_BYTES_PER_SESSION,
+    BYTES_TO_CAPTURE_PER_PACKET, FILE_COUNT, FILE_SIZE_IN_BYTES, Limit, PacketCapture, SECONDS_AFTER, SECONDS_BEFORE,
+    SESSION_TIME_LIMIT_IN_SECONDS, STORAGE_LOCATION_HINT, TIME_LIMIT_IN_SECONDS, TOTAL_BYTES_PER_SESSION,
 };
 use crate::error::ApiError;
 
@@ -115,7 +115,19 @@ const TARGETS: [Field; 2] = [
     optional("tags", Shape::TextMap(r#"{"role":"web"}"#)),
 ];
 
-const NETWATCH: [Field; 1] = [optional("targets", Shape::Object(&TARGETS))];
+const ALERT: [Field; 6] = [
+    optional("firedDateTime", Shape::Text),
+    optional("secondsBefore", Shape::Integer(&SECONDS_BEFORE)),
+    optional("secondsAfter", Shape::Integer(&SECONDS_AFTER)),
+    optional("trigger", Shape::Text),
+    optional("alertId", Shape::Text),
+    optional("alertRule", Shape::Text),
+];
+
+const NETWATCH: [Field; 2] = [
+    optional("targets", Shape::Object(&TARGETS)),
+    optional("alert", Shape::Object(&ALERT)),
+];
 
 const STORAGE_LOCATION: [Field; 4] = [
     optional("storageId", Shape::Text),
