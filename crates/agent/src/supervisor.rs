@@ -1314,6 +1314,7 @@ fn capture_config(settings: &Settings, validated: &ValidatedCapture, file: PathB
             rotation: Rotation {
                 file_count: files.max_files(),
                 file_size: files.max_file_bytes(),
+                max_age: None,
             },
             first_seq: 1,
         },

@@ -10,11 +10,13 @@
 //! # Layout
 //! - [`sys`]: the only unsafe code: socket, socket options, the mapped ring.
 //! - [`bpf`]: filters → classic BPF program (pure), and an interpreter for tests.
+//! - [`decode`]: a stored record's flow, for filtering records in user space.
 //! - [`pcap`]: the file format: headers, a bounds-checked reader, crash repair.
 //! - [`output`]: one file, standard output, or a ring of rotated files.
 //! - [`session`]: one capture's life: open, run the ring into the output, stop.
 
 pub mod bpf;
+pub mod decode;
 pub mod output;
 pub mod pcap;
 pub mod session;

@@ -42,6 +42,10 @@ pub struct Rotation {
     /// Bytes per file at most, header included; a single record larger than that
     /// still gets a file of its own.
     pub file_size: u64,
+    /// A file is also closed once it has been open this long, at the next
+    /// packets after that (the flight recorder's files each span a slice of
+    /// its window, so the oldest can go by time); `None` rotates by size only.
+    pub max_age: Option<std::time::Duration>,
 }
 
 /// A failure to create, write or remove a capture file.
@@ -140,12 +144,15 @@ pub(crate) struct Output {
     current: Option<PathBuf>,
     /// Bytes in the current file, header included.
     current_bytes: u64,
+    /// When the current file was opened.
+    current_opened: std::time::Instant,
     /// Bytes written over the whole capture, headers included.
     total_bytes: u64,
     /// Files of the ring still on disk, oldest first (the current one last).
     kept: VecDeque<PathBuf>,
-    /// Every file this capture created, in order (some may since be deleted).
-    created: Vec<PathBuf>,
+    /// Files this capture created (some may since be deleted): a count, not
+    /// a list, since a flight recorder's ring turns over for days.
+    created: usize,
     seq: u32,
     /// Told of each ring file as it closes, before any old file is deleted.
     on_closed: Option<FileClosed>,
@@ -239,15 +246,16 @@ impl Output {
             syncer,
             current: current.clone(),
             current_bytes: 0,
+            current_opened: std::time::Instant::now(),
             total_bytes: 0,
             kept: VecDeque::new(),
-            created: Vec::new(),
+            created: 0,
             seq,
             on_closed: None,
         };
         if let Some(p) = current {
-            out.kept.push_back(p.clone());
-            out.created.push(p);
+            out.kept.push_back(p);
+            out.created += 1;
         }
         out.write_header()?;
         Ok(out)
@@ -306,6 +314,17 @@ impl Output {
         }
     }
 
+    /// Whether the current ring file has been open for its rotation's
+    /// `max_age` and holds a record.
+    pub(crate) fn aged(&self) -> bool {
+        match &self.spec {
+            OutputSpec::Ring { rotation, .. } => rotation.max_age.is_some_and(|age| {
+                self.current_bytes > FILE_HEADER_LEN as u64 && self.current_opened.elapsed() >= age
+            }),
+            _ => false,
+        }
+    }
+
     /// Bytes left in the current ring file (unbounded outside a ring).
     pub(crate) fn file_room(&self) -> u64 {
         match &self.spec {
@@ -341,8 +360,9 @@ impl Output {
         self.sink = Sink::File(file);
         self.current = Some(next.clone());
         self.current_bytes = 0;
-        self.kept.push_back(next.clone());
-        self.created.push(next);
+        self.current_opened = std::time::Instant::now();
+        self.kept.push_back(next);
+        self.created += 1;
         while self.kept.len() > file_count as usize {
             if let Some(old) = self.kept.pop_front() {
                 match std::fs::remove_file(&old) {
@@ -397,7 +417,7 @@ impl Output {
     }
 
     pub(crate) fn files_created(&self) -> usize {
-        self.created.len()
+        self.created
     }
 }
 
@@ -423,6 +443,7 @@ mod tests {
             rotation: Rotation {
                 file_count: 2,
                 file_size: 100,
+                max_age: None,
             },
             first_seq: 1,
         };
@@ -476,6 +497,7 @@ mod tests {
             rotation: Rotation {
                 file_count: 1,
                 file_size: 100,
+                max_age: None,
             },
             first_seq: 1,
         };
@@ -501,6 +523,7 @@ mod tests {
             rotation: Rotation {
                 file_count: 5,
                 file_size: 100,
+                max_age: None,
             },
             first_seq: 8,
         };
@@ -514,6 +537,28 @@ mod tests {
     }
 
     #[test]
+    fn a_file_ages_once_open_for_max_age_and_holding_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = OutputSpec::Ring {
+            path: dir.path().join("r.pcap"),
+            rotation: Rotation {
+                file_count: 5,
+                file_size: 1 << 20,
+                max_age: Some(std::time::Duration::from_millis(50)),
+            },
+            first_seq: 1,
+        };
+        let mut out = Output::create(spec, file_header(LinkType::Ethernet, 96)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert!(!out.aged(), "a file with its header alone never ages");
+        out.write(&[7; 40]).unwrap();
+        assert!(out.aged());
+        out.rotate(1, 40).unwrap();
+        assert!(!out.aged(), "the next file starts young");
+        assert_eq!(out.files_created(), 2);
+    }
+
+    #[test]
     fn a_record_larger_than_a_file_still_gets_written() {
         let dir = tempfile::tempdir().unwrap();
         let spec = OutputSpec::Ring {
@@ -521,6 +566,7 @@ mod tests {
             rotation: Rotation {
                 file_count: 3,
                 file_size: 30,
+                max_age: None,
             },
             first_seq: 1,
         };

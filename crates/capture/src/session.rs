@@ -600,6 +600,10 @@ impl Encoder {
     ) -> Result<Option<StopReason>, OutputError> {
         let num = rd32(b, layout::BLOCK_NUM_PKTS).unwrap_or(0);
         let mut off = rd32(b, layout::BLOCK_FIRST_PKT).unwrap_or(0) as usize;
+        if num > 0 && self.pending == 0 && out.aged() {
+            // Everything counted so far is written (each block ends flushed).
+            out.rotate(self.packets, self.bytes)?;
+        }
         let mut room = self.room(out, limits);
         let mut stop = None;
         for _ in 0..num {

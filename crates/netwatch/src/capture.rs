@@ -173,6 +173,7 @@ fn output_spec(args: &Args) -> Result<OutputSpec> {
             rotation: Rotation {
                 file_count: args.file_count,
                 file_size: args.file_size,
+                max_age: None,
             },
             first_seq: 1,
         }
