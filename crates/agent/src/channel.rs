@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use netwatch_api::agent::{
-    AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, InterfaceInfo, UpgradeFailure,
+    AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, InterfaceInfo, RECORDER_STATUS_INTERVAL_MS,
+    UpgradeFailure,
     Welcome,
 };
 use tokio::net::TcpStream;
@@ -422,7 +423,12 @@ async fn session(
 ) -> Result<(), ChannelError> {
     let heartbeat = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
     supervisor.mark_all_dirty();
+    if supervisor.recorder().configured() {
+        supervisor.recorder().mark_dirty();
+    }
+    let status_every = Duration::from_millis(RECORDER_STATUS_INTERVAL_MS);
     let mut last_sent = Instant::now();
+    let mut last_status = Instant::now();
     loop {
         tokio::select! {
             () = cancel.cancelled() => {
@@ -437,8 +443,23 @@ async fn session(
                 Some(ControllerMessage::Welcome(_)) => tracing::debug!("repeated welcome: ignored"),
                 Some(ControllerMessage::Upgrade(upgrade)) => upgrades.want(upgrade),
                 Some(ControllerMessage::Uninstall { purge }) => upgrades.uninstall(purge),
+                Some(ControllerMessage::Recorder { recorder }) => supervisor.recorder().want(recorder),
                 None => {}
             },
+            () = supervisor.recorder().changed() => {
+                if let Some(status) = supervisor.recorder().take_status(false) {
+                    send(&mut ws, &AgentMessage::Recorder(status)).await?;
+                    last_sent = Instant::now();
+                    last_status = Instant::now();
+                }
+            }
+            () = tokio::time::sleep_until(last_status + status_every), if supervisor.recorder().configured() => {
+                if let Some(status) = supervisor.recorder().take_status(true) {
+                    send(&mut ws, &AgentMessage::Recorder(status)).await?;
+                    last_sent = Instant::now();
+                }
+                last_status = Instant::now();
+            }
             () = upgrades.failed() => {
                 if let Some(failure) = upgrades.take_unsent() {
                     send(&mut ws, &AgentMessage::UpgradeFailed(failure)).await?;

@@ -39,6 +39,7 @@ mod channel;
 mod credential;
 mod host;
 mod metrics;
+mod recorder;
 mod recovery;
 mod remote;
 mod simulate;
@@ -237,6 +238,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             captures_dir,
             interface: netwatch_capture::Interface::parse(&config.interface),
             metrics: metrics::Metrics::new(&config.version),
+            recorder: recorder::Recorder::new(
+                &config.data_dir,
+                netwatch_capture::Interface::parse(&config.interface),
+            ),
         },
         uploader,
         spool,

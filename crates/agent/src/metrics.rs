@@ -257,6 +257,7 @@ mod tests {
                 bytes_captured: 2000,
                 kernel_drops: 1,
                 file_size_in_bytes: 2344,
+                covered_from_ms: None,
             },
             ring_fill: 0.25,
         };

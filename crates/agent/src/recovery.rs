@@ -74,6 +74,7 @@ pub(crate) fn file_stats(size: u64, records: u64) -> ReportStats {
         bytes_captured: size.saturating_sub(headers),
         kernel_drops: 0,
         file_size_in_bytes: size,
+        covered_from_ms: None,
     }
 }
 
@@ -84,6 +85,7 @@ pub(crate) fn add(a: ReportStats, b: ReportStats) -> ReportStats {
         bytes_captured: a.bytes_captured + b.bytes_captured,
         kernel_drops: a.kernel_drops + b.kernel_drops,
         file_size_in_bytes: a.file_size_in_bytes + b.file_size_in_bytes,
+        covered_from_ms: None,
     }
 }
 
@@ -147,6 +149,7 @@ mod tests {
                 bytes_captured: 20,
                 kernel_drops: 0,
                 file_size_in_bytes: 24 + 2 * 26,
+                covered_from_ms: None,
             }
         );
         assert_eq!(std::fs::read(&path).unwrap(), pcap(2));

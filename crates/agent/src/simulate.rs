@@ -154,8 +154,13 @@ impl FakeHost {
                         .remove(&capture_id)
                         .map(|started| AgentMessage::Report(stopped(&capture_id, started))),
                     Some(ControllerMessage::Refused { message }) => return Err(ChannelError::Refused(message)),
-                    // Simulated hosts neither upgrade nor uninstall.
-                    Some(ControllerMessage::Welcome(_) | ControllerMessage::Upgrade(_) | ControllerMessage::Uninstall { .. })
+                    // Simulated hosts neither upgrade, uninstall nor record.
+                    Some(
+                        ControllerMessage::Welcome(_)
+                        | ControllerMessage::Upgrade(_)
+                        | ControllerMessage::Uninstall { .. }
+                        | ControllerMessage::Recorder { .. },
+                    )
                     | None => None,
                 },
             };

@@ -41,7 +41,9 @@ use netwatch_api::agent::{
     AgentCaptureState, CaptureReport, ReportStats, STATS_INTERVAL_MS, StartCapture, UploadProgress,
 };
 use netwatch_api::error::ApiError;
-use netwatch_api::packet_capture::{CapturePath, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture};
+use netwatch_api::packet_capture::{
+    AlertWindow, CapturePath, PacketCapture, PcError, StopReason, UploadState, ValidatedCapture,
+};
 use netwatch_capture::output::ring_name;
 use netwatch_capture::session::DEFAULT_NICE;
 use netwatch_capture::{
@@ -53,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::recorder::{self, Hold, Recorder};
 use crate::recovery;
 use crate::remote::Backoff;
 use crate::spool::{Spool, SpooledCapture, Ticket};
@@ -73,6 +76,11 @@ const DONE_REMEMBERED: usize = 1024;
 /// jitter through while a faster engine would still be throttled.
 const STATS_MIN_GAP: Duration = Duration::from_millis(STATS_INTERVAL_MS * 9 / 10);
 
+/// A capture around an alert is written this long after its window's end,
+/// when the recorder has written its last packets (the engine hands a block
+/// over within 20 ms).
+const WINDOW_GRACE_MS: i64 = 1_000;
+
 /// File names made from capture names are cut to this many bytes (well below
 /// NAME_MAX, 255, with room for `_{created_ms}.cap` and ring suffixes).
 const MAX_NAME_LEN: usize = 100;
@@ -85,6 +93,8 @@ pub(crate) struct Settings {
     pub(crate) interface: Interface,
     /// What `--metrics-listen` serves.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The host's flight recorder, which captures around an alert read.
+    pub(crate) recorder: Recorder,
 }
 
 /// The host's captures; cheap to clone (one shared state).
@@ -469,7 +479,141 @@ impl Supervisor {
                 return;
             }
         };
-        self.launch(plan, stop, span.clone());
+        match plan.alert.clone() {
+            Some(window) => self.launch_window(plan, window, stop, span.clone()),
+            None => self.launch(plan, stop, span.clone()),
+        }
+    }
+
+    /// The host's flight recorder.
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.inner.settings.recorder
+    }
+
+    /// Runs a capture around an alert: from the flight recorder when it
+    /// records (the window held at once, assembled once its end has passed),
+    /// or as a plain capture from now to the window's end when it does not.
+    fn launch_window(&self, mut plan: Plan, window: AlertWindow, stop: Arc<AtomicBool>, span: tracing::Span) {
+        let Some(hold) = self.inner.settings.recorder.hold(&plan.id, window.from_ms()) else {
+            let left = u64::try_from(window.to_ms() - now_ms()).unwrap_or(0).max(1000);
+            plan.config.limits.time_limit = Some(Duration::from_millis(left));
+            plan.remark = Some(format!(
+                "no flight recorder records on this host: the capture covers the alert from its arrival on, not \
+                 the {} s before it (netwatch network watcher flight-recorder set)",
+                window.seconds_before
+            ));
+            tracing::info!(seconds = left / 1000, "capture around an alert without a flight recorder: from now on");
+            self.launch(plan, stop, span);
+            return;
+        };
+        let supervisor = self.clone();
+        self.inner.tracker.spawn(
+            async move {
+                let covered_from_ms = hold.covered_from_ms;
+                lock(&plan.journal).started_ms = Some(covered_from_ms);
+                let mut report = plan.running_report();
+                report.stats.covered_from_ms = Some(covered_from_ms);
+                supervisor.publish(report);
+                tracing::info!(
+                    seconds_before = (window.fired_ms - covered_from_ms) / 1000,
+                    seconds_after = window.seconds_after,
+                    "capture around an alert: the recording is held from the window's start"
+                );
+                // The recorder's last packets reach its file within the engine's
+                // block timeout; a second more is plenty.
+                let end = window.to_ms();
+                let manual = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break true;
+                    }
+                    let left = end + WINDOW_GRACE_MS - now_ms();
+                    if left <= 0 {
+                        break false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(u64::try_from(left.min(100)).unwrap_or(100))).await;
+                };
+                let to_ms = if manual { now_ms().min(end) } else { end };
+                supervisor.finish_window(plan, hold, window, covered_from_ms, to_ms, manual).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Writes a capture around an alert from what its hold kept, and ends it.
+    async fn finish_window(
+        &self,
+        plan: Plan,
+        hold: Hold,
+        window: AlertWindow,
+        covered_from_ms: i64,
+        to_ms: i64,
+        manual: bool,
+    ) {
+        let out = plan.file.clone();
+        let captures_dir = self.inner.settings.captures_dir.clone();
+        let filters = plan.config.filters.clone();
+        let snaplen = plan.config.snaplen;
+        let max_bytes = plan.config.limits.max_bytes;
+        let assembled = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = out.parent() {
+                make_dirs_beneath(&captures_dir, dir).map_err(|error| error_chain(&error))?;
+            }
+            let files = hold.files();
+            let part = recorder::Window {
+                from_ms: window.from_ms(),
+                to_ms,
+                filters: &filters,
+                snaplen,
+                max_bytes,
+            };
+            let done = recorder::assemble(&files, &out, &part).map_err(|error| {
+                format!("could not write the capture file {}: {error}", out.display())
+            });
+            drop(hold);
+            done
+        })
+        .await;
+        let id = plan.id.clone();
+        let started_ms = Some(covered_from_ms);
+        match assembled {
+            Ok(Ok(done)) => {
+                let mut stats = done.stats;
+                stats.covered_from_ms = Some(covered_from_ms);
+                let reason = if done.max_bytes_reached {
+                    StopReason::MaxBytesExceeded
+                } else if manual {
+                    StopReason::ManualStop
+                } else {
+                    StopReason::TimeExceeded
+                };
+                tracing::info!(packets = stats.packets_captured, bytes = stats.file_size_in_bytes, reason = reason.as_str(),
+                    "capture around an alert written from the flight recorder");
+                let report = CaptureReport {
+                    capture_id: id,
+                    state: AgentCaptureState::Stopped,
+                    started_ms,
+                    stop_reason: Some(reason),
+                    errors: vec![],
+                    message: None,
+                    stats,
+                    upload: None,
+                    upload_progress: None,
+                };
+                let file = plan.file.clone();
+                self.end_with_files(&plan, report, Some((0, file))).await;
+            }
+            Ok(Err(message)) => {
+                tracing::warn!(error = %message, "capture around an alert failed");
+                let report = error_report(&id, started_ms, PcError::LocalFileFailed, message);
+                self.end_with_files(&plan, report, None).await;
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "writing a capture around an alert panicked");
+                let message = "writing the capture file stopped unexpectedly (a bug: see the agent's log)".to_owned();
+                let report = error_report(&id, started_ms, PcError::InternalError, message);
+                self.end_with_files(&plan, report, None).await;
+            }
+        }
     }
 
     /// Runs one run of a capture (its first, or one resumed after a restart)
@@ -810,6 +954,8 @@ impl Supervisor {
                 "captures or uploads did not finish before shutdown"
             );
         }
+        let recorder = self.recorder().clone();
+        let _ = tokio::task::spawn_blocking(move || recorder.shutdown()).await;
     }
 
     /// Replaces `report.capture_id`'s report (of a running capture) and wakes the channel.
@@ -928,6 +1074,7 @@ impl Supervisor {
                             bytes_captured: file.bytes,
                             kernel_drops: 0,
                             file_size_in_bytes: file.file_bytes,
+                            covered_from_ms: None,
                         },
                     );
                     journal.clone()
@@ -1212,6 +1359,11 @@ struct Plan {
     prior: ReportStats,
     /// This run resumes the capture after an agent restart: why its files have a gap.
     resumed: Option<String>,
+    /// A capture around an alert (`netwatch.alert`).
+    alert: Option<AlertWindow>,
+    /// Said in its reports' message, without an error (a capture around an
+    /// alert with no recorder to take the seconds before it from).
+    remark: Option<String>,
 }
 
 impl Plan {
@@ -1239,6 +1391,8 @@ impl Plan {
             journal: Arc::new(Mutex::new(SpooledCapture::new(start, u32::from(continuous)))),
             prior: ReportStats::default(),
             resumed: None,
+            alert: validated.alert().cloned(),
+            remark: None,
         })
     }
 
@@ -1293,6 +1447,14 @@ impl Plan {
     /// Says in `report` that this run resumed the capture: `AgentStopped`
     /// among its errors, and why.
     fn note(&self, report: &mut CaptureReport) {
+        if let Some(remark) = &self.remark
+            && !report.message.as_deref().is_some_and(|message| message.contains(remark.as_str()))
+        {
+            report.message = Some(match report.message.take() {
+                Some(message) => format!("{message}; {remark}"),
+                None => remark.clone(),
+            });
+        }
         let Some(note) = &self.resumed else { return };
         if !report.errors.contains(&PcError::AgentStopped) {
             report.errors.push(PcError::AgentStopped);
@@ -1417,6 +1579,7 @@ fn report_stats(stats: &CaptureStats) -> ReportStats {
         bytes_captured: stats.bytes_captured,
         kernel_drops: stats.kernel_drops,
         file_size_in_bytes: stats.file_bytes,
+        covered_from_ms: None,
     }
 }
 
@@ -1567,6 +1730,7 @@ mod tests {
                 captures_dir: dir.path().into(),
                 interface: Interface::Any,
                 metrics: crate::metrics::Metrics::new("test"),
+                recorder: Recorder::new(dir.path(), Interface::Any),
             },
             Uploader::new(&remote).unwrap(),
             Spool::open(dir.path().join("spool"), 1 << 20).unwrap(),

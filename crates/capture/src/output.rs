@@ -188,6 +188,17 @@ impl std::fmt::Debug for FileClosed {
 /// Creates (or truncates) `path`; never through a symbolic link at its name
 /// (`O_NOFOLLOW`): the capture runs as root, the name may come from a request.
 fn create_file(path: &Path) -> Result<Arc<File>, OutputError> {
+    create_nofollow(path)
+        .map(Arc::new)
+        .map_err(|source| OutputError::Create {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Creates (or truncates) `path` for writing, never through a symbolic link
+/// at its name (`O_NOFOLLOW`).
+pub fn create_nofollow(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
         .write(true)
@@ -195,11 +206,6 @@ fn create_file(path: &Path) -> Result<Arc<File>, OutputError> {
         .truncate(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map(Arc::new)
-        .map_err(|source| OutputError::Create {
-            path: path.display().to_string(),
-            source,
-        })
 }
 
 /// The name of a ring's `seq`-th file (from 1), beside `path`: `{stem}_{seq:05}.{ext}`.
@@ -318,9 +324,9 @@ impl Output {
     /// `max_age` and holds a record.
     pub(crate) fn aged(&self) -> bool {
         match &self.spec {
-            OutputSpec::Ring { rotation, .. } => rotation.max_age.is_some_and(|age| {
-                self.current_bytes > FILE_HEADER_LEN as u64 && self.current_opened.elapsed() >= age
-            }),
+            OutputSpec::Ring { rotation, .. } => rotation
+                .max_age
+                .is_some_and(|age| self.current_bytes > FILE_HEADER_LEN as u64 && self.current_opened.elapsed() >= age),
             _ => false,
         }
     }
