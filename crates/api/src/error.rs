@@ -141,7 +141,7 @@ pub struct ErrorDetail {
 }
 
 /// A cause kept for the log, never shown to the client.
-type Cause = Box<dyn StdError + Send + Sync + 'static>;
+pub type Cause = Box<dyn StdError + Send + Sync + 'static>;
 
 /// Any failed API request: status, ARM code, message and the input it is about.
 ///

@@ -579,6 +579,39 @@ pub struct NetwatchCaptureStatus {
     /// instance order. The counters above are their sums.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
+    /// A capture around an alert (`netwatch.alert`): the alert, and how
+    /// much of the window before it the file really covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertCoverage>,
+}
+
+/// `netwatch.alert` of a capture's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertCoverage {
+    /// The trigger that started the capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_rule: Option<String>,
+    /// When the alert fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_date_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_before_requested: Option<u32>,
+    /// Whole seconds before the alert the file covers (from the flight
+    /// recorder); 0 or less when it starts at or after the alert (no
+    /// recorder ran, or it had just started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_before_covered: Option<i64>,
+    /// The first moment the file covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_from: Option<String>,
+    /// [`AlertCoverage::covered_from`] in ms since the epoch, as the host said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_from_ms: Option<i64>,
 }
 
 /// How a capture over many hosts stands, instance by instance counted.

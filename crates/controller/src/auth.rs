@@ -55,6 +55,12 @@ fn is_agent_build_path(path: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Whether `path` is the alert webhook's, which authenticates with a
+/// trigger's secret rather than a client token.
+fn is_alerts_path(path: &str) -> bool {
+    path == "/netwatch/v1/alerts" || path.starts_with("/netwatch/v1/alerts/")
+}
+
 /// Where agents' routes live.
 const AGENT_PREFIX: &str = "/netwatch/v1/agent/";
 
@@ -261,7 +267,8 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if PUBLIC_PATHS.contains(&path) || is_login_path(path) || is_agent_build_path(path) {
+    // Alerts carry their trigger's own secret (routes/alerting.rs checks it).
+    if PUBLIC_PATHS.contains(&path) || is_login_path(path) || is_agent_build_path(path) || is_alerts_path(path) {
         return next.run(request).await;
     }
     let agent_path = path.starts_with(AGENT_PREFIX);

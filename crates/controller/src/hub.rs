@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use netwatch_api::agent::{
-    AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, Upgrade,
+    AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, RecorderStatus,
+    Upgrade,
     UpgradeFailure, Welcome, run_id,
 };
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
@@ -451,6 +452,21 @@ async fn run_connection(
     if let Some(upgrade) = upgrade_of(state, vm, &running).await {
         send(socket, &ControllerMessage::Upgrade(upgrade)).await?;
     }
+    // The host's flight recorder; "none" only to a host that said it records
+    // (older agents do not know the message).
+    let recorder = crate::alerting::recorder_for(state, vm).await?;
+    let records = match &recorder {
+        Some(_) => true,
+        None => state
+            .store
+            .recorder_status(vm)
+            .await?
+            .and_then(|row| serde_json::from_str::<RecorderStatus>(&row.status_json).ok())
+            .is_some_and(|status| status.id.is_some()),
+    };
+    if records {
+        send(socket, &ControllerMessage::Recorder { recorder }).await?;
+    }
     let mut touched = Instant::now();
     loop {
         tokio::select! {
@@ -487,6 +503,10 @@ async fn run_connection(
                     AgentMessage::Heartbeat => {}
                     AgentMessage::Hello(_) => tracing::warn!(vm, "agent said hello twice; ignored"),
                     AgentMessage::UpgradeFailed(failure) => record_upgrade_failure(state, vm, failure).await?,
+                    AgentMessage::Recorder(status) => {
+                        let json = serde_json::to_string(&status).expect("plain data");
+                        state.store.put_recorder_status(vm, &json, now_ms()).await?;
+                    }
                 }
                 if touched.elapsed() >= TOUCH_INTERVAL {
                     state.store.touch_vm(vm, *heard_ms).await?;

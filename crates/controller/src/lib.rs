@@ -24,6 +24,7 @@
 
 pub mod accounts;
 pub mod agent_builds;
+pub mod alerting;
 pub mod app;
 pub mod auth;
 mod clock;

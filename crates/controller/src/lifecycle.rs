@@ -20,7 +20,7 @@ use netwatch_api::agent::{
     AgentCaptureState, CaptureReport, ControllerMessage, DOWNLOAD_PREFIX, StartCapture, Upload, parse_run_id, run_id,
 };
 use netwatch_api::packet_capture::{
-    NetwatchCaptureStatus, PacketCapture, PcError, StopReason, TargetType, UploadState, ValidatedCapture,
+    AlertCoverage, NetwatchCaptureStatus, PacketCapture, PcError, StopReason, TargetType, UploadState, ValidatedCapture,
 };
 use netwatch_api::resource::ResourceId;
 use serde_json::json;
@@ -576,6 +576,10 @@ impl<'a> Report<'a> {
             files: vec![],
             summary: None,
             instances: vec![],
+            alert: report.stats.covered_from_ms.map(|ms| AlertCoverage {
+                covered_from_ms: Some(ms),
+                ..AlertCoverage::default()
+            }),
         };
         Some(Self {
             vm,

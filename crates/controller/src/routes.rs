@@ -24,6 +24,7 @@
 //! TLS is the server's ([`crate::server::run`]).
 
 mod agent_install;
+mod alerting;
 mod agents;
 mod bootstrap;
 mod compute;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agent_install::routes())
         .merge(network_watchers::routes())
         .merge(packet_captures::routes())
+        .merge(alerting::routes())
         .merge(merged::routes())
         .merge(compute::routes())
         .merge(scale_sets::routes())

@@ -19,9 +19,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod alerts;
 mod replicas;
 mod scale_sets;
 
+pub use alerts::{Claim, Guards, RecorderRecord, RecorderStatusRecord, TriggerRecord};
 pub use replicas::{MAX_NOTIFY_PAYLOAD, OPERATION_ENDED, REPLICA_ALIVE, REPLICA_BEAT};
 pub use scale_sets::{Joined, ScaleSetInstanceRecord, ScaleSetKeyRecord, ScaleSetRecord};
 

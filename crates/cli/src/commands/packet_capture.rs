@@ -679,6 +679,7 @@ fn prepare_selected(
     let properties = PacketCaptureParameters {
         netwatch: Some(NetwatchCaptureParameters {
             targets: Some(selector),
+            alert: None,
         }),
         ..session_properties(args, subscription, group)?
     };

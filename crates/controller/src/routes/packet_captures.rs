@@ -49,7 +49,7 @@ use axum::{Json, Router};
 use netwatch_api::agent::{ControllerMessage, run_id};
 use netwatch_api::error::{ApiError, ErrorCode};
 use netwatch_api::packet_capture::{
-    FleetSummary, InstanceStatus, NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult,
+    AlertCoverage, FleetSummary, InstanceStatus, NetwatchCaptureStatus, PacketCapture, PacketCaptureListResult,
     PacketCaptureQueryStatusResult, PacketCaptureResult, PacketCaptureResultProperties, PcError, PcStatus,
     ProvisioningState, StopReason, StoredFile, UploadState, parse_packet_capture,
 };
@@ -317,7 +317,35 @@ fn host_status(
             })
             .collect();
     }
+    if let Some(coverage) = alert_coverage(record, netwatch.as_ref().and_then(|n| n.alert.as_ref()))? {
+        netwatch.get_or_insert_with(NetwatchCaptureStatus::default).alert = Some(coverage);
+    }
     Ok((pc_status(record.status), errors, netwatch))
+}
+
+/// What a capture around an alert covers: the alert (from its request) and,
+/// once its host said, how long before the alert its file starts (from the
+/// flight recorder, or its start when it had none).
+fn alert_coverage(record: &CaptureRecord, said: Option<&AlertCoverage>) -> Result<Option<AlertCoverage>, HttpError> {
+    let request: PacketCapture = serde_json::from_str(&record.request_json)
+        .map_err(|err| ApiError::internal(format!("stored capture {} is unreadable", record.id), err))?;
+    let Some(window) = request.validate().ok().and_then(|valid| valid.alert().cloned()) else {
+        return Ok(None);
+    };
+    let covered_from_ms = said.and_then(|s| s.covered_from_ms).or(record.started_ms);
+    let echo = window.to_parameters();
+    Ok(Some(AlertCoverage {
+        trigger: window.trigger.clone(),
+        alert_id: window.alert_id.clone(),
+        alert_rule: window.alert_rule.clone(),
+        fired_date_time: Some(echo.fired_date_time),
+        seconds_before_requested: Some(window.seconds_before),
+        // Rounded to the nearest second: the recorder's window starts at a
+        // millisecond that is rarely a whole second before the alert.
+        seconds_before_covered: covered_from_ms.map(|from| (window.fired_ms - from + 500).div_euclid(1000)),
+        covered_from: covered_from_ms.map(rfc3339),
+        covered_from_ms,
+    }))
 }
 
 /// queryStatus of a capture over many hosts: `packetCaptureStatus` rolled up
