@@ -18,11 +18,16 @@ cd "$(dirname "$0")/.."
 # controller serves to agent installs, readelf checks them; the package is built
 # with dpkg's dpkg-deb and installed by tests/package.rs), curl and unshare/nsenter
 # (the agent installer run on a test host, tests/install.rs), prometheus (scrapes a
-# controller during a capture, tests/metrics.rs).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils prometheus)
+# controller during a capture, tests/metrics.rs), prometheus-alertmanager (with
+# prometheus: the alert that triggers a capture, tests/alerts.rs; each test starts
+# its own in a network namespace, so the packages' own services are not wanted).
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils prometheus prometheus-alertmanager)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"
+for unit in prometheus prometheus-alertmanager prometheus-node-exporter; do
+  systemctl disable --now "$unit" >/dev/null 2>&1 || true
+done
 
 # Python packages (Azure's SDK, moto, ...) in a virtualenv of their own, made again
 # only when the requirements change; tests find its Python in NETWATCH_TEST_PYTHON.

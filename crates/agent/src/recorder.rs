@@ -215,6 +215,9 @@ impl Recorder {
             state.status_dirty = true;
             drop(state);
             self.shared.changed.notify_one();
+            // Gone once no capture around an alert holds files in it.
+            let _ = std::fs::remove_dir(self.shared.dir.join(HOLDS_DIR));
+            let _ = std::fs::remove_dir(&self.shared.dir);
             tracing::info!("flight recorder stopped: its files are deleted");
             return;
         };
@@ -743,6 +746,118 @@ mod tests {
             .unwrap()
             .map(|r| (i64::from(r.sec) * 1000 + i64::from(r.frac) / 1_000_000, r.data.len()))
             .collect()
+    }
+
+    fn spec(port: u16, seconds: u32, max_bytes: u64) -> RecorderSpec {
+        RecorderSpec {
+            id: "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/networkWatchers/w/netwatchFlightRecorders/r".into(),
+            filters: serde_json::from_str(&format!(r#"[{{"protocol":"UDP","localPort":"{port}"}}]"#)).unwrap(),
+            seconds,
+            max_bytes,
+            bytes_to_capture_per_packet: 0,
+        }
+    }
+
+    fn status(recorder: &Recorder) -> RecorderStatus {
+        lock(&recorder.shared.state).status.clone()
+    }
+
+    /// Sends `count` datagrams `seq=N` (from `first`) of `size` bytes to
+    /// 127.0.0.1:`port`, `gap` apart.
+    fn send(port: u16, first: u64, count: u64, size: usize, gap: Duration) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in first..first + count {
+            let mut payload = format!("seq={seq};").into_bytes();
+            payload.resize(size, b'.');
+            socket.send_to(&payload, ("127.0.0.1", port)).unwrap();
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
+        }
+    }
+
+    fn sequence(path: &Path) -> Vec<u64> {
+        let bytes = std::fs::read(path).unwrap();
+        Records::new(&bytes)
+            .unwrap()
+            .filter_map(|r| {
+                // Ethernet, IPv4 and UDP headers: 14 + 20 + 8 bytes.
+                let text = String::from_utf8_lossy(r.data.get(42..)?).into_owned();
+                text.strip_prefix("seq=")?.split(';').next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    fn recording(recorder: &Recorder) {
+        assert!(
+            netwatch_testkit::eventually(100, Duration::from_millis(50), || status(recorder).running),
+            "the recorder does not record: {:?}",
+            status(recorder)
+        );
+    }
+
+    #[test]
+    fn the_recorder_keeps_its_bytes_and_a_hold_keeps_its_window() {
+        netwatch_testkit::require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::new(dir.path(), Interface::Named("lo".into()));
+        recorder.apply(Some(spec(47_311, 60, 1 << 20)));
+        recording(&recorder);
+        // 4 MB through a 1 MiB recorder: the oldest go, the bound holds.
+        send(47_311, 0, 4000, 1000, Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(300));
+        recorder.progress(&CaptureStats::default());
+        let held = status(&recorder);
+        assert!(held.bytes <= 1 << 20, "the recorder holds {} bytes, over its 1 MiB", held.bytes);
+        assert!(held.bytes >= 512 << 10, "the recorder holds only {} bytes", held.bytes);
+        // A hold from now keeps what follows, however much comes after it.
+        let hold = recorder.hold("capture-1", now_ms()).expect("the recorder records");
+        send(47_311, 10_000, 3000, 1000, Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(300));
+        let files = hold.files();
+        let out = dir.path().join("window.cap");
+        let window = Window {
+            from_ms: hold.covered_from_ms,
+            to_ms: now_ms(),
+            filters: &[],
+            snaplen: 0,
+            max_bytes: None,
+        };
+        assemble(&files, &out, &window).unwrap();
+        let seen = sequence(&out);
+        let expected: Vec<u64> = (10_000..13_000).collect();
+        assert!(
+            seen == expected,
+            "the held window has every datagram once, in order: {} of them, from {:?} to {:?}",
+            seen.len(),
+            seen.first(),
+            seen.last()
+        );
+        drop(hold);
+        assert!(!dir.path().join(RECORDER_DIR).join(HOLDS_DIR).join(hold_name("capture-1")).exists());
+        recorder.apply(None);
+        assert!(!dir.path().join(RECORDER_DIR).exists(), "stopping the recorder leaves nothing");
+    }
+
+    #[test]
+    fn at_low_rates_the_recorder_keeps_its_seconds_and_not_much_more() {
+        netwatch_testkit::require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::new(dir.path(), Interface::Named("lo".into()));
+        recorder.apply(Some(spec(47_312, 2, 64 << 20)));
+        recording(&recorder);
+        let start = now_ms();
+        send(47_312, 0, 60, 100, Duration::from_millis(100));
+        recorder.progress(&CaptureStats::default());
+        let now = now_ms();
+        let oldest = status(&recorder).oldest_ms.expect("packets held");
+        assert!(now - oldest >= 2_000, "the window is {} ms, under its 2 s", now - oldest);
+        assert!(
+            oldest > start + 1_000,
+            "the window reaches back {} ms: files older than 2 s (and a slice) were kept",
+            now - oldest
+        );
+        recorder.apply(None);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - `seconds`: 1-3600, default 60: the traffic kept at least, as long as
 //!   `maxBytes` allows (at high rates the byte bound wins: the window is then
 //!   shorter, and `show` says how long it is).
-//! - `maxBytes`: 1 MiB - 64 GiB, default 256 MiB, of files on the host.
+//! - `maxBytes`: 1 MiB - 64 GiB, default 1 GiB, of files on the host (60 s
+//!   of 100-byte packets at 100,000 a second fit in it).
 //! - `bytesToCapturePerPacket`: 0-262144, default 0 (whole packets).
 //! - `filters`: Azure's packet-capture filters ([`crate::filter`]), the same
 //!   rules and errors as a capture's.
@@ -27,7 +28,7 @@ use crate::resource::{ResourceId, ResourceKind};
 pub const DEFAULT_RECORDER_SECONDS: u32 = 60;
 pub const MAX_RECORDER_SECONDS: u32 = 3_600;
 /// Default and bounds of `maxBytes`.
-pub const DEFAULT_RECORDER_MAX_BYTES: u64 = 256 << 20;
+pub const DEFAULT_RECORDER_MAX_BYTES: u64 = 1 << 30;
 pub const MIN_RECORDER_MAX_BYTES: u64 = 1 << 20;
 pub const MAX_RECORDER_MAX_BYTES: u64 = 64 << 30;
 /// Most `bytesToCapturePerPacket` of a recorder (the pcap snap length limit).
@@ -255,7 +256,7 @@ mod tests {
     fn defaults_apply_and_a_get_can_be_put_back() {
         let valid = check(&format!(r#"{{"properties":{{"target":"{VM}"}}}}"#)).unwrap();
         assert_eq!(valid.seconds, 60);
-        assert_eq!(valid.max_bytes, 256 << 20);
+        assert_eq!(valid.max_bytes, 1 << 30);
         assert_eq!(valid.bytes_to_capture_per_packet, 0);
         let id = ResourceId::parse(
             "id",

@@ -250,9 +250,13 @@ fn names_host(vm: &VmRecord, name: &str) -> bool {
     if vm_name.eq_ignore_ascii_case(name) || facts["hostname"].as_str().is_some_and(|h| h.eq_ignore_ascii_case(name)) {
         return true;
     }
+    // Every host has the loopback and unspecified addresses: they name none.
     let Ok(address) = name.parse::<std::net::IpAddr>() else {
         return false;
     };
+    if address.is_loopback() || address.is_unspecified() {
+        return false;
+    }
     let interfaces: Vec<InterfaceInfo> = serde_json::from_value(facts["interfaces"].clone()).unwrap_or_default();
     interfaces.iter().flat_map(|i| &i.addresses).any(|cidr| {
         cidr.split('/')

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 mod agent_faults;
+mod alerts;
 mod capture;
 mod deployment;
 mod faults;
