@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use netwatch_api::agent::{
-    AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, InterfaceInfo, RECORDER_STATUS_INTERVAL_MS,
-    UpgradeFailure,
-    Welcome,
+    AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, InterfaceInfo,
+    RECORDER_STATUS_INTERVAL_MS, UpgradeFailure, Welcome,
 };
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};

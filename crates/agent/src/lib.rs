@@ -238,10 +238,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
             captures_dir,
             interface: netwatch_capture::Interface::parse(&config.interface),
             metrics: metrics::Metrics::new(&config.version),
-            recorder: recorder::Recorder::new(
-                &config.data_dir,
-                netwatch_capture::Interface::parse(&config.interface),
-            ),
+            recorder: recorder::Recorder::new(&config.data_dir, netwatch_capture::Interface::parse(&config.interface)),
         },
         uploader,
         spool,

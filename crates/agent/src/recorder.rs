@@ -51,6 +51,9 @@ const SPEC_FILE: &str = "spec.json";
 const HOLDS_DIR: &str = "holds";
 /// Files a recorder's window is cut into, at least (by size and by time).
 const SLICES: u64 = 16;
+/// Files the engine's own ring keeps at most: far more than the bounds above
+/// leave (about `SLICES` by size, 9 by age), a backstop only.
+const RING_BACKSTOP: u32 = 80;
 /// The smallest file: below this, rotating costs more than it saves.
 const MIN_FILE_BYTES: u64 = 256 << 10;
 /// A recorder that failed (a full disk, the interface gone) tries again after this.
@@ -182,13 +185,15 @@ impl Recorder {
     pub(crate) fn want(&self, spec: Option<RecorderSpec>) {
         lock(&self.shared.state).wanted = Some(spec);
         let recorder = self.clone();
-        let spawned = std::thread::Builder::new().name("nw-recorder-set".to_owned()).spawn(move || {
-            let _one_at_a_time = lock(&recorder.shared.applying);
-            let wanted = lock(&recorder.shared.state).wanted.take();
-            if let Some(spec) = wanted {
-                recorder.apply(spec);
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("nw-recorder-set".to_owned())
+            .spawn(move || {
+                let _one_at_a_time = lock(&recorder.shared.applying);
+                let wanted = lock(&recorder.shared.state).wanted.take();
+                if let Some(spec) = wanted {
+                    recorder.apply(spec);
+                }
+            });
         if let Err(error) = spawned {
             tracing::error!(error = %error, "could not change the flight recorder: no thread");
         }
@@ -356,7 +361,7 @@ impl Recorder {
                 path: first.clone(),
                 rotation: Rotation {
                     // Files go by the rules above; the ring's own count is a backstop.
-                    file_count: 4 * SLICES as u32 + 16,
+                    file_count: RING_BACKSTOP,
                     file_size: file_bytes,
                     max_age: Some(max_age),
                 },
@@ -686,7 +691,8 @@ pub(crate) fn assemble(files: &[PathBuf], out: &Path, window: &Window<'_>) -> st
             }
             record.clear();
             let nanos = u32::try_from(i128::from(rec.frac) * unit).unwrap_or(0);
-            pcap::push_record_header(&mut record, rec.sec, nanos, keep as u32, rec.orig_len);
+            let stored = u32::try_from(keep).expect("a record's length fits in 32 bits");
+            pcap::push_record_header(&mut record, rec.sec, nanos, stored, rec.orig_len);
             file.write_all(&record)?;
             file.write_all(&rec.data[..keep])?;
             written += size;
@@ -732,7 +738,8 @@ mod tests {
             frame.extend_from_slice(&[0, 12, 0, 0, 1, 2, 3, 4]);
             let sec = u32::try_from(ms / 1000).unwrap();
             let nanos = u32::try_from(ms % 1000).unwrap() * 1_000_000;
-            pcap::push_record_header(&mut bytes, sec, nanos, frame.len() as u32, frame.len() as u32);
+            let len = u32::try_from(frame.len()).unwrap();
+            pcap::push_record_header(&mut bytes, sec, nanos, len, len);
             bytes.extend_from_slice(&frame);
         }
         let path = dir.join(name);
@@ -808,7 +815,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         recorder.progress(&CaptureStats::default());
         let held = status(&recorder);
-        assert!(held.bytes <= 1 << 20, "the recorder holds {} bytes, over its 1 MiB", held.bytes);
+        assert!(
+            held.bytes <= 1 << 20,
+            "the recorder holds {} bytes, over its 1 MiB",
+            held.bytes
+        );
         assert!(held.bytes >= 512 << 10, "the recorder holds only {} bytes", held.bytes);
         // A hold from now keeps what follows, however much comes after it.
         let hold = recorder.hold("capture-1", now_ms()).expect("the recorder records");
@@ -834,9 +845,18 @@ mod tests {
             seen.last()
         );
         drop(hold);
-        assert!(!dir.path().join(RECORDER_DIR).join(HOLDS_DIR).join(hold_name("capture-1")).exists());
+        assert!(
+            !dir.path()
+                .join(RECORDER_DIR)
+                .join(HOLDS_DIR)
+                .join(hold_name("capture-1"))
+                .exists()
+        );
         recorder.apply(None);
-        assert!(!dir.path().join(RECORDER_DIR).exists(), "stopping the recorder leaves nothing");
+        assert!(
+            !dir.path().join(RECORDER_DIR).exists(),
+            "stopping the recorder leaves nothing"
+        );
     }
 
     #[test]
@@ -851,7 +871,11 @@ mod tests {
         recorder.progress(&CaptureStats::default());
         let now = now_ms();
         let oldest = status(&recorder).oldest_ms.expect("packets held");
-        assert!(now - oldest >= 2_000, "the window is {} ms, under its 2 s", now - oldest);
+        assert!(
+            now - oldest >= 2_000,
+            "the window is {} ms, under its 2 s",
+            now - oldest
+        );
         assert!(
             oldest > start + 1_000,
             "the window reaches back {} ms: files older than 2 s (and a slice) were kept",

@@ -288,7 +288,7 @@ impl Supervisor {
                     TakenUp::Ended(report) => report,
                     TakenUp::Resumed(plan) => {
                         slot.report = Some(plan.running_report());
-                        resumed.push((plan, Arc::clone(&slot.stop)));
+                        resumed.push((*plan, Arc::clone(&slot.stop)));
                         slot.dirty = true;
                         slots.push((id, slot));
                         continue;
@@ -406,7 +406,7 @@ impl Supervisor {
                         time_left_s = time_left.as_secs(),
                         "resuming the capture in a new file"
                     );
-                    return TakenUp::Resumed(plan.resume(next_record, time_left, bytes_left));
+                    return TakenUp::Resumed(Box::new(plan.resume(next_record, time_left, bytes_left)));
                 }
                 // Without its journal a further restart would not find its file: end it.
                 Err(error) => {
@@ -502,7 +502,10 @@ impl Supervisor {
                  the {} s before it (netwatch network watcher flight-recorder set)",
                 window.seconds_before
             ));
-            tracing::info!(seconds = left / 1000, "capture around an alert without a flight recorder: from now on");
+            tracing::info!(
+                seconds = left / 1000,
+                "capture around an alert without a flight recorder: from now on"
+            );
             self.launch(plan, stop, span);
             return;
         };
@@ -533,7 +536,9 @@ impl Supervisor {
                     tokio::time::sleep(Duration::from_millis(u64::try_from(left.min(100)).unwrap_or(100))).await;
                 };
                 let to_ms = if manual { now_ms().min(end) } else { end };
-                supervisor.finish_window(plan, hold, window, covered_from_ms, to_ms, manual).await;
+                supervisor
+                    .finish_window(plan, hold, window, covered_from_ms, to_ms, manual)
+                    .await;
             }
             .instrument(span),
         );
@@ -566,9 +571,8 @@ impl Supervisor {
                 snaplen,
                 max_bytes,
             };
-            let done = recorder::assemble(&files, &out, &part).map_err(|error| {
-                format!("could not write the capture file {}: {error}", out.display())
-            });
+            let done = recorder::assemble(&files, &out, &part)
+                .map_err(|error| format!("could not write the capture file {}: {error}", out.display()));
             drop(hold);
             done
         })
@@ -586,8 +590,12 @@ impl Supervisor {
                 } else {
                     StopReason::TimeExceeded
                 };
-                tracing::info!(packets = stats.packets_captured, bytes = stats.file_size_in_bytes, reason = reason.as_str(),
-                    "capture around an alert written from the flight recorder");
+                tracing::info!(
+                    packets = stats.packets_captured,
+                    bytes = stats.file_size_in_bytes,
+                    reason = reason.as_str(),
+                    "capture around an alert written from the flight recorder"
+                );
                 let report = CaptureReport {
                     capture_id: id,
                     state: AgentCaptureState::Stopped,
@@ -1264,7 +1272,7 @@ enum TakenUp {
     /// It ended: its last report.
     Ended(CaptureReport),
     /// It runs again.
-    Resumed(Plan),
+    Resumed(Box<Plan>),
 }
 
 /// A journal's lock: a panic while holding it left a consistent record
@@ -1448,7 +1456,10 @@ impl Plan {
     /// among its errors, and why.
     fn note(&self, report: &mut CaptureReport) {
         if let Some(remark) = &self.remark
-            && !report.message.as_deref().is_some_and(|message| message.contains(remark.as_str()))
+            && !report
+                .message
+                .as_deref()
+                .is_some_and(|message| message.contains(remark.as_str()))
         {
             report.message = Some(match report.message.take() {
                 Some(message) => format!("{message}; {remark}"),

@@ -3,6 +3,7 @@
 //! controller, returning the value to print (already in az's shape) or
 //! `None` when az prints nothing.
 
+pub mod alerting;
 mod extension;
 pub mod login;
 pub mod network;
@@ -101,6 +102,17 @@ pub(crate) fn group_arg(text: &str) -> Result<ResourceGroupName, CliError> {
 /// A resource name given with `flag`.
 pub(crate) fn name_arg(flag: &str, text: &str) -> Result<ResourceName, CliError> {
     ResourceName::parse(flag, text).map_err(|err| flag_error(flag, &err))
+}
+
+/// A boolean flag's value as az reads one (`true`/`false`, `yes`/`no`, …, any case).
+pub(crate) fn bool_arg(flag: &str, text: &str) -> Result<bool, CliError> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "1" | "on" => Ok(true),
+        "false" | "no" | "n" | "0" | "off" => Ok(false),
+        _ => Err(CliError::Usage(format!(
+            "argument {flag}: invalid value '{text}': use true or false"
+        ))),
+    }
 }
 
 /// A JSON argument, inline or `@file` (az's convention for `--filters` and

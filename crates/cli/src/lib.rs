@@ -17,8 +17,9 @@
 //! - [`client`]: HTTPS to the controller, ARM errors, long-running operations.
 //! - [`shape`]: az's flattening, output schemas and `resourceGroup`.
 //! - [`error`]: [`error::CliError`], its exit code and az's error text.
-//! - `commands`: `vm`, `vmss`, `network watcher [packet-capture]`, `storage
-//!   account`, `token`, `resource tag`, `login`.
+//! - `commands`: `vm`, `vmss`, `network watcher [packet-capture |
+//!   flight-recorder | trigger]`, `storage account`, `token`, `resource tag`,
+//!   `login`.
 //! - `download`: a capture's file (or a scale-set capture's merged pcapng),
 //!   through the controller, with a progress bar.
 
@@ -59,7 +60,7 @@ pub enum Command {
     Vm(VmArgs),
     /// Manage virtual machine scale sets: named groups of hosts that joined with one key.
     Vmss(VmssArgs),
-    /// Manage network watchers and their packet captures.
+    /// Manage network watchers, their packet captures, flight recorders and alert triggers.
     Network(NetworkArgs),
     /// Manage storage accounts: where capture files are kept.
     Storage(StorageArgs),
@@ -499,6 +500,70 @@ mod tests {
             (
                 &["storage", "account", "show", "-g", "rg", "-n", "bad name"],
                 "argument --name/-n",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "flight-recorder",
+                    "set",
+                    "-l",
+                    "westus",
+                    "--vm",
+                    "web-1",
+                    "-g",
+                    "rg",
+                    "--max-bytes",
+                    "12XB",
+                ],
+                "argument --max-bytes: \"12XB\" is not a size",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "flight-recorder",
+                    "set",
+                    "-l",
+                    "westus",
+                    "-g",
+                    "rg",
+                ],
+                "give what to record on: --vm NAME_OR_ID",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "trigger",
+                    "create",
+                    "-l",
+                    "westus",
+                    "-n",
+                    "t",
+                    "--file-path",
+                    "/var/captures/t.cap",
+                    "--seconds-before",
+                    "4000",
+                ],
+                "argument --seconds-before: capture.secondsBefore 4000 is out of range",
+            ),
+            (
+                &[
+                    "network",
+                    "watcher",
+                    "trigger",
+                    "create",
+                    "-l",
+                    "westus",
+                    "-n",
+                    "t",
+                    "--file-path",
+                    "/var/captures/t.cap",
+                    "--source",
+                    "Splunk",
+                ],
+                "argument --source: source \"Splunk\"",
             ),
             // An empty --server, so that a NETWATCH_URL in the environment cannot stand in.
             (&["login", "--server", "", "--token", "t"], "required: --server"),

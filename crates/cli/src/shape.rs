@@ -348,6 +348,13 @@ pub fn storage_account(value: &Value) -> Value {
     finish(account)
 }
 
+/// A resource of netwatch's own under a network watcher (a flight
+/// recorder, a trigger) as its commands print it: flattened, every field
+/// kept (az has no schema of it to keep to).
+pub fn netwatch_resource(value: &Value) -> Value {
+    finish(flatten(value.clone()))
+}
+
 /// `{"value": [...]}` → the items, each shaped by `item`.
 pub fn list(value: &Value, item: fn(&Value) -> Value) -> Value {
     let items = value

@@ -392,6 +392,50 @@ fn issue_13_scale_set_tables_match_az() {
     assert_all_match(&cases);
 }
 
+/// Issue 16: netwatch's own tables of flight recorders (each host's state
+/// and window) and triggers. The texts are those of `commands/alerting.rs`.
+#[test]
+fn issue_16_alerting_tables_match_az() {
+    const RECORDER: &str = "{Name:name, ResourceGroup:resourceGroup, Target:target, Seconds:seconds, \
+                            MaxBytes:maxBytes, Hosts:join(', ', hosts[].join(' ', [state, windowSeconds && \
+                            join('', [to_string(windowSeconds), 's'])][]) || `[]`)}";
+    const TRIGGER: &str = "{Name:name, ResourceGroup:resourceGroup, Source:source, \
+                           AlertRules:join(', ', match.alertRules || `[]`), \
+                           Severities:join(', ', match.severities || `[]`), FromAlert:hosts.fromAlert, \
+                           SecondsBefore:capture.secondsBefore, SecondsAfter:capture.secondsAfter, \
+                           Cooldown:cooldownSeconds, MaxConcurrent:maxConcurrent, MaxPerHour:maxPerHour}";
+    let read = |name: &str| std::fs::read_to_string(data_dir().join("results").join(name)).unwrap();
+    let recorders = read("flight_recorder_list.json");
+    let recorder = serde_json::from_str::<Value>(&recorders).unwrap()[0].to_string();
+    let trigger = read("trigger_show.json");
+    let tables = [
+        ("flight-recorder list", recorders, format!("[].{RECORDER}")),
+        ("flight-recorder show", recorder, RECORDER.to_owned()),
+        ("flight-recorder list (none)", "[]".to_owned(), format!("[].{RECORDER}")),
+        ("trigger show", trigger.clone(), TRIGGER.to_owned()),
+        (
+            "trigger list",
+            format!("[{trigger}, {trigger}]"),
+            format!("[].{TRIGGER}"),
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (label, result, transformer) in tables {
+        for query in [None, Some("name")] {
+            for format in [OutputFormat::Table, OutputFormat::Json, OutputFormat::Tsv] {
+                cases.push(Case {
+                    label: format!("{label} -o {format} --query {query:?}"),
+                    result: result.clone(),
+                    format,
+                    query: query.map(str::to_owned),
+                    transformer: Some(transformer.clone()),
+                });
+            }
+        }
+    }
+    assert_all_match(&cases);
+}
+
 /// Which `--query` texts az accepts: the parse must agree (az rejects the
 /// others before the command runs).
 #[test]

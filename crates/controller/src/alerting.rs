@@ -162,9 +162,13 @@ pub(crate) async fn act(state: &AppState, firing: Firing<'_>, alert: &Alert) -> 
             if record.status.is_active() {
                 lifecycle::stop(state, &record).await?;
                 tracing::info!(capture = %record.id, alert = %alert.id, "alert resolved: its capture stopped");
-                outcome.hosts.push(HostOutcome::new(host, "Stopped", Some(record.id), None));
+                outcome
+                    .hosts
+                    .push(HostOutcome::new(host, "Stopped", Some(record.id), None));
             } else {
-                outcome.hosts.push(HostOutcome::new(host, "NotRunning", Some(record.id), None));
+                outcome
+                    .hosts
+                    .push(HostOutcome::new(host, "NotRunning", Some(record.id), None));
             }
         }
         return Ok(outcome);
@@ -298,19 +302,20 @@ fn capture_name(trigger: &ResourceId, vm: &VmRecord, alert: &Alert) -> Option<Re
 }
 
 /// Claims and creates the capture of `alert` on `vm`.
-async fn start_on(state: &AppState, firing: Firing<'_>, alert: &Alert, vm: &VmRecord) -> Result<HostOutcome, StoreError> {
+async fn start_on(
+    state: &AppState,
+    firing: Firing<'_>,
+    alert: &Alert,
+    vm: &VmRecord,
+) -> Result<HostOutcome, StoreError> {
     let trigger = firing.trigger;
     let Some(name) = capture_name(firing.id, vm, alert) else {
         let message = "no valid capture name can be made from the trigger's and host's names".to_owned();
         return Ok(HostOutcome::new(&vm.id, "Failed", None, Some(message)));
     };
     let watcher = ResourceId::parse("watcher", &firing.watcher.id).map_err(|e| StoreError::Conflict(e.to_string()))?;
-    let capture_id = ResourceId::packet_capture(
-        watcher.subscription(),
-        watcher.resource_group(),
-        watcher.name(),
-        &name,
-    );
+    let capture_id =
+        ResourceId::packet_capture(watcher.subscription(), watcher.resource_group(), watcher.name(), &name);
     let now = now_ms();
     let guards = Guards {
         cooldown_ms: i64::from(trigger.cooldown_seconds) * 1000,
@@ -320,7 +325,15 @@ async fn start_on(state: &AppState, firing: Firing<'_>, alert: &Alert, vm: &VmRe
     let trigger_id = firing.id.to_string();
     let claim = state
         .store
-        .claim_firing(&trigger_id, &alert.id, &vm.id, &capture_id.to_string(), alert.fired_ms, now, guards)
+        .claim_firing(
+            &trigger_id,
+            &alert.id,
+            &vm.id,
+            &capture_id.to_string(),
+            alert.fired_ms,
+            now,
+            guards,
+        )
         .await?;
     let refused = |result, message: String| {
         tracing::info!(trigger = %trigger_id, alert = %alert.id, vm = %vm.id, result, why = %message, "no capture for the alert on this host");
@@ -363,7 +376,9 @@ async fn start_on(state: &AppState, firing: Firing<'_>, alert: &Alert, vm: &VmRe
         bytes_to_capture_per_packet: Some(trigger.bytes_to_capture_per_packet.into()),
         total_bytes_per_session: Some(trigger.total_bytes_per_session.into()),
         time_limit_in_seconds: Some(
-            (trigger.seconds_before + trigger.seconds_after).clamp(1, MAX_TIME_LIMIT_IN_SECONDS).into(),
+            (trigger.seconds_before + trigger.seconds_after)
+                .clamp(1, MAX_TIME_LIMIT_IN_SECONDS)
+                .into(),
         ),
         storage_location: trigger.storage_location.clone(),
         filters: Some(trigger.filters_wire.clone()),
@@ -389,7 +404,12 @@ async fn start_on(state: &AppState, firing: Firing<'_>, alert: &Alert, vm: &VmRe
         }
         Err(error) => {
             state.store.release_firing(&trigger_id, &alert.id, &vm.id).await?;
-            return Ok(HostOutcome::new(&vm.id, "Failed", None, Some(error.message().to_owned())));
+            return Ok(HostOutcome::new(
+                &vm.id,
+                "Failed",
+                None,
+                Some(error.message().to_owned()),
+            ));
         }
     };
     match created {

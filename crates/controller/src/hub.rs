@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use netwatch_api::agent::{
     AgentCaptureState, AgentMessage, CaptureReport, ControllerMessage, HEARTBEAT_INTERVAL_MS, Hello, RecorderStatus,
-    Upgrade,
-    UpgradeFailure, Welcome, run_id,
+    Upgrade, UpgradeFailure, Welcome, run_id,
 };
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceName};
 use serde_json::json;

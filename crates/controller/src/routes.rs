@@ -24,8 +24,8 @@
 //! TLS is the server's ([`crate::server::run`]).
 
 mod agent_install;
-mod alerting;
 mod agents;
+mod alerting;
 mod bootstrap;
 mod compute;
 mod drain;

@@ -1188,10 +1188,14 @@ impl Store {
     /// false when there was no such watcher.
     pub async fn delete_watcher(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM packet_captures WHERE watcher_key = $1")
-            .bind(key(id))
-            .execute(&mut *tx)
-            .await?;
+        for statement in [
+            "DELETE FROM packet_captures WHERE watcher_key = $1",
+            "DELETE FROM flight_recorders WHERE watcher_key = $1",
+            "DELETE FROM trigger_firings WHERE trigger_key IN (SELECT key FROM triggers WHERE watcher_key = $1)",
+            "DELETE FROM triggers WHERE watcher_key = $1",
+        ] {
+            sqlx::query(statement).bind(key(id)).execute(&mut *tx).await?;
+        }
         let done = sqlx::query("DELETE FROM network_watchers WHERE key = $1")
             .bind(key(id))
             .execute(&mut *tx)

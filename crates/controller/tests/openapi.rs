@@ -10,7 +10,8 @@
 //! - the answers of a whole session (bootstrap, watchers, a capture's life and
 //!   its monitors, VMs, scale sets with their instances and keys and a capture
 //!   over them, storage accounts, an agent's upload of a capture file and its
-//!   downloads, the merged download of the capture over a scale set, errors)
+//!   downloads, the merged download of the capture over a scale set, flight
+//!   recorders, triggers and alerts delivered to their webhook, errors)
 //!   have documented statuses, headers and content types, and their JSON
 //!   bodies match the documented schemas, by `openapi-schema-validator`.
 //!
@@ -26,7 +27,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
-use netwatch_api::agent::run_id;
+use netwatch_api::agent::{RecorderStatus, run_id};
 use netwatch_controller::app::{ApiConfig, AppState};
 use netwatch_controller::auth::{Tokens, digest};
 use netwatch_controller::identity::Signer;
@@ -43,8 +44,12 @@ use tower::ServiceExt;
 /// The document as the server embeds it.
 const DOCUMENT: &str = include_str!("../openapi.json");
 const OPENAPI_PATH: &str = "/netwatch/v1/openapi.json";
-/// The paths anyone may call (auth.rs's `PUBLIC_PATHS` that have a route).
-const PUBLIC: [&str; 10] = [
+/// The paths documented without a security requirement: auth.rs's
+/// `PUBLIC_PATHS` that have a route, the login routes and agent builds, and a
+/// trigger's webhook URL (auth.rs's `is_alerts_path`: its secret is in the
+/// path). `POST /netwatch/v1/alerts` takes a trigger's secret as its bearer
+/// token: the document says so (`webhookSecret`), so it is not here.
+const PUBLIC: [&str; 11] = [
     "/metadata/endpoints",
     "/netwatch/v1/agent/install.sh",
     "/netwatch/v1/agent/builds",
@@ -55,6 +60,7 @@ const PUBLIC: [&str; 10] = [
     "/{tenant}/oauth2/v2.0/token",
     "/{tenant}/discovery/v2.0/keys",
     "/msi/token",
+    "/netwatch/v1/alerts/{secret}",
 ];
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
@@ -76,7 +82,7 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 47] = [
+const ROUTES: [(&str, &[&str]); 53] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -114,6 +120,24 @@ const ROUTES: [(&str, &[&str]); 47] = [
         "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/packetcaptures/{capture}/merged",
         &["GET"],
     ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/netwatchflightrecorders",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/netwatchflightrecorders/{name}",
+        &["GET", "PUT", "DELETE"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/netwatchtriggers",
+        &["GET"],
+    ),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/netwatchtriggers/{name}",
+        &["GET", "PUT", "DELETE"],
+    ),
+    ("/netwatch/v1/alerts", &["POST"]),
+    ("/netwatch/v1/alerts/{secret}", &["POST"]),
     (
         "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operations/{operation}",
         &["GET"],
@@ -205,7 +229,7 @@ const ROUTES: [(&str, &[&str]); 47] = [
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
-const ROUTE_VALUES: [(&str, &str); 17] = [
+const ROUTE_VALUES: [(&str, &str); 19] = [
     ("{subscription}", SUB),
     ("{group}", "rg1"),
     ("{watcher}", "nw1"),
@@ -223,6 +247,8 @@ const ROUTE_VALUES: [(&str, &str); 17] = [
     ("{tenant}", "00000000-0000-0000-0000-000000000000"),
     ("{arch}", "x86_64"),
     ("{version}", "0.1.0"),
+    ("{name}", "rec1"),
+    ("{secret}", "not-a-webhook-secret"),
 ];
 
 /// The HTTP methods an OpenAPI path item may have.
@@ -2048,6 +2074,316 @@ async fn answers_match_their_schemas() {
     s.call("Login_ManagedIdentityToken", msi(Some(ADMIN)), 200).await;
     s.call("Login_ManagedIdentityToken", msi(Some("nope")), 401).await;
     s.call("Login_ManagedIdentityToken", msi(None), 400).await;
+
+    // Captures triggered by alerts: flight recorders on vm1 and on the scale
+    // set, with what vm1's agent said of its window; triggers; alerts
+    // delivered to a trigger's webhook (by its URL and with its secret as the
+    // bearer token) that start nothing; a capture around an alert asked for
+    // by hand.
+    let recorders = format!("{NW_WEST}/netwatchFlightRecorders");
+    let recorder = |name: &str| format!("{recorders}/{name}?{V}");
+    let on_vm1 = json!({"properties": {"target": VM1, "seconds": 120,
+        "filters": [{"protocol": "TCP", "localPort": "443"}]}});
+    let made = s
+        .call(
+            "NetwatchFlightRecorders_CreateOrUpdate",
+            put(&recorder("rec1"), &on_vm1),
+            201,
+        )
+        .await
+        .json();
+    let rec1 = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["properties"]["hosts"][0]["vmId"], VM1, "{made}");
+    // A GET body can be PUT back.
+    s.call(
+        "NetwatchFlightRecorders_CreateOrUpdate",
+        put(&recorder("rec1"), &made),
+        200,
+    )
+    .await;
+    let on_set = json!({"properties": {"target": ss1, "maxBytes": 1_048_576}});
+    s.call(
+        "NetwatchFlightRecorders_CreateOrUpdate",
+        put(&recorder("rec2"), &on_set),
+        201,
+    )
+    .await;
+    let ghost = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/ghost");
+    for bad in [
+        json!({"properties": {"target": ghost}}),
+        json!({"properties": {"target": VM1, "seconds": 0}}),
+        json!({"properties": {"target": VM1, "secs": 5}}),
+        json!({"properties": {}}),
+    ] {
+        s.call(
+            "NetwatchFlightRecorders_CreateOrUpdate",
+            put(&recorder("rec3"), &bad),
+            400,
+        )
+        .await;
+    }
+    // vm1 is in westus, not in the eastus watcher's location.
+    s.call(
+        "NetwatchFlightRecorders_CreateOrUpdate",
+        put(&format!("{NW_EAST}/netwatchFlightRecorders/rec1?{V}"), &on_vm1),
+        400,
+    )
+    .await;
+    let nw9 = format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Network/networkWatchers/nw9");
+    s.call(
+        "NetwatchFlightRecorders_CreateOrUpdate",
+        put(&format!("{nw9}/netwatchFlightRecorders/rec1?{V}"), &on_vm1),
+        404,
+    )
+    .await;
+    let text = Call::new(Method::PUT, recorder("rec1"))
+        .header("content-type", "text/plain")
+        .body(b"seconds=60".to_vec());
+    s.call("NetwatchFlightRecorders_CreateOrUpdate", text, 415).await;
+    let said = RecorderStatus {
+        id: Some(rec1.clone()),
+        running: true,
+        oldest_ms: Some(now_ms() - 90_000),
+        bytes: 1_048_576,
+        files: 2,
+        packets: 900,
+        kernel_drops: 0,
+        error: None,
+    };
+    api.store
+        .put_recorder_status(VM1, &serde_json::to_string(&said).unwrap(), now_ms())
+        .await
+        .unwrap();
+    let shown = s
+        .call("NetwatchFlightRecorders_Get", get(recorder("rec1")), 200)
+        .await
+        .json();
+    let host = &shown["properties"]["hosts"][0];
+    assert_eq!(host["state"], "Disconnected", "{shown}");
+    assert!(host["windowSeconds"].as_f64().unwrap() >= 90.0, "{shown}");
+    s.call("NetwatchFlightRecorders_Get", get(recorder("rec9")), 404).await;
+    s.call("NetwatchFlightRecorders_Get", get(recorder("rec%201")), 400)
+        .await;
+    let listed = s
+        .call("NetwatchFlightRecorders_List", get(format!("{recorders}?{V}")), 200)
+        .await
+        .json();
+    assert_eq!(listed["value"].as_array().map(Vec::len), Some(2), "{listed}");
+    s.call(
+        "NetwatchFlightRecorders_List",
+        get(format!("{nw9}/netwatchFlightRecorders?{V}")),
+        404,
+    )
+    .await;
+    s.call(
+        "NetwatchFlightRecorders_Delete",
+        Call::new(Method::DELETE, recorder("rec2")),
+        200,
+    )
+    .await;
+    s.call(
+        "NetwatchFlightRecorders_Delete",
+        Call::new(Method::DELETE, recorder("rec2")),
+        204,
+    )
+    .await;
+    s.call(
+        "NetwatchFlightRecorders_Delete",
+        Call::new(Method::DELETE, format!("{nw9}/netwatchFlightRecorders/rec1?{V}")),
+        404,
+    )
+    .await;
+
+    let triggers = format!("{NW_WEST}/netwatchTriggers");
+    let trigger = |name: &str| format!("{triggers}/{name}?{V}");
+    let on_drops = json!({"properties": {
+        "source": "Alertmanager", "match": {"alertRules": ["HighDrops"]},
+        "capture": {"secondsBefore": 30, "secondsAfter": 30}, "storageLocation": {"storageId": captures}}});
+    let made = s
+        .call("NetwatchTriggers_CreateOrUpdate", put(&trigger("t1"), &on_drops), 201)
+        .await
+        .json();
+    let webhook = local(made["properties"]["webhookUrl"].as_str().unwrap());
+    let secret = webhook.rsplit('/').next().unwrap().to_owned();
+    let shown = s.call("NetwatchTriggers_Get", get(trigger("t1")), 200).await.json();
+    assert!(
+        !shown["properties"]["webhookUrl"].as_str().unwrap().contains(&secret),
+        "{shown}"
+    );
+    // A GET body can be PUT back; the secret stays and is not shown.
+    let replaced = s
+        .call("NetwatchTriggers_CreateOrUpdate", put(&trigger("t1"), &shown), 200)
+        .await
+        .json();
+    assert!(
+        !replaced["properties"]["webhookUrl"].as_str().unwrap().contains(&secret),
+        "{replaced}"
+    );
+    let own = "s".repeat(40);
+    let mut with_secret = on_drops.clone();
+    with_secret["properties"]["webhookSecret"] = json!(own);
+    let second = s
+        .call(
+            "NetwatchTriggers_CreateOrUpdate",
+            put(&trigger("t2"), &with_secret),
+            201,
+        )
+        .await
+        .json();
+    assert!(
+        second["properties"]["webhookUrl"].as_str().unwrap().ends_with(&own),
+        "{second}"
+    );
+    let mut unconfigured = on_drops.clone();
+    unconfigured["properties"]["storageLocation"]["storageId"] = json!(format!(
+        "/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/archive"
+    ));
+    let mut too_cool = on_drops.clone();
+    too_cool["properties"]["cooldownSeconds"] = json!(86_401);
+    let mut no_storage = on_drops.clone();
+    no_storage["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("storageLocation");
+    // with_secret: the secret is t2's.
+    for bad in [unconfigured, too_cool, no_storage, with_secret] {
+        s.call("NetwatchTriggers_CreateOrUpdate", put(&trigger("t3"), &bad), 400)
+            .await;
+    }
+    s.call(
+        "NetwatchTriggers_CreateOrUpdate",
+        put(&format!("{nw9}/netwatchTriggers/t1?{V}"), &on_drops),
+        404,
+    )
+    .await;
+    let text = Call::new(Method::PUT, trigger("t3"))
+        .header("content-type", "text/plain")
+        .body(b"source=Any".to_vec());
+    s.call("NetwatchTriggers_CreateOrUpdate", text, 415).await;
+    s.call("NetwatchTriggers_Delete", Call::new(Method::DELETE, trigger("t2")), 200)
+        .await;
+    s.call("NetwatchTriggers_Delete", Call::new(Method::DELETE, trigger("t2")), 204)
+        .await;
+    s.call(
+        "NetwatchTriggers_Delete",
+        Call::new(Method::DELETE, format!("{nw9}/netwatchTriggers/t1?{V}")),
+        404,
+    )
+    .await;
+    s.call("NetwatchTriggers_Get", get(trigger("t2")), 404).await;
+    let listed = s
+        .call("NetwatchTriggers_List", get(format!("{triggers}?{V}")), 200)
+        .await
+        .json();
+    assert_eq!(listed["value"].as_array().map(Vec::len), Some(1), "{listed}");
+    s.call("NetwatchTriggers_List", get(format!("{nw9}/netwatchTriggers?{V}")), 404)
+        .await;
+
+    // Alertmanager's delivery of two alerts: one of a rule the trigger does
+    // not take, one it takes about a host netwatch does not know.
+    let firing = |rule: &str, instance: &str, fingerprint: &str| {
+        json!({"status": "firing", "labels": {"alertname": rule, "instance": instance, "severity": "critical"},
+            "annotations": {}, "startsAt": "2026-12-06T20:00:01.5Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph", "fingerprint": fingerprint})
+    };
+    let delivery = json!({"version": "4", "groupKey": "{}", "truncatedAlerts": 0, "status": "firing",
+        "receiver": "netwatch", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [firing("DiskFull", "10.0.0.4:9100", "0a1b2c3d4e5f6071"),
+            firing("HighDrops", "10.9.9.9:9100", "a1b2c3d4e5f60718")]});
+    let alerts = "/netwatch/v1/alerts";
+    let taken = s
+        .call(
+            "NetwatchAlerts_Deliver",
+            Call::new(Method::POST, alerts).token(Some(&secret)).json(&delivery),
+            200,
+        )
+        .await
+        .json();
+    assert_eq!(taken["alerts"][0]["matched"], false, "{taken}");
+    assert_eq!(taken["alerts"][1]["matched"], true, "{taken}");
+    assert_eq!(taken["alerts"][1]["hosts"][0]["result"], "UnknownHost", "{taken}");
+    let mut old = delivery.clone();
+    old["version"] = json!("3");
+    let refused = s
+        .call(
+            "NetwatchAlerts_Deliver",
+            Call::new(Method::POST, alerts).token(Some(&secret)).json(&old),
+            400,
+        )
+        .await
+        .json();
+    assert_eq!(refused["error"]["target"], "version", "{refused}");
+    s.call(
+        "NetwatchAlerts_Deliver",
+        Call::new(Method::POST, alerts)
+            .token(Some("not-the-secret"))
+            .json(&delivery),
+        401,
+    )
+    .await;
+    s.call(
+        "NetwatchAlerts_Deliver",
+        Call::new(Method::POST, alerts).token(None).json(&delivery),
+        401,
+    )
+    .await;
+    // Azure Monitor's common alert schema at the webhook URL: the trigger
+    // takes Alertmanager's alerts only.
+    let azure = json!({"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {
+        "alertId": format!("/subscriptions/{SUB}/providers/Microsoft.AlertsManagement/alerts/b9569717"),
+        "alertRule": "HighDrops", "severity": "Sev3", "signalType": "Metric", "monitorCondition": "Fired",
+        "monitoringService": "Platform", "alertTargetIDs": [VM1.to_lowercase()],
+        "firedDateTime": "2026-12-06T20:00:01.5Z", "essentialsVersion": "1.0", "alertContextVersion": "1.0"},
+        "alertContext": {}}});
+    let at_url = |body: &Value| Call::new(Method::POST, &webhook).token(None).json(body);
+    let taken = s
+        .call("NetwatchAlerts_DeliverToWebhookUrl", at_url(&azure), 200)
+        .await
+        .json();
+    assert_eq!(taken["alerts"][0]["matched"], false, "{taken}");
+    s.call(
+        "NetwatchAlerts_DeliverToWebhookUrl",
+        at_url(&json!({"hello": "world"})),
+        400,
+    )
+    .await;
+    s.call(
+        "NetwatchAlerts_DeliverToWebhookUrl",
+        Call::new(Method::POST, format!("{alerts}/not-the-secret"))
+            .token(None)
+            .json(&azure),
+        401,
+    )
+    .await;
+    let text = Call::new(Method::POST, &webhook)
+        .token(None)
+        .header("content-type", "text/plain")
+        .body(b"alert".to_vec());
+    s.call("NetwatchAlerts_DeliverToWebhookUrl", text, 415).await;
+
+    // A capture around an alert, asked for by hand: its window is echoed,
+    // and its status says what it covers.
+    let around = json!({"properties": {"target": VM1, "storageLocation": {"filePath": "/var/captures/around.cap"},
+        "netwatch": {"alert": {"firedDateTime": "2026-12-06T20:00:01Z", "secondsBefore": 30, "alertRule": "HighDrops"}}}});
+    let pcalert = format!("{NW_WEST}/packetCaptures/pcalert");
+    let created = s
+        .call("PacketCaptures_Create", put(&format!("{pcalert}?{V}"), &around), 201)
+        .await
+        .json();
+    assert_eq!(
+        created["properties"]["netwatch"]["alert"]["secondsAfter"], 60,
+        "{created}"
+    );
+    let covered = s
+        .call(
+            "PacketCaptures_GetStatus",
+            Call::new(Method::POST, format!("{pcalert}/queryStatus?{V}")),
+            200,
+        )
+        .await
+        .json();
+    assert_eq!(covered["netwatch"]["alert"]["secondsBeforeRequested"], 30, "{covered}");
 
     // A watcher goes with its captures.
     let west = format!("{NW_WEST}?{V}");

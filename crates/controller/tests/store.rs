@@ -3,9 +3,9 @@
 //! `NETWATCH_TEST_POSTGRES`). Each PostgreSQL test gets a database of its own.
 
 use netwatch_controller::store::{
-    AgentCredentialRecord, Backend, CaptureRecord, CaptureStatus, Change, ClientTokenRecord, EnrollmentRecord,
-    MODIFY_ATTEMPTS, OperationKind, OperationRecord, OperationStatus, StorageAccountRecord, Store, StoreError,
-    VmRecord, WatcherRecord,
+    AgentCredentialRecord, Backend, CaptureRecord, CaptureStatus, Change, Claim, ClientTokenRecord, EnrollmentRecord,
+    Guards, MODIFY_ATTEMPTS, OperationKind, OperationRecord, OperationStatus, StorageAccountRecord, Store, StoreError,
+    TriggerRecord, VmRecord, WatcherRecord,
 };
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
@@ -102,6 +102,81 @@ both!(storage_accounts, storage_accounts_suite);
 both!(silent_hosts, silent_hosts_suite);
 both!(client_tokens, client_tokens_suite);
 both!(modify_capture, modify_capture_suite);
+both!(trigger_firings, trigger_firings_suite);
+
+/// A trigger's firings (issue 16): once per alert and host, then its
+/// cooldown, concurrency and rate guards, each counted in the firing's
+/// transaction; a capture that ends frees its place.
+async fn trigger_firings_suite(store: &Store) {
+    let w = store.ensure_watcher(&watcher("westus")).await.unwrap();
+    let trigger = format!("{}/netwatchTriggers/t1", w.id);
+    let record = TriggerRecord {
+        id: trigger.clone(),
+        spec_json: "{}".into(),
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    assert!(store.put_trigger(&w.id, &record, Some("sha256:aa")).await.unwrap());
+    let other = TriggerRecord {
+        id: format!("{}/netwatchTriggers/t2", w.id),
+        ..record.clone()
+    };
+    assert!(
+        !store.put_trigger(&w.id, &other, Some("sha256:aa")).await.unwrap(),
+        "a secret is one trigger's"
+    );
+    assert_eq!(store.trigger_by_secret("sha256:aa").await.unwrap().unwrap().id, trigger);
+    let capture_of = |n: u32| format!("{}/packetCaptures/c{n}", w.id);
+    let guards = Guards {
+        cooldown_ms: 10_000,
+        max_concurrent: 2,
+        max_per_hour: 3,
+    };
+    let claim = |alert: &'static str, vm: &'static str, n: u32, now: i64| {
+        let (trigger, capture) = (trigger.clone(), capture_of(n));
+        async move {
+            store
+                .claim_firing(&trigger, alert, &vm_id(vm), &capture, now, now, guards)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim("a1", "vm1", 1, 1_000).await, Claim::Claimed);
+    assert!(matches!(claim("a1", "vm1", 9, 1_001).await, Claim::Duplicate { .. }));
+    assert_eq!(claim("a2", "vm1", 2, 2_000).await, Claim::Cooldown { until_ms: 11_000 });
+    assert_eq!(claim("a2", "vm2", 2, 2_000).await, Claim::Claimed);
+    // Two captures claimed, not created yet: both count as running.
+    assert_eq!(claim("a3", "vm3", 3, 3_000).await, Claim::Concurrency { running: 2 });
+    // Capture 1 exists and has ended: its place is free.
+    let mut ended = capture(&w, "c1", &vm_id("vm1"));
+    ended.status = CaptureStatus::Stopped;
+    store.insert_capture(&ended).await.unwrap();
+    assert_eq!(claim("a3", "vm3", 3, 3_000).await, Claim::Claimed);
+    let mut done = capture(&w, "c3", &vm_id("vm3"));
+    done.status = CaptureStatus::Error;
+    store.insert_capture(&done).await.unwrap();
+    let mut stopped = capture(&w, "c2", &vm_id("vm2"));
+    stopped.status = CaptureStatus::Stopped;
+    store.insert_capture(&stopped).await.unwrap();
+    // Three started within the hour: the rate limit; an hour on, free again.
+    assert_eq!(claim("a4", "vm4", 4, 4_000).await, Claim::RateLimit { started: 3 });
+    assert_eq!(claim("a4", "vm4", 4, 3_700_000).await, Claim::Claimed);
+    // A firing whose capture could not be made is forgotten; so are a deleted trigger's.
+    store.release_firing(&trigger, "a4", &vm_id("vm4")).await.unwrap();
+    assert_eq!(store.firings_of(&trigger, "a4").await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.firings_of(&trigger, "a1").await.unwrap(),
+        vec![capture_of(1).to_lowercase()]
+    );
+    assert!(store.delete_trigger(&trigger).await.unwrap());
+    assert!(store.firings_of(&trigger, "a1").await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .claim_firing(&trigger, "a5", &vm_id("vm1"), &capture_of(5), 1, 1, guards)
+            .await,
+        Err(StoreError::Stale(_))
+    ));
+}
 
 async fn client_tokens_suite(store: &Store) {
     let token = |digest: &str, name: &str, role: &str| ClientTokenRecord {

@@ -44,7 +44,9 @@ const RATE: u64 = 20;
 const API: &str = "api-version=2024-05-01";
 
 fn watcher() -> String {
-    format!("/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus")
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus"
+    )
 }
 
 fn vm_id(host: usize) -> String {
@@ -123,7 +125,10 @@ impl Setup {
         };
         for host in WEB {
             let registered = netwatch_testkit::eventually(100, Duration::from_millis(200), || {
-                setup.arm("GET", &format!("{}?api-version=2024-07-01", vm_id(host)), None).0 == 200
+                setup
+                    .arm("GET", &format!("{}?api-version=2024-07-01", vm_id(host)), None)
+                    .0
+                    == 200
             });
             assert!(registered, "web-{} did not register\n{}", host + 1, setup.logs());
         }
@@ -150,9 +155,10 @@ impl Setup {
         let out = command.arg(url).output().expect("curl runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let status = code.trim().parse().unwrap_or_else(|_| {
-            panic!("curl {method} {url}: {text}\n{}", String::from_utf8_lossy(&out.stderr))
-        });
+        let status = code
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {method} {url}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
         (status, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
@@ -215,7 +221,10 @@ impl Setup {
             .as_str()
             .unwrap_or_else(|| panic!("no stored file in {status:#}"))
             .to_owned();
-        let file = self.dir.path().join(format!("{}.cap", status["name"].as_str().unwrap()));
+        let file = self
+            .dir
+            .path()
+            .join(format!("{}.cap", status["name"].as_str().unwrap()));
         let out = NetnsPair::exec(&self.net.hub, "curl")
             .args(["-sS", "-f", "--cacert"])
             .arg(&self.ca)
@@ -224,7 +233,11 @@ impl Setup {
             .arg(&url)
             .output()
             .unwrap();
-        assert!(out.status.success(), "download {url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "download {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         file
     }
 
@@ -332,7 +345,11 @@ fn exporter_program(file: &Path) -> String {
 }
 
 fn recorder_hosts(setup: &Setup, name: &str) -> Vec<Value> {
-    let (status, shown) = setup.arm("GET", &format!("{}/netwatchFlightRecorders/{name}?{API}", watcher()), None);
+    let (status, shown) = setup.arm(
+        "GET",
+        &format!("{}/netwatchFlightRecorders/{name}?{API}", watcher()),
+        None,
+    );
     assert_eq!(status, 200, "{shown}");
     shown["properties"]["hosts"].as_array().cloned().unwrap_or_default()
 }
@@ -402,20 +419,41 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
         assert_eq!(body["properties"]["seconds"], 30);
     }
     let recording = netwatch_testkit::eventually(100, Duration::from_millis(200), || {
-        WEB.iter()
-            .all(|&h| recorder_hosts(&setup, &format!("web-{}", h + 1)).first().is_some_and(|r| r["state"] == "Recording"))
+        WEB.iter().all(|&h| {
+            recorder_hosts(&setup, &format!("web-{}", h + 1))
+                .first()
+                .is_some_and(|r| r["state"] == "Recording")
+        })
     });
     assert!(recording, "the recorders do not record\n{}", setup.logs());
 
     // Bad trigger definitions: refused, nothing made.
     for (properties, target) in [
         (json!({}), "properties.storageLocation"),
-        (json!({"source": "Splunk", "storageLocation": {"storageId": account()}}), "properties.source"),
-        (json!({"capture": {"secondsBefore": 7200}, "storageLocation": {"storageId": account()}}), "properties.capture.secondsBefore"),
-        (json!({"maxConcurrent": 0, "storageLocation": {"storageId": account()}}), "properties.maxConcurrent"),
-        (json!({"hosts": {"fromAlert": false}, "storageLocation": {"storageId": account()}}), "properties.hosts.fromAlert"),
-        (json!({"storageLocation": {"storageId": account().replace("netwatchlocal", "nosuch")}}), "properties.storageLocation.storageId"),
-        (json!({"webhookSecret": "short", "storageLocation": {"storageId": account()}}), "properties.webhookSecret"),
+        (
+            json!({"source": "Splunk", "storageLocation": {"storageId": account()}}),
+            "properties.source",
+        ),
+        (
+            json!({"capture": {"secondsBefore": 7200}, "storageLocation": {"storageId": account()}}),
+            "properties.capture.secondsBefore",
+        ),
+        (
+            json!({"maxConcurrent": 0, "storageLocation": {"storageId": account()}}),
+            "properties.maxConcurrent",
+        ),
+        (
+            json!({"hosts": {"fromAlert": false}, "storageLocation": {"storageId": account()}}),
+            "properties.hosts.fromAlert",
+        ),
+        (
+            json!({"storageLocation": {"storageId": account().replace("netwatchlocal", "nosuch")}}),
+            "properties.storageLocation.storageId",
+        ),
+        (
+            json!({"webhookSecret": "short", "storageLocation": {"storageId": account()}}),
+            "properties.webhookSecret",
+        ),
     ] {
         let (status, body) = setup.put("netwatchTriggers", "bad", properties.clone());
         assert_eq!(status, 400, "{properties}: {body}");
@@ -447,9 +485,17 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
         let file = dir.join(format!("alarm-{host}"));
         std::fs::write(&file, "0").unwrap();
         let ns = setup.net.hosts[host].clone();
-        setup.serve(&ns, &format!("exporter-{host}"), "python3", &["-c".as_ref(), exporter_program(&file).as_ref()]);
+        setup.serve(
+            &ns,
+            &format!("exporter-{host}"),
+            "python3",
+            &["-c".as_ref(), exporter_program(&file).as_ref()],
+        );
     }
-    let targets: Vec<String> = WEB.iter().map(|&h| format!("'{}:{EXPORTER_PORT}'", NetnsFleet::host_addr(h))).collect();
+    let targets: Vec<String> = WEB
+        .iter()
+        .map(|&h| format!("'{}:{EXPORTER_PORT}'", NetnsFleet::host_addr(h)))
+        .collect();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
@@ -512,7 +558,13 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
     // Prometheus sees both exporters before the alarm rises.
     let scraping = netwatch_testkit::eventually(150, Duration::from_millis(200), || {
         let out = NetnsPair::exec(&hub, "curl")
-            .args(["-sS", "-G", &format!("http://{PROMETHEUS}/api/v1/query"), "--data-urlencode", "query=sum(up)"])
+            .args([
+                "-sS",
+                "-G",
+                &format!("http://{PROMETHEUS}/api/v1/query"),
+                "--data-urlencode",
+                "query=sum(up)",
+            ])
             .output();
         out.ok()
             .and_then(|out| serde_json::from_slice::<Value>(&out.stdout).ok())
@@ -538,20 +590,33 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
         if names.len() == 2 {
             break names;
         }
-        assert!(Instant::now() < deadline, "no capture per host within 60 s: {names:?}\n{}", setup.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no capture per host within 60 s: {names:?}\n{}",
+            setup.logs()
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
     for name in &names {
         let status = setup.stored(name);
         let alert = &status["netwatch"]["alert"];
         let fired = parse_time(alert["firedDateTime"].as_str().unwrap());
-        assert!(fired >= raised_ms - 2000, "the alert fired at {fired}, before the alarm rose at {raised_ms}");
+        assert!(
+            fired >= raised_ms - 2000,
+            "the alert fired at {fired}, before the alarm rose at {raised_ms}"
+        );
         assert_eq!(alert["secondsBeforeRequested"], 12, "{status:#}");
-        assert_eq!(alert["secondsBeforeCovered"], 12, "the recorder held the whole window: {status:#}");
+        assert_eq!(
+            alert["secondsBeforeCovered"], 12,
+            "the recorder held the whole window: {status:#}"
+        );
         assert_eq!(alert["alertRule"], "NetwatchTestAlarm");
         let file = setup.download(&status);
         let (found, others) = datagrams(&file);
-        assert_eq!(others, 0, "{name}: only datagrams to port {PORT} pass the trigger's filter");
+        assert_eq!(
+            others, 0,
+            "{name}: only datagrams to port {PORT} pass the trigger's filter"
+        );
         no_gap_no_duplicate(&found, name);
         let (first, last) = (found[0].1, found[found.len() - 1].1);
         assert!(
@@ -595,37 +660,90 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
     for (body, target) in [
         (json!([1, 2]), Value::Null),
         (json!({}), Value::Null),
-        (json!({"schemaId": "Microsoft.Insights/activityLogs", "data": {}}), json!("data")),
-        (json!({"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {}}}), json!("data.essentials")),
-        ({ let mut a = azure_alert("x1", "Maybe", now_ms(), &[vm_id(1)]); a["data"]["essentials"]["monitorCondition"] = json!("Maybe"); a }, json!("data.essentials.monitorCondition")),
-        ({ let mut a = azure_alert("x2", "Fired", now_ms(), &[vm_id(1)]); a["data"]["essentials"]["firedDateTime"] = json!("yesterday"); a }, json!("data.essentials.firedDateTime")),
-        (azure_alert("x3", "Fired", now_ms(), &["web-2".to_owned()]), json!("data.essentials.alertTargetIDs[0]")),
+        (
+            json!({"schemaId": "Microsoft.Insights/activityLogs", "data": {}}),
+            json!("data"),
+        ),
+        (
+            json!({"schemaId": "azureMonitorCommonAlertSchema", "data": {"essentials": {}}}),
+            json!("data.essentials"),
+        ),
+        (
+            {
+                let mut a = azure_alert("x1", "Maybe", now_ms(), &[vm_id(1)]);
+                a["data"]["essentials"]["monitorCondition"] = json!("Maybe");
+                a
+            },
+            json!("data.essentials.monitorCondition"),
+        ),
+        (
+            {
+                let mut a = azure_alert("x2", "Fired", now_ms(), &[vm_id(1)]);
+                a["data"]["essentials"]["firedDateTime"] = json!("yesterday");
+                a
+            },
+            json!("data.essentials.firedDateTime"),
+        ),
+        (
+            azure_alert("x3", "Fired", now_ms(), &["web-2".to_owned()]),
+            json!("data.essentials.alertTargetIDs[0]"),
+        ),
         (json!({"version": "3", "alerts": [{}]}), Value::Null),
-        (json!({"version": "4", "status": "firing", "alerts": []}), json!("alerts")),
-        (json!({"version": "4", "status": "firing", "alerts": [{"status": "pending", "labels": {"alertname": "A"}, "startsAt": "2026-12-06T10:00:00Z", "fingerprint": "f"}]}), json!("alerts[0].status")),
-        (json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {}, "startsAt": "2026-12-06T10:00:00Z", "fingerprint": "f"}]}), json!("alerts[0].labels.alertname")),
-        (json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A"}, "startsAt": "soon", "fingerprint": "f"}]}), json!("alerts[0].startsAt")),
+        (
+            json!({"version": "4", "status": "firing", "alerts": []}),
+            json!("alerts"),
+        ),
+        (
+            json!({"version": "4", "status": "firing", "alerts": [{"status": "pending", "labels": {"alertname": "A"}, "startsAt": "2026-12-06T10:00:00Z", "fingerprint": "f"}]}),
+            json!("alerts[0].status"),
+        ),
+        (
+            json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {}, "startsAt": "2026-12-06T10:00:00Z", "fingerprint": "f"}]}),
+            json!("alerts[0].labels.alertname"),
+        ),
+        (
+            json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A"}, "startsAt": "soon", "fingerprint": "f"}]}),
+            json!("alerts[0].startsAt"),
+        ),
     ] {
         let (status, answer) = setup.post(&azure_url, None, &body);
         assert_eq!(status, 400, "{body}: {answer}");
-        assert!(!answer["error"]["message"].as_str().unwrap_or_default().is_empty(), "{answer}");
+        assert!(
+            !answer["error"]["message"].as_str().unwrap_or_default().is_empty(),
+            "{answer}"
+        );
         if !target.is_null() {
             assert!(
-                answer["error"]["target"].as_str().unwrap_or_default().starts_with(target.as_str().unwrap()),
+                answer["error"]["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(target.as_str().unwrap()),
                 "{body}: {answer}"
             );
         }
     }
-    let (status, answer) = setup.post(&format!("{}/netwatch/v1/alerts/{}", setup.url, "x".repeat(64)), None, &azure_alert("x", "Fired", now_ms(), &[vm_id(1)]));
+    let (status, answer) = setup.post(
+        &format!("{}/netwatch/v1/alerts/{}", setup.url, "x".repeat(64)),
+        None,
+        &azure_alert("x", "Fired", now_ms(), &[vm_id(1)]),
+    );
     assert_eq!(status, 401, "an unknown secret: {answer}");
-    let (status, answer) = setup.post(&format!("{}/netwatch/v1/alerts", setup.url), None, &azure_alert("x", "Fired", now_ms(), &[vm_id(1)]));
+    let (status, answer) = setup.post(
+        &format!("{}/netwatch/v1/alerts", setup.url),
+        None,
+        &azure_alert("x", "Fired", now_ms(), &[vm_id(1)]),
+    );
     assert_eq!(status, 401, "no bearer: {answer}");
     // An alert the trigger does not take (its source is Azure Monitor only).
     let other = json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A", "instance": "web-1"}, "startsAt": rfc3339(now_ms()), "fingerprint": "f1"}]});
     let (status, answer) = setup.post(&azure_url, None, &other);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["alerts"][0]["matched"], false, "{answer}");
-    assert_eq!(setup.captures().len(), before, "bad or unmatched payloads started nothing");
+    assert_eq!(
+        setup.captures().len(),
+        before,
+        "bad or unmatched payloads started nothing"
+    );
 
     // The alert fired a second ago on web-2: its capture covers 5 s before.
     let fired = now_ms() - 1000;
@@ -633,22 +751,48 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
     let (status, answer) = setup.post(&azure_url, None, &alert);
     assert_eq!(status, 200, "{answer}");
     let started = results(&answer);
-    assert_eq!(started.get(&vm_id(1)).map(String::as_str), Some("Started"), "{answer:#}");
+    assert_eq!(
+        started.get(&vm_id(1)).map(String::as_str),
+        Some("Started"),
+        "{answer:#}"
+    );
     assert_eq!(started.len(), 1, "web-2 only: {answer:#}");
-    let capture = answer["alerts"][0]["hosts"][0]["capture"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let capture = answer["alerts"][0]["hosts"][0]["capture"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     // Delivered again (action groups retry): the same capture, nothing new.
     let (_, again) = setup.post(&azure_url, None, &alert);
-    assert_eq!(results(&again).get(&vm_id(1)).map(String::as_str), Some("Duplicate"), "{again:#}");
+    assert_eq!(
+        results(&again).get(&vm_id(1)).map(String::as_str),
+        Some("Duplicate"),
+        "{again:#}"
+    );
     // Another alert on web-2 within the cooldown.
     let (_, cooled) = setup.post(&azure_url, None, &azure_alert("a2", "Fired", now_ms(), &[vm_id(1)]));
-    assert_eq!(results(&cooled).get(&vm_id(1)).map(String::as_str), Some("Cooldown"), "{cooled:#}");
+    assert_eq!(
+        results(&cooled).get(&vm_id(1)).map(String::as_str),
+        Some("Cooldown"),
+        "{cooled:#}"
+    );
     let status = setup.stored(&capture);
     assert_eq!(status["netwatch"]["alert"]["secondsBeforeCovered"], 5, "{status:#}");
     let (found, others) = datagrams(&setup.download(&status));
     assert_eq!(others, 0);
     no_gap_no_duplicate(&found, &capture);
-    assert!(found[0].1 <= fired - 4_500 && found[0].1 >= fired - 5_000, "{capture} starts {} ms before", fired - found[0].1);
-    assert!(found[found.len() - 1].1 >= fired + 1_500, "{capture} ends {} ms after", found[found.len() - 1].1 - fired);
+    assert!(
+        found[0].1 <= fired - 4_500 && found[0].1 >= fired - 5_000,
+        "{capture} starts {} ms before",
+        fired - found[0].1
+    );
+    assert!(
+        found[found.len() - 1].1 >= fired + 1_500,
+        "{capture} ends {} ms after",
+        found[found.len() - 1].1 - fired
+    );
 
     // The concurrency and rate limits; a resolved alert stops its capture.
     let (status, limited) = setup.put(
@@ -665,29 +809,78 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
     let limited = limited["properties"]["webhookUrl"].as_str().unwrap().to_owned();
     let x = now_ms();
     let (_, first) = setup.post(&limited, None, &azure_alert("x", "Fired", x, &[vm_id(0)]));
-    assert_eq!(results(&first).get(&vm_id(0)).map(String::as_str), Some("Started"), "{first:#}");
+    assert_eq!(
+        results(&first).get(&vm_id(0)).map(String::as_str),
+        Some("Started"),
+        "{first:#}"
+    );
     let (_, second) = setup.post(&limited, None, &azure_alert("y", "Fired", now_ms(), &[vm_id(1)]));
-    assert_eq!(results(&second).get(&vm_id(1)).map(String::as_str), Some("ConcurrencyLimit"), "{second:#}");
+    assert_eq!(
+        results(&second).get(&vm_id(1)).map(String::as_str),
+        Some("ConcurrencyLimit"),
+        "{second:#}"
+    );
     let (_, resolved) = setup.post(&limited, None, &azure_alert("x", "Resolved", x, &[vm_id(0)]));
-    assert_eq!(results(&resolved).get(&vm_id(0)).map(String::as_str), Some("Stopped"), "{resolved:#}");
-    let x_name = first["alerts"][0]["hosts"][0]["capture"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(
+        results(&resolved).get(&vm_id(0)).map(String::as_str),
+        Some("Stopped"),
+        "{resolved:#}"
+    );
+    let x_name = first["alerts"][0]["hosts"][0]["capture"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let stopped = setup.stored(&x_name);
     assert_eq!(stopped["stopReason"], "ManualStop", "{stopped:#}");
     let (_, second) = setup.post(&limited, None, &azure_alert("y", "Fired", now_ms(), &[vm_id(1)]));
-    assert_eq!(results(&second).get(&vm_id(1)).map(String::as_str), Some("Started"), "{second:#}");
+    assert_eq!(
+        results(&second).get(&vm_id(1)).map(String::as_str),
+        Some("Started"),
+        "{second:#}"
+    );
     let (_, resolved) = setup.post(&limited, None, &azure_alert("y", "Resolved", now_ms(), &[vm_id(1)]));
-    assert_eq!(results(&resolved).get(&vm_id(1)).map(String::as_str), Some("Stopped"), "{resolved:#}");
-    let y_name = second["alerts"][0]["hosts"][0]["capture"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(
+        results(&resolved).get(&vm_id(1)).map(String::as_str),
+        Some("Stopped"),
+        "{resolved:#}"
+    );
+    let y_name = second["alerts"][0]["hosts"][0]["capture"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     setup.stored(&y_name);
     let (_, third) = setup.post(&limited, None, &azure_alert("z", "Fired", now_ms(), &[vm_id(0)]));
-    assert_eq!(results(&third).get(&vm_id(0)).map(String::as_str), Some("RateLimit"), "{third:#}");
+    assert_eq!(
+        results(&third).get(&vm_id(0)).map(String::as_str),
+        Some("RateLimit"),
+        "{third:#}"
+    );
 
     // A host whose recorder is gone still gets a capture, from the alert on, and says so.
-    let (status, _) = setup.arm("DELETE", &format!("{}/netwatchFlightRecorders/web-1?{API}", watcher()), None);
+    let (status, _) = setup.arm(
+        "DELETE",
+        &format!("{}/netwatchFlightRecorders/web-1?{API}", watcher()),
+        None,
+    );
     assert_eq!(status, 200);
     let stopped = netwatch_testkit::eventually(100, Duration::from_millis(200), || {
-        recorder_hosts(&setup, "web-2").first().is_some_and(|r| r["state"] == "Recording")
-            && setup.arm("GET", &format!("{}/netwatchFlightRecorders/web-1?{API}", watcher()), None).0 == 404
+        recorder_hosts(&setup, "web-2")
+            .first()
+            .is_some_and(|r| r["state"] == "Recording")
+            && setup
+                .arm(
+                    "GET",
+                    &format!("{}/netwatchFlightRecorders/web-1?{API}", watcher()),
+                    None,
+                )
+                .0
+                == 404
     });
     assert!(stopped);
     std::thread::sleep(Duration::from_secs(1));
@@ -699,13 +892,29 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
     assert_eq!(status, 201, "{late}");
     let late = late["properties"]["webhookUrl"].as_str().unwrap().to_owned();
     let (_, answer) = setup.post(&late, None, &azure_alert("w", "Fired", now_ms(), &[vm_id(0)]));
-    assert_eq!(results(&answer).get(&vm_id(0)).map(String::as_str), Some("Started"), "{answer:#}");
-    let name = answer["alerts"][0]["hosts"][0]["capture"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(
+        results(&answer).get(&vm_id(0)).map(String::as_str),
+        Some("Started"),
+        "{answer:#}"
+    );
+    let name = answer["alerts"][0]["hosts"][0]["capture"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let status = setup.stored(&name);
     let covered = status["netwatch"]["alert"]["secondsBeforeCovered"].as_i64().unwrap();
-    assert!(covered <= 0, "without a recorder nothing before the alert is covered: {status:#}");
     assert!(
-        status["netwatch"]["errorMessage"].as_str().unwrap_or_default().contains("no flight recorder"),
+        covered <= 0,
+        "without a recorder nothing before the alert is covered: {status:#}"
+    );
+    assert!(
+        status["netwatch"]["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no flight recorder"),
         "{status:#}"
     );
     // The recorder's files left web-1's data directory.

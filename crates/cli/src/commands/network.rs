@@ -1,15 +1,17 @@
 //! `netwatch network watcher …`: `list` and `configure` as az has them today
 //! (aaz `network watcher list`, `configure_network_watcher`), the seed
-//! guide's `show` (az dropped it; it GETs the watcher), and the
-//! `packet-capture` group ([`super::packet_capture`]).
+//! guide's `show` (az dropped it; it GETs the watcher), the
+//! `packet-capture` group ([`super::packet_capture`]), and netwatch's own
+//! `flight-recorder` and `trigger` groups ([`super::alerting`]).
 
 use clap::Subcommand;
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceName, SubscriptionId};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::flag_error;
+use super::alerting::{self, FlightRecorderCommand, TriggerCommand};
 use super::packet_capture::{self, API_VERSION, PacketCaptureCommand};
+use super::{bool_arg, flag_error};
 use crate::error::CliError;
 use crate::settings::GlobalArgs;
 use crate::{Context, shape};
@@ -24,7 +26,7 @@ pub struct NetworkArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
-    /// Manage network watchers and their packet captures.
+    /// Manage network watchers, their packet captures, flight recorders and alert triggers.
     Watcher {
         #[command(subcommand)]
         command: WatcherCommand,
@@ -64,6 +66,16 @@ pub enum WatcherCommand {
         #[command(subcommand)]
         command: PacketCaptureCommand,
     },
+    /// netwatch: keep a rolling window of recent traffic on the hosts of a VM or scale set.
+    FlightRecorder {
+        #[command(subcommand)]
+        command: FlightRecorderCommand,
+    },
+    /// netwatch: start captures when an alert fires (Azure Monitor or Alertmanager webhooks).
+    Trigger {
+        #[command(subcommand)]
+        command: TriggerCommand,
+    },
 }
 
 #[derive(Debug)]
@@ -77,12 +89,14 @@ pub(crate) enum Prepared {
         tags: Option<Map<String, Value>>,
     },
     PacketCapture(Box<packet_capture::Prepared>),
+    Alerting(Box<alerting::Prepared>),
 }
 
 /// The command's table transformer (see [`super::table_transformer`]).
 pub(crate) fn table_transformer(prepared: &Prepared) -> Option<&'static str> {
     match prepared {
         Prepared::PacketCapture(prepared) => packet_capture::table_transformer(prepared),
+        Prepared::Alerting(prepared) => alerting::table_transformer(prepared),
         _ => None,
     }
 }
@@ -119,17 +133,7 @@ pub(crate) fn prepare(command: NetworkCommand, subscription: &SubscriptionId) ->
                         .map_err(|err| flag_error("--resource-group/-g", &err))
                 })
                 .transpose()?;
-            let enabled = match enabled.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None => None,
-                Some("true" | "yes" | "y" | "1" | "on") => Some(true),
-                Some("false" | "no" | "n" | "0" | "off") => Some(false),
-                Some(_) => {
-                    return Err(CliError::Usage(format!(
-                        "argument --enabled: invalid value '{}': use true or false",
-                        enabled.unwrap_or_default()
-                    )));
-                }
-            };
+            let enabled = enabled.as_deref().map(|text| bool_arg("--enabled", text)).transpose()?;
             if enabled == Some(true) && group.is_none() {
                 return Err(CliError::Usage(
                     "usage error: '--resource-group' required when enabling new regions".to_owned(),
@@ -158,6 +162,12 @@ pub(crate) fn prepare(command: NetworkCommand, subscription: &SubscriptionId) ->
         }
         WatcherCommand::PacketCapture { command } => {
             Prepared::PacketCapture(Box::new(packet_capture::prepare(command, subscription)?))
+        }
+        WatcherCommand::FlightRecorder { command } => {
+            Prepared::Alerting(Box::new(alerting::prepare_recorder(command, subscription)?))
+        }
+        WatcherCommand::Trigger { command } => {
+            Prepared::Alerting(Box::new(alerting::prepare_trigger(command, subscription)?))
         }
     })
 }
@@ -259,6 +269,7 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
             Ok(Some(shape::list(&value, shape::network_watcher)))
         }
         Prepared::PacketCapture(prepared) => packet_capture::execute(*prepared, context).await,
+        Prepared::Alerting(prepared) => alerting::execute(*prepared, context).await,
     }
 }
 

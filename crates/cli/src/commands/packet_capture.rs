@@ -30,7 +30,7 @@
 
 use clap::{ArgAction, Subcommand};
 use netwatch_api::error::ApiError;
-use netwatch_api::filter::parse_wire_filters_json;
+use netwatch_api::filter::{PacketCaptureFilter, parse_wire_filters_json};
 use netwatch_api::packet_capture::{
     DEFAULT_BYTES_TO_CAPTURE_PER_PACKET, DEFAULT_TIME_LIMIT_IN_SECONDS, DEFAULT_TOTAL_BYTES_PER_SESSION, FleetSummary,
     MAX_BYTES, MAX_TIME_LIMIT_IN_SECONDS, NetwatchCaptureParameters, PacketCapture, PacketCaptureMachineScope,
@@ -68,7 +68,7 @@ pub struct NameArg {
 pub struct LocationArg {
     /// Location (region) of the network watcher, e.g. westus or "West US".
     #[arg(long, short = 'l', value_name = "LOCATION")]
-    location: String,
+    pub(crate) location: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -316,7 +316,8 @@ fn capture_name(text: &str) -> Result<ResourceName, CliError> {
     ResourceName::parse("--name", text).map_err(|err| flag_error("--name/-n", &err))
 }
 
-fn location_ref(text: &str) -> Result<WatcherRef, CliError> {
+/// `-l/--location`, checked, as the watcher to find.
+pub(crate) fn location_ref(text: &str) -> Result<WatcherRef, CliError> {
     Location::parse("--location", text).map_err(|err| flag_error("--location/-l", &err))?;
     Ok(WatcherRef::Location(text.to_owned()))
 }
@@ -427,39 +428,44 @@ fn in_range(flag: &str, value: Option<i64>, max: u32, default: u32) -> Result<i6
     }
 }
 
-/// The flag a create body's field comes from, for messages.
-fn flag_of(target: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 14] = [
-        ("properties.netwatch.targets.vms", "--target-vms"),
-        ("properties.netwatch.targets.tags", "--target-tags"),
-        ("properties.netwatch.targets", "--target-vms/--target-tags"),
-        ("properties.filters", "--filters"),
-        ("properties.storageLocation.storageId", "--storage-account"),
-        ("properties.storageLocation.storagePath", "--storage-path"),
-        ("properties.storageLocation.filePath", "--file-path"),
-        ("properties.storageLocation", "--storage-account/--file-path"),
-        ("properties.targetType", "--target-type"),
-        ("properties.target", "--vm/--target"),
-        ("properties.scope", "--include/--exclude"),
-        ("properties.bytesToCapturePerPacket", "--capture-size"),
-        ("properties.totalBytesPerSession", "--capture-limit"),
-        ("properties.timeLimitInSeconds", "--time-limit"),
-    ];
-    FLAGS
-        .iter()
-        .find(|(prefix, _)| target.starts_with(prefix))
-        .map_or("", |(_, flag)| flag)
+/// The flag each field of a create body comes from, for messages.
+const FLAGS: [(&str, &str); 14] = [
+    ("properties.netwatch.targets.vms", "--target-vms"),
+    ("properties.netwatch.targets.tags", "--target-tags"),
+    ("properties.netwatch.targets", "--target-vms/--target-tags"),
+    ("properties.filters", "--filters"),
+    ("properties.storageLocation.storageId", "--storage-account"),
+    ("properties.storageLocation.storagePath", "--storage-path"),
+    ("properties.storageLocation.filePath", "--file-path"),
+    ("properties.storageLocation", "--storage-account/--file-path"),
+    ("properties.targetType", "--target-type"),
+    ("properties.target", "--vm/--target"),
+    ("properties.scope", "--include/--exclude"),
+    ("properties.bytesToCapturePerPacket", "--capture-size"),
+    ("properties.totalBytesPerSession", "--capture-limit"),
+    ("properties.timeLimitInSeconds", "--time-limit"),
+];
+
+/// An api validation error of a create body as a usage error naming the flag.
+fn body_error(err: &ApiError) -> CliError {
+    flagged_error(err, &FLAGS)
 }
 
-/// An api validation error as a usage error naming the flag (the api's
-/// message starts with the JSON path, which stays: it locates the bad filter).
-fn body_error(err: &ApiError) -> CliError {
+/// An api validation error as a usage error naming the flag its field comes
+/// from: the first of `flags` (field path prefix, flag) whose prefix starts
+/// the error's target. The api's message starts with the JSON path, which
+/// stays (without `properties.`): it locates the bad filter.
+pub(crate) fn flagged_error(err: &ApiError, flags: &[(&str, &str)]) -> CliError {
     let target = err.target().unwrap_or_default();
     let message = err.message();
     let message = message.strip_prefix("properties.").unwrap_or(message);
-    match flag_of(target) {
-        "" => CliError::Usage(message.to_owned()),
-        flag => CliError::Usage(format!("argument {flag}: {message}")),
+    let flag = flags
+        .iter()
+        .find(|(prefix, _)| target.starts_with(prefix))
+        .map(|(_, flag)| flag);
+    match flag {
+        None => CliError::Usage(message.to_owned()),
+        Some(flag) => CliError::Usage(format!("argument {flag}: {message}")),
     }
 }
 
@@ -606,8 +612,14 @@ fn checked_create(
 }
 
 /// `--filters` as the wire's filters.
-fn filters_of(args: &CreateArgs) -> Result<Option<Vec<netwatch_api::filter::PacketCaptureFilter>>, CliError> {
-    match &args.filters {
+fn filters_of(args: &CreateArgs) -> Result<Option<Vec<PacketCaptureFilter>>, CliError> {
+    parse_filters(args.filters.as_deref())
+}
+
+/// A `--filters` value (JSON, or `@file`) as the wire's filters, not yet
+/// validated: the body's `validate` checks them where they land.
+pub(crate) fn parse_filters(text: Option<&str>) -> Result<Option<Vec<PacketCaptureFilter>>, CliError> {
+    match text {
         Some(text) => {
             let json = json_argument("--filters", text)?;
             Ok(Some(parse_wire_filters_json(&json).map_err(|err| {
@@ -688,7 +700,7 @@ fn prepare_selected(
 
 /// A `--vm`, `--target` or `--storage-account` value: an id of `kind`, or a
 /// name made into one in `-g`'s resource group (az's `AAZResourceIdArgFormat`).
-fn name_or_id(
+pub(crate) fn name_or_id(
     flag: &str,
     text: &str,
     subscription: &SubscriptionId,
@@ -775,7 +787,8 @@ pub(crate) fn watcher_in(watchers: &Value, location: &str) -> Result<Watcher, Cl
     })
 }
 
-async fn resolve(context: &Context, watcher: &WatcherRef) -> Result<Watcher, CliError> {
+/// The watcher `watcher` names, found from its location when need be.
+pub(crate) async fn resolve(context: &Context, watcher: &WatcherRef) -> Result<Watcher, CliError> {
     match watcher {
         WatcherRef::Location(location) => find_watcher(context, location).await,
         WatcherRef::Named(group, name) => Ok(Watcher {

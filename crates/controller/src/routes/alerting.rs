@@ -107,7 +107,12 @@ async fn recorder_result(state: &AppState, record: &RecorderRecord) -> Result<Fl
         let status = row
             .as_ref()
             .and_then(|row| serde_json::from_str::<RecorderStatus>(&row.status_json).ok())
-            .filter(|status| status.id.as_deref().is_some_and(|of| of.eq_ignore_ascii_case(&record.id)));
+            .filter(|status| {
+                status
+                    .id
+                    .as_deref()
+                    .is_some_and(|of| of.eq_ignore_ascii_case(&record.id))
+            });
         let updated_ms = row.as_ref().map(|row| row.updated_ms);
         let connected = state.hub.is_connected(&host).await;
         result.properties.hosts.push(match status {
@@ -330,7 +335,14 @@ async fn put_trigger(
             account,
             &[netwatch_api::resource::ResourceKind::StorageAccount],
         )?;
-        if state.storage.get(account_id.name().as_str()).await.ok().flatten().is_none() {
+        if state
+            .storage
+            .get(account_id.name().as_str())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
             return Err(ApiError::bad_request(
                 "properties.storageLocation.storageId",
                 format!(
@@ -452,7 +464,13 @@ fn parse_delivery(body: &[u8]) -> Result<Vec<Alert>, ApiError> {
     parsed.map_err(|err| ApiError::bad_request(err.path.clone(), err.to_string()))
 }
 
-async fn deliver(state: &AppState, secret: &str, headers: &HeaderMap, uri: &Uri, body: &[u8]) -> Result<Response, HttpError> {
+async fn deliver(
+    state: &AppState,
+    secret: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Response, HttpError> {
     let Some(record) = state.store.trigger_by_secret(&auth::digest(secret)).await? else {
         tracing::warn!("alert posted with an unknown webhook secret: refused");
         return Err(unknown_secret(
@@ -475,7 +493,9 @@ async fn deliver(state: &AppState, secret: &str, headers: &HeaderMap, uri: &Uri,
     .validate()
     .map_err(|err| unreadable("trigger", &record.id, err))?;
     let id = ResourceId::parse("id", &record.id).map_err(|err| unreadable("trigger", &record.id, err))?;
-    let watcher_id = id.parent().ok_or_else(|| unreadable("trigger", &record.id, "no watcher"))?;
+    let watcher_id = id
+        .parent()
+        .ok_or_else(|| unreadable("trigger", &record.id, "no watcher"))?;
     let Some(watcher) = state.store.get_watcher(&watcher_id.to_string()).await? else {
         return Err(ApiError::not_found(&watcher_id).into());
     };
@@ -491,5 +511,9 @@ async fn deliver(state: &AppState, secret: &str, headers: &HeaderMap, uri: &Uri,
         outcomes.push(alerting::act(state, firing, alert).await?);
     }
     tracing::info!(trigger = %id, alerts = alerts.len(), "alert delivery taken");
-    Ok((StatusCode::OK, Json(json!({ "trigger": id.to_string(), "alerts": outcomes }))).into_response())
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "trigger": id.to_string(), "alerts": outcomes })),
+    )
+        .into_response())
 }

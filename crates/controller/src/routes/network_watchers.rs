@@ -171,8 +171,13 @@ async fn delete_watcher(
             state.hub.send(&capture.target_id, stop).await;
         }
     }
+    let recorders = state.store.list_recorders(&id.to_string()).await?;
     if state.store.delete_watcher(&id.to_string()).await? {
-        tracing::info!(watcher = %id, "network watcher deleted with its packet captures");
+        tracing::info!(watcher = %id, "network watcher deleted with its packet captures, flight recorders and triggers");
+    }
+    // Hosts whose recorder went with it stop recording (or take another's).
+    for recorder in recorders {
+        crate::alerting::push_recorders(&state, &recorder.target_key).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -121,7 +121,7 @@ impl Store {
             .await?;
             found.extend(rows);
         }
-        found.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms));
+        found.sort_by_key(|record| std::cmp::Reverse(record.updated_ms));
         Ok(found)
     }
 
@@ -198,7 +198,10 @@ impl Store {
             }
         } else {
             let Some(digest) = secret_digest else {
-                return Err(StoreError::Conflict(format!("trigger {} (new, with no webhook secret)", t.id)));
+                return Err(StoreError::Conflict(format!(
+                    "trigger {} (new, with no webhook secret)",
+                    t.id
+                )));
             };
             sqlx::query(
                 "INSERT INTO triggers (key, id, watcher_key, spec_json, secret_digest, version, created_ms, updated_ms)

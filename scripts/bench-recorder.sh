@@ -1,0 +1,176 @@
+#!/bin/bash
+# Flight recorder benchmark (issue 16): what the always-on recorder costs an agent,
+# and what an alert gets from it. Prints figures; asserts nothing. Needs root.
+#
+# A controller (`netwatch up --no-agent`) and an agent (`-i vB`, pinned to CAPTURE_CPU,
+# its data directory on /var/tmp: a real disk) run in nwB of ../shared/bench's
+# namespace pair; trafgen floods vA→vB with 100-byte UDP frames at RATE for FLOOD
+# seconds in each phase:
+#   idle      the agent with nothing to do: the reference
+#   capture   a plain capture of the same UDP (Azure's filters) running
+#   recorder  the flight recorder on (WINDOW seconds, its default 1 GiB bound)
+# For each: the agent's CPU (whole process and the capturing thread, nw-capture or
+# nw-recorder) as a share of one CPU, and its peak resident memory.
+# Then the alert: the recorder runs while trafgen sends at RATE for WINDOW + 15 s; an
+# Azure Monitor alert (fired now, secondsBefore WINDOW, secondsAfter AFTER) is posted
+# to a trigger's webhook; printed: from the post to the capture Running (the window
+# held), to its file stored, how many seconds before the alert the file starts, and its
+# packets against those sent in the window.
+#
+#   scripts/bench-recorder.sh                       # RATE=100000 FLOOD=20 WINDOW=60
+#   RATE=50000 FLOOD=10 WINDOW=20 scripts/bench-recorder.sh   # a quicker look
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PAIR=${PAIR:-$ROOT/../shared/bench/netns-pair.sh}
+[ -f "$PAIR" ] || { echo "namespace script not found at $PAIR (../shared beside the repository)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "run as root: the benchmark makes network namespaces" >&2; exit 2; }
+for tool in trafgen capinfos taskset curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y --no-install-recommends netsniff-ng tshark util-linux curl" >&2; exit 2; }
+done
+RATE=${RATE:-100000}; FLOOD=${FLOOD:-20}; WINDOW=${WINDOW:-60}; AFTER=${AFTER:-5}
+CAPTURE_CPU=${CAPTURE_CPU:-1}
+BIN=${NETWATCH_BIN:-$ROOT/target/release/netwatch}
+[ -n "${NETWATCH_BIN:-}" ] || (cd "$ROOT" && cargo build --release --locked -q -p netwatch)
+HZ=$(getconf CLK_TCK)
+
+dir=$(mktemp -d -p /var/tmp nw-bench-recorder.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  bash "$PAIR" down >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+bash "$PAIR" up >/dev/null
+inb() { ip netns exec nwB "$@"; }
+
+XDG_CONFIG_HOME="$dir/config" ip netns exec nwB "$BIN" up --no-agent --listen 10.203.0.2:0 --data-dir "$dir/up" >"$dir/up.out" 2>"$dir/up.log" &
+pids+=($!)
+for _ in $(seq 600); do grep -q "https://" "$dir/up.out" 2>/dev/null && break; sleep 0.1; done
+URL=$(grep -o 'https://[0-9.:]*' "$dir/up.out" | head -1)
+[ -n "$URL" ] || { echo "netwatch up did not start:" >&2; cat "$dir/up.log" >&2; exit 1; }
+credential() { sed -n "s/^$1 = \"\(.*\)\"$/\1/p" "$dir/up/credentials.toml"; }
+TOKEN=$(credential admin_token)
+CA=$dir/up/ca.pem
+SUB=00000000-0000-0000-0000-000000000000
+VM=/subscriptions/$SUB/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/bench
+WATCHER=/subscriptions/$SUB/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_westus
+ACCOUNT=/subscriptions/$SUB/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/netwatchlocal
+API=api-version=2024-05-01
+# Started without a shell function in between: $! is the agent itself.
+ip netns exec nwB taskset -c "$CAPTURE_CPU" "$BIN" agent --server "$URL" --enroll-token "$(credential agent_token)" --ca "$CA" \
+  --vm-name bench -g rg1 -l westus -i vB --data-dir "$dir/agent" >/dev/null 2>"$dir/agent.log" &
+pids+=($!)
+AGENT=$!
+# arm METHOD PATH [BODY]: the answer's body; the status in $dir/status.
+arm() {
+  local body=()
+  [ $# -lt 3 ] || body=(-H 'Content-Type: application/json' --data-binary "$3")
+  inb curl -sS --max-time 30 --cacert "$CA" -H "Authorization: Bearer $TOKEN" -X "$1" "${body[@]}" \
+    -o "$dir/answer" -w '%{http_code}' "$URL$2" >"$dir/status" || true
+  cat "$dir/answer"
+}
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+for _ in $(seq 100); do arm GET "$VM?api-version=2024-07-01" >/dev/null; [ "$(cat "$dir/status")" = 200 ] && break; sleep 0.2; done
+[ "$(cat "$dir/status")" = 200 ] || { echo "the agent did not register:" >&2; tail "$dir/agent.log" >&2; exit 1; }
+
+cat >"$dir/flood.cfg" <<CFG
+{ eth(da=$(inb cat /sys/class/net/vB/address), sa=$(ip netns exec nwA cat /sys/class/net/vA/address)),
+  ipv4(saddr=10.203.0.1, daddr=10.203.0.2, ttl=64),
+  udp(sport=dinc(1000,2000), dport=5000), fill(0x41, 58) }
+CFG
+flood() { # SECONDS: RATE frames a second, bounded in count
+  ip netns exec nwA trafgen --dev vA --conf "$dir/flood.cfg" -n $((RATE * $1)) -b "${RATE}pps" -P 1 --no-sock-mem -Q -C \
+    >/dev/null 2>"$dir/trafgen.log"
+}
+ticks() { # PID [THREAD]: CPU ticks of the process, or of its thread named THREAD
+  local t total=0
+  if [ $# = 1 ]; then awk '{print $14 + $15}' "/proc/$1/stat"; return; fi
+  for t in /proc/"$1"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] && total=$((total + $(awk '{print $14 + $15}' "$t/stat")))
+  done
+  echo "$total"
+}
+phase() { # LABEL THREAD: flood FLOOD seconds, print CPU and peak RSS
+  local p0 t0 start peak=0 rss sampler
+  p0=$(ticks "$AGENT"); t0=$(ticks "$AGENT" "$2"); start=$(date +%s.%N)
+  ( while :; do awk '/VmRSS/ {print $2}' "/proc/$AGENT/status"; sleep 0.2; done ) >"$dir/rss" &
+  sampler=$!
+  flood "$FLOOD"
+  kill "$sampler"; wait "$sampler" 2>/dev/null || true
+  peak=$(sort -n "$dir/rss" | tail -1)
+  local secs; secs=$(python3 -c "import time; print(time.time() - $start)")
+  python3 - "$1" "$2" "$(( $(ticks "$AGENT") - p0 ))" "$(( $(ticks "$AGENT" "$2") - t0 ))" "$secs" "$HZ" "$peak" <<'PY'
+import sys
+label, thread, proc, thr, secs, hz, peak = sys.argv[1:]
+secs, hz = float(secs), int(hz)
+print(f"| {label} | {float(proc) / hz / secs:.3f} | {thread}: {float(thr) / hz / secs:.3f} | {int(peak) / 1024:.1f} MiB |")
+PY
+}
+
+echo "## netwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(uname -r): flight recorder at ${RATE} frames/s of 100 bytes, ${FLOOD} s per phase, agent on CPU $CAPTURE_CPU"
+echo
+echo "| phase | agent CPU (share of one CPU) | capturing thread | peak RSS |"
+echo "| --- | --- | --- | --- |"
+phase idle nw-capture
+arm PUT "$WATCHER/packetCaptures/bench?$API" "{\"properties\":{\"target\":\"$VM\",\"storageLocation\":{\"storageId\":\"$ACCOUNT\"},\"filters\":[{\"protocol\":\"UDP\"}],\"timeLimitInSeconds\":3600,\"totalBytesPerSession\":0}}" >/dev/null
+sleep 1
+phase capture nw-capture
+arm POST "$WATCHER/packetCaptures/bench/stop?$API" >/dev/null
+arm PUT "$WATCHER/netwatchFlightRecorders/bench?$API" "{\"properties\":{\"target\":\"$VM\",\"filters\":[{\"protocol\":\"UDP\"}],\"seconds\":$WINDOW}}" >/dev/null
+for _ in $(seq 100); do
+  [ "$(arm GET "$WATCHER/netwatchFlightRecorders/bench?$API" | json 'd["properties"]["hosts"][0]["state"]')" = Recording ] && break
+  sleep 0.2
+done
+phase recorder nw-recorder
+sleep $((10 + 1)) # the agent says how its recorder is every 10 s
+arm GET "$WATCHER/netwatchFlightRecorders/bench?$API" >"$dir/recorder.json"
+echo
+python3 - "$dir/recorder.json" <<'PY'
+import json, sys
+host = json.load(open(sys.argv[1]))["properties"]["hosts"][0]
+print(f"Recorder after the phase: {host['bytes'] / 2**20:.1f} MiB in {host['files']} files, window "
+      f"{host.get('windowSeconds')} s, {host['packets']} packets, kernel drops {host['kernelDrops']}")
+PY
+
+# The alert.
+made=$(arm PUT "$WATCHER/netwatchTriggers/bench?$API" "{\"properties\":{\"source\":\"AzureMonitor\",\"capture\":{\"filters\":[{\"protocol\":\"UDP\"}],\"secondsBefore\":$WINDOW,\"secondsAfter\":$AFTER,\"totalBytesPerSession\":0},\"storageLocation\":{\"storageId\":\"$ACCOUNT\"}}}")
+HOOK=$(echo "$made" | json 'd["properties"]["webhookUrl"]')
+sleep 3 # the recorder's window from the last phase ends before this flood begins
+flood $((WINDOW + 15)) &
+sender=$!
+sleep $((WINDOW + 5))
+fired=$(python3 -c 'import time; print(time.time())')
+stamp=$(python3 -c "import datetime; print(datetime.datetime.fromtimestamp($fired, datetime.timezone.utc).isoformat())")
+alert="{\"schemaId\":\"azureMonitorCommonAlertSchema\",\"data\":{\"essentials\":{\"alertId\":\"/subscriptions/$SUB/providers/Microsoft.AlertsManagement/alerts/bench\",\"alertRule\":\"bench\",\"severity\":\"Sev3\",\"monitorCondition\":\"Fired\",\"alertTargetIDs\":[\"$VM\"],\"firedDateTime\":\"$stamp\"}}}"
+t0=$(python3 -c 'import time; print(time.time())')
+answer=$(inb curl -sS --cacert "$CA" -H 'Content-Type: application/json' --data-binary "$alert" "$HOOK")
+capture=$(echo "$answer" | json 'd["alerts"][0]["hosts"][0]["capture"].rsplit("/", 1)[1]')
+t_answer=$(python3 -c 'import time; print(time.time())')
+running=""; stored=""
+for _ in $(seq 3000); do
+  status=$(arm POST "$WATCHER/packetCaptures/$capture/queryStatus?$API")
+  now=$(python3 -c 'import time; print(time.time())')
+  state=$(echo "$status" | json 'd["packetCaptureStatus"]')
+  if [ -z "$running" ] && { [ "$state" = Running ] || [ "$state" = Stopped ]; }; then running=$now; fi
+  if [ "$state" = Stopped ] && [ "$(echo "$status" | json 'd["netwatch"].get("uploadState")')" = Succeeded ]; then stored=$now; break; fi
+  sleep 0.05
+done
+wait "$sender" || true
+[ -n "$stored" ] || { echo "the alert's capture was not stored: $status" >&2; tail -20 "$dir/agent.log" >&2; exit 1; }
+file=$(echo "$status" | json 'd["netwatch"]["files"][0]["storagePath"]')
+inb curl -sS -f --cacert "$CA" -H "Authorization: Bearer $TOKEN" -o "$dir/alert.cap" "$file"
+first=$(capinfos -a -S "$dir/alert.cap" | awk '/First packet time/ {print $NF}')
+packets=$(capinfos -c -M "$dir/alert.cap" | awk '/Number of packets/ {print $NF}')
+python3 - "$t0" "$t_answer" "$running" "$stored" "$fired" "$first" "$packets" "$RATE" "$WINDOW" "$AFTER" \
+  "$(echo "$status" | json 'd["netwatch"]["alert"]["secondsBeforeCovered"]')" <<'PY'
+import sys
+t0, answer, running, stored, fired, first, packets, rate, window, after, covered = sys.argv[1:]
+t0, answer, running, stored, fired, first = map(float, (t0, answer, running, stored, fired, first))
+expected = int(rate) * (int(window) + int(after))
+print()
+print(f"Alert → capture ({window} s before, {after} s after, {rate} frames/s):")
+print(f"- webhook answered in {(answer - t0) * 1000:.0f} ms; capture Running (window held) {(running - t0) * 1000:.0f} ms after the post")
+print(f"- file stored {stored - t0:.1f} s after the post ({after} s after the alert are part of it)")
+print(f"- the file starts {fired - first:.2f} s before the alert (secondsBeforeCovered {covered}); {packets} packets, {expected} sent in the window ({int(packets) / expected:.3f})")
+PY
