@@ -33,6 +33,9 @@ BIN=${NETWATCH_BIN:-$ROOT/target/release/netwatch}
 [ -n "${NETWATCH_BIN:-}" ] || (cd "$ROOT" && cargo build --release --locked -q -p netwatch)
 HZ=$(getconf CLK_TCK)
 
+# One benchmark at a time: a second `netns-pair.sh up` would tear this one's pair down.
+exec 9>/run/netwatch-bench-pair.lock
+flock -n 9 || { echo "another benchmark is using the namespace pair (nwA/nwB): wait for it" >&2; exit 2; }
 dir=$(mktemp -d -p /var/tmp nw-bench-recorder.XXXXXX)
 pids=()
 cleanup() {

@@ -157,6 +157,22 @@ pub struct ApiError {
     cause: Option<Cause>,
 }
 
+/// A whole number at `path` in `min..=max` (`unit` says of what), `default`
+/// when absent: a 400 that gives the range otherwise.
+pub fn in_range(
+    path: &str,
+    value: Option<i64>,
+    default: u64,
+    (min, max): (u64, u64),
+    unit: &str,
+) -> Result<u64, ApiError> {
+    let Some(value) = value else { return Ok(default) };
+    u64::try_from(value)
+        .ok()
+        .filter(|value| (min..=max).contains(value))
+        .ok_or_else(|| ApiError::bad_request(path, format!("{path} {value} is out of range: use {min}-{max} {unit}")))
+}
+
 /// Reads a JSON request body as `T` (`what` names it, `example` shows a
 /// good one): a 400 whose target is the JSON path of the first value that
 /// does not fit (`properties.seconds`), or the body's when it is no object.

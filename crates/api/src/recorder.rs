@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, in_range};
 use crate::filter::{CaptureFilter, PacketCaptureFilter, validate_filters};
 use crate::resource::{ResourceId, ResourceKind};
 
@@ -147,14 +147,6 @@ pub fn parse_flight_recorder(body: &[u8]) -> Result<FlightRecorder, ApiError> {
     )
 }
 
-fn range(path: &str, value: Option<i64>, default: u64, min: u64, max: u64, unit: &str) -> Result<u64, ApiError> {
-    let Some(value) = value else { return Ok(default) };
-    u64::try_from(value)
-        .ok()
-        .filter(|value| (min..=max).contains(value))
-        .ok_or_else(|| ApiError::bad_request(path, format!("{path} {value} is out of range: use {min}-{max} {unit}")))
-}
-
 impl FlightRecorder {
     /// Checks every rule (module doc) and applies the defaults.
     pub fn validate(&self) -> Result<ValidatedRecorder, ApiError> {
@@ -176,28 +168,25 @@ impl FlightRecorder {
         )?;
         let filters_wire = properties.filters.clone().unwrap_or_default();
         let filters = validate_filters(&filters_wire)?;
-        let seconds = range(
+        let seconds = in_range(
             "properties.seconds",
             properties.seconds,
             DEFAULT_RECORDER_SECONDS.into(),
-            1,
-            MAX_RECORDER_SECONDS.into(),
+            (1, MAX_RECORDER_SECONDS.into()),
             "seconds",
         )?;
-        let max_bytes = range(
+        let max_bytes = in_range(
             "properties.maxBytes",
             properties.max_bytes,
             DEFAULT_RECORDER_MAX_BYTES,
-            MIN_RECORDER_MAX_BYTES,
-            MAX_RECORDER_MAX_BYTES,
+            (MIN_RECORDER_MAX_BYTES, MAX_RECORDER_MAX_BYTES),
             "bytes (1 MiB to 64 GiB)",
         )?;
-        let snaplen = range(
+        let snaplen = in_range(
             "properties.bytesToCapturePerPacket",
             properties.bytes_to_capture_per_packet,
             0,
-            0,
-            MAX_RECORDER_SNAPLEN.into(),
+            (0, MAX_RECORDER_SNAPLEN.into()),
             "bytes (0 keeps whole packets)",
         )?;
         Ok(ValidatedRecorder {

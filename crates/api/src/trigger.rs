@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, AlertSource};
-use crate::error::ApiError;
+use crate::error::{ApiError, in_range};
 use crate::filter::{CaptureFilter, PacketCaptureFilter, validate_filters};
 use crate::packet_capture::{
     AlertWindow, DEFAULT_SECONDS_AFTER, DEFAULT_SECONDS_BEFORE, MAX_SECONDS_BEFORE, MAX_TIME_LIMIT_IN_SECONDS,
@@ -204,11 +204,8 @@ pub fn parse_trigger(body: &[u8]) -> Result<Trigger, ApiError> {
 }
 
 fn number(path: &str, value: Option<i64>, default: u32, min: u32, max: u32, unit: &str) -> Result<u32, ApiError> {
-    let Some(value) = value else { return Ok(default) };
-    u32::try_from(value)
-        .ok()
-        .filter(|value| (min..=max).contains(value))
-        .ok_or_else(|| ApiError::bad_request(path, format!("{path} {value} is out of range: use {min}-{max} {unit}")))
+    let value = in_range(path, value, default.into(), (min.into(), max.into()), unit)?;
+    Ok(u32::try_from(value).expect("within a u32 range"))
 }
 
 fn texts(path: &str, values: Option<&Vec<String>>) -> Result<Vec<String>, ApiError> {
