@@ -103,18 +103,20 @@ phase() { # LABEL THREAD: flood FLOOD seconds, print CPU and peak RSS
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
   peak=$(sort -n "$dir/rss" | tail -1)
   local secs; secs=$(python3 -c "import time; print(time.time() - $start)")
-  python3 - "$1" "$2" "$(( $(ticks "$AGENT") - p0 ))" "$(( $(ticks "$AGENT" "$2") - t0 ))" "$secs" "$HZ" "$peak" <<'PY'
+  python3 - "$1" "$2" "$(( $(ticks "$AGENT") - p0 ))" "$(( $(ticks "$AGENT" "$2") - t0 ))" "$secs" "$HZ" "$peak" \
+    "$((RATE * FLOOD))" <<'PY'
 import sys
-label, thread, proc, thr, secs, hz, peak = sys.argv[1:]
+label, thread, proc, thr, secs, hz, peak, sent = sys.argv[1:]
 secs, hz = float(secs), int(hz)
-print(f"| {label} | {float(proc) / hz / secs:.3f} | {thread}: {float(thr) / hz / secs:.3f} | {int(peak) / 1024:.1f} MiB |")
+print(f"| {label} | {int(sent) / secs:,.0f} | {float(proc) / hz / secs:.3f} | {thread}: {float(thr) / hz / secs:.3f} | "
+      f"{int(peak) / 1024:.1f} MiB |")
 PY
 }
 
 echo "## netwatch $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(uname -r): flight recorder at ${RATE} frames/s of 100 bytes, ${FLOOD} s per phase, agent on CPU $CAPTURE_CPU"
 echo
-echo "| phase | agent CPU (share of one CPU) | capturing thread | peak RSS |"
-echo "| --- | --- | --- | --- |"
+echo "| phase | frames/s sent | agent CPU (share of one CPU) | capturing thread | peak RSS |"
+echo "| --- | --- | --- | --- | --- |"
 phase idle nw-capture
 arm PUT "$WATCHER/packetCaptures/bench?$API" "{\"properties\":{\"target\":\"$VM\",\"storageLocation\":{\"storageId\":\"$ACCOUNT\"},\"filters\":[{\"protocol\":\"UDP\"}],\"timeLimitInSeconds\":3600,\"totalBytesPerSession\":0}}" >/dev/null
 sleep 1
@@ -140,6 +142,7 @@ PY
 made=$(arm PUT "$WATCHER/netwatchTriggers/bench?$API" "{\"properties\":{\"source\":\"AzureMonitor\",\"capture\":{\"filters\":[{\"protocol\":\"UDP\"}],\"secondsBefore\":$WINDOW,\"secondsAfter\":$AFTER,\"totalBytesPerSession\":0},\"storageLocation\":{\"storageId\":\"$ACCOUNT\"}}}")
 HOOK=$(echo "$made" | json 'd["properties"]["webhookUrl"]')
 sleep 3 # the recorder's window from the last phase ends before this flood begins
+flood_start=$(python3 -c 'import time; print(time.time())')
 flood $((WINDOW + 15)) &
 sender=$!
 sleep $((WINDOW + 5))
@@ -160,20 +163,23 @@ for _ in $(seq 3000); do
   sleep 0.05
 done
 wait "$sender" || true
+flood_end=$(python3 -c 'import time; print(time.time())')
 [ -n "$stored" ] || { echo "the alert's capture was not stored: $status" >&2; tail -20 "$dir/agent.log" >&2; exit 1; }
 file=$(echo "$status" | json 'd["netwatch"]["files"][0]["storagePath"]')
 inb curl -sS -f --cacert "$CA" -H "Authorization: Bearer $TOKEN" -o "$dir/alert.cap" "$file"
 first=$(capinfos -a -S "$dir/alert.cap" | awk '/First packet time/ {print $NF}')
 packets=$(capinfos -c -M "$dir/alert.cap" | awk '/Number of packets/ {print $NF}')
 python3 - "$t0" "$t_answer" "$running" "$stored" "$fired" "$first" "$packets" "$RATE" "$WINDOW" "$AFTER" \
-  "$(echo "$status" | json 'd["netwatch"]["alert"]["secondsBeforeCovered"]')" <<'PY'
+  "$(echo "$status" | json 'd["netwatch"]["alert"]["secondsBeforeCovered"]')" "$flood_start" "$flood_end" <<'PY'
 import sys
-t0, answer, running, stored, fired, first, packets, rate, window, after, covered = sys.argv[1:]
+t0, answer, running, stored, fired, first, packets, rate, window, after, covered, start, end = sys.argv[1:]
 t0, answer, running, stored, fired, first = map(float, (t0, answer, running, stored, fired, first))
-expected = int(rate) * (int(window) + int(after))
+# trafgen's rate is approximate: what it sent over the whole flood, spread evenly.
+rate = int(rate) * (int(window) + 15) / (float(end) - float(start))
+expected = int(rate * (int(window) + int(after)))
 print()
-print(f"Alert → capture ({window} s before, {after} s after, {rate} frames/s):")
+print(f"Alert → capture ({window} s before, {after} s after, {rate:,.0f} frames/s sent):")
 print(f"- webhook answered in {(answer - t0) * 1000:.0f} ms; capture Running (window held) {(running - t0) * 1000:.0f} ms after the post")
 print(f"- file stored {stored - t0:.1f} s after the post ({after} s after the alert are part of it)")
-print(f"- the file starts {fired - first:.2f} s before the alert (secondsBeforeCovered {covered}); {packets} packets, {expected} sent in the window ({int(packets) / expected:.3f})")
+print(f"- the file starts {fired - first:.2f} s before the alert (secondsBeforeCovered {covered}); {packets} packets, about {expected} sent in the window ({int(packets) / expected:.3f})")
 PY
