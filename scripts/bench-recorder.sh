@@ -141,7 +141,11 @@ PY
 # The alert.
 made=$(arm PUT "$WATCHER/netwatchTriggers/bench?$API" "{\"properties\":{\"source\":\"AzureMonitor\",\"capture\":{\"filters\":[{\"protocol\":\"UDP\"}],\"secondsBefore\":$WINDOW,\"secondsAfter\":$AFTER,\"totalBytesPerSession\":0},\"storageLocation\":{\"storageId\":\"$ACCOUNT\"}}}")
 HOOK=$(echo "$made" | json 'd["properties"]["webhookUrl"]')
-sleep 3 # the recorder's window from the last phase ends before this flood begins
+# What the recorder has counted and vB has received before the flood (the agent
+# says every 10 s: quiet for 11 s, its count is the last).
+sleep 11
+recorded() { arm GET "$WATCHER/netwatchFlightRecorders/bench?$API" | json 'd["properties"]["hosts"][0]["packets"]'; }
+rec0=$(recorded); rx0=$(inb cat /sys/class/net/vB/statistics/rx_packets)
 flood_start=$(python3 -c 'import time; print(time.time())')
 flood $((WINDOW + 15)) &
 sender=$!
@@ -164,15 +168,34 @@ for _ in $(seq 3000); do
 done
 wait "$sender" || true
 flood_end=$(python3 -c 'import time; print(time.time())')
+sleep 11
+rec1=$(recorded); rx1=$(inb cat /sys/class/net/vB/statistics/rx_packets)
 [ -n "$stored" ] || { echo "the alert's capture was not stored: $status" >&2; tail -20 "$dir/agent.log" >&2; exit 1; }
 file=$(echo "$status" | json 'd["netwatch"]["files"][0]["storagePath"]')
 inb curl -sS -f --cacert "$CA" -H "Authorization: Bearer $TOKEN" -o "$dir/alert.cap" "$file"
 first=$(capinfos -a -S "$dir/alert.cap" | awk '/First packet time/ {print $NF}')
 packets=$(capinfos -c -M "$dir/alert.cap" | awk '/Number of packets/ {print $NF}')
+# The largest pause between two packets of the file, and where (from the alert).
+gap=$(python3 - "$dir/alert.cap" "$fired" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+nanos = struct.unpack_from("=I", data, 0)[0] == 0xa1b23c4d
+scale = 1e-9 if nanos else 1e-6
+pos, last, widest, at = 24, None, 0.0, 0.0
+while pos + 16 <= len(data):
+    sec, frac, incl, _ = struct.unpack_from("=IIII", data, pos)
+    t = sec + frac * scale
+    if last is not None and t - last > widest:
+        widest, at = t - last, last - float(sys.argv[2])
+    last, pos = t, pos + 16 + incl
+print(f"{widest * 1000:.1f} ms at {at:+.2f} s")
+PY
+)
 python3 - "$t0" "$t_answer" "$running" "$stored" "$fired" "$first" "$packets" "$RATE" "$WINDOW" "$AFTER" \
-  "$(echo "$status" | json 'd["netwatch"]["alert"]["secondsBeforeCovered"]')" "$flood_start" "$flood_end" <<'PY'
+  "$(echo "$status" | json 'd["netwatch"]["alert"]["secondsBeforeCovered"]')" "$flood_start" "$flood_end" "$gap" \
+  "$(echo "$status" | json 'd["netwatch"]["kernelDrops"]')" "$((rec1 - rec0))" "$((rx1 - rx0))" <<'PY'
 import sys
-t0, answer, running, stored, fired, first, packets, rate, window, after, covered, start, end = sys.argv[1:]
+t0, answer, running, stored, fired, first, packets, rate, window, after, covered, start, end, gap, drops, rec, rx = sys.argv[1:]
 t0, answer, running, stored, fired, first = map(float, (t0, answer, running, stored, fired, first))
 # trafgen's rate is approximate: what it sent over the whole flood, spread evenly.
 rate = int(rate) * (int(window) + 15) / (float(end) - float(start))
@@ -181,5 +204,6 @@ print()
 print(f"Alert → capture ({window} s before, {after} s after, {rate:,.0f} frames/s sent):")
 print(f"- webhook answered in {(answer - t0) * 1000:.0f} ms; capture Running (window held) {(running - t0) * 1000:.0f} ms after the post")
 print(f"- file stored {stored - t0:.1f} s after the post ({after} s after the alert are part of it)")
-print(f"- the file starts {fired - first:.2f} s before the alert (secondsBeforeCovered {covered}); {packets} packets, about {expected} sent in the window ({int(packets) / expected:.3f})")
+print(f"- the file starts {fired - first:.2f} s before the alert (secondsBeforeCovered {covered}); {packets} packets, about {expected} sent in the window ({int(packets) / expected:.3f}); its widest pause between packets {gap}")
+print(f"- over the whole flood, vB received {int(rx):,} frames and the recorder recorded {int(rec):,}")
 PY

@@ -8,7 +8,8 @@
 //! `max_bytes / 16` or has been open `seconds / 8` (so the oldest can go by
 //! time at low rates and by size at high ones). As each file closes, the
 //! oldest are deleted while the closed ones hold more than `max_bytes` less
-//! one file, or while all of a file's packets are older than `seconds`.
+//! one file, or while all of a file's packets are older than `seconds` and
+//! [`DELIVERY_MARGIN_MS`] (the time an alert takes to arrive after it fired).
 //! Files on disk are read back through the page cache, so recent ones cost
 //! no disk reads; the engine's own background writeback keeps the capture
 //! thread off the disk.
@@ -56,6 +57,10 @@ const SLICES: u64 = 16;
 const RING_BACKSTOP: u32 = 80;
 /// The smallest file: below this, rotating costs more than it saves.
 const MIN_FILE_BYTES: u64 = 256 << 10;
+/// How much longer than its `seconds` the recorder keeps traffic (within its
+/// bytes): an alert is delivered after it fired, and its window counts from
+/// when it fired.
+pub(crate) const DELIVERY_MARGIN_MS: i64 = 30_000;
 /// A recorder that failed (a full disk, the interface gone) tries again after this.
 const RETRY_AFTER: Duration = Duration::from_secs(15);
 
@@ -69,6 +74,8 @@ pub(crate) struct Recorder {
 struct Shared {
     dir: PathBuf,
     interface: Interface,
+    /// Kept beyond a recorder's seconds ([`DELIVERY_MARGIN_MS`]; tests set less).
+    margin_ms: i64,
     state: Mutex<State>,
     /// Held while a change is applied: one at a time.
     applying: Mutex<()>,
@@ -164,6 +171,7 @@ impl Recorder {
             shared: Arc::new(Shared {
                 dir,
                 interface,
+                margin_ms: DELIVERY_MARGIN_MS,
                 state: Mutex::new(State::default()),
                 applying: Mutex::new(()),
                 changed: Notify::new(),
@@ -447,7 +455,9 @@ impl Recorder {
         });
         // Closed files may hold max_bytes less the one being written.
         let budget = max_bytes.saturating_sub(file_bytes);
-        let keep_after = now - i64::from(seconds) * 1000;
+        // An alert arrives after it fired (rule evaluation, Alertmanager's
+        // group_wait, an action group's delivery): its window must still be here.
+        let keep_after = now - i64::from(seconds) * 1000 - self.shared.margin_ms;
         loop {
             let closed_bytes: u64 = state
                 .files
@@ -863,7 +873,8 @@ mod tests {
     fn at_low_rates_the_recorder_keeps_its_seconds_and_not_much_more() {
         netwatch_testkit::require_root();
         let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder::new(dir.path(), Interface::Named("lo".into()));
+        let mut recorder = Recorder::new(dir.path(), Interface::Named("lo".into()));
+        Arc::get_mut(&mut recorder.shared).expect("not shared yet").margin_ms = 0;
         recorder.apply(Some(spec(47_312, 2, 64 << 20)));
         recording(&recorder);
         let start = now_ms();

@@ -173,6 +173,26 @@ impl Setup {
         )
     }
 
+    /// `netwatch ARGS -o json` in the hub, as the admin: its JSON output.
+    fn cli(&self, args: &[&str]) -> Value {
+        let out = NetnsPair::exec(&self.net.hub, netwatch())
+            .args(args)
+            .args(["-o", "json"])
+            .env("NETWATCH_URL", &self.url)
+            .env("NETWATCH_TOKEN", &self.token)
+            .env("NETWATCH_CA", &self.ca)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run netwatch");
+        assert!(
+            out.status.success(),
+            "netwatch {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("netwatch {args:?} printed no JSON"))
+    }
+
     /// Puts a resource under the watcher; its answer.
     fn put(&self, kind: &str, name: &str, properties: Value) -> (u16, Value) {
         self.arm(
@@ -421,16 +441,35 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
     let mut setup = Setup::start();
     let dir = setup.dir.path().to_owned();
 
-    // Flight recorders on both hosts: UDP only, 30 s, 16 MiB.
-    for host in WEB {
-        let (status, body) = setup.put(
-            "netwatchFlightRecorders",
-            &format!("web-{}", host + 1),
-            json!({"target": vm_id(host), "filters": [{"protocol": "UDP"}], "seconds": 30, "maxBytes": 16 << 20}),
-        );
-        assert_eq!(status, 201, "{body}");
-        assert_eq!(body["properties"]["seconds"], 30);
-    }
+    // Flight recorders on both hosts: UDP only, 30 s, 16 MiB; one through the
+    // API, one with the CLI.
+    let (status, body) = setup.put(
+        "netwatchFlightRecorders",
+        "web-1",
+        json!({"target": vm_id(0), "filters": [{"protocol": "UDP"}], "seconds": 30, "maxBytes": 16 << 20}),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["properties"]["seconds"], 30);
+    let set = setup.cli(&[
+        "network",
+        "watcher",
+        "flight-recorder",
+        "set",
+        "-l",
+        "westus",
+        "--vm",
+        "web-2",
+        "-g",
+        "rg1",
+        "--filters",
+        r#"[{"protocol":"UDP"}]"#,
+        "--seconds",
+        "30",
+        "--max-bytes",
+        "16MiB",
+    ]);
+    assert_eq!(set["name"], "web-2", "{set:#}");
+    assert_eq!(set["maxBytes"], 16 << 20, "{set:#}");
     let recording = netwatch_testkit::eventually(100, Duration::from_millis(200), || {
         WEB.iter().all(|&h| {
             recorder_hosts(&setup, &format!("web-{}", h + 1))
@@ -648,19 +687,38 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
         std::fs::write(dir.join(format!("alarm-{host}")), "0").unwrap();
     }
 
-    // Azure Monitor: the common schema, posted to the secret URL.
-    let (status, azure) = setup.put(
-        "netwatchTriggers",
+    // Azure Monitor: the common schema, posted to the secret URL; the trigger made with the CLI.
+    let filters = format!(r#"[{{"protocol":"UDP","localPort":"{PORT}"}}]"#);
+    let azure = setup.cli(&[
+        "network",
+        "watcher",
+        "trigger",
+        "create",
+        "-l",
+        "westus",
+        "-n",
         "azure",
-        json!({
-            "source": "AzureMonitor",
-            "capture": {"filters": [{"protocol": "UDP", "localPort": PORT.to_string()}], "secondsBefore": 5, "secondsAfter": 2},
-            "storageLocation": {"storageId": account()},
-            "cooldownSeconds": 600
-        }),
-    );
-    assert_eq!(status, 201, "{azure}");
-    let azure_url = azure["properties"]["webhookUrl"].as_str().unwrap().to_owned();
+        "--source",
+        "AzureMonitor",
+        "--filters",
+        &filters,
+        "--seconds-before",
+        "5",
+        "--seconds-after",
+        "2",
+        "-g",
+        "netwatch",
+        "--storage-account",
+        "netwatchlocal",
+        "--cooldown",
+        "600",
+    ]);
+    let azure_url = azure["webhookUrl"]
+        .as_str()
+        .or_else(|| azure["properties"]["webhookUrl"].as_str())
+        .unwrap_or_else(|| panic!("no webhookUrl in {azure:#}"))
+        .to_owned();
+
     let before = setup.captures().len();
     // Bad payloads: answered with where and what, nothing started.
     for (body, target) in [

@@ -340,9 +340,8 @@ fn alert_coverage(record: &CaptureRecord, said: Option<&AlertCoverage>) -> Resul
         alert_rule: window.alert_rule.clone(),
         fired_date_time: Some(echo.fired_date_time),
         seconds_before_requested: Some(window.seconds_before),
-        // Rounded to the nearest second: the recorder's window starts at a
-        // millisecond that is rarely a whole second before the alert.
-        seconds_before_covered: covered_from_ms.map(|from| (window.fired_ms - from + 500).div_euclid(1000)),
+        // Whole seconds, rounded down: never more than the file covers.
+        seconds_before_covered: covered_from_ms.map(|from| (window.fired_ms - from).div_euclid(1000)),
         covered_from: covered_from_ms.map(rfc3339),
         covered_from_ms,
     }))
