@@ -15,11 +15,13 @@
 //! thread off the disk.
 //!
 //! A capture around an alert takes a [`Hold`] from the alert's window start:
-//! from then on a file the recorder would delete that may hold packets of
-//! the window is first hard-linked into the hold's directory
-//! (`DATA_DIR/recorder/holds/…`), so nothing of the window goes before it is
-//! assembled (the recorder's bound is then exceeded by what holds keep, until
-//! they are released). [`assemble`] writes the window's records that pass the
+//! every file that may hold packets of the window is hard-linked into the
+//! hold's directory (`DATA_DIR/recorder/holds/…`) at once, and each new file
+//! within a second of its creation (a link to the file being written sees
+//! what is appended), so nothing of the window goes before it is assembled,
+//! not even when the agent restarts: the journal and the hold take the
+//! capture up again (the recorder's bound is exceeded by what holds keep,
+//! until they are released). [`assemble`] writes the window's records that pass the
 //! capture's filters into one pcap file: the recorder is one continuous
 //! stream, so there is no gap and no duplicate between the part before the
 //! alert and the part after.
@@ -120,13 +122,13 @@ struct Slice {
     closed_ms: Option<i64>,
 }
 
-/// What a capture around an alert holds of the recording.
+/// What a capture around an alert holds of the recording: its files are
+/// linked into `dir` as `g{generation}_{seq}.pcap` (which sort in
+/// recording order), so they outlive an agent restart.
 #[derive(Debug)]
 struct HoldInner {
     dir: PathBuf,
     from_ms: i64,
-    /// Files linked into `dir`: (generation, seq).
-    linked: Mutex<Vec<(u64, u32)>>,
 }
 
 /// The part of the recording a capture around an alert keeps; released on drop.
@@ -151,10 +153,13 @@ impl Recorder {
     /// earlier run recorded is gone (its files are removed), the spec it ran
     /// is started again.
     pub(crate) fn new(data_dir: &Path, interface: Interface) -> Self {
+        // What an earlier run recorded is gone, except what holds kept.
         let dir = data_dir.join(RECORDER_DIR);
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
-                if entry.file_name() != SPEC_FILE {
+                // Holds are kept: a capture around an alert that was waiting
+                // for its window's end is taken up again (`adopt`).
+                if entry.file_name() != SPEC_FILE && entry.file_name() != HOLDS_DIR {
                     let path = entry.path();
                     let removed = if path.is_dir() {
                         std::fs::remove_dir_all(&path)
@@ -422,6 +427,10 @@ impl Recorder {
         state.status.kernel_drops = stats.kernel_drops;
         if let Some(current) = state.files.back() {
             let size = std::fs::metadata(&current.path).map_or(current.bytes, |m| m.len());
+            // Holds take each new file as soon as it exists (once a second).
+            for hold in &state.holds {
+                hold.link(current);
+            }
             if let Some(current) = state.files.back_mut() {
                 current.bytes = size;
             }
@@ -499,17 +508,56 @@ impl Recorder {
             tracing::warn!(dir = %dir.display(), error = %error, "could not make a hold for the recording");
             return None;
         }
-        let inner = Arc::new(HoldInner {
-            dir,
-            from_ms,
-            linked: Mutex::new(Vec::new()),
-        });
+        let inner = Arc::new(HoldInner { dir, from_ms });
+        // Linked now (the file being written too: the link sees what is
+        // appended), so the window is on disk in the hold whatever happens next.
+        for slice in &state.files {
+            if slice.closed_ms.is_none_or(|closed| closed >= from_ms) {
+                inner.link(slice);
+            }
+        }
         state.holds.push(Arc::clone(&inner));
         Some(Hold {
             recorder: self.clone(),
             inner,
             covered_from_ms: from_ms.max(held_since),
         })
+    }
+
+    /// Takes up the hold a capture around an alert had when the agent
+    /// stopped (its files are in its directory); `None` when it left none.
+    /// What the recording holds from now on is added to it, as to any hold.
+    pub(crate) fn adopt(&self, capture: &str, from_ms: i64) -> Option<Hold> {
+        let dir = self.shared.dir.join(HOLDS_DIR).join(hold_name(capture));
+        if !dir.is_dir() {
+            return None;
+        }
+        let inner = Arc::new(HoldInner { dir, from_ms });
+        lock(&self.shared.state).holds.push(Arc::clone(&inner));
+        Some(Hold {
+            recorder: self.clone(),
+            inner,
+            covered_from_ms: from_ms,
+        })
+    }
+
+    /// Removes the holds no capture took up (after the agent's recovery):
+    /// their captures ended, or cannot go on.
+    pub(crate) fn drop_unclaimed_holds(&self) {
+        let holds = self.shared.dir.join(HOLDS_DIR);
+        let Ok(entries) = std::fs::read_dir(&holds) else { return };
+        let state = lock(&self.shared.state);
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !state.holds.iter().any(|hold| hold.dir == path) {
+                tracing::info!(dir = %path.display(), "removing a hold no capture took up");
+                if let Err(error) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(dir = %path.display(), error = %error, "could not remove an unclaimed hold");
+                }
+            }
+        }
+        drop(state);
+        let _ = std::fs::remove_dir(&holds);
     }
 
     /// The recorder's status when it changed since last taken, or every
@@ -574,14 +622,14 @@ fn hold_name(capture: &str) -> String {
 impl HoldInner {
     /// Hard-links `slice` into the hold (once).
     fn link(&self, slice: &Slice) {
-        let mut linked = lock(&self.linked);
-        if linked.contains(&(slice.generation, slice.seq)) {
-            return;
-        }
         let to = self.dir.join(slice_name(slice.generation, slice.seq));
         match std::fs::hard_link(&slice.path, &to) {
-            Ok(()) => linked.push((slice.generation, slice.seq)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(()) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+                ) => {}
             Err(error) => tracing::warn!(file = %slice.path.display(), error = %error,
                 "could not keep a recorder file for a capture around an alert: its packets are missing from it"),
         }
@@ -600,12 +648,12 @@ impl Hold {
             }
         }
         drop(state);
-        let mut linked = lock(&self.inner.linked).clone();
-        linked.sort_unstable();
-        linked
-            .into_iter()
-            .map(|(generation, seq)| self.inner.dir.join(slice_name(generation, seq)))
-            .collect()
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.inner.dir)
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default();
+        // `g{generation}_{seq:05}`: generations are ms timestamps of one width.
+        files.sort();
+        files
     }
 }
 

@@ -254,6 +254,7 @@ impl Supervisor {
             }),
         };
         supervisor.recover();
+        supervisor.inner.settings.recorder.drop_unclaimed_holds();
         let uploads = supervisor.clone();
         supervisor
             .inner
@@ -337,7 +338,10 @@ impl Supervisor {
         }
         for (plan, stop) in resumed {
             let span = tracing::info_span!("capture", id = %plan.id);
-            self.launch(plan, stop, span);
+            match plan.alert.clone() {
+                Some(window) => self.launch_window(plan, window, stop, span),
+                None => self.launch(plan, stop, span),
+            }
         }
     }
 
@@ -356,6 +360,9 @@ impl Supervisor {
                 return TakenUp::Ended(error_report(&id, None, PcError::AgentStopped, error_chain(&error)));
             }
         };
+        if plan.alert.is_some() {
+            return self.take_up_window(record, plan);
+        }
         let seq = record.seq;
         let path = plan.file_of(seq);
         let recovered = match recovery::repair_cut_file(&path) {
@@ -485,6 +492,30 @@ impl Supervisor {
         }
     }
 
+    /// A capture around an alert that was waiting for its window's end when
+    /// the agent stopped: it goes on with the files its hold kept (and what
+    /// the recorder records from now on), saying that the agent's downtime is
+    /// missing from it; with no hold left it ends.
+    fn take_up_window(&self, record: SpooledCapture, mut plan: Plan) -> TakenUp {
+        let id = record.capture_id.clone();
+        let window = plan.alert.clone().expect("a capture around an alert");
+        let Some(mut hold) = self.inner.settings.recorder.adopt(&id, window.from_ms()) else {
+            tracing::warn!("a capture around an alert was cut by the agent's stop and its held files are gone");
+            let message = "the agent stopped during the capture's window and what it held is gone".to_owned();
+            return TakenUp::Ended(error_report(&id, record.started_ms, PcError::AgentStopped, message));
+        };
+        hold.covered_from_ms = record.started_ms.unwrap_or(window.from_ms());
+        tracing::info!("taking up a capture around an alert cut by the agent's stop");
+        plan.resumed = Some(
+            "the agent stopped during the capture's window and took it up when it restarted: the packets of its \
+             downtime are missing from the file"
+                .to_owned(),
+        );
+        plan.journal = Arc::new(Mutex::new(record));
+        plan.hold = Some(hold);
+        TakenUp::Resumed(Box::new(plan))
+    }
+
     /// The host's flight recorder.
     pub(crate) fn recorder(&self) -> &Recorder {
         &self.inner.settings.recorder
@@ -494,7 +525,11 @@ impl Supervisor {
     /// records (the window held at once, assembled once its end has passed),
     /// or as a plain capture from now to the window's end when it does not.
     fn launch_window(&self, mut plan: Plan, window: AlertWindow, stop: Arc<AtomicBool>, span: tracing::Span) {
-        let Some(hold) = self.inner.settings.recorder.hold(&plan.id, window.from_ms()) else {
+        let hold = plan
+            .hold
+            .take()
+            .or_else(|| self.inner.settings.recorder.hold(&plan.id, window.from_ms()));
+        let Some(hold) = hold else {
             let left = u64::try_from(window.to_ms() - now_ms()).unwrap_or(0).max(1000);
             plan.config.limits.time_limit = Some(Duration::from_millis(left));
             plan.remark = Some(format!(
@@ -513,7 +548,19 @@ impl Supervisor {
         self.inner.tracker.spawn(
             async move {
                 let covered_from_ms = hold.covered_from_ms;
-                lock(&plan.journal).started_ms = Some(covered_from_ms);
+                // Journaled: an agent restarted before the window's end takes it up.
+                let record = {
+                    let mut journal = lock(&plan.journal);
+                    journal.started_ms = Some(covered_from_ms);
+                    journal.clone()
+                };
+                let spool = supervisor.inner.spool.clone();
+                match tokio::task::spawn_blocking(move || spool.save_capture(&record)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!(error = %error_chain(&error),
+                        "could not journal the capture around an alert (a restart would lose it)"),
+                    Err(join) => tracing::warn!(error = %join, "journaling the capture around an alert panicked"),
+                }
                 let mut report = plan.running_report();
                 report.stats.covered_from_ms = Some(covered_from_ms);
                 supervisor.publish(report);
@@ -596,7 +643,7 @@ impl Supervisor {
                     reason = reason.as_str(),
                     "capture around an alert written from the flight recorder"
                 );
-                let report = CaptureReport {
+                let mut report = CaptureReport {
                     capture_id: id,
                     state: AgentCaptureState::Stopped,
                     started_ms,
@@ -607,12 +654,14 @@ impl Supervisor {
                     upload: None,
                     upload_progress: None,
                 };
+                plan.note(&mut report);
                 let file = plan.file.clone();
                 self.end_with_files(&plan, report, Some((0, file))).await;
             }
             Ok(Err(message)) => {
                 tracing::warn!(error = %message, "capture around an alert failed");
-                let report = error_report(&id, started_ms, PcError::LocalFileFailed, message);
+                let mut report = error_report(&id, started_ms, PcError::LocalFileFailed, message);
+                plan.note(&mut report);
                 self.end_with_files(&plan, report, None).await;
             }
             Err(join) => {
@@ -1372,6 +1421,8 @@ struct Plan {
     /// Said in its reports' message, without an error (a capture around an
     /// alert with no recorder to take the seconds before it from).
     remark: Option<String>,
+    /// A capture around an alert taken up after a restart: the hold it had.
+    hold: Option<Hold>,
 }
 
 impl Plan {
@@ -1401,6 +1452,7 @@ impl Plan {
             resumed: None,
             alert: validated.alert().cloned(),
             remark: None,
+            hold: None,
         })
     }
 

@@ -75,6 +75,30 @@ fn parse_time(text: &str) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap()
 }
 
+/// Host `host`'s agent (`web-{host + 1}`), logging to agent-{host}[-n].log.
+fn spawn_agent(net: &NetnsFleet, dir: &Path, (url, ca, token): (&str, &Path, &str), host: usize) -> Guard {
+    let n = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("agent-{host}")))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .count();
+    let log = std::fs::File::create(dir.join(format!("agent-{host}-{n}.log"))).unwrap();
+    let agent = NetnsPair::exec(&net.hosts[host], netwatch())
+        .args(["agent", "--server", url, "--enroll-token", token, "--ca"])
+        .arg(ca)
+        .args(["--vm-name", &format!("web-{}", host + 1)])
+        .args(["-g", "rg1", "-l", "westus", "-i", IF_HOST, "--data-dir"])
+        .arg(dir.join(format!("agent-{host}")))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn netwatch agent");
+    Guard(agent)
+}
+
 struct Setup {
     net: NetnsFleet,
     dir: tempfile::TempDir,
@@ -82,7 +106,8 @@ struct Setup {
     token: String,
     ca: PathBuf,
     _up: Guard,
-    _agents: Vec<Guard>,
+    agents: Vec<Option<Guard>>,
+    agent_token: String,
     _servers: Vec<Guard>,
 }
 
@@ -98,20 +123,7 @@ impl Setup {
         let ca = dir.path().join("up/ca.pem");
         let mut agents = Vec::new();
         for host in WEB {
-            let log = std::fs::File::create(dir.path().join(format!("agent-{host}.log"))).unwrap();
-            let agent = NetnsPair::exec(&net.hosts[host], netwatch())
-                .args(["agent", "--server", &url, "--enroll-token", &agent_token, "--ca"])
-                .arg(&ca)
-                .args(["--vm-name", &format!("web-{}", host + 1)])
-                .args(["-g", "rg1", "-l", "westus", "-i", IF_HOST, "--data-dir"])
-                .arg(dir.path().join(format!("agent-{host}")))
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("spawn netwatch agent");
-            agents.push(Guard(agent));
+            agents.push(Some(spawn_agent(&net, dir.path(), (&url, &ca, &agent_token), host)));
         }
         let setup = Setup {
             net,
@@ -120,7 +132,8 @@ impl Setup {
             token,
             ca,
             _up: up,
-            _agents: agents,
+            agents,
+            agent_token,
             _servers: vec![],
         };
         for host in WEB {
@@ -602,7 +615,7 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
 
     // Traffic from the third host, long enough for the whole story.
     let sender = NetnsPair::exec(&setup.net.hosts[SENDER], "python3")
-        .args(["-c", &sender_program(120)])
+        .args(["-c", &sender_program(180)])
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 runs");
@@ -875,6 +888,61 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
     setup.stored(&y_name);
     let (_, third) = setup.post(&limited, None, &azure_alert("z", "Fired", now_ms(), &[vm_id(0)]));
     assert_eq!(result_on(&third, 0), "RateLimit", "{third:#}");
+
+    // An agent killed during a window takes its capture up when it restarts:
+    // the file keeps what the hold had kept, and says the downtime is missing.
+    let (status, survive) = setup.put(
+        "netwatchTriggers",
+        "survive",
+        json!({
+            "source": "AzureMonitor",
+            "capture": {"filters": [{"protocol": "UDP", "localPort": PORT.to_string()}], "secondsBefore": 4, "secondsAfter": 8},
+            "storageLocation": {"storageId": account()}
+        }),
+    );
+    assert_eq!(status, 201, "{survive}");
+    let survive = survive["properties"]["webhookUrl"].as_str().unwrap().to_owned();
+    let fired = now_ms();
+    let (_, answer) = setup.post(&survive, None, &azure_alert("k", "Fired", fired, &[vm_id(1)]));
+    assert_eq!(result_on(&answer, 1), "Started", "{answer:#}");
+    let name = first_capture(&answer);
+    let running = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        setup.status(&name)["packetCaptureStatus"] == "Running"
+    });
+    assert!(running, "{name} did not run\n{}", setup.logs());
+    std::thread::sleep(Duration::from_secs(1));
+    let killed_ms = now_ms();
+    setup.agents[1] = None;
+    std::thread::sleep(Duration::from_secs(1));
+    let restarted_ms = now_ms();
+    setup.agents[1] = Some(spawn_agent(
+        &setup.net,
+        &dir,
+        (&setup.url, &setup.ca, &setup.agent_token),
+        1,
+    ));
+    let status = setup.stored(&name);
+    assert!(
+        status["packetCaptureError"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!("AgentStopped"))),
+        "{status:#}"
+    );
+    assert_eq!(status["netwatch"]["alert"]["secondsBeforeCovered"], 4, "{status:#}");
+    let (found, _) = datagrams(&setup.download(&status));
+    let before: Vec<(u64, i64)> = found.iter().copied().filter(|&(_, ms)| ms <= killed_ms).collect();
+    no_gap_no_duplicate(&before, &format!("{name} before the kill"));
+    assert!(
+        before[0].1 <= fired - 3_500,
+        "{name} starts {} ms before the alert",
+        fired - before[0].1
+    );
+    let after: Vec<(u64, i64)> = found.iter().copied().filter(|&(_, ms)| ms > restarted_ms).collect();
+    no_gap_no_duplicate(&after, &format!("{name} after the restart"));
+    assert!(
+        after.last().is_some_and(|&(_, ms)| ms >= fired + 7_000),
+        "{name} does not reach the window's end after the restart"
+    );
 
     // A host whose recorder is gone still gets a capture, from the alert on, and says so.
     let (status, _) = setup.arm(
