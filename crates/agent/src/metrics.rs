@@ -8,7 +8,8 @@
 //! at scrape time from the supervisor: each capture's packets, bytes, kernel
 //! drops, file bytes and ring fill (the most blocks waiting at once in its
 //! last second, over the ring's blocks), captures by state, the spool's bytes
-//! and files.
+//! and files, and the flight recorder's state, bytes, files, window, packets
+//! and kernel drops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +74,12 @@ pub(crate) struct Metrics {
     captures: Family<StateLabel, Gauge>,
     spool_bytes: Gauge,
     spool_files: Gauge,
+    recorder_recording: Gauge,
+    recorder_bytes: Gauge,
+    recorder_files: Gauge,
+    recorder_window: Gauge<f64, AtomicU64>,
+    recorder_packets: Gauge,
+    recorder_kernel_drops: Gauge,
 }
 
 impl Metrics {
@@ -117,6 +124,28 @@ impl Metrics {
         registry.register("spool_bytes", "Bytes of files in the upload spool", spool_bytes.clone());
         let spool_files = Gauge::default();
         registry.register("spool_files", "Files waiting in the upload spool", spool_files.clone());
+        let mut gauge = |name: &str, help: &str| {
+            let metric = Gauge::default();
+            registry.register(name, help, metric.clone());
+            metric
+        };
+        let recorder_recording = gauge("recorder_recording", "Whether the flight recorder records (0 or 1)");
+        let recorder_bytes = gauge("recorder_bytes", "Bytes of files the flight recorder holds");
+        let recorder_files = gauge("recorder_files", "Files the flight recorder holds");
+        let recorder_packets = gauge(
+            "recorder_packets",
+            "Packets the flight recorder recorded since it started",
+        );
+        let recorder_kernel_drops = gauge(
+            "recorder_kernel_drops",
+            "Packets the kernel dropped for the flight recorder (ring full)",
+        );
+        let recorder_window = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "recorder_window_seconds",
+            "Seconds from the flight recorder's oldest packet held to now",
+            recorder_window.clone(),
+        );
         registry.register(
             "build",
             "The agent's version",
@@ -138,7 +167,29 @@ impl Metrics {
             captures,
             spool_bytes,
             spool_files,
+            recorder_recording,
+            recorder_bytes,
+            recorder_files,
+            recorder_window,
+            recorder_packets,
+            recorder_kernel_drops,
         }
+    }
+
+    /// Sets the flight recorder's gauges from its status at `now_ms`.
+    pub(crate) fn set_recorder(&self, status: &netwatch_api::agent::RecorderStatus, now_ms: i64) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.recorder_recording.set(i64::from(status.running));
+        self.recorder_bytes.set(gauge(status.bytes));
+        self.recorder_files.set(i64::from(status.files));
+        self.recorder_packets.set(gauge(status.packets));
+        self.recorder_kernel_drops.set(gauge(status.kernel_drops));
+        #[allow(clippy::cast_precision_loss, reason = "a window of seconds")]
+        self.recorder_window.set(
+            status
+                .oldest_ms
+                .map_or(0.0, |oldest| (now_ms - oldest).max(0) as f64 / 1000.0),
+        );
     }
 
     /// The metrics as text, the gauges of the moment set from `captures`
@@ -245,6 +296,33 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, supervisor: Supervi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flight_recorder_shows_its_bytes_and_window() {
+        let metrics = Metrics::new("1.2.3");
+        let status = netwatch_api::agent::RecorderStatus {
+            id: Some("r".into()),
+            running: true,
+            oldest_ms: Some(1_000),
+            bytes: 4096,
+            files: 3,
+            packets: 77,
+            kernel_drops: 2,
+            error: None,
+        };
+        metrics.set_recorder(&status, 61_500);
+        let text = metrics.render(&[], 0, 0);
+        for line in [
+            "netwatch_agent_recorder_recording 1",
+            "netwatch_agent_recorder_bytes 4096",
+            "netwatch_agent_recorder_files 3",
+            "netwatch_agent_recorder_packets 77",
+            "netwatch_agent_recorder_kernel_drops 2",
+            "netwatch_agent_recorder_window_seconds 60.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn captures_show_with_their_run_and_leave_when_gone() {

@@ -574,6 +574,11 @@ impl Recorder {
         Some(state.status.clone())
     }
 
+    /// The recorder's status now (for metrics).
+    pub(crate) fn status(&self) -> RecorderStatus {
+        lock(&self.shared.state).status.clone()
+    }
+
     /// Marks the status as changed (a new connection must hear it).
     pub(crate) fn mark_dirty(&self) {
         lock(&self.shared.state).status_dirty = true;

@@ -926,6 +926,8 @@ impl Supervisor {
             })
             .collect();
         let files = self.queue().len();
+        self.metrics()
+            .set_recorder(&self.inner.settings.recorder.status(), now_ms());
         self.metrics().render(&views, self.inner.spool.used_bytes(), files)
     }
 

@@ -22,6 +22,12 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+/// `result="Started"` and the like: what an alert did on one host.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -40,6 +46,10 @@ pub struct Metrics {
     pub upload_bytes: Counter,
     pub upload_failures: Counter,
     pub storage_errors: Counter,
+    /// Alert deliveries to triggers' webhooks, by answer (`taken`, `refused`, `unauthorized`).
+    pub alert_deliveries: Family<ResultLabel, Counter>,
+    /// What alerts did on hosts, by result (`Started`, `Duplicate`, `Cooldown`, …).
+    pub alert_hosts: Family<ResultLabel, Counter>,
     /// Seconds the store took to apply one batch of reports.
     pub store_batch: Histogram,
     /// Seconds of the replica's heartbeat query, every 2 s: the store's
@@ -96,6 +106,18 @@ impl Metrics {
             "Round trip of this replica's heartbeat query to the state store (every 2 s)",
             store_query.clone(),
         );
+        let alert_deliveries = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "alert_deliveries",
+            "Alert deliveries to triggers' webhooks, by answer",
+            alert_deliveries.clone(),
+        );
+        let alert_hosts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "alert_hosts",
+            "What alerts did on hosts (Started, Duplicate, Cooldown, ConcurrencyLimit, ...)",
+            alert_hosts.clone(),
+        );
         registry.register(
             "build",
             "The controller's build",
@@ -113,6 +135,8 @@ impl Metrics {
             upload_bytes,
             upload_failures,
             storage_errors,
+            alert_deliveries,
+            alert_hosts,
             store_batch,
             store_query,
         }

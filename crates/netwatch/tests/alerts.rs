@@ -989,6 +989,27 @@ fn alerts_capture_the_seconds_before_them_from_the_flight_recorder() {
             .contains("no flight recorder"),
         "{status:#}"
     );
+    // What the webhook did is counted for Prometheus.
+    let out = NetnsPair::exec(&setup.net.hub, "curl")
+        .args(["-sS", "--cacert"])
+        .arg(&setup.ca)
+        .args(["-H", &format!("Authorization: Bearer {}", setup.token)])
+        .arg(format!("{}/metrics", setup.url))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for series in [
+        "netwatch_alert_hosts_total{result=\"Started\"}",
+        "netwatch_alert_hosts_total{result=\"Duplicate\"}",
+        "netwatch_alert_hosts_total{result=\"ConcurrencyLimit\"}",
+        "netwatch_alert_deliveries_total{result=\"refused\"}",
+        "netwatch_alert_deliveries_total{result=\"unauthorized\"}",
+    ] {
+        assert!(
+            metrics.lines().any(|line| line.starts_with(series)),
+            "no {series} in /metrics"
+        );
+    }
     // The recorder's files left web-1's data directory.
     let recorded: Vec<_> = std::fs::read_dir(dir.join("agent-0/recorder"))
         .map(|entries| entries.flatten().map(|e| e.file_name()).collect())

@@ -464,6 +464,14 @@ fn parse_delivery(body: &[u8]) -> Result<Vec<Alert>, ApiError> {
     parsed.map_err(|err| ApiError::bad_request(err.path.clone(), err.to_string()))
 }
 
+/// Counts a delivery by its answer.
+fn count_delivery(state: &AppState, answer: &str) {
+    let label = crate::metrics::ResultLabel {
+        result: answer.to_owned(),
+    };
+    state.metrics.alert_deliveries.get_or_create(&label).inc();
+}
+
 async fn deliver(
     state: &AppState,
     secret: &str,
@@ -472,6 +480,7 @@ async fn deliver(
     body: &[u8],
 ) -> Result<Response, HttpError> {
     let Some(record) = state.store.trigger_by_secret(&auth::digest(secret)).await? else {
+        count_delivery(state, "unauthorized");
         tracing::warn!("alert posted with an unknown webhook secret: refused");
         return Err(unknown_secret(
             "no trigger has this webhook secret: use the webhookUrl its creation answered (or PUT a new webhookSecret)",
@@ -481,6 +490,7 @@ async fn deliver(
         Ok(alerts) => alerts,
         Err(err) => {
             tracing::warn!(trigger = %record.id, error = %err.message(), "alert delivery not understood: refused");
+            count_delivery(state, "refused");
             return Err(err.into());
         }
     };
@@ -511,6 +521,13 @@ async fn deliver(
         outcomes.push(alerting::act(state, firing, alert).await?);
     }
     tracing::info!(trigger = %id, alerts = alerts.len(), "alert delivery taken");
+    count_delivery(state, "taken");
+    for host in outcomes.iter().flat_map(|outcome| &outcome.hosts) {
+        let label = crate::metrics::ResultLabel {
+            result: host.result.to_owned(),
+        };
+        state.metrics.alert_hosts.get_or_create(&label).inc();
+    }
     Ok((
         StatusCode::OK,
         Json(json!({ "trigger": id.to_string(), "alerts": outcomes })),
