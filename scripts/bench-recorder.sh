@@ -146,6 +146,13 @@ HOOK=$(echo "$made" | json 'd["properties"]["webhookUrl"]')
 sleep 11
 recorded() { arm GET "$WATCHER/netwatchFlightRecorders/bench?$API" | json 'd["properties"]["hosts"][0]["packets"]'; }
 rec0=$(recorded); rx0=$(inb cat /sys/class/net/vB/statistics/rx_packets)
+# The reference: tcpdump records the same flood (UDP headers only) beside the agent.
+# (Started without a shell function in between: $! is tcpdump, which SIGTERM stops
+# with its file flushed.)
+ip netns exec nwB tcpdump -i vB -w "$dir/reference.pcap" -s 64 -B 262144 -n -q udp 2>"$dir/tcpdump.log" &
+reference=$!
+pids+=($reference)
+for _ in $(seq 100); do [ -s "$dir/reference.pcap" ] && break; sleep 0.1; done
 flood_start=$(python3 -c 'import time; print(time.time())')
 flood $((WINDOW + 15)) &
 sender=$!
@@ -168,6 +175,7 @@ for _ in $(seq 3000); do
 done
 wait "$sender" || true
 flood_end=$(python3 -c 'import time; print(time.time())')
+sleep 1; kill -TERM "$reference"; wait "$reference" 2>/dev/null || true
 sleep 11
 rec1=$(recorded); rx1=$(inb cat /sys/class/net/vB/statistics/rx_packets)
 [ -n "$stored" ] || { echo "the alert's capture was not stored: $status" >&2; tail -20 "$dir/agent.log" >&2; exit 1; }
@@ -175,27 +183,35 @@ file=$(echo "$status" | json 'd["netwatch"]["files"][0]["storagePath"]')
 inb curl -sS -f --cacert "$CA" -H "Authorization: Bearer $TOKEN" -o "$dir/alert.cap" "$file"
 first=$(capinfos -a -S "$dir/alert.cap" | awk '/First packet time/ {print $NF}')
 packets=$(capinfos -c -M "$dir/alert.cap" | awk '/Number of packets/ {print $NF}')
-# The largest pause between two packets of the file, and where (from the alert).
-gap=$(python3 - "$dir/alert.cap" "$fired" <<'PY'
+# The file against tcpdump's record of the same window: packets, first and
+# last, and the widest pause between two packets (where, from the alert).
+compare=$(python3 - "$dir/alert.cap" "$dir/reference.pcap" "$fired" "$WINDOW" "$AFTER" <<'PY'
 import struct, sys
-data = open(sys.argv[1], "rb").read()
-nanos = struct.unpack_from("=I", data, 0)[0] == 0xa1b23c4d
-scale = 1e-9 if nanos else 1e-6
-pos, last, widest, at = 24, None, 0.0, 0.0
-while pos + 16 <= len(data):
-    sec, frac, incl, _ = struct.unpack_from("=IIII", data, pos)
-    t = sec + frac * scale
-    if last is not None and t - last > widest:
-        widest, at = t - last, last - float(sys.argv[2])
-    last, pos = t, pos + 16 + incl
-print(f"{widest * 1000:.1f} ms at {at:+.2f} s")
+def times(path):
+    data = open(path, "rb").read()
+    scale = 1e-9 if struct.unpack_from("=I", data, 0)[0] == 0xa1b23c4d else 1e-6
+    pos, out = 24, []
+    while pos + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack_from("=IIII", data, pos)
+        out.append(sec + frac * scale)
+        pos += 16 + incl
+    return out
+# The window as the agent takes it: from the alert's time in whole ms.
+fired, window, after = int(float(sys.argv[3]) * 1000) / 1000, int(sys.argv[4]), int(sys.argv[5])
+ours = times(sys.argv[1])
+ref = [t for t in times(sys.argv[2]) if fired - window <= t < fired + after + 0.001]
+widest, at = max(((b - a, a - fired) for a, b in zip(ref, ref[1:])), default=(0.0, 0.0))
+print(f"{len(ours)} {len(ref)} {ours[0] - fired:+.3f} {ref[0] - fired:+.3f} {ours[-1] - fired:+.3f} {ref[-1] - fired:+.3f} "
+      f"{widest * 1000:.1f}ms@{at:+.2f}s")
 PY
 )
 python3 - "$t0" "$t_answer" "$running" "$stored" "$fired" "$first" "$packets" "$RATE" "$WINDOW" "$AFTER" \
-  "$(echo "$status" | json 'd["netwatch"]["alert"]["secondsBeforeCovered"]')" "$flood_start" "$flood_end" "$gap" \
-  "$(echo "$status" | json 'd["netwatch"]["kernelDrops"]')" "$((rec1 - rec0))" "$((rx1 - rx0))" <<'PY'
+  "$(echo "$status" | json 'd["netwatch"]["alert"]["secondsBeforeCovered"]')" "$flood_start" "$flood_end" "$compare" \
+  "$(echo "$status" | json 'd["netwatch"]["kernelDrops"]')" "$((rec1 - rec0))" "$((rx1 - rx0))" \
+  "$(grep -h 'dropped by kernel' "$dir/tcpdump.log" | tr -s ' ' | paste -sd ' ')" <<'PY'
 import sys
-t0, answer, running, stored, fired, first, packets, rate, window, after, covered, start, end, gap, drops, rec, rx = sys.argv[1:]
+t0, answer, running, stored, fired, first, packets, rate, window, after, covered, start, end, compare, drops, rec, rx, tcpdump = sys.argv[1:]
+ours, ref, ours_first, ref_first, ours_last, ref_last, gap = compare.split()
 t0, answer, running, stored, fired, first = map(float, (t0, answer, running, stored, fired, first))
 # trafgen's rate is approximate: what it sent over the whole flood, spread evenly.
 rate = int(rate) * (int(window) + 15) / (float(end) - float(start))
@@ -204,6 +220,8 @@ print()
 print(f"Alert → capture ({window} s before, {after} s after, {rate:,.0f} frames/s sent):")
 print(f"- webhook answered in {(answer - t0) * 1000:.0f} ms; capture Running (window held) {(running - t0) * 1000:.0f} ms after the post")
 print(f"- file stored {stored - t0:.1f} s after the post ({after} s after the alert are part of it)")
-print(f"- the file starts {fired - first:.2f} s before the alert (secondsBeforeCovered {covered}); {packets} packets, about {expected} sent in the window ({int(packets) / expected:.3f}); its widest pause between packets {gap}")
+print(f"- the file starts {fired - first:.2f} s before the alert (secondsBeforeCovered {covered}); {packets} packets, about {expected} sent in the window ({int(packets) / expected:.3f})")
+print(f"- against tcpdump's record of the same window: {ours} packets / {ref}; first {ours_first} s / {ref_first} s, last "
+      f"{ours_last} s / {ref_last} s from the alert; the widest pause between packets sent in it {gap}; tcpdump: {tcpdump}")
 print(f"- over the whole flood, vB received {int(rx):,} frames and the recorder recorded {int(rec):,}")
 PY
