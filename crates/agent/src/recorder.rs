@@ -16,9 +16,9 @@
 //!
 //! A capture around an alert takes a [`Hold`] from the alert's window start:
 //! every file that may hold packets of the window is hard-linked into the
-//! hold's directory (`DATA_DIR/recorder/holds/…`) at once, and each new file
+//! hold's directory (`DATA_DIR/recorder/holds/…`) at once, each new file
 //! within a second of its creation (a link to the file being written sees
-//! what is appended), so nothing of the window goes before it is assembled,
+//! what is appended) and again as it closes, so nothing of the window goes before it is assembled,
 //! not even when the agent restarts: the journal and the hold take the
 //! capture up again (the recorder's bound is exceeded by what holds keep,
 //! until they are released). [`assemble`] writes the window's records that pass the
@@ -306,9 +306,10 @@ impl Recorder {
         let generation = state.generation;
         state.held_since_ms = None;
         drop(state);
+        // Closed files were linked as they closed; the last one may be new.
         for slice in &files {
             for hold in &holds {
-                hold.link(slice);
+                hold.take(slice);
             }
         }
         let dir = self.shared.dir.join(format!("g{generation}"));
@@ -429,7 +430,7 @@ impl Recorder {
             let size = std::fs::metadata(&current.path).map_or(current.bytes, |m| m.len());
             // Holds take each new file as soon as it exists (once a second).
             for hold in &state.holds {
-                hold.link(current);
+                hold.take(current);
             }
             if let Some(current) = state.files.back_mut() {
                 current.bytes = size;
@@ -454,6 +455,12 @@ impl Recorder {
         if let Some(slice) = state.files.iter_mut().find(|s| s.seq == closed.seq) {
             slice.closed_ms = Some(now);
             slice.bytes = size;
+        }
+        // Holds take it now, however soon it goes (and whatever happens to the agent).
+        if let Some(slice) = state.files.iter().find(|s| s.seq == closed.seq) {
+            for hold in &state.holds {
+                hold.take(slice);
+            }
         }
         state.files.push_back(Slice {
             generation,
@@ -480,11 +487,6 @@ impl Recorder {
                 break;
             }
             let oldest = state.files.pop_front().expect("just seen");
-            for hold in &state.holds {
-                if closed_ms >= hold.from_ms {
-                    hold.link(&oldest);
-                }
-            }
             if let Err(error) = std::fs::remove_file(&oldest.path)
                 && error.kind() != std::io::ErrorKind::NotFound
             {
@@ -512,9 +514,7 @@ impl Recorder {
         // Linked now (the file being written too: the link sees what is
         // appended), so the window is on disk in the hold whatever happens next.
         for slice in &state.files {
-            if slice.closed_ms.is_none_or(|closed| closed >= from_ms) {
-                inner.link(slice);
-            }
+            inner.take(slice);
         }
         state.holds.push(Arc::clone(&inner));
         Some(Hold {
@@ -625,8 +625,12 @@ fn hold_name(capture: &str) -> String {
 }
 
 impl HoldInner {
-    /// Hard-links `slice` into the hold (once).
-    fn link(&self, slice: &Slice) {
+    /// Hard-links `slice` into the hold (once) when it may hold packets of
+    /// the window: it is being written, or closed after the window began.
+    fn take(&self, slice: &Slice) {
+        if slice.closed_ms.is_some_and(|closed| closed < self.from_ms) {
+            return;
+        }
         let to = self.dir.join(slice_name(slice.generation, slice.seq));
         match std::fs::hard_link(&slice.path, &to) {
             Ok(()) => {}
@@ -648,9 +652,7 @@ impl Hold {
     pub(crate) fn files(&self) -> Vec<PathBuf> {
         let state = lock(&self.recorder.shared.state);
         for slice in &state.files {
-            if slice.closed_ms.is_none_or(|closed| closed >= self.inner.from_ms) {
-                self.inner.link(slice);
-            }
+            self.inner.take(slice);
         }
         drop(state);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.inner.dir)

@@ -1070,11 +1070,6 @@ impl ValidatedCapture {
         self.alert.as_ref()
     }
 
-    /// Sets (or clears) the alert window, as a trigger does.
-    pub fn set_alert(&mut self, alert: Option<AlertWindow>) {
-        self.alert = alert;
-    }
-
     /// The VM or scale set to capture on (meaningless with [`ValidatedCapture::hosts`]).
     pub fn target(&self) -> &ResourceId {
         &self.target
@@ -1643,6 +1638,65 @@ mod tests {
 
     fn valid(body: &str) -> ValidatedCapture {
         check(body).unwrap_or_else(|err| panic!("{body}: {err}"))
+    }
+
+    #[test]
+    fn a_capture_around_an_alert_is_checked_and_echoed() {
+        let vm = vm();
+        let body = |alert: &str| {
+            format!(
+                r#"{{"properties":{{"target":"{vm}","storageLocation":{{"filePath":"/var/captures/a.cap"}},"netwatch":{{"alert":{alert}}}}}}}"#
+            )
+        };
+        let capture = valid(&body(
+            r#"{"firedDateTime":"2026-12-06T10:00:00.250Z","secondsAfter":5}"#,
+        ));
+        let window = capture.alert().expect("a window");
+        assert_eq!((window.seconds_before, window.seconds_after), (60, 5));
+        assert_eq!(window.from_ms(), window.fired_ms - 60_000);
+        assert_eq!(window.to_ms(), window.fired_ms + 5_000);
+        assert_eq!(window.fired_ms % 1000, 250);
+        let echo = serde_json::to_string(&PacketCapture {
+            properties: capture.to_parameters(),
+        })
+        .unwrap();
+        assert_eq!(valid(&echo), capture, "the echo validates to the same capture");
+        for (alert, target, words) in [
+            ("{}", "properties.netwatch.alert.firedDateTime", "is required"),
+            (
+                r#"{"firedDateTime":"yesterday"}"#,
+                "properties.netwatch.alert.firedDateTime",
+                "RFC 3339",
+            ),
+            (
+                r#"{"firedDateTime":"2026-12-06T10:00:00Z","secondsBefore":3601}"#,
+                "properties.netwatch.alert.secondsBefore",
+                "out of range",
+            ),
+            (
+                r#"{"firedDateTime":"2026-12-06T10:00:00Z","secondsAfter":-1}"#,
+                "properties.netwatch.alert.secondsAfter",
+                "out of range",
+            ),
+            (
+                r#"{"firedDateTime":"2026-12-06T10:00:00Z","when":1}"#,
+                "properties.netwatch.alert",
+                "when",
+            ),
+        ] {
+            let err = check(&body(alert)).expect_err(alert);
+            assert!(
+                err.target().is_some_and(|t| t.starts_with(target)),
+                "{alert}: {:?}",
+                err.target()
+            );
+            assert!(err.message().contains(words), "{alert}: {}", err.message());
+        }
+        let continuous = format!(
+            r#"{{"properties":{{"target":"{vm}","storageLocation":{{"localPath":"/var/captures/a.cap"}},"continuousCapture":true,"netwatch":{{"alert":{{"firedDateTime":"2026-12-06T10:00:00Z"}}}}}}}}"#
+        );
+        let err = check(&continuous).expect_err("continuous");
+        assert!(err.message().contains("one file"), "{}", err.message());
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub(crate) struct Firing<'a> {
     pub watcher: &'a WatcherRecord,
     /// The scheme and host clients reach this server at.
     pub base: &'a str,
+    /// The registered hosts, read once per delivery.
+    pub vms: &'a [VmRecord],
 }
 
 /// Acts on one alert for a trigger (module doc).
@@ -173,7 +175,7 @@ pub(crate) async fn act(state: &AppState, firing: Firing<'_>, alert: &Alert) -> 
         }
         return Ok(outcome);
     }
-    let (hosts, unknown) = hosts_for(state, firing.trigger, alert).await?;
+    let (hosts, unknown) = hosts_for(state, firing.trigger, firing.vms, alert).await?;
     outcome.hosts.extend(unknown);
     if hosts.is_empty() && outcome.hosts.is_empty() {
         outcome.reason = Some(if firing.trigger.hosts.from_alert {
@@ -195,10 +197,9 @@ pub(crate) async fn act(state: &AppState, firing: Firing<'_>, alert: &Alert) -> 
 async fn hosts_for(
     state: &AppState,
     trigger: &ValidatedTrigger,
+    all: &[VmRecord],
     alert: &Alert,
 ) -> Result<(Vec<VmRecord>, Vec<HostOutcome>), StoreError> {
-    let subscription = state.config.subscription.to_string();
-    let all = state.store.list_vms(&subscription).await?;
     let mut chosen: Vec<VmRecord> = Vec::new();
     let mut unknown = Vec::new();
     let add = |vm: &VmRecord, chosen: &mut Vec<VmRecord>| {
@@ -226,7 +227,7 @@ async fn hosts_for(
             }
         }
     } else {
-        for vm in &all {
+        for vm in all {
             if selected(state, trigger, vm).await? {
                 add(vm, &mut chosen);
             }

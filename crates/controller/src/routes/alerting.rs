@@ -197,12 +197,11 @@ async fn put_recorder(
     // The target must exist (a scale set may have no host yet).
     let exists = match valid.target.kind() {
         netwatch_api::resource::ResourceKind::ScaleSet => state.store.get_scale_set(&target).await?.is_some(),
-        _ => state.store.get_vm(&target).await?.is_some_and(|vm| {
-            if !vm.location.eq_ignore_ascii_case(&watcher.location) {
-                return false;
-            }
-            true
-        }),
+        _ => state
+            .store
+            .get_vm(&target)
+            .await?
+            .is_some_and(|vm| vm.location.eq_ignore_ascii_case(&watcher.location)),
     };
     if !exists {
         return Err(ApiError::bad_request(
@@ -229,12 +228,12 @@ async fn put_recorder(
     state.store.put_recorder(&watcher_id.to_string(), &record).await?;
     tracing::info!(recorder = %id, target = %target, seconds = valid.seconds, max_bytes = valid.max_bytes, "flight recorder set");
     alerting::push_recorders(&state, &target).await?;
-    if let Some(previous) = previous
+    if let Some(previous) = &previous
         && !previous.target_key.eq_ignore_ascii_case(&target)
     {
         alerting::push_recorders(&state, &previous.target_key).await?;
     }
-    let status = if record.created_ms == now {
+    let status = if previous.is_none() {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -510,11 +509,13 @@ async fn deliver(
         return Err(ApiError::not_found(&watcher_id).into());
     };
     let base = base_url(&state.config, headers, uri)?;
+    let vms = state.store.list_vms(state.config.subscription.as_ref()).await?;
     let firing = Firing {
         id: &id,
         trigger: &trigger,
         watcher: &watcher,
         base: &base,
+        vms: &vms,
     };
     let mut outcomes = Vec::with_capacity(alerts.len());
     for alert in &alerts {
