@@ -67,6 +67,15 @@ const AGENT_PREFIX: &str = "/netwatch/v1/agent/";
 /// Where the API's token routes live (admin only).
 pub const TOKENS_PATH: &str = "/netwatch/v1/tokens";
 
+/// Where a capture's request is checked without creating anything: it
+/// changes nothing, so readers may (the console checks its form with it).
+pub const VALIDATE_CAPTURE_PATH: &str = "/netwatch/v1/validate/packetCapture";
+
+/// The client role a request was let through with, for the routes that
+/// answer by it (`whoami`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRole(pub Role);
+
 /// A caller's role. Client roles are ordered: each allows what the ones
 /// before it do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -200,7 +209,9 @@ pub(crate) fn required_role(method: &axum::http::Method, path: &str) -> Role {
     if *method == Method::GET || *method == Method::HEAD || *method == Method::OPTIONS {
         return Role::Reader;
     }
-    if *method == Method::POST && (path.ends_with("/querystatus") || path.ends_with("/checknameavailability")) {
+    if *method == Method::POST
+        && (path.ends_with("/querystatus") || path.ends_with("/checknameavailability") || path == VALIDATE_CAPTURE_PATH)
+    {
         return Role::Reader;
     }
     if path.contains("/providers/microsoft.network/") {
@@ -264,11 +275,17 @@ pub enum AgentIdentity {
 pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(tokens) = &state.config.auth else {
         request.extensions_mut().insert(AgentIdentity::Shared);
+        request.extensions_mut().insert(ClientRole(Role::Admin));
         return next.run(request).await;
     };
     let path = request.uri().path();
     // Alerts carry their trigger's own secret (routes/alerting.rs checks it).
-    if PUBLIC_PATHS.contains(&path) || is_login_path(path) || is_agent_build_path(path) || is_alerts_path(path) {
+    if PUBLIC_PATHS.contains(&path)
+        || is_login_path(path)
+        || is_agent_build_path(path)
+        || is_alerts_path(path)
+        || crate::routes::console::is_console_path(path)
+    {
         return next.run(request).await;
     }
     let agent_path = path.starts_with(AGENT_PREFIX);
@@ -299,6 +316,7 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
     match role {
         Some(Role::Admin) => {
             request.extensions_mut().insert(AgentIdentity::Shared);
+            request.extensions_mut().insert(ClientRole(Role::Admin));
             return next.run(request).await;
         }
         Some(Role::Agent) if agent_path => {
@@ -313,6 +331,7 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Req
         Some(role) => {
             let needed = required_role(request.method(), path);
             if role.allows(needed) {
+                request.extensions_mut().insert(ClientRole(role));
                 return next.run(request).await;
             }
             let message = format!(

@@ -279,6 +279,19 @@ impl Hub {
         self.lock().contains_key(&vm_id.to_lowercase()) || self.replica_of(vm_id).await.is_some()
     }
 
+    /// The VMs (ids in lower case) whose agents are connected, here or on a
+    /// live replica: one look at the store for a whole list.
+    pub async fn connected_set(&self) -> std::collections::HashSet<String> {
+        let mut connected: std::collections::HashSet<String> = self.lock().keys().cloned().collect();
+        if let Some(store) = &self.shared {
+            match store.connected_elsewhere(&self.replica, alive_since()).await {
+                Ok(elsewhere) => connected.extend(elsewhere),
+                Err(err) => tracing::warn!(error = %err, "cannot tell which agents other replicas hold"),
+            }
+        }
+        connected
+    }
+
     /// Whether any of `vm_ids`'s agents is connected, here or elsewhere.
     pub async fn any_connected(&self, vm_ids: &[&str]) -> bool {
         {

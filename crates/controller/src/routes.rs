@@ -28,7 +28,9 @@ mod agents;
 mod alerting;
 mod bootstrap;
 mod compute;
+pub mod console;
 mod drain;
+mod events;
 mod files;
 mod health;
 mod identity;
@@ -41,6 +43,7 @@ mod scale_sets;
 mod storage_accounts;
 mod tokens;
 mod uploads;
+mod whoami;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -95,6 +98,9 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::routes())
         .merge(health::routes())
         .merge(metrics::routes())
+        .merge(console::routes())
+        .merge(events::routes())
+        .merge(whoami::routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -156,14 +162,15 @@ async fn normalize_request(mut request: Request) -> Request {
 /// even segment of an ARM path (`subscriptions`, `resourceGroups`,
 /// `providers`, types, actions), the segment after `providers` (the
 /// namespace), and all of `/metadata/…`. Names (odd segments) keep their case.
-/// `/netwatch/…` is returned as it is.
+/// `/netwatch/…` and `/console/…` are returned as they are.
 pub fn normalize_path(path: &str) -> String {
     let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
     // netwatch's own paths carry blob paths: case-sensitive, and an empty
     // segment there is the client's error to hear about, not noise to drop.
+    // The console's files (and its `/console/`) are served as named.
     if segments
         .first()
-        .is_some_and(|first| first.eq_ignore_ascii_case("netwatch"))
+        .is_some_and(|first| first.eq_ignore_ascii_case("netwatch") || *first == "console")
     {
         return path.to_owned();
     }

@@ -49,7 +49,7 @@ const OPENAPI_PATH: &str = "/netwatch/v1/openapi.json";
 /// trigger's webhook URL (auth.rs's `is_alerts_path`: its secret is in the
 /// path). `POST /netwatch/v1/alerts` takes a trigger's secret as its bearer
 /// token: the document says so (`webhookSecret`), so it is not here.
-const PUBLIC: [&str; 11] = [
+const PUBLIC: [&str; 14] = [
     "/metadata/endpoints",
     "/netwatch/v1/agent/install.sh",
     "/netwatch/v1/agent/builds",
@@ -61,6 +61,9 @@ const PUBLIC: [&str; 11] = [
     "/{tenant}/discovery/v2.0/keys",
     "/msi/token",
     "/netwatch/v1/alerts/{secret}",
+    "/console",
+    "/console/",
+    "/console/{file}",
 ];
 
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
@@ -82,7 +85,7 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 53] = [
+const ROUTES: [(&str, &[&str]); 59] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -226,10 +229,16 @@ const ROUTES: [(&str, &[&str]); 53] = [
     ("/netwatch/v1/health", &["GET"]),
     ("/netwatch/v1/tokens", &["GET", "POST"]),
     ("/netwatch/v1/tokens/{name}", &["DELETE"]),
+    ("/console", &["GET"]),
+    ("/console/", &["GET"]),
+    ("/console/{*file}", &["GET"]),
+    ("/netwatch/v1/whoami", &["GET"]),
+    ("/netwatch/v1/validate/packetCapture", &["POST"]),
+    ("/netwatch/v1/captures/events", &["GET"]),
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
-const ROUTE_VALUES: [(&str, &str); 19] = [
+const ROUTE_VALUES: [(&str, &str); 20] = [
     ("{subscription}", SUB),
     ("{group}", "rg1"),
     ("{watcher}", "nw1"),
@@ -249,6 +258,7 @@ const ROUTE_VALUES: [(&str, &str); 19] = [
     ("{version}", "0.1.0"),
     ("{name}", "rec1"),
     ("{secret}", "not-a-webhook-secret"),
+    ("{*file}", "js/app.js"),
 ];
 
 /// The HTTP methods an OpenAPI path item may have.
@@ -424,13 +434,40 @@ impl Api {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-        Answer {
-            status,
-            headers,
-            bytes: bytes.to_vec(),
-        }
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+        let bytes = if event_stream {
+            read_until_synced(response.into_body()).await
+        } else {
+            axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec()
+        };
+        Answer { status, headers, bytes }
     }
+}
+
+/// A server-sent event stream does not end: its events up to `synced` (the
+/// end of its first snapshot), within 10 s.
+async fn read_until_synced(body: Body) -> Vec<u8> {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+            if String::from_utf8_lossy(&bytes).contains("event: synced") {
+                return;
+            }
+        }
+        panic!("the event stream ended before `synced`");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the event stream sent `synced` within 10 s");
+    bytes
 }
 
 // ---------------------------------------------------------------------------
@@ -2428,6 +2465,82 @@ async fn answers_match_their_schemas() {
     s.call("NetwatchTokens_List", get(tokens).token(Some(&reader)), 403)
         .await;
     s.call("NetwatchTokens_List", get(tokens).token(None), 401).await;
+
+    // The console's files and the routes it uses beside ARM's.
+    let page = s.call("Console_Page", get("/console/").token(None), 200).await;
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    s.call("Console_Redirect", get("/console").token(None), 308).await;
+    s.call("Console_File", get("/console/console.css").token(None), 200)
+        .await;
+    s.call("Console_File", get("/console/no-such.js").token(None), 404)
+        .await;
+    let me = s
+        .call("WhoAmI_Get", get("/netwatch/v1/whoami").token(Some(&reader)), 200)
+        .await;
+    assert_eq!(me.json()["role"], "reader");
+    s.call("WhoAmI_Get", get("/netwatch/v1/whoami").token(None), 401).await;
+    let validate = "/netwatch/v1/validate/packetCapture";
+    let capture = json!({"properties": {"target": VM1, "storageLocation": {"filePath": "/var/captures/a.cap"}}});
+    let valid = s
+        .call(
+            "PacketCaptures_Validate",
+            Call::new(Method::POST, validate).json(&capture).token(Some(&reader)),
+            200,
+        )
+        .await;
+    assert_eq!(
+        valid.json()["properties"]["timeLimitInSeconds"],
+        18000,
+        "{}",
+        valid.text()
+    );
+    let bad = json!({"properties": {"target": VM1, "storageLocation": {"filePath": "/var/captures/a.cap"},
+        "filters": [{"localPort": "99999"}]}});
+    let refused = s
+        .call(
+            "PacketCaptures_Validate",
+            Call::new(Method::POST, validate).json(&bad),
+            400,
+        )
+        .await;
+    assert_eq!(
+        refused.json()["error"]["target"],
+        "properties.filters[0].localPort",
+        "{}",
+        refused.text()
+    );
+    s.call(
+        "PacketCaptures_Validate",
+        Call::new(Method::POST, validate).json(&capture).token(None),
+        401,
+    )
+    .await;
+    s.call(
+        "PacketCaptures_Validate",
+        Call::new(Method::POST, validate)
+            .header("content-type", "text/plain")
+            .body(b"{}".to_vec()),
+        415,
+    )
+    .await;
+    let events = s
+        .call(
+            "CaptureEvents_Stream",
+            get("/netwatch/v1/captures/events").token(Some(&reader)),
+            200,
+        )
+        .await;
+    assert!(events.text().contains("event: synced"), "{}", events.text());
+    s.call(
+        "CaptureEvents_Stream",
+        get("/netwatch/v1/captures/events").token(None),
+        401,
+    )
+    .await;
     let made1 = format!("{accounts}/made2?{V}");
     s.call(
         "StorageAccounts_Create",

@@ -71,7 +71,11 @@ async fn list_all(
 ) -> Result<Json<Value>, HttpError> {
     let sub = subscription(&state.config, &sub)?;
     let vms = registered_vms(&state, &sub).await?;
-    let value: Vec<Value> = vms.iter().map(|(id, record)| listed_vm_json(id, record)).collect();
+    let connected = state.hub.connected_set().await;
+    let value: Vec<Value> = vms
+        .iter()
+        .map(|(id, record)| listed_vm_json(id, record, connected.contains(&record.id.to_lowercase())))
+        .collect();
     Ok(Json(json!({ "value": value })))
 }
 
@@ -84,10 +88,11 @@ async fn list_group(
     let sub = subscription(&state.config, &sub)?;
     let group = ResourceGroupName::parse("resourceGroupName", &group)?;
     let vms = registered_vms(&state, &sub).await?;
+    let connected = state.hub.connected_set().await;
     let value: Vec<Value> = vms
         .iter()
         .filter(|(id, _)| *id.resource_group() == group)
-        .map(|(id, record)| listed_vm_json(id, record))
+        .map(|(id, record)| listed_vm_json(id, record, connected.contains(&record.id.to_lowercase())))
         .collect();
     Ok(Json(json!({ "value": value })))
 }
@@ -98,7 +103,8 @@ async fn show(
     _version: ArmVersion,
 ) -> Result<Json<Value>, HttpError> {
     let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
-    Ok(Json(vm_json(&id, &record)))
+    let connected = state.hub.is_connected(&record.id).await;
+    Ok(Json(vm_json(&id, &record, connected)))
 }
 
 /// `PATCH …/virtualMachines/{vm}` (ARM's update, what `az resource tag`
@@ -115,7 +121,8 @@ async fn update(
     state.store.set_vm_tags(&id.to_string(), &tags).await?;
     tracing::info!(vm = %id, tags, "VM tags set");
     let (id, record) = find_vm(&state, (&sub, &group, &vm)).await?;
-    Ok(Json(vm_json(&id, &record)))
+    let connected = state.hub.is_connected(&record.id).await;
+    Ok(Json(vm_json(&id, &record, connected)))
 }
 
 /// The tags of an ARM update (`PATCH` body `{"tags": {...}}`), as stored
@@ -159,7 +166,8 @@ async fn list_extensions(
     if state.store.is_cut_off(&record.id).await? {
         return Ok(Json(json!({ "value": [] })));
     }
-    Ok(Json(json!({ "value": [extension_json(&id, &record)] })))
+    let connected = state.hub.is_connected(&record.id).await;
+    Ok(Json(json!({ "value": [extension_json(&id, &record, connected)] })))
 }
 
 /// `GET …/virtualMachines/{vm}/extensions/{name}`: the agent; any other name is a 404.
@@ -186,7 +194,8 @@ async fn show_extension(
         );
         return Err(ApiError::new(ErrorCode::ResourceNotFound, message).into());
     }
-    Ok(Json(extension_json(&id, &record)))
+    let connected = state.hub.is_connected(&record.id).await;
+    Ok(Json(extension_json(&id, &record, connected)))
 }
 
 /// `DELETE …/virtualMachines/{vm}/extensions/{name}` (`vm extension delete`):
@@ -388,7 +397,8 @@ async fn set_extension(
         if !state.store.is_cut_off(&record.id).await? {
             offer_upgrade(&state, record).await;
             let id = ResourceId::parse("id", &record.id).unwrap_or(id);
-            return Ok(Json(extension_json(&id, record)).into_response());
+            let connected = state.hub.is_connected(&record.id).await;
+            return Ok(Json(extension_json(&id, record, connected)).into_response());
         }
     }
 
@@ -481,8 +491,8 @@ async fn registered_vms(state: &AppState, sub: &SubscriptionId) -> Result<Vec<(R
 
 /// A VM as lists show it: without `resources`, as Azure's lists (az's `vm
 /// list` fails to flatten an extension's `type` beside the VM's).
-fn listed_vm_json(id: &ResourceId, record: &VmRecord) -> Value {
-    let mut vm = vm_json(id, record);
+fn listed_vm_json(id: &ResourceId, record: &VmRecord, connected: bool) -> Value {
+    let mut vm = vm_json(id, record, connected);
     if let Some(vm) = vm.as_object_mut() {
         vm.remove("resources");
     }
@@ -490,7 +500,7 @@ fn listed_vm_json(id: &ResourceId, record: &VmRecord) -> Value {
 }
 
 /// A VM's ARM JSON (`VirtualMachine`, a tracked resource).
-fn vm_json(id: &ResourceId, record: &VmRecord) -> Value {
+fn vm_json(id: &ResourceId, record: &VmRecord, connected: bool) -> Value {
     let facts = agent_facts(record);
     let computer_name = facts
         .get("hostname")
@@ -510,16 +520,16 @@ fn vm_json(id: &ResourceId, record: &VmRecord) -> Value {
             "storageProfile": {"osDisk": {"osType": "Linux"}},
             // Always, not only for `$expand=instanceView`: az's `vm extension
             // set` reads it (the extensions installed) and it costs nothing.
-            "instanceView": vm_instance_view(id, record, &computer_name),
-            "netwatch": netwatch_block(record, facts),
+            "instanceView": vm_instance_view(id, record, &computer_name, connected),
+            "netwatch": netwatch_block(record, facts, connected),
         },
-        "resources": [extension_json(id, record)],
+        "resources": [extension_json(id, record, connected)],
     })
 }
 
 /// A VM's `instanceView`: running, with the agent as its one extension.
-fn vm_instance_view(id: &ResourceId, record: &VmRecord, computer_name: &str) -> Value {
-    let extension = extension_json(id, record);
+fn vm_instance_view(id: &ResourceId, record: &VmRecord, computer_name: &str, connected: bool) -> Value {
+    let extension = extension_json(id, record, connected);
     let agent_version = extension["properties"]["instanceView"]["typeHandlerVersion"].clone();
     json!({
         "computerName": computer_name,
@@ -538,7 +548,7 @@ fn vm_instance_view(id: &ResourceId, record: &VmRecord, computer_name: &str) -> 
 
 /// The agent as VM extension: Azure's shape (api-contract.md §5) and the
 /// agent's live facts.
-fn extension_json(id: &ResourceId, record: &VmRecord) -> Value {
+fn extension_json(id: &ResourceId, record: &VmRecord, connected: bool) -> Value {
     let extension = ResourceId::agent_extension(id.subscription(), id.resource_group(), id.name());
     let facts = agent_facts(record);
     let agent_version = facts
@@ -574,7 +584,7 @@ fn extension_json(id: &ResourceId, record: &VmRecord) -> Value {
                     "time": last_seen,
                 }],
             },
-            "netwatch": netwatch_block(record, facts),
+            "netwatch": netwatch_block(record, facts, connected),
         },
     })
 }
@@ -589,8 +599,9 @@ pub(super) fn agent_facts(record: &VmRecord) -> Map<String, Value> {
 }
 
 /// The `netwatch` block: every stored agent fact, plus `addresses` (those of
-/// all interfaces) and `lastSeen`.
-pub(super) fn netwatch_block(record: &VmRecord, mut facts: Map<String, Value>) -> Value {
+/// all interfaces), `lastSeen` and whether its agent is `connected` (here
+/// or to another replica).
+pub(super) fn netwatch_block(record: &VmRecord, mut facts: Map<String, Value>, connected: bool) -> Value {
     let addresses: Vec<Value> = facts
         .get("interfaces")
         .and_then(Value::as_array)
@@ -601,6 +612,7 @@ pub(super) fn netwatch_block(record: &VmRecord, mut facts: Map<String, Value>) -
         .cloned()
         .collect();
     facts.insert("addresses".to_owned(), Value::Array(addresses));
+    facts.insert("connected".to_owned(), Value::Bool(connected));
     facts.insert(
         "lastSeen".to_owned(),
         record.last_seen_ms.map(rfc3339).map_or(Value::Null, Value::String),

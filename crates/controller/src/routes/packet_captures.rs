@@ -61,6 +61,7 @@ use super::{
     AZURE_ASYNC_OPERATION, AppState, ArmBody, ArmVersion, HttpError, base_url, header_value, now_ms, retry_after,
     rfc3339, subscription,
 };
+use crate::auth::VALIDATE_CAPTURE_PATH;
 use crate::lifecycle::{self, Created, NewCapture, Stopped};
 use crate::store::{
     CaptureFileRecord, CaptureRecord, CaptureStatus, OperationKind, OperationRecord, OperationStatus, WatcherRecord,
@@ -84,6 +85,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route(&capture, get(show).put(create).delete(delete))
         .route(&format!("{capture}/querystatus"), post(query_status))
         .route(&format!("{capture}/stop"), post(stop))
+        .route(VALIDATE_CAPTURE_PATH, post(validate))
         .route(
             "/subscriptions/{subscription}/providers/microsoft.network/locations/{location}/operations/{operation}",
             get(operation_status),
@@ -124,7 +126,7 @@ pub(super) async fn find_capture(state: &AppState, path: &CapturePath) -> Result
 }
 
 /// A stored capture as `PacketCaptureResult`.
-fn result_of(record: &CaptureRecord) -> Result<PacketCaptureResult, HttpError> {
+pub(super) fn result_of(record: &CaptureRecord) -> Result<PacketCaptureResult, HttpError> {
     let request: PacketCapture = serde_json::from_str(&record.request_json)
         .map_err(|err| ApiError::internal(format!("stored capture {} is unreadable", record.id), err))?;
     Ok(PacketCaptureResult {
@@ -240,6 +242,16 @@ async fn create(
     Ok((StatusCode::CREATED, headers, Json(body)).into_response())
 }
 
+/// `POST /netwatch/v1/validate/packetCapture`: a capture's PUT body checked
+/// as the PUT checks it, nothing created: 200 with the request as it would be
+/// stored (defaults applied), or the PUT's own 400. The console checks its
+/// form with it as the user types. (What depends on the store, the target's
+/// agent and the storage account, is the PUT's to say.)
+async fn validate(ArmBody(body): ArmBody) -> Result<Json<Value>, HttpError> {
+    let capture = parse_packet_capture(&body)?.validate()?;
+    Ok(Json(json!({ "properties": capture.to_parameters() })))
+}
+
 /// How long a capture PUT waits for the agent to report the capture Running
 /// before it answers with a monitor instead: an agent starts one in tens of
 /// milliseconds.
@@ -257,8 +269,16 @@ async fn query_status(
     _version: ArmVersion,
 ) -> Result<Json<PacketCaptureQueryStatusResult>, HttpError> {
     let record = find_capture(&state, &path).await?;
-    if lifecycle::fleet::is_fleet(&record) {
-        return Ok(Json(fleet_status(&state, &record).await?));
+    Ok(Json(status_of(&state, &record).await?))
+}
+
+/// A capture's status as queryStatus answers it.
+pub(super) async fn status_of(
+    state: &AppState,
+    record: &CaptureRecord,
+) -> Result<PacketCaptureQueryStatusResult, HttpError> {
+    if lifecycle::fleet::is_fleet(record) {
+        return fleet_status(state, record).await;
     }
     let last_seen = state
         .store
@@ -266,8 +286,8 @@ async fn query_status(
         .await?
         .and_then(|vm| vm.last_seen_ms);
     let files = state.store.capture_files(&record.id, record.created_ms).await?;
-    let (status, errors, netwatch) = host_status(&record, last_seen, &files)?;
-    Ok(Json(PacketCaptureQueryStatusResult {
+    let (status, errors, netwatch) = host_status(record, last_seen, &files)?;
+    Ok(PacketCaptureQueryStatusResult {
         name: record.id.rsplit('/').next().unwrap_or_default().to_owned(),
         id: record.id.clone(),
         capture_start_time: record.started_ms.map(rfc3339),
@@ -275,7 +295,7 @@ async fn query_status(
         stop_reason: record.stop_reason.clone().map(StopReason::from),
         packet_capture_error: errors,
         netwatch,
-    }))
+    })
 }
 
 fn pc_status(status: CaptureStatus) -> PcStatus {

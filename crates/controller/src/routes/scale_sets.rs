@@ -231,10 +231,11 @@ async fn list_instances(
     _version: ArmVersion,
 ) -> Result<Json<Value>, HttpError> {
     let (id, record) = find_set(&state, (&sub, &group, &vmss)).await?;
+    let connected = state.hub.connected_set().await;
     let value: Vec<Value> = instances(&state, &record)
         .await?
         .iter()
-        .map(|(number, vm)| instance_json(&id, *number, vm))
+        .map(|(number, vm)| instance_json(&id, *number, vm, connected.contains(&vm.id.to_lowercase())))
         .collect();
     Ok(Json(json!({ "value": value })))
 }
@@ -248,7 +249,10 @@ async fn show_instance(
     let number = instance_number("instanceId", &instance)?;
     let instance_id = ResourceId::scale_set_vm(id.subscription(), id.resource_group(), id.name(), number);
     match instances(&state, &record).await?.iter().find(|(n, _)| *n == number) {
-        Some((number, vm)) => Ok(Json(instance_json(&id, *number, vm))),
+        Some((number, vm)) => {
+            let connected = state.hub.is_connected(&vm.id).await;
+            Ok(Json(instance_json(&id, *number, vm, connected)))
+        }
         None => Err(ApiError::not_found(&instance_id).into()),
     }
 }
@@ -553,7 +557,7 @@ fn set_json(id: &ResourceId, record: &ScaleSetRecord, instances: usize) -> Value
 }
 
 /// An instance's ARM JSON (`VirtualMachineScaleSetVM`).
-fn instance_json(set: &ResourceId, number: u32, vm: &VmRecord) -> Value {
+fn instance_json(set: &ResourceId, number: u32, vm: &VmRecord, connected: bool) -> Value {
     let id = ResourceId::scale_set_vm(set.subscription(), set.resource_group(), set.name(), number);
     let facts = agent_facts(vm);
     let computer_name = facts.get("hostname").and_then(Value::as_str).map_or_else(
@@ -575,7 +579,7 @@ fn instance_json(set: &ResourceId, number: u32, vm: &VmRecord) -> Value {
             "osProfile": {"computerName": computer_name},
             "storageProfile": {"osDisk": {"osType": "Linux"}},
             "resources": [profile_extension()],
-            "netwatch": netwatch_block(vm, facts),
+            "netwatch": netwatch_block(vm, facts, connected),
         },
     })
 }
