@@ -20,8 +20,10 @@ cd "$(dirname "$0")/.."
 # (the agent installer run on a test host, tests/install.rs), prometheus (scrapes a
 # controller during a capture, tests/metrics.rs), prometheus-alertmanager (with
 # prometheus: the alert that triggers a capture, tests/alerts.rs; each test starts
-# its own in a network namespace, so the packages' own services are not wanted).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils prometheus prometheus-alertmanager)
+# its own in a network namespace, so the packages' own services are not wanted),
+# chromium, chromium-driver and libnss3-tools (the web console driven in a real
+# browser through WebDriver, its CA trusted with certutil: tests/console.rs).
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils prometheus prometheus-alertmanager chromium chromium-driver libnss3-tools)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"

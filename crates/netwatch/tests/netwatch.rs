@@ -6,6 +6,7 @@
 mod agent_faults;
 mod alerts;
 mod capture;
+mod console;
 mod deployment;
 mod faults;
 mod fleet;
