@@ -2473,6 +2473,13 @@ async fn answers_match_their_schemas() {
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
+    let etag = page.header("etag").unwrap().to_owned();
+    s.call(
+        "Console_Page",
+        get("/console/").token(None).header("if-none-match", &etag),
+        304,
+    )
+    .await;
     s.call("Console_Redirect", get("/console").token(None), 308).await;
     s.call("Console_File", get("/console/console.css").token(None), 200)
         .await;
@@ -2513,6 +2520,14 @@ async fn answers_match_their_schemas() {
         "{}",
         refused.text()
     );
+    let named = s
+        .call(
+            "PacketCaptures_Validate",
+            Call::new(Method::POST, format!("{validate}?name=a%3Cb")).json(&capture),
+            400,
+        )
+        .await;
+    assert_eq!(named.json()["error"]["target"], "packetCaptureName", "{}", named.text());
     s.call(
         "PacketCaptures_Validate",
         Call::new(Method::POST, validate).json(&capture).token(None),

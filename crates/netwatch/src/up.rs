@@ -114,7 +114,8 @@ pub fn run(args: Args) -> Result<()> {
     // not stop the service.
     let _ = writeln!(
         std::io::stdout(),
-        "netwatch is up{}.\n  URL:          {url}\n  admin token:  {token}\n  CA:           {ca}\n  \
+        "netwatch is up{}.\n  URL:          {url}\n  console:      {url}/console/ (sign in with the admin token; \
+         the browser must trust the CA)\n  admin token:  {token}\n  CA:           {ca}\n  \
          environment:  source {env}\n  client:       {client}\n  this machine: VM {vm_name} in resource group {GROUP}, \
          {LOCATION}; storage account {LOCAL_ACCOUNT}\n\
          Azure's own az works too (with REQUESTS_CA_BUNDLE={ca}):\n  \

@@ -317,7 +317,7 @@ impl Browser<'_> {
                 vec![json!(css)],
             )
             .await;
-        n.as_u64().unwrap_or(0) as usize
+        n.as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
     }
 
     /// Waits (20 s at most) until `check` holds; fails saying `what`.
@@ -551,6 +551,30 @@ async fn operator_flow(b: &Browser<'_>) {
         "markup from a host became elements"
     );
     b.shot("hosts").await;
+    // The policy holds in the browser: a script added inline does not run.
+    let ran = b
+        .js(
+            "const s = document.createElement('script'); s.textContent = 'window.__inlineRan = 1'; \
+             document.head.append(s); return window.__inlineRan === 1;",
+            vec![],
+        )
+        .await;
+    assert_eq!(ran, json!(false), "an inline script ran under the console's policy");
+
+    // Enroll a host (admin): the command `vm extension set` gives.
+    b.type_into("#enroll-vm-name", "enrolled-1").await;
+    b.type_into("#enroll-vm-group", "rg2").await;
+    b.click("form:has(#enroll-vm-name) button[type=\"submit\"]").await;
+    let command = b
+        .until_text("#enroll-vm-command", "the install command", |text| {
+            text.contains("install.sh")
+        })
+        .await;
+    assert!(
+        command.contains("--enroll-token") && command.contains(&setup.url),
+        "{command}"
+    );
+    b.shot("hosts-enroll").await;
 
     // Captures: none yet.
     b.go("captures").await;
@@ -563,10 +587,24 @@ async fn operator_flow(b: &Browser<'_>) {
     // and nothing is created.
     b.click("[data-action=\"new-capture\"]").await;
     let name = "console-pc1";
-    b.type_into("#capture-name", name).await;
     b.select("#location", "westus").await;
     b.select("#target-type", "AzureVM").await;
     b.select("#target", &host_a_id()).await;
+    // A name with markup: the API's refusal, as text.
+    b.type_into("#capture-name", HOSTILE_TAG).await;
+    let refused = b
+        .until_text("#form-error", "the refused name", |text| text.contains(HOSTILE_TAG))
+        .await;
+    assert!(
+        refused.contains("packetCaptureName") || refused.contains("character"),
+        "{refused}"
+    );
+    assert_eq!(
+        b.count("#form-error img, [data-test=\"field-error\"] img").await,
+        0,
+        "a name became markup"
+    );
+    b.type_into("#capture-name", name).await;
     let account = format!(
         "/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/netwatchlocal"
     );
@@ -710,7 +748,7 @@ async fn operator_flow(b: &Browser<'_>) {
     })
     .await;
     let file = wait_for_download(&setup.downloads).await;
-    check_packets(&file, wanted as usize);
+    check_packets(&file, 2 * PER_PORT);
     b.shot("capture-stopped").await;
 
     // Delete, confirmed in the page.
@@ -724,9 +762,61 @@ async fn operator_flow(b: &Browser<'_>) {
     let gone = setup.api(&setup.admin, "GET", &capture_path, None);
     assert_eq!(gone["status"], 404, "{gone}");
 
-    // The other pages, for the record.
+    // Flight recorders and triggers: made from their forms, listed with the
+    // hosts' status, deleted.
     b.go("alerting").await;
+    b.click("[data-action=\"new-recorder\"]").await;
+    b.type_into("#recorder-name", "console-rec").await;
+    b.select("#recorder-location", "westus").await;
+    b.select("#recorder-target", &host_a_id()).await;
+    b.type_into("#recorder-seconds", "30").await;
+    b.click("#recorder-save").await;
+    let recorder = "[data-test=\"recorder-row\"][data-name=\"console-rec\"]";
+    b.until_text(recorder, "the recorder listed", |text| text.contains("30 s"))
+        .await;
+    b.click("[data-action=\"new-trigger\"]").await;
+    b.type_into("#trigger-name", "console-trigger").await;
+    b.select("#trigger-location", "westus").await;
+    b.type_into("#trigger-severities", "critical").await;
+    b.click("#trigger-save").await;
+    let trigger = "[data-test=\"trigger-row\"][data-name=\"console-trigger\"]";
+    b.until_text(trigger, "the trigger listed", |text| text.contains("critical"))
+        .await;
+    let webhook = b.text("#webhook-url").await.unwrap_or_default();
+    assert!(
+        webhook.contains("/netwatch/v1/alerts/"),
+        "no webhook URL shown: {webhook:?}"
+    );
+    // The agent says the recorder records (every 10 s; the page reads it again on each visit).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = b.until_text(recorder, "the recorder row", |_| true).await;
+        if row.contains("Recording") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "host-a's recorder not Recording within 30 s: {row}\n{}",
+            setup.logs()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        b.go("hosts").await;
+        b.go("alerting").await;
+    }
     b.shot("alerting").await;
+    b.click(&format!("{recorder} [data-action=\"delete\"]")).await;
+    b.click("#confirm-yes").await;
+    b.until("the recorder gone", async || b.count(recorder).await == 0)
+        .await;
+    let recorders = setup.api(
+        &setup.admin,
+        "GET",
+        &format!("{watcher}/netwatchFlightRecorders?api-version=2024-05-01"),
+        None,
+    );
+    assert_eq!(recorders["body"]["value"], json!([]), "{recorders}");
+
+    // The tokens page.
     b.go("tokens").await;
     b.until("the reader token listed", async || {
         b.count("[data-test=\"token-row\"][data-name=\"console-reader\"]").await == 1

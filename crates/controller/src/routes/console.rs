@@ -11,12 +11,15 @@
 //! nothing inline, no frames: `frame-ancestors 'none'`), `nosniff` and no
 //! referrer.
 
+use std::sync::OnceLock;
+
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use netwatch_api::error::{ApiError, ErrorCode};
+use sha2::{Digest, Sha256};
 
 use super::{AppState, HttpError};
 
@@ -64,20 +67,44 @@ const JS: &str = "text/javascript; charset=utf-8";
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route(CONSOLE_PATH, get(|| async { Redirect::permanent("/console/") }))
-        .route("/console/", get(|| async { asset("index.html") }))
+        .route(
+            "/console/",
+            get(|headers: HeaderMap| async move { asset("index.html", &headers) }),
+        )
         .route("/console/{*file}", get(file))
 }
 
-async fn file(Path(file): Path<String>) -> Response {
-    asset(&file)
+async fn file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    asset(&file, &headers)
 }
 
-/// One file with the console's headers, or a 404 that says where the console is.
-fn asset(file: &str) -> Response {
+/// The console's files change only with the binary: one tag for them all,
+/// the digest of their bytes, so a browser revalidates cheaply (304).
+fn etag() -> &'static str {
+    static ETAG: OnceLock<String> = OnceLock::new();
+    ETAG.get_or_init(|| {
+        let mut digest = Sha256::new();
+        for (name, _, bytes) in ASSETS {
+            digest.update(name.as_bytes());
+            digest.update(bytes);
+        }
+        let hex: String = digest.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("\"{hex}\"")
+    })
+}
+
+/// One file with the console's headers (304 when the browser has it), or a
+/// 404 that says where the console is.
+fn asset(file: &str, request: &HeaderMap) -> Response {
     let Some((_, content_type, bytes)) = ASSETS.iter().find(|(name, ..)| *name == file) else {
         let message = format!("the console has no file {file:?}: open {CONSOLE_PATH}/");
         return HttpError::from(ApiError::new(ErrorCode::NotFound, message)).into_response();
     };
+    let etag = etag();
+    let fresh = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
         (
@@ -89,13 +116,16 @@ fn asset(file: &str) -> Response {
         (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
         // A new build's files are fetched again; the same build's revalidate cheaply.
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        (header::ETAG, HeaderValue::from_static(BUILD_ETAG)),
+        (
+            header::ETAG,
+            HeaderValue::from_str(etag).unwrap_or(HeaderValue::from_static("\"\"")),
+        ),
     ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
     (StatusCode::OK, headers, *bytes).into_response()
 }
-
-/// The console's files change only with the binary.
-const BUILD_ETAG: &str = concat!("\"", env!("CARGO_PKG_VERSION"), "\"");
 
 /// Whether `path` is the console's (public: auth.rs).
 pub fn is_console_path(path: &str) -> bool {

@@ -41,7 +41,7 @@
 //!   idempotent delete); a running one is stopped first; it never touches
 //!   capture files.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -242,14 +242,24 @@ async fn create(
     Ok((StatusCode::CREATED, headers, Json(body)).into_response())
 }
 
-/// `POST /netwatch/v1/validate/packetCapture`: a capture's PUT body checked
-/// as the PUT checks it, nothing created: 200 with the request as it would be
-/// stored (defaults applied), or the PUT's own 400. The console checks its
-/// form with it as the user types. (What depends on the store, the target's
-/// agent and the storage account, is the PUT's to say.)
-async fn validate(ArmBody(body): ArmBody) -> Result<Json<Value>, HttpError> {
+/// `POST /netwatch/v1/validate/packetCapture[?name=N]`: a capture's PUT body
+/// (and the name its path would carry) checked as the PUT checks them,
+/// nothing created: 200 with the request as it would be stored (defaults
+/// applied), or the PUT's own 400. The console checks its form with it as
+/// the user types. (What depends on the store, the target's agent and the
+/// storage account, is the PUT's to say.)
+async fn validate(Query(query): Query<ValidateQuery>, ArmBody(body): ArmBody) -> Result<Json<Value>, HttpError> {
+    if let Some(name) = &query.name {
+        ResourceName::parse("packetCaptureName", name)?;
+    }
     let capture = parse_packet_capture(&body)?.validate()?;
     Ok(Json(json!({ "properties": capture.to_parameters() })))
+}
+
+/// The validate route's query: the capture's name, when it is to be checked too.
+#[derive(Debug, serde::Deserialize)]
+struct ValidateQuery {
+    name: Option<String>,
 }
 
 /// How long a capture PUT waits for the agent to report the capture Running
