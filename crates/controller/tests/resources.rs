@@ -415,7 +415,7 @@ async fn vms_are_the_registered_hosts() {
     assert_eq!(vm2.json()["properties"]["osProfile"]["computerName"], "vm2");
     assert_eq!(
         vm2.json()["properties"]["netwatch"],
-        json!({"addresses": [], "lastSeen": null})
+        json!({"addresses": [], "connected": false, "lastSeen": null})
     );
 
     // lists: the subscription's, a resource group's (any case), an empty one
