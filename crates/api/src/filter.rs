@@ -61,8 +61,23 @@ const LOCAL_IP_ADDRESS: &str = "localIPAddress";
 const REMOTE_IP_ADDRESS: &str = "remoteIPAddress";
 const LOCAL_PORT: &str = "localPort";
 const REMOTE_PORT: &str = "remotePort";
-/// The fields a filter object may have, in Azure's order.
-const FIELDS: [&str; 5] = [PROTOCOL, LOCAL_IP_ADDRESS, REMOTE_IP_ADDRESS, LOCAL_PORT, REMOTE_PORT];
+/// netwatch's extensions (module doc, "netwatch's fields").
+const ICMP_TYPE: &str = "icmpType";
+const ICMP_CODE: &str = "icmpCode";
+const TCP_FLAGS: &str = "tcpFlags";
+const DIRECTION: &str = "direction";
+/// The fields a filter object may have: Azure's five in Azure's order, then netwatch's.
+const FIELDS: [&str; 9] = [
+    PROTOCOL,
+    LOCAL_IP_ADDRESS,
+    REMOTE_IP_ADDRESS,
+    LOCAL_PORT,
+    REMOTE_PORT,
+    ICMP_TYPE,
+    ICMP_CODE,
+    TCP_FLAGS,
+    DIRECTION,
+];
 /// Spellings accepted besides [`FIELDS`] (some Azure SDKs and docs write `Ip`).
 const FIELD_ALIASES: [&str; 2] = ["localIpAddress", "remoteIpAddress"];
 
@@ -70,6 +85,10 @@ const FIELD_ALIASES: [&str; 2] = ["localIpAddress", "remoteIpAddress"];
 pub const IPPROTO_TCP: u8 = 6;
 /// IANA protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// IANA protocol number of ICMP (IPv4).
+pub const IPPROTO_ICMP: u8 = 1;
+/// IANA protocol number of ICMPv6 (an IPv6 Next Header).
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// The wire object, as ARM sends and echoes it.
 ///
@@ -102,6 +121,18 @@ pub struct PacketCaptureFilter {
     /// The peer's port, same syntax as `localPort`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_port: Option<String>,
+    /// netwatch: the ICMP or ICMPv6 type, `0`-`255` (only with protocol `ICMP` or `ICMPv6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<String>,
+    /// netwatch: the ICMP or ICMPv6 code, `0`-`255` (only with protocol `ICMP` or `ICMPv6`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<String>,
+    /// netwatch: TCP flags that must be set, or clear with `!`: `SYN;!ACK`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<String>,
+    /// netwatch: `inbound` (received by this host) or `outbound` (sent by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
 }
 
 /// Which transport protocol a filter asks for.
@@ -111,6 +142,10 @@ pub enum Protocol {
     Tcp,
     /// IP protocol 17.
     Udp,
+    /// netwatch: ICMP, protocol 1 of IPv4 (IPv6 packets are never ICMP).
+    Icmp,
+    /// netwatch: ICMPv6, Next Header 58 of IPv6 (IPv4 packets are never ICMPv6).
+    Icmpv6,
     /// Any packet (any IP protocol, or not IP at all when nothing else is set).
     #[default]
     Any,
@@ -122,17 +157,93 @@ impl Protocol {
         match self {
             Self::Tcp => Some(IPPROTO_TCP),
             Self::Udp => Some(IPPROTO_UDP),
+            Self::Icmp => Some(IPPROTO_ICMP),
+            Self::Icmpv6 => Some(IPPROTO_ICMPV6),
             Self::Any => None,
         }
     }
 
-    /// Azure's spelling: `TCP`, `UDP`, `Any`.
+    /// Whether packets of this IP family can be of this protocol: ICMP is
+    /// IPv4's, ICMPv6 IPv6's, the others both's.
+    pub const fn in_family(self, ipv4: bool) -> bool {
+        match self {
+            Self::Icmp => ipv4,
+            Self::Icmpv6 => !ipv4,
+            Self::Tcp | Self::Udp | Self::Any => true,
+        }
+    }
+
+    /// Whether this is ICMP or ICMPv6 (the protocols with a type and code).
+    pub const fn is_icmp(self) -> bool {
+        matches!(self, Self::Icmp | Self::Icmpv6)
+    }
+
+    /// Azure's spelling: `TCP`, `UDP`, `Any`; netwatch's `ICMP`, `ICMPv6`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Tcp => "TCP",
             Self::Udp => "UDP",
+            Self::Icmp => "ICMP",
+            Self::Icmpv6 => "ICMPv6",
             Self::Any => "Any",
         }
+    }
+}
+
+/// netwatch's `direction`: which way a packet goes relative to this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Way {
+    /// Received by this host: addressed to it, broadcast or multicast
+    /// (`PACKET_HOST`, `PACKET_BROADCAST`, `PACKET_MULTICAST`).
+    Inbound,
+    /// Sent by this host (`PACKET_OUTGOING`).
+    Outbound,
+}
+
+impl Way {
+    /// The wire spelling: `inbound`, `outbound`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+/// netwatch's `tcpFlags`: bits of the TCP header's flags byte (byte 13,
+/// RFC 9293 §3.1: CWR ECE URG ACK PSH RST SYN FIN from the high bit down)
+/// that must be set and that must be clear. Never both for one flag, never
+/// none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpFlags {
+    /// Bits that must be set.
+    pub set: u8,
+    /// Bits that must be clear.
+    pub clear: u8,
+}
+
+/// The flags' names, by bit (bit 0 is FIN), as `tcpFlags` spells them.
+pub const TCP_FLAG_NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+
+impl TcpFlags {
+    /// Whether a TCP header's flags byte has these flags.
+    pub const fn matches(&self, flags: u8) -> bool {
+        flags & self.set == self.set && flags & self.clear == 0
+    }
+}
+
+/// `SYN;!ACK`: the set flags, then the clear ones, each in bit order.
+impl fmt::Display for TcpFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = Vec::new();
+        for (bits, prefix) in [(self.set, ""), (self.clear, "!")] {
+            for (bit, name) in TCP_FLAG_NAMES.iter().enumerate() {
+                if bits & (1 << bit) != 0 {
+                    words.push(format!("{prefix}{name}"));
+                }
+            }
+        }
+        f.write_str(&words.join(";"))
     }
 }
 
@@ -199,13 +310,29 @@ impl IpRange {
             Self::V6 { hi, .. } => IpAddr::V6(hi),
         }
     }
+
+    /// The prefix length when the range is exactly one CIDR block of two
+    /// or more addresses (`10.0.0.0-10.0.0.255` is `/24`).
+    pub fn prefix_len(&self) -> Option<u32> {
+        // A block: the ends differ in the low bits only, all 0s then all 1s.
+        let (lo, hi, bits) = match *self {
+            Self::V4 { lo, hi } => (u128::from(u32::from(lo)), u128::from(u32::from(hi)), 32),
+            Self::V6 { lo, hi } => (u128::from(lo), u128::from(hi), 128),
+        };
+        let host = lo ^ hi;
+        let block = host != 0 && host & host.wrapping_add(1) == 0 && lo & host == 0 && hi & host == host;
+        block.then(|| bits - (128 - host.leading_zeros()))
+    }
 }
 
-/// `10.0.0.3` for one address, `1.1.1.1-255.255.255.255` for a range.
+/// `10.0.0.3` for one address, `10.0.0.0/8` for a CIDR block, `1.1.1.1-255.255.255.255`
+/// for another range.
 impl fmt::Display for IpRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_single() {
             write!(f, "{}", self.lo())
+        } else if let Some(prefix) = self.prefix_len() {
+            write!(f, "{}/{prefix}", self.lo())
         } else {
             write!(f, "{}-{}", self.lo(), self.hi())
         }
@@ -352,11 +479,19 @@ fn write_joined<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt
 /// `None` means the field is not set (matches anything).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CaptureFilter {
+    /// `Any` also when `tcpFlags` is set with protocol `Any`: validation makes it `Tcp`.
     pub protocol: Protocol,
     pub local_ip: Option<IpSet>,
     pub remote_ip: Option<IpSet>,
     pub local_port: Option<PortSet>,
     pub remote_port: Option<PortSet>,
+    /// Only with [`Protocol::Icmp`] or [`Protocol::Icmpv6`].
+    pub icmp_type: Option<u8>,
+    /// Only with [`Protocol::Icmp`] or [`Protocol::Icmpv6`].
+    pub icmp_code: Option<u8>,
+    /// Only with [`Protocol::Tcp`].
+    pub tcp_flags: Option<TcpFlags>,
+    pub direction: Option<Way>,
 }
 
 /// What the reference evaluator needs to know about a packet.
@@ -373,6 +508,43 @@ pub struct Flow {
     pub ports: Option<(u16, u16)>,
     /// Which end is this host: decides which side is *local*.
     pub direction: Direction,
+    /// Whether this host sent or received it: what `direction` tests.
+    pub seen: Seen,
+    /// `(type, code)` of an ICMP (IPv4, protocol 1) or ICMPv6 (IPv6, Next
+    /// Header 58) message that holds both (not an IPv4 non-first fragment).
+    pub icmp: Option<(u8, u8)>,
+    /// The flags byte (byte 13) of a TCP header that holds it (not an IPv4
+    /// non-first fragment, nor a header cut before it).
+    pub tcp_flags: Option<u8>,
+}
+
+/// Whether this host sent or received a packet, from its packet type alone
+/// (`skb->pkt_type`), on any interface: on loopback, where both ends are this
+/// host, each packet is seen once sent and once received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Seen {
+    /// `PACKET_OUTGOING`: matches `direction` `outbound`.
+    Sent,
+    /// `PACKET_HOST`, `PACKET_BROADCAST`, `PACKET_MULTICAST`: matches `inbound`.
+    Received,
+    /// Neither: overheard (`PACKET_OTHERHOST`, promiscuous mode or a bridge)
+    /// or looped back to the host's own multicast listeners; matches no `direction`.
+    Neither,
+    /// Not known (a stored Ethernet record does not say): matches either
+    /// `direction`, as an unknown [`Direction`] matches either side.
+    #[default]
+    Unknown,
+}
+
+impl Seen {
+    /// From a packet type (include/uapi/linux/if_packet.h).
+    pub const fn from_pkttype(pkttype: u8) -> Self {
+        match pkttype {
+            0..=2 => Self::Received,
+            4 => Self::Sent,
+            _ => Self::Neither,
+        }
+    }
 }
 
 /// Which end of a packet is this host, as the kernel knows it (the packet
@@ -419,8 +591,27 @@ impl CaptureFilter {
         let Some(flow) = flow else {
             return self.matches_everything();
         };
-        if self.protocol.ip_number().is_some_and(|p| p != flow.protocol) {
+        if self.protocol.ip_number().is_some_and(|p| p != flow.protocol) || !self.protocol.in_family(flow.src.is_ipv4())
+        {
             return false;
+        }
+        if self.icmp_type.is_some() || self.icmp_code.is_some() {
+            let Some((kind, code)) = flow.icmp else { return false };
+            if self.icmp_type.is_some_and(|t| t != kind) || self.icmp_code.is_some_and(|c| c != code) {
+                return false;
+            }
+        }
+        if let Some(wanted) = self.tcp_flags
+            && !flow.tcp_flags.is_some_and(|flags| wanted.matches(flags))
+        {
+            return false;
+        }
+        match (self.direction, flow.seen) {
+            (None, _)
+            | (_, Seen::Unknown)
+            | (Some(Way::Inbound), Seen::Received)
+            | (Some(Way::Outbound), Seen::Sent) => {}
+            _ => return false,
         }
         let (sport, dport) = if self.has_ports() {
             if !matches!(flow.protocol, IPPROTO_TCP | IPPROTO_UDP) {
@@ -448,7 +639,28 @@ impl CaptureFilter {
 
     /// Whether the filter sets nothing, and so keeps every packet, IP or not.
     pub fn matches_everything(&self) -> bool {
-        self.protocol == Protocol::Any && self.local_ip.is_none() && self.remote_ip.is_none() && !self.has_ports()
+        self.protocol == Protocol::Any
+            && self.local_ip.is_none()
+            && self.remote_ip.is_none()
+            && !self.has_ports()
+            && self.direction.is_none()
+            && self.transport_bytes() == 0
+    }
+
+    /// How many bytes of the transport header the filter reads: 0, 2 (ICMP's
+    /// type and code), 4 (the ports) or 14 (TCP's flags, byte 13). The BPF
+    /// compiler tries the filters that read fewer first, so a packet cut short
+    /// in its transport header is still judged by every filter that could keep it.
+    pub fn transport_bytes(&self) -> usize {
+        if self.tcp_flags.is_some() {
+            14
+        } else if self.has_ports() {
+            4
+        } else if self.icmp_type.is_some() || self.icmp_code.is_some() {
+            2
+        } else {
+            0
+        }
     }
 
     /// Whether a port field is set (so only TCP/UDP packets with ports can match).
@@ -462,12 +674,20 @@ impl CaptureFilter {
         fn text<T: ToString>(value: Option<&T>) -> Option<String> {
             Some(value.map(T::to_string).unwrap_or_default())
         }
+        // netwatch's fields only when set: Azure's echo has its five.
+        fn extension<T: ToString>(value: Option<T>) -> Option<String> {
+            value.map(|v| v.to_string())
+        }
         PacketCaptureFilter {
             protocol: Some(self.protocol.as_str().to_owned()),
             local_ip_address: text(self.local_ip.as_ref()),
             remote_ip_address: text(self.remote_ip.as_ref()),
             local_port: text(self.local_port.as_ref()),
             remote_port: text(self.remote_port.as_ref()),
+            icmp_type: extension(self.icmp_type),
+            icmp_code: extension(self.icmp_code),
+            tcp_flags: extension(self.tcp_flags),
+            direction: extension(self.direction.map(Way::as_str)),
         }
     }
 }
@@ -478,8 +698,20 @@ impl CaptureFilter {
 impl fmt::Display for CaptureFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut words: Vec<String> = Vec::new();
+        if let Some(way) = self.direction {
+            words.push(way.as_str().to_owned());
+        }
         if self.protocol != Protocol::Any {
             words.push(self.protocol.to_string());
+        }
+        if let Some(kind) = self.icmp_type {
+            words.push(format!("type {kind}"));
+        }
+        if let Some(code) = self.icmp_code {
+            words.push(format!("code {code}"));
+        }
+        if let Some(flags) = self.tcp_flags {
+            words.push(format!("flags {flags}"));
         }
         for (side, ip, port) in [
             ("local", &self.local_ip, &self.local_port),
@@ -555,6 +787,65 @@ impl PacketCaptureFilter {
             parse_port_set(self.local_port.as_deref()).map_err(|detail| FilterError::new(at(LOCAL_PORT), &detail))?;
         let remote_port =
             parse_port_set(self.remote_port.as_deref()).map_err(|detail| FilterError::new(at(REMOTE_PORT), &detail))?;
+        let icmp_type =
+            parse_byte(self.icmp_type.as_deref(), "type").map_err(|detail| FilterError::new(at(ICMP_TYPE), &detail))?;
+        let icmp_code =
+            parse_byte(self.icmp_code.as_deref(), "code").map_err(|detail| FilterError::new(at(ICMP_CODE), &detail))?;
+        let tcp_flags =
+            parse_tcp_flags(self.tcp_flags.as_deref()).map_err(|detail| FilterError::new(at(TCP_FLAGS), &detail))?;
+        let direction =
+            parse_way(self.direction.as_deref()).map_err(|detail| FilterError::new(at(DIRECTION), &detail))?;
+        // Fields that only some protocols have.
+        for (field, set) in [(ICMP_TYPE, icmp_type.is_some()), (ICMP_CODE, icmp_code.is_some())] {
+            if set && !protocol.is_icmp() {
+                let detail = format!(
+                    "is only for ICMP messages, but protocol is {}: set \"protocol\" to \"ICMP\" (IPv4) or \"ICMPv6\"",
+                    protocol.as_str()
+                );
+                return Err(FilterError::new(at(field), &detail));
+            }
+        }
+        for (field, set) in [(LOCAL_PORT, local_port.is_some()), (REMOTE_PORT, remote_port.is_some())] {
+            if set && protocol.is_icmp() {
+                let detail = format!(
+                    "cannot match: {} has no ports (ports are TCP's and UDP's); leave the port out, \
+                     or use \"icmpType\" and \"icmpCode\"",
+                    protocol.as_str()
+                );
+                return Err(FilterError::new(at(field), &detail));
+            }
+        }
+        let protocol = match (protocol, tcp_flags) {
+            (Protocol::Tcp, _) | (_, None) => protocol,
+            // tcpFlags with Any: TCP packets only.
+            (Protocol::Any, Some(_)) => Protocol::Tcp,
+            (other, Some(_)) => {
+                let detail = format!(
+                    "is only for TCP, but protocol is {}: set \"protocol\" to \"TCP\" (or leave it out)",
+                    other.as_str()
+                );
+                return Err(FilterError::new(at(TCP_FLAGS), &detail));
+            }
+        };
+        // ICMP is IPv4's and ICMPv6 IPv6's: addresses of the other family only can never match.
+        for (field, set, raw) in [
+            (LOCAL_IP_ADDRESS, &local_ip, &self.local_ip_address),
+            (REMOTE_IP_ADDRESS, &remote_ip, &self.remote_ip_address),
+        ] {
+            let Some(set) = set else { continue };
+            let (wrong, right) = match protocol {
+                Protocol::Icmp if !set.has_v4() => ("IPv6", "ICMPv6"),
+                Protocol::Icmpv6 if !set.has_v6() => ("IPv4", "ICMP"),
+                _ => continue,
+            };
+            let detail = format!(
+                "{:?} is {wrong} only, but {} is never {wrong}: use protocol {right:?} for {wrong} \
+                 (one filter per family)",
+                raw.as_deref().unwrap_or_default().trim(),
+                protocol.as_str()
+            );
+            return Err(FilterError::new(at(field), &detail));
+        }
         if let (Some(local), Some(remote)) = (&local_ip, &remote_ip) {
             let share_family = (local.has_v4() && remote.has_v4()) || (local.has_v6() && remote.has_v6());
             if !share_family {
@@ -578,6 +869,10 @@ impl PacketCaptureFilter {
             remote_ip,
             local_port,
             remote_port,
+            icmp_type,
+            icmp_code,
+            tcp_flags,
+            direction,
         })
     }
 }
@@ -697,10 +992,85 @@ fn parse_protocol(raw: Option<&str>) -> Result<Protocol, String> {
         Ok(Protocol::Tcp)
     } else if text.eq_ignore_ascii_case("udp") {
         Ok(Protocol::Udp)
+    } else if text.eq_ignore_ascii_case("icmp") {
+        Ok(Protocol::Icmp)
+    } else if text.eq_ignore_ascii_case("icmpv6") || text.eq_ignore_ascii_case("icmp6") {
+        Ok(Protocol::Icmpv6)
     } else {
-        let icmp = text.to_ascii_lowercase().contains("icmp");
-        let note = if icmp { " (Azure's filters have no ICMP)" } else { "" };
-        Err(format!("{text:?} is not supported: use TCP, UDP or Any{note}"))
+        let note = if text.to_ascii_lowercase().contains("icmp") {
+            " (ICMP is IPv4's ICMP, ICMPv6 IPv6's)"
+        } else {
+            ""
+        };
+        Err(format!(
+            "{text:?} is not supported: use TCP, UDP, ICMP, ICMPv6 or Any{note}"
+        ))
+    }
+}
+
+/// `icmpType` / `icmpCode`: one number 0-255; `what` is `type` or `code`.
+fn parse_byte(raw: Option<&str>, what: &str) -> Result<Option<u8>, String> {
+    let text = raw.unwrap_or_default().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        let hint = if what == "type" {
+            " (8 is an echo request, 0 its reply)"
+        } else {
+            ""
+        };
+        return Err(format!("{text:?} is not an ICMP {what}: write one number 0-255{hint}"));
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("{text:?} is out of range: an ICMP {what} is 0-255"))
+}
+
+/// `tcpFlags`: names joined by `;` (or `,`), any case, `!` before a flag that must be clear.
+fn parse_tcp_flags(raw: Option<&str>) -> Result<Option<TcpFlags>, String> {
+    const HOW: &str = "names SYN, ACK, FIN, RST, PSH, URG, ECE, CWR joined by \";\", \
+                       \"!\" before one that must be clear, as in \"SYN;!ACK\"";
+    let Some((text, entries)) = entries(raw) else {
+        return Ok(None);
+    };
+    if entries.is_empty() {
+        return Err(format!("{text:?} has no flag: write {HOW}"));
+    }
+    let (mut set, mut clear) = (0u8, 0u8);
+    for entry in entries {
+        let (bits, name) = match entry.strip_prefix('!') {
+            Some(name) => (&mut clear, name.trim()),
+            None => (&mut set, entry),
+        };
+        let Some(bit) = TCP_FLAG_NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)) else {
+            return Err(format!("{entry:?} is not a TCP flag: write {HOW}"));
+        };
+        *bits |= 1 << bit;
+    }
+    if set & clear != 0 {
+        let both = TcpFlags {
+            set: set & clear,
+            clear: 0,
+        };
+        return Err(format!(
+            "{text:?} asks for {both} to be both set and clear: name each flag once"
+        ));
+    }
+    Ok(Some(TcpFlags { set, clear }))
+}
+
+/// `direction`: `inbound` or `outbound`, any case.
+fn parse_way(raw: Option<&str>) -> Result<Option<Way>, String> {
+    let text = raw.unwrap_or_default().trim();
+    match text.to_ascii_lowercase().as_str() {
+        "" => Ok(None),
+        "inbound" => Ok(Some(Way::Inbound)),
+        "outbound" => Ok(Some(Way::Outbound)),
+        _ => Err(format!(
+            "{text:?} is not a direction: use \"inbound\" (received by the host) or \"outbound\" (sent by it), \
+             or leave it out for both"
+        )),
     }
 }
 
@@ -841,7 +1211,7 @@ fn parse_ip_set(raw: Option<&str>) -> Result<Option<IpSet>, String> {
         Shape::List(list) => list
             .into_iter()
             .map(|entry| {
-                parse_addr(entry).map(IpRange::single).map_err(|detail| {
+                parse_block(entry).map_err(|detail| {
                     if single {
                         detail
                     } else {
@@ -854,13 +1224,42 @@ fn parse_ip_set(raw: Option<&str>) -> Result<Option<IpSet>, String> {
     Ok(IpSet::new(ranges))
 }
 
+/// One entry of an address list: an address, or (netwatch) a CIDR block.
+fn parse_block(entry: &str) -> Result<IpRange, String> {
+    let Some((addr, prefix)) = entry.split_once('/') else {
+        return parse_addr(entry).map(IpRange::single);
+    };
+    let (addr, prefix) = (addr.trim(), prefix.trim());
+    let network = parse_addr(addr)?;
+    let bits = if network.is_ipv4() { 32 } else { 128 };
+    let family = if network.is_ipv4() { "IPv4" } else { "IPv6" };
+    let example = if network.is_ipv4() { "10.0.0.0/8" } else { "fd00::/64" };
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{entry:?} is not a CIDR block: write the prefix length as a number 0-{bits} after \"/\", as in {example:?}"
+        ));
+    }
+    let length =
+        prefix.parse::<u32>().ok().filter(|&l| l <= bits).ok_or_else(|| {
+            format!("{entry:?} has prefix length {prefix}, more than {family}'s {bits}: use 0-{bits}")
+        })?;
+    let (lo, hi) = cidr_range(network, length);
+    if lo != network {
+        return Err(format!(
+            "{entry:?} has host bits set under its /{length} mask: write the network, \"{lo}/{length}\", \
+             or \"{network}\" for that one address"
+        ));
+    }
+    Ok(IpRange::new(lo, hi).expect("a block's ends are of one family and in order"))
+}
+
+/// An address: a range's end or a list's entry.
 fn parse_addr(entry: &str) -> Result<IpAddr, String> {
-    if let Some((addr, prefix)) = entry.split_once('/') {
-        let mut detail = format!("{entry:?} is a CIDR block: CIDR is not supported: use a range a-b");
-        if let Some((lo, hi)) = cidr_range(addr, prefix) {
-            detail.push_str(&format!(" (\"{lo}-{hi}\")"));
-        }
-        return Err(detail);
+    if entry.contains('/') {
+        return Err(format!(
+            "{entry:?} is a CIDR block, which cannot be a range's end: write the block alone, \
+             as in \"10.0.0.0/8\", or a range of two addresses"
+        ));
     }
     if let Some((_, zone)) = entry.split_once('%') {
         return Err(format!(
@@ -878,21 +1277,19 @@ fn parse_addr(entry: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("{entry:?} is not an IPv4 or IPv6 address"))
 }
 
-/// The range a CIDR block covers, to suggest in its place.
-fn cidr_range(addr: &str, prefix: &str) -> Option<(IpAddr, IpAddr)> {
-    let prefix: u32 = prefix.trim().parse().ok()?;
-    match addr.trim().parse::<IpAddr>().ok()? {
-        IpAddr::V4(a) if prefix <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+/// The first and last addresses of the `/length` block holding `addr`.
+fn cidr_range(addr: IpAddr, length: u32) -> (IpAddr, IpAddr) {
+    match addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - length).unwrap_or(0);
             let lo = u32::from(a) & mask;
-            Some((Ipv4Addr::from(lo).into(), Ipv4Addr::from(lo | !mask).into()))
+            (Ipv4Addr::from(lo).into(), Ipv4Addr::from(lo | !mask).into())
         }
-        IpAddr::V6(a) if prefix <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - length).unwrap_or(0);
             let lo = u128::from(a) & mask;
-            Some((Ipv6Addr::from(lo).into(), Ipv6Addr::from(lo | !mask).into()))
+            (Ipv6Addr::from(lo).into(), Ipv6Addr::from(lo | !mask).into())
         }
-        _ => None,
     }
 }
 
@@ -915,6 +1312,7 @@ mod tests {
             remote_ip_address: field(remote_ip),
             local_port: field(local_port),
             remote_port: field(remote_port),
+            ..Default::default()
         }
     }
 
@@ -939,6 +1337,9 @@ mod tests {
             protocol: IPPROTO_TCP,
             ports: Some((sport, dport)),
             direction: Direction::Unknown,
+            seen: Seen::Unknown,
+            icmp: None,
+            tcp_flags: None,
         }
     }
 
@@ -947,10 +1348,9 @@ mod tests {
         // (field, value, message); the target is always `filters[0].{field}`.
         #[rustfmt::skip]
         let rows: &[(&str, &str, &str)] = &[
-            ("protocol", "ICMP", r#"filters[0].protocol "ICMP" is not supported: use TCP, UDP or Any (Azure's filters have no ICMP)"#),
-            ("protocol", "icmpv6", r#"filters[0].protocol "icmpv6" is not supported: use TCP, UDP or Any (Azure's filters have no ICMP)"#),
-            ("protocol", "SCTP", r#"filters[0].protocol "SCTP" is not supported: use TCP, UDP or Any"#),
-            ("protocol", "6", r#"filters[0].protocol "6" is not supported: use TCP, UDP or Any"#),
+            ("protocol", "ICMPv4", r#"filters[0].protocol "ICMPv4" is not supported: use TCP, UDP, ICMP, ICMPv6 or Any (ICMP is IPv4's ICMP, ICMPv6 IPv6's)"#),
+            ("protocol", "SCTP", r#"filters[0].protocol "SCTP" is not supported: use TCP, UDP, ICMP, ICMPv6 or Any"#),
+            ("protocol", "6", r#"filters[0].protocol "6" is not supported: use TCP, UDP, ICMP, ICMPv6 or Any"#),
             ("localPort", "70000", r#"filters[0].localPort "70000" is out of range: ports are 0-65535"#),
             ("localPort", "99999999999999999999999", r#"filters[0].localPort "99999999999999999999999" is out of range: ports are 0-65535"#),
             ("remotePort", "http", r#"filters[0].remotePort "http" is not a port: ports are numbers 0-65535"#),
@@ -971,16 +1371,32 @@ mod tests {
             ("localIPAddress", "256.1.1.1", r#"filters[0].localIPAddress "256.1.1.1" is not an IPv4 or IPv6 address"#),
             ("localIPAddress", "010.0.0.1", r#"filters[0].localIPAddress "010.0.0.1" is not an IPv4 or IPv6 address"#),
             ("localIPAddress", "[::1]", r#"filters[0].localIPAddress "[::1]" is not an IPv4 or IPv6 address"#),
-            ("localIPAddress", "10.0.0.0/24", r#"filters[0].localIPAddress "10.0.0.0/24" is a CIDR block: CIDR is not supported: use a range a-b ("10.0.0.0-10.0.0.255")"#),
-            ("remoteIPAddress", "2001:db8::/32", r#"filters[0].remoteIPAddress "2001:db8::/32" is a CIDR block: CIDR is not supported: use a range a-b ("2001:db8::-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")"#),
-            ("localIPAddress", "10.0.0.0/33", r#"filters[0].localIPAddress "10.0.0.0/33" is a CIDR block: CIDR is not supported: use a range a-b"#),
+            ("localIPAddress", "10.0.0.1/8", r#"filters[0].localIPAddress "10.0.0.1/8" has host bits set under its /8 mask: write the network, "10.0.0.0/8", or "10.0.0.1" for that one address"#),
+            ("remoteIPAddress", "fd00::1/64", r#"filters[0].remoteIPAddress "fd00::1/64" has host bits set under its /64 mask: write the network, "fd00::/64", or "fd00::1" for that one address"#),
+            ("localIPAddress", "10.0.0.0/33", r#"filters[0].localIPAddress "10.0.0.0/33" has prefix length 33, more than IPv4's 32: use 0-32"#),
+            ("localIPAddress", "fd00::/129", r#"filters[0].localIPAddress "fd00::/129" has prefix length 129, more than IPv6's 128: use 0-128"#),
+            ("localIPAddress", "10.0.0.0/", r#"filters[0].localIPAddress "10.0.0.0/" is not a CIDR block: write the prefix length as a number 0-32 after "/", as in "10.0.0.0/8""#),
+            ("localIPAddress", "10.0.0.0/255.0.0.0", r#"filters[0].localIPAddress "10.0.0.0/255.0.0.0" is not a CIDR block: write the prefix length as a number 0-32 after "/", as in "10.0.0.0/8""#),
+            ("localIPAddress", "10.0.0/8", r#"filters[0].localIPAddress "10.0.0" is not an IPv4 or IPv6 address"#),
+            ("localIPAddress", "10.0.0.0/8-10.1.0.0", r#"filters[0].localIPAddress "10.0.0.0/8-10.1.0.0" is not a valid address range: "10.0.0.0/8" is a CIDR block, which cannot be a range's end: write the block alone, as in "10.0.0.0/8", or a range of two addresses"#),
+            ("localIPAddress", "10.0.0.0/8;10.1.0.0/16;10.2.0.0/33", r#"filters[0].localIPAddress "10.0.0.0/8;10.1.0.0/16;10.2.0.0/33" is not a valid address list: "10.2.0.0/33" has prefix length 33, more than IPv4's 32: use 0-32"#),
+            ("icmpType", "echo", r#"filters[0].icmpType "echo" is not an ICMP type: write one number 0-255 (8 is an echo request, 0 its reply)"#),
+            ("icmpType", "256", r#"filters[0].icmpType "256" is out of range: an ICMP type is 0-255"#),
+            ("icmpCode", "-1", r#"filters[0].icmpCode "-1" is not an ICMP code: write one number 0-255"#),
+            ("icmpType", "0;8", r#"filters[0].icmpType "0;8" is not an ICMP type: write one number 0-255 (8 is an echo request, 0 its reply)"#),
+            ("tcpFlags", "SYNACK", r#"filters[0].tcpFlags "SYNACK" is not a TCP flag: write names SYN, ACK, FIN, RST, PSH, URG, ECE, CWR joined by ";", "!" before one that must be clear, as in "SYN;!ACK""#),
+            ("tcpFlags", "SYN;-ACK", r#"filters[0].tcpFlags "-ACK" is not a TCP flag: write names SYN, ACK, FIN, RST, PSH, URG, ECE, CWR joined by ";", "!" before one that must be clear, as in "SYN;!ACK""#),
+            ("tcpFlags", "syn;!SYN", r#"filters[0].tcpFlags "syn;!SYN" asks for SYN to be both set and clear: name each flag once"#),
+            ("tcpFlags", ";;", r#"filters[0].tcpFlags ";;" has no flag: write names SYN, ACK, FIN, RST, PSH, URG, ECE, CWR joined by ";", "!" before one that must be clear, as in "SYN;!ACK""#),
+            ("tcpFlags", "NS", r#"filters[0].tcpFlags "NS" is not a TCP flag: write names SYN, ACK, FIN, RST, PSH, URG, ECE, CWR joined by ";", "!" before one that must be clear, as in "SYN;!ACK""#),
+            ("direction", "in", r#"filters[0].direction "in" is not a direction: use "inbound" (received by the host) or "outbound" (sent by it), or leave it out for both"#),
+            ("direction", "both", r#"filters[0].direction "both" is not a direction: use "inbound" (received by the host) or "outbound" (sent by it), or leave it out for both"#),
             ("localIPAddress", "fe80::1%eth0", r#"filters[0].localIPAddress "fe80::1%eth0" has a zone id ("eth0"), which is not supported: write the address alone"#),
             ("localIPAddress", "10.0.0.9-10.0.0.1", r#"filters[0].localIPAddress "10.0.0.9-10.0.0.1" is not a valid address range: 10.0.0.9 is greater than 10.0.0.1; write the lower end first, as in "10.0.0.1-10.0.0.9""#),
             ("localIPAddress", "10.0.0.1-::1", r#"filters[0].localIPAddress "10.0.0.1-::1" is not a valid address range: it mixes IPv4 and IPv6; a range is of one family, so use one filter per family"#),
             ("localIPAddress", "10.0.0.1-", r#"filters[0].localIPAddress "10.0.0.1-" is not a valid address range: both ends are needed, as in "10.0.0.1-10.0.0.9""#),
             ("remoteIPAddress", "10.0.0.1;10.0.0.5-10.0.0.9", r#"filters[0].remoteIPAddress "10.0.0.1;10.0.0.5-10.0.0.9" mixes a range with a list, which Azure does not support: a field holds one range a-b or a list of single values; put "10.0.0.5-10.0.0.9" in a separate filter"#),
             ("localIPAddress", "1.1.1.1-2.2.2.2;3.3.3.3-4.4.4.4", r#"filters[0].localIPAddress "1.1.1.1-2.2.2.2;3.3.3.3-4.4.4.4" has more than one range, which Azure does not support: use one filter per range"#),
-            ("localIPAddress", "10.0.0.1;10.0.0.0/8", r#"filters[0].localIPAddress "10.0.0.1;10.0.0.0/8" is not a valid address list: "10.0.0.0/8" is a CIDR block: CIDR is not supported: use a range a-b ("10.0.0.0-10.255.255.255")"#),
             ("localIPAddress", "10.0.0.1 10.0.0.2", r#"filters[0].localIPAddress "10.0.0.1 10.0.0.2" is not an IPv4 or IPv6 address: separate values with ";", as in "10.0.0.1;10.0.0.2""#),
             ("localIPAddress", ";;", r#"filters[0].localIPAddress ";;" has no address: write one address, a range a-b such as "10.0.0.1-10.0.0.9", or a list a;b;c"#),
         ];
@@ -993,6 +1409,10 @@ mod tests {
                 "remoteIPAddress" => &mut f.remote_ip_address,
                 "localPort" => &mut f.local_port,
                 "remotePort" => &mut f.remote_port,
+                "icmpType" => &mut f.icmp_type,
+                "icmpCode" => &mut f.icmp_code,
+                "tcpFlags" => &mut f.tcp_flags,
+                "direction" => &mut f.direction,
                 _ => unreachable!("{field}"),
             };
             *slot = Some(value.to_owned());
@@ -1001,6 +1421,176 @@ mod tests {
             assert_eq!(err.message, message, "{value}");
             assert_eq!(err.to_string(), message);
         }
+    }
+
+    /// netwatch's fields that only some protocols or families have: each
+    /// error names the field and says how to write the filter.
+    #[test]
+    fn netwatch_fields_that_cannot_match_are_rejected() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, &str)] = &[
+            (r#"{"icmpType":"8"}"#, "filters[0].icmpType",
+             r#"filters[0].icmpType is only for ICMP messages, but protocol is Any: set "protocol" to "ICMP" (IPv4) or "ICMPv6""#),
+            (r#"{"protocol":"TCP","icmpCode":"0"}"#, "filters[0].icmpCode",
+             r#"filters[0].icmpCode is only for ICMP messages, but protocol is TCP: set "protocol" to "ICMP" (IPv4) or "ICMPv6""#),
+            (r#"{"protocol":"ICMP","localPort":"80"}"#, "filters[0].localPort",
+             r#"filters[0].localPort cannot match: ICMP has no ports (ports are TCP's and UDP's); leave the port out, or use "icmpType" and "icmpCode""#),
+            (r#"{"protocol":"icmpv6","remotePort":"1-2"}"#, "filters[0].remotePort",
+             r#"filters[0].remotePort cannot match: ICMPv6 has no ports (ports are TCP's and UDP's); leave the port out, or use "icmpType" and "icmpCode""#),
+            (r#"{"protocol":"UDP","tcpFlags":"SYN"}"#, "filters[0].tcpFlags",
+             r#"filters[0].tcpFlags is only for TCP, but protocol is UDP: set "protocol" to "TCP" (or leave it out)"#),
+            (r#"{"protocol":"ICMP","tcpFlags":"!RST"}"#, "filters[0].tcpFlags",
+             r#"filters[0].tcpFlags is only for TCP, but protocol is ICMP: set "protocol" to "TCP" (or leave it out)"#),
+            (r#"{"protocol":"ICMP","remoteIPAddress":"fd00::/64"}"#, "filters[0].remoteIPAddress",
+             r#"filters[0].remoteIPAddress "fd00::/64" is IPv6 only, but ICMP is never IPv6: use protocol "ICMPv6" for IPv6 (one filter per family)"#),
+            (r#"{"protocol":"ICMPv6","localIPAddress":"10.0.0.0/8;10.1.0.1"}"#, "filters[0].localIPAddress",
+             r#"filters[0].localIPAddress "10.0.0.0/8;10.1.0.1" is IPv4 only, but ICMPv6 is never IPv4: use protocol "ICMP" for IPv4 (one filter per family)"#),
+            (r#"{"localIPAddress":"10.0.0.0/8","remoteIPAddress":"fd00::/8"}"#, "filters[0]",
+             r#"filters[0] can never match: localIPAddress "10.0.0.0/8" is IPv4 only and remoteIPAddress "fd00::/8" is IPv6 only, but a packet's two addresses are of one family; use one filter per family"#),
+            (r#"{"direction":"outbound","protocol":"ICMP","icmpType":"x"}"#, "filters[0].icmpType",
+             r#"filters[0].icmpType "x" is not an ICMP type: write one number 0-255 (8 is an echo request, 0 its reply)"#),
+            (r#"{"direction":7}"#, "filters[0].direction",
+             "filters[0].direction: invalid type: integer `7`, expected a string at line 1 column 14"),
+            (r#"{"tcpflags":"SYN"}"#, "filters[0]",
+             r#"filters[0] has an unknown field "tcpflags" (did you mean "tcpFlags"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
+        ];
+        for (json, target, message) in rows {
+            let err = parse_filters_json(json).unwrap_err();
+            assert_eq!(
+                (err.target.as_str(), err.message.as_str()),
+                (*target, *message),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn netwatch_fields_parse_and_echo() {
+        let f = parse_filters_json(r#"{"protocol":"icmp","icmpType":" 8 ","icmpCode":"0","direction":"OUTBOUND"}"#)
+            .unwrap();
+        assert_eq!(f[0].protocol, Protocol::Icmp);
+        assert_eq!(
+            (f[0].icmp_type, f[0].icmp_code, f[0].direction),
+            (Some(8), Some(0), Some(Way::Outbound))
+        );
+        assert_eq!(f[0].to_string(), "outbound ICMP type 8 code 0");
+        let f = parse_filters_json(r#"{"protocol":"icmp6","icmpType":"128"}"#).unwrap();
+        assert_eq!(f[0].protocol, Protocol::Icmpv6);
+        // tcpFlags with Any means TCP.
+        let f = parse_filters_json(r#"{"tcpFlags":"syn, !Ack;;SYN", "localPort":"22"}"#).unwrap();
+        assert_eq!(f[0].protocol, Protocol::Tcp);
+        assert_eq!(f[0].tcp_flags, Some(TcpFlags { set: 0x02, clear: 0x10 }));
+        assert_eq!(f[0].to_string(), "TCP flags SYN;!ACK local port 22");
+        let echoed = serde_json::to_string(&f[0].to_wire()).unwrap();
+        assert_eq!(
+            echoed,
+            r#"{"protocol":"TCP","localIPAddress":"","remoteIPAddress":"","localPort":"22","remotePort":"","tcpFlags":"SYN;!ACK"}"#
+        );
+        assert_eq!(f[0].to_wire().validate(0).unwrap(), f[0]);
+        // CIDR: alone, in lists with addresses, both families; /32 and /128 are one address.
+        let ips = |s: &str| {
+            parse_filters_json(&format!(r#"{{"localIPAddress":"{s}"}}"#)).unwrap()[0]
+                .local_ip
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(ips("10.0.0.0/8").v4().collect::<Vec<_>>(), [(0x0a00_0000, 0x0aff_ffff)]);
+        assert_eq!(ips("10.0.0.0/8").to_string(), "10.0.0.0/8");
+        assert_eq!(ips("10.0.0.0-10.0.0.255").to_string(), "10.0.0.0/24");
+        assert_eq!(ips("10.0.0.1/32").to_string(), "10.0.0.1");
+        assert_eq!(ips("0.0.0.0/0").to_string(), "0.0.0.0/0");
+        assert_eq!(ips("::/0").to_string(), "::/0");
+        let set = ips("fd00::/64; 10.1.0.0/16 ;192.168.1.7");
+        assert_eq!(set.to_string(), "fd00::/64;10.1.0.0/16;192.168.1.7");
+        assert!(set.contains(v6("fd00::ffff:1")) && !set.contains(v6("fd00:0:0:1::")));
+        assert!(set.contains(v4("10.1.255.255")) && !set.contains(v4("10.2.0.0")));
+        assert!(set.contains(v4("192.168.1.7")) && !set.contains(v4("192.168.1.8")));
+        assert_eq!(
+            IpRange::new(v4("10.0.0.1"), v4("10.0.0.2")).unwrap().prefix_len(),
+            None,
+            "not aligned"
+        );
+    }
+
+    #[test]
+    fn netwatch_fields_match() {
+        let flow = |protocol: u8, src: &str, dst: &str| Flow {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol,
+            ports: None,
+            direction: Direction::Unknown,
+            seen: Seen::Unknown,
+            icmp: None,
+            tcp_flags: None,
+        };
+        let keeps = |json: &str, flow: &Flow| filters_match(&parse_filters_json(json).unwrap(), Some(flow));
+        let echo = Flow {
+            icmp: Some((8, 0)),
+            ..flow(IPPROTO_ICMP, "10.0.0.1", "10.0.0.2")
+        };
+        let echo6 = Flow {
+            icmp: Some((128, 0)),
+            ..flow(IPPROTO_ICMPV6, "fd00::1", "fd00::2")
+        };
+        assert!(keeps(r#"{"protocol":"ICMP"}"#, &echo) && !keeps(r#"{"protocol":"ICMP"}"#, &echo6));
+        assert!(keeps(r#"{"protocol":"ICMPv6","icmpType":"128"}"#, &echo6));
+        assert!(!keeps(r#"{"protocol":"ICMPv6","icmpType":"129"}"#, &echo6));
+        assert!(keeps(r#"{"protocol":"ICMP","icmpType":"8","icmpCode":"0"}"#, &echo));
+        assert!(!keeps(r#"{"protocol":"ICMP","icmpCode":"1"}"#, &echo));
+        // An IPv4 packet with protocol 58 is not ICMPv6, an IPv6 one with 1 not ICMP.
+        assert!(!keeps(
+            r#"{"protocol":"ICMPv6"}"#,
+            &flow(IPPROTO_ICMPV6, "10.0.0.1", "10.0.0.2")
+        ));
+        assert!(!keeps(
+            r#"{"protocol":"ICMP"}"#,
+            &flow(IPPROTO_ICMP, "fd00::1", "fd00::2")
+        ));
+        // A fragment without its ICMP header matches the protocol but no type.
+        assert!(!keeps(
+            r#"{"protocol":"ICMP","icmpType":"8"}"#,
+            &flow(IPPROTO_ICMP, "10.0.0.1", "10.0.0.2")
+        ));
+
+        let syn = Flow {
+            tcp_flags: Some(0x02),
+            ports: Some((1, 2)),
+            ..flow(IPPROTO_TCP, "10.0.0.1", "10.0.0.2")
+        };
+        let syn_ack = Flow {
+            tcp_flags: Some(0x12),
+            ..syn
+        };
+        assert!(keeps(r#"{"tcpFlags":"SYN;!ACK"}"#, &syn) && !keeps(r#"{"tcpFlags":"SYN;!ACK"}"#, &syn_ack));
+        assert!(keeps(r#"{"tcpFlags":"SYN;ACK"}"#, &syn_ack) && !keeps(r#"{"tcpFlags":"SYN;ACK"}"#, &syn));
+        assert!(!keeps(r#"{"tcpFlags":"!SYN"}"#, &Flow { tcp_flags: None, ..syn }));
+
+        let sent = Flow {
+            seen: Seen::Sent,
+            ..syn
+        };
+        let received = Flow {
+            seen: Seen::Received,
+            ..syn
+        };
+        let overheard = Flow {
+            seen: Seen::Neither,
+            ..syn
+        };
+        for (json, kept) in [
+            (r#"{"direction":"outbound"}"#, [true, false, false, true]),
+            (r#"{"direction":"inbound"}"#, [false, true, false, true]),
+            (r#"{}"#, [true, true, true, true]),
+        ] {
+            let got = [sent, received, overheard, syn].map(|f| keeps(json, &f));
+            assert_eq!(got, kept, "{json}");
+        }
+        // Any field set (direction too) asks for an IP packet.
+        assert!(!filters_match(
+            &parse_filters_json(r#"{"direction":"outbound"}"#).unwrap(),
+            None
+        ));
     }
 
     #[test]
@@ -1096,13 +1686,20 @@ mod tests {
             remote_ip_address: Some(String::new()),
             local_port: Some(String::new()),
             remote_port: Some(String::new()),
+            ..Default::default()
         };
         assert_eq!(echoed.validate(0).unwrap(), CaptureFilter::default());
     }
 
     #[test]
     fn wire_names_match_serde() {
-        let full = wire("TCP", "10.0.0.1", "10.0.0.2", "80", "443");
+        let full = PacketCaptureFilter {
+            icmp_type: Some("8".into()),
+            icmp_code: Some("0".into()),
+            tcp_flags: Some("SYN".into()),
+            direction: Some("inbound".into()),
+            ..wire("TCP", "10.0.0.1", "10.0.0.2", "80", "443")
+        };
         let json = serde_json::to_value(&full).unwrap();
         let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, FIELDS);
@@ -1152,11 +1749,11 @@ mod tests {
         #[rustfmt::skip]
         let rows = [
             (r#"[{}, {"localip": "10.0.0.1"}]"#, "filters[1]",
-             r#"filters[1] has an unknown field "localip" (did you mean "localIPAddress"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort"#),
+             r#"filters[1] has an unknown field "localip" (did you mean "localIPAddress"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
             (r#"{"LocalPort": "80"}"#, "filters[0]",
-             r#"filters[0] has an unknown field "LocalPort" (did you mean "localPort"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort"#),
+             r#"filters[0] has an unknown field "LocalPort" (did you mean "localPort"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
             (r#"[{"port": "80"}]"#, "filters[0]",
-             r#"filters[0] has an unknown field "port": valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort"#),
+             r#"filters[0] has an unknown field "port": valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
             (r#"[{"protocol": "TCP", "localPort": 80}]"#, "filters[0].localPort",
              "filters[0].localPort: invalid type: integer `80`, expected a string at line 1 column 36"),
             (r#"{"remotePort": ["80"]}"#, "filters[0].remotePort",
@@ -1333,6 +1930,9 @@ mod tests {
             protocol: IPPROTO_TCP,
             ports: Some((1, 2)),
             direction: Direction::Unknown,
+            seen: Seen::Unknown,
+            icmp: None,
+            tcp_flags: None,
         };
         assert!(!f.matches(Some(&flow6)));
         let f = filter("", "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "", "", "");
@@ -1436,14 +2036,15 @@ mod tests {
                 remote_ip_address: remote,
                 local_port: lport,
                 remote_port: rport,
+                ..Default::default()
             };
             // Random pairs of single-family sets of different families are rejected.
             if let Ok(f) = w.validate(0) {
                 for direction in [Direction::Outgoing, Direction::Incoming, Direction::Unknown] {
-                    let flow = Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)), direction };
+                    let flow = Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)), direction, seen: Seen::Unknown, icmp: None, tcp_flags: None };
                     let back = Flow {
                         src: dst, dst: src, protocol: IPPROTO_UDP, ports: Some((dport, sport)),
-                        direction: direction.reversed(),
+                        direction: direction.reversed(), seen: Seen::Unknown, icmp: None, tcp_flags: None,
                     };
                     prop_assert_eq!(f.matches(Some(&flow)), f.matches(Some(&back)));
                 }
@@ -1464,6 +2065,7 @@ mod tests {
                 remote_ip_address: remote.clone(),
                 local_port: lport.clone(),
                 remote_port: rport.clone(),
+                ..Default::default()
             };
             if let Ok(f) = w.validate(0) {
                 // The filter with local and remote swapped: what the source side must match.
@@ -1473,10 +2075,11 @@ mod tests {
                     remote_ip_address: local,
                     local_port: rport,
                     remote_port: lport,
+                    ..Default::default()
                 }
                 .validate(0)
                 .unwrap();
-                let at = |direction| Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)), direction };
+                let at = |direction| Flow { src, dst, protocol: IPPROTO_UDP, ports: Some((sport, dport)), direction, seen: Seen::Unknown, icmp: None, tcp_flags: None };
                 let sent = f.matches(Some(&at(Direction::Outgoing)));
                 let received = f.matches(Some(&at(Direction::Incoming)));
                 // Sent: the source is local; received: the destination is, which is

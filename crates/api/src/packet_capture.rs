@@ -1582,6 +1582,10 @@ fn echo_filter(filter: &CaptureFilter, sent: &PacketCaptureFilter) -> PacketCapt
         (&mut echo.remote_ip_address, &sent.remote_ip_address),
         (&mut echo.local_port, &sent.local_port),
         (&mut echo.remote_port, &sent.remote_port),
+        (&mut echo.icmp_type, &sent.icmp_type),
+        (&mut echo.icmp_code, &sent.icmp_code),
+        (&mut echo.tcp_flags, &sent.tcp_flags),
+        (&mut echo.direction, &sent.direction),
     ];
     for (echoed, sent) in fields {
         if let Some(text) = sent.as_deref().map(str::trim).filter(|text| !text.is_empty()) {
@@ -1753,10 +1757,10 @@ mod tests {
             (with(r#""filters":[{"localPort":80}]"#), Format, Some("properties.filters[0].localPort"), r#"properties.filters[0].localPort must be a string, not the number 80: quote it, as in "80""#.into()),
             (with(r#""filters":[{"localPort":"80","localPort":"81"}]"#), Format, Some("properties.filters[0].localPort"), "properties.filters[0].localPort is given more than once".into()),
             // Filters' own rules.
-            (with(r#""filters":[{"protocol":"ICMP"}]"#), Format, Some("properties.filters[0].protocol"),
-             r#"properties.filters[0].protocol "ICMP" is not supported: use TCP, UDP or Any (Azure's filters have no ICMP)"#.into()),
+            (with(r#""filters":[{"protocol":"GRE"}]"#), Format, Some("properties.filters[0].protocol"),
+             r#"properties.filters[0].protocol "GRE" is not supported: use TCP, UDP, ICMP, ICMPv6 or Any"#.into()),
             (with(r#""filters":[{},{"remotePort":"70000"}]"#), Format, Some("properties.filters[1].remotePort"), r#"properties.filters[1].remotePort "70000" is out of range: ports are 0-65535"#.into()),
-            (with(r#""filters":[{"localIPAddress":"10.0.0.0/24"}]"#), Format, Some("properties.filters[0].localIPAddress"), "CIDR is not supported: use a range a-b (\"10.0.0.0-10.0.0.255\")".into()),
+            (with(r#""filters":[{"localIPAddress":"10.0.0.1/24"}]"#), Format, Some("properties.filters[0].localIPAddress"), "has host bits set under its /24 mask: write the network, \"10.0.0.0/24\"".into()),
             // Limits.
             (with(r#""timeLimitInSeconds":18001"#), Format, Some("properties.timeLimitInSeconds"),
              "properties.timeLimitInSeconds 18001 is out of range: use 0-18000 seconds (5 hours); for longer captures set continuousCapture and captureSettings.sessionTimeLimitInSeconds, up to 604800 (7 days)".into()),

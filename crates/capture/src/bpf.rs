@@ -550,7 +550,7 @@ mod tests {
         PacketBuilder,
     };
     use netwatch_api::filter::{
-        Flow, IPPROTO_TCP, IPPROTO_UDP, PacketCaptureFilter, filters_match, parse_filters_json,
+        Flow, IPPROTO_TCP, IPPROTO_UDP, PacketCaptureFilter, Seen, filters_match, parse_filters_json,
     };
     use proptest::prelude::*;
 
@@ -582,6 +582,10 @@ mod tests {
         /// `skb->pkt_type` and the interface index: which end is this host.
         pkttype: u8,
         ifindex: u32,
+        /// TCP's flags byte, for [`L4::Tcp`].
+        tcp_flags: u8,
+        /// ICMP's type and code, for [`L4::Icmp`] (an echo request by default).
+        icmp: Option<(u8, u8)>,
     }
 
     fn packet(src: &str, dst: &str, l4: L4) -> Packet {
@@ -595,6 +599,8 @@ mod tests {
             // filters followed the direction (`sent`, `received` pick one).
             pkttype: PACKET_OTHERHOST,
             ifindex: 2,
+            tcp_flags: 0,
+            icmp: None,
         }
     }
 
@@ -686,6 +692,22 @@ mod tests {
             }
             .unwrap();
             let net_offset = if ethernet { 14 } else { 0 };
+            let transport = net_offset
+                + if p.src.is_ipv4() {
+                    20 + if p.options { 4 } else { 0 }
+                } else {
+                    40
+                };
+            match p.l4 {
+                L4::Tcp(..) => data[transport + 13] = p.tcp_flags,
+                L4::Icmp => {
+                    if let Some((kind, code)) = p.icmp {
+                        data[transport] = kind;
+                        data[transport + 1] = code;
+                    }
+                }
+                _ => {}
+            }
             Frame {
                 data,
                 net_offset,
@@ -734,19 +756,23 @@ mod tests {
     /// What the reference evaluator is told about the packet.
     fn flow(p: &Packet) -> Flow {
         let icmp = if p.src.is_ipv4() { 1 } else { 58 };
+        let echo = if p.src.is_ipv4() { (8, 0) } else { (128, 0) };
         let (protocol, ports) = match p.l4 {
             L4::Tcp(s, d) => (IPPROTO_TCP, Some((s, d))),
             L4::Udp(s, d) => (IPPROTO_UDP, Some((s, d))),
             L4::Icmp => (icmp, None),
             L4::Other(n) => (n, None),
         };
-        let ports = if p.frag_offset == 0 { ports } else { None };
+        let whole = p.frag_offset == 0;
         Flow {
             src: p.src,
             dst: p.dst,
             protocol,
-            ports,
+            ports: ports.filter(|_| whole),
             direction: direction(p.pkttype, p.ifindex),
+            seen: Seen::from_pkttype(p.pkttype),
+            icmp: (whole && p.l4 == L4::Icmp).then(|| p.icmp.unwrap_or(echo)),
+            tcp_flags: (whole && matches!(p.l4, L4::Tcp(..))).then_some(p.tcp_flags),
         }
     }
 
@@ -1114,6 +1140,9 @@ mod tests {
                 protocol: next_header,
                 ports: None,
                 direction: Direction::Unknown,
+                seen: Seen::Neither,
+                icmp: None,
+                tcp_flags: None,
             };
             for (json, kept) in [
                 (r#"[{"protocol":"UDP"}]"#, false),
@@ -1174,6 +1203,166 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn icmp_and_icmpv6_with_type_and_code() {
+        let icmp = |src: &str, dst: &str, kind: u8, code: u8| Packet {
+            icmp: Some((kind, code)),
+            ..packet(src, dst, L4::Icmp)
+        };
+        let echo = r#"[{"protocol":"ICMP","icmpType":"8"}]"#;
+        assert!(keeps(echo, icmp("10.0.0.1", "10.0.0.2", 8, 0)));
+        assert!(!keeps(echo, icmp("10.0.0.1", "10.0.0.2", 0, 0)));
+        assert!(!keeps(echo, icmp("fd00::1", "fd00::2", 8, 0)), "ICMP is IPv4's");
+        assert!(!keeps(echo, packet("10.0.0.1", "10.0.0.2", L4::Udp(8, 8))));
+        let unreachable = r#"[{"protocol":"ICMP","icmpType":"3","icmpCode":"1"}]"#;
+        assert!(keeps(unreachable, icmp("10.0.0.1", "10.0.0.2", 3, 1)));
+        assert!(!keeps(unreachable, icmp("10.0.0.1", "10.0.0.2", 3, 0)));
+        let code_only = r#"[{"protocol":"ICMP","icmpCode":"1"}]"#;
+        assert!(keeps(code_only, icmp("10.0.0.1", "10.0.0.2", 3, 1)));
+        let v6 = r#"[{"protocol":"ICMPv6","icmpType":"128"}]"#;
+        assert!(keeps(v6, icmp("fd00::1", "fd00::2", 128, 0)));
+        assert!(!keeps(v6, icmp("fd00::1", "fd00::2", 129, 0)));
+        assert!(!keeps(v6, icmp("10.0.0.1", "10.0.0.2", 128, 0)), "ICMPv6 is IPv6's");
+        assert!(keeps(
+            r#"[{"protocol":"ICMPv6"}]"#,
+            packet("fd00::1", "fd00::2", L4::Icmp)
+        ));
+        // With options, the type is past them.
+        let with_options = Packet {
+            options: true,
+            ..icmp("10.0.0.1", "10.0.0.2", 8, 0)
+        };
+        assert!(keeps(echo, with_options));
+        // A later fragment has no ICMP header: the protocol matches, no type does.
+        let later = Packet {
+            frag_offset: 100,
+            ..icmp("10.0.0.1", "10.0.0.2", 8, 0)
+        };
+        assert!(keeps(r#"[{"protocol":"ICMP"}]"#, later) && !keeps(echo, later));
+    }
+
+    #[test]
+    fn tcp_flags_set_and_clear() {
+        let tcp = |flags: u8| Packet {
+            tcp_flags: flags,
+            ..packet("10.0.0.1", "10.0.0.2", L4::Tcp(40000, 22))
+        };
+        let tcp6 = |flags: u8| Packet {
+            tcp_flags: flags,
+            ..packet("fd00::1", "fd00::2", L4::Tcp(40000, 22))
+        };
+        let syn = r#"[{"tcpFlags":"SYN;!ACK"}]"#;
+        for p in [tcp, tcp6] {
+            assert!(keeps(syn, p(0x02)));
+            assert!(keeps(syn, p(0xc2)), "ECE and CWR may be set");
+            assert!(!keeps(syn, p(0x12)));
+            assert!(!keeps(syn, p(0x10)));
+            assert!(keeps(r#"[{"tcpFlags":"FIN;ACK"}]"#, p(0x11)));
+            assert!(!keeps(r#"[{"tcpFlags":"FIN;ACK"}]"#, p(0x01)));
+            assert!(keeps(r#"[{"tcpFlags":"!SYN;!FIN;!RST"}]"#, p(0x18)));
+            assert!(!keeps(r#"[{"tcpFlags":"!SYN;!FIN;!RST"}]"#, p(0x04)));
+        }
+        assert!(!keeps(syn, packet("10.0.0.1", "10.0.0.2", L4::Udp(1, 2))));
+        assert!(keeps(
+            r#"[{"tcpFlags":"RST","remotePort":"22"}]"#,
+            sent(Packet {
+                tcp_flags: 0x14,
+                ..tcp(0)
+            })
+        ));
+        // One jset per flag that must be set, one for all that must be clear.
+        let program = program(&filters(r#"[{"tcpFlags":"SYN;ACK;!FIN;!RST"}]"#));
+        let jsets = program
+            .insns()
+            .iter()
+            .filter(|i| i.code == BPF_JMP | BPF_JSET | BPF_K)
+            .count();
+        // Per family: 3 (SYN, ACK, the clear ones), and IPv4's fragment test.
+        assert_eq!(jsets, 7, "{program}");
+    }
+
+    #[test]
+    fn direction_is_the_packet_type() {
+        let udp = packet("10.0.0.1", "10.0.0.2", L4::Udp(1, 2));
+        let out = r#"[{"direction":"outbound"}]"#;
+        let inbound = r#"[{"direction":"inbound","protocol":"UDP"}]"#;
+        for ifindex in [2, LOOPBACK_IFINDEX] {
+            let at = |pkttype| Packet {
+                pkttype,
+                ifindex,
+                ..udp
+            };
+            assert!(keeps(out, at(PACKET_OUTGOING)) && !keeps(inbound, at(PACKET_OUTGOING)));
+            for pkttype in [PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST] {
+                assert!(!keeps(out, at(pkttype)) && keeps(inbound, at(pkttype)));
+            }
+            // Overheard and looped-back multicast (PACKET_LOOPBACK, 5): neither.
+            for pkttype in [PACKET_OTHERHOST, 5] {
+                assert!(!keeps(out, at(pkttype)) && !keeps(inbound, at(pkttype)));
+            }
+        }
+        // Direction asks for an IP packet, as every other field does.
+        assert!(!keeps_arp(out) && !keeps_arp(r#"[{"direction":"inbound"}]"#));
+    }
+
+    #[test]
+    fn cidr_blocks_and_lists_of_them() {
+        let json = r#"[{"remoteIPAddress":"10.0.0.0/8;192.168.7.0/24;172.16.0.1;fd00::/64"}]"#;
+        for (addr, kept) in [
+            ("10.255.255.255", true),
+            ("11.0.0.0", false),
+            ("192.168.7.99", true),
+            ("192.168.8.0", false),
+            ("172.16.0.1", true),
+            ("172.16.0.2", false),
+        ] {
+            assert_eq!(keeps(json, packet("1.1.1.1", addr, L4::Icmp)), kept, "{addr}");
+        }
+        assert!(keeps(json, packet("fd00::ffff", "::1", L4::Icmp)));
+        assert!(!keeps(json, packet("fd00:0:0:1::", "::1", L4::Icmp)));
+        assert!(keeps(
+            r#"[{"localIPAddress":"0.0.0.0/0"}]"#,
+            packet("1.2.3.4", "5.6.7.8", L4::Icmp)
+        ));
+        assert!(!keeps(
+            r#"[{"localIPAddress":"0.0.0.0/0"}]"#,
+            packet("fd00::1", "fd00::2", L4::Icmp)
+        ));
+    }
+
+    #[test]
+    fn a_transport_header_cut_short_keeps_what_reads_less_of_it() {
+        // Filters are tried by how much of the transport header they read:
+        // a TCP header cut after 10 bytes has its ports but not its flags.
+        let p = Packet {
+            tcp_flags: 0x02,
+            ..packet("10.0.0.1", "10.0.0.2", L4::Tcp(80, 5000))
+        };
+        let [framed, bare] = frames(&p);
+        let cut = |f: &Frame, len: usize| Frame {
+            data: f.data[..f.net_offset + 20 + len].to_vec(),
+            ..f.clone()
+        };
+        let short = [cut(&framed, 10), cut(&bare, 10)];
+        let flags_then_ports = filters(r#"[{"tcpFlags":"SYN"},{"localPort":"80"}]"#);
+        assert!(verdict(&program(&flags_then_ports), &short));
+        assert!(!verdict(&program(&filters(r#"[{"tcpFlags":"SYN"}]"#)), &short));
+        // ICMP cut after its type: neither type nor code is there for the evaluator.
+        let echo = Packet {
+            icmp: Some((8, 0)),
+            ..packet("10.0.0.1", "10.0.0.2", L4::Icmp)
+        };
+        let [framed, bare] = frames(&echo);
+        let short = [cut(&framed, 1), cut(&bare, 1)];
+        for json in [
+            r#"[{"protocol":"ICMP","icmpType":"8"}]"#,
+            r#"[{"protocol":"ICMP","icmpCode":"0"}]"#,
+        ] {
+            assert!(!verdict(&program(&filters(json)), &short), "{json}");
+        }
+        assert!(verdict(&program(&filters(r#"[{"protocol":"ICMP"}]"#)), &short));
     }
 
     #[test]
@@ -1446,23 +1635,42 @@ mod tests {
     }
 
     fn wire_filter() -> impl Strategy<Value = PacketCaptureFilter> {
-        let protocol = prop::sample::select(vec![None, Some("TCP"), Some("UDP"), Some("Any")]);
-        (
+        let protocol = prop::sample::select(vec![
+            None,
+            Some("TCP"),
+            Some("UDP"),
+            Some("Any"),
+            Some("ICMP"),
+            Some("ICMPv6"),
+        ]);
+        let byte = || prop::option::weighted(0.2, prop::sample::select(vec!["0", "3", "8", "128", "129", "1"]));
+        let flags = prop::option::weighted(
+            0.2,
+            prop::sample::select(vec!["SYN", "SYN;!ACK", "ACK", "!SYN;!ACK", "FIN;ACK", "RST", "ECE;CWR"]),
+        );
+        let way = prop::option::weighted(0.2, prop::sample::select(vec!["inbound", "outbound"]));
+        let azure = (
             protocol,
             prop::option::weighted(0.4, address_field()),
             prop::option::weighted(0.4, address_field()),
             prop::option::weighted(0.3, port_field()),
             prop::option::weighted(0.3, port_field()),
-        )
-            .prop_map(
-                |(protocol, local_ip, remote_ip, local_port, remote_port)| PacketCaptureFilter {
+        );
+        (azure, byte(), byte(), flags, way).prop_map(
+            |((protocol, local_ip, remote_ip, local_port, remote_port), icmp_type, icmp_code, tcp_flags, way)| {
+                PacketCaptureFilter {
                     protocol: protocol.map(str::to_owned),
                     local_ip_address: local_ip,
                     remote_ip_address: remote_ip,
                     local_port,
                     remote_port,
-                },
-            )
+                    icmp_type: icmp_type.map(str::to_owned),
+                    icmp_code: icmp_code.map(str::to_owned),
+                    tcp_flags: tcp_flags.map(str::to_owned),
+                    direction: way.map(str::to_owned),
+                }
+            },
+        )
     }
 
     /// An IP packet, or `None` for ARP.
@@ -1480,8 +1688,11 @@ mod tests {
         let fragment = prop_oneof![4 => Just(0u16), 1 => 1u16..0x1fff];
         // Every packet type the kernel has (0-7), on loopback or not.
         let kind = (0u8..8, prop::sample::select(vec![LOOPBACK_IFINDEX, 2, 3]));
-        let ip = (addresses, l4, fragment, any::<bool>(), kind).prop_map(
-            |((src, dst), l4, frag_offset, options, (pkttype, ifindex))| {
+        // Flags and ICMP types that the filters below name, and others.
+        let flags = prop::sample::select(vec![0u8, 0x02, 0x12, 0x10, 0x11, 0x04, 0xc2, 0xff]);
+        let icmp = prop::option::of((prop::sample::select(vec![0u8, 3, 8, 128, 129]), 0u8..3));
+        let ip = (addresses, l4, fragment, any::<bool>(), kind, flags, icmp).prop_map(
+            |((src, dst), l4, frag_offset, options, (pkttype, ifindex), tcp_flags, icmp)| {
                 let v4 = src.is_ipv4();
                 Some(Packet {
                     src,
@@ -1491,6 +1702,8 @@ mod tests {
                     options: v4 && options,
                     pkttype,
                     ifindex,
+                    tcp_flags,
+                    icmp,
                 })
             },
         );
@@ -1505,7 +1718,8 @@ mod tests {
             wire in prop::collection::vec(wire_filter(), 0..4),
             packets in prop::collection::vec(any_packet(), 8),
         ) {
-            // Random local/remote pairs of different families are rejected: skip those.
+            // Random local/remote pairs of different families, ICMP types
+            // without ICMP and the like are rejected: skip those.
             let filters: Vec<CaptureFilter> = wire.iter().filter_map(|w| w.validate(0).ok()).collect();
             let program = compile(&filters, SNAP).unwrap();
             prop_assert!(program.validate().is_ok(), "{}", program);

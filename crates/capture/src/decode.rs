@@ -6,13 +6,15 @@
 //!
 //! It reads what the kernel's filter reads (`bpf`): the IPv4 header and its
 //! fragment offset, the IPv6 fixed header's Next Header, the first four bytes
-//! after the IP header for TCP and UDP. An Ethernet record does not say which
-//! end is this host, so its direction is [`Direction::Unknown`] (either
-//! orientation of the packet may match: a superset of what the kernel keeps).
+//! after the IP header for TCP and UDP, the type and code of ICMP and ICMPv6,
+//! TCP's flags byte. An Ethernet record does not say which end is this host,
+//! so its direction is [`Direction::Unknown`] and whether it was sent or
+//! received [`Seen::Unknown`] (either orientation of the packet may match,
+//! either `direction`: a superset of what the kernel keeps).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netwatch_api::filter::{Direction, Flow, IPPROTO_TCP, IPPROTO_UDP};
+use netwatch_api::filter::{Direction, Flow, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Seen};
 
 use crate::pcap::{LinkType, SLL2_HEADER_LEN};
 
@@ -28,7 +30,7 @@ fn be16(data: &[u8], at: usize) -> Option<u16> {
 /// The flow of a record's packet; `None` for a packet that is not IP (or
 /// too short to say).
 pub fn flow(link: LinkType, data: &[u8]) -> Option<Flow> {
-    let (ethertype, network, direction) = match link {
+    let (ethertype, network, direction, seen) = match link {
         LinkType::Ethernet => {
             let mut at = 12;
             let mut ethertype = be16(data, at)?;
@@ -38,17 +40,18 @@ pub fn flow(link: LinkType, data: &[u8]) -> Option<Flow> {
                     ethertype = be16(data, at)?;
                 }
             }
-            (ethertype, at + 2, Direction::Unknown)
+            (ethertype, at + 2, Direction::Unknown, Seen::Unknown)
         }
         LinkType::LinuxSll2 => {
-            let direction = match *data.get(10)? {
+            let pkttype = *data.get(10)?;
+            let direction = match pkttype {
                 // PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST
                 0..=2 => Direction::Incoming,
                 // PACKET_OUTGOING
                 4 => Direction::Outgoing,
                 _ => Direction::Unknown,
             };
-            (be16(data, 0)?, SLL2_HEADER_LEN, direction)
+            (be16(data, 0)?, SLL2_HEADER_LEN, direction, Seen::from_pkttype(pkttype))
         }
     };
     let ip = data.get(network..)?;
@@ -79,12 +82,24 @@ pub fn flow(link: LinkType, data: &[u8]) -> Option<Flow> {
         IPPROTO_TCP | IPPROTO_UDP => transport.and_then(|t| Some((be16(t, 0)?, be16(t, 2)?))),
         _ => None,
     };
+    // ICMP is IPv4's protocol 1, ICMPv6 IPv6's Next Header 58: type and code first.
+    let icmp = match (protocol, src.is_ipv4()) {
+        (IPPROTO_ICMP, true) | (IPPROTO_ICMPV6, false) => transport.and_then(|t| Some((*t.first()?, *t.get(1)?))),
+        _ => None,
+    };
+    let tcp_flags = match protocol {
+        IPPROTO_TCP => transport.and_then(|t| t.get(13).copied()),
+        _ => None,
+    };
     Some(Flow {
         src,
         dst,
         protocol,
         ports,
         direction,
+        seen,
+        icmp,
+        tcp_flags,
     })
 }
 
@@ -113,7 +128,10 @@ mod tests {
             assert_eq!(flow.src, "10.0.0.1".parse::<IpAddr>().unwrap());
             assert_eq!(flow.dst, "10.0.0.2".parse::<IpAddr>().unwrap());
             assert_eq!((flow.protocol, flow.ports), (17, Some((5000, 53))));
-            assert_eq!(flow.direction, Direction::Unknown);
+            assert_eq!(
+                (flow.direction, flow.seen, flow.tcp_flags, flow.icmp),
+                (Direction::Unknown, Seen::Unknown, None, None)
+            );
         }
         let later_fragment = flow(LinkType::Ethernet, &ipv4_udp(false, 185)).unwrap();
         assert_eq!(later_fragment.ports, None);
@@ -127,10 +145,38 @@ mod tests {
         ip.extend_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
         record.extend_from_slice(&ip);
         record.extend_from_slice(&[0x00, 0x50, 0xc3, 0x50]);
+        let cut = flow(LinkType::LinuxSll2, &record).unwrap();
+        assert_eq!(
+            (cut.ports, cut.tcp_flags),
+            (Some((80, 50000)), None),
+            "cut before the flags"
+        );
+        record.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x12]);
         let flow = flow(LinkType::LinuxSll2, &record).unwrap();
-        assert_eq!((flow.protocol, flow.ports), (6, Some((80, 50000))));
-        assert_eq!(flow.direction, Direction::Outgoing);
+        assert_eq!(
+            (flow.protocol, flow.ports, flow.tcp_flags),
+            (6, Some((80, 50000)), Some(0x12))
+        );
+        assert_eq!((flow.direction, flow.seen), (Direction::Outgoing, Seen::Sent));
         assert_eq!(flow.dst, "fd00::2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn icmp_type_and_code_of_their_own_family_only() {
+        let mut echo = ipv4_udp(false, 0);
+        echo[14 + 9] = 1;
+        echo[34] = 8;
+        echo[35] = 0;
+        assert_eq!(flow(LinkType::Ethernet, &echo).unwrap().icmp, Some((8, 0)));
+        echo[14 + 9] = 58;
+        assert_eq!(
+            flow(LinkType::Ethernet, &echo).unwrap().icmp,
+            None,
+            "58 is not ICMP in IPv4"
+        );
+        echo[14 + 9] = 1;
+        echo[14 + 7] = 185; // a later fragment: no ICMP header
+        assert_eq!(flow(LinkType::Ethernet, &echo).unwrap().icmp, None);
     }
 
     #[test]

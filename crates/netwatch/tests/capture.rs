@@ -612,6 +612,143 @@ fn same_packets_as_tcpdump_on_real_traffic() {
     }
 }
 
+/// netwatch's own filter fields (issue 18: ICMP and ICMPv6 with type and code,
+/// CIDR blocks, TCP flags, direction) on real traffic through both kernels
+/// (TCP handshakes and closes, UDP, echo requests and replies, port
+/// unreachables), captured at once by netwatch and by tcpdump with an
+/// equivalent expression: the same packets, byte for byte. (libpcap's `tcp[]`
+/// and `icmp[]` read IPv4 only, so the IPv6 halves spell out `ip6[…]`.)
+#[test]
+fn issue_18_netwatch_fields_keep_what_tcpdump_keeps() {
+    let pair = NetnsPair::new();
+    let dir = tmp();
+    // Each filter list and its tcpdump references, whose packets together are
+    // what the list keeps (`-Q in`/`-Q out`: libpcap's `inbound` and `outbound`
+    // primitives lost the first packet they matched here).
+    let in_ = |expr: &'static str| vec!["-Q", "in", expr];
+    let out = |expr: &'static str| vec!["-Q", "out", expr];
+    let cases: Vec<(&str, Vec<Vec<&str>>)> = vec![
+        (r#"[{"protocol":"ICMP"}]"#, vec![vec!["icmp"]]),
+        (
+            r#"[{"protocol":"icmp","icmpType":"8","icmpCode":"0"}]"#,
+            vec![vec!["icmp[icmptype] = 8 and icmp[icmpcode] = 0"]],
+        ),
+        (
+            r#"[{"protocol":"ICMP","icmpType":"3"}]"#,
+            vec![vec!["icmp[icmptype] = icmp-unreach"]],
+        ),
+        (
+            r#"[{"protocol":"ICMPv6","icmpType":"129"}]"#,
+            vec![vec!["ip6 and ip6[6] = 58 and ip6[40] = 129"]],
+        ),
+        (
+            r#"[{"protocol":"ICMPv6","icmpType":"1","icmpCode":"4"}]"#,
+            vec![vec!["ip6 and ip6[6] = 58 and ip6[40] = 1 and ip6[41] = 4"]],
+        ),
+        (
+            r#"[{"tcpFlags":"SYN;!ACK"}]"#,
+            vec![vec![
+                "(tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn) or (ip6 and ip6[6] = 6 and ip6[53] & 0x12 = 0x02)",
+            ]],
+        ),
+        (
+            r#"[{"protocol":"TCP","tcpFlags":"fin","remotePort":"8080"}]"#,
+            vec![vec![
+                "tcp port 8080 and ((tcp[tcpflags] & tcp-fin != 0) or (ip6 and ip6[53] & 1 = 1))",
+            ]],
+        ),
+        (r#"[{"direction":"outbound","protocol":"UDP"}]"#, vec![out("udp")]),
+        (r#"[{"direction":"inbound"}]"#, vec![in_("ip or ip6")]),
+        (
+            r#"[{"localIPAddress":"10.203.0.0/24;fd00:203::/64"}]"#,
+            vec![
+                // libpcap's `net` matches ARP too.
+                out("(ip or ip6) and (src net 10.203.0.0/24 or src net fd00:203::/64)"),
+                in_("(ip or ip6) and (dst net 10.203.0.0/24 or dst net fd00:203::/64)"),
+            ],
+        ),
+        (
+            r#"[{"protocol":"ICMP","direction":"inbound"},{"protocol":"ICMPv6","icmpType":"128","direction":"outbound"}]"#,
+            vec![in_("icmp"), out("ip6 and ip6[6] = 58 and ip6[40] = 128")],
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (i, (filters, references)) in cases.iter().enumerate() {
+        let nw = dir.path().join(format!("nw{i}.pcap"));
+        let mut args = vec!["-i", IF_B, "-w", path_str(&nw), "--filters", filters];
+        args.extend(SMALL_RING);
+        let run = Running::start(&pair.b, &args);
+        let tcpdumps: Vec<(PathBuf, Tcpdump)> = references
+            .iter()
+            .enumerate()
+            .map(|(j, extra)| {
+                let td = dir.path().join(format!("td{i}-{j}.pcap"));
+                let tcpdump = Tcpdump::start_with(&pair.b, IF_B, &td, extra);
+                (td, tcpdump)
+            })
+            .collect();
+        runs.push((nw, run, tcpdumps, format!("{filters} ~ {references:?}")));
+    }
+    real_traffic(&pair);
+    icmp_traffic(&pair);
+    let mut failures = Vec::new();
+    for (nw, run, tcpdumps, expr) in runs {
+        let done = run.stop();
+        assert!(done.status.success(), "{}", done.stderr);
+        let mut theirs = Vec::new();
+        for (td, tcpdump) in tcpdumps {
+            tcpdump.stop();
+            theirs.extend(read_pcap(&td).1.into_iter().map(|p| p.data));
+        }
+        let mut ours: Vec<_> = read_pcap(&nw).1.into_iter().map(|p| p.data).collect();
+        ours.sort();
+        theirs.sort();
+        if theirs.is_empty() {
+            failures.push(format!("{expr}: tcpdump saw nothing"));
+        } else if ours != theirs {
+            let hex = |p: &Vec<u8>| p.iter().take(80).map(|b| format!("{b:02x}")).collect::<String>();
+            let only = |a: &[Vec<u8>], b: &[Vec<u8>]| a.iter().filter(|p| !b.contains(p)).map(hex).collect::<Vec<_>>();
+            failures.push(format!(
+                "{expr}: netwatch {} packets, tcpdump {}; only netwatch's: {:?}, only tcpdump's: {:?}",
+                ours.len(),
+                theirs.len(),
+                only(&ours, &theirs),
+                only(&theirs, &ours)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// From b: 3 ICMP echo requests to a over IPv4 and 2 over IPv6 (a's kernel
+/// answers them), and a UDP datagram to a closed port over each (a's kernel
+/// answers port unreachable: ICMP 3/3, ICMPv6 1/4).
+fn icmp_traffic(pair: &NetnsPair) {
+    const CLIENT: &str = r#"
+import socket, struct, sys, time
+def checksum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+v4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); v4.settimeout(5)
+for seq in range(3):
+    head = struct.pack("!BBHHH", 8, 0, 0, 0x1818, seq) + b"netwatch echo"
+    v4.sendto(head[:2] + struct.pack("!H", checksum(head + b"\0")) + head[4:], (sys.argv[1], 0))
+    while v4.recv(200)[20] != 0: pass
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6); v6.settimeout(5)
+for seq in range(2):
+    v6.sendto(struct.pack("!BBHHH", 128, 0, 0, 0x1818, seq) + b"netwatch echo", (sys.argv[2], 0))
+    while v6.recv(200)[0] != 129: pass
+for fam, addr in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
+    u = socket.socket(fam, socket.SOCK_DGRAM); u.connect((addr, 9)); u.send(b"anyone?")
+    time.sleep(0.2)
+    try: u.send(b"anyone?")
+    except ConnectionRefusedError: pass
+"#;
+    netwatch_testkit::run(NetnsPair::exec(&pair.b, "python3").args(["-c", CLIENT, A4[0], A6[0]]));
+    std::thread::sleep(Duration::from_millis(200));
+}
+
 /// A bounded exchange: 3 TCP connections over IPv4 and 2 over IPv6 to a's port
 /// 8080 (request, echo, close), and 5 UDP request/replies on port 5005.
 fn real_traffic(pair: &NetnsPair) {
@@ -970,7 +1107,38 @@ fn bad_flags_and_filters_are_refused_before_capturing() {
             "filters[0].localIPAddress",
         ),
         (&["--filters", r#"[{"localPort":"70000"}]"#], "70000"),
-        (&["--filters", r#"[{"protocol":"ICMP"}]"#], "ICMP"),
+        (
+            &["--filters", r#"[{"protocol":"ICMP","localPort":"80"}]"#],
+            "filters[0].localPort cannot match: ICMP has no ports",
+        ),
+        (
+            &["--filters", r#"[{"icmpType":"8"}]"#],
+            "filters[0].icmpType is only for ICMP messages",
+        ),
+        (
+            &["--filters", r#"[{"protocol":"ICMPv6","icmpCode":"300"}]"#],
+            "filters[0].icmpCode \"300\" is out of range",
+        ),
+        (
+            &["--filters", r#"[{"protocol":"UDP","tcpFlags":"SYN"}]"#],
+            "filters[0].tcpFlags is only for TCP",
+        ),
+        (
+            &["--filters", r#"[{"tcpFlags":"SYN+ACK"}]"#],
+            "filters[0].tcpFlags \"SYN+ACK\" is not a TCP flag",
+        ),
+        (
+            &["--filters", r#"[{"direction":"egress"}]"#],
+            "filters[0].direction \"egress\" is not a direction",
+        ),
+        (
+            &["--filters", r#"[{"localIPAddress":"10.0.0.1/8"}]"#],
+            "has host bits set under its /8 mask: write the network, \"10.0.0.0/8\"",
+        ),
+        (
+            &["--filters", r#"[{"protocol":"ICMP","remoteIPAddress":"fd00::/64"}]"#],
+            "filters[0].remoteIPAddress \"fd00::/64\" is IPv6 only, but ICMP is never IPv6",
+        ),
         (
             &["--filters", r#"[{"protocol":"TCP","localip":"10.0.0.1"}]"#],
             "localip",

@@ -91,7 +91,7 @@ const fn read_only(name: &'static str) -> Field {
 
 /// `filter::PacketCaptureFilter`'s fields, with the aliases it accepts
 /// (`filter_fields_match_serde` keeps them in step).
-const FILTER: [Field; 5] = [
+const FILTER: [Field; 9] = [
     optional("protocol", Shape::Text),
     Field {
         alias: Some("localIpAddress"),
@@ -103,6 +103,11 @@ const FILTER: [Field; 5] = [
     },
     optional("localPort", Shape::Text),
     optional("remotePort", Shape::Text),
+    // netwatch's extensions (filter.rs).
+    optional("icmpType", Shape::Text),
+    optional("icmpCode", Shape::Text),
+    optional("tcpFlags", Shape::Text),
+    optional("direction", Shape::Text),
 ];
 
 const SCOPE: [Field; 2] = [
@@ -426,6 +431,10 @@ mod tests {
             remote_ip_address: Some("a".into()),
             local_port: Some("1".into()),
             remote_port: Some("1".into()),
+            icmp_type: Some("1".into()),
+            icmp_code: Some("1".into()),
+            tcp_flags: Some("SYN".into()),
+            direction: Some("inbound".into()),
         };
         let json = serde_json::to_value(full).unwrap();
         let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();

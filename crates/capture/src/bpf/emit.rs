@@ -171,27 +171,29 @@ impl Emitter {
             Load::Protocol => Insn::stmt(BPF_LD | BPF_H | BPF_ABS, AD_PROTOCOL_K),
             Load::PktType => Insn::stmt(BPF_LD | BPF_W | BPF_ABS, AD_PKTTYPE_K),
             Load::IfIndex => Insn::stmt(BPF_LD | BPF_W | BPF_ABS, AD_IFINDEX_K),
-            Load::Net { size, off } => {
-                let size = match size {
-                    Size::B => BPF_B,
-                    Size::H => BPF_H,
-                    Size::W => BPF_W,
-                };
-                Insn::stmt(BPF_LD | size | BPF_ABS, net(off))
-            }
-            Load::V4Transport { off } => {
+            Load::Net { size, off } => Insn::stmt(BPF_LD | size_code(size) | BPF_ABS, net(off)),
+            Load::V4Transport { size, off } => {
                 if !regs.x_is_ihl {
                     // X = 4 * (first byte & 0xf): the IPv4 header length.
                     self.items
                         .push(Item::Insn(Insn::stmt(BPF_LDX | BPF_B | BPF_MSH, net(0))));
                     regs.x_is_ihl = true;
                 }
-                Insn::stmt(BPF_LD | BPF_H | BPF_IND, net(off))
+                Insn::stmt(BPF_LD | size_code(size) | BPF_IND, net(off))
             }
         };
         self.items.push(Item::Insn(insn));
         regs.a = Some(load);
         self.regs = Some(regs);
+    }
+}
+
+/// A load's size bits.
+const fn size_code(size: Size) -> u16 {
+    match size {
+        Size::B => BPF_B,
+        Size::H => BPF_H,
+        Size::W => BPF_W,
     }
 }
 

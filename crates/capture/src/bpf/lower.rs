@@ -12,7 +12,7 @@
 //! directions of the conversation. Sets of values become binary searches
 //! when long, and IPv6 address sets a trie over the four 32-bit words.
 
-use netwatch_api::filter::{CaptureFilter, IPPROTO_TCP, IPPROTO_UDP, IpSet, PortSet, Protocol};
+use netwatch_api::filter::{CaptureFilter, IPPROTO_TCP, IPPROTO_UDP, IpSet, PortSet, Way};
 
 use super::{ETH_P_IP, ETH_P_IPV6};
 
@@ -35,20 +35,20 @@ pub(super) enum Load {
     IfIndex,
     /// `ld{b,h,} [SKF_NET_OFF + off]`: a big-endian field `off` bytes into the network header.
     Net { size: Size, off: u32 },
-    /// `ldh [x + SKF_NET_OFF + off]` with X the IPv4 header length: 16 bits
-    /// `off` bytes into the IPv4 payload (the ports).
-    V4Transport { off: u32 },
+    /// `ld{b,h} [x + SKF_NET_OFF + off]` with X the IPv4 header length: a
+    /// field `off` bytes into the IPv4 payload (ports, ICMP type, TCP flags).
+    V4Transport { size: Size, off: u32 },
 }
 
 impl Load {
     /// The largest value the load can give.
     fn max(self) -> u32 {
         match self {
-            Self::Protocol | Self::V4Transport { .. } | Self::Net { size: Size::H, .. } => 0xffff,
-            Self::Net { size: Size::B, .. } => 0xff,
+            Self::Protocol | Self::V4Transport { size: Size::H, .. } | Self::Net { size: Size::H, .. } => 0xffff,
+            Self::Net { size: Size::B, .. } | Self::V4Transport { size: Size::B, .. } => 0xff,
             // `pkt_type` is a 3-bit field.
             Self::PktType => 7,
-            Self::Net { size: Size::W, .. } | Self::IfIndex => u32::MAX,
+            Self::Net { size: Size::W, .. } | Self::V4Transport { size: Size::W, .. } | Self::IfIndex => u32::MAX,
         }
     }
 }
@@ -245,6 +245,8 @@ fn normalize<T: Ord + Copy>(ranges: impl Iterator<Item = (T, T)>, next: impl Fn(
 
 /// Where one address family keeps the fields the filters test.
 struct Family {
+    /// IPv4 (the transport header follows IHL*4 bytes) or IPv6 (40).
+    v4: bool,
     /// The EtherType that announces it.
     ether_type: u16,
     /// IPv4 protocol / IPv6 Next Header.
@@ -265,18 +267,20 @@ const fn net(size: Size, off: u32) -> Load {
 /// RFC 791 header: protocol at 9, flags/fragment at 6, addresses at 12 and 16;
 /// ports at the start of the payload, after IHL*4 bytes.
 const IPV4: Family = Family {
+    v4: true,
     ether_type: ETH_P_IP,
     protocol: net(Size::B, 9),
     fragment: Some(net(Size::H, 6)),
     src: &[net(Size::W, 12)],
     dst: &[net(Size::W, 16)],
-    sport: Load::V4Transport { off: 0 },
-    dport: Load::V4Transport { off: 2 },
+    sport: Load::V4Transport { size: Size::H, off: 0 },
+    dport: Load::V4Transport { size: Size::H, off: 2 },
 };
 
 /// RFC 8200 fixed header (40 bytes): Next Header at 6, addresses at 8 and 24.
 /// No extension-header walk: ports are read right after the fixed header.
 const IPV6: Family = Family {
+    v4: false,
     ether_type: ETH_P_IPV6,
     protocol: net(Size::B, 6),
     fragment: None,
@@ -289,15 +293,32 @@ const IPV6: Family = Family {
 /// The fragment-offset bits of IPv4's flags/fragment field.
 const FRAGMENT_OFFSET_MASK: u32 = 0x1fff;
 
+impl Family {
+    /// A byte `off` bytes into the transport header.
+    const fn transport_byte(&self, off: u32) -> Load {
+        if self.v4 {
+            Load::V4Transport { size: Size::B, off }
+        } else {
+            net(Size::B, 40 + off)
+        }
+    }
+}
+
+/// TCP's flags: byte 13 of its header (RFC 9293 §3.1).
+const TCP_FLAGS_OFFSET: u32 = 13;
+
 /// The filters as one tree: true when ANY filter keeps the packet.
 pub(super) fn lower(filters: &[CaptureFilter]) -> Expr {
     if filters.is_empty() || filters.iter().any(CaptureFilter::matches_everything) {
         return TRUE;
     }
-    // Port-free filters first: their tests never read past the IP header, so a
-    // packet too short for its ports is still judged by them (see the parent module).
+    // Filters that read less of the transport header first (none, ICMP's 2
+    // bytes, the ports' 4, TCP's 14 for its flags): a packet cut short there
+    // ends the program at the first filter that reads past its end, and every
+    // filter after it needs as many bytes, so could not keep it either (see
+    // the parent module). The sort is stable: otherwise in the order given.
     let mut ordered: Vec<&CaptureFilter> = filters.iter().collect();
-    ordered.sort_by_key(|f| f.has_ports());
+    ordered.sort_by_key(|f| f.transport_bytes());
     let per_family = |family: &Family| or(ordered.iter().map(|f| lower_filter(f, family)));
     let (v4, v6) = (per_family(&IPV4), per_family(&IPV6));
     let is = |family: &Family| Test {
@@ -318,18 +339,52 @@ pub(super) fn lower(filters: &[CaptureFilter]) -> Expr {
 /// One filter, for packets of `family`.
 fn lower_filter(filter: &CaptureFilter, family: &Family) -> Expr {
     let ports = filter.has_ports();
-    let protocol = match filter.protocol {
-        Protocol::Tcp => eq(family.protocol, u32::from(IPPROTO_TCP)),
-        Protocol::Udp => eq(family.protocol, u32::from(IPPROTO_UDP)),
-        Protocol::Any if ports => or([
+    let protocol = match (filter.protocol, filter.protocol.ip_number()) {
+        // ICMP in an IPv6 packet, ICMPv6 in an IPv4 one: never.
+        (protocol, _) if !protocol.in_family(family.v4) => FALSE,
+        (_, Some(number)) => eq(family.protocol, u32::from(number)),
+        (_, None) if ports => or([
             eq(family.protocol, u32::from(IPPROTO_TCP)),
             eq(family.protocol, u32::from(IPPROTO_UDP)),
         ]),
-        Protocol::Any => TRUE,
+        (_, None) => TRUE,
     };
+    if protocol == FALSE {
+        return FALSE;
+    }
     let whole_datagram = match family.fragment {
-        Some(load) if ports => test(load, Cmp::Set, FRAGMENT_OFFSET_MASK, true),
+        Some(load) if filter.transport_bytes() > 0 => test(load, Cmp::Set, FRAGMENT_OFFSET_MASK, true),
         _ => TRUE,
+    };
+    // ICMP's type and code: with one of them set, the code (byte 1) is loaded
+    // first all the same, so a message cut after its type keeps nothing, as the
+    // evaluator, which then sees no type and code, keeps nothing.
+    let (icmp_type, icmp_code) = (family.transport_byte(0), family.transport_byte(1));
+    let icmp = match (filter.icmp_type, filter.icmp_code) {
+        (None, None) => TRUE,
+        (kind, code) => and([
+            code.map_or(test(icmp_code, Cmp::Ge, 0, false), |c| eq(icmp_code, u32::from(c))),
+            kind.map_or(TRUE, |t| eq(icmp_type, u32::from(t))),
+        ]),
+    };
+    // TCP's flags: each flag that must be set is a `jset`, those that must be
+    // clear one `jset` the other way; the byte stays in A between them.
+    let tcp_flags = match filter.tcp_flags {
+        None => TRUE,
+        Some(flags) => {
+            let load = family.transport_byte(TCP_FLAGS_OFFSET);
+            let set = (0..8)
+                .filter(|bit| flags.set & (1 << bit) != 0)
+                .map(|bit| test(load, Cmp::Set, 1 << bit, false));
+            let clear = (flags.clear != 0).then(|| test(load, Cmp::Set, u32::from(flags.clear), true));
+            and(set.chain(clear))
+        }
+    };
+    // `direction`: the packet type alone, on every interface.
+    let way = match filter.direction {
+        None => TRUE,
+        Some(Way::Outbound) => eq(Load::PktType, u32::from(super::PACKET_OUTGOING)),
+        Some(Way::Inbound) => lt(Load::PktType, u32::from(super::PACKET_OTHERHOST)),
     };
     // With one port field set, a direction may test the source port alone:
     // load the destination port first (`jge #0` always holds), so a header cut
@@ -366,8 +421,8 @@ fn lower_filter(filter: &CaptureFilter, family: &Family) -> Expr {
             and([destination_local, destination_may_be_local()]),
         ])
     };
-    // Protocol and fragment first: ports are read only when they exist.
-    and([protocol, whole_datagram, both_ports, sides])
+    // Protocol and fragment first: the transport header is read only when it exists.
+    and([protocol, whole_datagram, both_ports, icmp, tcp_flags, way, sides])
 }
 
 /// On loopback, whatever its type.
