@@ -289,7 +289,7 @@ mod tests {
                     "--storage-account",
                     "st",
                     "--filters",
-                    "[{\"protocol\":\"ICMP\"}]",
+                    "[{\"protocol\":\"GRE\"}]",
                 ],
                 "filters[0].protocol",
             ),

@@ -1119,7 +1119,7 @@ mod tests {
                     "--storage-account",
                     "st",
                     "--filters",
-                    r#"[{"protocol":"ICMP"}]"#,
+                    r#"[{"protocol":"GRE"}]"#,
                 ]),
                 "argument --filters: filters[0].protocol",
             ),
