@@ -443,6 +443,8 @@ async fn session(
                 Some(ControllerMessage::Upgrade(upgrade)) => upgrades.want(upgrade),
                 Some(ControllerMessage::Uninstall { purge }) => upgrades.uninstall(purge),
                 Some(ControllerMessage::Recorder { recorder }) => supervisor.recorder().want(recorder),
+                Some(ControllerMessage::LiveStart { stream, capture_id }) => supervisor.live_start(stream, &capture_id),
+                Some(ControllerMessage::LiveStop { stream }) => supervisor.live_stop(&stream),
                 None => {}
             },
             () = supervisor.recorder().changed() => {

@@ -38,6 +38,7 @@
 mod channel;
 mod credential;
 mod host;
+mod live;
 mod metrics;
 mod recorder;
 mod recovery;

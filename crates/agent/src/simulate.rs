@@ -154,12 +154,14 @@ impl FakeHost {
                         .remove(&capture_id)
                         .map(|started| AgentMessage::Report(stopped(&capture_id, started))),
                     Some(ControllerMessage::Refused { message }) => return Err(ChannelError::Refused(message)),
-                    // Simulated hosts neither upgrade, uninstall nor record.
+                    // Simulated hosts neither upgrade, uninstall, record nor stream.
                     Some(
                         ControllerMessage::Welcome(_)
                         | ControllerMessage::Upgrade(_)
                         | ControllerMessage::Uninstall { .. }
-                        | ControllerMessage::Recorder { .. },
+                        | ControllerMessage::Recorder { .. }
+                        | ControllerMessage::LiveStart { .. }
+                        | ControllerMessage::LiveStop { .. },
                     )
                     | None => None,
                 },

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netwatch_api::agent::{
-    AgentCaptureState, CaptureReport, ReportStats, STATS_INTERVAL_MS, StartCapture, UploadProgress,
+    AgentCaptureState, CaptureReport, LIVE_PREFIX, ReportStats, STATS_INTERVAL_MS, StartCapture, UploadProgress,
 };
 use netwatch_api::error::ApiError;
 use netwatch_api::packet_capture::{
@@ -55,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::live::{LiveSource, View};
 use crate::recorder::{self, Hold, Recorder};
 use crate::recovery;
 use crate::remote::Backoff;
@@ -121,6 +122,8 @@ struct Inner {
     /// The agent stops to restart (a forced upgrade): captures stopped now are
     /// not ended but left journaled as running, to resume after the restart.
     suspending: AtomicBool,
+    /// Live views being sent, by stream: cancelled by `LiveStop`.
+    live_views: Mutex<HashMap<String, CancellationToken>>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +151,8 @@ struct Slot {
     stop: Arc<AtomicBool>,
     /// The ring's fill in the last second, 0 to 1 (metrics).
     ring_fill: f64,
+    /// Where live views read its packets, while its file is being written.
+    live: Option<Arc<LiveSource>>,
 }
 
 impl Slot {
@@ -161,6 +166,7 @@ impl Slot {
             upload: upload.then(Tally::default),
             stop,
             ring_fill: 0.0,
+            live: None,
         }
     }
 
@@ -251,6 +257,7 @@ impl Supervisor {
                 tracker: TaskTracker::new(),
                 cancel,
                 suspending: AtomicBool::new(false),
+                live_views: Mutex::new(HashMap::new()),
             }),
         };
         supervisor.recover();
@@ -677,6 +684,16 @@ impl Supervisor {
     /// on its own thread, and its end on a tracked task.
     fn launch(&self, plan: Plan, stop: Arc<AtomicBool>, span: tracing::Span) {
         let (done_tx, done_rx) = oneshot::channel();
+        let live = Arc::new(LiveSource::new(
+            plan.id.clone(),
+            plan.config.interface.to_string(),
+            plan.file.clone(),
+            plan.continuous,
+            Arc::clone(&plan.journal),
+        ));
+        if let Some(slot) = self.book().captures.get_mut(&plan.id) {
+            slot.live = Some(Arc::clone(&live));
+        }
         let supervisor = self.clone();
         let thread_span = span.clone();
         let run = Run {
@@ -714,6 +731,7 @@ impl Supervisor {
         self.inner.tracker.spawn(
             async move {
                 let ended = ended.await;
+                live.finish();
                 // Every ring file closed before the end is in the spool first.
                 if let Some(spooling) = spooling {
                     let _ = spooling.await;
@@ -888,6 +906,44 @@ impl Supervisor {
 
     /// Stops a capture (`ManualStop`); its `Stopped` report follows when its
     /// thread has finalized the file. A capture this host does not run is ignored.
+    /// `LiveStart`: sends capture `capture_id`'s packets from now on to the
+    /// controller's `{LIVE_PREFIX}/{stream}` (live.rs), until it ends, the
+    /// controller answers or `LiveStop`. A capture not running here (or one
+    /// around an alert, written at its end) sends nothing: the viewer sees
+    /// no packets and the controller says so.
+    pub(crate) fn live_start(&self, stream: String, capture_id: &str) {
+        let source = self.book().captures.get(capture_id).and_then(|slot| slot.live.clone());
+        let Some(source) = source else {
+            tracing::info!(
+                capture = capture_id,
+                stream,
+                "live view of a capture not running here: not sent"
+            );
+            return;
+        };
+        let cancel = self.inner.cancel.child_token();
+        lock(&self.inner.live_views).insert(stream.clone(), cancel.clone());
+        let supervisor = self.clone();
+        let capture = capture_id.to_owned();
+        self.inner.tracker.spawn(async move {
+            let path = format!("{LIVE_PREFIX}/{stream}");
+            let body = View::new(source, cancel.clone()).into_body();
+            tracing::info!(capture, stream, "live view started");
+            match supervisor.inner.uploader.post_live(&path, body).await {
+                Ok(()) => tracing::info!(capture, stream, "live view ended"),
+                Err(error) => tracing::info!(capture, stream, error = %error_chain(&error), "live view ended"),
+            }
+            lock(&supervisor.inner.live_views).remove(&stream);
+        });
+    }
+
+    /// `LiveStop`: the viewer of `stream` left.
+    pub(crate) fn live_stop(&self, stream: &str) {
+        if let Some(cancel) = lock(&self.inner.live_views).remove(stream) {
+            cancel.cancel();
+        }
+    }
+
     pub(crate) fn stop(&self, id: &str) {
         match self.book().captures.get(id) {
             Some(slot) if !slot.finished => {

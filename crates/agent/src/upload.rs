@@ -420,6 +420,26 @@ impl Uploader {
         self.post(UPLOADS_PATH, &request).await
     }
 
+    /// `POST`s a live view's streamed body to the controller at `path`
+    /// (live.rs); returns once the body ended or the controller answered.
+    pub(crate) async fn post_live(&self, path: &str, body: reqwest::Body) -> Result<(), UploadError> {
+        let url = self.remote.http_url(path);
+        let response = self
+            .controller
+            .post(&url)
+            .header(AUTHORIZATION, self.remote.authorization())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| UploadError::Send {
+                method: "POST",
+                url: url.clone(),
+                source,
+            })?;
+        check(response, "POST", &url).await.map(drop)
+    }
+
     /// `POST`s JSON to the controller; the JSON answer.
     async fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,

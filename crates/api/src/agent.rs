@@ -76,6 +76,67 @@ pub const UPLOADS_PATH: &str = "/netwatch/v1/agent/uploads";
 /// Agents `POST` an [`UploadComplete`] here once every part is stored.
 pub const UPLOADS_COMPLETE_PATH: &str = "/netwatch/v1/agent/uploads/complete";
 
+/// Agents `POST` a live view's packets to `{LIVE_PREFIX}/{stream}` (the
+/// stream a [`ControllerMessage::LiveStart`] names), as one streamed body of
+/// [`LiveFrame`]s, until the capture ends, the controller answers (the viewer
+/// left) or a [`ControllerMessage::LiveStop`] comes.
+pub const LIVE_PREFIX: &str = "/netwatch/v1/agent/live";
+
+/// The frames of a live view's body, agent to controller: a kind byte, a
+/// little-endian `u32` length, then that many bytes.
+///
+/// - [`LiveFrame::HELLO`]: JSON [`LiveHello`], first;
+/// - [`LiveFrame::RECORDS`]: whole classic pcap records (16-byte header with
+///   nanosecond timestamps, then the stored bytes), in the byte order and
+///   link type the hello gives, as the capture wrote them to its file;
+/// - [`LiveFrame::STATS`]: JSON [`LiveStats`], about once a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveFrame;
+
+impl LiveFrame {
+    pub const HELLO: u8 = 1;
+    pub const RECORDS: u8 = 2;
+    pub const STATS: u8 = 3;
+    /// Bytes before a frame's payload.
+    pub const HEADER_LEN: usize = 5;
+    /// The longest payload an agent sends (a records frame holds whole
+    /// records up to this, or one larger record alone).
+    pub const MAX_PAYLOAD: usize = 1 << 20;
+
+    /// Appends one frame.
+    pub fn push(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+        out.push(kind);
+        out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+}
+
+/// What a live view's packets are, first in its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveHello {
+    /// The capture's run ([`run_id`]).
+    pub capture_id: String,
+    /// The interface captured on (`eth0`, `any`).
+    pub interface: String,
+    /// The pcap link type of the records (1 Ethernet, 276 Linux SLL2).
+    pub link_type: u16,
+    /// The snap length of the capture's file.
+    pub snaplen: u32,
+    /// The records' fields are little-endian (the host's order).
+    pub little_endian: bool,
+}
+
+/// How a live view is going on the agent's side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStats {
+    /// Records sent so far.
+    pub sent: u64,
+    /// Records the view skipped because it fell behind the file (the file has them).
+    pub dropped: u64,
+}
+
 /// The installer a host runs as root (`curl … | sh -s -- --enroll-token …`),
 /// the command `vm extension set` answers; anyone may read it.
 pub const INSTALLER_PATH: &str = "/netwatch/v1/agent/install.sh";
@@ -220,6 +281,12 @@ pub enum ControllerMessage {
     /// Run this flight recorder (replacing the one running), or none: sent
     /// after each welcome and whenever the host's recorder changes.
     Recorder { recorder: Option<RecorderSpec> },
+    /// Send the packets of capture `capture_id` (a run id) from now on to
+    /// `{LIVE_PREFIX}/{stream}` (a viewer is watching). Agents before live
+    /// views skip it, and the viewer sees no packets from them.
+    LiveStart { stream: String, capture_id: String },
+    /// The viewer of `stream` left: stop sending.
+    LiveStop { stream: String },
 }
 
 /// Who the host is and what it has.

@@ -27,6 +27,7 @@ pub mod client;
 mod commands;
 mod download;
 pub mod error;
+mod live;
 pub mod output;
 pub mod settings;
 pub mod shape;

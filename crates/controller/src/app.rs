@@ -117,6 +117,8 @@ pub struct AppState {
     pub hub: Hub,
     /// What `GET /metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// Live views waiting for their agents' packets.
+    pub live: Arc<crate::live::LiveHub>,
 }
 
 impl AppState {
@@ -129,6 +131,7 @@ impl AppState {
             store,
             config,
             metrics,
+            live: Arc::default(),
         }
     }
 }

@@ -274,6 +274,11 @@ impl Hub {
         unsent
     }
 
+    /// Whether `vm_id`'s agent is connected to this replica.
+    pub fn is_here(&self, vm_id: &str) -> bool {
+        self.lock().contains_key(&vm_id.to_lowercase())
+    }
+
     /// Whether `vm_id`'s agent is connected, here or to another live replica.
     pub async fn is_connected(&self, vm_id: &str) -> bool {
         self.lock().contains_key(&vm_id.to_lowercase()) || self.replica_of(vm_id).await.is_some()

@@ -33,6 +33,7 @@ mod extract;
 pub mod hub;
 pub mod identity;
 pub mod lifecycle;
+pub mod live;
 pub mod merge;
 pub mod metrics;
 pub mod replicas;

@@ -34,7 +34,7 @@
 
 mod direction;
 mod pcap;
-mod pcapng;
+pub(crate) mod pcapng;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -34,6 +34,7 @@ mod events;
 mod files;
 mod health;
 mod identity;
+mod live;
 mod merged;
 mod metrics;
 mod network_watchers;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(packet_captures::routes())
         .merge(alerting::routes())
         .merge(merged::routes())
+        .merge(live::routes())
         .merge(compute::routes())
         .merge(scale_sets::routes())
         .merge(storage_accounts::routes())

@@ -85,7 +85,7 @@ const UPLOADS_COMPLETE: &str = "/netwatch/v1/agent/uploads/complete";
 /// Every route the router serves, spelled as routes.rs and routes/*.rs
 /// register them (fixed segments in lower case, axum's parameter names), with
 /// the methods each registers. A new route belongs here and in openapi.json.
-const ROUTES: [(&str, &[&str]); 59] = [
+const ROUTES: [(&str, &[&str]); 61] = [
     ("/metadata/endpoints", &["GET"]),
     ("/subscriptions", &["GET"]),
     ("/subscriptions/{subscription}/locations", &["GET"]),
@@ -235,10 +235,15 @@ const ROUTES: [(&str, &[&str]); 59] = [
     ("/netwatch/v1/whoami", &["GET"]),
     ("/netwatch/v1/validate/packetCapture", &["POST"]),
     ("/netwatch/v1/captures/events", &["GET"]),
+    (
+        "/subscriptions/{subscription}/resourcegroups/{group}/providers/microsoft.network/networkwatchers/{watcher}/packetcaptures/{capture}/live",
+        &["GET"],
+    ),
+    ("/netwatch/v1/agent/live/{stream}", &["POST"]),
 ];
 
 /// Values for [`ROUTES`]' parameters when probing them.
-const ROUTE_VALUES: [(&str, &str); 20] = [
+const ROUTE_VALUES: [(&str, &str); 21] = [
     ("{subscription}", SUB),
     ("{group}", "rg1"),
     ("{watcher}", "nw1"),
@@ -259,6 +264,7 @@ const ROUTE_VALUES: [(&str, &str); 20] = [
     ("{name}", "rec1"),
     ("{secret}", "not-a-webhook-secret"),
     ("{*file}", "js/app.js"),
+    ("{stream}", "0190a1b2-0000-7000-8000-000000000000"),
 ];
 
 /// The HTTP methods an OpenAPI path item may have.
@@ -1652,6 +1658,9 @@ async fn answers_match_their_schemas() {
     s.call("PacketCaptures_GetMerged", merged("pcss"), 409).await;
     s.call("PacketCaptures_GetMerged", merged("pc2"), 409).await;
     s.call("PacketCaptures_GetMerged", merged("pc9"), 404).await;
+    let live = |capture: &str| get(format!("{NW_WEST}/packetCaptures/{capture}/live?{V}"));
+    s.call("PacketCaptures_Live", live("pc9"), 404).await;
+    s.call("PacketCaptures_Live", live("pc9").token(None), 401).await;
 
     // Hosts chosen by tag and by id (`properties.netwatch.targets`), in
     // place of a target.
@@ -2029,6 +2038,17 @@ async fn answers_match_their_schemas() {
     };
     s.call("Agents_Channel", channel(), 426).await;
     s.call("Agents_Channel", channel().token(None), 401).await;
+    let live_post = || {
+        Call::new(
+            Method::POST,
+            "/netwatch/v1/agent/live/0190a1b2-0000-7000-8000-000000000000",
+        )
+        .token(Some(AGENT))
+        .header("content-type", "application/octet-stream")
+        .body(Vec::new())
+    };
+    s.call("Agents_Live", live_post(), 410).await;
+    s.call("Agents_Live", live_post().token(None), 401).await;
     s.call("OpenApi_Get", get(OPENAPI_PATH).token(None), 200).await;
 
     s.call("Health_Get", get("/netwatch/v1/health").token(None), 200).await;

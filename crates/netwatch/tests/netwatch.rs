@@ -11,6 +11,7 @@ mod deployment;
 mod faults;
 mod fleet;
 mod install;
+mod live;
 mod metrics;
 mod package;
 mod replicas;

@@ -183,6 +183,18 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    name: NameArg,
+    #[command(flatten)]
+    location: LocationArg,
+    /// Where to write the live pcapng stream: `-` (the default) for standard output, to pipe into
+    /// `wireshark -k -i -` or `tshark -r -`, or a file.
+    #[arg(long, short = 'w', value_name = "FILE", default_value = "-")]
+    write: String,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct NoWaitArgs {
     #[command(flatten)]
     name: NameArg,
@@ -219,6 +231,9 @@ pub enum PacketCaptureCommand {
     Wait(WaitArgs),
     /// Download the capture file of a session from its storage account, through the controller.
     Download(DownloadArgs),
+    /// netwatch: watch a running capture live, its packets as pcapng as the hosts capture them (every host of
+    /// a capture over many hosts as its own interface); ends when the capture does, or Ctrl-C.
+    Stream(StreamArgs),
 }
 
 /// Where a command's watcher is: found from a location, or named.
@@ -264,6 +279,11 @@ pub(crate) enum Prepared {
         output_file: String,
         /// `--merged`: the server's merged pcapng instead of the stored files.
         merged: bool,
+    },
+    Stream {
+        watcher: WatcherRef,
+        name: ResourceName,
+        output: String,
     },
 }
 
@@ -359,6 +379,18 @@ pub(crate) fn prepare(command: PacketCaptureCommand, subscription: &Subscription
                 name,
                 output_file,
                 merged: args.merged,
+            }
+        }
+        PacketCaptureCommand::Stream(args) => {
+            if args.write.is_empty() {
+                return Err(CliError::Usage(
+                    "argument --write/-w: give a file name, or - for standard output".to_owned(),
+                ));
+            }
+            Prepared::Stream {
+                watcher: location_ref(&args.location.location)?,
+                name: capture_name(&args.name.name)?,
+                output: args.write,
             }
         }
     })
@@ -921,6 +953,15 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
                 let pause = std::time::Duration::from_secs(interval).min(deadline - now);
                 tokio::time::sleep(pause).await;
             }
+        }
+        Prepared::Stream { watcher, name, output } => {
+            let watcher = resolve(context, &watcher).await?;
+            let path = capture_path(context, &watcher, &name);
+            let url = context.client.url(&format!("{path}/live"), API_VERSION);
+            let response = context.client.download(&url).await?;
+            let summary = crate::live::stream(response, &output, &url).await?;
+            eprintln!("{}", summary.text(name.as_str()));
+            Ok(None)
         }
         Prepared::Download {
             watcher,

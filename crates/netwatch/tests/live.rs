@@ -1,0 +1,279 @@
+//! Live views (issue 18): a running capture's packets, piped as a user
+//! would (`netwatch network watcher packet-capture stream … -w - | tshark -r -`),
+//! against `netwatch up` in namespace b and an agent in a, with real traffic.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etherparse::{SlicedPacket, TransportSlice};
+use netwatch_testkit::{A4, NetnsPair, read_pcap};
+use serde_json::json;
+
+use crate::deployment::Deployment;
+use crate::util::netwatch;
+
+/// `netwatch … stream --name NAME -w -` in b, piped into `consumer` (a shell
+/// command reading standard input); the pipeline, its standard output read
+/// line by line with the time each line came, and its standard error.
+struct Pipeline {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    stderr_path: std::path::PathBuf,
+}
+
+impl Pipeline {
+    fn start(d: &Deployment, name: &str, consumer: &str) -> Pipeline {
+        let stderr_path = d.dir.path().join(format!("stream-{name}.err"));
+        let script = format!(
+            "{} network watcher packet-capture stream --name {name} --location westus -w - 2>{} | {consumer}",
+            netwatch(),
+            stderr_path.display()
+        );
+        let mut child = NetnsPair::exec(&d.pair.b, "sh")
+            .args(["-c", &script])
+            .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the stream pipeline");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Pipeline {
+            child,
+            lines,
+            stderr_path,
+        }
+    }
+
+    fn lines(&self) -> Vec<(Instant, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Waits (30 s at most) for the pipeline to end.
+    fn wait(&mut self, d: &Deployment) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the stream did not end within 30 s of the capture's stop; stderr:\n{}\n{}",
+                self.stderr(),
+                d.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until host-a's agent says it is sending a live view.
+fn wait_for_view(d: &Deployment, views: usize) {
+    let started = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        std::fs::read_to_string(d.dir.path().join("agent.log"))
+            .unwrap_or_default()
+            .matches("live view started")
+            .count()
+            >= views
+    });
+    assert!(
+        started,
+        "the agent did not start the live view within 10 s\n{}",
+        d.logs()
+    );
+    // The view starts at the file's end: let it get there.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// One UDP datagram from b to host-a's port `port`, `size` bytes.
+fn send_one(d: &Deployment, port: u16, size: usize) {
+    let program = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'l' * {size}, ('{}', {port}))\n",
+        A4[0]
+    );
+    netwatch_testkit::run(NetnsPair::exec(&d.pair.b, "python3").args(["-c", &program]));
+}
+
+/// `count` datagrams from b to host-a's `port`, as fast as Python sends them.
+fn send_burst(d: &Deployment, port: u16, count: usize, size: usize) {
+    let program = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for i in range({count}):\n    s.sendto(b'b' * {size}, ('{}', {port}))\n",
+        A4[0]
+    );
+    netwatch_testkit::run(NetnsPair::exec(&d.pair.b, "python3").args(["-c", &program]));
+}
+
+/// The stored file's UDP packets as `(ns timestamp, destination port, length)`.
+fn stored_udp(path: &std::path::Path) -> Vec<(u64, u16, u32)> {
+    let (_, packets) = read_pcap(path);
+    packets
+        .iter()
+        .filter_map(|packet| {
+            let sliced = SlicedPacket::from_ethernet(&packet.data).ok()?;
+            let Some(TransportSlice::Udp(udp)) = sliced.transport else {
+                return None;
+            };
+            let ns = u64::try_from(packet.timestamp.as_nanos()).ok()?;
+            Some((ns, udp.destination_port(), packet.orig_len))
+        })
+        .collect()
+}
+
+/// tshark's lines `epoch.nanos<TAB>port<TAB>frame length` as the same triples.
+fn tshark_udp(lines: &[(Instant, String)]) -> Vec<(u64, u16, u32)> {
+    lines
+        .iter()
+        .filter_map(|(_, line)| {
+            let mut fields = line.split('\t');
+            let time = fields.next()?;
+            let port = fields.next()?.parse().ok()?;
+            let len = fields.next()?.parse().ok()?;
+            let (secs, frac) = time.split_once('.')?;
+            let frac = format!("{frac:0<9}");
+            let ns = secs.parse::<u64>().ok()? * 1_000_000_000 + frac[..9].parse::<u64>().ok()?;
+            Some((ns, port, len))
+        })
+        .collect()
+}
+
+const TSHARK: &str = "tshark -l -n -r - -T fields -e frame.time_epoch -e udp.dstport -e frame.len -Y udp";
+
+#[test]
+fn a_running_capture_streams_into_tshark_within_a_second_and_equals_its_file() {
+    let d = Deployment::start();
+    let created = d.create(
+        "live1",
+        json!({"timeLimitInSeconds": 120, "filters": [{"protocol": "UDP"}]}),
+    );
+    assert_eq!(created["properties"]["provisioningState"], "Succeeded", "{created}");
+    let mut pipeline = Pipeline::start(&d, "live1", TSHARK);
+    wait_for_view(&d, 1);
+
+    // One datagram at a time: each reaches tshark within a second.
+    let mut latencies = Vec::new();
+    for port in 41001..=41005_u16 {
+        let sent = Instant::now();
+        send_one(&d, port, 200);
+        let seen = netwatch_testkit::eventually(100, Duration::from_millis(10), || {
+            pipeline
+                .lines()
+                .iter()
+                .any(|(_, line)| line.contains(&format!("\t{port}\t")))
+        });
+        assert!(
+            seen,
+            "port {port}'s datagram did not reach tshark within a second\n{}\n{}",
+            pipeline.stderr(),
+            d.logs()
+        );
+        let at = pipeline
+            .lines()
+            .iter()
+            .find(|(_, line)| line.contains(&format!("\t{port}\t")))
+            .map(|(at, _)| *at)
+            .unwrap();
+        latencies.push(at.saturating_duration_since(sent));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let worst = latencies.iter().max().unwrap();
+    assert!(*worst < Duration::from_secs(1), "latencies {latencies:?}");
+    eprintln!("live view: sent → tshark printed, worst of 5: {worst:?} ({latencies:?})");
+    send_burst(&d, 41010, 500, 100);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Stopped: the view ends, and says what it showed.
+    d.sdk(&["stop", "live1"]);
+    pipeline.wait(&d);
+    let summary = pipeline.stderr();
+    assert!(summary.contains("live view of live1: 505 packets"), "{summary}");
+
+    // Exactly the stored file's packets, timestamps and lengths included.
+    let capture = d.sdk(&["get", "live1"]);
+    let file = d.download(&capture);
+    let stored: Vec<_> = stored_udp(&file)
+        .into_iter()
+        .filter(|(_, port, _)| (41001..=41010).contains(port))
+        .collect();
+    let streamed = tshark_udp(&pipeline.lines());
+    assert_eq!(
+        stored.len(),
+        505,
+        "the stored file has {} of the 505 datagrams",
+        stored.len()
+    );
+    assert_eq!(streamed, stored, "the live view differs from the stored file");
+}
+
+#[test]
+fn a_slow_reader_loses_view_packets_counted_and_the_file_stays_exact() {
+    let d = Deployment::start();
+    d.create(
+        "live2",
+        json!({"timeLimitInSeconds": 120, "filters": [{"protocol": "UDP", "localPort": "42000"}]}),
+    );
+    // The reader takes nothing for 8 s (a paused pipe), then reads it all.
+    let out = d.dir.path().join("slow.pcapng");
+    let consumer = format!("(sleep 8; cat > {})", out.display());
+    let mut pipeline = Pipeline::start(&d, "live2", &consumer);
+    wait_for_view(&d, 1);
+    let sent = 60_000;
+    send_burst(&d, 42000, sent, 1000);
+    std::thread::sleep(Duration::from_secs(9));
+    d.sdk(&["stop", "live2"]);
+    pipeline.wait(&d);
+    let summary = pipeline.stderr();
+    let shown: u64 = number_before(&summary, " packets");
+    let dropped: u64 = number_before(&summary, " not shown");
+    assert!(dropped > 0, "a reader paused for 8 s lost nothing: {summary}");
+    assert_eq!(shown + dropped, sent as u64, "{summary}");
+    // What the reader got is a pcapng tshark reads, with the packets it says.
+    let read = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&out)
+        .args(["-Y", "udp.dstport == 42000", "-T", "fields", "-e", "frame.number"])
+        .output()
+        .expect("tshark runs");
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let lines = String::from_utf8_lossy(&read.stdout).lines().count() as u64;
+    assert_eq!(lines, shown, "{summary}");
+    // The stored file has every datagram.
+    let capture = d.sdk(&["get", "live2"]);
+    let file = d.download(&capture);
+    let stored = stored_udp(&file).iter().filter(|(_, port, _)| *port == 42000).count();
+    assert_eq!(stored, sent, "the stored file lost packets to a slow viewer");
+    eprintln!("slow reader: {shown} shown, {dropped} not shown, {stored} stored of {sent} sent");
+}
+
+/// The number right before `marker` in `text` (`… 505 packets …`).
+fn number_before(text: &str, marker: &str) -> u64 {
+    let end = text.find(marker).unwrap_or_else(|| panic!("no {marker:?} in {text:?}"));
+    let digits: String = text[..end]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number before {marker:?} in {text:?}"))
+}
