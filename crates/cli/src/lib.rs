@@ -27,6 +27,7 @@ pub mod client;
 mod commands;
 mod download;
 pub mod error;
+pub mod extcap;
 mod live;
 pub mod output;
 pub mod settings;

@@ -53,6 +53,12 @@ pub const VERSION: &str = match option_env!("NETWATCH_BUILD_VERSION") {
 pub struct UsageError(pub String);
 
 fn main() -> ExitCode {
+    // Wireshark runs its extcap programs with flags of its own (`netwatch`
+    // linked into its extcap folder): answered before this parser sees them.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if netwatch_cli::extcap::is_extcap_call(&args) {
+        return netwatch_cli::extcap::run(&args);
+    }
     let cli = Cli::parse();
     // Services log what they do; the capture command keeps stderr for its summary.
     let default_level = match cli.command {

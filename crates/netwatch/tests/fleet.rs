@@ -906,3 +906,134 @@ fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng()
     let chosen = fleet.status_until("by-tag-2", "running", |s| s["netwatch"]["summary"]["running"] == 1);
     assert_eq!(chosen["netwatch"]["summary"]["total"], 1, "{chosen:#}");
 }
+
+/// Issue 18: a live view of a capture over a scale set, piped into tshark as
+/// a user would: one interface per host (`{set}_{instance}/{interface}`), each
+/// packet on the interface of the host that captured it, every packet once.
+#[test]
+fn a_live_view_of_a_scale_set_capture_shows_each_host_on_its_own_interface() {
+    const LIVE_HOSTS: usize = 3;
+    let mut fleet = Fleet::start();
+    let made = fleet.netwatch(&[
+        "vmss",
+        "extension",
+        "set",
+        "-g",
+        "rg1",
+        "--vmss-name",
+        SET,
+        "--name",
+        "NetworkWatcherAgentLinux",
+        "--publisher",
+        "Microsoft.Azure.NetworkWatcher",
+        "--version",
+        "1.4",
+        "-o",
+        "json",
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let key = made["netwatch"]["enrollment"]["key"].as_str().unwrap().to_owned();
+    for host in 0..LIVE_HOSTS {
+        fleet.start_agent(host, &key);
+    }
+    let ids: Vec<String> = (0..LIVE_HOSTS).map(|host| fleet.wait_joined(host)).collect();
+    let body = json!({"properties": {
+        "target": set_id(),
+        "targetType": "AzureVMSS",
+        "filters": [{"protocol": "UDP", "localPort": PORT.to_string()}],
+        "timeLimitInSeconds": 120,
+        "storageLocation": {"storageId": format!(
+            "/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/netwatchlocal"
+        )},
+    }});
+    let created = fleet.sdk(&["create", "fleet-live", &body.to_string()]);
+    assert_eq!(created["properties"]["provisioningState"], "Succeeded", "{created}");
+    fleet.status_until("fleet-live", "running on every host", |s| {
+        s["netwatch"]["summary"]["running"] == LIVE_HOSTS
+    });
+
+    let err = fleet.dir.path().join("stream.err");
+    let script = format!(
+        "{} network watcher packet-capture stream --name fleet-live --location westus -w - 2>{} | tshark -l -n -r - \
+         -T fields -e frame.interface_name -e data.text -o data.show_as_text:TRUE",
+        netwatch(),
+        err.display()
+    );
+    let pipeline = NetnsPair::exec(&fleet.net.hub, "sh")
+        .args(["-c", &script])
+        .env("NETWATCH_URL", &fleet.url)
+        .env("NETWATCH_TOKEN", &fleet.token)
+        .env("NETWATCH_CA", &fleet.ca)
+        .env("XDG_CONFIG_HOME", fleet.dir.path().join("no-config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the stream pipeline");
+    let pipeline = Guard(pipeline);
+    let started = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        (0..LIVE_HOSTS).all(|host| {
+            std::fs::read_to_string(fleet.dir.path().join(format!("agent-{host}-0.log")))
+                .unwrap_or_default()
+                .contains("live view started")
+        })
+    });
+    assert!(
+        started,
+        "not every agent started the live view within 10 s: {}\n{}",
+        std::fs::read_to_string(&err).unwrap_or_default(),
+        fleet.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sent: Vec<(usize, String)> = fleet
+        .traffic(0)
+        .into_iter()
+        .filter(|(to, _)| *to < LIVE_HOSTS)
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let stop = fleet.rest(
+        "POST",
+        &format!(
+            "/subscriptions/{SUB}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/\
+             NetworkWatcher_westus/packetCaptures/fleet-live/stop?api-version=2024-07-01"
+        ),
+        None,
+    );
+    assert!(stop["status"] == 200 || stop["status"] == 202, "{stop}");
+    let mut pipeline = pipeline;
+    let output = {
+        let mut stdout = pipeline.0.stdout.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pipeline.0.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the live view did not end with the capture\n{}",
+                fleet.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        text
+    };
+    let summary = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(summary.contains("from 3 hosts"), "{summary}");
+    let mut seen = BTreeSet::new();
+    for line in output.lines() {
+        let (interface, payload) = line.split_once('\t').unwrap_or_else(|| panic!("{line:?}"));
+        let to: usize = payload
+            .split('-')
+            .nth(1)
+            .and_then(|h| h.trim_start_matches('h').parse().ok())
+            .unwrap_or_else(|| panic!("a packet that is not the test's: {line:?}"));
+        assert_eq!(
+            interface,
+            format!("{SET}_{}/{IF_HOST}", ids[to]),
+            "packet to host {to} on another host's interface: {line:?}"
+        );
+        assert!(seen.insert(payload.to_owned()), "{payload} shown twice");
+    }
+    let wanted: BTreeSet<String> = sent.into_iter().map(|(_, payload)| payload).collect();
+    assert_eq!(seen, wanted, "the live view's packets are not those sent\n{summary}");
+}

@@ -277,3 +277,119 @@ fn number_before(text: &str, marker: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("no number before {marker:?} in {text:?}"))
 }
+
+/// `netwatch` as Wireshark runs an extcap: listing, its link type, its
+/// (empty) configuration, then a capture into a fifo that tshark reads; and
+/// as tshark itself finds it in its extcap folder.
+#[test]
+fn the_extcap_interface_lists_running_captures_and_streams_into_a_fifo() {
+    let d = Deployment::start();
+    d.create(
+        "live3",
+        json!({"timeLimitInSeconds": 120, "filters": [{"protocol": "UDP"}]}),
+    );
+    let extcap = |args: &[&str]| {
+        NetnsPair::exec(&d.pair.b, netwatch())
+            .args(args)
+            .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the extcap")
+    };
+    let listed = extcap(&["--extcap-interfaces", "--extcap-version=4.0"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(text.starts_with("extcap {version="), "{text}");
+    assert!(
+        text.contains("interface {value=netwatch_westus_live3}{display=netwatch: live3 on host-a (westus)}"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let interface = "netwatch_westus_live3";
+    for _ in 0..2 {
+        let config = extcap(&["--extcap-config", "--extcap-interface", interface]);
+        assert!(config.status.success() && config.stdout.is_empty(), "{config:?}");
+    }
+    let dlts = extcap(&["--extcap-dlts", "--extcap-interface", interface]);
+    assert!(
+        String::from_utf8_lossy(&dlts.stdout).starts_with("dlt {number=1}"),
+        "{dlts:?}"
+    );
+
+    // Bad calls: what is wrong, exit 2, nothing started.
+    for (args, says) in [
+        (vec!["--extcap-dlts"], "--extcap-interface is needed"),
+        (
+            vec!["--capture", "--extcap-interface", "eth0", "--fifo", "/tmp/x"],
+            "is not a netwatch interface",
+        ),
+        (
+            vec!["--capture", "--extcap-interface", interface],
+            "--capture needs --fifo",
+        ),
+        (
+            vec![
+                "--capture",
+                "--extcap-interface",
+                interface,
+                "--extcap-capture-filter",
+                "port 22",
+                "--fifo",
+                "/tmp/x",
+            ],
+            "a capture filter is not applied",
+        ),
+        (vec!["--extcap-interface", interface, "--fifo"], "--fifo needs a value"),
+        (
+            vec!["--extcap-interface", interface, "--frobnicate"],
+            "unknown extcap argument",
+        ),
+    ] {
+        let out = extcap(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+
+    // The capture into a fifo, read by tshark as Wireshark reads it.
+    let fifo = d.dir.path().join("extcap.fifo");
+    netwatch_testkit::run(Command::new("mkfifo").arg(&fifo));
+    let mut tshark = NetnsPair::exec(&d.pair.b, "tshark")
+        .args(["-l", "-n", "-r"])
+        .arg(&fifo)
+        .args(["-T", "fields", "-e", "udp.dstport", "-Y", "udp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark runs");
+    let capture = NetnsPair::exec(&d.pair.b, netwatch())
+        .args(["--capture", "--extcap-interface", interface, "--fifo"])
+        .arg(&fifo)
+        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the extcap capture starts");
+    let capture = crate::deployment::Guard(capture);
+    wait_for_view(&d, 1);
+    for port in 43001..=43003_u16 {
+        send_one(&d, port, 64);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    // Wireshark stops an extcap by a signal; tshark then reads to the fifo's end.
+    netwatch_testkit::run(Command::new("kill").args(["-TERM", &capture.0.id().to_string()]));
+    let out = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tshark.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "tshark did not end with the extcap");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut tshark.stdout.take().unwrap(), &mut text).unwrap();
+        text
+    };
+    let ports: Vec<&str> = out.lines().collect();
+    assert_eq!(ports, ["43001", "43002", "43003"], "{out}");
+}

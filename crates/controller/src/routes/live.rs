@@ -42,18 +42,27 @@ async fn view(
     _version: ArmVersion,
 ) -> Result<Response, HttpError> {
     let record = find_capture(&state, &path).await?;
-    if record.status != CaptureStatus::Running {
+    let parts = if lifecycle::fleet::is_fleet(&record) {
+        Some(lifecycle::fleet::parts(&state, &record.id).await?)
+    } else {
+        None
+    };
+    // A capture over many hosts: its status as queryStatus rolls it up.
+    let status = match &parts {
+        Some(parts) => lifecycle::fleet::rolled_status(&record, parts.iter().map(|part| &part.record)),
+        None => record.status,
+    };
+    if status != CaptureStatus::Running {
         let message = format!(
             "packet capture {} is {}: only a running capture can be watched live; its files are at its \
              storagePath (`netwatch network watcher packet-capture download`)",
             path.3,
-            record.status.as_str()
+            status.as_str()
         );
         return Err(ApiError::conflict(message).into());
     }
-    let hosts = if lifecycle::fleet::is_fleet(&record) {
-        lifecycle::fleet::parts(&state, &record.id)
-            .await?
+    let hosts = if let Some(parts) = parts {
+        parts
             .into_iter()
             .map(|part| {
                 let name = part.record.instance.clone().map_or_else(
