@@ -50,6 +50,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use netwatch_bpf::{PacketView, Program};
 use serde::{Deserialize, Serialize};
 
 /// The wire name of the filter list, the root of every [`FilterError::target`].
@@ -66,8 +67,11 @@ const ICMP_TYPE: &str = "icmpType";
 const ICMP_CODE: &str = "icmpCode";
 const TCP_FLAGS: &str = "tcpFlags";
 const DIRECTION: &str = "direction";
+const BPF_EXPRESSION: &str = "bpfExpression";
+/// Read-only: the compiled `bpfExpression`, filled in by the controller.
+const BPF_PROGRAM: &str = "bpfProgram";
 /// The fields a filter object may have: Azure's five in Azure's order, then netwatch's.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 10] = [
     PROTOCOL,
     LOCAL_IP_ADDRESS,
     REMOTE_IP_ADDRESS,
@@ -77,6 +81,7 @@ const FIELDS: [&str; 9] = [
     ICMP_CODE,
     TCP_FLAGS,
     DIRECTION,
+    BPF_EXPRESSION,
 ];
 /// Spellings accepted besides [`FIELDS`] (some Azure SDKs and docs write `Ip`).
 const FIELD_ALIASES: [&str; 2] = ["localIpAddress", "remoteIpAddress"];
@@ -133,6 +138,26 @@ pub struct PacketCaptureFilter {
     /// netwatch: `inbound` (received by this host) or `outbound` (sent by it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
+    /// netwatch: a tcpdump expression (pcap-filter(7)) the packet must also match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_expression: Option<String>,
+    /// netwatch, read-only: `bpfExpression` compiled and checked, in
+    /// `tcpdump -ddd`'s text ([`Program::to_bytecode`]). The controller fills
+    /// it in on every PUT (what a client sends is replaced); agents run it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_program: Option<String>,
+}
+
+/// netwatch's `bpfExpression`: its text, and its program once compiled
+/// (where the request is made: the controller, the CLI, `netwatch capture`)
+/// or read from `bpfProgram` (an agent, from the controller).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Expression {
+    /// As written, trimmed.
+    pub text: String,
+    /// Checked ([`Program::validate`]) and reading relative to the network
+    /// header (`netwatch_bpf::raw`); `None` until compiled.
+    pub program: Option<Program>,
 }
 
 /// Which transport protocol a filter asks for.
@@ -492,6 +517,8 @@ pub struct CaptureFilter {
     /// Only with [`Protocol::Tcp`].
     pub tcp_flags: Option<TcpFlags>,
     pub direction: Option<Way>,
+    /// A tcpdump expression the packet must match too.
+    pub expression: Option<Expression>,
 }
 
 /// What the reference evaluator needs to know about a packet.
@@ -645,6 +672,7 @@ impl CaptureFilter {
             && !self.has_ports()
             && self.direction.is_none()
             && self.transport_bytes() == 0
+            && self.expression.is_none()
     }
 
     /// How many bytes of the transport header the filter reads: 0, 2 (ICMP's
@@ -688,6 +716,12 @@ impl CaptureFilter {
             icmp_code: extension(self.icmp_code),
             tcp_flags: extension(self.tcp_flags),
             direction: extension(self.direction.map(Way::as_str)),
+            bpf_expression: self.expression.as_ref().map(|e| e.text.clone()),
+            bpf_program: self
+                .expression
+                .as_ref()
+                .and_then(|e| e.program.as_ref())
+                .map(Program::to_bytecode),
         }
     }
 }
@@ -713,6 +747,9 @@ impl fmt::Display for CaptureFilter {
         if let Some(flags) = self.tcp_flags {
             words.push(format!("flags {flags}"));
         }
+        if let Some(expression) = &self.expression {
+            words.push(format!("expression {:?}", expression.text));
+        }
         for (side, ip, port) in [
             ("local", &self.local_ip, &self.local_port),
             ("remote", &self.remote_ip, &self.remote_port),
@@ -737,9 +774,52 @@ impl fmt::Display for CaptureFilter {
 }
 
 /// Whether a capture with `filters` keeps the packet `flow` describes: ANY
-/// filter matches, and an empty list keeps everything.
+/// filter matches, and an empty list keeps everything. A filter with a
+/// `bpfExpression` needs the packet's bytes to be judged: it matches nothing
+/// here ([`filters_keep`] judges it).
 pub fn filters_match(filters: &[CaptureFilter], flow: Option<&Flow>) -> bool {
-    filters.is_empty() || filters.iter().any(|f| f.matches(flow))
+    filters.is_empty() || filters.iter().any(|f| f.expression.is_none() && f.matches(flow))
+}
+
+/// [`filters_match`] for any list, expressions too, given the packet as a
+/// socket filter sees it: the reference for what the kernel keeps.
+///
+/// A filter with an expression matches when its other fields match and its
+/// program returns non-zero. Filters without one are tried first, then those
+/// with one in the order given; a program that reads past the end of the
+/// packet (or otherwise faults) ends the judging there and the packet is
+/// dropped, as the kernel ends the one program all of them are compiled into,
+/// and as tcpdump drops a packet its expression reads past.
+///
+/// # Panics
+/// On a filter whose expression is not compiled yet: compile it first.
+pub fn filters_keep(filters: &[CaptureFilter], flow: Option<&Flow>, packet: &PacketView<'_>) -> bool {
+    if filters.is_empty() || filters.iter().any(|f| f.expression.is_none() && f.matches(flow)) {
+        return true;
+    }
+    for filter in filters {
+        let Some(expression) = &filter.expression else { continue };
+        // Its own fields first: only IP packets have them, and an expression
+        // (compiled for raw IP) sees only IPv4 and IPv6 packets.
+        let ip = matches!(packet.protocol, 0x0800 | 0x86dd);
+        let fields = CaptureFilter {
+            expression: None,
+            ..filter.clone()
+        };
+        if !ip || !fields.matches(flow) {
+            continue;
+        }
+        let program = expression
+            .program
+            .as_ref()
+            .expect("filters_keep is given compiled expressions");
+        match netwatch_bpf::execute(program, packet) {
+            Ok(0) => {}
+            Ok(_) => return true,
+            Err(netwatch_bpf::Fault) => return false,
+        }
+    }
+    false
 }
 
 /// A filter rejected: the client's fault, a 400 with `target` in the ARM error body.
@@ -795,6 +875,8 @@ impl PacketCaptureFilter {
             parse_tcp_flags(self.tcp_flags.as_deref()).map_err(|detail| FilterError::new(at(TCP_FLAGS), &detail))?;
         let direction =
             parse_way(self.direction.as_deref()).map_err(|detail| FilterError::new(at(DIRECTION), &detail))?;
+        let expression = parse_expression(self.bpf_expression.as_deref(), self.bpf_program.as_deref())
+            .map_err(|(field, detail)| FilterError::new(at(field), &detail))?;
         // Fields that only some protocols have.
         for (field, set) in [(ICMP_TYPE, icmp_type.is_some()), (ICMP_CODE, icmp_code.is_some())] {
             if set && !protocol.is_icmp() {
@@ -873,6 +955,7 @@ impl PacketCaptureFilter {
             icmp_code,
             tcp_flags,
             direction,
+            expression,
         })
     }
 }
@@ -883,6 +966,28 @@ pub fn validate_filters(wire: &[PacketCaptureFilter]) -> Result<Vec<CaptureFilte
         .enumerate()
         .map(|(index, filter)| filter.validate(index))
         .collect()
+}
+
+/// [`validate_filters`] for a flight recorder's or a trigger's filters
+/// (`whose`): no `bpfExpression`. Recorders run without a compiled program
+/// from the controller, and a capture around an alert filters the
+/// recorder's records in user space by fields (`filters_match`).
+pub fn validate_filters_without_expressions(
+    wire: &[PacketCaptureFilter],
+    whose: &str,
+) -> Result<Vec<CaptureFilter>, FilterError> {
+    let filters = validate_filters(wire)?;
+    if let Some(index) = filters.iter().position(|f| f.expression.is_some()) {
+        let detail = format!(
+            "is not taken in {whose} filters: use netwatch's fields (protocol with icmpType and icmpCode, \
+             tcpFlags, direction, addresses and ports), or create a packet capture with the expression"
+        );
+        return Err(FilterError::new(
+            format!("{FILTERS}[{index}].{BPF_EXPRESSION}"),
+            &detail,
+        ));
+    }
+    Ok(filters)
 }
 
 /// For the CLI's `--filters JSON`: a JSON array of filter objects (also accept a single object).
@@ -965,6 +1070,9 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 /// `has an unknown field "localip": valid fields are …`, with a guess when the
 /// key is a case slip or a prefix of exactly one field.
 fn unknown_field_detail(key: &str) -> String {
+    if key == BPF_PROGRAM {
+        return "has bpfProgram, which the controller fills in from bpfExpression: leave it out".to_owned();
+    }
     let lower = key.to_ascii_lowercase();
     let guesses: Vec<&str> = FIELDS
         .into_iter()
@@ -1058,6 +1166,46 @@ fn parse_tcp_flags(raw: Option<&str>) -> Result<Option<TcpFlags>, String> {
         ));
     }
     Ok(Some(TcpFlags { set, clear }))
+}
+
+/// `bpfExpression` and, from the controller, its `bpfProgram`; an error
+/// names the field at fault.
+fn parse_expression(text: Option<&str>, program: Option<&str>) -> Result<Option<Expression>, (&'static str, String)> {
+    let text = text.map(str::trim).filter(|t| !t.is_empty());
+    let program = program.map(str::trim).filter(|p| !p.is_empty());
+    let Some(text) = text else {
+        if program.is_some() {
+            return Err((
+                BPF_PROGRAM,
+                "is set without bpfExpression: it is bpfExpression compiled, which the controller \
+                 fills in; leave it out"
+                    .to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    netwatch_bpf::expression::check_text(text).map_err(|detail| (BPF_EXPRESSION, detail))?;
+    let program = match program {
+        None => None,
+        Some(bytecode) => {
+            let bad = |why: String| {
+                (
+                    BPF_PROGRAM,
+                    format!(
+                        "is not a program netwatch compiled ({why}): leave it out, the controller \
+                         compiles bpfExpression"
+                    ),
+                )
+            };
+            let program = Program::from_bytecode(bytecode).map_err(|e| bad(e.to_string()))?;
+            program.validate().map_err(|e| bad(e.to_string()))?;
+            Some(program)
+        }
+    };
+    Ok(Some(Expression {
+        text: text.to_owned(),
+        program,
+    }))
 }
 
 /// `direction`: `inbound` or `outbound`, any case.
@@ -1452,7 +1600,7 @@ mod tests {
             (r#"{"direction":7}"#, "filters[0].direction",
              "filters[0].direction: invalid type: integer `7`, expected a string at line 1 column 14"),
             (r#"{"tcpflags":"SYN"}"#, "filters[0]",
-             r#"filters[0] has an unknown field "tcpflags" (did you mean "tcpFlags"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
+             r#"filters[0] has an unknown field "tcpflags" (did you mean "tcpFlags"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction, bpfExpression"#),
         ];
         for (json, target, message) in rows {
             let err = parse_filters_json(json).unwrap_err();
@@ -1462,6 +1610,132 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn expressions_are_checked_and_carry_their_program() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, &str)] = &[
+            (r#"{"bpfExpression":"tcp\u0000port 22"}"#, "filters[0].bpfExpression",
+             r#"filters[0].bpfExpression has the control character '\0': write the expression on plain lines"#),
+            (r#"{"bpfProgram":"1,6 0 0 1"}"#, "filters[0]",
+             "filters[0] has bpfProgram, which the controller fills in from bpfExpression: leave it out"),
+        ];
+        for (json, target, message) in rows {
+            let err = parse_filters_json(json).unwrap_err();
+            assert_eq!(
+                (err.target.as_str(), err.message.as_str()),
+                (*target, *message),
+                "{json}"
+            );
+        }
+        let long = "tcp or ".repeat(600) + "udp";
+        let err = parse_filters_json(&format!(r#"{{"bpfExpression":"{long}"}}"#)).unwrap_err();
+        assert!(err.message.contains("bytes long, more than 4096"), "{}", err.message);
+        // From the controller (serde, not the CLI's parser): the program is read and checked.
+        let wire = |text: Option<&str>, program: &str| PacketCaptureFilter {
+            bpf_expression: text.map(str::to_owned),
+            bpf_program: Some(program.to_owned()),
+            ..Default::default()
+        };
+        let ok = wire(Some("ip"), "1,6 0 0 1").validate(3).unwrap();
+        let expression = ok.expression.clone().unwrap();
+        assert_eq!((expression.text.as_str(), expression.program.unwrap().len()), ("ip", 1));
+        assert_eq!(ok.to_wire().bpf_program.as_deref(), Some("1,6 0 0 1"));
+        assert_eq!(ok.to_string(), r#"expression "ip""#);
+        assert!(!ok.matches_everything());
+        for (text, program, target, message) in [
+            (
+                None,
+                "1,6 0 0 1",
+                "filters[3].bpfProgram",
+                "is set without bpfExpression",
+            ),
+            (
+                Some("ip"),
+                "2,6 0 0 1",
+                "filters[3].bpfProgram",
+                "is not a program netwatch compiled (the count says 2",
+            ),
+            (
+                Some("ip"),
+                "1,0 0 0 1",
+                "filters[3].bpfProgram",
+                "the last instruction is not a ret",
+            ),
+        ] {
+            let err = wire(text, program).validate(3).unwrap_err();
+            assert_eq!(err.target, target);
+            assert!(err.message.contains(message), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn expressions_are_judged_on_the_packet() {
+        use netwatch_bpf::{Insn, code::*};
+        // `ldb [net+9]; jeq #17 → keep`: UDP over IPv4.
+        let udp = Program::from_insns(vec![
+            Insn::stmt(BPF_LD | BPF_B | BPF_ABS, netwatch_bpf::net(9)),
+            Insn::jump(BPF_JMP | BPF_JEQ | BPF_K, 17, 0, 1),
+            Insn::stmt(BPF_RET | BPF_K, 1),
+            Insn::stmt(BPF_RET | BPF_K, 0),
+        ]);
+        // Reads byte 100: past the end of a short packet.
+        let far = Program::from_insns(vec![
+            Insn::stmt(BPF_LD | BPF_B | BPF_ABS, netwatch_bpf::net(100)),
+            Insn::stmt(BPF_RET | BPF_K, 1),
+        ]);
+        let with = |program: &Program, fields: &str| {
+            let mut f = parse_filters_json(fields).unwrap().remove(0);
+            f.expression = Some(Expression {
+                text: "…".into(),
+                program: Some(program.clone()),
+            });
+            f
+        };
+        let mut bytes = [0u8; 28];
+        bytes[0] = 0x45;
+        bytes[9] = 17;
+        let packet = PacketView {
+            data: &bytes,
+            net_offset: 0,
+            protocol: 0x0800,
+            pkttype: 0,
+            ifindex: 2,
+        };
+        let flow = Flow {
+            src: v4("0.0.0.0"),
+            dst: v4("0.0.0.0"),
+            protocol: 17,
+            ports: Some((0, 0)),
+            direction: Direction::Incoming,
+            seen: Seen::Received,
+            icmp: None,
+            tcp_flags: None,
+        };
+        let keep = |filters: &[CaptureFilter]| filters_keep(filters, Some(&flow), &packet);
+        assert!(keep(&[with(&udp, "{}")]));
+        assert!(keep(&[with(&udp, r#"{"direction":"inbound"}"#)]));
+        assert!(
+            !keep(&[with(&udp, r#"{"direction":"outbound"}"#)]),
+            "fields AND the expression"
+        );
+        assert!(!keep(&[with(&far, "{}")]));
+        // A fault drops the packet, whatever comes after; filters without an expression come first.
+        assert!(!keep(&[with(&far, "{}"), with(&udp, "{}")]));
+        assert!(keep(&[with(&udp, "{}"), with(&far, "{}")]));
+        assert!(keep(&[
+            with(&far, "{}"),
+            parse_filters_json(r#"{"protocol":"UDP"}"#).unwrap().remove(0)
+        ]));
+        // Not IP: never an expression's.
+        let arp = PacketView {
+            protocol: 0x0806,
+            ..packet
+        };
+        assert!(!filters_keep(&[with(&udp, "{}")], None, &arp));
+        // filters_match cannot judge an expression: it keeps nothing for it.
+        assert!(!filters_match(&[with(&udp, "{}")], Some(&flow)));
     }
 
     #[test]
@@ -1698,6 +1972,7 @@ mod tests {
             icmp_code: Some("0".into()),
             tcp_flags: Some("SYN".into()),
             direction: Some("inbound".into()),
+            bpf_expression: Some("tcp".into()),
             ..wire("TCP", "10.0.0.1", "10.0.0.2", "80", "443")
         };
         let json = serde_json::to_value(&full).unwrap();
@@ -1749,11 +2024,11 @@ mod tests {
         #[rustfmt::skip]
         let rows = [
             (r#"[{}, {"localip": "10.0.0.1"}]"#, "filters[1]",
-             r#"filters[1] has an unknown field "localip" (did you mean "localIPAddress"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
+             r#"filters[1] has an unknown field "localip" (did you mean "localIPAddress"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction, bpfExpression"#),
             (r#"{"LocalPort": "80"}"#, "filters[0]",
-             r#"filters[0] has an unknown field "LocalPort" (did you mean "localPort"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
+             r#"filters[0] has an unknown field "LocalPort" (did you mean "localPort"?): valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction, bpfExpression"#),
             (r#"[{"port": "80"}]"#, "filters[0]",
-             r#"filters[0] has an unknown field "port": valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction"#),
+             r#"filters[0] has an unknown field "port": valid fields are protocol, localIPAddress, remoteIPAddress, localPort, remotePort, icmpType, icmpCode, tcpFlags, direction, bpfExpression"#),
             (r#"[{"protocol": "TCP", "localPort": 80}]"#, "filters[0].localPort",
              "filters[0].localPort: invalid type: integer `80`, expected a string at line 1 column 36"),
             (r#"{"remotePort": ["80"]}"#, "filters[0].remotePort",

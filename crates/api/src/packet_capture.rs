@@ -1095,6 +1095,36 @@ impl ValidatedCapture {
         &self.filters
     }
 
+    /// Compiles every filter's `bpfExpression` with `compile` (libpcap's
+    /// compiler, where the request is made), replacing any program it had:
+    /// a program never comes from a client. The echo (`to_parameters`) then
+    /// carries each program as `bpfProgram`, which is how it reaches the
+    /// agents. A bad expression is a 400 at `properties.filters[i].bpfExpression`
+    /// with the compiler's message.
+    pub fn compile_expressions<E: std::fmt::Display>(
+        &mut self,
+        mut compile: impl FnMut(&str) -> Result<netwatch_bpf::Program, E>,
+    ) -> Result<(), ApiError> {
+        for (index, (filter, echo)) in self.filters.iter_mut().zip(&mut self.filters_echo).enumerate() {
+            let Some(expression) = &mut filter.expression else {
+                continue;
+            };
+            let program = compile(&expression.text).map_err(|error| {
+                let target = format!("properties.filters[{index}].bpfExpression");
+                let message = format!("{target} {:?} does not compile: {error}", expression.text);
+                ApiError::bad_request(target, message)
+            })?;
+            echo.bpf_program = Some(program.to_bytecode());
+            expression.program = Some(program);
+        }
+        Ok(())
+    }
+
+    /// Whether a filter has a `bpfExpression`.
+    pub fn has_expressions(&self) -> bool {
+        self.filters.iter().any(|f| f.expression.is_some())
+    }
+
     /// Snap length, byte and time limits of a single-file session.
     pub fn limits(&self) -> &CaptureLimits {
         &self.limits
@@ -1586,6 +1616,7 @@ fn echo_filter(filter: &CaptureFilter, sent: &PacketCaptureFilter) -> PacketCapt
         (&mut echo.icmp_code, &sent.icmp_code),
         (&mut echo.tcp_flags, &sent.tcp_flags),
         (&mut echo.direction, &sent.direction),
+        (&mut echo.bpf_expression, &sent.bpf_expression),
     ];
     for (echoed, sent) in fields {
         if let Some(text) = sent.as_deref().map(str::trim).filter(|text| !text.is_empty()) {

@@ -21,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, in_range};
-use crate::filter::{CaptureFilter, PacketCaptureFilter, validate_filters};
+use crate::filter::{CaptureFilter, PacketCaptureFilter, validate_filters_without_expressions};
 use crate::resource::{ResourceId, ResourceKind};
 
 /// Default and bounds of `seconds`.
@@ -167,7 +167,7 @@ impl FlightRecorder {
             &[ResourceKind::VirtualMachine, ResourceKind::ScaleSet],
         )?;
         let filters_wire = properties.filters.clone().unwrap_or_default();
-        let filters = validate_filters(&filters_wire)?;
+        let filters = validate_filters_without_expressions(&filters_wire, "a flight recorder's")?;
         let seconds = in_range(
             "properties.seconds",
             properties.seconds,

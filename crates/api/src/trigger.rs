@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, AlertSource};
 use crate::error::{ApiError, in_range};
-use crate::filter::{CaptureFilter, PacketCaptureFilter, validate_filters};
+use crate::filter::{CaptureFilter, PacketCaptureFilter, validate_filters_without_expressions};
 use crate::packet_capture::{
     AlertWindow, DEFAULT_SECONDS_AFTER, DEFAULT_SECONDS_BEFORE, MAX_SECONDS_BEFORE, MAX_TIME_LIMIT_IN_SECONDS,
     PacketCaptureStorageLocation,
@@ -300,7 +300,7 @@ impl Trigger {
         }
         let capture = p.capture.clone().unwrap_or_default();
         let filters_wire = capture.filters.clone().unwrap_or_default();
-        let filters = validate_filters(&filters_wire).map_err(|err| {
+        let filters = validate_filters_without_expressions(&filters_wire, "a trigger's").map_err(|err| {
             let err = err.prefixed("properties.capture.");
             ApiError::bad_request(err.target, err.message)
         })?;

@@ -36,116 +36,23 @@
 //!
 //! How: [`compile`] lowers the filters to a small boolean tree of tests
 //! (`lower`), then emits short-circuit jumping code over labels and assembles
-//! it, routing jumps longer than a `u8` through trampolines (`emit`). [`run`]
-//! (`interp`) runs a program with the kernel's classic semantics, for tests.
+//! it, routing jumps longer than a `u8` through trampolines (`emit`). The
+//! instructions, the kernel's checker ([`Program::validate`]) and the
+//! interpreter [`run`] come from `netwatch-bpf` (re-exported here).
 //!
 //! # Layout
 //! - `lower`: filters → boolean IR (tests on packet fields), constant-folded.
 //! - `emit`: IR → instructions: jumping code, register tracking, assembler.
-//! - `interp`: [`run`] and [`PacketView`].
 
 mod emit;
-mod interp;
 mod lower;
 
-use std::fmt;
-
 use netwatch_api::filter::{CaptureFilter, Direction};
-
-pub use interp::{PacketView, run};
-
-/// Classic BPF opcode parts, from include/uapi/linux/bpf_common.h and
-/// include/uapi/linux/filter.h. `libc` has them as `u32`; `sock_filter.code`
-/// is a `u16`, so they are spelled out here (a test checks them against libc).
-pub mod code {
-    // Instruction classes: `code & 0x07`.
-    pub const BPF_LD: u16 = 0x00;
-    pub const BPF_LDX: u16 = 0x01;
-    pub const BPF_ST: u16 = 0x02;
-    pub const BPF_STX: u16 = 0x03;
-    pub const BPF_ALU: u16 = 0x04;
-    pub const BPF_JMP: u16 = 0x05;
-    pub const BPF_RET: u16 = 0x06;
-    pub const BPF_MISC: u16 = 0x07;
-    // Load sizes: `code & 0x18`.
-    pub const BPF_W: u16 = 0x00;
-    pub const BPF_H: u16 = 0x08;
-    pub const BPF_B: u16 = 0x10;
-    // Load modes: `code & 0xe0`.
-    pub const BPF_IMM: u16 = 0x00;
-    pub const BPF_ABS: u16 = 0x20;
-    pub const BPF_IND: u16 = 0x40;
-    pub const BPF_MEM: u16 = 0x60;
-    pub const BPF_LEN: u16 = 0x80;
-    pub const BPF_MSH: u16 = 0xa0;
-    // ALU and jump operations: `code & 0xf0`.
-    pub const BPF_ADD: u16 = 0x00;
-    pub const BPF_SUB: u16 = 0x10;
-    pub const BPF_MUL: u16 = 0x20;
-    pub const BPF_DIV: u16 = 0x30;
-    pub const BPF_OR: u16 = 0x40;
-    pub const BPF_AND: u16 = 0x50;
-    pub const BPF_LSH: u16 = 0x60;
-    pub const BPF_RSH: u16 = 0x70;
-    pub const BPF_NEG: u16 = 0x80;
-    pub const BPF_MOD: u16 = 0x90;
-    pub const BPF_XOR: u16 = 0xa0;
-    pub const BPF_JA: u16 = 0x00;
-    pub const BPF_JEQ: u16 = 0x10;
-    pub const BPF_JGT: u16 = 0x20;
-    pub const BPF_JGE: u16 = 0x30;
-    pub const BPF_JSET: u16 = 0x40;
-    // Operand source: `code & 0x08`; return value: `code & 0x18`.
-    pub const BPF_K: u16 = 0x00;
-    pub const BPF_X: u16 = 0x08;
-    pub const BPF_A: u16 = 0x10;
-    // Misc operations: `code & 0xf8`.
-    pub const BPF_TAX: u16 = 0x00;
-    pub const BPF_TXA: u16 = 0x80;
-}
+// The pure classic-BPF machinery lives in netwatch-bpf, which the API crate,
+// the controller and the CLI use without this engine.
+pub use netwatch_bpf::*;
 
 use code::*;
-
-/// Base of the ancillary-data offsets (include/uapi/linux/filter.h).
-pub const SKF_AD_OFF: i32 = -0x1000;
-/// Ancillary offset of `ntohs(skb->protocol)`, the network protocol (EtherType).
-pub const SKF_AD_PROTOCOL: u32 = 0;
-/// Ancillary offset of `skb->pkt_type`, the packet's type (`PACKET_HOST`, …).
-pub const SKF_AD_PKTTYPE: u32 = 4;
-/// Ancillary offset of `skb->dev->ifindex`, the interface's index.
-pub const SKF_AD_IFINDEX: u32 = 8;
-/// The loopback interface's index in every network namespace (`LOOPBACK_IFINDEX`).
-pub const LOOPBACK_IFINDEX: u32 = 1;
-/// Packet types (include/uapi/linux/if_packet.h): addressed to this host.
-pub const PACKET_HOST: u8 = 0;
-/// Broadcast, received by this host.
-pub const PACKET_BROADCAST: u8 = 1;
-/// Multicast, received by this host.
-pub const PACKET_MULTICAST: u8 = 2;
-/// Addressed to another host, overheard (promiscuous mode, a bridge port).
-pub const PACKET_OTHERHOST: u8 = 3;
-/// Sent by this host.
-pub const PACKET_OUTGOING: u8 = 4;
-/// Loads at `SKF_NET_OFF + k` read `k` bytes past the network header.
-pub const SKF_NET_OFF: i32 = -0x100000;
-/// Loads at `SKF_LL_OFF + k` read `k` bytes past the link header (not used here).
-pub const SKF_LL_OFF: i32 = -0x200000;
-/// The kernel's limit on a classic program's length (include/uapi/linux/filter.h).
-pub const BPF_MAXINSNS: usize = 4096;
-/// Scratch memory words `M[0..16]` (include/uapi/linux/filter.h).
-pub const BPF_MEMWORDS: usize = 16;
-/// EtherType of IPv4 (include/uapi/linux/if_ether.h).
-pub const ETH_P_IP: u16 = 0x0800;
-/// EtherType of IPv6.
-pub const ETH_P_IPV6: u16 = 0x86DD;
-
-/// `k` of the ancillary load of the network protocol.
-const AD_PROTOCOL_K: u32 = SKF_AD_OFF.cast_unsigned().wrapping_add(SKF_AD_PROTOCOL);
-
-/// `k` of the ancillary load of the packet type.
-const AD_PKTTYPE_K: u32 = SKF_AD_OFF.cast_unsigned().wrapping_add(SKF_AD_PKTTYPE);
-/// `k` of the ancillary load of the interface index.
-const AD_IFINDEX_K: u32 = SKF_AD_OFF.cast_unsigned().wrapping_add(SKF_AD_IFINDEX);
 
 /// Which end of a packet is this host, from what the filter can load: the
 /// packet type and the interface. Packets on loopback have this host at both
@@ -159,224 +66,6 @@ pub fn direction(pkttype: u8, ifindex: u32) -> Direction {
     }
 }
 
-/// `k` that reads `off` bytes past the network header.
-const fn net(off: u32) -> u32 {
-    SKF_NET_OFF.cast_unsigned().wrapping_add(off)
-}
-
-// Whole opcodes the checker treats specially, for `match` patterns.
-const DIV_K: u16 = BPF_ALU | BPF_DIV | BPF_K;
-const MOD_K: u16 = BPF_ALU | BPF_MOD | BPF_K;
-const LSH_K: u16 = BPF_ALU | BPF_LSH | BPF_K;
-const RSH_K: u16 = BPF_ALU | BPF_RSH | BPF_K;
-const LD_MEM: u16 = BPF_LD | BPF_MEM;
-const LDX_MEM: u16 = BPF_LDX | BPF_MEM;
-const JA: u16 = BPF_JMP | BPF_JA;
-
-/// One instruction, laid out as `struct sock_filter` (`sys` converts it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Insn {
-    pub code: u16,
-    /// Conditional jumps: instructions to skip when true.
-    pub jt: u8,
-    /// Conditional jumps: instructions to skip when false.
-    pub jf: u8,
-    pub k: u32,
-}
-
-impl Insn {
-    /// A non-jump instruction, as the `BPF_STMT` macro builds it.
-    pub const fn stmt(code: u16, k: u32) -> Self {
-        Self { code, jt: 0, jf: 0, k }
-    }
-
-    /// A conditional jump, as the `BPF_JUMP` macro builds it.
-    pub const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Self {
-        Self { code, jt, jf, k }
-    }
-
-    /// Whether this is a `ret`.
-    pub const fn is_ret(&self) -> bool {
-        self.code & 0x07 == BPF_RET
-    }
-}
-
-/// A classic BPF program: the instructions `SO_ATTACH_FILTER` takes.
-///
-/// `Display` lists it like `tcpdump -d`, with kernel offsets spelled
-/// symbolically (`#proto`, `[net+9]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Program {
-    insns: Vec<Insn>,
-}
-
-impl Program {
-    /// A program from raw instructions, unchecked (the kernel checks again on
-    /// attach; [`Program::validate`] applies the same rules).
-    pub fn from_insns(insns: Vec<Insn>) -> Self {
-        Self { insns }
-    }
-
-    /// The instructions.
-    pub fn insns(&self) -> &[Insn] {
-        &self.insns
-    }
-
-    /// Number of instructions.
-    pub fn len(&self) -> usize {
-        self.insns.len()
-    }
-
-    /// Whether there are no instructions (never true of a compiled program).
-    pub fn is_empty(&self) -> bool {
-        self.insns.is_empty()
-    }
-
-    /// Checks the program as the kernel's classic checker does on attach
-    /// (net/core/filter.c: `bpf_check_classic`, `chk_code_allowed`,
-    /// `check_load_and_stores`): a known opcode everywhere, jumps forward and
-    /// inside the program, no division by a constant 0, no shift by 32 or
-    /// more, scratch slots that exist and are written before they are read,
-    /// and a `ret` last.
-    pub fn validate(&self) -> Result<(), ValidateError> {
-        let len = self.insns.len();
-        if len == 0 {
-            return Err(ValidateError::Empty);
-        }
-        if len > BPF_MAXINSNS {
-            return Err(ValidateError::TooLong { len, max: BPF_MAXINSNS });
-        }
-        for (pc, insn) in self.insns.iter().enumerate() {
-            let (code, k) = (insn.code, insn.k);
-            if !code_allowed(code) {
-                return Err(ValidateError::BadOpcode { pc, code });
-            }
-            // Instructions after this one: the farthest a jump may skip.
-            let room = len - pc - 1;
-            let is_jump = code & 0x07 == BPF_JMP;
-            let error = match code {
-                DIV_K | MOD_K if k == 0 => Some(ValidateError::DivisionByZero { pc }),
-                LSH_K | RSH_K if k >= 32 => Some(ValidateError::ShiftTooFar { pc, k }),
-                LD_MEM | LDX_MEM | BPF_ST | BPF_STX if slot(k).is_none() => Some(ValidateError::NoSuchSlot { pc, k }),
-                JA if u64::from(k) >= u64::try_from(room).unwrap_or(u64::MAX) => {
-                    Some(ValidateError::JumpOutOfRange { pc })
-                }
-                JA => None,
-                _ if is_jump && (usize::from(insn.jt) >= room || usize::from(insn.jf) >= room) => {
-                    Some(ValidateError::JumpOutOfRange { pc })
-                }
-                _ => None,
-            };
-            if let Some(error) = error {
-                return Err(error);
-            }
-        }
-        if !self.insns[len - 1].is_ret() {
-            return Err(ValidateError::NoFinalReturn);
-        }
-        self.check_loads_and_stores()
-    }
-
-    /// `check_load_and_stores`: on every path, `M[k]` is stored before it is
-    /// loaded. Call after the per-instruction checks (slots and jumps in range).
-    fn check_loads_and_stores(&self) -> Result<(), ValidateError> {
-        // Bit k set: M[k] holds a value. `masks[pc]`: what every jump to pc carries.
-        let mut masks = vec![u16::MAX; self.insns.len()];
-        let mut valid: u16 = 0;
-        for (pc, insn) in self.insns.iter().enumerate() {
-            valid &= masks[pc];
-            let bit = |k: u32| slot(k).map_or(0, |s| 1u16 << s);
-            match insn.code {
-                BPF_ST | BPF_STX => valid |= bit(insn.k),
-                LD_MEM | LDX_MEM if valid & bit(insn.k) == 0 => {
-                    return Err(ValidateError::SlotNotStored { pc, k: insn.k });
-                }
-                JA => {
-                    let target = usize::try_from(insn.k).map_or(usize::MAX, |k| pc + 1 + k);
-                    if let Some(mask) = masks.get_mut(target) {
-                        *mask &= valid;
-                    }
-                    valid = u16::MAX;
-                }
-                code if code & 0x07 == BPF_JMP => {
-                    for skip in [insn.jt, insn.jf] {
-                        if let Some(mask) = masks.get_mut(pc + 1 + usize::from(skip)) {
-                            *mask &= valid;
-                        }
-                    }
-                    valid = u16::MAX;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The scratch slot `k` names, if it exists.
-fn slot(k: u32) -> Option<usize> {
-    usize::try_from(k).ok().filter(|&s| s < BPF_MEMWORDS)
-}
-
-/// The opcodes the kernel's classic checker accepts (`chk_code_allowed`).
-fn code_allowed(code: u16) -> bool {
-    const ALU_OPS: [u16; 10] = [
-        BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_MOD, BPF_AND, BPF_OR, BPF_XOR, BPF_LSH, BPF_RSH,
-    ];
-    const JUMP_OPS: [u16; 4] = [BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET];
-    const OTHERS: [u16; 21] = [
-        BPF_ALU | BPF_NEG,
-        BPF_LD | BPF_W | BPF_ABS,
-        BPF_LD | BPF_H | BPF_ABS,
-        BPF_LD | BPF_B | BPF_ABS,
-        BPF_LD | BPF_W | BPF_IND,
-        BPF_LD | BPF_H | BPF_IND,
-        BPF_LD | BPF_B | BPF_IND,
-        BPF_LD | BPF_W | BPF_LEN,
-        BPF_LD | BPF_IMM,
-        BPF_LD | BPF_MEM,
-        BPF_LDX | BPF_W | BPF_LEN,
-        BPF_LDX | BPF_B | BPF_MSH,
-        BPF_LDX | BPF_IMM,
-        BPF_LDX | BPF_MEM,
-        BPF_ST,
-        BPF_STX,
-        BPF_MISC | BPF_TAX,
-        BPF_MISC | BPF_TXA,
-        BPF_RET | BPF_K,
-        BPF_RET | BPF_A,
-        BPF_JMP | BPF_JA,
-    ];
-    let with_source = |class: u16, ops: &[u16]| {
-        ops.iter()
-            .any(|&op| code == class | op | BPF_K || code == class | op | BPF_X)
-    };
-    OTHERS.contains(&code) || with_source(BPF_ALU, &ALU_OPS) || with_source(BPF_JMP, &JUMP_OPS)
-}
-
-/// A program the kernel's classic checker would refuse (`EINVAL` on attach).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ValidateError {
-    #[error("a program needs at least one instruction")]
-    Empty,
-    #[error("{len} instructions is more than the kernel's limit of {max}")]
-    TooLong { len: usize, max: usize },
-    #[error("instruction {pc}: opcode {code:#06x} is not classic BPF")]
-    BadOpcode { pc: usize, code: u16 },
-    #[error("instruction {pc}: jumps past the end of the program")]
-    JumpOutOfRange { pc: usize },
-    #[error("instruction {pc}: divides by the constant 0")]
-    DivisionByZero { pc: usize },
-    #[error("instruction {pc}: shifts by {k}, more than 31")]
-    ShiftTooFar { pc: usize, k: u32 },
-    #[error("instruction {pc}: scratch slot M[{k}] does not exist (there are 16)")]
-    NoSuchSlot { pc: usize, k: u32 },
-    #[error("instruction {pc}: reads M[{k}] before every path to it has stored it")]
-    SlotNotStored { pc: usize, k: u32 },
-    #[error("the last instruction is not a ret")]
-    NoFinalReturn,
-}
-
 /// Filters that cannot become a program.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
@@ -388,6 +77,16 @@ pub enum CompileError {
         cut_percent(*.len, *.max)
     )]
     TooLong { len: usize, max: usize },
+    /// A filter's `bpfExpression` has no program yet: compile it first.
+    #[error(
+        "filters[{index}].bpfExpression is not compiled: the controller, the CLI or netwatch capture \
+         compiles it with libpcap"
+    )]
+    NotCompiled { index: usize },
+    /// The spliced program failed the kernel's checks (a netwatch bug: its
+    /// parts each passed them).
+    #[error("the compiled program is not one the kernel takes: {0}")]
+    Invalid(#[from] ValidateError),
 }
 
 /// The share of a too-long program to cut, rounded up: code grows about
@@ -400,145 +99,27 @@ fn cut_percent(len: usize, max: usize) -> usize {
 /// into a socket filter that returns `snaplen` for a kept packet and 0 for a
 /// dropped one. A `snaplen` of 0 means the whole packet (Azure's
 /// `bytesToCapturePerPacket` convention), compiled as `ret #0xffffffff`.
+///
+/// Filters with a `bpfExpression` take their compiled programs (each already
+/// checked) spliced in after the others (`lower`); the whole is checked again
+/// with [`Program::validate`].
 pub fn compile(filters: &[CaptureFilter], snaplen: u32) -> Result<Program, CompileError> {
     let accept = if snaplen == 0 { u32::MAX } else { snaplen };
+    let programs = filters
+        .iter()
+        .enumerate()
+        .filter_map(|(index, f)| f.expression.as_ref().map(|e| (index, e)))
+        .map(|(index, e)| e.program.as_ref().ok_or(CompileError::NotCompiled { index }))
+        .collect::<Result<Vec<&Program>, _>>()?;
     let insns = match lower::lower(filters) {
         lower::Expr::Const(keep) => vec![Insn::stmt(BPF_RET | BPF_K, if keep { accept } else { 0 })],
-        expr => emit::generate(&expr, accept).map_err(|len| CompileError::TooLong { len, max: BPF_MAXINSNS })?,
-    };
-    Ok(Program::from_insns(insns))
-}
-
-impl fmt::Display for Program {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (pc, insn) in self.insns.iter().enumerate() {
-            let (name, operand) = disassemble(pc, insn);
-            let line = format!("({pc:03}) {name:<8} {operand}");
-            if insn.code & 0x07 == BPF_JMP && insn.code & 0xf0 != BPF_JA {
-                let jt = pc + 1 + usize::from(insn.jt);
-                let jf = pc + 1 + usize::from(insn.jf);
-                writeln!(f, "{line:<32} jt {jt}\tjf {jf}")?;
-            } else {
-                writeln!(f, "{}", line.trim_end())?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Mnemonic and operand of one instruction, in `tcpdump -d` style.
-fn disassemble(pc: usize, insn: &Insn) -> (String, String) {
-    let (code, k) = (insn.code, insn.k);
-    let size = match code & 0x18 {
-        BPF_H => "h",
-        BPF_B => "b",
-        _ => "",
-    };
-    let source = |k: u32| {
-        if code & BPF_X != 0 {
-            "x".to_owned()
-        } else {
-            format!("#{k:#x}")
+        expr => {
+            emit::generate(&expr, accept, &programs).map_err(|len| CompileError::TooLong { len, max: BPF_MAXINSNS })?
         }
     };
-    let (name, operand) = match code & 0x07 {
-        BPF_LD => {
-            let operand = match code & 0xe0 {
-                BPF_ABS => abs_operand(k),
-                BPF_IND => match offset_name(k) {
-                    Some(name) => format!("[x+{name}]"),
-                    None => format!("[x+{k}]"),
-                },
-                BPF_IMM => format!("#{k:#x}"),
-                BPF_MEM => format!("M[{k}]"),
-                BPF_LEN => "#pktlen".to_owned(),
-                _ => return ("unimp".to_owned(), format!("{code:#06x}")),
-            };
-            (format!("ld{size}"), operand)
-        }
-        BPF_LDX => match code & 0xe0 {
-            BPF_MSH => ("ldxb".to_owned(), format!("4*({}&0xf)", abs_operand(k))),
-            BPF_IMM => ("ldx".to_owned(), format!("#{k:#x}")),
-            BPF_MEM => ("ldx".to_owned(), format!("M[{k}]")),
-            BPF_LEN => ("ldx".to_owned(), "#pktlen".to_owned()),
-            _ => ("unimp".to_owned(), format!("{code:#06x}")),
-        },
-        BPF_ST => ("st".to_owned(), format!("M[{k}]")),
-        BPF_STX => ("stx".to_owned(), format!("M[{k}]")),
-        BPF_ALU => {
-            let name = match code & 0xf0 {
-                BPF_ADD => "add",
-                BPF_SUB => "sub",
-                BPF_MUL => "mul",
-                BPF_DIV => "div",
-                BPF_MOD => "mod",
-                BPF_AND => "and",
-                BPF_OR => "or",
-                BPF_XOR => "xor",
-                BPF_LSH => "lsh",
-                BPF_RSH => "rsh",
-                BPF_NEG => return ("neg".to_owned(), String::new()),
-                _ => return ("unimp".to_owned(), format!("{code:#06x}")),
-            };
-            (name.to_owned(), source(k))
-        }
-        BPF_JMP => {
-            let name = match code & 0xf0 {
-                BPF_JA => {
-                    let target = usize::try_from(k).map_or(usize::MAX, |k| pc + 1 + k);
-                    return ("ja".to_owned(), target.to_string());
-                }
-                BPF_JEQ => "jeq",
-                BPF_JGT => "jgt",
-                BPF_JGE => "jge",
-                BPF_JSET => "jset",
-                _ => return ("unimp".to_owned(), format!("{code:#06x}")),
-            };
-            (name.to_owned(), source(k))
-        }
-        BPF_RET => match code & 0x18 {
-            BPF_A => ("ret".to_owned(), "a".to_owned()),
-            _ => ("ret".to_owned(), format!("#{k}")),
-        },
-        _ => match code & 0xf8 {
-            BPF_TAX => ("tax".to_owned(), String::new()),
-            BPF_TXA => ("txa".to_owned(), String::new()),
-            _ => ("unimp".to_owned(), format!("{code:#06x}")),
-        },
-    };
-    (name, operand)
-}
-
-/// `[12]`, `[net+9]`, `#proto`: the operand of an absolute load.
-fn abs_operand(k: u32) -> String {
-    match k {
-        AD_PROTOCOL_K => return "#proto".to_owned(),
-        AD_PKTTYPE_K => return "#type".to_owned(),
-        AD_IFINDEX_K => return "#ifidx".to_owned(),
-        _ => {}
-    }
-    let signed = k.cast_signed();
-    if (SKF_AD_OFF..0).contains(&signed) {
-        return format!("#ad[{}]", signed - SKF_AD_OFF);
-    }
-    match offset_name(k) {
-        Some(name) => format!("[{name}]"),
-        None => format!("[{signed}]"),
-    }
-}
-
-/// `net+9` or `ll+12` for a negative offset relative to a header; `None` otherwise.
-fn offset_name(k: u32) -> Option<String> {
-    let signed = k.cast_signed();
-    if signed >= 0 {
-        Some(k.to_string())
-    } else if signed >= SKF_NET_OFF {
-        Some(format!("net+{}", signed - SKF_NET_OFF))
-    } else if signed >= SKF_LL_OFF {
-        Some(format!("ll+{}", signed - SKF_LL_OFF))
-    } else {
-        None
-    }
+    let program = Program::from_insns(insns);
+    program.validate()?;
+    Ok(program)
 }
 
 #[cfg(test)]
@@ -550,7 +131,7 @@ mod tests {
         PacketBuilder,
     };
     use netwatch_api::filter::{
-        Flow, IPPROTO_TCP, IPPROTO_UDP, PacketCaptureFilter, Seen, filters_match, parse_filters_json,
+        Flow, IPPROTO_TCP, IPPROTO_UDP, PacketCaptureFilter, Seen, filters_keep, filters_match, parse_filters_json,
     };
     use proptest::prelude::*;
 
@@ -1365,6 +946,117 @@ mod tests {
         assert!(verdict(&program(&filters(r#"[{"protocol":"ICMP"}]"#)), &short));
     }
 
+    /// Filters from `json` with their expressions compiled by libpcap.
+    fn compiled(json: &str) -> Vec<CaptureFilter> {
+        let mut filters = filters(json);
+        for f in &mut filters {
+            if let Some(e) = &mut f.expression {
+                let program = netwatch_bpf::expression::compile(&e.text)
+                    .unwrap_or_else(|err| panic!("{}: {err} (apt-get install libpcap0.8)", e.text));
+                e.program = Some(program);
+            }
+        }
+        filters
+    }
+
+    /// Whether `filters` (expressions compiled) keep `p`, checked against
+    /// `filters_keep` on an Ethernet frame, a bare packet and a cooked header.
+    fn keeps_compiled(filters: &[CaptureFilter], p: Packet) -> bool {
+        let program = program(filters);
+        let [framed, bare] = frames(&p);
+        let cooked = bare.behind(16);
+        let frames = [framed, bare, cooked];
+        let kept = verdict(&program, &frames);
+        for frame in &frames {
+            assert_eq!(
+                kept,
+                filters_keep(filters, Some(&flow(&p)), &frame.view()),
+                "{filters:?} {p:?}\n{program}"
+            );
+        }
+        kept
+    }
+
+    fn keeps_expr(json: &str, p: Packet) -> bool {
+        keeps_compiled(&compiled(json), p)
+    }
+
+    #[test]
+    fn expressions_alone_and_with_fields() {
+        let ssh = r#"[{"bpfExpression":"tcp port 22"}]"#;
+        for (a, b) in [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")] {
+            assert!(keeps_expr(ssh, packet(a, b, L4::Tcp(40000, 22))));
+            assert!(keeps_expr(ssh, packet(a, b, L4::Tcp(22, 40000))));
+            assert!(!keeps_expr(ssh, packet(a, b, L4::Tcp(40000, 23))));
+            assert!(!keeps_expr(ssh, packet(a, b, L4::Udp(40000, 22))));
+        }
+        // The issue's example: SYNs but not SSH's (IPv4: libpcap's tcp[] is IPv4's).
+        let syn = r#"[{"bpfExpression":"tcp[tcpflags] & tcp-syn != 0 and not port 22"}]"#;
+        let tcp = |flags, port| Packet {
+            tcp_flags: flags,
+            ..packet("10.0.0.1", "10.0.0.2", L4::Tcp(40000, port))
+        };
+        assert!(keeps_expr(syn, tcp(0x02, 80)) && keeps_expr(syn, tcp(0x12, 80)));
+        assert!(!keeps_expr(syn, tcp(0x02, 22)) && !keeps_expr(syn, tcp(0x10, 80)));
+        // AND with the object's fields: direction and an address.
+        let out = r#"[{"direction":"outbound","localIPAddress":"10.0.0.1","bpfExpression":"udp"}]"#;
+        let udp = packet("10.0.0.1", "10.0.0.2", L4::Udp(1, 2));
+        assert!(keeps_expr(out, sent(udp)));
+        assert!(!keeps_expr(out, received(udp)));
+        assert!(!keeps_expr(out, sent(packet("10.0.0.1", "10.0.0.2", L4::Tcp(1, 2)))));
+        assert!(!keeps_expr(out, sent(packet("10.0.0.3", "10.0.0.2", L4::Udp(1, 2)))));
+        // OR across objects, in any order: Azure's filter or an expression.
+        for json in [
+            r#"[{"protocol":"UDP","remotePort":"53"},{"bpfExpression":"icmp"}]"#,
+            r#"[{"bpfExpression":"icmp"},{"protocol":"UDP","remotePort":"53"}]"#,
+        ] {
+            assert!(keeps_expr(json, packet("10.0.0.1", "8.8.8.8", L4::Udp(5353, 53))));
+            assert!(keeps_expr(json, packet("10.0.0.1", "8.8.8.8", L4::Icmp)));
+            assert!(!keeps_expr(json, packet("10.0.0.1", "8.8.8.8", L4::Tcp(5353, 53))));
+            assert!(
+                !keeps_expr(json, packet("fd00::1", "fd00::2", L4::Icmp)),
+                "icmp is IPv4's"
+            );
+        }
+        // An expression sees IP packets only, whatever its text.
+        assert!(!verdict(
+            &program(&compiled(r#"[{"bpfExpression":"ip or not ip"}]"#)),
+            &arp_frames()
+        ));
+        assert!(keeps_expr(
+            r#"[{"bpfExpression":"ip or not ip"}]"#,
+            packet("fd00::1", "fd00::2", L4::Icmp)
+        ));
+    }
+
+    #[test]
+    fn an_expression_reading_past_the_end_drops_the_packet() {
+        // Objects without an expression are tried first, so the UDP filter
+        // keeps the packet wherever it is in the list; a later expression that
+        // faults drops what no earlier one kept, as tcpdump drops it.
+        let udp = packet("10.0.0.1", "10.0.0.2", L4::Udp(1, 2));
+        assert!(!keeps_expr(r#"[{"bpfExpression":"ip[200] = 1"}]"#, udp));
+        assert!(!keeps_expr(
+            r#"[{"bpfExpression":"ip[200] = 1"},{"bpfExpression":"udp"}]"#,
+            udp
+        ));
+        assert!(keeps_expr(
+            r#"[{"bpfExpression":"udp"},{"bpfExpression":"ip[200] = 1"}]"#,
+            udp
+        ));
+        assert!(keeps_expr(
+            r#"[{"bpfExpression":"ip[200] = 1"},{"protocol":"UDP"}]"#,
+            udp
+        ));
+    }
+
+    #[test]
+    fn expressions_not_compiled_are_an_error() {
+        let err = compile(&filters(r#"[{},{"bpfExpression":"udp"}]"#), SNAP).unwrap_err();
+        assert_eq!(err, CompileError::NotCompiled { index: 1 });
+        assert!(err.to_string().starts_with("filters[1].bpfExpression is not compiled"));
+    }
+
     #[test]
     fn long_filters_route_far_jumps_and_still_behave() {
         // 300 scattered ports: jumps to "keep" span far more than 255 instructions.
@@ -1425,7 +1117,9 @@ mod tests {
         let ports: Vec<String> = (0..3000).map(|i| (2 * i).to_string()).collect();
         let json = format!(r#"[{{"localPort":"{}"}}]"#, ports.join(";"));
         let err = compile(&filters(&json), SNAP).unwrap_err();
-        let CompileError::TooLong { len, max } = err.clone();
+        let CompileError::TooLong { len, max } = err.clone() else {
+            panic!("{err}")
+        };
         assert!(len > max && max == BPF_MAXINSNS, "{len}");
         let text = err.to_string();
         assert!(
@@ -1668,6 +1362,7 @@ mod tests {
                     icmp_code: icmp_code.map(str::to_owned),
                     tcp_flags: tcp_flags.map(str::to_owned),
                     direction: way.map(str::to_owned),
+                    ..Default::default()
                 }
             },
         )
@@ -1710,8 +1405,64 @@ mod tests {
         prop_oneof![9 => ip, 1 => Just(None)]
     }
 
+    /// Expressions the property test mixes in, compiled once.
+    fn expressions() -> &'static [(String, Program)] {
+        static COMPILED: std::sync::OnceLock<Vec<(String, Program)>> = std::sync::OnceLock::new();
+        COMPILED.get_or_init(|| {
+            [
+                "tcp port 80",
+                "udp and not port 53",
+                "icmp or icmp6",
+                "ip6 and ip6[6] = 6",
+                "tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn",
+                "ip[9] = 47 or src net 10.0.0.0/24",
+                "dst host 2001:db8::1 or portrange 1000-2000",
+                "ip[2:2] > 40",
+            ]
+            .into_iter()
+            .map(|text| {
+                let program = netwatch_bpf::expression::compile(text)
+                    .unwrap_or_else(|e| panic!("{text}: {e} (apt-get install libpcap0.8)"));
+                (text.to_owned(), program)
+            })
+            .collect()
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Filter lists with expressions: the program keeps what `filters_keep` keeps.
+        #[test]
+        fn expressions_splice_as_the_reference_says(
+            wire in prop::collection::vec((wire_filter(), prop::option::weighted(0.5, 0usize..8)), 1..4),
+            packets in prop::collection::vec(any_packet(), 8),
+        ) {
+            let filters: Vec<CaptureFilter> = wire
+                .iter()
+                .filter_map(|(w, expression)| {
+                    let mut f = w.validate(0).ok()?;
+                    f.expression = expression.map(|n| {
+                        let (text, program) = &expressions()[n];
+                        netwatch_api::filter::Expression { text: text.clone(), program: Some(program.clone()) }
+                    });
+                    Some(f)
+                })
+                .collect();
+            let program = compile(&filters, SNAP).unwrap();
+            for p in packets {
+                let (frames, flow) = match p {
+                    Some(p) => (frames(&p).to_vec(), Some(flow(&p))),
+                    None => (arp_frames().to_vec(), None),
+                };
+                for frame in &frames {
+                    let expected = filters_keep(&filters, flow.as_ref(), &frame.view());
+                    let result = run(&program, &frame.view());
+                    prop_assert_eq!(result, if expected { SNAP } else { 0 },
+                        "{:?} on {:?} (net_offset {})\n{}", filters, flow, frame.net_offset, program);
+                }
+            }
+        }
 
         #[test]
         fn the_program_keeps_what_the_evaluator_keeps(

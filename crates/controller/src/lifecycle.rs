@@ -58,6 +58,20 @@ pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serd
     })
 }
 
+/// A capture as validated, with every filter's `bpfExpression` compiled here
+/// by libpcap (loaded when an expression is first compiled), whatever
+/// program the client sent: the programs travel to the agents in the stored
+/// request (`bpfProgram`), so an agent never needs libpcap. A bad expression,
+/// or no libpcap on this host, is a 400 at the expression.
+pub(crate) fn compile_expressions(
+    mut capture: ValidatedCapture,
+) -> Result<ValidatedCapture, netwatch_api::error::ApiError> {
+    if capture.has_expressions() {
+        capture.compile_expressions(netwatch_bpf::expression::compile)?;
+    }
+    Ok(capture)
+}
+
 /// Azure's blob path of a capture created at `created_ms` on `target` (DESIGN
 /// §3 "Files"), in lower case as Azure writes it; none for a target id that
 /// does not parse (stored ids always do).

@@ -91,7 +91,7 @@ const fn read_only(name: &'static str) -> Field {
 
 /// `filter::PacketCaptureFilter`'s fields, with the aliases it accepts
 /// (`filter_fields_match_serde` keeps them in step).
-const FILTER: [Field; 9] = [
+const FILTER: [Field; 11] = [
     optional("protocol", Shape::Text),
     Field {
         alias: Some("localIpAddress"),
@@ -108,6 +108,9 @@ const FILTER: [Field; 9] = [
     optional("icmpCode", Shape::Text),
     optional("tcpFlags", Shape::Text),
     optional("direction", Shape::Text),
+    optional("bpfExpression", Shape::Text),
+    // Filled in by the controller from bpfExpression (what a client sends is replaced).
+    read_only("bpfProgram"),
 ];
 
 const SCOPE: [Field; 2] = [
@@ -435,6 +438,8 @@ mod tests {
             icmp_code: Some("1".into()),
             tcp_flags: Some("SYN".into()),
             direction: Some("inbound".into()),
+            bpf_expression: Some("tcp".into()),
+            bpf_program: Some("1,6 0 0 1".into()),
         };
         let json = serde_json::to_value(full).unwrap();
         let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();

@@ -19,7 +19,7 @@
 
 use super::code::*;
 use super::lower::{Cmp, Expr, Load, Size, Test};
-use super::{AD_IFINDEX_K, AD_PKTTYPE_K, AD_PROTOCOL_K, BPF_MAXINSNS, Insn, net};
+use super::{AD_IFINDEX_K, AD_PKTTYPE_K, AD_PROTOCOL_K, BPF_MAXINSNS, Insn, Program, net};
 
 /// The farthest a conditional jump reaches: `jt`/`jf` are `u8`.
 const MAX_SKIP: usize = u8::MAX as usize;
@@ -65,7 +65,9 @@ fn meet(left: Option<Regs>, right: Option<Regs>) -> Option<Regs> {
 }
 
 #[derive(Debug, Default)]
-struct Emitter {
+struct Emitter<'p> {
+    /// The expressions' programs `Expr::Program(n)` names.
+    programs: Vec<&'p Program>,
     items: Vec<Item>,
     /// Label → index of the item it names, once bound.
     bound: Vec<Option<usize>>,
@@ -75,7 +77,7 @@ struct Emitter {
     regs: Option<Regs>,
 }
 
-impl Emitter {
+impl Emitter<'_> {
     fn label(&mut self) -> Label {
         self.bound.push(None);
         self.incoming.push(None);
@@ -120,6 +122,10 @@ impl Emitter {
             Expr::Test(test) => self.test(*test, yes, no),
             Expr::And(items) => self.chain(items, true, yes, no),
             Expr::Or(items) => self.chain(items, false, yes, no),
+            Expr::Program(n) => {
+                let program = self.programs[*n];
+                self.splice(program, yes, no);
+            }
             Expr::If(test, then, otherwise) => {
                 let (then_label, otherwise_label) = (self.label(), self.label());
                 self.test(*test, then_label, otherwise_label);
@@ -127,6 +133,48 @@ impl Emitter {
                 self.branch(then, yes, no);
                 self.bind(otherwise_label);
                 self.branch(otherwise, yes, no);
+            }
+        }
+    }
+
+    /// A whole program (checked: forward jumps, a `ret` last), its `ret`s
+    /// turned into jumps: non-zero to `yes`, zero to `no`. It starts with A
+    /// and X at 0, as the kernel starts a program (net/core/filter.c,
+    /// `bpf_convert_filter`), and may leave anything in them and in `M[]`.
+    fn splice(&mut self, program: &Program, yes: Label, no: Label) {
+        self.push(Insn::stmt(BPF_LD | BPF_IMM, 0));
+        self.push(Insn::stmt(BPF_LDX | BPF_IMM, 0));
+        let insns = program.insns();
+        // The label of each instruction some jump lands on, made as the jump is emitted.
+        let mut at: Vec<Option<Label>> = vec![None; insns.len()];
+        let target = |emitter: &mut Self, at: &mut Vec<Option<Label>>, index: usize| {
+            *at.get_mut(index)
+                .expect("a checked program jumps inside itself")
+                .get_or_insert_with(|| emitter.label())
+        };
+        for (pc, insn) in insns.iter().enumerate() {
+            if let Some(label) = at[pc] {
+                self.bind(label);
+            }
+            let class = insn.code & 0x07;
+            match (class, insn.code & 0xf0) {
+                (BPF_RET, _) if insn.code & 0x18 == BPF_A => self.jump(BPF_JMP | BPF_JEQ | BPF_K, 0, no, yes),
+                (BPF_RET, _) => self.always(if insn.k == 0 { no } else { yes }),
+                (BPF_JMP, BPF_JA) => {
+                    let to = usize::try_from(insn.k).map_or(usize::MAX, |k| pc + 1 + k);
+                    let label = target(self, &mut at, to);
+                    self.always(label);
+                }
+                (BPF_JMP, _) => {
+                    let jt = target(self, &mut at, pc + 1 + usize::from(insn.jt));
+                    let jf = target(self, &mut at, pc + 1 + usize::from(insn.jf));
+                    self.jump(insn.code, insn.k, jt, jf);
+                }
+                _ => {
+                    self.items.push(Item::Insn(*insn));
+                    // Nothing is known of A and X past the program's own code.
+                    self.regs = Some(Regs::default());
+                }
             }
         }
     }
@@ -198,9 +246,13 @@ const fn size_code(size: Size) -> u16 {
 }
 
 /// The program for `expr`: `ret #accept` when it holds, `ret #0` when not.
+/// `programs` are the expressions' programs `Expr::Program(n)` names.
 /// `Err` holds the length when it would exceed [`BPF_MAXINSNS`].
-pub(super) fn generate(expr: &Expr, accept: u32) -> Result<Vec<Insn>, usize> {
-    let mut emitter = Emitter::default();
+pub(super) fn generate(expr: &Expr, accept: u32, programs: &[&Program]) -> Result<Vec<Insn>, usize> {
+    let mut emitter = Emitter {
+        programs: programs.to_vec(),
+        ..Emitter::default()
+    };
     let (keep, drop) = (emitter.label(), emitter.label());
     emitter.branch(expr, keep, drop);
     emitter.bind(keep);
@@ -296,7 +348,7 @@ fn assemble(mut items: Vec<Item>, mut bound: Vec<usize>) -> Result<Vec<Insn>, us
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PacketView, Program, run};
+    use super::super::{PacketView, run};
     use super::*;
 
     const BYTE0: Load = Load::Net { size: Size::B, off: 0 };
@@ -329,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_repeated_load_is_emitted_once() {
-        let insns = generate(&Expr::Or(vec![is(1), is(2), is(3)]), 7).unwrap();
+        let insns = generate(&Expr::Or(vec![is(1), is(2), is(3)]), 7, &[]).unwrap();
         let loads = insns.iter().filter(|i| i.code == BPF_LD | BPF_B | BPF_ABS).count();
         assert_eq!(loads, 1, "{}", Program::from_insns(insns.clone()));
         assert_eq!(insns.len(), 6);
@@ -345,7 +397,7 @@ mod tests {
         let first = Expr::Or((0..300).map(|k| is(2 * k)).collect());
         let second = Expr::Or((1..=300).map(is).collect());
         let expr = Expr::And(vec![first, second]);
-        let insns = generate(&expr, 1).unwrap();
+        let insns = generate(&expr, 1, &[]).unwrap();
         assert!(insns.len() > 600);
         // `ja` to the start of the second Or, copies of `ret` for "keep".
         let trampolines = insns.iter().filter(|i| i.code == BPF_JMP | BPF_JA).count();
@@ -371,7 +423,7 @@ mod tests {
                 })
                 .collect(),
         );
-        let len = generate(&expr, 1).unwrap_err();
+        let len = generate(&expr, 1, &[]).unwrap_err();
         assert!(len > BPF_MAXINSNS, "{len}");
     }
 }

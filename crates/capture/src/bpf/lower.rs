@@ -94,6 +94,9 @@ pub(super) enum Expr {
     Or(Vec<Expr>),
     /// `if test { then } else { otherwise }`: a binary-search step.
     If(Test, Box<Expr>, Box<Expr>),
+    /// The program of the `n`-th filter with a `bpfExpression` (in list
+    /// order): true when it returns non-zero. Spliced in whole by `emit`.
+    Program(usize),
 }
 
 const TRUE: Expr = Expr::Const(true);
@@ -308,16 +311,36 @@ impl Family {
 const TCP_FLAGS_OFFSET: u32 = 13;
 
 /// The filters as one tree: true when ANY filter keeps the packet.
+///
+/// Filters without an expression come first, as one tree over both
+/// families; then each filter with one, in the order given: its own fields
+/// (which ask for an IP packet, as an expression compiled for raw IP sees
+/// only IP packets), then its program. A program that reads past the end of
+/// a packet ends the whole program, dropping the packet, so nothing that
+/// cannot fault is left behind one (`netwatch_api::filter::filters_keep`).
 pub(super) fn lower(filters: &[CaptureFilter]) -> Expr {
     if filters.is_empty() || filters.iter().any(CaptureFilter::matches_everything) {
         return TRUE;
     }
+    let (plain, with_expression): (Vec<&CaptureFilter>, Vec<&CaptureFilter>) =
+        filters.iter().partition(|f| f.expression.is_none());
+    let plain = if plain.is_empty() { FALSE } else { lower_ip(&plain) };
+    let expressions = with_expression
+        .into_iter()
+        .enumerate()
+        .map(|(n, filter)| and([lower_ip(&[filter]), Expr::Program(n)]));
+    or(std::iter::once(plain).chain(expressions))
+}
+
+/// Filters (their fields other than an expression) for IP packets: true when
+/// ANY keeps the packet; false for any packet that is not IPv4 or IPv6.
+fn lower_ip(filters: &[&CaptureFilter]) -> Expr {
     // Filters that read less of the transport header first (none, ICMP's 2
     // bytes, the ports' 4, TCP's 14 for its flags): a packet cut short there
     // ends the program at the first filter that reads past its end, and every
     // filter after it needs as many bytes, so could not keep it either (see
     // the parent module). The sort is stable: otherwise in the order given.
-    let mut ordered: Vec<&CaptureFilter> = filters.iter().collect();
+    let mut ordered: Vec<&CaptureFilter> = filters.to_vec();
     ordered.sort_by_key(|f| f.transport_bytes());
     let per_family = |family: &Family| or(ordered.iter().map(|f| lower_filter(f, family)));
     let (v4, v6) = (per_family(&IPV4), per_family(&IPV6));
@@ -577,6 +600,7 @@ mod tests {
             Expr::And(items) => items.iter().all(|e| eval(e, value)),
             Expr::Or(items) => items.iter().any(|e| eval(e, value)),
             Expr::If(t, yes, no) => eval(if holds(t) { yes } else { no }, value),
+            Expr::Program(_) => unreachable!("no expressions here"),
         }
     }
 

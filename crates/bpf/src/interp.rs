@@ -13,8 +13,8 @@
 //! ([`Program::validate`] does that) but never panic: an unknown opcode or a
 //! jump past the end returns 0.
 
-use super::code::*;
-use super::{
+use crate::code::*;
+use crate::{
     BPF_MEMWORDS, Insn, Program, SKF_AD_IFINDEX, SKF_AD_OFF, SKF_AD_PKTTYPE, SKF_AD_PROTOCOL, SKF_NET_OFF, slot,
 };
 
@@ -38,23 +38,33 @@ pub struct PacketView<'a> {
 /// Run a program over a packet exactly as the kernel would; returns the
 /// filter's return value (0: drop; otherwise keep that many bytes).
 pub fn run(program: &Program, packet: &PacketView<'_>) -> u32 {
+    execute(program, packet).unwrap_or(0)
+}
+
+/// A program ended without a `ret`: a load past the end of the packet (or
+/// of what the interpreter models), a division by X = 0, a malformed
+/// instruction. The kernel then drops the packet, as with `ret #0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault;
+
+/// [`run`], telling a `ret` apart from a [`Fault`]: what a list of filters
+/// that splices several programs together needs to model (a fault in one
+/// ends them all).
+pub fn execute(program: &Program, packet: &PacketView<'_>) -> Result<u32, Fault> {
     let mut machine = Machine::default();
     let insns = program.insns();
     let mut pc = 0;
     while let Some(insn) = insns.get(pc) {
         pc += 1;
         match machine.step(insn, packet) {
-            Some(Next::Skip(n)) => match pc.checked_add(n) {
-                Some(next) => pc = next,
-                None => return 0,
-            },
-            Some(Next::Return(value)) => return value,
+            Some(Next::Skip(n)) => pc = pc.checked_add(n).ok_or(Fault)?,
+            Some(Next::Return(value)) => return Ok(value),
             // A load out of bounds, a division by zero, an unknown opcode.
-            None => return 0,
+            None => return Err(Fault),
         }
     }
     // Ran off the end: the checker forbids such programs.
-    0
+    Err(Fault)
 }
 
 /// Where control goes after an instruction.
@@ -188,8 +198,8 @@ fn load(packet: &PacketView<'_>, offset: i32, size: usize) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{AD_IFINDEX_K, AD_PKTTYPE_K, AD_PROTOCOL_K, net};
     use super::*;
+    use crate::{AD_IFINDEX_K, AD_PKTTYPE_K, AD_PROTOCOL_K, net};
 
     fn ret_a(mut insns: Vec<Insn>) -> Program {
         insns.push(Insn::stmt(BPF_RET | BPF_A, 0));
