@@ -184,6 +184,52 @@ pub(crate) async fn stream(mut response: reqwest::Response, output: &str, url: &
     Ok(summary)
 }
 
+/// `stream --vm`: a capture on `vm` with no storage account (`body`), its
+/// live view to `output`, then the capture stopped and deleted, however the
+/// view ended (the capture's own limits bound it should this process die).
+pub(crate) async fn look_at_vm(
+    context: &crate::Context,
+    vm: &netwatch_api::resource::ResourceId,
+    body: serde_json::Value,
+    output: &str,
+) -> Result<Option<serde_json::Value>, CliError> {
+    use reqwest::Method;
+    const COMPUTE: &str = "2024-07-01";
+    const NETWORK: &str = "2022-01-01";
+    let client = &context.client;
+    let found = client.get(&vm.to_string(), COMPUTE).await?;
+    let location = found["location"].as_str().unwrap_or("westus").to_owned();
+    let name = body["properties"]["storageLocation"]["filePath"]
+        .as_str()
+        .and_then(|path| path.rsplit('/').next())
+        .and_then(|file| file.strip_suffix(".cap"))
+        .unwrap_or("live")
+        .to_owned();
+    let capture = format!(
+        "/subscriptions/{}/resourceGroups/NetworkWatcherRG/providers/Microsoft.Network/networkWatchers/NetworkWatcher_{location}/packetCaptures/{name}",
+        context.subscription
+    );
+    let url = client.url(&capture, NETWORK);
+    let first = client.begin(Method::PUT, &url, Some(&body), &[200, 201]).await?;
+    client.wait(&Method::PUT, &url, first).await?;
+    let live = client.url(&format!("{capture}/live"), NETWORK);
+    let viewed = async {
+        let response = client.download(&live).await?;
+        stream(response, output, &live).await
+    }
+    .await;
+    // The look is over: its capture goes, whatever ended the view.
+    let stop = client.url(&format!("{capture}/stop"), NETWORK);
+    if let Ok(first) = client.begin(Method::POST, &stop, None, &[200, 202]).await {
+        let _ = client.wait(&Method::POST, &stop, first).await;
+    }
+    if let Ok(first) = client.begin(Method::DELETE, &url, None, &[200, 202, 204]).await {
+        let _ = client.wait(&Method::DELETE, &url, first).await;
+    }
+    eprintln!("{}", viewed?.text(&name));
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -393,3 +393,128 @@ fn the_extcap_interface_lists_running_captures_and_streams_into_a_fifo() {
     let ports: Vec<&str> = out.lines().collect();
     assert_eq!(ports, ["43001", "43002", "43003"], "{out}");
 }
+
+/// `stream --vm`: an ad-hoc look without a stored capture: a capture made
+/// for the view with the look's filters, its packets shown, and the capture
+/// stopped and deleted when the viewer leaves (Ctrl-C).
+#[test]
+fn an_ad_hoc_look_at_a_vm_is_removed_when_the_viewer_leaves() {
+    let d = Deployment::start();
+    let out = d.dir.path().join("look.pcapng");
+    let err = d.dir.path().join("look.err");
+    let look = NetnsPair::exec(&d.pair.b, netwatch())
+        .args([
+            "network",
+            "watcher",
+            "packet-capture",
+            "stream",
+            "--vm",
+            "host-a",
+            "-g",
+            "rg1",
+            "--filters",
+            r#"[{"protocol":"UDP","localPort":"44001"}]"#,
+            "--time-limit",
+            "300",
+            "-w",
+        ])
+        .arg(&out)
+        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .spawn()
+        .expect("stream --vm starts");
+    let mut look = crate::deployment::Guard(look);
+    wait_for_view(&d, 1);
+    let listed = d.sdk(&["list"]);
+    assert!(
+        listed.to_string().contains("live-host-a-"),
+        "no capture made for the look: {listed}"
+    );
+    for port in [44001, 44001, 44002, 44001] {
+        send_one(&d, port, 80);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    netwatch_testkit::run(Command::new("kill").args(["-INT", &look.0.id().to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = look.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream --vm did not end on Ctrl-C\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(status.success(), "{status}: {said}");
+    assert!(said.contains(": 3 packets"), "{said}");
+    let read = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&out)
+        .args(["-T", "fields", "-e", "udp.dstport"])
+        .output()
+        .expect("tshark runs");
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).lines().collect::<Vec<_>>(),
+        ["44001"; 3]
+    );
+    let listed = d.sdk(&["list"]);
+    assert!(
+        !listed.to_string().contains("live-host-a-"),
+        "the look's capture is left: {listed}"
+    );
+
+    // Bad looks: what is wrong, before anything is made.
+    for (args, says) in [
+        (vec!["--vm", "host-a"], "--vm needs --resource-group"),
+        (
+            vec!["--vm", "host-a", "-g", "rg1", "--filters", "[{\"protocol\":\"SCTP\"}]"],
+            "argument --filters",
+        ),
+        (
+            vec!["--vm", "host-a", "-g", "rg1", "--time-limit", "99999"],
+            "argument --time-limit",
+        ),
+        (vec!["--vm", "host a", "-g", "rg1"], "--vm"),
+        (vec!["--name", "x"], "--name and --location"),
+        (
+            vec!["--vm", "host-a", "-g", "rg1", "-l", "westus"],
+            "--location goes with --name",
+        ),
+        (vec!["--name", "x", "-l", "westus", "-w", ""], "argument --write/-w"),
+    ] {
+        let out = NetnsPair::exec(&d.pair.b, netwatch())
+            .args(["network", "watcher", "packet-capture", "stream"])
+            .args(&args)
+            .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
+    // A capture that is not running, or not there: the server's words.
+    let stopped = NetnsPair::exec(&d.pair.b, netwatch())
+        .args([
+            "network",
+            "watcher",
+            "packet-capture",
+            "stream",
+            "--name",
+            "nothing-here",
+            "-l",
+            "westus",
+        ])
+        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(3), "{text}");
+    assert!(text.contains("nothing-here"), "{text}");
+}

@@ -34,7 +34,7 @@ use netwatch_api::filter::{PacketCaptureFilter, parse_wire_filters_json};
 use netwatch_api::packet_capture::{
     DEFAULT_BYTES_TO_CAPTURE_PER_PACKET, DEFAULT_TIME_LIMIT_IN_SECONDS, DEFAULT_TOTAL_BYTES_PER_SESSION, FleetSummary,
     MAX_BYTES, MAX_TIME_LIMIT_IN_SECONDS, NetwatchCaptureParameters, PacketCapture, PacketCaptureMachineScope,
-    PacketCaptureParameters, PacketCaptureStorageLocation, TargetSelector,
+    PacketCaptureParameters, PacketCaptureStorageLocation, TargetSelector, parse_packet_capture,
 };
 use netwatch_api::resource::{Location, ResourceGroupName, ResourceId, ResourceKind, ResourceName, SubscriptionId};
 use reqwest::Method;
@@ -184,10 +184,25 @@ pub struct DownloadArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StreamArgs {
-    #[command(flatten)]
-    name: NameArg,
-    #[command(flatten)]
-    location: LocationArg,
+    /// Name of the running packet capture session to watch (with --location).
+    #[arg(long, short = 'n', value_name = "NAME")]
+    name: Option<String>,
+    /// Location (region) of its network watcher, e.g. westus.
+    #[arg(long, short = 'l', value_name = "LOCATION")]
+    location: Option<String>,
+    /// netwatch: an ad-hoc live look at this VM instead (with --resource-group): a capture with no storage
+    /// account (its file stays on the host, under /var/captures), stopped and deleted when the view ends.
+    #[arg(long, value_name = "VM", conflicts_with = "name")]
+    vm: Option<String>,
+    /// The resource group of --vm.
+    #[arg(long, short = 'g', value_name = "GROUP", requires = "vm")]
+    resource_group: Option<String>,
+    /// With --vm: Azure's filters (and netwatch's), a JSON list as `create --filters` takes.
+    #[arg(long, value_name = "JSON", requires = "vm")]
+    filters: Option<String>,
+    /// With --vm: the longest the look lasts, in seconds (at most Azure's 18000).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, requires = "vm")]
+    time_limit: i64,
     /// Where to write the live pcapng stream: `-` (the default) for standard output, to pipe into
     /// `wireshark -k -i -` or `tshark -r -`, or a file.
     #[arg(long, short = 'w', value_name = "FILE", default_value = "-")]
@@ -283,6 +298,12 @@ pub(crate) enum Prepared {
     Stream {
         watcher: WatcherRef,
         name: ResourceName,
+        output: String,
+    },
+    /// `stream --vm`: a capture made for the view and removed after it.
+    StreamVm {
+        vm: ResourceId,
+        body: Value,
         output: String,
     },
 }
@@ -381,18 +402,72 @@ pub(crate) fn prepare(command: PacketCaptureCommand, subscription: &Subscription
                 merged: args.merged,
             }
         }
-        PacketCaptureCommand::Stream(args) => {
-            if args.write.is_empty() {
-                return Err(CliError::Usage(
-                    "argument --write/-w: give a file name, or - for standard output".to_owned(),
-                ));
-            }
-            Prepared::Stream {
-                watcher: location_ref(&args.location.location)?,
-                name: capture_name(&args.name.name)?,
-                output: args.write,
-            }
-        }
+        PacketCaptureCommand::Stream(args) => prepare_stream(args, subscription)?,
+    })
+}
+
+fn prepare_stream(args: StreamArgs, subscription: &SubscriptionId) -> Result<Prepared, CliError> {
+    if args.write.is_empty() {
+        return Err(CliError::Usage(
+            "argument --write/-w: give a file name, or - for standard output".to_owned(),
+        ));
+    }
+    let Some(vm) = args.vm else {
+        let (Some(name), Some(location)) = (args.name, args.location) else {
+            return Err(CliError::Usage(
+                "usage error: say which capture to watch with --name and --location, or look at a VM with --vm and \
+                 --resource-group"
+                    .to_owned(),
+            ));
+        };
+        return Ok(Prepared::Stream {
+            watcher: location_ref(&location)?,
+            name: capture_name(&name)?,
+            output: args.write,
+        });
+    };
+    if args.location.is_some() {
+        return Err(CliError::Usage(
+            "usage error: --location goes with --name (a VM's look goes to the VM's own location)".to_owned(),
+        ));
+    }
+    let Some(group) = args.resource_group else {
+        return Err(CliError::Usage(
+            "usage error: --vm needs --resource-group/-g (the VM's resource group)".to_owned(),
+        ));
+    };
+    let group =
+        ResourceGroupName::parse("--resource-group", &group).map_err(|err| flag_error("--resource-group/-g", &err))?;
+    let vm_name = ResourceName::parse("--vm", &vm).map_err(|err| flag_error("--vm", &err))?;
+    let vm = ResourceId::virtual_machine(subscription, &group, &vm_name);
+    let filters = match &args.filters {
+        Some(json) => netwatch_api::filter::parse_wire_filters_json(json)
+            .map_err(|err| CliError::Usage(format!("argument --filters: {err}")))?,
+        None => Vec::new(),
+    };
+    let name = format!("live-{}-{}", vm_name.as_str(), std::process::id());
+    let name: String = name.chars().take(80).collect();
+    let body = serde_json::json!({"properties": {
+        "target": vm.to_string(),
+        "timeLimitInSeconds": args.time_limit,
+        "storageLocation": {"filePath": format!("/var/captures/{name}.cap")},
+        "filters": filters,
+    }});
+    // The same checks as a create's, before anything is sent.
+    let parsed =
+        parse_packet_capture(body.to_string().as_bytes()).map_err(|err| CliError::Usage(err.message().to_owned()))?;
+    parsed.validate().map_err(|err| {
+        let flag = match err.target() {
+            Some(target) if target.contains("filters") => "--filters",
+            Some(target) if target.contains("timeLimit") => "--time-limit",
+            _ => "--vm",
+        };
+        CliError::Usage(format!("argument {flag}: {}", err.message()))
+    })?;
+    Ok(Prepared::StreamVm {
+        vm,
+        body,
+        output: args.write,
     })
 }
 
@@ -954,6 +1029,7 @@ pub(crate) async fn execute(prepared: Prepared, context: &Context) -> Result<Opt
                 tokio::time::sleep(pause).await;
             }
         }
+        Prepared::StreamVm { vm, body, output } => crate::live::look_at_vm(context, &vm, body, &output).await,
         Prepared::Stream { watcher, name, output } => {
             let watcher = resolve(context, &watcher).await?;
             let path = capture_path(context, &watcher, &name);
