@@ -518,3 +518,63 @@ fn an_ad_hoc_look_at_a_vm_is_removed_when_the_viewer_leaves() {
     assert_eq!(stopped.status.code(), Some(3), "{text}");
     assert!(text.contains("nothing-here"), "{text}");
 }
+
+/// Two viewers at once; one killed mid-way: the other sees every packet,
+/// equal to the stored file, and the agent ends only the view that left.
+#[test]
+fn several_viewers_watch_at_once_and_one_leaving_changes_nothing_else() {
+    let d = Deployment::start();
+    d.create(
+        "live4",
+        json!({"timeLimitInSeconds": 120, "filters": [{"protocol": "UDP"}]}),
+    );
+    let first = NetnsPair::exec(&d.pair.b, netwatch())
+        .args([
+            "network",
+            "watcher",
+            "packet-capture",
+            "stream",
+            "--name",
+            "live4",
+            "-l",
+            "westus",
+            "-w",
+        ])
+        .arg(d.dir.path().join("first.pcapng"))
+        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the first viewer starts");
+    let mut first = crate::deployment::Guard(first);
+    let mut second = Pipeline::start(&d, "live4", TSHARK);
+    wait_for_view(&d, 2);
+    for port in 45001..=45003_u16 {
+        send_one(&d, port, 100);
+    }
+    let both = netwatch_testkit::eventually(100, Duration::from_millis(20), || second.lines().len() == 3);
+    assert!(both, "the second viewer did not see the first datagrams\n{}", d.logs());
+    // The first viewer goes away without a word.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let ended = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
+        std::fs::read_to_string(d.dir.path().join("agent.log"))
+            .unwrap_or_default()
+            .contains("live view ended")
+    });
+    assert!(ended, "the agent kept sending to a viewer that left\n{}", d.logs());
+    send_burst(&d, 45010, 300, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    d.sdk(&["stop", "live4"]);
+    second.wait(&d);
+    let agent_log = std::fs::read_to_string(d.dir.path().join("agent.log")).unwrap_or_default();
+    assert_eq!(agent_log.matches("live view ended").count(), 2, "{agent_log}");
+    let capture = d.sdk(&["get", "live4"]);
+    let stored: Vec<_> = stored_udp(&d.download(&capture))
+        .into_iter()
+        .filter(|(_, port, _)| (45001..=45010).contains(port))
+        .collect();
+    assert_eq!(stored.len(), 303);
+    assert_eq!(tshark_udp(&second.lines()), stored, "{}", second.stderr());
+}
