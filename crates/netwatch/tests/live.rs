@@ -220,6 +220,29 @@ fn a_running_capture_streams_into_tshark_within_a_second_and_equals_its_file() {
         stored.len()
     );
     assert_eq!(streamed, stored, "the live view differs from the stored file");
+
+    // A stopped capture cannot be watched: its file is stored.
+    let late = NetnsPair::exec(&d.pair.b, netwatch())
+        .args([
+            "network",
+            "watcher",
+            "packet-capture",
+            "stream",
+            "--name",
+            "live1",
+            "-l",
+            "westus",
+        ])
+        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&late.stderr);
+    assert_eq!(late.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("live1 is Stopped: only a running capture can be watched live"),
+        "{text}"
+    );
 }
 
 #[test]
