@@ -273,9 +273,13 @@ impl View {
         let done = self.source.is_done();
         let reading = self.reading.as_ref().expect("opened above");
         if current > reading.seq {
-            if let Some(next) = self.open(reading.seq + 1, false)? {
-                self.reading = Some(next);
-                return Ok(Progress::Waiting);
+            // The next file; when a lagging view finds it already deleted by
+            // the ring, the first one still there.
+            for seq in reading.seq + 1..=current {
+                if let Some(next) = self.open(seq, false)? {
+                    self.reading = Some(next);
+                    return Ok(Progress::Waiting);
+                }
             }
         } else if done && reading.file.metadata()?.len() <= reading.offset {
             return Ok(Progress::Ended);
