@@ -423,21 +423,26 @@ impl Uploader {
     /// `POST`s a live view's streamed body to the controller at `path`
     /// (live.rs); returns once the body ended or the controller answered.
     pub(crate) async fn post_live(&self, path: &str, body: reqwest::Body) -> Result<(), UploadError> {
+        let (url, request) = self.controller_post(path);
+        let request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let response = request.send().await.map_err(|source| UploadError::Send {
+            method: "POST",
+            url: url.clone(),
+            source,
+        })?;
+        check(response, "POST", &url).await.map(drop)
+    }
+
+    /// A `POST` to the controller's `path` with the agent's credential, and its URL.
+    fn controller_post(&self, path: &str) -> (String, reqwest::RequestBuilder) {
         let url = self.remote.http_url(path);
-        let response = self
+        let request = self
             .controller
             .post(&url)
-            .header(AUTHORIZATION, self.remote.authorization())
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| UploadError::Send {
-                method: "POST",
-                url: url.clone(),
-                source,
-            })?;
-        check(response, "POST", &url).await.map(drop)
+            .header(AUTHORIZATION, self.remote.authorization());
+        (url, request)
     }
 
     /// `POST`s JSON to the controller; the JSON answer.
@@ -446,19 +451,12 @@ impl Uploader {
         path: &str,
         body: &T,
     ) -> Result<R, UploadError> {
-        let url = self.remote.http_url(path);
-        let response = self
-            .controller
-            .post(&url)
-            .header(AUTHORIZATION, self.remote.authorization())
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| UploadError::Send {
-                method: "POST",
-                url: url.clone(),
-                source,
-            })?;
+        let (url, request) = self.controller_post(path);
+        let response = request.json(body).send().await.map_err(|source| UploadError::Send {
+            method: "POST",
+            url: url.clone(),
+            source,
+        })?;
         let response = check(response, "POST", &url).await?;
         response
             .json()

@@ -17,7 +17,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use netwatch_testkit::{A4, B4, IF_A, NetnsPair, Place, read_pcap};
 use serde_json::{Value, json};
 
-use crate::deployment::{Guard, SUB, VM, run_sdk};
+use crate::deployment::{Guard, SUB, VM, run_sdk, start_up_args};
 use crate::util::netwatch;
 
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
@@ -93,9 +93,8 @@ impl Setup {
             "name",
             "nwpeer",
         ]));
-        // `up` with its own agent: start_up_with adds --no-agent, so `up` is
-        // started here without it.
-        let (up, url) = start_up_full(&pair.b, dir.path());
+        // `up` with its own agent.
+        let (up, url) = start_up_args(&pair.b, dir.path(), &format!("{B4}:0"), &[]);
         let ca = dir.path().join("up/ca.pem");
         let read = |name: &str| {
             let text = std::fs::read_to_string(dir.path().join("up/credentials.toml")).unwrap();
@@ -196,40 +195,6 @@ impl Setup {
         });
         assert!(both, "the two agents did not connect within 20 s\n{}", self.logs());
     }
-}
-
-/// `netwatch up` in `ns`, its agent included (it captures on `any`); the
-/// deployment tests' `start_up` runs it without.
-fn start_up_full(ns: &str, dir: &Path) -> (Guard, String) {
-    let log = std::fs::File::create(dir.join("up.log")).unwrap();
-    let mut up = NetnsPair::exec(ns, netwatch())
-        .args(["up", "--listen", &format!("{B4}:0"), "--data-dir"])
-        .arg(dir.join("up"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn netwatch up");
-    use std::io::BufRead as _;
-    let stdout = up.stdout.take().unwrap();
-    let up = Guard(up);
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let mut url = None;
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(found) = line.trim().strip_prefix("URL:") {
-            url = Some(found.trim().to_owned());
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    let url = url.unwrap_or_else(|| {
-        panic!(
-            "netwatch up printed no URL:\n{}",
-            std::fs::read_to_string(dir.join("up.log")).unwrap_or_default()
-        )
-    });
-    (up, url)
 }
 
 /// Sends `per_port` UDP datagrams from b to host-a on each of `ports`, a
@@ -355,25 +320,23 @@ impl Browser<'_> {
         self.text(css).await.and_then(|t| t.trim().parse().ok()).unwrap_or(0)
     }
 
-    async fn click(&self, css: &str) {
-        let element = self
-            .client
+    /// The element `css` finds, waited for (20 s at most).
+    async fn element(&self, css: &str, what: &str) -> fantoccini::elements::Element {
+        self.client
             .wait()
             .at_most(Duration::from_secs(20))
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|err| panic!("no {css} to click: {err}\n{}", self.setup.logs()));
+            .unwrap_or_else(|err| panic!("no {css} to {what}: {err}\n{}", self.setup.logs()))
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.element(css, "click").await;
         element.click().await.unwrap_or_else(|err| panic!("click {css}: {err}"));
     }
 
     async fn type_into(&self, css: &str, text: &str) {
-        let element = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|err| panic!("no {css} to type into: {err}"));
+        let element = self.element(css, "type into").await;
         element.clear().await.unwrap();
         element
             .send_keys(text)
@@ -382,13 +345,7 @@ impl Browser<'_> {
     }
 
     async fn select(&self, css: &str, value: &str) {
-        let element = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|err| panic!("no {css} to choose in: {err}"));
+        let element = self.element(css, "choose in").await;
         // Options may come from the API a moment after the form.
         let options = format!("{css} option[value=\"{value}\"]");
         self.until(&format!("option {value} in {css}"), async || {
@@ -504,12 +461,7 @@ async fn session(setup: &Setup, reader: &str, shots: PathBuf) {
 async fn operator_flow(b: &Browser<'_>) {
     let setup = b.setup;
     b.client.goto(&format!("{}/console/", setup.url)).await.unwrap();
-    b.client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#token"))
-        .await
-        .expect("the sign-in page");
+    b.element("#token", "see on the sign-in page").await;
     b.shot("sign-in").await;
     // A wrong token is refused with the server's words.
     b.type_into("#token", "not-a-token").await;

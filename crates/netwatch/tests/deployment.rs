@@ -164,13 +164,21 @@ pub(crate) fn start_up(ns: &str, dir: &Path, listen: &str) -> (Guard, String) {
 
 /// [`start_up`] with more arguments for `netwatch up`.
 pub(crate) fn start_up_with(ns: &str, dir: &Path, listen: &str, more: &[&std::ffi::OsStr]) -> (Guard, String) {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--no-agent".as_ref()];
+    args.extend_from_slice(more);
+    start_up_args(ns, dir, listen, &args)
+}
+
+/// `netwatch up --listen LISTEN --data-dir DIR/up MORE…` in `ns` (with its
+/// own agent unless `more` says `--no-agent`); the process and its URL.
+pub(crate) fn start_up_args(ns: &str, dir: &Path, listen: &str, more: &[&std::ffi::OsStr]) -> (Guard, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("up.log"))
         .unwrap();
     let mut up = NetnsPair::exec(ns, netwatch())
-        .args(["up", "--no-agent", "--listen", listen, "--data-dir"])
+        .args(["up", "--listen", listen, "--data-dir"])
         .arg(dir.join("up"))
         .args(more)
         .env("XDG_CONFIG_HOME", dir.join("config"))

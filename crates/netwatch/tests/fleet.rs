@@ -140,6 +140,31 @@ impl Fleet {
             .expect("run netwatch")
     }
 
+    /// `vmss extension set` for [`SET`] (az's command, with `more` flags): its JSON.
+    fn enroll_scale_set(&self, more: &[&str]) -> Value {
+        let mut args = vec![
+            "vmss",
+            "extension",
+            "set",
+            "-g",
+            "rg1",
+            "--vmss-name",
+            SET,
+            "--name",
+            "NetworkWatcherAgentLinux",
+            "--publisher",
+            "Microsoft.Azure.NetworkWatcher",
+            "--version",
+            "1.4",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(more);
+        let made = self.netwatch(&args);
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        serde_json::from_slice(&made.stdout).unwrap()
+    }
+
     fn data_dir(&self, host: usize) -> PathBuf {
         self.dir.path().join(format!("agent-{host}"))
     }
@@ -308,27 +333,7 @@ fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng()
 
     // One reusable key for the scale set, capped to the six hosts (az's
     // `vmss extension set`, with netwatch's cap on the key).
-    let made = fleet.netwatch(&[
-        "vmss",
-        "extension",
-        "set",
-        "-g",
-        "rg1",
-        "--vmss-name",
-        SET,
-        "--name",
-        "NetworkWatcherAgentLinux",
-        "--publisher",
-        "Microsoft.Azure.NetworkWatcher",
-        "--version",
-        "1.4",
-        "--key-max-uses",
-        "6",
-        "-o",
-        "json",
-    ]);
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let made = fleet.enroll_scale_set(&["--key-max-uses", "6"]);
     let key = made["netwatch"]["enrollment"]["key"]
         .as_str()
         .unwrap_or_else(|| panic!("no key in {made:#}"))
@@ -914,25 +919,7 @@ fn one_capture_across_a_scale_set_rolls_up_per_host_and_merges_into_one_pcapng()
 fn a_live_view_of_a_scale_set_capture_shows_each_host_on_its_own_interface() {
     const LIVE_HOSTS: usize = 3;
     let mut fleet = Fleet::start();
-    let made = fleet.netwatch(&[
-        "vmss",
-        "extension",
-        "set",
-        "-g",
-        "rg1",
-        "--vmss-name",
-        SET,
-        "--name",
-        "NetworkWatcherAgentLinux",
-        "--publisher",
-        "Microsoft.Azure.NetworkWatcher",
-        "--version",
-        "1.4",
-        "-o",
-        "json",
-    ]);
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let made = fleet.enroll_scale_set(&[]);
     let key = made["netwatch"]["enrollment"]["key"].as_str().unwrap().to_owned();
     for host in 0..LIVE_HOSTS {
         fleet.start_agent(host, &key);

@@ -84,6 +84,16 @@ impl Drop for Pipeline {
     }
 }
 
+/// `netwatch ARGS` in b as the deployment's admin (its client file); what it printed.
+fn cli(d: &Deployment, args: &[&str]) -> std::process::Output {
+    NetnsPair::exec(&d.pair.b, netwatch())
+        .args(args)
+        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run netwatch")
+}
+
 /// Waits until host-a's agent says it is sending a live view.
 fn wait_for_view(d: &Deployment, views: usize) {
     let started = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
@@ -222,8 +232,9 @@ fn a_running_capture_streams_into_tshark_within_a_second_and_equals_its_file() {
     assert_eq!(streamed, stored, "the live view differs from the stored file");
 
     // A stopped capture cannot be watched: its file is stored.
-    let late = NetnsPair::exec(&d.pair.b, netwatch())
-        .args([
+    let late = cli(
+        &d,
+        &[
             "network",
             "watcher",
             "packet-capture",
@@ -232,11 +243,8 @@ fn a_running_capture_streams_into_tshark_within_a_second_and_equals_its_file() {
             "live1",
             "-l",
             "westus",
-        ])
-        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        ],
+    );
     let text = String::from_utf8_lossy(&late.stderr);
     assert_eq!(late.status.code(), Some(1), "{text}");
     assert!(
@@ -311,14 +319,7 @@ fn the_extcap_interface_lists_running_captures_and_streams_into_a_fifo() {
         "live3",
         json!({"timeLimitInSeconds": 120, "filters": [{"protocol": "UDP"}]}),
     );
-    let extcap = |args: &[&str]| {
-        NetnsPair::exec(&d.pair.b, netwatch())
-            .args(args)
-            .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the extcap")
-    };
+    let extcap = |args: &[&str]| cli(&d, args);
     let listed = extcap(&["--extcap-interfaces", "--extcap-version=4.0"]);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
@@ -510,20 +511,17 @@ fn an_ad_hoc_look_at_a_vm_is_removed_when_the_viewer_leaves() {
         ),
         (vec!["--name", "x", "-l", "westus", "-w", ""], "argument --write/-w"),
     ] {
-        let out = NetnsPair::exec(&d.pair.b, netwatch())
-            .args(["network", "watcher", "packet-capture", "stream"])
-            .args(&args)
-            .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let mut line = vec!["network", "watcher", "packet-capture", "stream"];
+        line.extend_from_slice(&args);
+        let out = cli(&d, &line);
         let text = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
         assert!(text.contains(says), "{args:?}: {text}");
     }
     // A capture that is not running, or not there: the server's words.
-    let stopped = NetnsPair::exec(&d.pair.b, netwatch())
-        .args([
+    let stopped = cli(
+        &d,
+        &[
             "network",
             "watcher",
             "packet-capture",
@@ -532,11 +530,8 @@ fn an_ad_hoc_look_at_a_vm_is_removed_when_the_viewer_leaves() {
             "nothing-here",
             "-l",
             "westus",
-        ])
-        .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        ],
+    );
     let text = String::from_utf8_lossy(&stopped.stderr);
     assert_eq!(stopped.status.code(), Some(3), "{text}");
     assert!(text.contains("nothing-here"), "{text}");
