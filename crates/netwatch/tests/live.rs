@@ -25,15 +25,25 @@ struct Pipeline {
 
 impl Pipeline {
     fn start(d: &Deployment, name: &str, consumer: &str) -> Pipeline {
+        Pipeline::start_as(d, name, consumer, None)
+    }
+
+    /// [`Pipeline::start`] with `token` instead of the admin's.
+    fn start_as(d: &Deployment, name: &str, consumer: &str, token: Option<&str>) -> Pipeline {
         let stderr_path = d.dir.path().join(format!("stream-{name}.err"));
         let script = format!(
             "{} network watcher packet-capture stream --name {name} --location westus -w - 2>{} | {consumer}",
             netwatch(),
             stderr_path.display()
         );
-        let mut child = NetnsPair::exec(&d.pair.b, "sh")
+        let mut command = NetnsPair::exec(&d.pair.b, "sh");
+        command
             .args(["-c", &script])
-            .env("XDG_CONFIG_HOME", d.dir.path().join("config"))
+            .env("XDG_CONFIG_HOME", d.dir.path().join("config"));
+        if let Some(token) = token {
+            command.env("NETWATCH_TOKEN", token);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -537,7 +547,8 @@ fn an_ad_hoc_look_at_a_vm_is_removed_when_the_viewer_leaves() {
     assert!(text.contains("nothing-here"), "{text}");
 }
 
-/// Two viewers at once; one killed mid-way: the other sees every packet,
+/// Two viewers at once (the second with a reader's token); one killed
+/// mid-way: the other sees every packet,
 /// equal to the stored file, and the agent ends only the view that left.
 #[test]
 fn several_viewers_watch_at_once_and_one_leaving_changes_nothing_else() {
@@ -566,7 +577,18 @@ fn several_viewers_watch_at_once_and_one_leaving_changes_nothing_else() {
         .spawn()
         .expect("the first viewer starts");
     let mut first = crate::deployment::Guard(first);
-    let mut second = Pipeline::start(&d, "live4", TSHARK);
+    // The second viewer is a reader: watching is reading.
+    let made = d.sdk(&[
+        "rest",
+        "POST",
+        "/netwatch/v1/tokens",
+        r#"{"name": "watcher", "role": "reader"}"#,
+    ]);
+    let reader = made["body"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{made}"))
+        .to_owned();
+    let mut second = Pipeline::start_as(&d, "live4", TSHARK, Some(&reader));
     wait_for_view(&d, 2);
     for port in 45001..=45003_u16 {
         send_one(&d, port, 100);
