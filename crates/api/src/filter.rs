@@ -822,6 +822,115 @@ pub fn filters_keep(filters: &[CaptureFilter], flow: Option<&Flow>, packet: &Pac
     false
 }
 
+/// What a filter list keeps, in words: `netwatch capture --explain`.
+pub fn explain(filters: &[CaptureFilter]) -> String {
+    if filters.is_empty() {
+        return "Keeps every packet: there are no filters.\n".to_owned();
+    }
+    let mut text = if filters.len() == 1 {
+        "Keeps a packet when this filter matches it:\n".to_owned()
+    } else {
+        format!(
+            "Keeps a packet when any of these {} filters matches it:\n",
+            filters.len()
+        )
+    };
+    for (index, filter) in filters.iter().enumerate() {
+        text.push_str(&format!("  filters[{index}]: {}\n", filter.explain()));
+    }
+    if filters.iter().any(|f| f.expression.is_some()) {
+        text.push_str(
+            "Filters without a bpfExpression are tried first, then those with one in order; a packet an \
+             expression reads past the end of is dropped, as tcpdump drops it.\n",
+        );
+    }
+    if filters
+        .iter()
+        .any(|f| f.local_ip.is_some() || f.local_port.is_some() || f.remote_ip.is_some() || f.remote_port.is_some())
+    {
+        text.push_str(
+            "Local is this host's side of each packet: the source of what it sends, the destination of what \
+             it receives; on loopback and for overheard packets either side.\n",
+        );
+    }
+    text
+}
+
+impl CaptureFilter {
+    /// One filter in words, for [`explain`].
+    fn explain(&self) -> String {
+        if self.matches_everything() {
+            return "every packet (it sets no field), IP or not".to_owned();
+        }
+        let mut what = match self.protocol {
+            Protocol::Tcp => "TCP segments (IPv4 and IPv6)".to_owned(),
+            Protocol::Udp => "UDP datagrams (IPv4 and IPv6)".to_owned(),
+            Protocol::Icmp => "ICMP messages (IPv4)".to_owned(),
+            Protocol::Icmpv6 => "ICMPv6 messages (IPv6)".to_owned(),
+            Protocol::Any if self.has_ports() => "TCP segments and UDP datagrams (IPv4 and IPv6)".to_owned(),
+            Protocol::Any => "IPv4 and IPv6 packets".to_owned(),
+        };
+        let mut clauses: Vec<String> = Vec::new();
+        match (self.icmp_type, self.icmp_code) {
+            (Some(t), Some(c)) => clauses.push(format!("of type {t} and code {c}")),
+            (Some(t), None) => clauses.push(format!("of type {t}")),
+            (None, Some(c)) => clauses.push(format!("of code {c}")),
+            (None, None) => {}
+        }
+        let side = |ip: &Option<IpSet>, port: &Option<PortSet>| {
+            let mut parts = Vec::new();
+            if let Some(ip) = ip {
+                parts.push(format!("address {ip}"));
+            }
+            if let Some(port) = port {
+                parts.push(format!("port {port}"));
+            }
+            (!parts.is_empty()).then(|| parts.join(" and "))
+        };
+        if let Some(local) = side(&self.local_ip, &self.local_port) {
+            clauses.push(format!("whose local side (this host's) has {local}"));
+        }
+        if let Some(remote) = side(&self.remote_ip, &self.remote_port) {
+            clauses.push(format!("whose remote side (the peer's) has {remote}"));
+        }
+        if let Some(flags) = self.tcp_flags {
+            let names = |bits: u8| {
+                TCP_FLAG_NAMES
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| bits & (1 << bit) != 0)
+                    .map(|(_, name)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut words = Vec::new();
+            if flags.set != 0 {
+                words.push(format!("{} set", names(flags.set)));
+            }
+            if flags.clear != 0 {
+                words.push(format!("{} clear", names(flags.clear)));
+            }
+            clauses.push(format!("with TCP flags {}", words.join(" and ")));
+        }
+        match self.direction {
+            Some(Way::Inbound) => clauses.push("that this host receives (inbound)".to_owned()),
+            Some(Way::Outbound) => clauses.push("that this host sends (outbound)".to_owned()),
+            None => {}
+        }
+        if let Some(expression) = &self.expression {
+            clauses.push(format!("that the tcpdump expression {:?} keeps", expression.text));
+        }
+        if self.transport_bytes() > 0 && self.protocol != Protocol::Icmpv6 {
+            clauses.push("(an IPv4 fragment after the first has no transport header: it never matches)".to_owned());
+        }
+        for clause in clauses {
+            what.push(' ');
+            what.push_str(&clause);
+        }
+        what
+    }
+}
+
 /// A filter rejected: the client's fault, a 400 with `target` in the ARM error body.
 ///
 /// `message` starts with `target`, so it reads alone; the controller may put
@@ -1736,6 +1845,29 @@ mod tests {
         assert!(!filters_keep(&[with(&udp, "{}")], None, &arp));
         // filters_match cannot judge an expression: it keeps nothing for it.
         assert!(!filters_match(&[with(&udp, "{}")], Some(&flow)));
+    }
+
+    #[test]
+    fn explain_says_what_a_list_keeps() {
+        let text = explain(&parse_filters_json(
+            r#"[{"protocol":"TCP","localIPAddress":"10.0.0.0/8","remotePort":"443","tcpFlags":"SYN;!ACK","direction":"outbound"},
+                {"protocol":"ICMP","icmpType":"8"},{"bpfExpression":"udp port 53"}]"#,
+        )
+        .unwrap());
+        assert_eq!(
+            text,
+            "Keeps a packet when any of these 3 filters matches it:\n  \
+             filters[0]: TCP segments (IPv4 and IPv6) whose local side (this host's) has address 10.0.0.0/8 whose remote side (the peer's) has port 443 with TCP flags SYN set and ACK clear that this host sends (outbound) (an IPv4 fragment after the first has no transport header: it never matches)\n  \
+             filters[1]: ICMP messages (IPv4) of type 8 (an IPv4 fragment after the first has no transport header: it never matches)\n  \
+             filters[2]: IPv4 and IPv6 packets that the tcpdump expression \"udp port 53\" keeps\n\
+             Filters without a bpfExpression are tried first, then those with one in order; a packet an expression reads past the end of is dropped, as tcpdump drops it.\n\
+             Local is this host's side of each packet: the source of what it sends, the destination of what it receives; on loopback and for overheard packets either side.\n"
+        );
+        assert_eq!(explain(&[]), "Keeps every packet: there are no filters.\n");
+        assert_eq!(
+            explain(&parse_filters_json("[{}]").unwrap()),
+            "Keeps a packet when this filter matches it:\n  filters[0]: every packet (it sets no field), IP or not\n"
+        );
     }
 
     #[test]

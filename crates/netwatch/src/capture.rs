@@ -26,7 +26,11 @@ const U32_MAX: u64 = 4_294_967_295;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Filters are Azure's PacketCaptureFilter list, e.g.\n  \
     --filters '[{\"protocol\":\"TCP\",\"localIPAddress\":\"10.0.0.3\",\"remotePort\":\"443;8443\"},{\"protocol\":\"UDP\"}]'\n\
-A packet is kept when any filter matches; a filter matches when every field it sets matches, in either direction.")]
+with netwatch's fields too: protocol ICMP/ICMPv6 with icmpType and icmpCode, CIDR blocks (10.0.0.0/8), \
+tcpFlags (\"SYN;!ACK\"), direction (inbound/outbound) and bpfExpression (a tcpdump expression, compiled by \
+libpcap: apt-get install libpcap0.8).\n\
+A packet is kept when any filter matches; a filter matches when every field it sets matches, in either direction \
+(its bpfExpression too). --explain says in words what a list keeps.")]
 pub struct Args {
     /// Interface to capture on, or `any` for all of them (Linux cooked headers, as tcpdump -i any).
     #[arg(short = 'i', long = "interface", default_value = "any")]
@@ -105,6 +109,10 @@ pub struct Args {
     /// Print the compiled kernel filter program and exit without capturing.
     #[arg(short = 'd', long)]
     dump_filter: bool,
+
+    /// Say in words what --filters keeps and exit without capturing (a dry run).
+    #[arg(long)]
+    explain: bool,
 }
 
 fn parse_block_size(s: &str) -> Result<u32, String> {
@@ -137,7 +145,20 @@ fn read_filters(arg: Option<&str>) -> Result<Vec<CaptureFilter>> {
         ),
         None => (arg.to_owned(), "--filters".to_owned()),
     };
-    parse_filters_json(&json).map_err(|e| UsageError(format!("{source}: {e}")).into())
+    let mut filters = parse_filters_json(&json).map_err(|e| UsageError(format!("{source}: {e}")))?;
+    // bpfExpression: compiled here, by libpcap (loaded only now).
+    for (index, filter) in filters.iter_mut().enumerate() {
+        if let Some(expression) = &mut filter.expression {
+            let program = netwatch_bpf::expression::compile(&expression.text).map_err(|e| {
+                UsageError(format!(
+                    "{source}: filters[{index}].bpfExpression {:?} does not compile: {e}",
+                    expression.text
+                ))
+            })?;
+            expression.program = Some(program);
+        }
+    }
+    Ok(filters)
 }
 
 fn output_spec(args: &Args) -> Result<OutputSpec> {
@@ -200,6 +221,10 @@ fn stats_line(stats: &CaptureStats, reason: Option<&str>) -> String {
 pub fn run(args: Args) -> Result<ExitCode> {
     let filters = read_filters(args.filters.as_deref())?;
     let snaplen = u32::try_from(args.capture_size).unwrap_or(u32::MAX);
+    if args.explain {
+        print!("{}", netwatch_api::filter::explain(&filters));
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.dump_filter {
         let program = netwatch_capture::bpf::compile(&filters, if snaplen == 0 { 262_144 } else { snaplen })?;
         print!("{program}");

@@ -720,6 +720,181 @@ fn issue_18_netwatch_fields_keep_what_tcpdump_keeps() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `bpfExpression` (issue 18): the same tcpdump expression in netwatch (compiled
+/// by libpcap for raw IP, moved to the network header, spliced with the
+/// list's other filters) and in tcpdump keeps the same packets of real
+/// traffic, on the Ethernet interface and on `any` (tcpdump writing
+/// LINUX_SLL2 there too: the same bytes); and netwatch's program keeps the
+/// same IP packets on both.
+#[test]
+fn issue_18_expressions_keep_what_tcpdump_keeps_on_ethernet_and_any() {
+    let pair = NetnsPair::new();
+    let dir = tmp();
+    let out = |expr: &'static str| vec!["-Q", "out", expr];
+    let cases: Vec<(&str, Vec<Vec<&str>>)> = vec![
+        (r#"[{"bpfExpression":"tcp port 8080"}]"#, vec![vec!["tcp port 8080"]]),
+        (
+            r#"[{"bpfExpression":"tcp[tcpflags] & tcp-syn != 0 and not port 22"}]"#,
+            vec![vec!["tcp[tcpflags] & tcp-syn != 0 and not port 22"]],
+        ),
+        (r#"[{"bpfExpression":"icmp or icmp6"}]"#, vec![vec!["icmp or icmp6"]]),
+        (
+            r#"[{"protocol":"UDP","remotePort":"5005"},{"direction":"outbound","bpfExpression":"ip6 and tcp"}]"#,
+            vec![vec!["udp port 5005"], out("ip6 and tcp")],
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (i, (filters, references)) in cases.iter().enumerate() {
+        for interface in [IF_B, "any"] {
+            let nw = dir.path().join(format!("nw{i}-{interface}.pcap"));
+            let mut args = vec!["-i", interface, "-w", path_str(&nw), "--filters", filters];
+            args.extend(SMALL_RING);
+            let run = Running::start(&pair.b, &args);
+            let tcpdumps: Vec<(PathBuf, Tcpdump)> = references
+                .iter()
+                .enumerate()
+                .map(|(j, extra)| {
+                    let td = dir.path().join(format!("td{i}-{j}-{interface}.pcap"));
+                    let mut extra = extra.clone();
+                    if interface == "any" {
+                        extra.splice(0..0, ["-y", "LINUX_SLL2"]);
+                    }
+                    (td.clone(), Tcpdump::start_with(&pair.b, interface, &td, &extra))
+                })
+                .collect();
+            runs.push((
+                i,
+                interface,
+                nw,
+                run,
+                tcpdumps,
+                format!("{interface} {filters} ~ {references:?}"),
+            ));
+        }
+    }
+    real_traffic(&pair);
+    icmp_traffic(&pair);
+    let vb_index: u32 =
+        netwatch_testkit::run(NetnsPair::exec(&pair.b, "cat").arg(format!("/sys/class/net/{IF_B}/ifindex")))
+            .stdout
+            .trim_ascii()
+            .iter()
+            .fold(0, |n, d| n * 10 + u32::from(d - b'0'));
+    let mut failures = Vec::new();
+    // Per case: the IP packets netwatch kept on vB, and on `any` from vB.
+    let mut ip_packets: BTreeMap<(usize, bool), Vec<Vec<u8>>> = BTreeMap::new();
+    for (i, interface, nw, run, tcpdumps, what) in runs {
+        let done = run.stop();
+        assert!(done.status.success(), "{}", done.stderr);
+        let mut theirs = Vec::new();
+        for (td, tcpdump) in tcpdumps {
+            tcpdump.stop();
+            theirs.extend(read_pcap(&td).1.into_iter().map(|p| p.data));
+        }
+        let mut ours: Vec<_> = read_pcap(&nw).1.into_iter().map(|p| p.data).collect();
+        ours.sort();
+        theirs.sort();
+        let any = interface == "any";
+        let mut ip: Vec<Vec<u8>> = ours
+            .iter()
+            .filter(|p| !any || u32::from_be_bytes(p[4..8].try_into().unwrap()) == vb_index)
+            .map(|p| p[if any { 20 } else { 14 }..].to_vec())
+            .collect();
+        ip.sort();
+        ip_packets.insert((i, any), ip);
+        if theirs.is_empty() {
+            failures.push(format!("{what}: tcpdump saw nothing"));
+        } else if ours != theirs {
+            failures.push(format!(
+                "{what}: netwatch {} packets, tcpdump {}",
+                ours.len(),
+                theirs.len()
+            ));
+        }
+    }
+    for i in 0..cases.len() {
+        if ip_packets[&(i, false)] != ip_packets[&(i, true)] {
+            failures.push(format!(
+                "{}: {} IP packets on {IF_B}, {} from {IF_B} on any",
+                cases[i].0,
+                ip_packets[&(i, false)].len(),
+                ip_packets[&(i, true)].len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `-d` lists the program of either kind of filter and `--explain` says what a
+/// list keeps, both without capturing (issue 18).
+#[test]
+fn issue_18_dump_and_explain_are_dry_runs() {
+    let dir = tmp();
+    let out = dir.path().join("never.pcap");
+    let filters = r#"[{"protocol":"ICMP","icmpType":"8","direction":"outbound"},{"bpfExpression":"tcp port 22"}]"#;
+    let done = netwatch_cmd(&["capture", "-w", path_str(&out), "--filters", filters, "-d"]);
+    assert!(done.status.success(), "{}", done.stderr);
+    for line in [
+        "ldh      #proto",
+        "jeq      #0x8 ",
+        "ld       #type",
+        "ldh      [net+40]",
+        "ret      #262144",
+    ] {
+        assert!(done.stderr.contains(line), "-d lacks {line:?}:\n{}", done.stderr);
+    }
+    let done = netwatch_cmd(&["capture", "-w", path_str(&out), "--filters", filters, "--explain"]);
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(
+        done.stderr.starts_with(
+            "Keeps a packet when any of these 2 filters matches it:\n  filters[0]: ICMP messages (IPv4) of type 8 \
+             that this host sends (outbound)"
+        ),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .contains(r#"filters[1]: IPv4 and IPv6 packets that the tcpdump expression "tcp port 22" keeps"#)
+    );
+    assert!(!out.exists());
+}
+
+/// The binary does not link libpcap: it runs where there is none, and only
+/// compiling an expression asks for it, saying how to install it (issue 18).
+#[test]
+fn issue_18_runs_without_libpcap_until_an_expression_is_compiled() {
+    let binary = crate::util::netwatch();
+    let needed = netwatch_testkit::run(std::process::Command::new("readelf").args(["-d", binary]));
+    let needed = String::from_utf8_lossy(&needed.stdout).into_owned();
+    assert!(needed.contains("(NEEDED)") && !needed.contains("libpcap"), "{needed}");
+    // A mount namespace where libpcap's file is empty: dlopen fails there.
+    let library = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libpcap.so.0.8")
+        .expect("libpcap0.8 is installed for the other tests (apt-get install libpcap0.8)");
+    let without = |filters: &str| {
+        let script = format!(
+            "mount --bind /dev/null {} && exec {} capture -w /dev/null --filters '{filters}' -d",
+            library.display(),
+            binary
+        );
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .expect("unshare runs (util-linux)")
+    };
+    let plain = without(r#"[{"protocol":"TCP","tcpFlags":"SYN"}]"#);
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("ret      #262144"));
+    let expression = without(r#"[{"bpfExpression":"tcp"}]"#);
+    let stderr = String::from_utf8_lossy(&expression.stderr);
+    assert_eq!(expression.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot compile tcpdump expressions here: libpcap is not installed")
+            && stderr.contains("apt-get install libpcap0.8"),
+        "{stderr}"
+    );
+}
+
 /// From b: 3 ICMP echo requests to a over IPv4 and 2 over IPv6 (a's kernel
 /// answers them), and a UDP datagram to a closed port over each (a's kernel
 /// answers port unreachable: ICMP 3/3, ICMPv6 1/4).
@@ -1075,6 +1250,11 @@ impl Tcpdump {
         let mut line = String::new();
         let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
         err.read_line(&mut line).unwrap();
+        // With -y, tcpdump first says which link type it chose.
+        if line.contains("data link type") {
+            line.clear();
+            err.read_line(&mut line).unwrap();
+        }
         assert!(line.contains("listening on"), "tcpdump: {line}");
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         Tcpdump { child }
@@ -1151,6 +1331,22 @@ fn bad_flags_and_filters_are_refused_before_capturing() {
         (
             &["--filters", "@/nonexistent/filters.json"],
             "/nonexistent/filters.json",
+        ),
+        (
+            &["--filters", r#"[{"bpfExpression":"tcp prot 22"}]"#],
+            "filters[0].bpfExpression \"tcp prot 22\" does not compile: libpcap: can't parse filter expression: syntax error",
+        ),
+        (
+            &["--filters", r#"[{"bpfExpression":"vlan and tcp"}]"#],
+            "libpcap: no VLAN support for Raw IP",
+        ),
+        (
+            &["--filters", r#"[{"bpfExpression":"less 60"}]"#],
+            "reads the packet's length (len, less, greater)",
+        ),
+        (
+            &["--filters", r#"[{"bpfExpression":"udp","bpfProgram":"1,6 0 0 1"}]"#],
+            "bpfProgram, which the controller fills in from bpfExpression: leave it out",
         ),
         (&["--capture-size", "4294967296"], "--capture-size"),
         (&["--time-limit", "18001"], "--time-limit"),
