@@ -724,14 +724,37 @@ fn filters_of(args: &CreateArgs) -> Result<Option<Vec<PacketCaptureFilter>>, Cli
 }
 
 /// A `--filters` value (JSON, or `@file`) as the wire's filters, not yet
-/// validated: the body's `validate` checks them where they land.
+/// validated: the body's `validate` checks them where they land. A
+/// `bpfExpression` of filters that are otherwise good is compiled here when
+/// libpcap is installed, so a bad one fails before anything is sent (with
+/// libpcap's message); without libpcap the controller checks it.
 pub(crate) fn parse_filters(text: Option<&str>) -> Result<Option<Vec<PacketCaptureFilter>>, CliError> {
     match text {
         Some(text) => {
             let json = json_argument("--filters", text)?;
-            Ok(Some(parse_wire_filters_json(&json).map_err(|err| {
-                CliError::Usage(format!("argument --filters: {err}"))
-            })?))
+            let wire =
+                parse_wire_filters_json(&json).map_err(|err| CliError::Usage(format!("argument --filters: {err}")))?;
+            if netwatch_api::filter::validate_filters(&wire).is_ok() {
+                for (index, filter) in wire.iter().enumerate() {
+                    let Some(expression) = filter
+                        .bpf_expression
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                    else {
+                        continue;
+                    };
+                    match netwatch_bpf::expression::compile(expression) {
+                        Err(err) if err.is_users() => {
+                            return Err(CliError::Usage(format!(
+                                "argument --filters: filters[{index}].bpfExpression {expression:?} does not compile: {err}"
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(Some(wire))
         }
         None => Ok(None),
     }
@@ -1239,6 +1262,83 @@ mod tests {
                     r#"[{"protocol":"GRE"}]"#,
                 ]),
                 "argument --filters: filters[0].protocol",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"protocol":"UDP","tcpFlags":"SYN"}]"#,
+                ]),
+                "filters[0].tcpFlags is only for TCP, but protocol is UDP",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"localIPAddress":"10.1.2.3/16"}]"#,
+                ]),
+                "has host bits set under its /16 mask: write the network, \"10.1.0.0/16\"",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"protocol":"ICMP","icmpType":"300"}]"#,
+                ]),
+                "filters[0].icmpType \"300\" is out of range: an ICMP type is 0-255",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"direction":"ingress"}]"#,
+                ]),
+                "filters[0].direction \"ingress\" is not a direction",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"bpfExpression":"tcp dst port"}]"#,
+                ]),
+                "argument --filters: filters[0].bpfExpression \"tcp dst port\" does not compile: libpcap: can't parse filter expression: syntax error",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"bpfExpression":"ether src 2:0:0:0:0:1"}]"#,
+                ]),
+                "libpcap: ethernet addresses supported only on",
+            ),
+            (
+                create(&[
+                    "--vm",
+                    "vm",
+                    "--storage-account",
+                    "st",
+                    "--filters",
+                    r#"[{"bpfExpression":"udp","bpfProgram":"1,6 0 0 1"}]"#,
+                ]),
+                "has bpfProgram, which the controller fills in from bpfExpression: leave it out",
             ),
             (
                 create(&[
