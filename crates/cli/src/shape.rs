@@ -67,6 +67,14 @@ pub const PACKET_CAPTURE: Shape = Shape::Object(&[
                     any("protocol"),
                     any("remoteIPAddress"),
                     any("remotePort"),
+                    // netwatch's filter fields (issue 18): answered only when
+                    // a filter sets them, which az's own requests never do.
+                    any("icmpType"),
+                    any("icmpCode"),
+                    any("tcpFlags"),
+                    any("direction"),
+                    any("bpfExpression"),
+                    any("bpfProgram"),
                 ])),
             ),
             any("provisioningState"),

@@ -1474,3 +1474,96 @@ fn capture_thread_priority_is_raised_by_default() {
         assert!(run.stop().status.success());
     }
 }
+
+/// A capture with a `bpfExpression` end to end (issue 18): the CLI checks it,
+/// the controller compiles it on the PUT and shows the program as the
+/// read-only `bpfProgram`, and an agent on a host where libpcap cannot be
+/// loaded runs it: the stored file holds exactly the matching packets.
+#[test]
+fn issue_18_an_expression_runs_on_an_agent_without_libpcap() {
+    use crate::deployment::{Deployment, Guard, VM, send_udp, udp_packets};
+
+    let mut nw = Deployment::controller_only();
+    let token = nw.credential("agent_token");
+    let library = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libpcap.so.0.8")
+        .expect("libpcap0.8 is installed for the other tests (apt-get install libpcap0.8)");
+    // The agent in a, in a mount namespace where libpcap's file is empty.
+    let script = format!(
+        "mount --bind /dev/null {} && exec {} agent --server {} --enroll-token {token} --ca {} \
+         --vm-name {VM} -g rg1 -l westus -i {IF_A} --data-dir {}",
+        library.display(),
+        crate::util::netwatch(),
+        nw.url,
+        nw.ca.display(),
+        nw.dir.path().join("agent").display()
+    );
+    let agent = NetnsPair::exec(&nw.pair.a, "unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(nw.dir.path().join("agent.log")).unwrap())
+        .spawn()
+        .expect("spawn the agent");
+    nw.agent = Some(Guard(agent));
+    nw.wait_for_agent();
+    let cli = |args: &[&str]| {
+        let out = NetnsPair::exec(&nw.pair.b, crate::util::netwatch())
+            .args(["network", "watcher", "packet-capture"])
+            .args(args)
+            .env("NETWATCH_URL", &nw.url)
+            .env("NETWATCH_TOKEN", &nw.token)
+            .env("NETWATCH_CA", &nw.ca)
+            .env("XDG_CONFIG_HOME", nw.dir.path().join("no-config"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    let create = |filters: &str| {
+        cli(&[
+            "create",
+            "-g",
+            "rg1",
+            "--vm",
+            VM,
+            "-n",
+            "pcx",
+            "--storage-account",
+            "netwatchlocal",
+            "--filters",
+            filters,
+        ])
+    };
+    // A bad expression: the CLI says libpcap's message before sending anything.
+    let (code, _, stderr) = create(r#"[{"bpfExpression":"udp dst prot 7501"}]"#);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("filters[0].bpfExpression \"udp dst prot 7501\" does not compile: libpcap"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = create(r#"[{"direction":"inbound","bpfExpression":"udp dst port 7501"}]"#);
+    assert_eq!(code, Some(0), "{stderr}\n{}", nw.logs());
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(created["filters"][0]["bpfExpression"], "udp dst port 7501", "{created}");
+    let program = created["filters"][0]["bpfProgram"].as_str().unwrap_or_default();
+    assert!(program.split(',').count() > 5, "the controller's program: {created}");
+    send_udp(&nw.pair, &[7501, 7509], 30, 120);
+    let (code, _, stderr) = cli(&["stop", "--name", "pcx", "--location", "westus"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let file = nw.dir.path().join("pcx.cap");
+    let (code, _, stderr) = cli(&[
+        "download",
+        "--name",
+        "pcx",
+        "--location",
+        "westus",
+        "--output-file",
+        path_str(&file),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let packets = udp_packets(&file);
+    assert_eq!(packets.len(), 30, "{packets:?}\n{}", nw.logs());
+    assert!(packets.iter().all(|p| p.0 == 7501), "{packets:?}");
+}
