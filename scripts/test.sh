@@ -22,8 +22,10 @@ cd "$(dirname "$0")/.."
 # prometheus: the alert that triggers a capture, tests/alerts.rs; each test starts
 # its own in a network namespace, so the packages' own services are not wanted),
 # chromium, chromium-driver and libnss3-tools (the web console driven in a real
-# browser through WebDriver, its CA trusted with certutil: tests/console.rs).
-need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils prometheus prometheus-alertmanager chromium chromium-driver libnss3-tools)
+# browser through WebDriver, its CA trusted with certutil: tests/console.rs),
+# libpcap0.8 (bpfExpression filters: netwatch loads libpcap's compiler at run
+# time where an expression is compiled; its tests compile expressions).
+need=(iproute2 tcpdump tshark netsniff-ng python3 python3-venv util-linux procps time postgresql g++ curl systemd binutils prometheus prometheus-alertmanager chromium chromium-driver libnss3-tools libpcap0.8)
 command -v npm >/dev/null || need+=(nodejs npm)
 . scripts/test-deps.sh
 install_debs "${need[@]}"
@@ -49,7 +51,7 @@ cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if command -v cargo-deny >/dev/null; then cargo deny check licenses bans sources; fi
 # Each crate builds alone: the workspace cannot hide a missing dependency.
-for crate in netwatch-api netwatch-capture netwatch-storage netwatch-controller netwatch-agent netwatch-cli; do cargo check -q -p "$crate" --locked; done
+for crate in netwatch-api netwatch-bpf netwatch-capture netwatch-storage netwatch-controller netwatch-agent netwatch-cli; do cargo check -q -p "$crate" --locked; done
 # The upgrade test's newer agent (crates/netwatch/tests/install.rs): the same
 # sources built with the next minor version; `cargo test` then builds the
 # binary again with its own version (only the netwatch crate is rebuilt).
