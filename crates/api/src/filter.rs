@@ -1,29 +1,59 @@
-//! Azure's `PacketCaptureFilter`: the wire object, its validation into a
-//! [`CaptureFilter`], and a plain evaluator of which packets a filter list keeps.
+//! Azure's `PacketCaptureFilter` and netwatch's extensions to it: the wire
+//! object, its validation into a [`CaptureFilter`], and the reference
+//! evaluators of which packets a filter list keeps ([`filters_match`] on a
+//! [`Flow`], [`filters_keep`] with the packet's bytes for expressions), and
+//! [`explain`], the same in words.
 //!
 //! This module is the definition of what a filter *means*; the capture engine's
-//! BPF compiler (`netwatch_capture::bpf`) must agree with [`filters_match`], and
-//! its tests check that it does. It does no I/O and parses no packets: callers
-//! describe a packet as a [`Flow`].
+//! BPF compiler (`netwatch_capture::bpf`) must agree with the evaluators, and
+//! its tests check that it does. It does no I/O: callers describe a packet as
+//! a [`Flow`] (and, for expressions, a `netwatch_bpf::PacketView`).
 //!
 //! # Syntax (Azure's, with the documented gaps filled in)
 //! - Every field is optional; a missing field, `null` and `""` all mean "not set".
-//! - `protocol`: `TCP`, `UDP` or `Any`, in any case; default `Any`. Azure's
-//!   filters have no ICMP, so `ICMP` is rejected.
+//! - `protocol`: `TCP`, `UDP` or `Any`, in any case; default `Any`; netwatch
+//!   adds `ICMP` and `ICMPv6` (below).
 //! - `localIPAddress` / `remoteIPAddress`: one address (`10.0.0.3`), one inclusive
 //!   range (`1.1.1.1-255.255.255.255`), or a list of single addresses joined by
 //!   `;` (`,` is accepted too; empty entries, such as a trailing `;`, are
-//!   ignored). IPv4 and IPv6, parsed by `std`; no zone ids, no CIDR. A range is
-//!   one family and not reversed; a list may mix families.
-//! - `localPort` / `remotePort`: the same shapes, ports 0-65535.
+//!   ignored). IPv4 and IPv6, parsed by `std`; no zone ids. A range is one
+//!   family and not reversed; a list may mix families. netwatch adds CIDR
+//!   blocks, alone or in lists (`10.0.0.0/8;fd00::/64;192.168.1.7`), but not as
+//!   a range's end; a block with host bits set under its mask (`10.0.0.1/8`) is
+//!   refused, naming the network to write and the single address: `ip route`
+//!   refuses it the same way, and a typo there would capture a whole /8.
+//! - `localPort` / `remotePort`: the same shapes (no CIDR), ports 0-65535.
 //! - Azure supports neither several ranges in one field nor a range inside a
 //!   list ("Multiple ranges not currently supported. Mixing ranges with multiple
 //!   entries not currently supported"); both are rejected, suggesting separate
 //!   filters.
 //!
+//! # netwatch's fields
+//! Extensions that Azure's own clients never send (documented as netwatch's in
+//! the OpenAPI document); a response echoes them only when set:
+//! - `protocol` `ICMP` (IPv4's protocol 1) and `ICMPv6` (IPv6's Next Header
+//!   58; also `ICMP6`), with `icmpType` and `icmpCode`, one number 0-255 each,
+//!   only with one of them. ICMP with addresses of IPv6 only (ICMPv6 with IPv4
+//!   only), or with ports, is refused: it could never match.
+//! - `tcpFlags`: flags that must be set, and with `!` clear, joined by `;`
+//!   (`SYN;!ACK`); names SYN ACK FIN RST PSH URG ECE CWR in any case. Only
+//!   with protocol `TCP`; with `Any` it makes the filter TCP's.
+//! - `direction`: `inbound`, the packets this host receives (addressed to it,
+//!   broadcast, multicast), or `outbound`, those it sends, from the kernel's
+//!   packet type alone ([`Seen`]) on any interface: on loopback, each packet
+//!   once each way. Overheard packets (promiscuous mode, a bridge) are neither.
+//! - `bpfExpression`: a tcpdump expression (pcap-filter(7)) the packet must
+//!   match too ([`Expression`]). Compiled by libpcap's own compiler where the
+//!   request is made (the controller on the PUT, the CLI to check, `netwatch
+//!   capture`), for raw IP, moved to read from the network header and checked
+//!   (`netwatch_bpf`); the controller sends the program to agents as the
+//!   read-only `bpfProgram`, which a client cannot set. Flight recorders and
+//!   triggers refuse it ([`validate_filters_without_expressions`]).
+//!
 //! # Semantics
 //! - A capture keeps a packet when ANY filter matches (an empty list keeps
-//!   everything); a filter matches when EVERY field it sets matches.
+//!   everything); a filter matches when EVERY field it sets matches, its
+//!   `bpfExpression` included.
 //! - *Local* is this host's side of each packet, *remote* the other, decided
 //!   per packet from its [`Direction`] as the kernel knows it: a packet this
 //!   host sends has its source local (src ~ local and dst ~ remote); one it
@@ -40,12 +70,22 @@
 //!   conversation with port 53 at either end). Forwarded packets count as
 //!   received on the way in and as sent on the way out.
 //! - Ports exist only for TCP and UDP: a filter that sets a port field matches
-//!   only TCP/UDP packets (of its protocol), and never an IPv4 non-first fragment.
+//!   only TCP/UDP packets (of its protocol), and never an IPv4 non-first
+//!   fragment; nor do ICMP's type and code or TCP's flags, which like the ports
+//!   need the transport header, and only as much of it as they read.
 //! - For IPv6 the transport protocol is the fixed header's Next Header field;
 //!   extension headers are not walked, so a TCP segment behind a Hop-by-Hop or
 //!   Fragment header is not TCP to these filters.
-//! - A filter that sets a protocol or an address matches only IP packets; the
-//!   empty filter (protocol `Any`, nothing else) matches every packet, ARP too.
+//! - A filter that sets any field matches only IP packets (an expression,
+//!   compiled for raw IP, sees only IPv4 and IPv6 packets whatever its text);
+//!   the empty filter (protocol `Any`, nothing else) matches every packet, ARP too.
+//! - Filters without an expression are tried first, then those with one in
+//!   the order given. A packet that an expression reads past the end of is
+//!   dropped there, as the kernel ends the one program the list becomes and as
+//!   tcpdump drops it ([`filters_keep`]). The same holds of a packet cut short
+//!   inside a transport header that an earlier filter's fields read (no kernel
+//!   sends one; a broken or hostile peer can): a list without expressions is
+//!   ordered so that it never changes the answer, one with them may drop it.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

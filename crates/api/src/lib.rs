@@ -6,8 +6,9 @@
 //! before anything is sent) and the capture engine validate with this same code.
 //!
 //! # Layout
-//! - [`filter`]: `PacketCaptureFilter` as it is on the wire, its validation into
-//!   [`filter::CaptureFilter`], and a plain evaluator of what a filter keeps.
+//! - [`filter`]: `PacketCaptureFilter` as it is on the wire (Azure's fields and
+//!   netwatch's), its validation into [`filter::CaptureFilter`], and the
+//!   reference evaluators of what a filter list keeps.
 //! - [`resource`]: ARM names, resource groups, subscription ids, resource types,
 //!   resource ids (typed for the kinds DESIGN.md §2 lists) and canonical locations.
 //! - [`packet_capture`]: the packet-capture wire types (request, result, list,
