@@ -1778,9 +1778,9 @@ mod tests {
                 "{json}"
             );
         }
-        let long = "tcp or ".repeat(600) + "udp";
+        let long = "tcp or ".repeat(150) + "udp";
         let err = parse_filters_json(&format!(r#"{{"bpfExpression":"{long}"}}"#)).unwrap_err();
-        assert!(err.message.contains("bytes long, more than 4096"), "{}", err.message);
+        assert!(err.message.contains("bytes long, more than 1024"), "{}", err.message);
         // From the controller (serde, not the CLI's parser): the program is read and checked.
         let wire = |text: Option<&str>, program: &str| PacketCaptureFilter {
             bpf_expression: text.map(str::to_owned),

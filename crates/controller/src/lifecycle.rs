@@ -62,14 +62,26 @@ pub(crate) fn start_message(record: &CaptureRecord) -> Result<StartCapture, serd
 /// by libpcap (loaded when an expression is first compiled), whatever
 /// program the client sent: the programs travel to the agents in the stored
 /// request (`bpfProgram`), so an agent never needs libpcap. A bad expression,
-/// or no libpcap on this host, is a 400 at the expression.
-pub(crate) fn compile_expressions(
+/// or no libpcap on this host, is a 400 at the expression. Compiled on a
+/// blocking thread: libpcap's optimiser may take a second or so on a long one.
+pub(crate) async fn compile_expressions(
     mut capture: ValidatedCapture,
 ) -> Result<ValidatedCapture, netwatch_api::error::ApiError> {
-    if capture.has_expressions() {
-        capture.compile_expressions(netwatch_bpf::expression::compile)?;
+    if !capture.has_expressions() {
+        return Ok(capture);
     }
-    Ok(capture)
+    tokio::task::spawn_blocking(move || {
+        capture.compile_expressions(netwatch_bpf::expression::compile)?;
+        Ok(capture)
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "compiling a capture's expressions panicked");
+        netwatch_api::error::ApiError::new(
+            netwatch_api::error::ErrorCode::InternalServerError,
+            "compiling the filters' expressions failed",
+        )
+    })?
 }
 
 /// Azure's blob path of a capture created at `created_ms` on `target` (DESIGN

@@ -198,7 +198,7 @@ async fn create(
 ) -> Result<Response, HttpError> {
     let id = capture_id(&state, &path)?;
     let base = base_url(&state.config, &headers, &uri)?;
-    let capture = lifecycle::compile_expressions(parse_packet_capture(&body)?.validate()?)?;
+    let capture = lifecycle::compile_expressions(parse_packet_capture(&body)?.validate()?).await?;
     let (watcher, new_watcher) = watcher_for_create(&state, &path).await?;
 
     let Created { record, operation } = lifecycle::create(
@@ -252,7 +252,7 @@ async fn validate(Query(query): Query<ValidateQuery>, ArmBody(body): ArmBody) ->
     if let Some(name) = &query.name {
         ResourceName::parse("packetCaptureName", name)?;
     }
-    let capture = lifecycle::compile_expressions(parse_packet_capture(&body)?.validate()?)?;
+    let capture = lifecycle::compile_expressions(parse_packet_capture(&body)?.validate()?).await?;
     Ok(Json(json!({ "properties": capture.to_parameters() })))
 }
 
