@@ -1820,6 +1820,26 @@ mod tests {
     }
 
     #[test]
+    fn recorders_and_triggers_take_no_expression() {
+        let wire = parse_wire_filters_json(r#"[{"protocol":"UDP"},{"bpfExpression":"udp"}]"#).unwrap();
+        let err = validate_filters_without_expressions(&wire, "a flight recorder's").unwrap_err();
+        assert_eq!(err.target, "filters[1].bpfExpression");
+        assert_eq!(
+            err.message,
+            "filters[1].bpfExpression is not taken in a flight recorder's filters: use netwatch's fields \
+             (protocol with icmpType and icmpCode, tcpFlags, direction, addresses and ports), or create a packet \
+             capture with the expression"
+        );
+        let fields = parse_wire_filters_json(r#"[{"protocol":"ICMP","icmpType":"8","direction":"inbound"}]"#).unwrap();
+        assert_eq!(
+            validate_filters_without_expressions(&fields, "a trigger's")
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn expressions_are_judged_on_the_packet() {
         use netwatch_bpf::{Insn, code::*};
         // `ldb [net+9]; jeq #17 → keep`: UDP over IPv4.
