@@ -1,5 +1,7 @@
-//! Validated capture filters → a classic BPF socket filter, and an interpreter
-//! that runs one as the kernel would.
+//! Validated capture filters → a classic BPF socket filter: netwatch's own
+//! code for the filters' fields, with the programs of their tcpdump
+//! expressions (compiled by libpcap elsewhere: `netwatch_bpf::expression`)
+//! spliced in.
 //!
 //! Pure and safe: no syscalls here. `sys` attaches the [`Program`] with
 //! `SO_ATTACH_FILTER` to an AF_PACKET socket, which may be `SOCK_RAW` on an
@@ -21,13 +23,17 @@
 //!   `BPF_LDX|BPF_B|BPF_MSH` into an absolute load, negative offsets included).
 //!
 //! What a program keeps is what [`netwatch_api::filter::filters_match`] keeps
-//! (the property test at the bottom checks it), with one kernel rule on top: a
-//! load past the end of the packet ends the program with 0, dropping the packet.
-//! A packet too short for the IP header fields a filter reads is therefore
-//! dropped (as with tcpdump's filters). Filters without port fields are tried
-//! first, so a truncated TCP/UDP header only costs the port filters, which
-//! could not match it anyway; a port filter reads both ports before it keeps
-//! a packet, so a header cut between them keeps nothing either. Loads relative to the network header also stop
+//! (`filters_keep` with expressions; the property tests at the bottom check
+//! both), with one kernel rule on top: a load past the end of the packet ends
+//! the program with 0, dropping the packet. A packet too short for the IP
+//! header fields a filter reads is therefore dropped (as with tcpdump's
+//! filters). Filters that read less of the transport header are tried first
+//! (none, ICMP's type and code, the ports, TCP's flags), so a truncated
+//! transport header only costs the filters that read past its end, which
+//! could not match it anyway; a filter reads all it needs (both ports, type
+//! and code) before it keeps a packet, so a header cut between them keeps
+//! nothing either. Filters with an expression come last, each its fields then
+//! its program. Loads relative to the network header also stop
 //! at the end of the skb's linear data (`skb_tail_pointer`); drivers put the
 //! IP and transport headers there.
 //!

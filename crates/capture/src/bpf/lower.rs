@@ -7,9 +7,11 @@
 //! branches, so a filter that sets one field becomes a few tests.
 //!
 //! Shape of the result: one branch per address family, chosen on the
-//! EtherType; in each, an `Or` over the filters (port-free ones first, see
-//! the parent module), each an `And` of protocol, fragment and the two
-//! directions of the conversation. Sets of values become binary searches
+//! EtherType; in each, an `Or` over the filters (those reading less of the
+//! transport header first, see the parent module), each an `And` of protocol,
+//! fragment, ICMP type and code, TCP flags, direction and the two
+//! orientations of the conversation. Then, `Or`ed after it, each filter with
+//! an expression: the same for its fields, `And` its program (`Expr::Program`). Sets of values become binary searches
 //! when long, and IPv6 address sets a trie over the four 32-bit words.
 
 use netwatch_api::filter::{CaptureFilter, IPPROTO_TCP, IPPROTO_UDP, IpSet, PortSet, Way};
