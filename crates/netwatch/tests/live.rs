@@ -104,6 +104,23 @@ fn cli(d: &Deployment, args: &[&str]) -> std::process::Output {
         .expect("run netwatch")
 }
 
+/// `packet-capture stream --name NAME -l westus` to standard output, in b.
+fn stream_named(d: &Deployment, name: &str) -> std::process::Output {
+    cli(
+        d,
+        &[
+            "network",
+            "watcher",
+            "packet-capture",
+            "stream",
+            "--name",
+            name,
+            "-l",
+            "westus",
+        ],
+    )
+}
+
 /// Waits until host-a's agent says it is sending a live view.
 fn wait_for_view(d: &Deployment, views: usize) {
     let started = netwatch_testkit::eventually(100, Duration::from_millis(100), || {
@@ -242,19 +259,7 @@ fn a_running_capture_streams_into_tshark_within_a_second_and_equals_its_file() {
     assert_eq!(streamed, stored, "the live view differs from the stored file");
 
     // A stopped capture cannot be watched: its file is stored.
-    let late = cli(
-        &d,
-        &[
-            "network",
-            "watcher",
-            "packet-capture",
-            "stream",
-            "--name",
-            "live1",
-            "-l",
-            "westus",
-        ],
-    );
+    let late = stream_named(&d, "live1");
     let text = String::from_utf8_lossy(&late.stderr);
     assert_eq!(late.status.code(), Some(1), "{text}");
     assert!(
@@ -529,19 +534,7 @@ fn an_ad_hoc_look_at_a_vm_is_removed_when_the_viewer_leaves() {
         assert!(text.contains(says), "{args:?}: {text}");
     }
     // A capture that is not running, or not there: the server's words.
-    let stopped = cli(
-        &d,
-        &[
-            "network",
-            "watcher",
-            "packet-capture",
-            "stream",
-            "--name",
-            "nothing-here",
-            "-l",
-            "westus",
-        ],
-    );
+    let stopped = stream_named(&d, "nothing-here");
     let text = String::from_utf8_lossy(&stopped.stderr);
     assert_eq!(stopped.status.code(), Some(3), "{text}");
     assert!(text.contains("nothing-here"), "{text}");
