@@ -661,6 +661,12 @@ async fn operator_flow(b: &Browser<'_>) {
         json!(1),
         "the page reloaded to update its counters"
     );
+    let watch = b.text("#live-command").await.unwrap_or_default();
+    assert_eq!(
+        watch,
+        "netwatch network watcher packet-capture stream --name console-pc1 --location westus -w - | wireshark -k -i -",
+        "the running capture's page does not say how to watch it live"
+    );
     b.shot("capture-running").await;
     traffic.join().unwrap();
     let wanted = (2 * PER_PORT) as u64;

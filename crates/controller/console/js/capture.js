@@ -1,7 +1,7 @@
 // One capture: what was asked, how it runs (live), its hosts for a capture
 // over many, its files with a checked download each, Stop and Delete.
 
-import { h, add, load, table, time, bytes, badge, nameOf, notice, messageOf } from './dom.js';
+import { h, add, load, table, time, bytes, badge, nameOf, notice, messageOf, codeBlock } from './dom.js';
 import * as api from './api.js';
 import * as live from './live.js';
 import { fill, actions, targetText, isFleet, upload, errors } from './captures.js';
@@ -39,11 +39,17 @@ function render(root, capture, status, ctx) {
   const fileTable = table(['File', isFleet(p) && 'Host', 'Size', 'SHA-256', ''].filter((x) => x !== false), fileBody);
   const noFiles = h('p', { class: 'muted' });
   const merged = isFleet(p) && p.storageLocation?.storageId && mergedButton(capture);
+  // While it runs, the command that watches it live in Wireshark (issue 18).
+  const watching = h('section', { hidden: true }, h('h2', {}, 'Watch it live'),
+    h('p', { class: 'muted' }, 'Its packets as the hosts capture them, in Wireshark (or tshark -r -); a reader token may.'),
+    codeBlock(`netwatch network watcher packet-capture stream --name ${capture.name} --location ${locationOf(capture)} -w - | wireshark -k -i -`,
+      'live-command'));
 
   add(root, [
     h('div', { class: 'page-head' }, h('h1', {}, capture.name, ' ', word), h('div', { class: 'actions' }, buttons)),
     messages,
     h('section', {}, h('h2', {}, 'Status'), counters),
+    watching,
     alertInfo(status),
     fleet,
     h('section', {}, h('h2', {}, 'Files'), noFiles, fileTable, merged),
@@ -57,6 +63,7 @@ function render(root, capture, status, ctx) {
       word.className = 'badge s-' + w.toLowerCase();
     }
     fill(root, status);
+    watching.hidden = w !== 'Running';
     fleetPart(fleet, status);
     for (const file of filesOf(status)) {
       if (files.has(file.storagePath)) continue;
@@ -77,6 +84,12 @@ function render(root, capture, status, ctx) {
     root.querySelectorAll('[data-action="stop"],[data-action="delete"]').forEach((b) => { b.disabled = true; });
   }));
   return root;
+}
+
+/** The location of a capture's watcher (`NetworkWatcher_westus` → `westus`). */
+function locationOf(capture) {
+  const watcher = (capture.id || '').split('/').find((x, i, all) => all[i - 1]?.toLowerCase() === 'networkwatchers') || '';
+  return watcher.replace(/^NetworkWatcher_/i, '') || 'LOCATION';
 }
 
 /** The capture's files: its own, or each host's for a capture over many. */
