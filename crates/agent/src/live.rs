@@ -384,3 +384,99 @@ fn skip(reading: &mut Reading, target: u64) -> std::io::Result<u64> {
         reading.offset += at as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A nanosecond pcap file of `records` records of `size` bytes each.
+    fn pcap(path: &std::path::Path, records: usize, size: usize) {
+        let mut bytes = vec![0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0];
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&262_144u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        for n in 0..records {
+            let n = u32::try_from(n).unwrap();
+            let size32 = u32::try_from(size).unwrap();
+            for word in [n, 0, size32, size32] {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+            bytes.resize(bytes.len() + size, 0xab);
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn source(file: PathBuf, continuous: bool, seq: u32) -> Arc<LiveSource> {
+        let journal = SpooledCapture {
+            capture_id: "c".to_owned(),
+            start: None,
+            started_ms: None,
+            resumed: 0,
+            seq,
+            closed: netwatch_api::agent::ReportStats::default(),
+            report: None,
+        };
+        let source = LiveSource::new(
+            "c".to_owned(),
+            "vA".to_owned(),
+            file,
+            continuous,
+            Arc::new(Mutex::new(journal)),
+        );
+        source.finish();
+        Arc::new(source)
+    }
+
+    /// Reads the view to its end; the frames it sent.
+    fn drain(view: &mut View) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..10_000 {
+            match view.read_some(&mut out).unwrap() {
+                Progress::Ended => return out,
+                Progress::Sent | Progress::Waiting => {}
+            }
+        }
+        panic!("the view did not end");
+    }
+
+    #[test]
+    fn a_view_follows_the_ring_past_a_file_already_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.cap");
+        pcap(&ring_name(&file, 0), 3, 100);
+        // File 1 was deleted by the ring while the view lagged.
+        pcap(&ring_name(&file, 2), 2, 100);
+        let source = source(file, true, 2);
+        let mut view = View::new(Arc::clone(&source), CancellationToken::new());
+        view.reading = view.open(0, false).unwrap();
+        let out = drain(&mut view);
+        assert_eq!(out[0], LiveFrame::HELLO);
+        assert_eq!(view.stats, LiveStats { sent: 5, dropped: 0 });
+    }
+
+    #[test]
+    fn a_view_more_than_max_lag_behind_skips_whole_records_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.cap");
+        let records = 20_000;
+        pcap(&file, records, 1000);
+        let mut view = View::new(source(file, false, 0), CancellationToken::new());
+        view.reading = view.open(0, false).unwrap();
+        drain(&mut view);
+        assert!(view.stats.dropped > 0, "{:?}", view.stats);
+        assert!(view.stats.sent > 0, "{:?}", view.stats);
+        assert_eq!(view.stats.sent + view.stats.dropped, records as u64, "{:?}", view.stats);
+        // It caught up to within half the lag and sent the rest.
+        assert!(view.stats.sent * 1016 >= MAX_LAG / 2 - 1016, "{:?}", view.stats);
+    }
+
+    #[test]
+    fn a_view_starts_at_the_files_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.cap");
+        pcap(&file, 7, 60);
+        let view = View::new(source(file, false, 0), CancellationToken::new());
+        let reading = view.open(0, true).unwrap().unwrap();
+        assert_eq!(reading.offset, (FILE_HEADER + 7 * (RECORD_HEADER + 60)) as u64);
+    }
+}

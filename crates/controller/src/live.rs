@@ -100,11 +100,6 @@ impl LiveHub {
     fn remove(&self, id: &str) {
         self.lock().remove(id);
     }
-
-    /// Streams open now (metrics, tests).
-    pub fn open(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 /// Records in a frame of whole records.
@@ -161,6 +156,8 @@ pub struct View {
 
 struct HostState {
     host: ViewHost,
+    /// Its registered stream; `None` for a host left out.
+    stream: Option<Arc<Stream>>,
     interface: Option<u32>,
     little: bool,
     ended: bool,
@@ -180,7 +177,6 @@ struct Waiting {
     arrival: u64,
     received: Instant,
     interface: u32,
-    host: usize,
     orig_len: u32,
     data: Bytes,
 }
@@ -231,6 +227,7 @@ impl View {
                     "its agent is not connected".to_owned()
                 });
             }
+            let mut registered = None;
             if host.absent.is_none() {
                 let id = crate::app::new_guid();
                 let stream = Arc::new(Stream {
@@ -245,12 +242,14 @@ impl View {
                     capture_id: host.run.clone(),
                 };
                 hub.send(&host.vm_id, start).await;
+                registered = Some(Arc::clone(&stream));
                 streams.push((id, stream));
             }
             states.push(HostState {
                 ended: host.absent.is_some(),
                 comment: host.absent.clone(),
                 host,
+                stream: registered,
                 interface: None,
                 little: true,
                 said_missing: false,
@@ -402,7 +401,6 @@ impl View {
                     arrival: self.arrivals,
                     received: Instant::now(),
                     interface,
-                    host,
                     orig_len,
                     data: Bytes::copy_from_slice(data),
                 });
@@ -421,7 +419,6 @@ impl View {
             }
             let packet = self.waiting.pop().expect("peeked");
             self.waiting_bytes -= packet.data.len();
-            let _ = packet.host;
             pcapng::push_packet(out, packet.interface, packet.ts, &packet.data, packet.orig_len, 0);
         }
     }
@@ -456,13 +453,10 @@ impl View {
 
     /// Each interface's counters, when they changed (or at the end).
     fn statistics(&mut self, out: &mut Vec<u8>, last: bool) {
-        for (state, (_, stream)) in self
-            .hosts
-            .iter_mut()
-            .filter(|s| s.host.absent.is_none())
-            .zip(&self.streams)
-        {
-            let Some(interface) = state.interface else { continue };
+        for state in &mut self.hosts {
+            let (Some(interface), Some(stream)) = (state.interface, &state.stream) else {
+                continue;
+            };
             if state.stats_written == (u64::MAX, u64::MAX) {
                 continue;
             }

@@ -132,11 +132,6 @@ pub fn is_console_path(path: &str) -> bool {
     path == CONSOLE_PATH || path.starts_with("/console/")
 }
 
-/// The console's size in bytes, every file.
-pub fn console_size() -> usize {
-    ASSETS.iter().map(|(_, _, bytes)| bytes.len()).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
