@@ -61,6 +61,22 @@ NETWATCH_BUILD_VERSION="$major.$((minor + 1)).0" cargo build -q --locked -p netw
 mkdir -p target/upgrade-test
 cp target/debug/netwatch target/upgrade-test/netwatch-next
 export NETWATCH_TEST_NEXT_AGENT=$PWD/target/upgrade-test/netwatch-next
+# Upload protocol 1 (crates/netwatch/tests/upload_protocol.rs): netwatch as of the last
+# commit before protocol 2, from this repository's history, built once into its own
+# target directory (target/old-netwatch) so it never touches this build's binary.
+old_commit=1ee7b2da205d4e072f5d53726657e6cb503001b3
+if [ ! -x target/old-netwatch/netwatch ] || [ "$(cat target/old-netwatch/commit 2>/dev/null)" != "$old_commit" ]; then
+  git cat-file -e "$old_commit^{commit}" 2>/dev/null \
+    || { echo "commit $old_commit (upload protocol 1) is not in this clone: fetch the whole history (git fetch --unshallow)" >&2; exit 1; }
+  rm -rf target/old-netwatch && mkdir -p target/old-netwatch/src
+  git archive "$old_commit" | tar -x -C target/old-netwatch/src
+  CARGO_TARGET_DIR=$PWD/target/old-netwatch/target cargo build -q --locked \
+    --manifest-path target/old-netwatch/src/Cargo.toml -p netwatch --bin netwatch
+  cp target/old-netwatch/target/debug/netwatch target/old-netwatch/netwatch
+  echo "$old_commit" > target/old-netwatch/commit
+  rm -rf target/old-netwatch/target target/old-netwatch/src
+fi
+export NETWATCH_TEST_OLD_NETWATCH=$PWD/target/old-netwatch/netwatch
 log=$(mktemp)
 eval "$(scripts/test-postgres.sh start)"
 trap 'rm -f "$log"; scripts/test-postgres.sh stop "$PG_TEST_DIR"' EXIT

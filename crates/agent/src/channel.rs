@@ -310,7 +310,9 @@ pub(crate) async fn run(
         };
         let error = match opened {
             Ok((ws, welcome)) => {
-                tracing::info!(vm_id = %welcome.vm_id, server = remote.authority(), "connected to the controller");
+                tracing::info!(vm_id = %welcome.vm_id, server = remote.authority(),
+                    upload_protocol = welcome.upload_protocol.max(1), "connected to the controller");
+                remote.set_upload_protocol(welcome.upload_protocol);
                 if let Some(credential) = &welcome.credential {
                     // Kept before use: losing it would leave the host unable to
                     // connect (the enrollment token worked only once).

@@ -10,7 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub(crate) struct Remote {
     /// `Bearer {token}`, marked sensitive so no debug output shows it; the
     /// token changes once, when an enrollment hands out the agent's credential.
     authorization: Arc<RwLock<HeaderValue>>,
+    /// The upload protocol the controller said in its last welcome (0: none said, protocol 1).
+    upload_protocol: Arc<AtomicU32>,
 }
 
 impl Remote {
@@ -60,7 +62,19 @@ impl Remote {
             current: Arc::new(AtomicUsize::new(first)),
             tls: tls_config(config.ca_file.as_deref())?,
             authorization: Arc::new(RwLock::new(bearer(&config.token)?)),
+            upload_protocol: Arc::new(AtomicU32::new(0)),
         })
+    }
+
+    /// Notes the upload protocol a controller's welcome said.
+    pub(crate) fn set_upload_protocol(&self, protocol: u32) {
+        self.upload_protocol.store(protocol, Ordering::Relaxed);
+    }
+
+    /// Whether the controller takes grant requests without the file's
+    /// SHA-256 (upload protocol 2), so the file is hashed as its parts go.
+    pub(crate) fn hashes_in_stream(&self) -> bool {
+        self.upload_protocol.load(Ordering::Relaxed) >= 2
     }
 
     /// Authenticates with `token` from now on (channel and uploads).

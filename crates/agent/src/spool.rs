@@ -104,7 +104,8 @@ pub(crate) struct Ticket {
     pub(crate) capture_id: String,
     pub(crate) seq: u32,
     pub(crate) size: u64,
-    /// Lower-case hex.
+    /// Lower-case hex; empty until the uploader has hashed the file.
+    #[serde(default)]
     pub(crate) sha256: String,
     /// The capture's own file, deleted once this one is stored unless the
     /// capture keeps a local copy.
@@ -247,18 +248,20 @@ impl Spool {
         Ok(target)
     }
 
-    /// Makes the ticket of a linked file: hashes it (reads it once; call off
-    /// the async threads) and writes the ticket. A ticket that cannot be
+    /// Makes the ticket of a linked file (its size; the uploader hashes it)
+    /// and writes the ticket (fsynced: call off the async threads). A ticket that cannot be
     /// written (a full disk) is logged and returned all the same: the file is
     /// safe in the spool, and a restarted agent makes its ticket again.
     pub(crate) fn admit(&self, capture_id: &str, seq: u32, original: Option<PathBuf>) -> Result<Ticket, SpoolError> {
         let path = self.file_path(capture_id, seq);
-        let (size, sha256) = hash_file(&path).map_err(at("read spooled file", &path))?;
+        let size = fs::metadata(&path).map_err(at("read spooled file", &path))?.len();
         let ticket = Ticket {
             capture_id: capture_id.to_owned(),
             seq,
             size,
-            sha256,
+            // The uploader hashes the file: first for a controller of upload
+            // protocol 1, as its parts go for one of protocol 2.
+            sha256: String::new(),
             original,
             upload: None,
             failed: None,
@@ -457,9 +460,13 @@ mod tests {
         assert_eq!(captures, std::slice::from_ref(&capture));
         assert_eq!(tickets.len(), 1);
         assert_eq!(tickets[0].size, 10);
+        assert_eq!(tickets[0].sha256, "", "hashed by the uploader, not when admitted");
         assert_eq!(
-            tickets[0].sha256,
-            "84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882"
+            hash_file(&spool.file_path(&capture.capture_id, 0)).unwrap(),
+            (
+                10,
+                "84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882".to_owned()
+            )
         );
         let mut ticket = tickets[0].clone();
         ticket.upload = Some(UploadProgress {

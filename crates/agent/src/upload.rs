@@ -17,9 +17,11 @@
 //! 3. `POST UPLOADS_COMPLETE_PATH`; the controller answers once the blob is
 //!    committed and its size checked.
 //!
-//! The file's SHA-256 is in the ticket before the upload starts (the spool
-//! hashes a file as it admits it): the grant request that begins the upload
-//! carries it, so it cannot be computed while the parts go.
+//! The file's SHA-256 goes with the commit. A controller of upload protocol 2
+//! (its welcome says so) takes grant requests without it, so the file is
+//! hashed on a blocking thread while its parts go, and nothing waits for a
+//! whole read of the file before the first part; for a controller of
+//! protocol 1 the file is hashed first, as its first grant request needs it.
 //!
 //! A grant refused by storage (403: expired, or the clock moved) is renewed
 //! once; refused again with no part stored in between, the upload fails. A
@@ -231,6 +233,22 @@ impl Uploader {
             size: ticket.size,
             buffers: Buffers::default(),
         };
+        // The file's SHA-256: a controller of upload protocol 2 needs it only
+        // at the commit, so it is worked out beside the parts (the file read
+        // once more, from the page cache, on a blocking thread); one of
+        // protocol 1 needs it in the first grant request.
+        let mut hashing = None;
+        if ticket.sha256.is_empty() {
+            if self.remote.hashes_in_stream() {
+                hashing = Some(tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || crate::spool::hash_file(&path)
+                }));
+            } else {
+                ticket.sha256 = hash(&path, ticket.size).await?;
+                save(spool, ticket).await?;
+            }
+        }
         let mut began_again = false;
         'upload: loop {
             match self.send_parts(spool, ticket, &file, progress).await {
@@ -251,6 +269,10 @@ impl Uploader {
                 .expect("every part was granted, so an upload exists");
             let mut receipts = upload.receipts.clone();
             receipts.sort_by_key(|r| r.part);
+            if let Some(hashing) = hashing.take() {
+                ticket.sha256 = hashed(hashing.await, &path, ticket.size)?;
+                save(spool, ticket).await?;
+            }
             let complete = UploadComplete {
                 capture_id: ticket.capture_id.clone(),
                 seq: ticket.seq,
@@ -317,7 +339,7 @@ impl Uploader {
                     if wanted.is_empty() {
                         break;
                     }
-                    let grant = match self.grant(ticket, &wanted).await {
+                    let grant = match self.grant(spool, ticket, &wanted).await {
                         Ok(grant) => grant,
                         Err(error) if error.status() == Some(StatusCode::NOT_FOUND) => return Err(error),
                         Err(error) => {
@@ -403,12 +425,19 @@ impl Uploader {
     }
 
     /// Grants for `parts` of the ticket's file (beginning its upload if it has none).
-    async fn grant(&self, ticket: &Ticket, parts: &[u32]) -> Result<UploadGrant, UploadError> {
+    async fn grant(&self, spool: &Spool, ticket: &Ticket, parts: &[u32]) -> Result<UploadGrant, UploadError> {
+        let sha256 = if ticket.sha256.is_empty() && !self.remote.hashes_in_stream() {
+            // Begun with a controller of protocol 2, continued with one of
+            // protocol 1 (a controller rolled back): it needs the hash now.
+            hash(&spool.file_path(&ticket.capture_id, ticket.seq), ticket.size).await?
+        } else {
+            ticket.sha256.clone()
+        };
         let request = UploadRequest {
             capture_id: ticket.capture_id.clone(),
             seq: ticket.seq,
             size: ticket.size,
-            sha256: ticket.sha256.clone(),
+            sha256,
             upload_id: ticket.upload.as_ref().map(|u| u.upload_id.clone()),
             // A new upload's part size is not known yet: all parts.
             parts: if ticket.upload.is_some() {
@@ -611,6 +640,37 @@ impl Drop for PartBuffer {
         if free.len() < PARTS_IN_FLIGHT {
             free.push(std::mem::take(&mut self.bytes));
         }
+    }
+}
+
+/// The SHA-256 of the spooled file at `path`, read on a blocking thread.
+async fn hash(path: &std::path::Path, size: u64) -> Result<String, UploadError> {
+    let hashing = tokio::task::spawn_blocking({
+        let path = path.to_owned();
+        move || crate::spool::hash_file(&path)
+    });
+    hashed(hashing.await, path, size)
+}
+
+/// A hashing task's SHA-256, once its file is checked to still have the
+/// ticket's `size` (a file that changed under the upload is not sent).
+fn hashed(
+    joined: Result<std::io::Result<(u64, String)>, tokio::task::JoinError>,
+    path: &std::path::Path,
+    size: u64,
+) -> Result<String, UploadError> {
+    let read = |source| UploadError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    match joined {
+        Ok(Ok((read_size, sha256))) if read_size == size => Ok(sha256),
+        Ok(Ok((read_size, _))) => Err(read(std::io::Error::other(format!(
+            "the spooled file has {read_size} bytes where its ticket says {size}: it changed after it was spooled"
+        )))),
+        Ok(Err(source)) => Err(read(source)),
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => Err(UploadError::Cancelled),
     }
 }
 

@@ -506,6 +506,7 @@ impl Conn {
         self.send(&ControllerMessage::Welcome(Welcome {
             vm_id: VM_ID.to_owned(),
             credential: credential.map(str::to_owned),
+            upload_protocol: netwatch_api::agent::UPLOAD_PROTOCOL,
         }))
         .await;
     }

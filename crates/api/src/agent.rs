@@ -352,7 +352,24 @@ pub struct Welcome {
     /// it from then on (the enrollment token no longer works).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// The upload protocol this controller speaks ([`UPLOAD_PROTOCOL`]);
+    /// 0 (absent: a controller from before protocol 2) is protocol 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub upload_protocol: u32,
 }
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// The upload protocol this build speaks, said in [`Welcome::upload_protocol`]:
+/// - 1: an [`UploadRequest`] carries the file's SHA-256, so the agent reads
+///   the whole file once to hash it before its first part goes;
+/// - 2: the SHA-256 may be left out of [`UploadRequest`]s (the controller
+///   needs it only in the [`UploadComplete`]), so the agent hashes the file
+///   while its parts go. A controller of protocol 2 takes both; an agent of
+///   protocol 2 speaks 1 to a controller that does not say 2.
+pub const UPLOAD_PROTOCOL: u32 = 2;
 
 /// A capture for the agent to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -390,7 +407,9 @@ pub struct UploadRequest {
     pub seq: u32,
     /// The file's size in bytes.
     pub size: u64,
-    /// SHA-256 of the file, lower-case hex.
+    /// SHA-256 of the file, lower-case hex; empty (left out) from an agent
+    /// of upload protocol 2, which sends it with the [`UploadComplete`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
     /// An upload begun by an earlier grant, to continue; none to begin one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -545,6 +564,41 @@ mod tests {
         );
         assert_eq!(parse_run_id("/subscriptions/s/x/packetCaptures/pc1"), None);
         assert_eq!(parse_run_id("pc#soon"), None);
+    }
+
+    /// Upload protocol 2 against 1, both ways, on the wire: a welcome of an
+    /// older controller says no protocol (1); a grant request of a newer agent
+    /// leaves the SHA-256 out, one of an older agent has it.
+    #[test]
+    fn upload_protocols_meet_on_the_wire() {
+        let old_welcome: ControllerMessage = serde_json::from_str(r#"{"type":"welcome","vmId":"/vm"}"#).unwrap();
+        let ControllerMessage::Welcome(old_welcome) = old_welcome else {
+            panic!("a welcome")
+        };
+        assert_eq!(old_welcome.upload_protocol, 0);
+        let new_welcome = ControllerMessage::Welcome(Welcome {
+            vm_id: "/vm".to_owned(),
+            credential: None,
+            upload_protocol: UPLOAD_PROTOCOL,
+        });
+        assert_eq!(
+            serde_json::to_string(&new_welcome).unwrap(),
+            r#"{"type":"welcome","vmId":"/vm","uploadProtocol":2}"#
+        );
+        let new_request = UploadRequest {
+            capture_id: "/pc#1".to_owned(),
+            seq: 0,
+            size: 10,
+            sha256: String::new(),
+            upload_id: None,
+            parts: vec![],
+        };
+        let text = serde_json::to_string(&new_request).unwrap();
+        assert_eq!(text, r#"{"captureId":"/pc#1","seq":0,"size":10}"#);
+        assert_eq!(serde_json::from_str::<UploadRequest>(&text).unwrap(), new_request);
+        let old_request: UploadRequest =
+            serde_json::from_str(r#"{"captureId":"/pc#1","seq":0,"size":10,"sha256":"ab"}"#).unwrap();
+        assert_eq!(old_request.sha256, "ab");
     }
 
     #[test]

@@ -455,6 +455,7 @@ async fn run_connection(
     let welcome = Welcome {
         vm_id: vm.to_owned(),
         credential,
+        upload_protocol: netwatch_api::agent::UPLOAD_PROTOCOL,
     };
     send(socket, &ControllerMessage::Welcome(welcome)).await?;
     for report in &hello.captures {

@@ -108,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), store_gate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_while_draining,
+        ))
         .with_state(state);
     // Routing happens inside `arm`, so the rewrite must wrap it from outside.
     let normalized = axum::middleware::map_request(normalize_request).layer(arm);
@@ -130,6 +134,27 @@ async fn store_gate(
         return axum::response::IntoResponse::into_response(HttpError::store_unavailable());
     }
     next.run(request).await
+}
+
+/// While this replica drains, every HTTP/1.1 answer carries `Connection:
+/// close`, so a client stops reusing its connection here (and opens its next
+/// one to a replica that stays) instead of sending a request on a kept-alive
+/// connection just as the drained replica closes it: a race that fails a
+/// POST no client retries. HTTP/2 clients get GOAWAY from the shutdown.
+async fn close_while_draining(
+    State(state): State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let mut response = next.run(request).await;
+    if http1 && state.hub.draining_since().is_some() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The path as the client sent it, for messages (the router sees [`normalize_path`]'s).

@@ -45,6 +45,23 @@ pub fn run(args: Args) -> Result<()> {
     })
 }
 
+/// Where Linux says whether connections waiting in a closing listener's
+/// queue move to another listener of its `SO_REUSEPORT` group (5.14+).
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// Says, once at start, when a rolling restart on this port could reset a
+/// few connections: with `tcp_migrate_req` off, the connections the kernel
+/// queued for the old process and that it had not accepted when it closed its
+/// port are reset instead of handed to the new one.
+fn hint_migrate_req() {
+    if std::fs::read_to_string(MIGRATE_REQ).is_ok_and(|value| value.trim() == "0") {
+        tracing::info!(
+            "net.ipv4.tcp_migrate_req is 0: when this controller restarts on its own port, connections still queued \
+             for the old process are reset; `sysctl -w net.ipv4.tcp_migrate_req=1` hands them to the new one"
+        );
+    }
+}
+
 /// A listener on `address`, with the fix in the message when it is taken.
 ///
 /// `SO_REUSEPORT`: a controller started again on its own port while the old
@@ -65,6 +82,7 @@ pub fn bind(address: std::net::SocketAddr) -> Result<std::net::TcpListener> {
         socket.listen(1024)?;
         Ok(socket.into())
     };
+    hint_migrate_req();
     listen().map_err(|err| {
         let fix = if err.kind() == std::io::ErrorKind::AddrInUse {
             " (another program uses this port: stop it, or pass --listen with another port, 0 for any free one)"

@@ -155,6 +155,8 @@ pub(crate) struct Deployment {
     pub(crate) ca: PathBuf,
     pub(crate) up: Option<Guard>,
     pub(crate) agent: Option<Guard>,
+    /// The `netwatch` binary agents run: this build's, unless a test asks for another.
+    pub(crate) agent_bin: PathBuf,
 }
 
 /// Starts `netwatch up --no-agent` in `ns` on `listen` over `data`; the process and its URL.
@@ -172,12 +174,23 @@ pub(crate) fn start_up_with(ns: &str, dir: &Path, listen: &str, more: &[&std::ff
 /// `netwatch up --listen LISTEN --data-dir DIR/up MORE…` in `ns` (with its
 /// own agent unless `more` says `--no-agent`); the process and its URL.
 pub(crate) fn start_up_args(ns: &str, dir: &Path, listen: &str, more: &[&std::ffi::OsStr]) -> (Guard, String) {
+    start_up_bin(netwatch().as_ref(), ns, dir, listen, more)
+}
+
+/// [`start_up_args`] with the `netwatch` binary `bin` (another build).
+pub(crate) fn start_up_bin(
+    bin: &Path,
+    ns: &str,
+    dir: &Path,
+    listen: &str,
+    more: &[&std::ffi::OsStr],
+) -> (Guard, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("up.log"))
         .unwrap();
-    let mut up = NetnsPair::exec(ns, netwatch())
+    let mut up = NetnsPair::exec(ns, bin)
         .args(["up", "--listen", listen, "--data-dir"])
         .arg(dir.join("up"))
         .args(more)
@@ -221,6 +234,11 @@ impl Deployment {
 
     /// The controller in b, no agent yet.
     pub(crate) fn controller_only() -> Deployment {
+        Deployment::controller_only_bin(netwatch().as_ref())
+    }
+
+    /// [`Deployment::controller_only`] running the `netwatch` binary `bin` (another build).
+    pub(crate) fn controller_only_bin(bin: &Path) -> Deployment {
         let python = python();
         assert!(
             python.exists(),
@@ -229,7 +247,7 @@ impl Deployment {
         );
         let pair = NetnsPair::new();
         let dir = tempfile::tempdir().unwrap();
-        let (up, url) = start_up(&pair.b, dir.path(), LISTEN);
+        let (up, url) = start_up_bin(bin, &pair.b, dir.path(), LISTEN, &["--no-agent".as_ref()]);
         let mut deployment = Deployment {
             pair,
             dir,
@@ -238,6 +256,7 @@ impl Deployment {
             ca: PathBuf::new(),
             up: Some(up),
             agent: None,
+            agent_bin: PathBuf::from(netwatch()),
         };
         deployment.token = deployment.credential("admin_token");
         deployment.ca = deployment.dir.path().join("up/ca.pem");
@@ -258,7 +277,7 @@ impl Deployment {
 
     /// [`Deployment::start_agent`] with more flags.
     pub(crate) fn start_agent_with(&self, token: &str, data: &Path, log: &str, more: &[&str]) -> Guard {
-        let agent = NetnsPair::exec(&self.pair.a, netwatch())
+        let agent = NetnsPair::exec(&self.pair.a, &self.agent_bin)
             .args(["agent", "--server", &self.url, "--enroll-token", token, "--ca"])
             .arg(&self.ca)
             .args(["--vm-name", VM, "-g", "rg1", "-l", "westus", "-i", IF_A, "--data-dir"])

@@ -20,5 +20,6 @@ mod sdk;
 mod service;
 mod storage;
 mod up;
+mod upload_protocol;
 mod util;
 mod walkthrough;

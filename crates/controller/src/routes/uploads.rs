@@ -1,7 +1,9 @@
 //! Upload grants (DESIGN §6: no storage keys on hosts), the controller's side
 //! of the protocol in `netwatch_api::agent` ("Uploads"):
 //! - `POST UPLOADS_PATH`: an agent asks to upload file `seq` of a capture run
-//!   it owns; the controller works out the blob's path itself (the agent never
+//!   it owns (with its SHA-256 from agents of upload protocol 1, without from
+//!   those of protocol 2, which hash the file as its parts go: the hub's
+//!   welcome says this controller speaks 2); the controller works out the blob's path itself (the agent never
 //!   names one), begins the blob's multipart upload when asked to, and answers
 //!   with short-lived grants, one per part: a SAS or presigned URL when the
 //!   account's backend can sign one, else a signed path on this controller
@@ -59,7 +61,8 @@ async fn grant(
     ArmBody(body): ArmBody,
 ) -> Result<Json<UploadGrant>, HttpError> {
     let request: UploadRequest = parse_body(&body)?;
-    if !is_sha256_hex(&request.sha256) {
+    // Upload protocol 2: an agent may leave the SHA-256 out until the commit.
+    if !request.sha256.is_empty() && !is_sha256_hex(&request.sha256) {
         return Err(ApiError::bad_request("sha256", "sha256 must be 64 lower-case hex digits").into());
     }
     let target = target(&state, identity, &request.capture_id, request.seq).await?;
