@@ -4,8 +4,10 @@
 //!
 //! `create` takes az's flags (`-n`, `-g`, `-l`, `--sku`, `--kind`, `--tags`)
 //! and netwatch's own for where the files go: a directory on the controller
-//! (the default: one the controller picks), an Azure Blob container or an S3
-//! bucket. Secrets may come from the environment variables az and the AWS
+//! (the default: one the controller picks), an Azure Blob container, an S3
+//! bucket or a Google Cloud Storage bucket (`--credentials FILE`: a service
+//! account's key file, read here and sent to the controller, which keeps it;
+//! without it the controller uses its machine's own identity). Secrets may come from the environment variables az and the AWS
 //! tools read (`AZURE_STORAGE_KEY`, `AZURE_STORAGE_SAS_TOKEN`,
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), so
 //! they stay out of the shell's history; only the chosen backend's are read.
@@ -83,6 +85,8 @@ pub enum BackendKind {
     Azureblob,
     /// A bucket of S3 or an S3-compatible server.
     S3,
+    /// A bucket of Google Cloud Storage.
+    Gcs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,8 +108,8 @@ pub struct CreateArgs {
     /// Space-separated tags: key[=value] [key[=value] ...].
     #[arg(long, value_name = "TAG", num_args = 0..)]
     tags: Option<Vec<String>>,
-    /// Where the files go; default s3 with --bucket, azureblob with
-    /// --azure-account, else local.
+    /// Where the files go; default gcs with --credentials, s3 with --bucket,
+    /// azureblob with --azure-account, else local.
     #[arg(long, value_enum, value_name = "BACKEND", help_heading = "Backend")]
     backend: Option<BackendKind>,
     /// local: an absolute directory on the controller; default one the controller picks.
@@ -123,10 +127,10 @@ pub struct CreateArgs {
     /// azureblob: a SAS token for the container, instead of a key [env: AZURE_STORAGE_SAS_TOKEN].
     #[arg(long, value_name = "TOKEN", help_heading = "Backend")]
     sas_token: Option<String>,
-    /// azureblob, s3: the service's URL (Azurite, an S3-compatible server).
+    /// azureblob, s3, gcs: the service's URL (Azurite, an S3-compatible server, a GCS emulator).
     #[arg(long, value_name = "URL", help_heading = "Backend")]
     endpoint: Option<String>,
-    /// s3: the bucket.
+    /// s3, gcs: the bucket.
     #[arg(long, value_name = "NAME", help_heading = "Backend")]
     bucket: Option<String>,
     /// s3: the bucket's region; default us-east-1.
@@ -141,6 +145,9 @@ pub struct CreateArgs {
     /// s3: a session token, for temporary credentials [env: AWS_SESSION_TOKEN].
     #[arg(long, value_name = "TOKEN", help_heading = "Backend")]
     session_token: Option<String>,
+    /// gcs: a service account's key file (JSON), sent to the controller; default the controller's own identity.
+    #[arg(long, value_name = "FILE", help_heading = "Backend")]
+    credentials: Option<std::path::PathBuf>,
     /// Bytes per part of uploads; default 8 MiB (at least 5 MiB for azureblob and s3).
     #[arg(long, value_name = "BYTES", help_heading = "Backend")]
     part_size: Option<u64>,
@@ -192,7 +199,9 @@ pub(crate) fn prepare(command: StorageCommand, _subscription: &SubscriptionId) -
 /// The PUT body of `create`; `env` reads the environment.
 fn create_body(args: CreateArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, CliError> {
     let usage = |message: String| CliError::Usage(message);
-    let backend = args.backend.unwrap_or(if args.bucket.is_some() {
+    let backend = args.backend.unwrap_or(if args.credentials.is_some() {
+        BackendKind::Gcs
+    } else if args.bucket.is_some() {
         BackendKind::S3
     } else if args.azure_account.is_some() {
         BackendKind::Azureblob
@@ -200,29 +209,28 @@ fn create_body(args: CreateArgs, env: &dyn Fn(&str) -> Option<String>) -> Result
         BackendKind::Local
     });
     // Flags of another backend are a mistake to point out, not to drop.
-    let given = [
-        ("--path", args.path.is_some(), BackendKind::Local),
-        ("--azure-account", args.azure_account.is_some(), BackendKind::Azureblob),
-        ("--container", args.container.is_some(), BackendKind::Azureblob),
-        ("--account-key", args.account_key.is_some(), BackendKind::Azureblob),
-        ("--sas-token", args.sas_token.is_some(), BackendKind::Azureblob),
-        ("--bucket", args.bucket.is_some(), BackendKind::S3),
-        ("--region", args.region.is_some(), BackendKind::S3),
-        ("--access-key-id", args.access_key_id.is_some(), BackendKind::S3),
-        ("--secret-access-key", args.secret_access_key.is_some(), BackendKind::S3),
-        ("--session-token", args.session_token.is_some(), BackendKind::S3),
+    use BackendKind::{Azureblob, Gcs, Local, S3};
+    let given: [(&str, bool, &[BackendKind]); 12] = [
+        ("--path", args.path.is_some(), &[Local]),
+        ("--azure-account", args.azure_account.is_some(), &[Azureblob]),
+        ("--container", args.container.is_some(), &[Azureblob]),
+        ("--account-key", args.account_key.is_some(), &[Azureblob]),
+        ("--sas-token", args.sas_token.is_some(), &[Azureblob]),
+        ("--endpoint", args.endpoint.is_some(), &[Azureblob, S3, Gcs]),
+        ("--bucket", args.bucket.is_some(), &[S3, Gcs]),
+        ("--region", args.region.is_some(), &[S3]),
+        ("--access-key-id", args.access_key_id.is_some(), &[S3]),
+        ("--secret-access-key", args.secret_access_key.is_some(), &[S3]),
+        ("--session-token", args.session_token.is_some(), &[S3]),
+        ("--credentials", args.credentials.is_some(), &[Gcs]),
     ];
-    if let Some((flag, _, owner)) = given.iter().find(|(_, set, owner)| *set && *owner != backend) {
+    if let Some((flag, _, owners)) = given.iter().find(|(_, set, owners)| *set && !owners.contains(&backend)) {
+        let owners: Vec<&str> = owners.iter().map(|owner| backend_name(*owner)).collect();
         return Err(usage(format!(
             "argument {flag}: it is for --backend {}, but this account's backend is {}",
-            backend_name(*owner),
+            owners.join(" or "),
             backend_name(backend)
         )));
-    }
-    if args.endpoint.is_some() && backend == BackendKind::Local {
-        return Err(usage(
-            "argument --endpoint: it is for --backend azureblob or s3, not local".to_owned(),
-        ));
     }
     let mut netwatch = Map::new();
     netwatch.insert("kind".to_owned(), json!(backend_name(backend)));
@@ -265,6 +273,23 @@ fn create_body(args: CreateArgs, env: &dyn Fn(&str) -> Option<String>) -> Result
             );
             put("sessionToken", args.session_token.or_else(|| env("AWS_SESSION_TOKEN")));
         }
+        BackendKind::Gcs => {
+            let bucket = args
+                .bucket
+                .ok_or_else(|| usage("argument --bucket is required with --backend gcs".to_owned()))?;
+            put("bucket", Some(bucket));
+            put("endpoint", args.endpoint);
+            if let Some(file) = args.credentials {
+                let key = std::fs::read_to_string(&file).map_err(|err| {
+                    usage(format!(
+                        "argument --credentials: cannot read {}: {err}; give a service account's key file (JSON), \
+                         or leave --credentials out for the controller's own identity",
+                        file.display()
+                    ))
+                })?;
+                put("serviceAccountKey", Some(key));
+            }
+        }
     }
     if let Some(part_size) = args.part_size {
         netwatch.insert("partSize".to_owned(), json!(part_size));
@@ -296,6 +321,7 @@ fn backend_name(backend: BackendKind) -> &'static str {
         BackendKind::Local => "local",
         BackendKind::Azureblob => "azureblob",
         BackendKind::S3 => "s3",
+        BackendKind::Gcs => "gcs",
     }
 }
 
@@ -438,9 +464,37 @@ mod tests {
         );
     }
 
+    /// A GCS account: the key file is read here and sent whole; without it
+    /// the controller's own identity.
+    #[test]
+    fn a_gcs_account_sends_its_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key.json");
+        std::fs::write(&file, r#"{"type": "service_account"}"#).unwrap();
+        let gcs = body(
+            &[
+                "--bucket",
+                "caps",
+                "--credentials",
+                file.to_str().unwrap(),
+                "--endpoint",
+                "http://127.0.0.1:4443",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            gcs["properties"]["netwatch"],
+            json!({"kind": "gcs", "bucket": "caps", "endpoint": "http://127.0.0.1:4443",
+                   "serviceAccountKey": r#"{"type": "service_account"}"#})
+        );
+        let own = body(&["--backend", "gcs", "--bucket", "caps"], &[]).unwrap();
+        assert_eq!(own["properties"]["netwatch"], json!({"kind": "gcs", "bucket": "caps"}));
+    }
+
     #[test]
     fn flags_of_another_backend_are_usage_errors() {
-        let rows: [(&[&str], &str); 4] = [
+        let rows: [(&[&str], &str); 8] = [
             (
                 &["--bucket", "b", "--container", "c"],
                 "argument --container: it is for --backend azureblob, but this account's backend is s3",
@@ -452,7 +506,23 @@ mod tests {
             (&["--backend", "s3"], "argument --bucket is required with --backend s3"),
             (
                 &["--endpoint", "http://x"],
-                "argument --endpoint: it is for --backend azureblob or s3, not local",
+                "argument --endpoint: it is for --backend azureblob or s3 or gcs, but this account's backend is local",
+            ),
+            (
+                &["--backend", "gcs"],
+                "argument --bucket is required with --backend gcs",
+            ),
+            (
+                &["--backend", "gcs", "--bucket", "b", "--region", "r"],
+                "argument --region: it is for --backend s3, but this account's backend is gcs",
+            ),
+            (
+                &["--bucket", "b", "--credentials", "/nonexistent/key.json"],
+                "argument --credentials: cannot read /nonexistent/key.json",
+            ),
+            (
+                &["--backend", "s3", "--bucket", "b", "--credentials", "/k.json"],
+                "argument --credentials: it is for --backend gcs, but this account's backend is s3",
             ),
         ];
         for (args, message) in rows {
