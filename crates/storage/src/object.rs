@@ -460,11 +460,12 @@ impl Storage for ObjectStorage {
     }
 }
 
-/// A put's body, its length counted and checked against the announced one.
-struct CheckedBody<S> {
-    body: std::pin::Pin<S>,
-    received: u64,
-    expected_len: Option<u64>,
+/// A put's body, its length counted and checked against the announced one
+/// (the GCS backend's puts use it too).
+pub(crate) struct CheckedBody<S> {
+    pub(crate) body: std::pin::Pin<S>,
+    pub(crate) received: u64,
+    pub(crate) expected_len: Option<u64>,
 }
 
 impl<S, E> CheckedBody<&mut S>
@@ -473,7 +474,7 @@ where
     E: Into<BoxError>,
 {
     /// The next chunk; [`PutError::TooLong`] as soon as the body passes the announced length.
-    async fn next(&mut self) -> Result<Option<Bytes>, PutError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, PutError> {
         let Some(chunk) = self.body.next().await else {
             return Ok(None);
         };
@@ -486,7 +487,7 @@ where
     }
 
     /// [`PutError::TooShort`] when the body ended before the announced length.
-    fn check_len(&self) -> Result<(), PutError> {
+    pub(crate) fn check_len(&self) -> Result<(), PutError> {
         match self.expected_len {
             Some(expected) if expected != self.received => Err(PutError::TooShort {
                 expected,

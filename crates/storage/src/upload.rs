@@ -84,8 +84,13 @@ pub(crate) fn check_part(part: u32) -> Result<(), UploadError> {
 
 /// A fresh upload id: [`UPLOAD_ID_DIGITS`] random lower-case hex digits.
 pub(crate) fn new_upload_id() -> Result<String, UploadError> {
+    random_id().map_err(UploadError::Random)
+}
+
+/// [`UPLOAD_ID_DIGITS`] random lower-case hex digits.
+pub(crate) fn random_id() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; UPLOAD_ID_DIGITS / 2];
-    getrandom::fill(&mut bytes).map_err(UploadError::Random)?;
+    getrandom::fill(&mut bytes)?;
     Ok(hex(&bytes))
 }
 

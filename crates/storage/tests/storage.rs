@@ -1,10 +1,11 @@
 //! The storage crate's integration tests (one test binary, STYLE 28): every
 //! backend through the same suite ([`suite`]), the object stores against real
-//! servers the tests start (Azurite, moto: netwatch-testkit), the local
-//! backend in a temporary directory.
+//! servers the tests start (Azurite, moto, fake-gcs-server: netwatch-testkit),
+//! the local backend in a temporary directory.
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 
 mod azure;
+mod gcs;
 mod local;
 mod s3;
 mod suite;

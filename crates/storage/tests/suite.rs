@@ -83,11 +83,13 @@ pub async fn put_granted(grant: &PartGrant, data: &[u8]) -> PartReceipt {
     PartReceipt { part: grant.part, id }
 }
 
-/// PUTs `data` to a grant with Content-MD5 `md5`; the answer.
+/// PUTs `data` to a grant with Content-MD5 `md5` and the headers the agent
+/// sends (`Content-Type` of a pcap file, crates/agent/src/upload.rs); the answer.
 pub async fn send_granted(grant: &PartGrant, data: &[u8], md5: [u8; 16]) -> reqwest::Response {
     let mut request = reqwest::Client::new()
         .put(&grant.url)
         .header("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5))
+        .header("Content-Type", "application/vnd.tcpdump.pcap")
         .body(data.to_vec());
     for (name, value) in &grant.headers {
         request = request.header(name, value);

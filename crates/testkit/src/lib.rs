@@ -13,12 +13,14 @@
 //! - [`NetnsFleet`]: a switch (a bridge in namespace `hub`) and N hosts on it.
 //! - [`Frame`]: Ethernet frames built with etherparse, sent by [`NetnsPair::inject`].
 //! - [`read_pcap`]: every record of a pcap file, via the independent `pcap-file` reader.
-//! - [`servers`]: [`Azurite`] (Azure Blob) and [`Moto`] (S3) on 127.0.0.1, each with a fresh container or bucket.
+//! - [`servers`]: [`Azurite`] (Azure Blob), [`Moto`] (S3) and [`FakeGcs`] (Google Cloud Storage) on
+//!   127.0.0.1, each with a fresh container or bucket; service-account keys for GCS accounts
+//!   ([`FakeGcs::service_account_key`], [`servers::service_account_key_json`], [`servers::rsa_key_pem`]).
 //! - [`eventually!`]: a bounded retry.
 
 pub mod servers;
 
-pub use servers::{Azurite, Moto, Place, Postgres};
+pub use servers::{Azurite, FakeGcs, Moto, Place, Postgres};
 
 use std::io::Write;
 use std::path::Path;

@@ -1,23 +1,27 @@
-//! Real storage servers for tests: Azurite (Azure Blob) and moto (S3), each
-//! started by the test on 127.0.0.1, on a port the server picks (both take
-//! port 0 and print the port they got), with a fresh container or bucket of a
-//! unique name. Neither is a mock written here: the tests talk to the same
-//! servers ecosystem.md §2 verified object_store against.
+//! Real storage servers for tests: Azurite (Azure Blob), moto (S3) and
+//! fake-gcs-server (Google Cloud Storage), each started by the test on
+//! 127.0.0.1 with a fresh container or bucket of a unique name. Azurite and
+//! moto take port 0 and print the port they got; fake-gcs-server does not, so
+//! it gets a port found free just before. None is a mock written here: the
+//! tests talk to the same servers ecosystem.md §2 verified.
 //!
 //! The binaries come from `scripts/test.sh`, which installs them and names
-//! them in `NETWATCH_TEST_AZURITE` and `NETWATCH_TEST_MOTO`; without those a
-//! test fails saying so (STYLE 31), it never skips.
+//! them in `NETWATCH_TEST_AZURITE`, `NETWATCH_TEST_MOTO` and
+//! `NETWATCH_TEST_FAKE_GCS`; without those a test fails saying so (STYLE 31),
+//! it never skips.
 //!
 //! Each server is killed when its guard drops. [`Azurite::stop`] and
 //! [`Azurite::start_again`] let a test take storage away mid-upload and bring
 //! it back on the same port with the same data (Azurite keeps its data in a
-//! temporary directory); moto keeps its data in memory, so
-//! [`Moto::start_again`] comes back empty but for the bucket, made again.
+//! temporary directory); moto and fake-gcs-server keep their data in memory,
+//! so [`Moto::start_again`] and [`FakeGcs::start_again`] come back empty but
+//! for the bucket, made again.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -102,6 +106,51 @@ impl Server {
                 self.name
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `cmd`, which listens on `port` once it runs, with its output in
+    /// `log`, and waits until the port takes connections. `Err` with the
+    /// output when the process exits first (the port was taken meanwhile).
+    fn spawn_on(name: &'static str, place: &Place, mut cmd: Command, log: &Path, port: u16) -> Result<Self, String> {
+        let out = std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("a file handle can be cloned");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let mut server = Self {
+            name,
+            child: Some(child),
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if place.run(|| TcpStream::connect((place.host.as_str(), port)).is_ok()) {
+                return Ok(server);
+            }
+            let child = server.child.as_mut().expect("a started server has a child");
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+                return Err(format!(
+                    "{name} exited ({status}) before listening on port {port}; its output:\n{text}"
+                ));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not listen on port {port} within {START_TIMEOUT:?}; its output:\n{}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it: for servers that do
+    /// not exit on SIGTERM (fake-gcs-server).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -208,20 +257,42 @@ fn wait_connectable(host: &str, port: u16, deadline: Instant) {
 /// Sends one HTTP/1.1 request to `place`'s `port`; the status and body.
 /// Plain HTTP by hand: the kit stays synchronous and free of an HTTP client.
 fn http(place: &Place, port: u16, method: &str, target: &str, headers: &[(&str, String)]) -> (u16, String) {
-    place.run(|| http_here(&place.host, port, method, target, headers))
+    http_with_body(place, port, method, target, headers, "")
 }
 
-fn http_here(host: &str, port: u16, method: &str, target: &str, headers: &[(&str, String)]) -> (u16, String) {
+/// [`http`] with a request body.
+fn http_with_body(
+    place: &Place,
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (u16, String) {
+    place.run(|| http_here(&place.host, port, method, target, headers, body))
+}
+
+fn http_here(
+    host: &str,
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect((host, port)).unwrap_or_else(|e| panic!("connect to {host}:{port}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("a timeout can be set");
-    let mut request =
-        format!("{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n");
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).expect("send the request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read the answer");
@@ -464,6 +535,181 @@ impl Moto {
         self.server = server;
         self.create_bucket(&self.bucket);
     }
+}
+
+/// fake-gcs-server (Google Cloud Storage's JSON API, in memory), with a fresh
+/// bucket. It checks no credentials (a key with `"disable_oauth": true`
+/// makes clients send none, [`FakeGcs::service_account_key`]), nor
+/// `Content-MD5`. It does not exit on SIGTERM, so it is killed (SIGKILL).
+#[derive(Debug)]
+pub struct FakeGcs {
+    server: Server,
+    place: Place,
+    dir: tempfile::TempDir,
+    port: u16,
+    bucket: String,
+}
+
+impl FakeGcs {
+    /// The project buckets are made in (fake-gcs-server takes any).
+    pub const PROJECT: &str = "netwatch-test";
+    /// Tries at finding a free port: another process may take the one found
+    /// before the server binds it.
+    const PORT_TRIES: usize = 5;
+
+    /// Starts fake-gcs-server on a free port and creates a bucket of a unique name.
+    pub fn start() -> Self {
+        Self::start_at(Place::local())
+    }
+
+    /// Starts fake-gcs-server at `place` (see [`Place`]) and creates a bucket of a unique name.
+    pub fn start_at(place: Place) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut failures = Vec::new();
+        for _ in 0..Self::PORT_TRIES {
+            let port = place.run(|| {
+                let listener = std::net::TcpListener::bind((place.host.as_str(), 0)).expect("a free port");
+                listener.local_addr().expect("its address").port()
+            });
+            match Self::spawn(&place, dir.path(), port) {
+                Ok(server) => {
+                    let gcs = Self {
+                        server,
+                        place,
+                        dir,
+                        port,
+                        bucket: unique_name(),
+                    };
+                    gcs.create_bucket(&gcs.bucket);
+                    return gcs;
+                }
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("fake-gcs-server did not start: {}", failures.join("\n"));
+    }
+
+    fn spawn(place: &Place, dir: &Path, port: u16) -> Result<Server, String> {
+        let mut cmd = place.command(&program("NETWATCH_TEST_FAKE_GCS", "fake-gcs-server"));
+        let address = format!("{}:{port}", place.host);
+        cmd.args(["-scheme", "http", "-host", &place.host, "-port", &port.to_string()])
+            .args(["-backend", "memory", "-public-host", &address])
+            .args(["-external-url", &format!("http://{address}"), "-log-level", "warn"]);
+        Server::spawn_on(
+            "fake-gcs-server",
+            place,
+            cmd,
+            &dir.join(format!("fake-gcs-{port}.log")),
+            port,
+        )
+    }
+
+    /// The JSON API's base URL, `http://{host}:{port}`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.place.host, self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The bucket made for this test.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates bucket `name` (the JSON API's buckets.insert; no credentials needed).
+    pub fn create_bucket(&self, name: &str) {
+        let (status, body) = http_with_body(
+            &self.place,
+            self.port,
+            "POST",
+            &format!("/storage/v1/b?project={}", Self::PROJECT),
+            &[("Content-Type", "application/json".to_owned())],
+            &format!("{{\"name\":\"{name}\"}}"),
+        );
+        assert_eq!(status, 200, "create bucket {name} in fake-gcs-server: {body}");
+    }
+
+    /// A service account's JSON key for this server, as Google Cloud's
+    /// console writes one, with a real RSA key ([`rsa_private_key_pem`]) and
+    /// fake-gcs-server's two extras: `"disable_oauth": true` (clients send no
+    /// token) and `"gcs_base_url"`: this server.
+    pub fn service_account_key(&self) -> String {
+        service_account_key_json(rsa_private_key_pem(), Some(&self.endpoint()))
+    }
+
+    /// Stops fake-gcs-server (SIGKILL); its data is gone. Requests fail
+    /// until [`FakeGcs::start_again`].
+    pub fn stop(&mut self) {
+        self.server.kill();
+    }
+
+    /// Starts fake-gcs-server again on the same port and makes the bucket
+    /// again (empty: what was stored before is gone).
+    pub fn start_again(&mut self) {
+        self.server.kill();
+        self.server = Self::spawn(&self.place, self.dir.path(), self.port)
+            .unwrap_or_else(|failure| panic!("fake-gcs-server did not start again: {failure}"));
+        self.create_bucket(&self.bucket);
+    }
+}
+
+/// A service account's JSON key holding `private_key_pem`, with
+/// `"disable_oauth": true` and `"gcs_base_url": base_url` when there is one
+/// (what fake-gcs-server's clients read; Google ignores both).
+pub fn service_account_key_json(private_key_pem: &str, base_url: Option<&str>) -> String {
+    let escaped: String = private_key_pem
+        .chars()
+        .map(|c| match c {
+            '\n' => "\\n".to_owned(),
+            '"' => "\\\"".to_owned(),
+            '\\' => "\\\\".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    let fake_gcs = base_url.map_or_else(String::new, |url| {
+        format!(",\n  \"disable_oauth\": true,\n  \"gcs_base_url\": \"{url}\"")
+    });
+    format!(
+        "{{\n  \"type\": \"service_account\",\n  \"project_id\": \"{project}\",\n  \
+         \"private_key_id\": \"0123456789abcdef0123456789abcdef01234567\",\n  \
+         \"private_key\": \"{escaped}\",\n  \
+         \"client_email\": \"netwatch@{project}.iam.gserviceaccount.com\",\n  \
+         \"client_id\": \"100000000000000000001\",\n  \
+         \"auth_uri\": \"https://accounts.google.com/o/oauth2/auth\",\n  \
+         \"token_uri\": \"https://oauth2.googleapis.com/token\"{fake_gcs}\n}}\n",
+        project = FakeGcs::PROJECT,
+    )
+}
+
+/// A 2048-bit RSA private key, PEM PKCS#8 (`-----BEGIN PRIVATE KEY-----`,
+/// as in a service account's key), made once per test process with
+/// `openssl genpkey`.
+pub fn rsa_private_key_pem() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| rsa_key_pem(2048))
+}
+
+/// A fresh RSA private key of `bits` bits, PEM PKCS#8, made with `openssl genpkey`.
+pub fn rsa_key_pem(bits: u32) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            &format!("rsa_keygen_bits:{bits}"),
+        ])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl to make a test RSA key ({e}): apt-get install -y openssl"));
+    assert!(
+        out.status.success(),
+        "openssl genpkey failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("a PEM key is ASCII")
 }
 
 #[cfg(test)]
