@@ -158,7 +158,8 @@ impl ServerConfig {
         for account in &mut config.storage {
             match &mut account.kind {
                 AccountKind::Local { path } => *path = base.join(&*path),
-                AccountKind::AzureBlob { .. } | AccountKind::S3 { .. } => {}
+                // A gcs account's key file was read when the file was parsed: give it absolute.
+                AccountKind::AzureBlob { .. } | AccountKind::S3 { .. } | AccountKind::Gcs { .. } => {}
             }
         }
         // Absolute: the store keeps the directories of accounts made in it.

@@ -1,6 +1,6 @@
-//! Capture files in storage the operator already has (issue 5): Azure Blob
-//! (Azurite) and S3 (moto), real servers started by the test in the
-//! controller's host `b`, reached there by the controller and over the veth
+//! Capture files in storage the operator already has (issues 5, 19): Azure
+//! Blob (Azurite), S3 (moto) and Google Cloud Storage (fake-gcs-server),
+//! real servers started by the test in the controller's host `b`, reached there by the controller and over the veth
 //! pair by the agent in `a`, which uploads straight to them with the grants
 //! the controller hands out. Each file is checked against the SHA-256 the
 //! agent computed before it uploaded, so "byte-identical" is the capture's own
@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use netwatch_testkit::{Azurite, B4, IF_A, Moto, NetnsPair, Place};
+use netwatch_testkit::{Azurite, B4, FakeGcs, IF_A, Moto, NetnsPair, Place};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -19,17 +19,33 @@ use crate::deployment::{Deployment, SUB, VM, send_udp, udp_packets};
 /// few MiB already uploads in several parts.
 const PART_SIZE: u64 = 5 * 1024 * 1024;
 
-/// A deployment whose controller also has account `blobs` (Azurite) and `objects` (moto).
-fn deployment_with_storage() -> (Deployment, Azurite, Moto) {
+/// The storage servers of [`deployment_with_storage`].
+struct Servers {
+    azurite: Azurite,
+    #[expect(dead_code, reason = "held: the server lives as long as the test")]
+    moto: Moto,
+    gcs: FakeGcs,
+}
+
+/// The accounts of [`deployment_with_storage`], each with a UDP port of its own.
+const ACCOUNTS: [(&str, u16); 3] = [("blobs", 0), ("objects", 1), ("gcsbucket", 2)];
+
+/// A deployment whose controller also has account `blobs` (Azurite),
+/// `objects` (moto) and `gcsbucket` (fake-gcs-server, with a service
+/// account's key).
+fn deployment_with_storage() -> (Deployment, Servers) {
     let mut nw = Deployment::start();
     let place = Place::netns(&nw.pair.b, B4);
     let azurite = Azurite::start_at(place.clone());
-    let moto = Moto::start_at(place);
+    let moto = Moto::start_at(place.clone());
+    let gcs = FakeGcs::start_at(place);
     let accounts = format!(
         "\n[[storage]]\nname = \"blobs\"\nkind = \"azureblob\"\naccount = \"{}\"\ncontainer = \"{}\"\nkey = \"{}\"\n\
          endpoint = \"{}\"\npart_size = {PART_SIZE}\n\
          \n[[storage]]\nname = \"objects\"\nkind = \"s3\"\nbucket = \"{}\"\nregion = \"{}\"\nendpoint = \"{}\"\n\
-         access_key_id = \"{}\"\nsecret_access_key = \"{}\"\npart_size = {PART_SIZE}\n",
+         access_key_id = \"{}\"\nsecret_access_key = \"{}\"\npart_size = {PART_SIZE}\n\
+         \n[[storage]]\nname = \"gcsbucket\"\nkind = \"gcs\"\nbucket = \"{}\"\nendpoint = \"{}\"\n\
+         service_account_key = '''{}'''\npart_size = {PART_SIZE}\n",
         azurite.account(),
         azurite.container(),
         azurite.key(),
@@ -39,6 +55,9 @@ fn deployment_with_storage() -> (Deployment, Azurite, Moto) {
         moto.endpoint(),
         Moto::ACCESS_KEY_ID,
         Moto::SECRET_ACCESS_KEY,
+        gcs.bucket(),
+        gcs.endpoint(),
+        gcs.service_account_key(),
     );
     std::fs::OpenOptions::new()
         .append(true)
@@ -48,7 +67,7 @@ fn deployment_with_storage() -> (Deployment, Azurite, Moto) {
         .unwrap();
     nw.kill_controller();
     nw.restart_controller();
-    (nw, azurite, moto)
+    (nw, Servers { azurite, moto, gcs })
 }
 
 /// Creates capture `name` with `properties`, its files going to `account`.
@@ -85,9 +104,9 @@ pub(crate) fn download_checked(nw: &Deployment, file: &Value) -> std::path::Path
 }
 
 #[test]
-fn captures_upload_in_parts_to_azure_blob_and_s3_and_come_back_byte_identical() {
-    let (nw, _azurite, _moto) = deployment_with_storage();
-    for (account, port) in [("blobs", 7301_u16), ("objects", 7302)] {
+fn captures_upload_in_parts_to_azure_blob_s3_and_gcs_and_come_back_byte_identical() {
+    let (nw, _servers) = deployment_with_storage();
+    for (account, port) in ACCOUNTS.map(|(account, i)| (account, 7301 + i)) {
         let name = format!("to-{account}");
         let filter = json!([{"protocol": "UDP", "localPort": port.to_string()}]);
         create_on(
@@ -117,54 +136,68 @@ fn captures_upload_in_parts_to_azure_blob_and_s3_and_come_back_byte_identical() 
 
 #[test]
 fn a_file_waits_in_the_spool_while_storage_is_down_and_across_an_agent_restart() {
-    let (mut nw, mut azurite, _moto) = deployment_with_storage();
-    create_on(
-        &nw,
-        "outage",
-        "blobs",
-        json!({"filters": [{"protocol": "UDP", "localPort": "7311"}], "timeLimitInSeconds": 120}),
-    );
-    send_udp(&nw.pair, &[7311], 3000, 1000);
-    nw.status_until("outage", "counting", |s| s["netwatch"]["packetsCaptured"] == 3000);
-    // Storage goes away before the capture ends: the stop returns once the
-    // file is safe in the agent's spool, and the status says why it waits.
-    azurite.stop();
-    nw.sdk(&["stop", "outage"]);
-    let waiting = nw.status_until("outage", "waiting for storage", |s| {
-        s["netwatch"]["uploadState"] == "Retrying"
-    });
-    assert_eq!(waiting["packetCaptureStatus"], "Stopped", "{waiting}");
-    let message = waiting["netwatch"]["uploadMessage"].as_str().unwrap_or_default();
-    assert!(message.contains("spool"), "{waiting}");
-    assert_eq!(waiting["netwatch"]["filesPending"], 1, "{waiting}");
-
-    // The agent dies (kill -9) while the file waits, and comes back.
+    let (mut nw, mut servers) = deployment_with_storage();
     let agent_dir = nw.dir.path().join("agent");
-    drop(nw.agent.take());
-    let token = nw.credential("agent_token");
-    nw.agent = Some(nw.start_agent(&token, &agent_dir, "agent-2.log"));
-    std::thread::sleep(Duration::from_secs(2));
-    let still = nw.sdk(&["status", "outage"]);
-    assert_eq!(
-        still["netwatch"]["uploadState"], "Retrying",
-        "storage is still down: {still}"
-    );
+    for (round, (account, port)) in [("blobs", 7311_u16), ("gcsbucket", 7312)].into_iter().enumerate() {
+        let name = format!("outage-{account}");
+        let storage_down = |servers: &mut Servers, down: bool| match (account, down) {
+            ("blobs", true) => servers.azurite.stop(),
+            ("blobs", false) => servers.azurite.start_again(),
+            (_, true) => servers.gcs.stop(),
+            (_, false) => servers.gcs.start_again(),
+        };
+        create_on(
+            &nw,
+            &name,
+            account,
+            json!({"filters": [{"protocol": "UDP", "localPort": port.to_string()}], "timeLimitInSeconds": 120}),
+        );
+        send_udp(&nw.pair, &[port], 3000, 1000);
+        nw.status_until(&name, "counting", |s| s["netwatch"]["packetsCaptured"] == 3000);
+        // Storage goes away before the capture ends: the stop returns once the
+        // file is safe in the agent's spool, and the status says why it waits.
+        storage_down(&mut servers, true);
+        nw.sdk(&["stop", &name]);
+        let waiting = nw.status_until(&name, "waiting for storage", |s| {
+            s["netwatch"]["uploadState"] == "Retrying"
+        });
+        assert_eq!(waiting["packetCaptureStatus"], "Stopped", "{account}: {waiting}");
+        let message = waiting["netwatch"]["uploadMessage"].as_str().unwrap_or_default();
+        assert!(message.contains("spool"), "{account}: {waiting}");
+        assert_eq!(waiting["netwatch"]["filesPending"], 1, "{account}: {waiting}");
 
-    // Storage is back: the spooled file goes up, whole.
-    azurite.start_again();
-    let stored = nw.status_until("outage", "stored", |s| s["netwatch"]["uploadState"] == "Succeeded");
-    let files = stored["netwatch"]["files"].as_array().unwrap();
-    assert_eq!(files.len(), 1, "{stored}");
-    let path = download_checked(&nw, &files[0]);
-    assert_eq!(udp_packets(&path).len(), 3000);
-    let spool: Vec<_> = std::fs::read_dir(agent_dir.join("spool")).unwrap().collect();
-    assert!(spool.is_empty(), "the spool is empty once stored: {spool:?}");
+        // The agent dies (kill -9) while the file waits, and comes back.
+        drop(nw.agent.take());
+        let token = nw.credential("agent_token");
+        let log = if round == 0 {
+            "agent-2.log".to_owned()
+        } else {
+            format!("agent-{account}.log")
+        };
+        nw.agent = Some(nw.start_agent(&token, &agent_dir, &log));
+        std::thread::sleep(Duration::from_secs(2));
+        let still = nw.sdk(&["status", &name]);
+        assert_eq!(
+            still["netwatch"]["uploadState"], "Retrying",
+            "{account}: storage is still down: {still}"
+        );
+
+        // Storage is back: the spooled file goes up, whole.
+        storage_down(&mut servers, false);
+        let stored = nw.status_until(&name, "stored", |s| s["netwatch"]["uploadState"] == "Succeeded");
+        let files = stored["netwatch"]["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1, "{account}: {stored}");
+        let path = download_checked(&nw, &files[0]);
+        assert_eq!(udp_packets(&path).len(), 3000, "{account}");
+        let spool: Vec<_> = std::fs::read_dir(agent_dir.join("spool")).unwrap().collect();
+        assert!(spool.is_empty(), "{account}: the spool is empty once stored: {spool:?}");
+    }
 }
 
 #[test]
 fn a_continuous_capture_stores_each_file_as_it_closes() {
-    let (nw, _azurite, _moto) = deployment_with_storage();
-    for (account, port) in [("blobs", 7321_u16), ("objects", 7322)] {
+    let (nw, _servers) = deployment_with_storage();
+    for (account, port) in ACCOUNTS.map(|(account, i)| (account, 7321 + i)) {
         let name = format!("ring-{account}");
         create_on(
             &nw,
@@ -230,9 +263,9 @@ fn spool_ticket(agent_dir: &std::path::Path) -> Value {
 
 #[test]
 fn an_agent_killed_during_an_upload_resumes_it_after_the_parts_stored() {
-    let (mut nw, _azurite, _moto) = deployment_with_storage();
+    let (mut nw, _servers) = deployment_with_storage();
     let agent_dir = nw.dir.path().join("agent");
-    for (account, port) in [("blobs", 7331_u16), ("objects", 7332)] {
+    for (account, port) in ACCOUNTS.map(|(account, i)| (account, 7331 + i)) {
         let name = format!("killed-{account}");
         create_on(
             &nw,
@@ -328,4 +361,217 @@ fn an_agent_killed_during_an_upload_resumes_it_after_the_parts_stored() {
         let spool: Vec<_> = std::fs::read_dir(agent_dir.join("spool")).unwrap().collect();
         assert!(spool.is_empty(), "{account}: the spool is empty once stored: {spool:?}");
     }
+}
+
+/// `netwatch ARGS` in the controller's host, as its admin.
+fn netwatch_cli(nw: &Deployment, args: &[&str]) -> std::process::Output {
+    NetnsPair::exec(&nw.pair.b, crate::util::netwatch())
+        .args(args)
+        .env("NETWATCH_URL", &nw.url)
+        .env("NETWATCH_TOKEN", &nw.token)
+        .env("NETWATCH_CA", &nw.ca)
+        .env("XDG_CONFIG_HOME", nw.dir.path().join("no-config"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netwatch")
+}
+
+/// GCS accounts made through the API (`netwatch storage account create
+/// --backend gcs`) are checked when made: every bad one is refused with what
+/// to fix (the CLI's own checks exit 2, the controller's answer 400 and the
+/// CLI exits 1), and none is stored; a good one is, and never shows its key.
+#[test]
+fn bad_gcs_accounts_are_refused_when_made_and_nothing_is_stored() {
+    let nw = Deployment::controller_only();
+    let gcs = FakeGcs::start_at(Place::netns(&nw.pair.b, B4));
+    let good: Value = serde_json::from_str(&gcs.service_account_key()).unwrap();
+    let key_file = |name: &str, text: &str| {
+        let path = nw.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let with = |field: &str, value: Option<Value>| {
+        let mut key = good.clone();
+        match value {
+            Some(value) => key[field] = value,
+            None => drop(key.as_object_mut().unwrap().remove(field)),
+        }
+        key.to_string()
+    };
+    let good_file = key_file("good.json", &good.to_string());
+    // A piece of the private key's body, which no answer may hold.
+    let secret = good["private_key"].as_str().unwrap()[60..100].to_owned();
+    let secret = secret.as_str();
+    let not_json = key_file("not-json.json", "{\"type\": \"service_account\",");
+    let user = key_file("user.json", &with("type", Some(json!("authorized_user"))));
+    let no_private_key = key_file("no-private-key.json", &with("private_key", None));
+    let not_pem = key_file("not-pem.json", &with("private_key", Some(json!("not a key"))));
+    let no_email = key_file("no-email.json", &with("client_email", None));
+    let endpoint = gcs.endpoint();
+    let bucket = gcs.bucket().to_owned();
+    // A port nothing listens on: the controller cannot reach it.
+    let closed = format!("http://{B4}:9");
+    fn create(name: &str) -> Vec<&str> {
+        vec![
+            "storage",
+            "account",
+            "create",
+            "-n",
+            name,
+            "-g",
+            "netwatch",
+            "--backend",
+            "gcs",
+        ]
+    }
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec![], 2, "argument --bucket is required with --backend gcs"),
+        (
+            vec!["--bucket", "b", "--credentials", "/nonexistent/key.json"],
+            2,
+            "argument --credentials: cannot read",
+        ),
+        (
+            vec!["--bucket", "b", "--region", "eu"],
+            2,
+            "argument --region: it is for --backend s3",
+        ),
+        (
+            vec!["--bucket", "Captures", "--credentials", &good_file],
+            1,
+            "bucket \"Captures\" has the character 'C'",
+        ),
+        (
+            vec!["--bucket", "goog-caps", "--credentials", &good_file],
+            1,
+            "starts with \"goog\"",
+        ),
+        (
+            vec!["--bucket", "ab", "--credentials", &good_file],
+            1,
+            "bucket \"ab\" is 2 characters long",
+        ),
+        (vec!["--bucket", &bucket, "--credentials", &not_json], 1, "is not JSON"),
+        (
+            vec!["--bucket", &bucket, "--credentials", &user],
+            1,
+            "not a service account's",
+        ),
+        (
+            vec!["--bucket", &bucket, "--credentials", &no_private_key],
+            1,
+            "\"private_key\" of service_account_key is missing",
+        ),
+        (
+            vec!["--bucket", &bucket, "--credentials", &not_pem],
+            1,
+            "is not a PEM private key",
+        ),
+        (
+            vec!["--bucket", &bucket, "--credentials", &no_email],
+            1,
+            "\"client_email\" of service_account_key is missing",
+        ),
+        (
+            vec![
+                "--bucket",
+                &bucket,
+                "--credentials",
+                &good_file,
+                "--endpoint",
+                "ftp://x",
+            ],
+            1,
+            "has the scheme \"ftp\"",
+        ),
+        (
+            vec!["--bucket", &bucket, "--credentials", &good_file, "--part-size", "1000"],
+            1,
+            "part_size 1000 is below",
+        ),
+        (
+            vec!["--bucket", &bucket, "--credentials", &good_file, "--endpoint", &closed],
+            1,
+            "cannot reach Google Cloud Storage",
+        ),
+        (
+            vec![
+                "--bucket",
+                "no-such-bucket",
+                "--credentials",
+                &good_file,
+                "--endpoint",
+                &endpoint,
+            ],
+            1,
+            "bucket \"no-such-bucket\" does not exist",
+        ),
+    ];
+    for (i, (args, code, says)) in cases.iter().enumerate() {
+        let name = format!("badgcs{i}");
+        let mut command = create(&name);
+        command.extend(args);
+        let out = netwatch_cli(&nw, &command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr:?} does not say {says:?}");
+        assert!(!stderr.contains(secret), "{args:?}: the key is never shown: {stderr}");
+    }
+    // The API itself: a key file on the controller's machine is not read; the key must be text.
+    let id = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/netwatch/providers/\
+              Microsoft.Storage/storageAccounts";
+    for (i, (netwatch, says)) in [
+        (
+            json!({"kind": "gcs", "bucket": bucket, "credentials": "/etc/passwd"}),
+            "the API does not read",
+        ),
+        (
+            json!({"kind": "gcs", "bucket": bucket, "serviceAccountKey": good}),
+            "invalid type",
+        ),
+        (
+            json!({"kind": "gcs", "bucket": bucket, "region": "eu"}),
+            "unknown field `region`",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = json!({"location": "westus", "properties": {"netwatch": netwatch}}).to_string();
+        let answer = nw.sdk(&["rest", "PUT", &format!("{id}/badapi{i}?api-version=2025-08-01"), &body]);
+        assert_eq!(answer["status"], 400, "{answer}");
+        assert!(answer.to_string().contains(says), "{answer} does not say {says:?}");
+    }
+    let listed = netwatch_cli(&nw, &["storage", "account", "list", "--query", "[].name", "-o", "tsv"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        "netwatchlocal\n",
+        "nothing was stored: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    // A good one: made, shown without its key.
+    let mut command = create("goodgcs");
+    command.extend([
+        "--bucket",
+        &bucket,
+        "--credentials",
+        &good_file,
+        "--endpoint",
+        &endpoint,
+    ]);
+    let out = netwatch_cli(&nw, &command);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (
+            &made["netwatch"]["kind"],
+            &made["netwatch"]["bucket"],
+            &made["netwatch"]["credential"]
+        ),
+        (&json!("gcs"), &json!(bucket), &json!("key")),
+        "{made}"
+    );
+    assert!(!stdout.contains(secret) && !stdout.contains("private_key"), "{stdout}");
 }

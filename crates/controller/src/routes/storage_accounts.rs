@@ -14,7 +14,7 @@
 //!   (configured ones: the first served location); its blob endpoint is where
 //!   its files download from (`{base}{DOWNLOAD_PREFIX}/{name}/`);
 //! - a PUT's `properties.netwatch` says where the files go, with the keys of a
-//!   `[[storage]]` table (`kind` = `local`, `azureblob` or `s3`; camelCase
+//!   `[[storage]]` table (`kind` = `local`, `azureblob`, `s3` or `gcs`; camelCase
 //!   spellings accepted); without it, or for a `local` account without a
 //!   `path`, the files go to a directory of the controller's
 //!   (`accounts_dir/{name}`). The answer is 200 with the account, made
@@ -192,6 +192,17 @@ async fn create(
     let (sub, group, name, _id) = account_path(&state, path)?;
     let base = base_url(&state.config, &headers, &uri)?;
     let request = AccountRequest::parse(&state, &group, &name, &body)?;
+    // An account that cannot be reached is refused now, not at the first
+    // capture's upload (GCS: the bucket read with the credentials).
+    // Refused (400) even when the endpoint is only out of reach for now: a
+    // client would retry a 503 for a while before showing what to fix.
+    request.backend.probe().await.map_err(|err| {
+        let message = format!(
+            "storage account {name} cannot be used: {}",
+            netwatch_api::error::error_chain(&err)
+        );
+        HttpError::from(ApiError::bad_request("properties.netwatch", message))
+    })?;
     if state.storage.configured(name.as_str()).is_some() {
         return Err(ApiError::conflict(format!(
             "storage account {name} is defined in the controller's configuration file: change it there \
@@ -424,7 +435,7 @@ fn backend_config(
     let Value::Object(mut table) = netwatch else {
         return Err(ApiError::bad_request(
             TARGET,
-            "properties.netwatch must be an object: {\"kind\": \"local\" | \"azureblob\" | \"s3\", …}",
+            "properties.netwatch must be an object: {\"kind\": \"local\" | \"azureblob\" | \"s3\" | \"gcs\", …}",
         )
         .into());
     };
@@ -436,6 +447,17 @@ fn backend_config(
             )
             .into());
         }
+    }
+    // A key file names a path on the controller's machine: the API would
+    // read any file the caller names (and say whether it exists).
+    if table.get("kind").and_then(Value::as_str) == Some("gcs") && table.contains_key("credentials") {
+        return Err(ApiError::bad_request(
+            "properties.netwatch.credentials",
+            "credentials is a key file on the controller's machine, which the API does not read: send the key \
+             itself as serviceAccountKey (`netwatch storage account create --credentials FILE` reads the file and \
+             sends it), or leave both out for the controller's own identity",
+        )
+        .into());
     }
     if table.get("kind").and_then(Value::as_str) == Some("local") {
         match table.get("path") {
@@ -460,14 +482,20 @@ fn backend_config(
             Some(_) => {}
         }
     }
+    let example = match table.get("kind").and_then(Value::as_str) {
+        Some("gcs") => {
+            "{\"kind\": \"gcs\", \"bucket\": \"captures\", \"serviceAccountKey\": \"<the key file's JSON, as a string>\"}"
+        }
+        Some("azureblob") => "{\"kind\": \"azureblob\", \"account\": \"acct\", \"key\": \"…\"}",
+        _ => {
+            "{\"kind\": \"s3\", \"bucket\": \"captures\", \"region\": \"us-east-1\", \"accessKeyId\": \"…\", \
+             \"secretAccessKey\": \"…\"}"
+        }
+    };
     table.insert("name".to_owned(), json!(name.as_str()));
     table.insert("resource_group".to_owned(), json!(group.as_str()));
     serde_json::from_value(Value::Object(table)).map_err(|err| {
-        let message = format!(
-            "{err}: properties.netwatch takes the keys of a [[storage]] table, e.g. \
-             {{\"kind\": \"s3\", \"bucket\": \"captures\", \"region\": \"us-east-1\", \"accessKeyId\": \"…\", \
-             \"secretAccessKey\": \"…\"}}"
-        );
+        let message = format!("{err}: properties.netwatch takes the keys of a [[storage]] table, e.g. {example}");
         ApiError::bad_request(TARGET, message).into()
     })
 }
@@ -526,6 +554,22 @@ fn account_json(state: &AppState, sub: &SubscriptionId, base: &str, account: &Ac
         } => {
             netwatch["bucket"] = json!(bucket);
             netwatch["region"] = json!(region);
+            if let Some(endpoint) = endpoint {
+                netwatch["endpoint"] = json!(endpoint.as_str());
+            }
+        }
+        AccountKind::Gcs {
+            bucket,
+            credentials,
+            service_account_key,
+            endpoint,
+        } => {
+            netwatch["bucket"] = json!(bucket);
+            netwatch["credential"] = json!(match (credentials, service_account_key) {
+                (Some(_), _) => "file",
+                (None, Some(_)) => "key",
+                (None, None) => "machine",
+            });
             if let Some(endpoint) = endpoint {
                 netwatch["endpoint"] = json!(endpoint.as_str());
             }
