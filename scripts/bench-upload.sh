@@ -1,22 +1,22 @@
 #!/bin/bash
 # Upload benchmark (issue 5): a real capture of BENCH_GIB GiB (and BENCH_SMALL_GIB) made by
 # a real `netwatch agent` on lo, uploaded to each kind of storage account (a local
-# directory, Azurite = Azure Blob, moto = S3) on 127.0.0.1, timed from the file closed to
+# directory, Azurite = Azure Blob, moto = S3, fake-gcs-server = GCS) on 127.0.0.1, timed from the file closed to
 # `uploadState` Succeeded, against a plain copy of the same file to the same server (cp +
 # fsync; one `curl -T` PUT), with the agent's VmRSS sampled throughout. Prints figures;
 # asserts nothing. Needs root (the agent opens a packet socket).
 # crates/netwatch/benches/upload.rs says what is measured and how.
 #
-#   scripts/bench-upload.sh                                   # 0.5 and 2 GiB, all three kinds
+#   scripts/bench-upload.sh                                   # 0.5 and 2 GiB, all four kinds
 #   BENCH_GIB=0.25 BENCH_SMALL_GIB=0 scripts/bench-upload.sh  # a quick look
 #
 # Settings (environment): BENCH_GIB (2), BENCH_SMALL_GIB (0.5; 0: none), BENCH_ACCOUNTS
-# (local,azureblob,s3), BENCH_PART_MIB (the accounts' part_size; default netwatch's 8 MiB),
+# (local,azureblob,s3,gcs), BENCH_PART_MIB (the accounts' part_size; default netwatch's 8 MiB),
 # BENCH_POLL_MS (50: status polls and VmRSS samples), BENCH_SEND_MBPS (300: pace of the
 # traffic), BENCH_PORT (7411: the UDP port captured), BENCH_UPLOAD_DEADLINE_S (900),
 # BENCH_DEADLINE_S (3600: the benchmark's own bound), BENCH_KEEP=1 (keep the data and the
 # logs), CARGO_TARGET_DIR, TMPDIR (where the files go: the disk needs about 3 × BENCH_GIB).
-# Azurite and moto: NETWATCH_TEST_AZURITE and NETWATCH_TEST_MOTO when set, else installed
+# Azurite, moto, fake-gcs-server: NETWATCH_TEST_AZURITE, NETWATCH_TEST_MOTO, NETWATCH_TEST_FAKE_GCS when set, else installed
 # under target/ as scripts/test.sh does (scripts/test-deps.sh).
 # Everything it starts runs in its own process group, killed when the script ends.
 set -euo pipefail
@@ -27,8 +27,8 @@ export NETWATCH_BIN=${NETWATCH_BIN:-$TARGET/release/netwatch}
 export BENCH_DEADLINE_S=${BENCH_DEADLINE_S:-3600}
 
 cd "$ROOT"
-if [ ! -x "${NETWATCH_TEST_AZURITE:-}" ] || [ ! -x "${NETWATCH_TEST_MOTO:-}" ]; then
-  echo "NETWATCH_TEST_AZURITE / NETWATCH_TEST_MOTO unset or missing: installing Azurite and moto under target/"
+if [ ! -x "${NETWATCH_TEST_AZURITE:-}" ] || [ ! -x "${NETWATCH_TEST_MOTO:-}" ] || [ ! -x "${NETWATCH_TEST_FAKE_GCS:-}" ]; then
+  echo "NETWATCH_TEST_AZURITE / NETWATCH_TEST_MOTO / NETWATCH_TEST_FAKE_GCS unset or missing: installing Azurite, moto and fake-gcs-server under target/"
   . scripts/test-deps.sh
   need=(python3 python3-venv curl)
   command -v npm >/dev/null || need+=(nodejs npm)

@@ -313,6 +313,7 @@ pub(crate) async fn run(
                 tracing::info!(vm_id = %welcome.vm_id, server = remote.authority(),
                     upload_protocol = welcome.upload_protocol.max(1), "connected to the controller");
                 remote.set_upload_protocol(welcome.upload_protocol);
+                remote.set_handoff(welcome.handoff.as_deref());
                 if let Some(credential) = &welcome.credential {
                     // Kept before use: losing it would leave the host unable to
                     // connect (the enrollment token worked only once).

@@ -41,6 +41,11 @@ pub(crate) struct Remote {
     authorization: Arc<RwLock<HeaderValue>>,
     /// The upload protocol the controller said in its last welcome (0: none said, protocol 1).
     upload_protocol: Arc<AtomicU32>,
+    /// The controller's hand-over socket, when it said one and this agent
+    /// reaches it on a loopback address (the same machine).
+    handoff: Arc<RwLock<Option<std::path::PathBuf>>>,
+    /// Whether a part went by hand-over yet (said once in the log).
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Remote {
@@ -63,7 +68,43 @@ impl Remote {
             tls: tls_config(config.ca_file.as_deref())?,
             authorization: Arc::new(RwLock::new(bearer(&config.token)?)),
             upload_protocol: Arc::new(AtomicU32::new(0)),
+            handoff: Arc::new(RwLock::new(None)),
+            handed_over: Arc::default(),
         })
+    }
+
+    /// Notes the hand-over socket a welcome said, kept only when the
+    /// controller is reached on a loopback address: then it runs on this
+    /// machine, and its socket may be reachable.
+    pub(crate) fn set_handoff(&self, socket: Option<&str>) {
+        let socket = socket.filter(|_| self.is_loopback()).map(std::path::PathBuf::from);
+        *self.handoff.write().unwrap_or_else(PoisonError::into_inner) = socket;
+    }
+
+    /// The hand-over socket to use for parts through the controller, if any.
+    pub(crate) fn handoff(&self) -> Option<std::path::PathBuf> {
+        self.handoff.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether this is the first part handed over (the log says it once).
+    pub(crate) fn first_handoff(&self) -> bool {
+        !self.handed_over.swap(true, Ordering::Relaxed)
+    }
+
+    /// Stops using the hand-over socket (it could not be reached) until the next welcome.
+    pub(crate) fn forget_handoff(&self) {
+        *self.handoff.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether the address used now is a loopback one (`localhost`, 127.0.0.0/8, `[::1]`).
+    fn is_loopback(&self) -> bool {
+        let authority = &self.server().1;
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => host,
+            _ => authority.as_str(),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Notes the upload protocol a controller's welcome said.
@@ -277,6 +318,26 @@ mod tests {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             installed: None,
             metrics_listen: None,
+        }
+    }
+
+    /// A hand-over socket is kept only for a controller on this machine.
+    #[test]
+    fn a_handoff_socket_is_for_a_controller_on_a_loopback_address() {
+        for (server, kept) in [
+            ("https://127.0.0.1:8443", true),
+            ("https://127.0.0.53:8443", true),
+            ("https://localhost:8443", true),
+            ("https://[::1]:8443", true),
+            ("https://10.0.0.1:8443", false),
+            ("https://ctl.example:8443", false),
+            ("https://[2001:db8::1]:8443", false),
+        ] {
+            let remote = Remote::new(&config(server)).unwrap();
+            remote.set_handoff(Some("/run/netwatch/handoff.sock"));
+            assert_eq!(remote.handoff().is_some(), kept, "{server}");
+            remote.forget_handoff();
+            assert_eq!(remote.handoff(), None);
         }
     }
 

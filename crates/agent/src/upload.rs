@@ -115,6 +115,13 @@ pub(crate) enum UploadError {
     GrantRefused { part: u32, last: Box<UploadError> },
     #[error("storage holds {stored} bytes where the file has {size}")]
     SizeMismatch { stored: u64, size: u64 },
+    #[error("hand part {part} over to the controller through {socket}")]
+    Handoff {
+        part: u32,
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("upload cancelled")]
     Cancelled,
 }
@@ -129,6 +136,7 @@ impl UploadError {
             | UploadError::SizeMismatch { .. }
             | UploadError::Cancelled => true,
             UploadError::Send { source, .. } => source.is_builder(),
+            UploadError::Handoff { .. } => false,
             UploadError::Status { status, .. } => {
                 !(status.is_server_error()
                     || *status == StatusCode::REQUEST_TIMEOUT
@@ -522,6 +530,26 @@ impl Uploader {
         grant: &PartGrant,
     ) -> Result<PartReceipt, UploadError> {
         let len = part_len(file.size, part_size, grant.part);
+        if grant.url.starts_with('/')
+            && let Some(socket) = self.remote.handoff()
+        {
+            match handoff(&socket, file, part_size, grant, len).await {
+                Ok(result) => {
+                    if result.is_ok() && self.remote.first_handoff() {
+                        tracing::info!(socket = %socket.display(),
+                            "parts go to the controller on this machine by hand-over: copied by the kernel, not sent over HTTPS");
+                    }
+                    return result;
+                }
+                // No socket there (another mount namespace, a controller
+                // restarted without it) or not ours to use: HTTPS from now on.
+                Err(error) => {
+                    tracing::info!(socket = %socket.display(), error = %error,
+                        "the controller's hand-over socket cannot be used: parts go over HTTPS");
+                    self.remote.forget_handoff();
+                }
+            }
+        }
         let (client, url, to_controller) = match grant.url.strip_prefix('/') {
             Some(_) => (&self.controller, self.remote.http_url(&grant.url), true),
             None => (&self.storage, grant.url.clone(), false),
@@ -650,6 +678,88 @@ impl Drop for PartBuffer {
             free.push(std::mem::take(&mut self.bytes));
         }
     }
+}
+
+/// Hands part `grant.part` of `file` over to the controller on this machine
+/// through its Unix socket (`netwatch_api::agent::HandoffPart`: the grant
+/// and the file's descriptor; the controller copies the bytes in the kernel).
+/// `Err`: the socket cannot be reached, so the part goes over HTTPS; `Ok`:
+/// the controller's answer, a receipt or the error a `PUT` would have had.
+async fn handoff(
+    socket: &std::path::Path,
+    file: &SpooledFile,
+    part_size: u64,
+    grant: &PartGrant,
+    len: u64,
+) -> Result<Result<PartReceipt, UploadError>, std::io::Error> {
+    let part = grant.part;
+    let request = netwatch_api::agent::HandoffPart {
+        grant: grant.url.clone(),
+        offset: u64::from(part.saturating_sub(1)) * part_size,
+        len,
+    };
+    let (source, shown, socket) = (Arc::clone(&file.file), socket.display().to_string(), socket.to_owned());
+    let failed = {
+        let shown = shown.clone();
+        move |source| UploadError::Handoff {
+            part,
+            socket: shown.clone(),
+            source,
+        }
+    };
+    // Connecting: the socket may be unusable (Err); after that, failures are the part's.
+    let exchanged = tokio::task::spawn_blocking(move || {
+        let stream = std::os::unix::net::UnixStream::connect(&socket)?;
+        Ok(exchange(&stream, &request, &source))
+    })
+    .await;
+    let answer = match exchanged {
+        Ok(Ok(Ok(answer))) => answer,
+        Ok(Ok(Err(source))) => return Ok(Err(failed(source))),
+        Ok(Err(unusable)) => return Err(unusable),
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => return Ok(Err(UploadError::Cancelled)),
+    };
+    Ok(match (answer.status, answer.receipt) {
+        (200, Some(id)) => Ok(PartReceipt { part, id }),
+        (status, _) => Err(UploadError::Status {
+            method: "HANDOFF",
+            url: redact(&grant.url),
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: answer.message.unwrap_or_default(),
+        }),
+    })
+}
+
+/// Sends a hand-over on a connected socket, `file`'s descriptor with it,
+/// and reads the controller's answer (blocking).
+fn exchange(
+    stream: &std::os::unix::net::UnixStream,
+    request: &netwatch_api::agent::HandoffPart,
+    file: &File,
+) -> std::io::Result<netwatch_api::agent::HandoffAnswer> {
+    use std::io::{BufRead as _, Write as _};
+    use std::os::fd::AsFd as _;
+    // The controller copies the part before it answers: a minute is plenty.
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let fds = [file.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    let sent = rustix::net::sendmsg(
+        stream,
+        &[std::io::IoSlice::new(&line)],
+        &mut control,
+        rustix::net::SendFlags::NOSIGNAL,
+    )?;
+    // The descriptor went with the first bytes; the rest of a long line follows.
+    (&*stream).write_all(&line[sent..])?;
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer).map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
 }
 
 /// The SHA-256 of the spooled file at `path`, read on a blocking thread.

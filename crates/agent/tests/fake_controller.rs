@@ -507,6 +507,7 @@ impl Conn {
             vm_id: VM_ID.to_owned(),
             credential: credential.map(str::to_owned),
             upload_protocol: netwatch_api::agent::UPLOAD_PROTOCOL,
+            handoff: None,
         }))
         .await;
     }

@@ -356,6 +356,40 @@ pub struct Welcome {
     /// 0 (absent: a controller from before protocol 2) is protocol 1.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub upload_protocol: u32,
+    /// The controller's hand-over socket ([`HandoffPart`]), when it has one:
+    /// an agent on the controller's own machine (it reaches the controller on
+    /// a loopback address) hands parts for local accounts over through it
+    /// instead of sending their bytes over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
+}
+
+/// One part handed over to the controller on its own machine, through the
+/// Unix socket the [`Welcome`] names: this JSON on one line, sent with the
+/// spooled file's descriptor (`SCM_RIGHTS`, read-only), and nothing else. The
+/// controller checks `grant` (the part's [`PartGrant::url`], a path on the
+/// controller with its signed grant) as it checks a `PUT` there, copies `len`
+/// bytes of the file from `offset` into the upload in the kernel
+/// (`copy_file_range`) and answers one [`HandoffAnswer`] line. Only a grant
+/// authorizes: the socket is open to every local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HandoffPart {
+    pub grant: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The controller's answer to a [`HandoffPart`]: `status` as the `PUT` would
+/// have answered (200: stored), the part's receipt, or what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffAnswer {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -580,6 +614,7 @@ mod tests {
             vm_id: "/vm".to_owned(),
             credential: None,
             upload_protocol: UPLOAD_PROTOCOL,
+            handoff: None,
         });
         assert_eq!(
             serde_json::to_string(&new_welcome).unwrap(),

@@ -61,6 +61,9 @@ pub struct ApiConfig {
     pub trust: Option<crate::tls::Trust>,
     /// The running binary's version (metrics' build info).
     pub build_version: String,
+    /// The Unix socket agents on this machine hand parts over through
+    /// ([`crate::handoff`]), said in every welcome; `None`: none.
+    pub handoff_socket: Option<std::path::PathBuf>,
 }
 
 /// Default [`ApiConfig::grant_ttl`]: long enough for a part on a slow link,
@@ -95,6 +98,7 @@ impl Default for ApiConfig {
             agent_builds: std::sync::Arc::new(crate::agent_builds::AgentBuilds::none()),
             trust: None,
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            handoff_socket: None,
         }
     }
 }

@@ -44,6 +44,16 @@ impl HttpError {
         }
     }
 
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, as the error body's message says it.
+    pub(crate) fn message(&self) -> String {
+        error_chain(&self.error)
+    }
+
     /// 503: the state store does not answer right now.
     pub(crate) fn store_unavailable() -> Self {
         let message =

@@ -456,6 +456,11 @@ async fn run_connection(
         vm_id: vm.to_owned(),
         credential,
         upload_protocol: netwatch_api::agent::UPLOAD_PROTOCOL,
+        handoff: state
+            .config
+            .handoff_socket
+            .as_ref()
+            .map(|path| path.display().to_string()),
     };
     send(socket, &ControllerMessage::Welcome(welcome)).await?;
     for report in &hello.captures {

@@ -19,6 +19,8 @@
 //!   [`identity`]: the signed access tokens Azure's clients log in for.
 //! - [`store`]: VMs, scale sets, network watchers, packet captures and long-running operations
 //!   in SQLite or PostgreSQL, with the same SQL and migrations on both.
+//! - [`handoff`]: parts of local accounts handed over by agents on this
+//!   machine (a descriptor through a Unix socket, copied in the kernel).
 //! - [`server`]: the configuration file and [`server::run`] (HTTPS);
 //!   [`tls`]: the CA and certificate `netwatch up` makes.
 
@@ -30,6 +32,7 @@ pub mod auth;
 mod clock;
 pub mod errors;
 mod extract;
+pub mod handoff;
 pub mod hub;
 pub mod identity;
 pub mod lifecycle;

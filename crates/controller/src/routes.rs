@@ -31,7 +31,7 @@ mod compute;
 pub mod console;
 mod drain;
 mod events;
-mod files;
+pub(crate) mod files;
 mod health;
 mod identity;
 mod live;

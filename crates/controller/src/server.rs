@@ -74,6 +74,12 @@ pub struct ServerConfig {
     /// balancer's health check to send new requests elsewhere (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_seconds: Option<u64>,
+    /// A Unix socket agents on this machine hand parts of local accounts
+    /// over through (`handoff.rs`): their bytes then go from the agent's file
+    /// into the upload in the kernel rather than over HTTPS. `netwatch up`
+    /// makes one in its data directory; default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_socket: Option<PathBuf>,
     /// The version of the running binary, served as this architecture's agent
     /// build (set by the `netwatch` binary; not read from the file).
     #[serde(skip)]
@@ -150,6 +156,9 @@ impl ServerConfig {
         }
         if let Some(dir) = &mut config.agents_dir {
             *dir = base.join(&*dir);
+        }
+        if let Some(socket) = &mut config.handoff_socket {
+            *socket = base.join(&*socket);
         }
         if let Some(tls) = &mut config.tls {
             tls.cert = base.join(&tls.cert);
@@ -300,7 +309,22 @@ pub async fn run(
         path: PathBuf::from("storage"),
         message: err.to_string(),
     })?;
+    // Not fatal: without it, agents on this machine upload over HTTPS.
+    let handoff = match config.handoff_socket.as_deref().map(crate::handoff::bind).transpose() {
+        Ok(handoff) => handoff,
+        Err(err) => {
+            tracing::warn!(error = %netwatch_api::error::error_chain(&err),
+                "agents on this machine will upload over HTTPS: fix or remove handoff_socket");
+            None
+        }
+    };
+    if handoff.is_some() {
+        api.handoff_socket.clone_from(&config.handoff_socket);
+    }
     let state = AppState::new(store.clone(), api, accounts);
+    if let Some(listener) = handoff {
+        crate::handoff::serve(&state, listener);
+    }
     crate::hub::watch_lost_agents(&state);
     crate::replicas::start(&state);
     let hub = state.hub.clone();

@@ -91,6 +91,7 @@ impl Served {
             agents_dir: None,
             agent_servers: Vec::new(),
             drain_seconds: None,
+            handoff_socket: None,
             build_version: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -7,9 +7,9 @@
 //! One measurement (an account kind, a file size), all on 127.0.0.1, every
 //! process and file of it fresh and gone at its end:
 //! 1. the storage server: none for `local` (a directory on the controller's
-//!    file system), Azurite for `azureblob`, moto for `s3`
-//!    (`netwatch_testkit::{Azurite, Moto}`, which need `NETWATCH_TEST_AZURITE`
-//!    and `NETWATCH_TEST_MOTO`);
+//!    file system), Azurite for `azureblob`, moto for `s3`, fake-gcs-server
+//!    for `gcs` (`netwatch_testkit::{Azurite, Moto, FakeGcs}`, which need
+//!    `NETWATCH_TEST_AZURITE`, `NETWATCH_TEST_MOTO` and `NETWATCH_TEST_FAKE_GCS`);
 //! 2. `netwatch up --no-agent` on a fresh data directory, stopped once to add
 //!    account `bench` of that kind to its config (as the storage tests do),
 //!    started again; one real `netwatch agent` capturing on `lo` (the release
@@ -26,8 +26,9 @@
 //!    stopped, their data gone), the controller and the agent stop, and the
 //!    agent's own copy of the file goes to the same kind of server by a plain
 //!    copy: `cp` + `sync FILE` (fsync) into a directory on the same file
-//!    system, or one `curl -T` PUT (Put Blob with a SAS; PutObject signed
-//!    with SigV4) to a fresh Azurite or moto.
+//!    system, or one `curl -T` upload (Put Blob with a SAS; PutObject signed
+//!    with SigV4; a media upload, `POST …/upload/storage/v1/b/{bucket}/o?uploadType=media`)
+//!    to a fresh Azurite, moto or fake-gcs-server.
 //!
 //! The upload's time runs from the capture file closed (the agent's log line
 //! `capture stopped`) to the first `queryStatus` that reads `Succeeded`: it
@@ -58,7 +59,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netwatch_testkit::{Azurite, Moto};
+use netwatch_testkit::{Azurite, FakeGcs, Moto};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -92,7 +93,7 @@ const TOP_UPS: usize = 4;
 /// Clock ticks per second of `/proc/PID/stat` (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 /// The account kinds, in the order they run.
-const KINDS: [&str; 3] = ["local", "azureblob", "s3"];
+const KINDS: [&str; 4] = ["local", "azureblob", "s3", "gcs"];
 
 fn main() {
     // `cargo test --all-targets` runs benches without `--bench`: nothing to do then.
@@ -258,6 +259,7 @@ enum Server {
     Local,
     Azurite(Azurite),
     Moto(Moto),
+    Gcs(FakeGcs),
 }
 
 impl Server {
@@ -266,6 +268,7 @@ impl Server {
             "local" => Server::Local,
             "azureblob" => Server::Azurite(Azurite::start()),
             "s3" => Server::Moto(Moto::start()),
+            "gcs" => Server::Gcs(FakeGcs::start()),
             other => unreachable!("checked in Settings: {other}"),
         }
     }
@@ -293,6 +296,12 @@ impl Server {
                 moto.endpoint(),
                 Moto::ACCESS_KEY_ID,
                 Moto::SECRET_ACCESS_KEY
+            )),
+            Server::Gcs(gcs) => table.push_str(&format!(
+                "kind = \"gcs\"\nbucket = \"{}\"\nendpoint = \"{}\"\nservice_account_key = '''{}'''\n",
+                gcs.bucket(),
+                gcs.endpoint(),
+                gcs.service_account_key()
             )),
         }
         if let Some(part_size) = part_size {
@@ -402,6 +411,7 @@ fn print_tables(rows: &[Row]) {
                 row.plain_sync.unwrap_or_default().as_secs_f64()
             ),
             "azureblob" => "curl -T, Put Blob".to_owned(),
+            "gcs" => "curl -T, media upload".to_owned(),
             _ => "curl -T, PutObject".to_owned(),
         };
         println!(
@@ -695,6 +705,29 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
             sigv4(&mut head);
             head.arg("-I").arg(&url);
             assert_eq!(content_length(&mut head), Some(size), "moto holds the whole file");
+            (plain, None)
+        }
+        Server::Gcs(gcs) => {
+            drop(gcs);
+            let gcs = FakeGcs::start();
+            let url = format!(
+                "{}/upload/storage/v1/b/{}/o?uploadType=media&name=plain.cap",
+                gcs.endpoint(),
+                gcs.bucket()
+            );
+            let start = Instant::now();
+            run_bounded(
+                curl()
+                    .args(["-X", "POST", "-H", "Content-Type: application/vnd.tcpdump.pcap", "-T"])
+                    .arg(&source)
+                    .arg(&url),
+                "curl (media upload)",
+            );
+            let plain = start.elapsed();
+            let meta = format!("{}/storage/v1/b/{}/o/plain.cap", gcs.endpoint(), gcs.bucket());
+            let out = curl().arg(&meta).output().unwrap();
+            let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(meta["size"], size.to_string(), "fake-gcs-server holds the whole file");
             (plain, None)
         }
     };

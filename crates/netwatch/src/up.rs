@@ -93,6 +93,11 @@ pub fn run(args: Args) -> Result<()> {
         config.agents_dir = Some(agents.clone());
     }
     config.build_version = Some(crate::VERSION.to_owned());
+    // One machine: agents on it hand parts of local accounts over through
+    // this socket instead of sending them over HTTPS (the controller's handoff.rs).
+    if config.handoff_socket.is_none() {
+        config.handoff_socket = Some(dir.join("handoff.sock"));
+    }
     let credentials: Credentials = toml::from_str(
         &std::fs::read_to_string(dir.join("credentials.toml")).context("read the data directory's credentials")?,
     )
@@ -255,6 +260,7 @@ fn initialize(dir: &Path, listen: SocketAddr) -> Result<()> {
         agents_dir: None,
         agent_servers: Vec::new(),
         drain_seconds: None,
+        handoff_socket: None,
         build_version: None,
     };
     write_file(&dir.join("signing.key"), &new_token().context("make a key")?, 0o600)?;

@@ -575,3 +575,109 @@ fn bad_gcs_accounts_are_refused_when_made_and_nothing_is_stored() {
     );
     assert!(!stdout.contains(secret) && !stdout.contains("private_key"), "{stdout}");
 }
+
+/// A local account's parts handed over by the agent on the controller's own
+/// machine (issue 19): `netwatch up` with its agent, on loopback in host b;
+/// the agent's welcome names the controller's hand-over socket, so parts go
+/// as the spooled file's descriptor and the kernel copies them
+/// (`copy_file_range`), not over HTTPS. The file comes back byte for byte
+/// (its SHA-256 is the agent's); a grant that is not the controller's is
+/// refused through the socket as over HTTPS.
+#[test]
+fn an_agent_on_the_controllers_machine_hands_its_parts_over() {
+    let pair = NetnsPair::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (up, url) = crate::deployment::start_up_args(&pair.b, dir.path(), "127.0.0.1:0", &[]);
+    let mut nw = Deployment {
+        pair,
+        dir,
+        url,
+        token: String::new(),
+        ca: std::path::PathBuf::new(),
+        up: Some(up),
+        agent: None,
+        agent_bin: crate::util::netwatch().into(),
+    };
+    nw.token = nw.credential("admin_token");
+    nw.ca = nw.dir.path().join("up/ca.pem");
+    let vms = format!("/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01");
+    let registered = netwatch_testkit::eventually(200, Duration::from_millis(100), || {
+        nw.sdk(&["rest", "GET", &vms])["body"]["value"]
+            .as_array()
+            .is_some_and(|vms| !vms.is_empty())
+    });
+    assert!(registered, "up's agent did not register within 20 s\n{}", nw.logs());
+    let vm = nw.sdk(&["rest", "GET", &vms])["body"]["value"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"properties": {
+        "target": vm,
+        "storageLocation": {"storageId": format!(
+            "/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts/netwatchlocal"
+        )},
+        // From b to a: on b (this agent's host) 7341 is the remote port.
+        "filters": [{"protocol": "UDP", "remotePort": "7341"}],
+        "timeLimitInSeconds": 120,
+    }});
+    nw.sdk(&["create", "handed", &body.to_string()]);
+    // 16,000 datagrams of 1,400 bytes: ~23 MB, three parts of 8 MiB.
+    send_udp(&nw.pair, &[7341], 16_000, 1400);
+    nw.status_until("handed", "counting", |s| s["netwatch"]["packetsCaptured"] == 16_000);
+    nw.sdk(&["stop", "handed"]);
+    let stored = nw.status_until("handed", "stored", |s| s["netwatch"]["uploadState"] == "Succeeded");
+    let files = stored["netwatch"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{stored}");
+    assert!(
+        files[0]["sizeInBytes"].as_u64().unwrap() > 16 * 1024 * 1024,
+        "three parts: {stored}"
+    );
+    // Captured on `any` (Linux cooked headers): every record is one datagram.
+    let (_, packets) = netwatch_testkit::read_pcap(&download_checked(&nw, &files[0]));
+    assert_eq!(packets.len(), 16_000, "every datagram stored");
+    assert!(packets.iter().all(|p| p.orig_len >= 20 + 8 + 1400), "whole datagrams");
+    let log = nw.logs();
+    assert!(
+        log.contains("parts go to the controller on this machine by hand-over"),
+        "the agent handed its parts over:\n{log}"
+    );
+
+    // Through the socket, a grant is needed as over HTTPS: one not signed by
+    // the controller is refused (403), with a descriptor or without (400).
+    let socket = nw.dir.path().join("up/handoff.sock");
+    let grant = "/netwatch/v1/agent/files/netwatchlocal/network-watcher-logs/x.cap?\
+                 uploadId=0123456789abcdef01234567&part=1&expires=99999999999999&sig=forged";
+    let ask = |line: String, with_fd: bool| -> Value {
+        let script = format!(
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+             s.connect({socket:?})\n\
+             f = open('/etc/hostname', 'rb')\n\
+             line = {line:?}.encode() + b'\\n'\n\
+             socket.send_fds(s, [line], [f.fileno()]) if {with_fd} else s.sendall(line)\n\
+             print(s.makefile().readline())\n",
+            socket = socket.to_str().unwrap(),
+            with_fd = if with_fd { "True" } else { "False" },
+        );
+        let out = netwatch_testkit::run(NetnsPair::exec(&nw.pair.b, "python3").args(["-c", &script]));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|err| panic!("{err}: {out:?}"))
+    };
+    let part = |grant: &str| json!({"grant": grant, "offset": 0, "len": 10}).to_string();
+    let forged = ask(part(grant), true);
+    assert_eq!(forged["status"], 403, "{forged}");
+    assert!(
+        forged["message"].as_str().unwrap().contains("signature does not match"),
+        "{forged}"
+    );
+    let bare = ask(part(grant), false);
+    assert_eq!(bare["status"], 400, "{bare}");
+    assert!(
+        bare["message"]
+            .as_str()
+            .unwrap()
+            .contains("without the file's descriptor"),
+        "{bare}"
+    );
+    let garbage = ask("not json".to_owned(), true);
+    assert_eq!(garbage["status"], 400, "{garbage}");
+}

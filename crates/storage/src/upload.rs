@@ -69,7 +69,7 @@ pub struct PartReceipt {
     /// The part number, `1..=`[`MAX_PARTS`].
     pub part: u32,
     /// The storage's id of the part: S3's ETag, Azure's block id, the local
-    /// backend's MD5 (hex) of the part.
+    /// backend's MD5 (hex) of the part, or a random id when it came without one.
     pub id: String,
 }
 

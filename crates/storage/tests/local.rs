@@ -126,10 +126,37 @@ async fn uploads_belong_to_their_blob_and_their_parts() {
     let upload_id = backend.begin_upload(&path).await.unwrap();
     let first = bytes(100, 10);
     let receipt = backend
+        .put_part(&path, &upload_id, 1, body(&first), 100, Some(md5(&first)))
+        .await
+        .unwrap();
+    assert_eq!(
+        receipt.id,
+        hex(&md5(&first)),
+        "a local part sent with its MD5 has it as receipt"
+    );
+    // Sent without one (over TLS), a part is not hashed: its receipt is new
+    // each time it is stored, so the earlier one is stale.
+    let unhashed = backend
         .put_part(&path, &upload_id, 1, body(&first), 100, None)
         .await
         .unwrap();
-    assert_eq!(receipt.id, hex(&md5(&first)), "a local part's receipt is its MD5");
+    assert_eq!(unhashed.id.len(), 24, "{unhashed:?}");
+    let again = backend
+        .put_part(&path, &upload_id, 1, body(&first), 100, None)
+        .await
+        .unwrap();
+    assert_ne!(again.id, unhashed.id);
+    let err = backend
+        .complete_upload(&path, &upload_id, &[unhashed], 100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::StaleReceipt { part: 1 }), "{err:?}");
+    // Stored again with its MD5: the same receipt as the first time.
+    let receipt = backend
+        .put_part(&path, &upload_id, 1, body(&first), 100, Some(md5(&first)))
+        .await
+        .unwrap();
+    assert_eq!(receipt.id, hex(&md5(&first)));
 
     // Another blob's path, an unknown id, a malformed one.
     let other = capture_path("other");
@@ -169,7 +196,7 @@ async fn uploads_belong_to_their_blob_and_their_parts() {
     assert!(matches!(err, UploadError::MissingPart { part: 2, .. }), "{err:?}");
     let second = bytes(100, 11);
     backend
-        .put_part(&path, &upload_id, 1, body(&second), 100, None)
+        .put_part(&path, &upload_id, 1, body(&second), 100, Some(md5(&second)))
         .await
         .unwrap();
     let err = backend
@@ -288,4 +315,73 @@ async fn parts_land_in_place_and_a_reboot_loses_the_staged_ones() {
         .await
         .unwrap_err();
     assert!(matches!(err, UploadError::NoSuchUpload { .. }), "{err:?}");
+}
+
+/// Parts handed over as files (the controller's hand-over socket): copied
+/// from the file's offset into place by the kernel, a fresh receipt each
+/// time, mixed with parts sent as bodies in one upload; a file that ends
+/// before the part does stores nothing for it.
+#[tokio::test]
+async fn parts_copied_from_files_land_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(dir.path());
+    let Backend::Local(local) = &backend else {
+        panic!("a local account")
+    };
+    let part_size = backend.part_size();
+    let path = capture_path("handed");
+    let data = bytes(usize::try_from(2 * part_size + 1000).unwrap(), 21);
+    let source = dir.path().join("spooled.cap");
+    std::fs::write(&source, &data).unwrap();
+    let upload_id = backend.begin_upload(&path).await.unwrap();
+    let open = || std::fs::File::open(&source).unwrap();
+    let first = local
+        .put_part_from_file(&path, &upload_id, 1, open(), 0, part_size)
+        .await
+        .unwrap();
+    let third = local
+        .put_part_from_file(&path, &upload_id, 3, open(), 2 * part_size, 1000)
+        .await
+        .unwrap();
+    assert_ne!(first.id, third.id);
+    let middle = &data[usize::try_from(part_size).unwrap()..usize::try_from(2 * part_size).unwrap()];
+    let second = backend
+        .put_part(&path, &upload_id, 2, body(middle), part_size, Some(md5(middle)))
+        .await
+        .unwrap();
+    // A file shorter than the part: refused, the part not stored.
+    let err = local
+        .put_part_from_file(&path, &upload_id, 3, open(), 2 * part_size, 2000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UploadError::PartTooShort {
+                part: 3,
+                expected: 2000,
+                received: 1000
+            }
+        ),
+        "{err:?}"
+    );
+    let err = backend
+        .complete_upload(
+            &path,
+            &upload_id,
+            &[first.clone(), second.clone(), third],
+            data.len() as u64,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UploadError::MissingPart { part: 3, .. }), "{err:?}");
+    let third = local
+        .put_part_from_file(&path, &upload_id, 3, open(), 2 * part_size, 1000)
+        .await
+        .unwrap();
+    backend
+        .complete_upload(&path, &upload_id, &[first, second, third], data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(read(&backend, &path, None).await, (data.len() as u64, data));
 }

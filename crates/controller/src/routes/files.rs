@@ -186,6 +186,58 @@ fn blob_location(path: Result<Path<(String, String)>, PathRejection>) -> Result<
     Ok((account, blob))
 }
 
+/// A part handed over by an agent on this machine ([`crate::handoff`]): its
+/// grant (the path a `PUT` of it would go to) checked as [`upload`] checks
+/// it, then `part.len` bytes of `file` from `part.offset` copied into the
+/// upload by the local backend; the part's receipt.
+pub(crate) async fn handed_over(
+    state: &AppState,
+    part: &netwatch_api::agent::HandoffPart,
+    file: std::fs::File,
+) -> Result<String, HttpError> {
+    let bad = |message: String| HttpError::from(ApiError::bad_request("grant", message));
+    let uri: axum::http::Uri = part
+        .grant
+        .parse()
+        .map_err(|err| bad(format!("the grant is not a path: {err}")))?;
+    let rest = uri
+        .path()
+        .strip_prefix(UPLOAD_PREFIX)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .ok_or_else(|| bad(format!("the grant is not a part's path under {UPLOAD_PREFIX}")))?;
+    let (account, path) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("the grant names no blob".to_owned()))?;
+    let blob = BlobPath::parse(path).map_err(|err| ApiError::bad_request("path", err.to_string()))?;
+    let Query(grant) = Query::<PartQuery>::try_from_uri(&uri).map_err(|rejection| {
+        bad(format!(
+            "a part needs the grant the controller handed out (uploadId, part, expires, sig): {}",
+            rejection.body_text()
+        ))
+    })?;
+    super::uploads::check_part_grant(
+        state,
+        account,
+        &blob,
+        &grant.upload_id,
+        grant.part,
+        grant.expires,
+        &grant.sig,
+    )?;
+    let storage = account_storage(state, account).await?;
+    let netwatch_storage::Backend::Local(local) = &storage.backend else {
+        return Err(bad(format!(
+            "storage account {account:?} is not a local directory: hand-overs are for local accounts"
+        )));
+    };
+    let receipt = local
+        .put_part_from_file(&blob, &grant.upload_id, grant.part, file, part.offset, part.len)
+        .await
+        .map_err(|err| super::uploads::upload_error(state, account, err))?;
+    tracing::debug!(account, blob = %blob, part = grant.part, length = part.len, "part handed over");
+    Ok(receipt.id)
+}
+
 /// The backend of the configured account `account`; 404 naming the accounts there are.
 async fn account_storage(state: &AppState, account: &str) -> Result<Arc<Account>, HttpError> {
     if let Some(found) = state.storage.get(account).await? {

@@ -2,18 +2,20 @@
 //! `{root}/.netwatch-tmp-uploads/{upload id}/` holds `blob` (the blob path the
 //! upload is for), `part_size` (bytes per part when it began), `data` (the
 //! blob being assembled: part n is written in place at `(n - 1) × part_size`)
-//! and one small file per part, `00001` … `10000`, its *marker*: `{MD5 hex}
+//! and one small file per part, `00001` … `10000`, its *marker*: `{receipt}
 //! {length} {boot id}` once the part is stored, empty while it is written.
 //!
 //! The staging directory's name starts with the reserved prefix no
 //! [`BlobPath`] segment may have ([`crate::blob_path`]), so no download can
 //! read a part. Each byte is written once: a part straight into `data`, and
-//! committing checks the markers against the receipts (a part's receipt is its
-//! MD5, so a receipt of a part since stored again is refused as S3 refuses a
-//! stale ETag), cuts `data` to the size, fsyncs it and renames it into the
-//! blob's place, then fsyncs the blob's directory — one fsync of the blob per
-//! upload, none per part, and no part read back or hashed again: its MD5 was
-//! checked as it arrived.
+//! committing checks the markers against the receipts (a part's receipt is
+//! new each time it is stored — its MD5 when the sender gave one, which is
+//! checked as it arrives, else 24 random hex digits — so a receipt of a part
+//! since stored again is refused as S3 refuses a stale ETag), cuts `data` to
+//! the size, fsyncs it and renames it into the blob's place, then fsyncs the
+//! blob's directory — one fsync of the blob per upload, none per part, and no
+//! part read back or hashed again. A part sent without an MD5 (over TLS,
+//! which authenticates every byte) is not hashed at all.
 //!
 //! Durability: a part is staged, not made durable (no fsync). A controller
 //! that crashes keeps what it wrote (the page cache is the kernel's); a host
@@ -156,11 +158,11 @@ impl LocalStorage {
             .map_err(|source| io_error("read metadata of", &marker_path, source))?
             .len()
             > 0;
-        let md5 = if stored_before {
+        let id = if stored_before {
             // Received whole and checked before the stored part is touched.
             let (mut temp_file, temp) = create_temp(&dir).await.map_err(from_put)?;
-            let digest = receive(&mut temp_file, &temp.path, part, body, len).await?;
-            let md5 = digest.finish(part, md5)?;
+            let digest = receive(&mut temp_file, &temp.path, part, body, len, md5.is_some()).await?;
+            let id = receipt_id(part, digest, md5)?;
             drop(temp_file);
             // Opened anew: the temporary file is write-only.
             let mut received = File::open(&temp.path)
@@ -171,13 +173,12 @@ impl LocalStorage {
             tokio::io::copy(&mut received, &mut data)
                 .await
                 .map_err(|source| io_error("write", &data_path, source))?;
-            md5
+            id
         } else {
             // No marker: nothing stored to keep, a part that fails leaves none.
             seek(&mut data, &data_path, offset).await?;
-            receive(&mut data, &data_path, part, body, len)
-                .await?
-                .finish(part, md5)?
+            let digest = receive(&mut data, &data_path, part, body, len, md5.is_some()).await?;
+            receipt_id(part, digest, md5)?
         };
         data.flush()
             .await
@@ -191,7 +192,6 @@ impl LocalStorage {
                 NO_BOOT_ID
             }
         };
-        let id = upload::hex(&md5);
         marker
             .write_all(format!("{id} {len} {boot}").as_bytes())
             .await
@@ -201,6 +201,63 @@ impl LocalStorage {
             .await
             .map_err(|source| io_error("write", &marker_path, source))?;
         Ok(PartReceipt { part, id })
+    }
+
+    /// Stores part `part` from `len` bytes of `file` at `offset`: a file an
+    /// agent on this machine handed over (the controller's `handoff.rs`),
+    /// copied into place by the kernel (`copy_file_range`; a read and write
+    /// where it cannot), not through this process. The bytes are not hashed
+    /// (they never leave the machine): the part's receipt is fresh random.
+    /// Locks and markers as [`LocalStorage::put_part`]; a copy that fails
+    /// leaves the part not stored.
+    pub async fn put_part_from_file(
+        &self,
+        path: &BlobPath,
+        upload_id: &str,
+        part: u32,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<PartReceipt, UploadError> {
+        upload::check_part(part)?;
+        let (dir, part_size) = self.staging(path, upload_id).await?;
+        if len > part_size {
+            return Err(UploadError::PartTooLarge { part, len, part_size });
+        }
+        let marker_path = part_file(&dir, part);
+        let (_shared, marker) = lock_part(&dir, &marker_path).await?;
+        let data_path = dir.join(DATA_FILE);
+        let at = u64::from(part - 1) * part_size;
+        let id = upload::new_upload_id()?;
+        let (gone, receipt) = (no_such_upload(path, upload_id), PartReceipt { part, id });
+        let copied = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            // Emptied first: until it is written again the part is not stored.
+            marker
+                .set_len(0)
+                .map_err(|source| io_error("truncate", &marker_path, source))?;
+            let data = match std::fs::OpenOptions::new().write(true).open(&data_path) {
+                Ok(data) => data,
+                // Committed or aborted while this part waited for its lock.
+                Err(err) if is_absent(&err) => return Err(gone),
+                Err(source) => return Err(io_error("open", &data_path, source)),
+            };
+            copy_range(&file, offset, &data, at, len).map_err(|err| err.into_upload_error(part, len, &data_path))?;
+            let boot = match boot_id() {
+                Some(boot) => boot,
+                None => {
+                    data.sync_data()
+                        .map_err(|source| io_error("sync", &data_path, source))?;
+                    NO_BOOT_ID
+                }
+            };
+            marker
+                .write_all_at(format!("{} {len} {boot}", receipt.id).as_bytes(), 0)
+                .map_err(|source| io_error("write", &marker_path, source))?;
+            Ok(receipt)
+        })
+        .await;
+        joined(copied)
     }
 
     /// Commits the upload: `parts` (checked to be `1..=n`, in order) become
@@ -225,13 +282,13 @@ impl LocalStorage {
         let mut lengths = Vec::with_capacity(parts.len());
         for receipt in parts {
             let marker = read_marker(&part_file(&staging, receipt.part)).await?;
-            let Some((md5, len)) = marker else {
+            let Some((id, len)) = marker else {
                 return Err(UploadError::MissingPart {
                     part: receipt.part,
                     upload_id: upload_id.to_owned(),
                 });
             };
-            if md5 != receipt.id {
+            if id != receipt.id {
                 return Err(UploadError::StaleReceipt { part: receipt.part });
             }
             lengths.push(len);
@@ -330,7 +387,7 @@ fn part_file(dir: &Path, part: u32) -> PathBuf {
     dir.join(format!("{part:05}"))
 }
 
-/// A stored part's MD5 (hex) and length, from its marker; none when the part
+/// A stored part's receipt and length, from its marker; none when the part
 /// is not stored, is being written, or was staged before a reboot.
 async fn read_marker(path: &Path) -> Result<Option<(String, u64)>, UploadError> {
     let text = match fs::read_to_string(path).await {
@@ -339,12 +396,12 @@ async fn read_marker(path: &Path) -> Result<Option<(String, u64)>, UploadError> 
         Err(source) => return Err(io_error("read", path, source)),
     };
     let mut fields = text.split(' ');
-    let (Some(md5), Some(len), Some(boot), None) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
+    let (Some(id), Some(len), Some(boot), None) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
         return Ok(None);
     };
     let this_boot = boot_id().unwrap_or(NO_BOOT_ID);
     let durable = boot == this_boot || boot == NO_BOOT_ID;
-    Ok(len.parse().ok().filter(|_| durable).map(|len| (md5.to_owned(), len)))
+    Ok(len.parse().ok().filter(|_| durable).map(|len| (id.to_owned(), len)))
 }
 
 /// Takes the locks a part writer holds: `blob` shared (commits wait), then
@@ -408,9 +465,81 @@ async fn seek(file: &mut File, path: &Path, offset: u64) -> Result<(), UploadErr
         .map(drop)
 }
 
+/// How a copy of a part from a handed-over file failed.
+enum CopyError {
+    /// The file ends `received` bytes into the part.
+    Short {
+        received: u64,
+    },
+    Io(io::Error),
+}
+
+impl CopyError {
+    fn into_upload_error(self, part: u32, len: u64, data_path: &Path) -> UploadError {
+        match self {
+            Self::Short { received } => UploadError::PartTooShort {
+                part,
+                expected: len,
+                received,
+            },
+            Self::Io(source) => io_error("copy a handed-over part into", data_path, source),
+        }
+    }
+}
+
+/// Copies `len` bytes of `from` at `from_at` into `to` at `to_at`: in the
+/// kernel (`copy_file_range`), or by reads and writes where the file systems
+/// cannot (another file system on an older kernel, a special file).
+fn copy_range(from: &std::fs::File, from_at: u64, to: &std::fs::File, to_at: u64, len: u64) -> Result<(), CopyError> {
+    use std::os::unix::fs::FileExt as _;
+    let (mut from_at, mut to_at, mut left) = (from_at, to_at, len);
+    while left > 0 {
+        let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+        match rustix::fs::copy_file_range(from, Some(&mut from_at), to, Some(&mut to_at), chunk) {
+            Ok(0) => return Err(CopyError::Short { received: len - left }),
+            Ok(copied) => left -= copied as u64,
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP,
+            ) => {
+                let mut buffer = vec![0u8; 1 << 20];
+                while left > 0 {
+                    let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
+                    let read = from.read_at(&mut buffer[..want], from_at).map_err(CopyError::Io)?;
+                    if read == 0 {
+                        return Err(CopyError::Short { received: len - left });
+                    }
+                    to.write_all_at(&buffer[..read], to_at).map_err(CopyError::Io)?;
+                    (from_at, to_at, left) = (from_at + read as u64, to_at + read as u64, left - read as u64);
+                }
+            }
+            Err(err) => return Err(CopyError::Io(err.into())),
+        }
+    }
+    Ok(())
+}
+
+/// A stored part's receipt: its MD5 (hex) once it matches the sender's, or,
+/// when the sender gave none, a fresh random one.
+fn receipt_id(part: u32, digest: Option<PartDigest>, md5: Option<[u8; 16]>) -> Result<String, UploadError> {
+    match digest {
+        Some(digest) => Ok(upload::hex(&digest.finish(part, md5)?)),
+        None => upload::new_upload_id(),
+    }
+}
+
 /// Writes part `part`'s body (exactly `len` bytes) to `out` (the file at
-/// `path`, at its position), not synced; its MD5 so far.
-async fn receive<W, S, E>(out: &mut W, path: &Path, part: u32, body: S, len: u64) -> Result<PartDigest, UploadError>
+/// `path`, at its position), not synced; with `hash`, its MD5.
+async fn receive<W, S, E>(
+    out: &mut W,
+    path: &Path,
+    part: u32,
+    body: S,
+    len: u64,
+    hash: bool,
+) -> Result<Option<PartDigest>, UploadError>
 where
     W: AsyncWrite + Unpin,
     S: Stream<Item = Result<Bytes, E>> + Send,
@@ -418,7 +547,7 @@ where
 {
     let mut body = pin!(body);
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, out);
-    let mut digest = PartDigest::default();
+    let mut digest = hash.then(PartDigest::default);
     let mut received: u64 = 0;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|err| UploadError::Body {
@@ -429,7 +558,9 @@ where
         if received > len {
             return Err(UploadError::PartTooLong { part, expected: len });
         }
-        digest.update(&chunk);
+        if let Some(digest) = &mut digest {
+            digest.update(&chunk);
+        }
         writer
             .write_all(&chunk)
             .await
