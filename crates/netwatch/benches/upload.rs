@@ -725,7 +725,7 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
             );
             let plain = start.elapsed();
             let meta = format!("{}/storage/v1/b/{}/o/plain.cap", gcs.endpoint(), gcs.bucket());
-            let out = curl().arg(&meta).output().unwrap();
+            let out = Command::new("curl").args(["-sS", "-f"]).arg(&meta).output().unwrap();
             let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(meta["size"], size.to_string(), "fake-gcs-server holds the whole file");
             (plain, None)
