@@ -177,6 +177,11 @@ fn prepare(exe: &Path, version: &str) -> Result<(Served, Option<tempfile::TempDi
         }
     };
     let path = if stripped.exists() {
+        // In use again: the cache's sweep keeps it.
+        let _touched = std::fs::File::options()
+            .append(true)
+            .open(&stripped)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
         stripped
     } else {
         // Made under a name of its own, then renamed: a controller starting
@@ -190,6 +195,9 @@ fn prepare(exe: &Path, version: &str) -> Result<(Served, Option<tempfile::TempDi
         match output {
             Ok(output) if output.status.success() => {
                 std::fs::rename(&partial, &stripped).map_err(|err| format!("keep {}: {err}", stripped.display()))?;
+                if workdir.is_none() {
+                    sweep_cache(&stripped);
+                }
                 stripped
             }
             Ok(output) => {
@@ -219,6 +227,37 @@ fn prepare(exe: &Path, version: &str) -> Result<(Served, Option<tempfile::TempDi
         size,
     };
     Ok((Served { build, path }, workdir))
+}
+
+/// Copies in the cache unused for longer than this are removed when a new
+/// one is made: each build of the binary leaves one (a developer's machine
+/// makes dozens a day), and a controller that still serves one touched it
+/// when it started.
+const CACHE_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Removes the cache's stripped copies other than `kept` not modified for
+/// [`CACHE_KEEP`]; a failure only leaves a file behind.
+fn sweep_cache(kept: &Path) {
+    let Some(dir) = kept.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = entry
+            .metadata()
+            .ok()
+            .and_then(|meta| meta.modified().ok())
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > CACHE_KEEP);
+        let ours = entry.file_name().to_string_lossy().starts_with("netwatch-");
+        if stale && ours && path != kept {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(file = %path.display(), "old stripped agent build removed from the cache"),
+                Err(err) => {
+                    tracing::debug!(file = %path.display(), error = %err, "could not remove an old stripped agent build")
+                }
+            }
+        }
+    }
 }
 
 /// `$TMPDIR/netwatch-agent-builds-{uid}`: made private (0700) for this

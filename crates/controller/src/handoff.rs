@@ -1,10 +1,13 @@
 //! Parts handed over by agents on the controller's own machine (issue 19):
-//! for a local account, an agent that reaches the controller on a loopback
-//! address sends each part's grant with its spooled file's descriptor
-//! through a Unix socket ([`netwatch_api::agent::HandoffPart`]), and the
-//! bytes go from its file into the upload by `copy_file_range` in the
-//! kernel: no TLS, no HTTP, no copy through either process. The same upload
-//! over HTTPS costs both processes a pass over every byte each way.
+//! for a part that goes through the controller (a local account; an Azure
+//! account with only a SAS), an agent that reaches the controller on a
+//! loopback address sends the part's grant with its spooled file's
+//! descriptor through a Unix socket ([`netwatch_api::agent::HandoffPart`]).
+//! For a local account the bytes go from its file into the upload by
+//! `copy_file_range` in the kernel: no TLS, no HTTP, no copy through either
+//! process (over HTTPS both processes pass over every byte each way); for
+//! one relayed to storage the controller reads them from the file as it
+//! would a `PUT`'s body.
 //!
 //! The socket is open to every local user (mode 0666): what authorizes a
 //! hand-over is its grant, checked exactly as a `PUT` of the part is

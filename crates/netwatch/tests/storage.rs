@@ -642,6 +642,35 @@ fn an_agent_on_the_controllers_machine_hands_its_parts_over() {
         "the agent handed its parts over:\n{log}"
     );
 
+    // An Azure account with only a SAS: its parts go through the controller
+    // too, handed over and relayed to Azurite from the file.
+    let azurite = Azurite::start_at(Place::netns(&nw.pair.b, B4));
+    let account = json!({"location": "westus", "properties": {"netwatch": {
+        "kind": "azureblob", "account": azurite.account(), "container": azurite.container(),
+        "sas": azurite.container_sas(), "endpoint": azurite.endpoint(), "partSize": PART_SIZE,
+    }}});
+    let accounts = format!("/subscriptions/{SUB}/resourceGroups/netwatch/providers/Microsoft.Storage/storageAccounts");
+    let made = nw.sdk(&[
+        "rest",
+        "PUT",
+        &format!("{accounts}/sasblobs?api-version=2025-08-01"),
+        &account.to_string(),
+    ]);
+    assert_eq!(made["status"], 200, "{made}");
+    let mut body = body;
+    body["properties"]["storageLocation"]["storageId"] = json!(format!("{accounts}/sasblobs"));
+    body["properties"]["filters"] = json!([{"protocol": "UDP", "remotePort": "7342"}]);
+    nw.sdk(&["create", "relayed", &body.to_string()]);
+    // 9,000 datagrams of 1,400 bytes: ~13 MB, three parts of 5 MiB.
+    send_udp(&nw.pair, &[7342], 9000, 1400);
+    nw.status_until("relayed", "counting", |s| s["netwatch"]["packetsCaptured"] == 9000);
+    nw.sdk(&["stop", "relayed"]);
+    let stored = nw.status_until("relayed", "stored", |s| s["netwatch"]["uploadState"] == "Succeeded");
+    let files = stored["netwatch"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{stored}");
+    let (_, packets) = netwatch_testkit::read_pcap(&download_checked(&nw, &files[0]));
+    assert_eq!(packets.len(), 9000, "every datagram relayed to Azurite");
+
     // Through the socket, a grant is needed as over HTTPS: one not signed by
     // the controller is refused (403), with a descriptor or without (400).
     let socket = nw.dir.path().join("up/handoff.sock");

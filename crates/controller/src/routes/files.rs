@@ -189,7 +189,8 @@ fn blob_location(path: Result<Path<(String, String)>, PathRejection>) -> Result<
 /// A part handed over by an agent on this machine ([`crate::handoff`]): its
 /// grant (the path a `PUT` of it would go to) checked as [`upload`] checks
 /// it, then `part.len` bytes of `file` from `part.offset` copied into the
-/// upload by the local backend; the part's receipt.
+/// upload by the local backend, or read as a part's body for storage this
+/// controller relays to; the part's receipt.
 pub(crate) async fn handed_over(
     state: &AppState,
     part: &netwatch_api::agent::HandoffPart,
@@ -225,17 +226,60 @@ pub(crate) async fn handed_over(
         &grant.sig,
     )?;
     let storage = account_storage(state, account).await?;
-    let netwatch_storage::Backend::Local(local) = &storage.backend else {
-        return Err(bad(format!(
-            "storage account {account:?} is not a local directory: hand-overs are for local accounts"
-        )));
+    let stored = match &storage.backend {
+        netwatch_storage::Backend::Local(local) => {
+            local
+                .put_part_from_file(&blob, &grant.upload_id, grant.part, file, part.offset, part.len)
+                .await
+        }
+        // Parts this controller relays to storage (an Azure account with
+        // only a SAS): read from the file as a PUT's body would be.
+        backend => {
+            let body = read_range(file, part.offset, part.len);
+            backend
+                .put_part(&blob, &grant.upload_id, grant.part, body, part.len, None)
+                .await
+        }
     };
-    let receipt = local
-        .put_part_from_file(&blob, &grant.upload_id, grant.part, file, part.offset, part.len)
-        .await
-        .map_err(|err| super::uploads::upload_error(state, account, err))?;
+    let receipt = stored.map_err(|err| super::uploads::upload_error(state, account, err))?;
     tracing::debug!(account, blob = %blob, part = grant.part, length = part.len, "part handed over");
     Ok(receipt.id)
+}
+
+/// `len` bytes of `file` from `offset`, in 1 MiB chunks read at their
+/// offsets (`pread`): a descriptor handed over shares its position with the
+/// agent's and with the other parts', so nothing may seek it.
+fn read_range(
+    file: std::fs::File,
+    offset: u64,
+    len: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    const CHUNK: u64 = 1 << 20;
+    let file = Arc::new(file);
+    futures_util::stream::try_unfold((offset, len), move |(at, left)| {
+        let file = Arc::clone(&file);
+        async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let want = usize::try_from(left.min(CHUNK)).unwrap_or(1 << 20);
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt as _;
+                let mut chunk = vec![0u8; want];
+                let read = file.read_at(&mut chunk, at)?;
+                chunk.truncate(read);
+                Ok::<_, std::io::Error>(chunk)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            if read.is_empty() {
+                // The file ends early: the part's length check says so.
+                return Ok(None);
+            }
+            let read_len = read.len() as u64;
+            Ok(Some((bytes::Bytes::from(read), (at + read_len, left - read_len))))
+        }
+    })
 }
 
 /// The backend of the configured account `account`; 404 naming the accounts there are.
