@@ -698,15 +698,8 @@ async fn handoff(
         offset: u64::from(part.saturating_sub(1)) * part_size,
         len,
     };
-    let (source, shown, socket) = (Arc::clone(&file.file), socket.display().to_string(), socket.to_owned());
-    let failed = {
-        let shown = shown.clone();
-        move |source| UploadError::Handoff {
-            part,
-            socket: shown.clone(),
-            source,
-        }
-    };
+    let (source, socket) = (Arc::clone(&file.file), socket.to_owned());
+    let shown = socket.display().to_string();
     // Connecting: the socket may be unusable (Err); after that, failures are the part's.
     let exchanged = tokio::task::spawn_blocking(move || {
         let stream = std::os::unix::net::UnixStream::connect(&socket)?;
@@ -715,7 +708,13 @@ async fn handoff(
     .await;
     let answer = match exchanged {
         Ok(Ok(Ok(answer))) => answer,
-        Ok(Ok(Err(source))) => return Ok(Err(failed(source))),
+        Ok(Ok(Err(source))) => {
+            return Ok(Err(UploadError::Handoff {
+                part,
+                socket: shown,
+                source,
+            }));
+        }
         Ok(Err(unusable)) => return Err(unusable),
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
         Err(_) => return Ok(Err(UploadError::Cancelled)),

@@ -464,6 +464,32 @@ pub fn upgrade_for(
 mod tests {
     use super::*;
 
+    /// The cache keeps what is in use or recent and drops copies of old
+    /// builds, and nothing that is not one of its copies.
+    #[test]
+    fn the_cache_drops_copies_unused_for_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, age_hours: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"build").unwrap();
+            let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_hours * 3600);
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+            path
+        };
+        let kept = file("netwatch-0.1.0-x86_64-0000000000000001", 0);
+        let recent = file("netwatch-0.1.0-x86_64-0000000000000002", 2);
+        let old = file("netwatch-0.1.0-x86_64-0000000000000003", 30);
+        let foreign = file("someone-elses-file", 30);
+        sweep_cache(&kept);
+        assert!(kept.exists() && recent.exists() && foreign.exists());
+        assert!(!old.exists(), "a copy unused for 30 h goes");
+    }
+
     fn build(version: &str, arch: &str) -> AgentBuild {
         AgentBuild {
             version: version.to_owned(),

@@ -129,6 +129,22 @@ fn a_draining_controller_answers_for_drain_seconds_with_its_health_503() {
     };
     let healthy = netwatch_testkit::eventually(100, Duration::from_millis(100), || get("/netwatch/v1/health").0 == 200);
     assert!(healthy, "netwatch server not healthy:\n{}", read_log());
+    // Whether an HTTP/1.1 answer to GET `path` tells the client to close its connection.
+    let closes = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "5", "--http1.1", "-o", "/dev/null", "-D", "-", "--cacert"])
+            .arg(&ca)
+            .args(["-H", &format!("Authorization: Bearer {token}"), &format!("{url}{path}")])
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout)
+            .to_ascii_lowercase()
+            .contains("connection: close")
+    };
+    assert!(
+        !closes("/subscriptions?api-version=2022-12-01"),
+        "kept alive while serving"
+    );
 
     netwatch_testkit::run(Command::new("kill").arg("-TERM").arg(server.0.id().to_string()));
     let signalled = Instant::now();
@@ -140,6 +156,12 @@ fn a_draining_controller_answers_for_drain_seconds_with_its_health_503() {
     assert!(draining, "the health did not say draining:\n{}", read_log());
     let (status, body) = get("/subscriptions?api-version=2022-12-01");
     assert_eq!(status, 200, "{body}\n{}", read_log());
+    // Its answers close their connections: no client sends a request on a
+    // kept-alive connection just as the port closes.
+    assert!(
+        closes("/subscriptions?api-version=2022-12-01"),
+        "Connection: close while draining"
+    );
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
         "too slow to check the drain ({:?}): this machine is too busy for the test to mean anything",
