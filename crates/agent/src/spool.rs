@@ -248,20 +248,27 @@ impl Spool {
         Ok(target)
     }
 
-    /// Makes the ticket of a linked file (its size; the uploader hashes it)
-    /// and writes the ticket (fsynced: call off the async threads). A ticket that cannot be
+    /// Makes the ticket of a linked file (its size, and its SHA-256 when the
+    /// capture worked it out; else the uploader hashes it) and writes the
+    /// ticket (fsynced: call off the async threads). A ticket that cannot be
     /// written (a full disk) is logged and returned all the same: the file is
     /// safe in the spool, and a restarted agent makes its ticket again.
-    pub(crate) fn admit(&self, capture_id: &str, seq: u32, original: Option<PathBuf>) -> Result<Ticket, SpoolError> {
+    pub(crate) fn admit(
+        &self,
+        capture_id: &str,
+        seq: u32,
+        original: Option<PathBuf>,
+        sha256: Option<String>,
+    ) -> Result<Ticket, SpoolError> {
         let path = self.file_path(capture_id, seq);
         let size = fs::metadata(&path).map_err(at("read spooled file", &path))?.len();
         let ticket = Ticket {
             capture_id: capture_id.to_owned(),
             seq,
             size,
-            // The uploader hashes the file: first for a controller of upload
-            // protocol 1, as its parts go for one of protocol 2.
-            sha256: String::new(),
+            // Else the uploader hashes the file: first for a controller of
+            // upload protocol 1, as its parts go for one of protocol 2.
+            sha256: sha256.unwrap_or_default(),
             original,
             upload: None,
             failed: None,
@@ -336,7 +343,7 @@ impl Spool {
             };
             let ticketed = tickets.iter().any(|t| key(&t.capture_id) == file_key && t.seq == seq);
             if let (false, Some(capture)) = (ticketed, by_key.get(file_key)) {
-                match self.admit(&capture.capture_id, seq, None) {
+                match self.admit(&capture.capture_id, seq, None, None) {
                     Ok(ticket) => tickets.push(ticket),
                     Err(error) => {
                         tracing::warn!(file = %name, error = %crate::error_chain(&error), "spooled file unreadable; left")

@@ -390,7 +390,7 @@ impl Supervisor {
             let spool = &self.inner.spool;
             let admitted = spool
                 .link(&id, seq, &path)
-                .and_then(|_| spool.admit(&id, seq, (!plan.keep_local).then(|| path.clone())));
+                .and_then(|_| spool.admit(&id, seq, (!plan.keep_local).then(|| path.clone()), None));
             match admitted {
                 Ok(ticket) => tickets.push(ticket),
                 Err(error) => {
@@ -663,7 +663,16 @@ impl Supervisor {
                 };
                 plan.note(&mut report);
                 let file = plan.file.clone();
-                self.end_with_files(&plan, report, Some((0, file))).await;
+                self.end_with_files(
+                    &plan,
+                    report,
+                    Some(SpooledFile {
+                        seq: 0,
+                        path: file,
+                        sha256: None,
+                    }),
+                )
+                .await;
             }
             Ok(Err(message)) => {
                 tracing::warn!(error = %message, "capture around an alert failed");
@@ -753,21 +762,25 @@ impl Supervisor {
         &self,
         id: String,
         keep_local: bool,
-        mut closed: tokio::sync::mpsc::UnboundedReceiver<(u32, PathBuf)>,
+        mut closed: tokio::sync::mpsc::UnboundedReceiver<SpooledFile>,
     ) {
-        while let Some((seq, path)) = closed.recv().await {
-            self.admit(&id, seq, (!keep_local).then_some(path)).await;
+        while let Some(file) = closed.recv().await {
+            self.admit(&id, file.seq, (!keep_local).then_some(file.path), file.sha256)
+                .await;
         }
     }
 
-    /// Makes the ticket of a file linked into the spool and queues it.
-    async fn admit(&self, id: &str, seq: u32, original: Option<PathBuf>) {
+    /// Makes the ticket of a file linked into the spool (with its SHA-256
+    /// when the capture worked it out) and queues it.
+    async fn admit(&self, id: &str, seq: u32, original: Option<PathBuf>, sha256: Option<String>) {
         let spool = self.inner.spool.clone();
         let capture = id.to_owned();
-        let admitted = tokio::task::spawn_blocking(move || spool.admit(&capture, seq, original)).await;
+        let admitted = tokio::task::spawn_blocking(move || spool.admit(&capture, seq, original, sha256)).await;
         match admitted {
             Ok(Ok(ticket)) => {
-                tracing::info!(seq, size = ticket.size, "file spooled for upload");
+                // Else the uploader hashes it (a file taken up after a restart).
+                let sha256_from_capture = !ticket.sha256.is_empty();
+                tracing::info!(seq, size = ticket.size, sha256_from_capture, "file spooled for upload");
                 self.update_upload(id, |tally| {
                     tally.files += 1;
                     tally.bytes += ticket.size;
@@ -1110,7 +1123,7 @@ impl Supervisor {
         &self,
         run: Run,
         stop: &AtomicBool,
-        closed: tokio::sync::mpsc::UnboundedSender<(u32, PathBuf)>,
+        closed: tokio::sync::mpsc::UnboundedSender<SpooledFile>,
     ) -> Ended {
         let Run {
             config,
@@ -1164,6 +1177,11 @@ impl Supervisor {
             journal.started_ms = Some(now_ms_rounded_up());
             record = journal.clone();
         }
+        if upload {
+            // Each file's SHA-256 is ready when it closes: its upload then
+            // reads it only to send it.
+            capture.digest_files();
+        }
         if ring {
             let spool = spool.clone();
             let id = record.capture_id.clone();
@@ -1171,8 +1189,12 @@ impl Supervisor {
             capture.on_file_closed(move |file: &ClosedFile<'_>| {
                 if upload {
                     match spool.link(&id, file.seq, file.path) {
-                        // The upload side hashes and queues it, off this thread.
-                        Ok(_) => drop(closed.send((file.seq, file.path.to_owned()))),
+                        // The upload side makes its ticket and queues it, off this thread.
+                        Ok(_) => drop(closed.send(SpooledFile {
+                            seq: file.seq,
+                            path: file.path.to_owned(),
+                            sha256: file.sha256.map(|digest| crate::spool::hex(&digest)),
+                        })),
                         Err(error) => {
                             tracing::warn!(seq = file.seq, error = %error_chain(&error), "closed file could not be spooled")
                         }
@@ -1249,7 +1271,14 @@ impl Supervisor {
             }
             Ended::Ran { started_ms, outcome } => (started_ms, outcome),
         };
-        let CaptureOutcome { result, stats, .. } = outcome;
+        let CaptureOutcome {
+            result,
+            stats,
+            last_sha256,
+            ..
+        } = outcome;
+        // A file cut by an error is repaired below, after its digest was taken.
+        let last_sha256 = last_sha256.filter(|_| result.is_ok());
         // The file being written at the end: the capture's one file or the ring's last.
         let seq = lock(&plan.journal).seq;
         let last = plan.file_of(seq);
@@ -1315,14 +1344,18 @@ impl Supervisor {
             }
         };
         plan.note(&mut report);
-        self.end_with_files(&plan, report, keep_last.then_some((seq, last)))
-            .await;
+        let sha256 = last_sha256.map(|digest| crate::spool::hex(&digest));
+        let last = keep_last.then_some(SpooledFile {
+            seq,
+            path: last,
+            sha256,
+        });
+        self.end_with_files(&plan, report, last).await;
     }
 
-    /// Ends a capture with its last report: spools `last` (file `seq`), when
-    /// given, and keeps the report in the journal while any of its files wait
+    /// Ends a capture with its last report: spools `last`, when given, and keeps the report in the journal while any of its files wait
     /// for storage; forgets the capture's record when none does.
-    async fn end_with_files(&self, plan: &Plan, report: CaptureReport, last: Option<(u32, PathBuf)>) {
+    async fn end_with_files(&self, plan: &Plan, report: CaptureReport, last: Option<SpooledFile>) {
         let id = &plan.id;
         let last = last.filter(|_| plan.upload);
         let spooled = plan.upload
@@ -1347,9 +1380,9 @@ impl Supervisor {
         if let Err(error) = self.inner.spool.save_capture(&record) {
             tracing::warn!(error = %error_chain(&error), "could not record the capture's end in the spool");
         }
-        if let Some((seq, last)) = last {
-            match self.inner.spool.link(id, seq, &last) {
-                Ok(_) => self.admit(id, seq, (!plan.keep_local).then_some(last)).await,
+        if let Some(SpooledFile { seq, path, sha256 }) = last {
+            match self.inner.spool.link(id, seq, &path) {
+                Ok(_) => self.admit(id, seq, (!plan.keep_local).then_some(path), sha256).await,
                 Err(error) => {
                     let chain = error_chain(&error);
                     tracing::warn!(error = %chain, "the capture file could not be spooled");
@@ -1386,6 +1419,15 @@ enum TakenUp {
 /// (every change is a few assignments).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A capture file to spool: its number in the capture, where it is, and its
+/// SHA-256 (hex) when the capture worked it out as it wrote the file.
+#[derive(Debug)]
+struct SpooledFile {
+    seq: u32,
+    path: PathBuf,
+    sha256: Option<String>,
 }
 
 /// What the capture thread hands back.

@@ -171,6 +171,9 @@ pub struct ClosedFile<'a> {
     pub bytes: u64,
     /// Bytes of those files, headers included.
     pub file_bytes: u64,
+    /// This file's SHA-256, when the capture digests its files
+    /// ([`Capture::digest_files`](crate::Capture::digest_files)) and could read it back.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// What is told of each closed ring file.
@@ -196,11 +199,12 @@ fn create_file(path: &Path) -> Result<Arc<File>, OutputError> {
         })
 }
 
-/// Creates (or truncates) `path` for writing, never through a symbolic link
-/// at its name (`O_NOFOLLOW`).
+/// Creates (or truncates) `path` for writing (and reading back, to digest
+/// it), never through a symbolic link at its name (`O_NOFOLLOW`).
 pub fn create_nofollow(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(true)
@@ -348,6 +352,7 @@ impl Output {
         };
         let (path, file_count) = (path.clone(), rotation.file_count);
         self.sync()?;
+        let sha256 = self.take_digest();
         if let (Some(on_closed), Some(closed)) = (&mut self.on_closed, &self.current) {
             (on_closed.0)(&ClosedFile {
                 path: closed,
@@ -355,6 +360,7 @@ impl Output {
                 packets,
                 bytes,
                 file_bytes: self.total_bytes,
+                sha256,
             });
         }
         self.seq += 1;
@@ -384,6 +390,19 @@ impl Output {
             }
         }
         self.write_header()
+    }
+
+    /// Works out each file's SHA-256 as it is written (files only).
+    pub(crate) fn digest_files(&self) {
+        if let Some(syncer) = &self.syncer {
+            syncer.digest();
+        }
+    }
+
+    /// The current file's SHA-256, once everything is written to it, when
+    /// files are digested.
+    pub(crate) fn take_digest(&self) -> Option<[u8; 32]> {
+        self.syncer.as_ref().and_then(Syncer::take_digest)
     }
 
     /// Sets the callback told of each ring file as it closes.
@@ -493,6 +512,60 @@ mod tests {
             assert_eq!(b.len(), 64);
             crate::pcap::parse_file_header(&b).unwrap();
         }
+    }
+
+    fn sha256_of(path: &Path) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(std::fs::read(path).unwrap()).into()
+    }
+
+    #[test]
+    fn digested_ring_files_close_with_their_sha256_and_the_last_one_gives_it_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = OutputSpec::Ring {
+            path: dir.path().join("d.pcap"),
+            rotation: Rotation {
+                file_count: 10,
+                file_size: 3 << 20,
+                max_age: None,
+            },
+            first_seq: 1,
+        };
+        let mut out = Output::create(spec, file_header(LinkType::Ethernet, 65535)).unwrap();
+        out.digest_files();
+        let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&closed);
+        out.on_file_closed(FileClosed(Box::new(move |closed| {
+            let digest = closed.sha256.expect("a digested file closes with its digest");
+            assert_eq!(digest, sha256_of(closed.path), "{}", closed.path.display());
+            seen.lock().unwrap().push(closed.seq);
+        })));
+        // Records of differing bytes, written while the syncer's thread reads
+        // the file back: some of each file hashed there, the rest at the close.
+        for round in 0..40u8 {
+            let record: Vec<u8> = (0..200_000u32).map(|i| i.to_le_bytes()[0] ^ round).collect();
+            if !out.fits(0, record.len() as u64) {
+                out.rotate(u64::from(round), 0).unwrap();
+            }
+            out.write(&record).unwrap();
+            if round % 8 == 0 {
+                std::thread::sleep(syncer::WRITEBACK_INTERVAL);
+            }
+        }
+        assert_eq!(*closed.lock().unwrap(), vec![1, 2], "8 MB in files of 3 MiB");
+        let last = out.kept().pop().unwrap();
+        assert_eq!(out.take_digest(), Some(sha256_of(&last)));
+    }
+
+    #[test]
+    fn files_are_not_digested_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Output::create(
+            OutputSpec::File(dir.path().join("plain.pcap")),
+            file_header(LinkType::Ethernet, 96),
+        )
+        .unwrap();
+        assert_eq!(out.take_digest(), None);
     }
 
     #[test]

@@ -231,6 +231,9 @@ pub struct CaptureOutcome {
     pub stats: CaptureStats,
     /// The files still on disk, oldest first (empty for standard output).
     pub files: Vec<PathBuf>,
+    /// The last file's SHA-256, when [`Capture::digest_files`] was asked
+    /// and the file could be read back.
+    pub last_sha256: Option<[u8; 32]>,
 }
 
 /// A capture that is set up and receiving; [`Capture::run`] writes its packets.
@@ -343,6 +346,16 @@ impl Capture {
         self.encoder.snaplen
     }
 
+    /// Works out each file's SHA-256 as it is written, on the thread that
+    /// syncs it (read back from the page cache a moment after it is
+    /// written), for [`ClosedFile::sha256`](crate::ClosedFile) and
+    /// [`CaptureOutcome::last_sha256`]: a file to be uploaded then need not be
+    /// read once more for its digest. Files only; costs a core about 0.5 ms
+    /// per MiB written.
+    pub fn digest_files(&mut self) {
+        self.output.digest_files();
+    }
+
     /// Calls `callback` with each file of a ring (`OutputSpec::Ring`) as it
     /// closes and before older files are deleted: its path, sequence number
     /// and the counters of the files closed so far, on the capture's thread:
@@ -377,6 +390,7 @@ impl Capture {
             result,
             stats,
             files: self.output.kept(),
+            last_sha256: self.output.take_digest(),
         }
     }
 

@@ -82,17 +82,23 @@ fn an_agent_of_upload_protocol_2_uploads_to_a_controller_of_protocol_1() {
     let log = agent_log(&nw);
     assert!(
         log.contains("upload_protocol=1"),
-        "the agent found a controller of protocol 1 (its welcome says none), so it hashed the file first:\n{log}"
+        "the agent found a controller of protocol 1 (its welcome says none), so the SHA-256 goes with the first grant request:\n{log}"
     );
 }
 
 #[test]
-fn an_agent_of_upload_protocol_2_hashes_as_its_parts_go() {
+fn an_agent_of_upload_protocol_2_sends_the_digest_its_capture_worked_out_with_the_commit() {
     let nw = Deployment::start();
     capture_and_check(&nw, "both-new", 7403);
     let log = agent_log(&nw);
     assert!(
         log.contains("upload_protocol=2"),
         "this build's controller says protocol 2:\n{log}"
+    );
+    // The SHA-256 the controller recorded is the downloaded file's
+    // (`capture_and_check`), and the agent did not read the file for it.
+    assert!(
+        log.contains("sha256_from_capture=true") && !log.contains("sha256_from_capture=false"),
+        "the capture worked out its file's SHA-256 as it wrote it:\n{log}"
     );
 }
