@@ -10,11 +10,13 @@
 //!    storage's answer, so neither the link nor the server sits idle between
 //!    parts. Each part in flight holds one part-sized buffer from its read to
 //!    its answer: the upload's memory is at most `PARTS_IN_FLIGHT` × part size
-//!    (4 × 8 MiB by default) however large the file. Each receipt is saved in
-//!    the ticket as its answer comes, in whatever order, so a break (or a
-//!    crash) resumes after exactly the parts whose receipts were saved; a part
-//!    that was stored but whose receipt was not is sent again (storage keeps
-//!    the last copy of a part);
+//!    (4 × 8 MiB by default) however large the file. Receipts are saved in
+//!    the ticket as answers come, in whatever order, off the parts' way (one
+//!    fsynced write at a time, the latest ticket next: no part waits for the
+//!    disk), and all of them before the commit, so a break (or a crash)
+//!    resumes after exactly the parts whose receipts were saved; a part that
+//!    was stored but whose receipt was not is sent again (storage keeps the
+//!    last copy of a part);
 //! 3. `POST UPLOADS_COMPLETE_PATH`; the controller answers once the blob is
 //!    committed and its size checked.
 //!
@@ -327,6 +329,22 @@ impl Uploader {
         file: &SpooledFile,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(), UploadError> {
+        let mut saver = ReceiptSaver::new(spool);
+        let sent = self.send_parts_saving(spool, ticket, file, progress, &mut saver).await;
+        // Every receipt is on disk before the caller goes on (and before any
+        // save of its own could be overtaken by an older one).
+        let saved = saver.settle(ticket).await;
+        sent.and(saved)
+    }
+
+    async fn send_parts_saving(
+        &self,
+        spool: &Spool,
+        ticket: &mut Ticket,
+        file: &SpooledFile,
+        progress: &mut (dyn FnMut(u64) + Send),
+        saver: &mut ReceiptSaver<'_>,
+    ) -> Result<(), UploadError> {
         // Grants not used yet, of the latest grant (`generation`).
         let mut granted: VecDeque<PartGrant> = VecDeque::new();
         let mut generation: u64 = 0;
@@ -366,6 +384,9 @@ impl Uploader {
                             part_size: grant.part_size,
                             receipts: Vec::new(),
                         });
+                        // On disk before any part of it goes, and after any
+                        // save of the old one.
+                        saver.settle(ticket).await?;
                         save(spool, ticket).await?;
                     }
                     generation += 1;
@@ -392,7 +413,15 @@ impl Uploader {
                     (grant.part, sent, result)
                 });
             }
-            let Some((part, sent, result)) = in_flight.next().await else {
+            let next = tokio::select! {
+                next = in_flight.next() => next,
+                written = saver.written() => {
+                    written?;
+                    saver.write_due(ticket);
+                    continue;
+                }
+            };
+            let Some((part, sent, result)) = next else {
                 break;
             };
             sending.remove(&part);
@@ -402,9 +431,7 @@ impl Uploader {
                     let upload = ticket.upload.as_mut().expect("parts go for an upload");
                     upload.receipts.retain(|r| r.part != receipt.part);
                     upload.receipts.push(receipt);
-                    if let Err(error) = save(spool, ticket).await {
-                        failed.get_or_insert(error);
-                    }
+                    saver.receipt(ticket);
                     progress(upload_bytes(ticket));
                 }
                 Err(error) if error.status() == Some(StatusCode::NOT_FOUND) => return Err(error),
@@ -792,17 +819,90 @@ fn hashed(
     }
 }
 
+/// Saves a ticket's receipts off the parts' way: one write (fsynced by the
+/// spool) at a time on a blocking thread, and the ticket as it is then once
+/// that one ends, so no part waits for the disk before it goes (an fsync
+/// takes tens of milliseconds on a busy disk) and writes land in order. A
+/// crash loses at most the receipts of the last write or two: those parts
+/// go again (storage keeps the last copy of a part).
+struct ReceiptSaver<'a> {
+    spool: &'a Spool,
+    writing: Option<tokio::task::JoinHandle<()>>,
+    /// Receipts came since the write under way began.
+    due: bool,
+}
+
+impl<'a> ReceiptSaver<'a> {
+    fn new(spool: &'a Spool) -> Self {
+        Self {
+            spool,
+            writing: None,
+            due: false,
+        }
+    }
+
+    /// A receipt came: writes the ticket, or once the write under way ends.
+    fn receipt(&mut self, ticket: &Ticket) {
+        if self.writing.is_some() {
+            self.due = true;
+        } else {
+            self.start(ticket);
+        }
+    }
+
+    fn start(&mut self, ticket: &Ticket) {
+        let (spool, ticket) = (self.spool.clone(), ticket.clone());
+        // A ticket that cannot be written (a full disk) is logged and the
+        // upload goes on: it is what frees the disk (`Spool::save_progress`).
+        self.writing = Some(tokio::task::spawn_blocking(move || spool.save_progress(&ticket)));
+        self.due = false;
+    }
+
+    /// Ends with the write under way; pending while there is none.
+    async fn written(&mut self) -> Result<(), UploadError> {
+        let Some(writing) = self.writing.as_mut() else {
+            return std::future::pending().await;
+        };
+        let joined = writing.await;
+        self.writing = None;
+        joined_save(joined)
+    }
+
+    /// Starts the write that came due while the last one was under way.
+    fn write_due(&mut self, ticket: &Ticket) {
+        if self.due {
+            self.start(ticket);
+        }
+    }
+
+    /// Waits for the write under way, then writes `ticket` if receipts came
+    /// since it began.
+    async fn settle(&mut self, ticket: &Ticket) -> Result<(), UploadError> {
+        if let Some(writing) = self.writing.take() {
+            joined_save(writing.await)?;
+        }
+        if std::mem::take(&mut self.due) {
+            save(self.spool, ticket).await?;
+        }
+        Ok(())
+    }
+}
+
+fn joined_save(joined: Result<(), tokio::task::JoinError>) -> Result<(), UploadError> {
+    match joined {
+        Ok(()) => Ok(()),
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => Err(UploadError::Cancelled),
+    }
+}
+
 /// Saves the ticket's progress on a blocking thread (the spool fsyncs it);
 /// awaited before the next save, so saves land in order.
 async fn save(spool: &Spool, ticket: &Ticket) -> Result<(), UploadError> {
     let (spool, ticket) = (spool.clone(), ticket.clone());
     // A ticket that cannot be written (a full disk) is logged and the upload
     // goes on: it is what frees the disk (`Spool::save_progress`).
-    match tokio::task::spawn_blocking(move || spool.save_progress(&ticket)).await {
-        Ok(()) => Ok(()),
-        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-        Err(_) => Err(UploadError::Cancelled),
-    }
+    joined_save(tokio::task::spawn_blocking(move || spool.save_progress(&ticket)).await)
 }
 
 /// The parts of the ticket's file not stored yet (all when no upload began).
@@ -855,6 +955,55 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Receipts coming faster than the spool writes them: none waits for a
+    /// write, and once settled the ticket on disk holds every one.
+    #[tokio::test]
+    async fn receipts_are_saved_without_holding_up_parts_and_the_last_one_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path().join("spool"), 1 << 20).unwrap();
+        let capture = crate::spool::SpooledCapture {
+            capture_id: "/x/pc#1".into(),
+            start: None,
+            started_ms: None,
+            resumed: 0,
+            seq: 0,
+            closed: netwatch_api::agent::ReportStats::default(),
+            report: None,
+        };
+        spool.save_capture(&capture).unwrap();
+        let original = dir.path().join("pc.cap");
+        std::fs::write(&original, [7; 100]).unwrap();
+        spool.link(&capture.capture_id, 0, &original).unwrap();
+        let mut ticket = spool.admit(&capture.capture_id, 0, None, None).unwrap();
+        ticket.upload = Some(UploadProgress {
+            upload_id: "u".into(),
+            part_size: 5,
+            receipts: Vec::new(),
+        });
+        let mut saver = ReceiptSaver::new(&spool);
+        for part in 1..=20 {
+            let upload = ticket.upload.as_mut().unwrap();
+            upload.receipts.push(PartReceipt {
+                part,
+                id: format!("r{part}"),
+            });
+            saver.receipt(&ticket);
+        }
+        assert!(
+            saver.writing.is_some() && saver.due,
+            "one write under way, the latest due after it"
+        );
+        saver.written().await.unwrap();
+        saver.write_due(&ticket);
+        saver.settle(&ticket).await.unwrap();
+        assert!(saver.writing.is_none() && !saver.due);
+        let (_, tickets) = spool.scan();
+        assert_eq!(tickets.len(), 1);
+        let receipts = &tickets[0].upload.as_ref().unwrap().receipts;
+        assert_eq!(receipts.len(), 20, "{receipts:?}");
+        assert_eq!(receipts[19].id, "r20");
+    }
 
     #[test]
     fn statuses_are_classified() {
