@@ -415,9 +415,8 @@ impl Uploader {
             }
             let next = tokio::select! {
                 next = in_flight.next() => next,
-                written = saver.written() => {
+                written = saver.written(ticket) => {
                     written?;
-                    saver.write_due(ticket);
                     continue;
                 }
             };
@@ -851,28 +850,23 @@ impl<'a> ReceiptSaver<'a> {
     }
 
     fn start(&mut self, ticket: &Ticket) {
-        let (spool, ticket) = (self.spool.clone(), ticket.clone());
-        // A ticket that cannot be written (a full disk) is logged and the
-        // upload goes on: it is what frees the disk (`Spool::save_progress`).
-        self.writing = Some(tokio::task::spawn_blocking(move || spool.save_progress(&ticket)));
+        self.writing = Some(spawn_save(self.spool, ticket));
         self.due = false;
     }
 
-    /// Ends with the write under way; pending while there is none.
-    async fn written(&mut self) -> Result<(), UploadError> {
+    /// Ends with the write under way (pending while there is none), then
+    /// starts the one that came due meanwhile, of `ticket` as it is now.
+    async fn written(&mut self, ticket: &Ticket) -> Result<(), UploadError> {
         let Some(writing) = self.writing.as_mut() else {
             return std::future::pending().await;
         };
         let joined = writing.await;
         self.writing = None;
-        joined_save(joined)
-    }
-
-    /// Starts the write that came due while the last one was under way.
-    fn write_due(&mut self, ticket: &Ticket) {
+        joined_save(joined)?;
         if self.due {
             self.start(ticket);
         }
+        Ok(())
     }
 
     /// Waits for the write under way, then writes `ticket` if receipts came
@@ -899,10 +893,15 @@ fn joined_save(joined: Result<(), tokio::task::JoinError>) -> Result<(), UploadE
 /// Saves the ticket's progress on a blocking thread (the spool fsyncs it);
 /// awaited before the next save, so saves land in order.
 async fn save(spool: &Spool, ticket: &Ticket) -> Result<(), UploadError> {
+    joined_save(spawn_save(spool, ticket).await)
+}
+
+/// Writes the ticket's progress on a blocking thread. A ticket that cannot
+/// be written (a full disk) is logged and the upload goes on: it is what
+/// frees the disk (`Spool::save_progress`).
+fn spawn_save(spool: &Spool, ticket: &Ticket) -> tokio::task::JoinHandle<()> {
     let (spool, ticket) = (spool.clone(), ticket.clone());
-    // A ticket that cannot be written (a full disk) is logged and the upload
-    // goes on: it is what frees the disk (`Spool::save_progress`).
-    joined_save(tokio::task::spawn_blocking(move || spool.save_progress(&ticket)).await)
+    tokio::task::spawn_blocking(move || spool.save_progress(&ticket))
 }
 
 /// The parts of the ticket's file not stored yet (all when no upload began).
@@ -994,8 +993,11 @@ mod tests {
             saver.writing.is_some() && saver.due,
             "one write under way, the latest due after it"
         );
-        saver.written().await.unwrap();
-        saver.write_due(&ticket);
+        saver.written(&ticket).await.unwrap();
+        assert!(
+            saver.writing.is_some() && !saver.due,
+            "the due write started as the first ended"
+        );
         saver.settle(&ticket).await.unwrap();
         assert!(saver.writing.is_none() && !saver.due);
         let (_, tickets) = spool.scan();

@@ -11,7 +11,7 @@
 //!
 //! The socket is open to every local user (mode 0666): what authorizes a
 //! hand-over is its grant, checked exactly as a `PUT` of the part is
-//! (`routes::files::check_part`), and the descriptor, which lets the
+//! (`routes::files::handed_over`), and the descriptor, which lets the
 //! controller read that file and nothing else. One request per connection:
 //! a JSON line with the descriptor attached (`SCM_RIGHTS`), one
 //! [`netwatch_api::agent::HandoffAnswer`] line back.

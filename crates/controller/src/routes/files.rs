@@ -61,6 +61,25 @@ struct PartQuery {
     sig: String,
 }
 
+/// What a part's request says when its grant cannot be read.
+const GRANT_NEEDED: &str = "a part needs the grant the controller handed out (uploadId, part, expires, sig)";
+
+impl PartQuery {
+    /// Whether this grant is this controller's, for this part of `blob` in
+    /// `account`, and still good.
+    fn check(&self, state: &AppState, account: &str, blob: &BlobPath) -> Result<(), HttpError> {
+        super::uploads::check_part_grant(
+            state,
+            account,
+            blob,
+            &self.upload_id,
+            self.part,
+            self.expires,
+            &self.sig,
+        )
+    }
+}
+
 /// `PUT {UPLOAD_PREFIX}/{account}/{path}?{grant}`: stores one part of an
 /// upload; 200 with the part's receipt in `ETag`.
 async fn upload(
@@ -71,24 +90,9 @@ async fn upload(
     body: Body,
 ) -> Result<Response, HttpError> {
     let (account, blob) = blob_location(path)?;
-    let Query(grant) = query.map_err(|rejection| {
-        ApiError::bad_request(
-            "query",
-            format!(
-                "a part needs the grant the controller handed out (uploadId, part, expires, sig): {}",
-                rejection.body_text()
-            ),
-        )
-    })?;
-    super::uploads::check_part_grant(
-        &state,
-        &account,
-        &blob,
-        &grant.upload_id,
-        grant.part,
-        grant.expires,
-        &grant.sig,
-    )?;
+    let Query(grant) = query
+        .map_err(|rejection| ApiError::bad_request("query", format!("{GRANT_NEEDED}: {}", rejection.body_text())))?;
+    grant.check(&state, &account, &blob)?;
     let storage = account_storage(&state, &account).await?;
     let length = content_length(&headers)?;
     let md5 = content_md5(&headers)?;
@@ -210,21 +214,9 @@ pub(crate) async fn handed_over(
         .split_once('/')
         .ok_or_else(|| bad("the grant names no blob".to_owned()))?;
     let blob = BlobPath::parse(path).map_err(|err| ApiError::bad_request("path", err.to_string()))?;
-    let Query(grant) = Query::<PartQuery>::try_from_uri(&uri).map_err(|rejection| {
-        bad(format!(
-            "a part needs the grant the controller handed out (uploadId, part, expires, sig): {}",
-            rejection.body_text()
-        ))
-    })?;
-    super::uploads::check_part_grant(
-        state,
-        account,
-        &blob,
-        &grant.upload_id,
-        grant.part,
-        grant.expires,
-        &grant.sig,
-    )?;
+    let Query(grant) = Query::<PartQuery>::try_from_uri(&uri)
+        .map_err(|rejection| bad(format!("{GRANT_NEEDED}: {}", rejection.body_text())))?;
+    grant.check(state, account, &blob)?;
     let storage = account_storage(state, account).await?;
     let stored = match &storage.backend {
         netwatch_storage::Backend::Local(local) => {
