@@ -22,13 +22,16 @@
 //! 4. `POST …/queryStatus` every `BENCH_POLL_MS` (50) until `netwatch.uploadState`
 //!    reads `Succeeded`; meanwhile a thread reads the agent's `VmRSS` every
 //!    `BENCH_POLL_MS`;
-//! 5. netwatch's copy leaves storage (the local blob deleted; Azurite or moto
-//!    stopped, their data gone), the controller and the agent stop, and the
-//!    agent's own copy of the file goes to the same kind of server by a plain
-//!    copy: `cp` + `sync FILE` (fsync) into a directory on the same file
-//!    system, or one `curl -T` upload (Put Blob with a SAS; PutObject signed
-//!    with SigV4; a media upload, `POST …/upload/storage/v1/b/{bucket}/o?uploadType=media`)
-//!    to a fresh Azurite, moto or fake-gcs-server.
+//! 5. netwatch's copy leaves storage (the local blob deleted; Azurite, moto
+//!    or fake-gcs-server stopped, their data gone), the controller and the
+//!    agent stop, and the agent's own copy of the file goes to the same kind
+//!    of server by a plain copy: `cp` + `sync FILE` (fsync) into a directory
+//!    on the same file system, or one `curl -T` upload (Put Blob with a SAS;
+//!    PutObject signed with SigV4; a media upload,
+//!    `POST …/upload/storage/v1/b/{bucket}/o?uploadType=media`) to a second
+//!    server started with netwatch's and idle since (a server idle for some
+//!    seconds is slower than one just started: the reference must not get
+//!    the faster one), then to a freshly started one (printed beside).
 //!
 //! The upload's time runs from the capture file closed (the agent's log line
 //! `capture stopped`) to the first `queryStatus` that reads `Succeeded`: it
@@ -273,6 +276,80 @@ impl Server {
         }
     }
 
+    /// One `curl` upload of `source` (`size` bytes) to this server, checked
+    /// stored whole; its time. Not for `local`.
+    fn plain_copy(&self, source: &Path, size: u64) -> Duration {
+        match self {
+            Server::Local => unreachable!("the local plain copy is cp + fsync"),
+            Server::Azurite(azurite) => {
+                let url = format!(
+                    "{}/{}/plain.cap?{}",
+                    azurite.endpoint(),
+                    azurite.container(),
+                    azurite.container_sas()
+                );
+                let start = Instant::now();
+                run_bounded(
+                    curl()
+                        .args([
+                            "-H",
+                            "x-ms-blob-type: BlockBlob",
+                            "-H",
+                            "x-ms-version: 2021-08-06",
+                            "-T",
+                        ])
+                        .arg(source)
+                        .arg(&url),
+                    "curl (Put Blob)",
+                );
+                let plain = start.elapsed();
+                let stored = content_length(curl().args(["-I", "-H", "x-ms-version: 2021-08-06"]).arg(&url));
+                assert_eq!(stored, Some(size), "Azurite holds the whole file");
+                plain
+            }
+            Server::Moto(moto) => {
+                let url = format!("{}/{}/plain.cap", moto.endpoint(), moto.bucket());
+                let sigv4 = |command: &mut Command| {
+                    command
+                        .args(["--aws-sigv4", &format!("aws:amz:{}:s3", Moto::REGION), "--user"])
+                        .arg(format!("{}:{}", Moto::ACCESS_KEY_ID, Moto::SECRET_ACCESS_KEY));
+                };
+                let mut put = curl();
+                sigv4(&mut put);
+                put.arg("-T").arg(source).arg(&url);
+                let start = Instant::now();
+                run_bounded(&mut put, "curl (PutObject)");
+                let plain = start.elapsed();
+                let mut head = curl();
+                sigv4(&mut head);
+                head.arg("-I").arg(&url);
+                assert_eq!(content_length(&mut head), Some(size), "moto holds the whole file");
+                plain
+            }
+            Server::Gcs(gcs) => {
+                let url = format!(
+                    "{}/upload/storage/v1/b/{}/o?uploadType=media&name=plain.cap",
+                    gcs.endpoint(),
+                    gcs.bucket()
+                );
+                let start = Instant::now();
+                run_bounded(
+                    curl()
+                        .args(["-X", "POST", "-H", "Content-Type: application/vnd.tcpdump.pcap", "-T"])
+                        .arg(source)
+                        .arg(&url),
+                    "curl (media upload)",
+                );
+                let plain = start.elapsed();
+                let meta = format!("{}/storage/v1/b/{}/o/plain.cap", gcs.endpoint(), gcs.bucket());
+                let out = Command::new("curl").args(["-sS", "-f"]).arg(&meta).output().unwrap();
+                let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(meta["size"], size.to_string(), "fake-gcs-server holds the whole file");
+                plain
+            }
+        }
+    }
+
     /// Account `bench` of this server, as a `[[storage]]` table.
     fn account_toml(&self, dir: &Path, part_size: Option<u64>) -> String {
         let mut table = format!("\n[[storage]]\nname = \"{ACCOUNT}\"\n");
@@ -331,6 +408,8 @@ struct Row {
     plain: Duration,
     /// `local` only: of `plain`, the `sync` (fsync).
     plain_sync: Option<Duration>,
+    /// Servers only: the plain copy to a server just started.
+    plain_fresh: Option<Duration>,
     rss_idle: u64,
     rss_capture: u64,
     /// Peak from the stop to `Succeeded`, and from the first `Uploading` read.
@@ -369,7 +448,7 @@ async fn run(settings: Settings) {
 fn print_row(row: &Row) {
     println!(
         "  {}: {:.1} MiB, {} packets ({} dropped): netwatch {:.2} s ({:.0} MiB/s; hashed at +{:.2} s, stored at +{:.2} s), \
-         plain {:.2} s ({:.0} MiB/s); agent VmRSS idle {} KiB, capturing {} KiB, upload peak {} KiB ({} samples), after {} KiB",
+         plain {:.2} s ({:.0} MiB/s; to a fresh server {}); agent VmRSS idle {} KiB, capturing {} KiB, upload peak {} KiB ({} samples), after {} KiB",
         row.kind,
         mib(row.file_bytes),
         row.packets,
@@ -380,6 +459,8 @@ fn print_row(row: &Row) {
         row.stored.as_secs_f64(),
         row.plain.as_secs_f64(),
         rate(row.file_bytes, row.plain),
+        row.plain_fresh
+            .map_or_else(|| "-".to_owned(), |fresh| format!("{:.2} s", fresh.as_secs_f64())),
         row.rss_idle,
         row.rss_capture,
         row.rss_peak,
@@ -401,9 +482,10 @@ fn print_tables(rows: &[Row]) {
     println!();
     println!(
         "| account | file MiB | netwatch s (closed → Succeeded) | netwatch MiB/s | plain copy | plain s | plain MiB/s | \
-         netwatch / plain | of netwatch's s: SHA-256 | parts + commit | report | CPU s: agent | controller |"
+         netwatch / plain | plain s, fresh server | of netwatch's s: SHA-256 | parts + commit | report | CPU s: agent | \
+         controller |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for row in rows {
         let plain = match row.kind.as_str() {
             "local" => format!(
@@ -414,8 +496,11 @@ fn print_tables(rows: &[Row]) {
             "gcs" => "curl -T, media upload".to_owned(),
             _ => "curl -T, PutObject".to_owned(),
         };
+        let fresh = row
+            .plain_fresh
+            .map_or_else(|| "-".to_owned(), |fresh| format!("{:.2}", fresh.as_secs_f64()));
         println!(
-            "| {} | {:.0} | {:.2} | {:.0} | {plain} | {:.2} | {:.0} | **{:.2}** | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2} | {:.0} | {plain} | {:.2} | {:.0} | **{:.2}** | {fresh} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             row.kind,
             mib(row.file_bytes),
             row.upload.as_secs_f64(),
@@ -466,6 +551,12 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
         .unwrap();
     println!("{kind}, {gib} GiB: data in {}", dir.path().display());
     let server = Server::start(kind);
+    // The plain copy's server, started with netwatch's and idle as long: a
+    // server idle for a while answers slower than one just started (Azurite:
+    // a 256 MiB Put Blob takes 0.80–0.85 s just started, 1.30–1.39 s after
+    // 10 or 30 s idle), so a fresh one would flatter the plain copy. The
+    // plain copy to a fresh server is printed too.
+    let twin = Server::start(kind);
 
     // The controller: made once, stopped, given account `bench`, started again.
     let (up, _) = start_controller(settings, dir.path(), "up-first.log");
@@ -643,7 +734,7 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
     let source = agent_dir.join("captures/bench").join(format!("{name}.cap"));
     let size = std::fs::metadata(&source).unwrap().len();
     assert_eq!(size, file_bytes, "the agent's copy is the file stored");
-    let (plain, plain_sync) = match server {
+    let (plain, plain_sync, plain_fresh) = match server {
         Server::Local => {
             remove_blobs(&dir.path().join("storage-local"));
             let copy_dir = dir.path().join("plain");
@@ -656,79 +747,14 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
             let plain = start.elapsed();
             assert_eq!(std::fs::metadata(&copy).unwrap().len(), size, "cp copied the file");
             std::fs::remove_file(&copy).unwrap();
-            (plain, Some(synced.elapsed()))
+            (plain, Some(synced.elapsed()), None)
         }
-        Server::Azurite(azurite) => {
-            drop(azurite);
-            let azurite = Azurite::start();
-            let url = format!(
-                "{}/{}/plain.cap?{}",
-                azurite.endpoint(),
-                azurite.container(),
-                azurite.container_sas()
-            );
-            let start = Instant::now();
-            run_bounded(
-                curl()
-                    .args([
-                        "-H",
-                        "x-ms-blob-type: BlockBlob",
-                        "-H",
-                        "x-ms-version: 2021-08-06",
-                        "-T",
-                    ])
-                    .arg(&source)
-                    .arg(&url),
-                "curl (Put Blob)",
-            );
-            let plain = start.elapsed();
-            let stored = content_length(curl().args(["-I", "-H", "x-ms-version: 2021-08-06"]).arg(&url));
-            assert_eq!(stored, Some(size), "Azurite holds the whole file");
-            (plain, None)
-        }
-        Server::Moto(moto) => {
-            drop(moto);
-            let moto = Moto::start();
-            let url = format!("{}/{}/plain.cap", moto.endpoint(), moto.bucket());
-            let sigv4 = |command: &mut Command| {
-                command
-                    .args(["--aws-sigv4", &format!("aws:amz:{}:s3", Moto::REGION), "--user"])
-                    .arg(format!("{}:{}", Moto::ACCESS_KEY_ID, Moto::SECRET_ACCESS_KEY));
-            };
-            let mut put = curl();
-            sigv4(&mut put);
-            put.arg("-T").arg(&source).arg(&url);
-            let start = Instant::now();
-            run_bounded(&mut put, "curl (PutObject)");
-            let plain = start.elapsed();
-            let mut head = curl();
-            sigv4(&mut head);
-            head.arg("-I").arg(&url);
-            assert_eq!(content_length(&mut head), Some(size), "moto holds the whole file");
-            (plain, None)
-        }
-        Server::Gcs(gcs) => {
-            drop(gcs);
-            let gcs = FakeGcs::start();
-            let url = format!(
-                "{}/upload/storage/v1/b/{}/o?uploadType=media&name=plain.cap",
-                gcs.endpoint(),
-                gcs.bucket()
-            );
-            let start = Instant::now();
-            run_bounded(
-                curl()
-                    .args(["-X", "POST", "-H", "Content-Type: application/vnd.tcpdump.pcap", "-T"])
-                    .arg(&source)
-                    .arg(&url),
-                "curl (media upload)",
-            );
-            let plain = start.elapsed();
-            let meta = format!("{}/storage/v1/b/{}/o/plain.cap", gcs.endpoint(), gcs.bucket());
-            let out = Command::new("curl").args(["-sS", "-f"]).arg(&meta).output().unwrap();
-            let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(meta["size"], size.to_string(), "fake-gcs-server holds the whole file");
-            (plain, None)
+        netwatch_server => {
+            drop(netwatch_server);
+            let plain = twin.plain_copy(&source, size);
+            drop(twin);
+            let fresh = Server::start(kind).plain_copy(&source, size);
+            (plain, None, Some(fresh))
         }
     };
     if settings.keep {
@@ -745,6 +771,7 @@ async fn measure(settings: &Settings, kind: &str, gib: f64) -> Row {
         stored: stored_at,
         plain,
         plain_sync,
+        plain_fresh,
         rss_idle,
         rss_capture,
         rss_peak,
