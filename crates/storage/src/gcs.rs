@@ -14,10 +14,11 @@
 //! `netwatch-uploads/{upload id}/{part:05}` at the bucket's root, outside
 //! every capture path. The commit composes the parts, in order, into the
 //! blob (GCS's `compose`, atomic: readers see the previous blob or the whole
-//! new one), then deletes them. Compose takes at most 32 sources, so more
-//! parts are composed by 32 into intermediate objects of the same upload
-//! (`…/compose-{level}-{n}`), those again, as a tree, the last compose
-//! writing the blob. Parts need no minimum size and no alignment.
+//! new one), then deletes them. Compose takes at most 32 sources, so with
+//! more parts the fewest needed at the end are first composed, by up to 32,
+//! into intermediate objects of the same upload (`…/compose-{level}-{n}`),
+//! as a tree, the last compose writing the blob (33 parts: the last two into
+//! one, then 32 into the blob). Parts need no minimum size and no alignment.
 //!
 //! A part reaches storage either way the other backends offer:
 //! - **granted** ([`crate::Backend::grant_parts`]): the controller opens a
@@ -398,9 +399,14 @@ fn upload_prefix(upload_id: &str) -> String {
     format!("{UPLOAD_PREFIX}/{upload_id}/")
 }
 
-/// Composes `sources` in order into `destination`: by [`MAX_COMPOSE_SOURCES`]
-/// into intermediates under `prefix` while there are more, as a tree. The
-/// blob, and the intermediates made.
+/// Composes `sources` in order into `destination`. Over
+/// [`MAX_COMPOSE_SOURCES`] sources, the fewest needed at the end are first
+/// composed by up to that many into intermediates under `prefix`
+/// ([`merged_tail`]), side by side, and again while there are still too
+/// many: a tree whose last compose writes the blob. As few bytes as can be go
+/// through intermediates, so a server whose compose copies (fake-gcs-server)
+/// copies 33 parts' bytes not twice but once and one part's more. The blob,
+/// and the intermediates made.
 async fn compose_all(
     client: &Client,
     prefix: &str,
@@ -411,12 +417,13 @@ async fn compose_all(
     let mut intermediates = Vec::new();
     let mut level = 0;
     while sources.len() > MAX_COMPOSE_SOURCES {
-        let groups: Vec<(usize, Vec<String>)> = sources
+        let tail = sources.split_off(sources.len() - merged_tail(sources.len()));
+        let groups: Vec<(usize, Vec<String>)> = tail
             .chunks(MAX_COMPOSE_SOURCES)
             .map(<[String]>::to_vec)
             .enumerate()
             .collect();
-        sources = stream::iter(groups)
+        let composed: Vec<String> = stream::iter(groups)
             .map(|(index, group)| async move {
                 if let [one] = group.as_slice() {
                     return Ok((one.clone(), false));
@@ -434,10 +441,22 @@ async fn compose_all(
             })
             .try_collect()
             .await?;
+        sources.extend(composed);
         level += 1;
     }
     let object = client.compose(&sources, destination, content_type).await?;
     Ok((object, intermediates))
+}
+
+/// Of `count` sources (more than [`MAX_COMPOSE_SOURCES`]), how many at the
+/// end to compose into intermediates, by up to that many each, so that what
+/// is left is at most that many sources, or as near as one level gets. A
+/// group of `k` takes the count down by `k - 1`: `g` groups take `needed + g`
+/// sources, where `g = ⌈needed / (MAX - 1)⌉`.
+fn merged_tail(count: usize) -> usize {
+    let needed = count.saturating_sub(MAX_COMPOSE_SOURCES);
+    let groups = needed.div_ceil(MAX_COMPOSE_SOURCES - 1);
+    (needed + groups).min(count)
 }
 
 /// Deletes the objects `names`, [`REQUESTS_IN_FLIGHT`] at once; those that
@@ -705,6 +724,32 @@ impl Storage for GcsStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn composes_only_as_many_parts_into_intermediates_as_needed() {
+        // What one level leaves: the untouched sources and one per group.
+        let left = |count: usize| {
+            let tail = merged_tail(count);
+            count - tail + tail.div_ceil(MAX_COMPOSE_SOURCES)
+        };
+        assert_eq!(merged_tail(33), 2);
+        assert_eq!(merged_tail(34), 3);
+        assert_eq!(merged_tail(63), 32);
+        assert_eq!(merged_tail(64), 34);
+        assert_eq!(merged_tail(129), 101);
+        assert_eq!(merged_tail(1024), 1024);
+        for count in 33..=1024 {
+            let tail = merged_tail(count);
+            assert_eq!(left(count), MAX_COMPOSE_SOURCES, "{count} sources");
+            // One source fewer in the tail would leave too many.
+            let fewer = count - (tail - 1) + (tail - 1).div_ceil(MAX_COMPOSE_SOURCES);
+            assert!(fewer > MAX_COMPOSE_SOURCES, "{count} sources: {tail} is not the least");
+        }
+        // Beyond one level's reach everything is grouped, and the count falls.
+        assert_eq!(merged_tail(2000), 2000);
+        assert_eq!(left(2000), 63);
+        assert!(left(10_000) < 10_000 / 31);
+    }
 
     #[test]
     fn temporaries_sit_under_the_upload_prefix() {

@@ -155,8 +155,9 @@ async fn grants_are_upload_sessions_of_the_parts_objects() {
     backend.abort_upload(&path, &upload_id).await.unwrap();
 }
 
-/// 34 parts of the smallest part size: the commit composes 32 and 2 into
-/// intermediates, then those into the blob; every temporary goes.
+/// 34 parts of the smallest part size: the commit composes the last 3 into
+/// an intermediate, then the other 31 and it into the blob, in order; every
+/// temporary goes.
 #[tokio::test]
 async fn many_parts_are_composed_as_a_tree() {
     let gcs = FakeGcs::start();
