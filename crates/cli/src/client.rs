@@ -4,7 +4,11 @@
 //! (clients.md §3), ARM error answers turned into [`CliError::Arm`], and
 //! long-running operations polled as azure-core's `ARMPolling` does
 //! (api-contract.md §4): the `Azure-AsyncOperation` monitor first, then the
-//! `Location` monitor, waiting `Retry-After` between polls.
+//! `Location` monitor, waiting `Retry-After` between polls. An answer that
+//! azure-core's `RetryPolicy` (az's) sends again is sent again here too: any
+//! error with `Retry-After` (a controller whose database does not answer:
+//! 503, `Retry-After: 2`), and 408, 429, 500, 502, 503, 504 without it (only
+//! 500, 503 and 504 for `POST` and `PATCH`), [`STATUS_RETRIES`] times.
 //!
 //! `--debug` prints every request and answer on standard error in az's
 //! layout (`Request URL: '…'`, headers with the token masked, body).
@@ -35,6 +39,13 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest wait for a long-running operation (az waits without a bound; a
 /// stop that uploads a 4 GiB capture still fits).
 const LRO_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Times an answer azure-core retries is retried (its `retry_status`).
+const STATUS_RETRIES: u32 = 3;
+/// The first wait before a retry without `Retry-After`, doubled each time
+/// (azure-core's `retry_backoff_factor`, 0.8 s).
+const RETRY_BACKOFF: Duration = Duration::from_millis(800);
+/// Longest wait before a retry, whatever `Retry-After` says.
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(60);
 /// The monitor header of a create (lower case, as headers are compared).
 const AZURE_ASYNC_OPERATION: &str = "azure-asyncoperation";
 
@@ -86,8 +97,28 @@ impl Client {
         format!("{}{path}?api-version={api_version}", self.base)
     }
 
-    /// Sends one request and reads the whole answer, whatever its status.
+    /// Sends one request and reads the whole answer, whatever its status;
+    /// sent again, after a wait, while the answer is one azure-core retries
+    /// ([`retry_wait`]), at most [`STATUS_RETRIES`] times.
     pub async fn exchange(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Answer, CliError> {
+        let mut retries = 0;
+        loop {
+            let answer = self.exchange_once(method.clone(), url, body).await?;
+            match retry_wait(&method, &answer, retries) {
+                Some(wait) if retries < STATUS_RETRIES => {
+                    if self.debug {
+                        eprintln!("Retrying in {:.1} s: {}", wait.as_secs_f64(), answer.status);
+                    }
+                    tokio::time::sleep(wait).await;
+                    retries += 1;
+                }
+                _ => return Ok(answer),
+            }
+        }
+    }
+
+    /// One request and its whole answer.
+    async fn exchange_once(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Answer, CliError> {
         let what = format!("cannot reach the netwatch server ({method} {url})");
         let mut request = self
             .http
@@ -309,6 +340,28 @@ pub fn retry_after(headers: &HeaderMap) -> Duration {
     }
 }
 
+/// Whether azure-core's `RetryPolicy` sends `method` again after `answer`
+/// (its `is_retry`), and after how long: an error with a `Retry-After` (or
+/// `retry-after-ms`) is retried after it; 408, 429, 500, 502, 503, 504 and
+/// anything from 506 without one after [`RETRY_BACKOFF`] doubled per retry
+/// before, but `POST` and `PATCH` (not idempotent) only on 500, 503 and 504.
+fn retry_wait(method: &Method, answer: &Answer, retries: u32) -> Option<Duration> {
+    let status = answer.status.as_u16();
+    if status < 400 {
+        return None;
+    }
+    let asked = ["retry-after-ms", "x-ms-retry-after-ms", RETRY_AFTER.as_str()]
+        .iter()
+        .any(|name| header(&answer.headers, name).is_some());
+    if asked {
+        return Some(retry_after(&answer.headers).min(RETRY_WAIT_MAX));
+    }
+    let retried = matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || status >= 506;
+    let idempotent = *method != Method::POST && *method != Method::PATCH;
+    (retried && (idempotent || matches!(status, 500 | 503 | 504)))
+        .then(|| RETRY_BACKOFF.saturating_mul(1 << retries.min(6)).min(RETRY_WAIT_MAX))
+}
+
 /// The TLS client configuration: the CA file's certificates as the only
 /// roots, or the platform verifier (the system's roots) without one.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<ClientConfig>, CliError> {
@@ -408,6 +461,95 @@ mod tests {
         assert_eq!(retry_after(&headers(&[("retry-after", "0")])), DEFAULT_POLL_INTERVAL);
         assert_eq!(retry_after(&headers(&[])), DEFAULT_POLL_INTERVAL);
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), DEFAULT_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn answers_are_retried_as_azure_core_retries_them() {
+        let answer = |status: u16, pairs: &[(&'static str, &'static str)]| Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: headers(pairs),
+            body: Value::Null,
+        };
+        let wait = |method: Method, status: u16, pairs: &[(&'static str, &'static str)], retries: u32| {
+            retry_wait(&method, &answer(status, pairs), retries)
+        };
+        // The controller's database not answering: 503 with Retry-After, any method.
+        for method in [Method::GET, Method::PUT, Method::POST, Method::DELETE] {
+            assert_eq!(
+                wait(method, 503, &[("retry-after", "2")], 0),
+                Some(Duration::from_secs(2))
+            );
+        }
+        assert_eq!(
+            wait(Method::POST, 409, &[("retry-after-ms", "250")], 0),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            wait(Method::GET, 503, &[("retry-after", "3600")], 0),
+            Some(RETRY_WAIT_MAX)
+        );
+        // Without it: backoff, doubled; POST only on 500, 503 and 504.
+        assert_eq!(wait(Method::GET, 429, &[], 0), Some(RETRY_BACKOFF));
+        assert_eq!(wait(Method::PUT, 502, &[], 2), Some(RETRY_BACKOFF * 4));
+        assert_eq!(wait(Method::POST, 503, &[], 1), Some(RETRY_BACKOFF * 2));
+        assert_eq!(wait(Method::POST, 429, &[], 0), None);
+        assert_eq!(wait(Method::PATCH, 502, &[], 0), None);
+        assert_eq!(wait(Method::DELETE, 599, &[], 0), Some(RETRY_BACKOFF));
+        // Answers that are final.
+        for status in [200, 201, 202, 204, 400, 401, 403, 404, 409, 501, 505] {
+            assert_eq!(wait(Method::GET, status, &[], 0), None, "{status}");
+        }
+        // A 202's Retry-After is the poll's business, not a retry.
+        assert_eq!(wait(Method::PUT, 202, &[("retry-after", "1")], 0), None);
+    }
+
+    #[test]
+    fn a_503_with_retry_after_is_sent_again_and_its_success_returned() {
+        let unavailable = crate::testing::json_answer_with(
+            "503 Service Unavailable",
+            "Retry-After: 1\r\n",
+            &serde_json::json!({"error": {"code": "ServiceUnavailable", "message": "try again"}}),
+        );
+        let (base, server) = crate::testing::serve(vec![
+            unavailable.clone(),
+            unavailable,
+            crate::testing::json_answer("200 OK", &serde_json::json!({"name": "x"})),
+        ]);
+        let context = crate::testing::context(&base);
+        let started = Instant::now();
+        let answer = crate::testing::block_on(context.client.exchange(Method::POST, &format!("{base}/x"), None))
+            .expect("an answer");
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body["name"], "x");
+        assert!(
+            started.elapsed() >= Duration::from_secs(2),
+            "each retry waited Retry-After"
+        );
+        let requests = server.join().expect("the server");
+        assert_eq!(requests.len(), 3);
+        assert!(requests.iter().all(|r| r.line.starts_with("POST /x ")), "{requests:?}");
+    }
+
+    #[test]
+    fn retries_stop_after_three_and_the_last_answer_is_returned() {
+        // Retry-After in milliseconds, so the test does not wait for the backoff.
+        let answer = || {
+            crate::testing::json_answer_with(
+                "500 Internal Server Error",
+                "retry-after-ms: 10\r\n",
+                &serde_json::json!({"error": {"code": "InternalServerError", "message": "m"}}),
+            )
+        };
+        let (base, server) = crate::testing::serve(vec![answer(), answer(), answer(), answer()]);
+        let context = crate::testing::context(&base);
+        let answer = crate::testing::block_on(context.client.exchange(Method::DELETE, &format!("{base}/x"), None))
+            .expect("an answer");
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            server.join().expect("the server").len(),
+            4,
+            "one request and three retries"
+        );
     }
 
     #[test]

@@ -75,9 +75,14 @@ pub(crate) fn serve(answers: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<Request>>)
 
 /// An answer with a JSON body.
 pub(crate) fn json_answer(status: &str, body: &Value) -> Vec<u8> {
+    json_answer_with(status, "", body)
+}
+
+/// An answer with a JSON body and `headers` (whole lines, each ending `\r\n`).
+pub(crate) fn json_answer_with(status: &str, headers: &str, body: &Value) -> Vec<u8> {
     let body = body.to_string();
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
