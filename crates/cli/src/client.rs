@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION};
 use reqwest::{Method, StatusCode};
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
@@ -323,43 +323,51 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The wait before the next poll: `retry-after-ms`, `x-ms-retry-after-ms` or
-/// `Retry-After` (seconds), as azure-core reads them; a missing or zero value
-/// means [`DEFAULT_POLL_INTERVAL`] (azure-core's `_extract_delay`).
-pub fn retry_after(headers: &HeaderMap) -> Duration {
+/// The headers an answer names a wait in, in the order azure-core reads them:
+/// milliseconds, milliseconds, seconds.
+const RETRY_AFTER_HEADERS: [&str; 3] = ["retry-after-ms", "x-ms-retry-after-ms", "retry-after"];
+
+/// The wait an answer asks for in [`RETRY_AFTER_HEADERS`], as azure-core
+/// reads it (`_extract_delay`, `get_retry_after`); `None` when it names none,
+/// or a zero or unreadable one.
+fn asked_delay(headers: &HeaderMap) -> Option<Duration> {
+    let [ms, ms_too, seconds] = RETRY_AFTER_HEADERS;
     let number = |name: &str| header(headers, name).and_then(|value| value.trim().parse::<f64>().ok());
-    let delay = number("retry-after-ms")
-        .or_else(|| number("x-ms-retry-after-ms"))
+    let delay = number(ms)
+        .or_else(|| number(ms_too))
         .map(|ms| ms / 1000.0)
-        .or_else(|| number(RETRY_AFTER.as_str()));
-    match delay {
-        Some(seconds) if seconds > 0.0 && seconds.is_finite() => {
-            Duration::from_secs_f64(seconds.min(LRO_TIMEOUT.as_secs_f64()))
-        }
-        _ => DEFAULT_POLL_INTERVAL,
-    }
+        .or_else(|| number(seconds))?;
+    (delay > 0.0 && delay.is_finite()).then(|| Duration::from_secs_f64(delay.min(LRO_TIMEOUT.as_secs_f64())))
+}
+
+/// The wait before the next poll: what the answer asks for, or
+/// [`DEFAULT_POLL_INTERVAL`] without (azure-core's `_extract_delay`).
+pub fn retry_after(headers: &HeaderMap) -> Duration {
+    asked_delay(headers).unwrap_or(DEFAULT_POLL_INTERVAL)
 }
 
 /// Whether azure-core's `RetryPolicy` sends `method` again after `answer`
-/// (its `is_retry`), and after how long: an error with a `Retry-After` (or
-/// `retry-after-ms`) is retried after it; 408, 429, 500, 502, 503, 504 and
-/// anything from 506 without one after [`RETRY_BACKOFF`] doubled per retry
-/// before, but `POST` and `PATCH` (not idempotent) only on 500, 503 and 504.
+/// (its `is_retry`), and after how long. An error naming a wait
+/// ([`RETRY_AFTER_HEADERS`]) is retried whatever its status and method; 408,
+/// 429, 500, 502, 503, 504 and anything from 506 without one, but for `POST`
+/// and `PATCH` (not idempotent) only 500, 503 and 504. The wait is the one
+/// asked for or, when that is zero, unreadable or missing, [`RETRY_BACKOFF`]
+/// doubled per retry before; at most [`RETRY_WAIT_MAX`].
 fn retry_wait(method: &Method, answer: &Answer, retries: u32) -> Option<Duration> {
     let status = answer.status.as_u16();
     if status < 400 {
         return None;
     }
-    let asked = ["retry-after-ms", "x-ms-retry-after-ms", RETRY_AFTER.as_str()]
+    let asked = RETRY_AFTER_HEADERS
         .iter()
         .any(|name| header(&answer.headers, name).is_some());
-    if asked {
-        return Some(retry_after(&answer.headers).min(RETRY_WAIT_MAX));
-    }
     let retried = matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || status >= 506;
     let idempotent = *method != Method::POST && *method != Method::PATCH;
-    (retried && (idempotent || matches!(status, 500 | 503 | 504)))
-        .then(|| RETRY_BACKOFF.saturating_mul(1 << retries.min(6)).min(RETRY_WAIT_MAX))
+    (asked || (retried && (idempotent || matches!(status, 500 | 503 | 504)))).then(|| {
+        asked_delay(&answer.headers)
+            .unwrap_or_else(|| RETRY_BACKOFF.saturating_mul(1 << retries.min(6)))
+            .min(RETRY_WAIT_MAX)
+    })
 }
 
 /// The TLS client configuration: the CA file's certificates as the only
@@ -487,6 +495,21 @@ mod tests {
         assert_eq!(
             wait(Method::GET, 503, &[("retry-after", "3600")], 0),
             Some(RETRY_WAIT_MAX)
+        );
+        // A wait named but zero or unreadable (an HTTP date): retried after the
+        // backoff, not the poll interval.
+        assert_eq!(
+            wait(Method::GET, 503, &[("retry-after", "0")], 1),
+            Some(RETRY_BACKOFF * 2)
+        );
+        assert_eq!(
+            wait(
+                Method::POST,
+                429,
+                &[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")],
+                0
+            ),
+            Some(RETRY_BACKOFF)
         );
         // Without it: backoff, doubled; POST only on 500, 503 and 504.
         assert_eq!(wait(Method::GET, 429, &[], 0), Some(RETRY_BACKOFF));

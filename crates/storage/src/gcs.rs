@@ -405,8 +405,8 @@ fn upload_prefix(upload_id: &str) -> String {
 /// ([`merged_tail`]), side by side, and again while there are still too
 /// many: a tree whose last compose writes the blob. As few bytes as can be go
 /// through intermediates, so a server whose compose copies (fake-gcs-server)
-/// copies 33 parts' bytes not twice but once and one part's more. The blob,
-/// and the intermediates made.
+/// copies a file of 33 parts once plus its last two parts, not twice. The
+/// blob, and the intermediates made.
 async fn compose_all(
     client: &Client,
     prefix: &str,
